@@ -1,0 +1,71 @@
+"""The ``biosim`` command line.
+
+``biosim run [EXPERIMENT.toml] [-o OUT]``  simulate an experiment (the built-in
+default when no file is given) and write its dataset, ground truth and report.
+``biosim validate EXPERIMENT.toml``         check a specification without running it.
+``biosim examples [--copy DIR]``            list (or copy) the shipped experiments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from ._core.errors import BiosimError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="biosim",
+        description="Differentiable physics simulation of brain measurement and stimulation.")
+    parser.add_argument("--version", action="version", version=f"biosim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="simulate an experiment and write its dataset")
+    run.add_argument("experiment", nargs="?", default=None,
+                     help="experiment TOML file (default: the built-in default experiment)")
+    run.add_argument("-o", "--out", default="biosim_out", help="output folder (default: %(default)s)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    run.add_argument("--seed", type=int, default=None, help="override the experiment's random seed")
+    run.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
+
+    val = sub.add_parser("validate", help="check an experiment specification")
+    val.add_argument("experiment", help="experiment TOML file")
+
+    ex = sub.add_parser("examples", help="list or copy the shipped example experiments")
+    ex.add_argument("--copy", metavar="DIR", default=None, help="copy the examples into DIR")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``biosim`` console script; returns the exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from . import experiment
+
+    try:
+        if args.command == "run":
+            spec = experiment.load_experiment(args.experiment)
+            if args.seed is not None:
+                spec = experiment.with_seed(spec, args.seed)
+            out = experiment.run_experiment(spec, args.out, overwrite=args.overwrite,
+                                            progress=not args.no_progress)
+            print(f"biosim: wrote {out}")
+        elif args.command == "validate":
+            spec = experiment.load_experiment(args.experiment)
+            print(f"biosim: {args.experiment} is valid ({experiment.describe(spec)})")
+        elif args.command == "examples":
+            for line in experiment.list_examples(copy_to=args.copy):
+                print(line)
+    except (BiosimError, FileNotFoundError, FileExistsError) as err:
+        print(f"biosim: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

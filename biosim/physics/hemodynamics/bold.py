@@ -1,0 +1,136 @@
+"""BOLD observation equations: from venous volume v and deoxyhemoglobin q
+(normalised to rest) to the fractional BOLD signal change.
+
+Both models have the form (Buxton et al. 1998)::
+
+    dS/S = V0 [k1 (1 - q) + k2 (1 - q/v) + k3 (1 - v)]
+
+* ``"classic"`` (Friston et al. 2000; Buxton et al. 1998), valid at 1.5 T and
+  TE about 40 ms: ``k1 = 7 E0``, ``k2 = 2``, ``k3 = 2 E0 - 0.2``.
+* ``"revised"`` (Stephan et al. 2007, NeuroImage 38:387, as in SPM's
+  ``spm_gx_fmri``), with explicit field strength and echo time::
+
+      k1 = 4.3 nu0 E0 TE,   k2 = eps r0 E0 TE,   k3 = 1 - eps
+      nu0 = 28.265 B0  (frequency offset at the outer surface of a fully
+                        deoxygenated vessel, Hz; B0 in T)
+      r0  = slope of intravascular R2* relaxation versus extraction, 1/s:
+            about 25, 110 and 340 1/s at 1.5, 3 and 7 T (Uludag et al. 2009)
+
+  eps is the ratio of intra- to extravascular signal at rest.
+
+Units: the signal is a *fraction* (0.01 is a 1 % change); V0 is the resting
+venous blood volume fraction (SPM uses 4 %, i.e. 0.04).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..._core.errors import ParameterError
+from ..._core.pytree import pytree_dataclass, static_field
+from ..._core.validation import check_positive, check_range, is_concrete
+
+#: Field strengths (T) and intravascular relaxation slopes r0 (1/s) tabulated
+#: by Uludag, Mueller-Bierl & Ugurbil (2009) and used by Heinzle et al. (2016).
+R0_TABLE_B0 = (1.5, 3.0, 7.0)
+R0_TABLE_VALUES = (25.0, 110.0, 340.0)
+
+#: nu0 / B0, Hz per tesla (Stephan et al. 2007, eq. 9; 40.3 Hz at 1.5 T in SPM).
+NU0_PER_TESLA = 28.265
+
+BOLD_MODELS = ("revised", "classic")
+
+
+def intravascular_relaxation_slope(field_strength):
+    """r0 (1/s) at ``field_strength`` (T), interpolated linearly between the
+    tabulated 1.5, 3 and 7 T values.  Outside [1.5, 7] T pass ``r0`` explicitly."""
+    if is_concrete(field_strength):
+        b0 = np.asarray(field_strength, dtype=float)
+        if np.any((b0 < R0_TABLE_B0[0]) | (b0 > R0_TABLE_B0[-1])):
+            raise ParameterError(
+                "field_strength", float(b0.min()) if b0.ndim else float(b0),
+                "a value in [1.5, 7] T for the tabulated r0; pass r0 explicitly otherwise")
+    return jnp.interp(field_strength, jnp.asarray(R0_TABLE_B0), jnp.asarray(R0_TABLE_VALUES))
+
+
+@pytree_dataclass
+class BOLDParams:
+    """Parameters of the BOLD observation equation.
+
+    Parameters
+    ----------
+    field_strength : float
+        B0, T (revised model only).
+    echo_time : float
+        TE, s (revised model only; SPM default 0.04 s).
+    resting_venous_volume : float
+        V0, resting venous blood volume fraction (SPM 0.04; Friston 2000 0.02).
+    epsilon : float
+        Ratio of intra- to extravascular signal (revised model; SPM
+        ``exp(P.epsilon)``, 1 at the prior mean).
+    resting_extraction : float
+        E0, must equal the Balloon model's value (0.4 SPM; 0.34 Friston 2000).
+    r0 : float or None
+        Intravascular relaxation slope, 1/s; None takes it from the
+        field-strength table.
+    model : {"revised", "classic"}
+        Static choice of observation equation.
+    """
+
+    field_strength: float = 3.0
+    echo_time: float = 0.04
+    resting_venous_volume: float = 0.04
+    epsilon: float = 1.0
+    resting_extraction: float = 0.4
+    r0: float | None = None
+    model: str = static_field(default="revised")
+
+    @classmethod
+    def spm(cls, field_strength=1.5, echo_time=0.04, log_epsilon=0.0) -> "BOLDParams":
+        """SPM12 ``spm_gx_fmri`` settings (V0 = 4 %, E0 = 0.4, eps = exp(P.epsilon))."""
+        return cls(field_strength=field_strength, echo_time=echo_time,
+                   resting_venous_volume=0.04, epsilon=jnp.exp(log_epsilon),
+                   resting_extraction=0.4)
+
+    @classmethod
+    def friston2000(cls) -> "BOLDParams":
+        """The classic coefficients with V0 = 2 % and E0 = 0.34."""
+        return cls(resting_venous_volume=0.02, resting_extraction=0.34, model="classic")
+
+    def validate(self) -> "BOLDParams":
+        """Raise :class:`ParameterError` for invalid values (concrete values only)."""
+        if self.model not in BOLD_MODELS:
+            raise ParameterError("model", self.model, f"one of {BOLD_MODELS}")
+        check_positive("field_strength", self.field_strength, "T")
+        check_positive("echo_time", self.echo_time, "s")
+        check_range("resting_venous_volume", self.resting_venous_volume, 0.0, 1.0,
+                    inclusive=False)
+        check_positive("epsilon", self.epsilon)
+        check_range("resting_extraction", self.resting_extraction, 0.0, 1.0, inclusive=False)
+        if self.r0 is not None:
+            check_positive("r0", self.r0, "1/s")
+        return self
+
+    def coefficients(self):
+        """(k1, k2, k3) of the selected model."""
+        e0 = self.resting_extraction
+        if self.model == "classic":
+            return 7.0 * e0, 2.0, 2.0 * e0 - 0.2
+        r0 = intravascular_relaxation_slope(self.field_strength) if self.r0 is None else self.r0
+        nu0 = NU0_PER_TESLA * self.field_strength
+        te = self.echo_time
+        return 4.3 * nu0 * e0 * te, self.epsilon * r0 * e0 * te, 1.0 - self.epsilon
+
+
+def bold_signal(v, q, params: BOLDParams):
+    """Fractional BOLD signal change from normalised volume ``v`` and
+    deoxyhemoglobin ``q`` (same shapes).  Zero at rest (v = q = 1)."""
+    k1, k2, k3 = params.coefficients()
+    return params.resting_venous_volume * (
+        k1 * (1.0 - q) + k2 * (1.0 - q / v) + k3 * (1.0 - v))
+
+
+def bold_from_states(x, params: BOLDParams):
+    """BOLD fraction from Balloon states ``x[..., :] = [s, ln f, ln v, ln q]``."""
+    return bold_signal(jnp.exp(x[..., 2]), jnp.exp(x[..., 3]), params)
