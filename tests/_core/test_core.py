@@ -10,7 +10,7 @@ import pytest
 
 from biosim._core import ParameterError, pytree_dataclass, static_field, x64_enabled
 from biosim._core.validation import check_finite, check_positive, check_range, check_shape
-from biosim.io.atomic import atomic_directory, atomic_write_text
+from biosim._core.atomic import atomic_directory, atomic_write_text
 
 
 def test_x64_enabled_by_import():
