@@ -1,0 +1,378 @@
+"""Experiment specification (TOML) and the pipeline behind ``biosim run``.
+
+An experiment names a subject (regions), brain activity (neural input driven
+by the protocol's conditions), the devices that observe it and the protocol.
+:func:`load_experiment` reads and validates a TOML file (or the built-in
+default) into a plain nested dict; :func:`run_experiment` simulates it and
+writes a BIDS-style folder atomically::
+
+    OUT/
+      dataset_description.json
+      sub-01/func/sub-01_task-<name>_bold.nii.gz   4D NIfTI (or _bold.tsv without nibabel)
+      sub-01/func/sub-01_task-<name>_bold.json     BIDS sidecar (RepetitionTime, EchoTime, ...)
+      sub-01/func/sub-01_task-<name>_events.tsv    onset, duration, trial_type
+      truth/truth.npz                              neural input, hemodynamic states, BOLD
+      truth/truth.json                             what each array is, with units
+      report/fmri.png                              design, neural input, BOLD per region
+
+Every validation error is a :class:`~biosim.SpecError` naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from ._core.atomic import atomic_directory, atomic_path, atomic_write_text
+from ._core.errors import SpecError
+from ._core.progress import progress as _progress_iter
+from .physics.hemodynamics import BOLDParams, simulate_bold
+from .physics.hemodynamics.balloon import preset as balloon_preset
+
+DEFAULT_EXPERIMENT = "fmri_block.toml"
+
+
+# ----------------------------------------------------------------------------- loading
+def _experiments_dir():
+    return resources.files("biosim") / "experiments"
+
+
+def list_examples(copy_to: str | None = None) -> list[str]:
+    """Names and one-line descriptions of the shipped experiments; copy them
+    into ``copy_to`` when given."""
+    lines = []
+    for entry in sorted(_experiments_dir().iterdir(), key=lambda p: p.name):
+        if not entry.name.endswith(".toml"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        first = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), "")
+        lines.append(f"{entry.name}: {first}")
+        if copy_to is not None:
+            dest = Path(copy_to)
+            dest.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(dest / entry.name, text)
+    if copy_to is not None:
+        lines.append(f"copied {len(lines)} experiment(s) to {copy_to}")
+    return lines
+
+
+def load_experiment(path: str | Path | None = None) -> dict:
+    """Read and validate an experiment TOML file (``None``: the built-in default)."""
+    if path is None:
+        text = (_experiments_dir() / DEFAULT_EXPERIMENT).read_text(encoding="utf-8")
+        source = f"<built-in {DEFAULT_EXPERIMENT}>"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+        source = str(path)
+    try:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"{source}: not valid TOML: {err}") from err
+    return validate_spec(spec, source)
+
+
+def with_seed(spec: dict, seed: int) -> dict:
+    """A copy of ``spec`` with ``experiment.seed`` replaced."""
+    out = copy.deepcopy(spec)
+    out["experiment"]["seed"] = int(seed)
+    return out
+
+
+def describe(spec: dict) -> str:
+    """One-line summary of a validated spec."""
+    e, s = spec["experiment"], spec["subject"]
+    devices = ", ".join(sorted(spec["devices"]))
+    return (f"experiment {e['name']!r}: {len(s['regions'])} regions, {e['duration']:g} s, "
+            f"devices: {devices}")
+
+
+def _require(table: dict, key: str, where: str, kind, check=None, expected: str = ""):
+    if key not in table:
+        raise SpecError(f"{where}.{key} is missing: expected {expected or kind.__name__}")
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise SpecError(f"{where}.{key} = {value!r} has the wrong type: expected "
+                        f"{expected or kind.__name__}")
+    if check is not None and not check(value):
+        raise SpecError(f"{where}.{key} = {value!r} is invalid: expected {expected}")
+    table[key] = value
+    return value
+
+
+def validate_spec(spec: dict, source: str = "<spec>") -> dict:
+    """Check types, ranges and cross-references; return a normalised copy.
+
+    Raises
+    ------
+    SpecError
+        Naming the key (``devices.mri.te``) and what was expected.
+    """
+    spec = copy.deepcopy(spec)
+    for section in ("experiment", "subject", "activity", "protocol", "devices"):
+        if not isinstance(spec.get(section), dict):
+            raise SpecError(f"{source}: section [{section}] is missing")
+    exp, subj, act, prot, dev = (spec[k] for k in
+                                 ("experiment", "subject", "activity", "protocol", "devices"))
+    positive = lambda v: v > 0  # noqa: E731
+    _require(exp, "name", "experiment", str, lambda v: v.isidentifier(),
+             "a name of letters, digits and underscores")
+    exp.setdefault("seed", 0)
+    _require(exp, "seed", "experiment", int, lambda v: v >= 0, "a non-negative integer")
+    duration = _require(exp, "duration", "experiment", float, positive, "a positive duration in s")
+    subj.setdefault("id", "01")
+    _require(subj, "id", "subject", str, lambda v: v.isalnum(), "letters and digits")
+    regions = _require(subj, "regions", "subject", list,
+                       lambda v: len(v) > 0 and all(isinstance(r, str) for r in v)
+                       and len(set(v)) == len(v), "a non-empty list of distinct region names")
+    subj.setdefault("voxels_per_region", 27)
+    _require(subj, "voxels_per_region", "subject", int, lambda v: v >= 1 and round(v ** (1 / 3)) ** 3 == v,
+             "a perfect cube (1, 8, 27, ...)")
+    subj.setdefault("voxel_size", 3.0)
+    _require(subj, "voxel_size", "subject", float, positive, "a positive size in mm")
+    dt = _require(act, "dt", "activity", float, positive, "a positive microtime step in s")
+    act.setdefault("hemodynamics", "spm")
+    _require(act, "hemodynamics", "activity", str, lambda v: v in ("spm", "friston2000"),
+             "'spm' or 'friston2000'")
+    drive = _require(act, "drive", "activity", dict, lambda v: len(v) > 0,
+                     "a table condition = [input per region]")
+    for cond, weights in drive.items():
+        if (not isinstance(weights, list) or len(weights) != len(regions)
+                or not all(isinstance(w, (int, float)) and np.isfinite(w) for w in weights)):
+            raise SpecError(f"activity.drive.{cond} = {weights!r} is invalid: expected a list of "
+                            f"{len(regions)} finite numbers (one per region, 1/s)")
+    blocks = _require(prot, "blocks", "protocol", list, lambda v: len(v) > 0,
+                      "a non-empty list of {onset, duration, condition}")
+    for i, b in enumerate(blocks):
+        where = f"protocol.blocks[{i}]"
+        if not isinstance(b, dict):
+            raise SpecError(f"{where} = {b!r} is invalid: expected a table")
+        onset = _require(b, "onset", where, float, lambda v: 0 <= v < duration,
+                         f"an onset in [0, {duration:g}) s")
+        _require(b, "duration", where, float, lambda v: v >= 0 and onset + v <= duration,
+                 f"a non-negative duration ending by {duration:g} s")
+        cond = _require(b, "condition", where, str)
+        if cond not in drive:
+            raise SpecError(f"{where}.condition = {cond!r} is not defined in [activity.drive] "
+                            f"(defined: {sorted(drive)})")
+    if not dev:
+        raise SpecError(f"{source}: [devices] names no device")
+    unknown = set(dev) - set(DEVICE_RUNNERS)
+    if unknown:
+        raise SpecError(f"devices.{sorted(unknown)[0]} is not a known device type: expected one of "
+                        f"{sorted(DEVICE_RUNNERS)}")
+    if "mri" in dev:
+        mri = dev["mri"]
+        _require(mri, "field_strength", "devices.mri", float, lambda v: 0.1 <= v <= 11.7,
+                 "a field strength in [0.1, 11.7] T")
+        tr = _require(mri, "tr", "devices.mri", float, positive, "a positive TR in s")
+        _require(mri, "te", "devices.mri", float, lambda v: 0 < v < tr,
+                 f"an echo time in (0, TR = {tr:g}) s")
+        ratio = tr / dt
+        if abs(ratio - round(ratio)) > 1e-9 * ratio:
+            raise SpecError(f"devices.mri.tr = {tr!r} is invalid: expected a multiple of "
+                            f"activity.dt = {dt:g} s")
+        if abs(duration / tr - round(duration / tr)) > 1e-9 * duration / tr:
+            raise SpecError(f"experiment.duration = {duration!r} is invalid: expected a whole "
+                            f"number of TRs ({tr:g} s)")
+        mri.setdefault("baseline_signal", 1000.0)
+        _require(mri, "baseline_signal", "devices.mri", float, positive, "a positive signal")
+        mri.setdefault("noise_std", 0.0)
+        _require(mri, "noise_std", "devices.mri", float, lambda v: v >= 0,
+                 "a non-negative noise level")
+    return spec
+
+
+# ----------------------------------------------------------------------------- simulation
+def neural_input(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Microtime neural input (n_t, n_regions) in 1/s and its time axis (s)."""
+    exp, act = spec["experiment"], spec["activity"]
+    dt = act["dt"]
+    n_t = int(round(exp["duration"] / dt))
+    times = np.arange(n_t) * dt
+    u = np.zeros((n_t, len(spec["subject"]["regions"])))
+    for b in spec["protocol"]["blocks"]:
+        on = (times >= b["onset"] - 1e-9) & (times < b["onset"] + b["duration"] - 1e-9)
+        u[on] += np.asarray(act["drive"][b["condition"]], dtype=float)
+    return times, u
+
+
+def _region_volume(n_regions: int, voxels_per_region: int):
+    """Label volume: region r occupies a cube of voxels along x (label r+1)."""
+    side = round(voxels_per_region ** (1 / 3))
+    shape = (n_regions * (side + 1) + 1, side + 2, side + 2)
+    labels = np.zeros(shape, dtype=np.int16)
+    for r in range(n_regions):
+        x0 = 1 + r * (side + 1)
+        labels[x0:x0 + side, 1:1 + side, 1:1 + side] = r + 1
+    return labels
+
+
+def _run_mri(spec: dict, truth: dict, rng: np.random.Generator, func_dir: Path, stem: str):
+    mri = spec["devices"]["mri"]
+    act = spec["activity"]
+    balloon = balloon_preset(act["hemodynamics"])
+    bold_params = BOLDParams(field_strength=mri["field_strength"], echo_time=mri["te"],
+                             resting_extraction=balloon.resting_extraction,
+                             r0=None if 1.5 <= mri["field_strength"] <= 7.0 else
+                             _extrapolated_r0(mri["field_strength"]))
+    res = simulate_bold(truth["neural_input"], act["dt"], balloon, bold_params, tr=mri["tr"])
+    bold = np.asarray(res.bold)                               # (n_scans, n_regions)
+    truth.update(states=np.asarray(res.states), bold=bold, scan_times=np.asarray(res.times))
+    labels = _region_volume(bold.shape[1], spec["subject"]["voxels_per_region"])
+    n_scans = bold.shape[0]
+    s0 = mri["baseline_signal"]
+    data = np.full(labels.shape + (n_scans,), s0 * 0.05)      # background (outside regions)
+    for r in range(bold.shape[1]):
+        data[labels == r + 1] = s0 * (1.0 + bold[:, r])
+    data += rng.normal(0.0, mri["noise_std"], size=data.shape)
+    truth["labels"] = labels
+    sidecar = {"RepetitionTime": mri["tr"], "EchoTime": mri["te"],
+               "MagneticFieldStrength": mri["field_strength"],
+               "TaskName": spec["experiment"]["name"],
+               "SliceTiming": [0.0] * labels.shape[2],
+               "GeneratedBy": [{"Name": "biosim", "Description":
+                                "Balloon-Windkessel BOLD, revised observation model"}]}
+    vs = spec["subject"]["voxel_size"]
+    affine = np.diag([vs, vs, vs, 1.0])
+    affine[:3, 3] = -0.5 * vs * (np.array(labels.shape) - 1)
+    _write_bold_image(data.astype(np.float32), affine, mri["tr"], func_dir, stem, labels)
+    atomic_write_text(func_dir / f"{stem}_bold.json", json.dumps(sidecar, indent=2) + "\n")
+
+
+def _extrapolated_r0(b0: float) -> float:
+    # linear in B0 beyond the tabulated 1.5-7 T range (Uludag et al. 2009 fit)
+    return float(np.polyval(np.polyfit([1.5, 3.0, 7.0], [25.0, 110.0, 340.0], 1), b0))
+
+
+def _write_bold_image(data, affine, tr, func_dir: Path, stem: str, labels):
+    try:
+        import nibabel as nib
+    except ImportError:  # plain per-region TSV instead of NIfTI
+        cols = [data[labels == r].mean(axis=0) for r in range(1, int(labels.max()) + 1)]
+        header = "\t".join(f"region{r}" for r in range(1, len(cols) + 1))
+        rows = "\n".join("\t".join(f"{v:.6f}" for v in row) for row in np.array(cols).T)
+        atomic_write_text(func_dir / f"{stem}_bold.tsv", header + "\n" + rows + "\n")
+        return
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    zooms = list(img.header.get_zooms()[:3]) + [tr]
+    img.header.set_zooms(zooms)
+    with atomic_path(func_dir / f"{stem}_bold.nii.gz") as tmp:
+        nib.save(img, tmp)
+
+
+def _write_events(spec: dict, path: Path):
+    lines = ["onset\tduration\ttrial_type"]
+    for b in sorted(spec["protocol"]["blocks"], key=lambda b: b["onset"]):
+        lines.append(f"{b['onset']:.3f}\t{b['duration']:.3f}\t{b['condition']}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _write_truth(spec: dict, truth: dict, truth_dir: Path):
+    arrays = {k: np.asarray(v) for k, v in truth.items()}
+    with atomic_path(truth_dir / "truth.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    doc = {
+        "regions": spec["subject"]["regions"],
+        "arrays": {
+            "times": "microtime axis of neural_input, s",
+            "neural_input": "neural (vasoactive) input per region, 1/s, shape (n_t, n_regions)",
+            "scan_times": "acquisition times of the volumes, s",
+            "states": "Balloon states [s (1/s), ln f, ln v, ln q] at scan_times, shape "
+                      "(n_scans, n_regions, 4)",
+            "bold": "noise-free fractional BOLD change per region at scan_times",
+            "labels": "region label volume of the NIfTI (0 = background, r+1 = region r)",
+        },
+        "spec": spec,
+    }
+    atomic_write_text(truth_dir / "truth.json", json.dumps(doc, indent=2, default=float) + "\n")
+
+
+def _write_figure(spec: dict, truth: dict, path: Path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    regions = spec["subject"]["regions"]
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for r, name in enumerate(regions):
+        axes[0].plot(truth["times"], truth["neural_input"][:, r], label=name)
+        if "bold" in truth:
+            axes[1].plot(truth["scan_times"], 100 * truth["bold"][:, r], marker=".", label=name)
+    for b in spec["protocol"]["blocks"]:
+        for ax in axes:
+            ax.axvspan(b["onset"], b["onset"] + b["duration"], color="0.9", zorder=0)
+    axes[0].set_ylabel("neural input (1/s)")
+    axes[1].set_ylabel("BOLD change (%)")
+    axes[1].set_xlabel("time (s)")
+    axes[0].legend(loc="upper right")
+    axes[0].set_title(f"biosim experiment {spec['experiment']['name']!r}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return True
+
+
+DEVICE_RUNNERS = {"mri": _run_mri}
+
+
+def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
+                   progress: bool = True) -> Path:
+    """Simulate a validated experiment and write its dataset atomically.
+
+    Parameters
+    ----------
+    spec : dict
+        From :func:`load_experiment`.
+    out_dir : path-like
+        Output folder; it appears only once complete.
+    overwrite : bool
+        Replace an existing, non-empty ``out_dir``.
+    progress : bool
+        Show progress bars on a terminal.
+
+    Returns
+    -------
+    Path
+        The output folder.
+    """
+    spec = validate_spec(spec)
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(spec["experiment"]["seed"])
+    sub = f"sub-{spec['subject']['id']}"
+    stem = f"{sub}_task-{spec['experiment']['name']}"
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        times, u = neural_input(spec)
+        truth = {"times": times, "neural_input": u}
+        func_dir = tmp / sub / "func"
+        func_dir.mkdir(parents=True)
+        steps = list(spec["devices"].items())
+        for name, _ in _progress(steps, "devices", progress):
+            DEVICE_RUNNERS[name](spec, truth, rng, func_dir, stem)
+        _write_events(spec, func_dir / f"{stem}_events.tsv")
+        (tmp / "truth").mkdir()
+        _write_truth(spec, truth, tmp / "truth")
+        (tmp / "report").mkdir()
+        _write_figure(spec, truth, tmp / "report" / "fmri.png")
+        atomic_write_text(tmp / "dataset_description.json", json.dumps(
+            {"Name": f"biosim {spec['experiment']['name']}", "BIDSVersion": "1.9.0",
+             "DatasetType": "raw", "GeneratedBy": [{"Name": "biosim"}]}, indent=2) + "\n")
+    return out_dir
+
+
+def _progress(items, desc, enabled):
+    return _progress_iter(items, total=len(items), desc=desc, disable=not enabled)

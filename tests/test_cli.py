@@ -1,0 +1,113 @@
+"""The biosim command: help, version, the default experiment, validation errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import biosim
+from biosim import SpecError, experiment
+from biosim.cli import main
+
+
+def test_help_and_version(capsys):
+    assert main([]) == 0
+    assert "run" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert biosim.__version__ in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "ds"
+    assert main(["run", "-o", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_default_run_writes_dataset(default_run):
+    func = default_run / "sub-01" / "func"
+    stem = "sub-01_task-fmri_block"
+    for path in [func / f"{stem}_bold.json", func / f"{stem}_events.tsv",
+                 default_run / "truth" / "truth.npz", default_run / "truth" / "truth.json",
+                 default_run / "report" / "fmri.png", default_run / "dataset_description.json"]:
+        assert path.is_file(), path
+    sidecar = json.loads((func / f"{stem}_bold.json").read_text())
+    assert sidecar["RepetitionTime"] == 2.0 and sidecar["EchoTime"] == 0.03
+    truth = np.load(default_run / "truth" / "truth.npz")
+    assert truth["neural_input"].shape == (2400, 3)
+    assert truth["states"].shape == (120, 3, 4)
+    # BOLD in the physiological range (a few percent at 3 T)
+    assert 0.01 < truth["bold"].max() < 0.06
+
+
+def test_default_nifti_has_truth_in_regions(default_run):
+    nib = pytest.importorskip("nibabel")
+    img = nib.load(default_run / "sub-01" / "func" / "sub-01_task-fmri_block_bold.nii.gz")
+    data = np.asarray(img.dataobj)
+    assert data.ndim == 4 and data.shape[-1] == 120
+    assert img.header.get_zooms()[3] == pytest.approx(2.0)
+    assert img.header.get_xyzt_units() == ("mm", "sec")
+    truth = np.load(default_run / "truth" / "truth.npz")
+    labels = truth["labels"]
+    for r in range(3):
+        ts = data[labels == r + 1].mean(axis=0)
+        r_corr = np.corrcoef(ts, truth["bold"][:, r])[0, 1]
+        assert r_corr > 0.95
+
+
+def test_existing_output_is_refused_then_overwritten(default_run, capsys):
+    assert main(["run", "-o", str(default_run), "--no-progress"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_validate_and_examples(tmp_path, capsys):
+    assert main(["examples", "--copy", str(tmp_path)]) == 0
+    assert "fmri_block.toml" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "fmri_block.toml")]) == 0
+    assert "is valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("te = 0.03", "te = 2.5"), r"devices.mri.te = 2.5 is invalid"),
+    (lambda s: s.replace("tr = 2.0", "tr = -2.0"), r"devices.mri.tr = -2.0 is invalid"),
+    (lambda s: s.replace('condition = "attention" }', 'condition = "auditory" }', 1),
+     r"protocol.blocks\[1\].condition = 'auditory' is not defined"),
+    (lambda s: s.replace("visual = [0.15, 0.10, 0.0]", "visual = [0.15, 0.10]"),
+     r"activity.drive.visual"),
+    (lambda s: s.replace("[devices.mri]", "[devices.pet]"), r"devices.pet is not a known device"),
+    (lambda s: s.replace("duration = 240.0", "duration = 241.0"), r"whole number of TRs"),
+    (lambda s: s + "\n[[[", r"not valid TOML"),
+])
+def test_bad_spec_names_the_key(tmp_path, edit, message):
+    text = (Path(experiment.__file__).parent / "experiments" / "fmri_block.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(edit(text))
+    with pytest.raises(SpecError, match=message):
+        experiment.load_experiment(bad)
+    assert main(["validate", str(bad)]) == 2
+
+
+def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "_write_truth", boom)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_experiment(experiment.load_experiment(), out, progress=False)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_runs(tmp_path):
+    exe = Path(sys.executable).parent / "biosim"
+    if not exe.exists():
+        pytest.skip("console script not installed in this environment")
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "biosim run" in proc.stdout or "run" in proc.stdout
