@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ._core.atomic import atomic_directory, atomic_path, atomic_write_text
-from ._core.errors import SpecError
-from ._core.progress import progress as _progress_iter
+from ._core.errors import ParameterError, SpecError
 from .physics.hemodynamics import BOLDParams, simulate_bold
 from .physics.hemodynamics.balloon import preset as balloon_preset
 
@@ -189,6 +188,24 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
         mri.setdefault("noise_std", 0.0)
         _require(mri, "noise_std", "devices.mri", float, lambda v: v >= 0,
                  "a non-negative noise level")
+        mri.setdefault("sequence", "gre")
+        _require(mri, "sequence", "devices.mri", str, lambda v: v in ("gre", "se"),
+                 "'gre' or 'se'")
+        mri.setdefault("flip_angle", 77.0 if mri["sequence"] == "gre" else 90.0)
+        _require(mri, "flip_angle", "devices.mri", float, lambda v: 0 < v <= 180,
+                 "a flip angle in (0, 180] degrees")
+        mri.setdefault("matrix", [16, 16])
+        _require(mri, "matrix", "devices.mri", list,
+                 lambda v: len(v) == 2 and all(isinstance(m, int) and m >= 4 and m % 2 == 0
+                                               for m in v), "two even integers >= 4")
+        mri.setdefault("n_slices", 3)
+        _require(mri, "n_slices", "devices.mri", int, lambda v: v >= 1, "a positive integer")
+        mri.setdefault("echo_spacing", 5e-4)
+        _require(mri, "echo_spacing", "devices.mri", float, positive, "a positive spacing in s")
+        mri.setdefault("slice_order", "interleaved")
+        _require(mri, "slice_order", "devices.mri", str,
+                 lambda v: v in ("ascending", "descending", "interleaved"),
+                 "'ascending', 'descending' or 'interleaved'")
     return spec
 
 
@@ -206,18 +223,46 @@ def neural_input(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     return times, u
 
 
-def _region_volume(n_regions: int, voxels_per_region: int):
-    """Label volume: region r occupies a cube of voxels along x (label r+1)."""
+def _region_volume(n_regions: int, voxels_per_region: int, matrix, n_slices: int):
+    """Label volume (Nx, Ny, n_slices): region r is a cube of voxels (label r+1)
+    placed along x in the middle slices; 0 elsewhere."""
     side = round(voxels_per_region ** (1 / 3))
-    shape = (n_regions * (side + 1) + 1, side + 2, side + 2)
-    labels = np.zeros(shape, dtype=np.int16)
+    need_x = n_regions * (side + 1) + 1
+    if matrix[0] < need_x or matrix[1] < side + 2 or n_slices < side:
+        raise SpecError(f"devices.mri.matrix = {list(matrix)} / n_slices = {n_slices} is too small: "
+                        f"expected at least [{need_x}, {side + 2}] and {side} slices for "
+                        f"{n_regions} regions of {voxels_per_region} voxels")
+    labels = np.zeros((matrix[0], matrix[1], n_slices), dtype=np.int16)
+    y0 = (matrix[1] - side) // 2
+    z0 = (n_slices - side) // 2
+    x_start = (matrix[0] - need_x) // 2 + 1
     for r in range(n_regions):
-        x0 = 1 + r * (side + 1)
-        labels[x0:x0 + side, 1:1 + side, 1:1 + side] = r + 1
+        x0 = x_start + r * (side + 1)
+        labels[x0:x0 + side, y0:y0 + side, z0:z0 + side] = r + 1
     return labels
 
 
-def _run_mri(spec: dict, truth: dict, rng: np.random.Generator, func_dir: Path, stem: str):
+def _tissue_maps(labels, m0_scale: float):
+    """Grey-matter regions inside a white-matter ellipse (3 T relaxation times,
+    Wansapura et al. 1999; Peters et al. 2007)."""
+    from .scanners.mri import TissueMaps
+
+    nx, ny, nz = labels.shape
+    x = (np.arange(nx) - (nx - 1) / 2) / (nx / 2)
+    y = (np.arange(ny) - (ny - 1) / 2) / (ny / 2)
+    brain = (x[:, None] ** 2 + y[None, :] ** 2 <= 1.0)[:, :, None] * np.ones(nz, bool)
+    gm = labels > 0
+    m0 = np.where(gm, 1.0, np.where(brain, 0.75, 0.0)) * m0_scale
+    t1 = np.where(gm, 1.33, 0.83)
+    t2 = np.where(gm, 0.083, 0.075)
+    t2star = np.where(gm, 0.052, 0.045)
+    return TissueMaps(m0=m0, t1=t1, t2=t2, t2star=t2star, off_resonance=np.zeros(labels.shape))
+
+
+def _run_mri(spec: dict, truth: dict, rng: np.random.Generator, func_dir: Path, stem: str,
+             show_progress: bool = False):
+    from .scanners.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI
+
     mri = spec["devices"]["mri"]
     act = spec["activity"]
     balloon = balloon_preset(act["hemodynamics"])
@@ -228,47 +273,42 @@ def _run_mri(spec: dict, truth: dict, rng: np.random.Generator, func_dir: Path, 
     res = simulate_bold(truth["neural_input"], act["dt"], balloon, bold_params, tr=mri["tr"])
     bold = np.asarray(res.bold)                               # (n_scans, n_regions)
     truth.update(states=np.asarray(res.states), bold=bold, scan_times=np.asarray(res.times))
-    labels = _region_volume(bold.shape[1], spec["subject"]["voxels_per_region"])
-    n_scans = bold.shape[0]
-    s0 = mri["baseline_signal"]
-    data = np.full(labels.shape + (n_scans,), s0 * 0.05)      # background (outside regions)
-    for r in range(bold.shape[1]):
-        data[labels == r + 1] = s0 * (1.0 + bold[:, r])
-    data += rng.normal(0.0, mri["noise_std"], size=data.shape)
+    matrix = tuple(mri["matrix"])
+    labels = _region_volume(bold.shape[1], spec["subject"]["voxels_per_region"], matrix,
+                            mri["n_slices"])
     truth["labels"] = labels
-    sidecar = {"RepetitionTime": mri["tr"], "EchoTime": mri["te"],
-               "MagneticFieldStrength": mri["field_strength"],
-               "TaskName": spec["experiment"]["name"],
-               "SliceTiming": [0.0] * labels.shape[2],
-               "GeneratedBy": [{"Name": "biosim", "Description":
-                                "Balloon-Windkessel BOLD, revised observation model"}]}
-    vs = spec["subject"]["voxel_size"]
-    affine = np.diag([vs, vs, vs, 1.0])
-    affine[:3, 3] = -0.5 * vs * (np.array(labels.shape) - 1)
-    _write_bold_image(data.astype(np.float32), affine, mri["tr"], func_dir, stem, labels)
-    atomic_write_text(func_dir / f"{stem}_bold.json", json.dumps(sidecar, indent=2) + "\n")
+    vs = spec["subject"]["voxel_size"] * 1e-3
+    seq_cls = SpinEchoEPI if mri["sequence"] == "se" else GradientEchoEPI
+    try:
+        seq = seq_cls(tr=mri["tr"], te=mri["te"], flip_angle=mri["flip_angle"], matrix=matrix,
+                      fov=(matrix[0] * vs, matrix[1] * vs), n_slices=mri["n_slices"],
+                      slice_thickness=vs, echo_spacing=mri["echo_spacing"],
+                      slice_order=mri["slice_order"])
+    except ParameterError as err:
+        raise SpecError(f"devices.mri: {err}") from err
+    scanner = MRIScanner(field_strength=mri["field_strength"], sequence=seq,
+                         noise_std=mri["noise_std"], seed=int(rng.integers(2 ** 31)))
+    voxel_bold = np.zeros((bold.shape[0],) + labels.shape)
+    for r in range(bold.shape[1]):
+        voxel_bold[:, labels == r + 1] = bold[:, r][:, None]
+    acq = scanner.acquire(_tissue_maps(labels, mri["baseline_signal"]), voxel_bold,
+                          reference_echo_time=mri["te"], show_progress=show_progress)
+    acq.sidecar["TaskName"] = spec["experiment"]["name"]
+    acq.sidecar["GeneratedBy"] = [{"Name": "biosim", "Description":
+                                   "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)"}]
+    try:
+        acq.write_nifti(func_dir / f"{stem}_bold.nii.gz", func_dir / f"{stem}_bold.json")
+    except ImportError:  # nibabel absent: per-region TSV + sidecar
+        cols = [acq.magnitude[labels == r].mean(axis=0) for r in range(1, int(labels.max()) + 1)]
+        header = "\t".join(spec["subject"]["regions"])
+        rows = "\n".join("\t".join(f"{v:.6f}" for v in row) for row in np.array(cols).T)
+        atomic_write_text(func_dir / f"{stem}_bold.tsv", header + "\n" + rows + "\n")
+        atomic_write_text(func_dir / f"{stem}_bold.json", json.dumps(acq.sidecar, indent=2) + "\n")
 
 
 def _extrapolated_r0(b0: float) -> float:
     # linear in B0 beyond the tabulated 1.5-7 T range (Uludag et al. 2009 fit)
     return float(np.polyval(np.polyfit([1.5, 3.0, 7.0], [25.0, 110.0, 340.0], 1), b0))
-
-
-def _write_bold_image(data, affine, tr, func_dir: Path, stem: str, labels):
-    try:
-        import nibabel as nib
-    except ImportError:  # plain per-region TSV instead of NIfTI
-        cols = [data[labels == r].mean(axis=0) for r in range(1, int(labels.max()) + 1)]
-        header = "\t".join(f"region{r}" for r in range(1, len(cols) + 1))
-        rows = "\n".join("\t".join(f"{v:.6f}" for v in row) for row in np.array(cols).T)
-        atomic_write_text(func_dir / f"{stem}_bold.tsv", header + "\n" + rows + "\n")
-        return
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm", "sec")
-    zooms = list(img.header.get_zooms()[:3]) + [tr]
-    img.header.set_zooms(zooms)
-    with atomic_path(func_dir / f"{stem}_bold.nii.gz") as tmp:
-        nib.save(img, tmp)
 
 
 def _write_events(spec: dict, path: Path):
@@ -361,8 +401,8 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
         func_dir = tmp / sub / "func"
         func_dir.mkdir(parents=True)
         steps = list(spec["devices"].items())
-        for name, _ in _progress(steps, "devices", progress):
-            DEVICE_RUNNERS[name](spec, truth, rng, func_dir, stem)
+        for name, _ in steps:
+            DEVICE_RUNNERS[name](spec, truth, rng, func_dir, stem, show_progress=progress)
         _write_events(spec, func_dir / f"{stem}_events.tsv")
         (tmp / "truth").mkdir()
         _write_truth(spec, truth, tmp / "truth")
@@ -372,7 +412,3 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
             {"Name": f"biosim {spec['experiment']['name']}", "BIDSVersion": "1.9.0",
              "DatasetType": "raw", "GeneratedBy": [{"Name": "biosim"}]}, indent=2) + "\n")
     return out_dir
-
-
-def _progress(items, desc, enabled):
-    return _progress_iter(items, total=len(items), desc=desc, disable=not enabled)
