@@ -108,27 +108,38 @@ def _rotate(m, axis, angle):
     return m * c + jnp.cross(axis, m) * s + axis * jnp.sum(axis * m, -1, keepdims=True) * (1 - c)
 
 
-def _step(m, k, spins: Spins, seq: Sequence):
-    # 1. ideal spoiling of the residual transverse magnetisation
-    keep = jnp.where(seq.spoil[k], 0.0, 1.0)
-    m = m * jnp.stack([keep, keep, 1.0])
-    # 2. hard pulse about (cos phase, sin phase, 0); left-handed: angle -> -flip
-    flip, ph = seq.flip[k], seq.phase[k]
+def _hard_pulse(m, flip, ph):
     axis = jnp.stack([jnp.cos(ph), jnp.sin(ph), 0.0])
-    m = _rotate(m, axis, -flip * jnp.ones(m.shape[:-1]))
-    # 3. free precession with shaped RF and gradients
-    dt = seq.dt[k]
-    bz = spins.positions @ seq.gradient[k] + spins.off_resonance * (2 * jnp.pi / GAMMA_PROTON)
-    b1 = seq.b1[k]
+    return _rotate(m, axis, -flip * jnp.ones(m.shape[:-1]))
+
+
+def _precess_rf(m, bz, b1, dt):
     bvec = jnp.stack([jnp.broadcast_to(b1.real, bz.shape), jnp.broadcast_to(b1.imag, bz.shape), bz],
                      axis=-1)
     bnorm = jnp.linalg.norm(bvec, axis=-1)
     safe = jnp.where(bnorm > 0, bnorm, 1.0)
     axis = jnp.where((bnorm > 0)[..., None], bvec / safe[..., None], jnp.array([0.0, 0.0, 1.0]))
-    m = _rotate(m, axis, -GAMMA_PROTON * bnorm * dt)
+    return _rotate(m, axis, -GAMMA_PROTON * bnorm * dt)
+
+
+def _precess_free(m, bz, b1, dt):
+    # no RF: a rotation about z by -gamma bz dt (cheap path)
+    ang = -GAMMA_PROTON * bz * dt
+    c, s = jnp.cos(ang), jnp.sin(ang)
+    return jnp.stack([m[..., 0] * c - m[..., 1] * s, m[..., 0] * s + m[..., 1] * c, m[..., 2]], -1)
+
+
+def _step(m, k, spins: Spins, seq: Sequence):
+    # 1. ideal spoiling of the residual transverse magnetisation
+    m = lax.cond(seq.spoil[k], lambda m: m * jnp.array([0.0, 0.0, 1.0]), lambda m: m, m)
+    # 2. hard pulse about (cos phase, sin phase, 0); left-handed: angle -> -flip
+    m = lax.cond(seq.flip[k] != 0, _hard_pulse, lambda m, f, p: m, m, seq.flip[k], seq.phase[k])
+    # 3. free precession with shaped RF and gradients, then exact relaxation
+    dt = seq.dt[k]
+    bz = spins.positions @ seq.gradient[k] + spins.off_resonance * (2 * jnp.pi / GAMMA_PROTON)
+    m = lax.cond(seq.b1[k] != 0, _precess_rf, _precess_free, m, bz, seq.b1[k], dt)
     e1, e2 = jnp.exp(-dt / spins.t1), jnp.exp(-dt / spins.t2)
-    m = jnp.stack([m[..., 0] * e2, m[..., 1] * e2, m[..., 2] * e1 + spins.m0 * (1 - e1)], -1)
-    return m
+    return jnp.stack([m[..., 0] * e2, m[..., 1] * e2, m[..., 2] * e1 + spins.m0 * (1 - e1)], -1)
 
 
 @jax.jit
@@ -192,3 +203,45 @@ def spoiled_gre_sequence(flip_angle, tr, te, n_tr, *, rf_spoiling_increment=None
     grad = np.zeros((2 * n_tr, 3))
     grad[1::2, dephasing_axis] = dephasing_gradient
     return make_sequence(dt, flip=flip, phase=phase, gradient=grad, spoil=spoil), phases
+
+
+@jax.jit
+def free_precession_block(m, spins: Spins, gradient, dt):
+    """Exact evolution through a stretch without RF, vectorised over time.
+
+    Without RF the transverse magnetisation of each spin only rotates about z
+    and decays, so after step l (cumulative time T_l, cumulative gradient
+    moment K_l = sum_j G_j dt_j)::
+
+        Mxy(l) = Mxy(0) exp(-i gamma (r . K_l + df T_l / gamma_bar... ) - T_l / T2)
+
+    (with the sign convention of :func:`simulate`) and Mz relaxes towards M0.
+    This replaces L sequential steps by one (n_spins x L) evaluation, the
+    approach of event-based simulators such as KomaMRI for ADC blocks.
+
+    Parameters
+    ----------
+    m : array (n_spins, 3)
+        Magnetisation at the start of the block.
+    spins : Spins
+    gradient : array (L, 3), T/m
+    dt : array (L,), s
+
+    Returns
+    -------
+    signal : complex (L,)
+        Sum over spins of Mx + i My at the end of each step (as :func:`simulate`).
+    m_final : array (n_spins, 3)
+    """
+    t_cum = jnp.cumsum(dt)                                        # (L,)
+    k_cum = jnp.cumsum(gradient * dt[:, None], axis=0)            # (L, 3) T s / m
+    phase = -GAMMA_PROTON * (spins.positions @ k_cum.T) \
+        - 2 * jnp.pi * spins.off_resonance[:, None] * t_cum[None, :]
+    decay = jnp.exp(-t_cum[None, :] / spins.t2[:, None])
+    mxy0 = m[:, 0] + 1j * m[:, 1]
+    evol = jnp.exp(1j * phase) * decay                            # (n, L)
+    signal = mxy0 @ evol
+    mxy = mxy0 * evol[:, -1]
+    e1 = jnp.exp(-t_cum[-1] / spins.t1)
+    mz = m[:, 2] * e1 + spins.m0 * (1 - e1)
+    return signal, jnp.stack([mxy.real, mxy.imag, mz], -1)

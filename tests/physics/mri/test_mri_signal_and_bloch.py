@@ -150,3 +150,16 @@ def test_gradients_of_signal_models():
     check_grads(bloch_signal, (1.1,), order=1, modes=["rev"], atol=1e-6, rtol=1e-5)
     check_grads(lambda t2: jnp.abs(epg.cpmg_train(T1, t2, 0.01, 2.5, 8)).sum(), (0.08,), order=1,
                 modes=["rev"])
+
+
+def test_free_precession_block_equals_stepwise_simulation():
+    rng = np.random.default_rng(0)
+    spins = bloch.make_spins(rng.normal(scale=0.05, size=(50, 3)), rng.uniform(0.5, 2, 50),
+                             rng.uniform(0.03, 0.1, 50), off_resonance=rng.normal(scale=20, size=50))
+    grad = rng.normal(scale=5e-3, size=(40, 3))
+    dt = rng.uniform(1e-6, 1e-5, 40)
+    m0 = np.asarray(bloch.simulate(spins, bloch.make_sequence([0.0], flip=[0.7]))[1])
+    sig_step, m_step = bloch.simulate(spins, bloch.make_sequence(dt, gradient=grad), m_init=m0)
+    sig_blk, m_blk = bloch.free_precession_block(m0, spins, grad, dt)
+    np.testing.assert_allclose(sig_blk, sig_step, atol=1e-12)
+    np.testing.assert_allclose(m_blk, m_step, atol=1e-12)
