@@ -248,10 +248,14 @@ def _check_inputs(head, electrodes, positions):
     e = np.atleast_2d(np.asarray(electrodes)) - c
     p = np.atleast_2d(np.asarray(positions)) - c
     de = np.linalg.norm(e, axis=1)
-    inside = np.flatnonzero(de < radii[-1] * (1 - 1e-6))
+    # electrodes are projected radially onto the scalp sphere (real montages scatter
+    # around it); one below the outer skull surface is inside the head
+    floor = radii[-2] if radii.size > 1 else 0.8 * radii[-1]
+    inside = np.flatnonzero(de < floor)
     if inside.size:
         raise GeometryError(f"electrode {int(inside[0])} is inside the head ({de[inside[0]]:.4f} m "
-                            f"from the centre, scalp radius {radii[-1]:.4f} m)")
+                            f"from the centre, below the skull surface at {floor:.4f} m; scalp "
+                            f"radius {radii[-1]:.4f} m)")
     dp = np.linalg.norm(p, axis=1)
     outside = np.flatnonzero(dp >= radii[0])
     if outside.size:
