@@ -47,16 +47,40 @@ def sarvas_field_matrix(points, r0):
     return jnp.transpose(b, (0, 2, 1))                              # (P, field, axis)
 
 
-@partial(jax.jit, static_argnames=("n_channels",))
-def _meg_gain(points, normals, weights, channel, positions, center, n_channels):
+def _point_leads(rel, normals, p):
+    """Lead vectors (P, 3) of B . n at points ``rel`` for a dipole at ``p``.
+
+    Using (q x r0) . n = q . (r0 x n) and (q x r0) . r = q . (r0 x r), Sarvas'
+    formula projected on n is linear in q with coefficient vector
+    mu0 / (4 pi F^2) [F (r0 x n) - (grad F . n) (r0 x r)].
+    """
+    a_vec = rel - p
+    a = jnp.linalg.norm(a_vec, axis=-1)
+    rn = jnp.linalg.norm(rel, axis=-1)
+    adotr = jnp.sum(a_vec * rel, -1)
+    f = a * (rn * a + rn ** 2 - rel @ p)
+    c_r = a ** 2 / rn + adotr / a + 2 * a + 2 * rn
+    c_0 = a + 2 * rn + adotr / a
+    gradf_n = c_r * jnp.sum(rel * normals, -1) - c_0 * (normals @ p)
+    lead = f[:, None] * jnp.cross(p, normals) - gradf_n[:, None] * jnp.cross(p, rel)
+    return MU0 / (4 * jnp.pi) * lead / (f ** 2)[:, None]
+
+
+@partial(jax.jit, static_argnames=("n_channels", "chunk"))
+def _meg_gain(points, normals, weights, channel, positions, center, n_channels, chunk=64):
     rel = points - center
 
     def one(p):
-        b = sarvas_field_matrix(rel, p - center)                    # (P, 3, 3)
-        per_point = jnp.einsum("pf,pfa->pa", normals, b) * weights[:, None]
-        return jax.ops.segment_sum(per_point, channel, num_segments=n_channels)
+        lead = _point_leads(rel, normals, p - center) * weights[:, None]
+        return jax.ops.segment_sum(lead, channel, num_segments=n_channels)   # (C, 3)
 
-    return jnp.transpose(jax.vmap(one)(positions), (1, 0, 2))       # (C, n_src, 3)
+    n = positions.shape[0]
+    pad = (-n) % chunk
+    padded = jnp.concatenate([positions, jnp.broadcast_to(center + jnp.array([0, 0, 1e-3]),
+                                                          (pad, 3))])
+    blocks = padded.reshape(-1, chunk, 3)
+    out = jax.lax.map(jax.vmap(one), blocks).reshape(-1, n_channels, 3)[:n]
+    return jnp.transpose(out, (1, 0, 2))                             # (C, n_src, 3)
 
 
 def meg_gain(sensors, positions, center=(0.0, 0.0, 0.0), inner_radius=None):
