@@ -206,6 +206,37 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
         _require(mri, "slice_order", "devices.mri", str,
                  lambda v: v in ("ascending", "descending", "interleaved"),
                  "'ascending', 'descending' or 'interleaved'")
+    if "eeg" in dev:
+        eeg = dev["eeg"]
+        defaults = dict(montage="standard_1020", reference="average", sample_rate=250.0,
+                        noise_density=50e-9, line_noise=0.0, line_frequency=50.0,
+                        clock_drift_ppm=0.0, bit_depth=24, carrier_hz=10.0,
+                        moment_per_input=1e-7, relative_radii=[0.87, 0.92, 1.0],
+                        conductivities=[0.33, 0.0042, 0.33])
+        for k, v in defaults.items():
+            eeg.setdefault(k, v)
+        _require(eeg, "montage", "devices.eeg", str)
+        _require(eeg, "reference", "devices.eeg", str)
+        _require(eeg, "sample_rate", "devices.eeg", float, positive, "a positive rate in Hz")
+        _require(eeg, "noise_density", "devices.eeg", float, lambda v: v >= 0,
+                 "a non-negative noise density in V/sqrt(Hz)")
+        _require(eeg, "line_noise", "devices.eeg", float, lambda v: v >= 0, "a non-negative V")
+        _require(eeg, "line_frequency", "devices.eeg", float, lambda v: v in (50.0, 60.0),
+                 "50 or 60 Hz")
+        _require(eeg, "clock_drift_ppm", "devices.eeg", float)
+        _require(eeg, "bit_depth", "devices.eeg", int, lambda v: 8 <= v <= 32, "8 to 32 bits")
+        _require(eeg, "carrier_hz", "devices.eeg", float, lambda v: 0 <= v < eeg["sample_rate"] / 2,
+                 "a frequency in [0, sample_rate / 2) Hz (0: no carrier)")
+        _require(eeg, "moment_per_input", "devices.eeg", float, positive,
+                 "a positive dipole moment per unit neural input, A m s")
+        _require(eeg, "relative_radii", "devices.eeg", list,
+                 lambda v: len(v) >= 1 and all(isinstance(x, (int, float)) for x in v)
+                 and list(v) == sorted(set(v)) and v[-1] == 1.0,
+                 "increasing relative shell radii ending with 1.0")
+        _require(eeg, "conductivities", "devices.eeg", list,
+                 lambda v: len(v) == len(eeg["relative_radii"]) and all(
+                     isinstance(x, (int, float)) and x > 0 for x in v),
+                 "one positive conductivity (S/m) per shell")
     return spec
 
 
@@ -259,12 +290,14 @@ def _tissue_maps(labels, m0_scale: float):
     return TissueMaps(m0=m0, t1=t1, t2=t2, t2star=t2star, off_resonance=np.zeros(labels.shape))
 
 
-def _run_mri(spec: dict, truth: dict, rng: np.random.Generator, func_dir: Path, stem: str,
+def _run_mri(spec: dict, truth: dict, rng: np.random.Generator, sub_dir: Path, stem: str,
              show_progress: bool = False):
     from .scanners.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI
 
     mri = spec["devices"]["mri"]
     act = spec["activity"]
+    func_dir = sub_dir / "func"
+    func_dir.mkdir(parents=True, exist_ok=True)
     balloon = balloon_preset(act["hemodynamics"])
     bold_params = BOLDParams(field_strength=mri["field_strength"], echo_time=mri["te"],
                              resting_extraction=balloon.resting_extraction,
@@ -294,6 +327,7 @@ def _run_mri(spec: dict, truth: dict, rng: np.random.Generator, func_dir: Path, 
     acq = scanner.acquire(_tissue_maps(labels, mri["baseline_signal"]), voxel_bold,
                           reference_echo_time=mri["te"], show_progress=show_progress)
     acq.sidecar["TaskName"] = spec["experiment"]["name"]
+    _write_events(spec, func_dir / f"{stem}_events.tsv")
     acq.sidecar["GeneratedBy"] = [{"Name": "biosim", "Description":
                                    "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)"}]
     try:
@@ -364,10 +398,109 @@ def _write_figure(spec: dict, truth: dict, path: Path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+    if "eeg_clean" in truth:
+        _write_eeg_figure(spec, truth, path.with_name("eeg.png"), plt)
     return True
 
 
-DEVICE_RUNNERS = {"mri": _run_mri}
+def _write_eeg_figure(spec, truth, path, plt):
+    eeg = spec["devices"]["eeg"]
+    names = eeg.get("channels") or []
+    t, v = truth["eeg_times"], truth["eeg_clean"]
+    first = next((b for b in spec["protocol"]["blocks"]), None)
+    t0 = first["onset"] - 2.0 if first else 0.0
+    sel = (t >= t0) & (t < t0 + 6.0)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), gridspec_kw=dict(width_ratios=[2, 1]))
+    picks = np.linspace(0, v.shape[0] - 1, min(8, v.shape[0])).astype(int)
+    spacing = 2.5 * np.abs(v[:, sel]).max() * 1e6 if sel.any() else 1.0
+    for k, c in enumerate(picks):
+        axes[0].plot(t[sel], v[c, sel] * 1e6 - k * spacing, lw=0.8)
+        axes[0].text(t0, -k * spacing, names[c] if c < len(names) else str(c), ha="right")
+    axes[0].set_xlabel("time (s)")
+    axes[0].set_title("noise-free scalp EEG around the first block (uV)")
+    axes[0].set_yticks([])
+    lead = truth["eeg_leadfield"]
+    im = axes[1].bar(range(lead.shape[0]), np.abs(lead).sum(1) * 1e-7 * 1e6)
+    axes[1].set_xticks(range(lead.shape[0]))
+    axes[1].set_xticklabels(names[:lead.shape[0]] if names else range(lead.shape[0]),
+                            rotation=90, fontsize=7)
+    axes[1].set_title("|lead field| summed over regions (uV per 100 nA m)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def _region_dipoles(regions, source_space):
+    """Dipole position (m) and unit orientation per region: the centroid and mean
+    normal of the region's cortical patch (left hemisphere first)."""
+    pos, ori = [], []
+    for name in regions:
+        key = next((f"{name}-{h}" for h in ("lh", "rh") if f"{name}-{h}" in source_space.regions),
+                   None)
+        if key is None:
+            names = sorted({k.rsplit("-", 1)[0] for k in source_space.regions})
+            raise SpecError(f"subject.regions: {name!r} has no cortical location for the EEG "
+                            f"forward model: expected one of {names}")
+        idx = source_space.regions[key]
+        n = source_space.normals[idx].mean(0)
+        pos.append(source_space.positions[idx].mean(0))
+        ori.append(n / np.linalg.norm(n))
+    return np.array(pos), np.array(ori)
+
+
+def _run_eeg(spec: dict, truth: dict, rng: np.random.Generator, sub_dir: Path, stem: str,
+             show_progress: bool = False):
+    from .geometry.source_space import cortical_surface
+    from .io.brainvision import write_brainvision
+    from .physics.electromag import SphereHead, eeg_gain
+    from .physics.electromag.montage import fit_sphere, standard_montage
+    from .scanners.eeg import EEGAmplifier
+
+    eeg = spec["devices"]["eeg"]
+    try:
+        montage = standard_montage(eeg["montage"], reference=eeg["reference"],
+                                   channels=eeg.get("channels"))
+        amp = EEGAmplifier(sample_rate=eeg["sample_rate"], noise_density=eeg["noise_density"],
+                           line_noise=eeg["line_noise"], line_frequency=eeg["line_frequency"],
+                           clock_drift_ppm=eeg["clock_drift_ppm"], bit_depth=eeg["bit_depth"],
+                           seed=int(rng.integers(2 ** 31)))
+    except ParameterError as err:
+        raise SpecError(f"devices.eeg: {err}") from err
+    center, radius = fit_sphere(standard_montage(eeg["montage"]).positions)
+    rel = np.asarray(eeg["relative_radii"], float)
+    head = SphereHead.create(rel * radius, eeg["conductivities"], center)
+    pos, ori = _region_dipoles(spec["subject"]["regions"], cortical_surface("ico4"))
+    g = np.asarray(eeg_gain(head, montage.positions, pos))              # (C, R, 3)
+    lead = montage.reference_matrix() @ np.einsum("csk,sk->cs", g, ori)  # (C, R) V/(A m)
+    times = amp.sample_times(spec["experiment"]["duration"])
+    dt = spec["activity"]["dt"]
+    idx = np.minimum((times / dt).astype(int), truth["neural_input"].shape[0] - 1)
+    z = truth["neural_input"][idx]                                       # (T, R) 1/s
+    carrier = np.sin(2 * np.pi * eeg["carrier_hz"] * times)[:, None] if eeg["carrier_hz"] > 0 else 1.0
+    moments = eeg["moment_per_input"] * z * carrier                      # (T, R) A m
+    clean = lead @ moments.T                                             # (C, T) V
+    data = amp.record(clean, montage.names)
+    truth.update(eeg_times=times, eeg_moments=moments, eeg_leadfield=lead,
+                 eeg_dipole_positions=pos, eeg_dipole_orientations=ori, eeg_clean=clean)
+    eeg_dir = sub_dir / "eeg"
+    eeg_dir.mkdir(parents=True, exist_ok=True)
+    events = [(b["onset"], b["condition"]) for b in spec["protocol"]["blocks"]]
+    write_brainvision(eeg_dir / f"{stem}_eeg.vhdr", data, amp.sample_rate, montage.names, events)
+    atomic_write_text(eeg_dir / f"{stem}_eeg.json", json.dumps({
+        "TaskName": spec["experiment"]["name"], "SamplingFrequency": amp.sample_rate,
+        "EEGReference": eeg["reference"], "PowerLineFrequency": amp.line_frequency,
+        "SoftwareFilters": "n/a", "EEGChannelCount": montage.n_channels,
+        "RecordingDuration": float(times[-1] + 1 / amp.sample_rate) if len(times) else 0.0,
+        "Manufacturer": "biosim", "ManufacturersModelName": "virtual EEG amplifier"}, indent=2) + "\n")
+    atomic_write_text(eeg_dir / f"{stem}_channels.tsv", "name\ttype\tunits\n" + "".join(
+        f"{n}\tEEG\tuV\n" for n in montage.names))
+    atomic_write_text(eeg_dir / f"{sub_dir.name}_electrodes.tsv", "name\tx\ty\tz\n" + "".join(
+        f"{n}\t{p[0]:.5f}\t{p[1]:.5f}\t{p[2]:.5f}\n" for n, p in zip(montage.names, montage.positions)))
+    _write_events(spec, eeg_dir / f"{stem}_events.tsv")
+
+
+DEVICE_RUNNERS = {"mri": _run_mri, "eeg": _run_eeg}
 
 
 def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
@@ -398,12 +531,10 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         times, u = neural_input(spec)
         truth = {"times": times, "neural_input": u}
-        func_dir = tmp / sub / "func"
-        func_dir.mkdir(parents=True)
-        steps = list(spec["devices"].items())
-        for name, _ in steps:
-            DEVICE_RUNNERS[name](spec, truth, rng, func_dir, stem, show_progress=progress)
-        _write_events(spec, func_dir / f"{stem}_events.tsv")
+        sub_dir = tmp / sub
+        sub_dir.mkdir(parents=True)
+        for name in spec["devices"]:
+            DEVICE_RUNNERS[name](spec, truth, rng, sub_dir, stem, show_progress=progress)
         (tmp / "truth").mkdir()
         _write_truth(spec, truth, tmp / "truth")
         (tmp / "report").mkdir()

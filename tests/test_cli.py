@@ -111,3 +111,32 @@ def test_console_script_runs(tmp_path):
         pytest.skip("console script not installed in this environment")
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     assert "biosim run" in proc.stdout or "run" in proc.stdout
+
+
+def test_default_eeg_recording_reads_back_with_mne(default_run):
+    mne = pytest.importorskip("mne")
+    vhdr = default_run / "sub-01" / "eeg" / "sub-01_task-fmri_block_eeg.vhdr"
+    raw = mne.io.read_raw_brainvision(vhdr, preload=True, verbose=False)
+    truth = np.load(default_run / "truth" / "truth.npz")
+    data = raw.get_data()
+    assert data.shape == truth["eeg_clean"].shape and raw.info["sfreq"] == 250.0
+    # the recording is the noise-free truth plus amplifier noise and mains: the residual is
+    # small, uncorrelated with the truth, and peaks at 50 Hz
+    resid = data - truth["eeg_clean"]
+    assert resid.std() < 3e-6
+    assert abs(np.corrcoef(resid.ravel(), truth["eeg_clean"].ravel())[0, 1]) < 0.05
+    spec = np.abs(np.fft.rfft(resid[0]))
+    freqs = np.fft.rfftfreq(resid.shape[1], 1 / 250.0)
+    assert abs(freqs[np.argmax(spec[1:]) + 1] - 50.0) < 0.1
+    assert len(raw.annotations) == 5
+    # visual blocks drive V1/V5: 10 Hz power at occipital electrodes rises in visual blocks
+    names = raw.ch_names
+    occ = [names.index(n) for n in ("O1", "Oz", "O2")]
+    t = truth["eeg_times"]
+    vis = (t >= 20) & (t < 40)
+    rest = (t >= 0) & (t < 20)
+    assert data[occ][:, vis].std() > 3 * data[occ][:, rest].std()
+    for f in ("sub-01_electrodes.tsv", "sub-01_task-fmri_block_channels.tsv",
+              "sub-01_task-fmri_block_eeg.json"):
+        assert (default_run / "sub-01" / "eeg" / f).is_file()
+    assert (default_run / "report" / "eeg.png").is_file()

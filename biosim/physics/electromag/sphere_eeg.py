@@ -2,8 +2,9 @@
 
 Geometry: N concentric shells with outer radii R_1 < ... < R_N (m) and
 conductivities sigma_1..sigma_N (S/m), centred at ``center``; electrodes on
-the outer surface (positions are projected radially onto it); dipoles inside
-the innermost shell.
+the outer surface (positions are projected radially onto it, as MNE-Python
+does; an electrode deeper than 75 % of the scalp radius is refused); dipoles
+inside the innermost shell.
 
 Exact series (de Munck & Peters 1993; Zhang 1995).  Expanding the
 infinite-medium dipole potential in Legendre polynomials about the centre,
@@ -249,13 +250,14 @@ def _check_inputs(head, electrodes, positions):
     p = np.atleast_2d(np.asarray(positions)) - c
     de = np.linalg.norm(e, axis=1)
     # electrodes are projected radially onto the scalp sphere (real montages scatter
-    # around it); one below the outer skull surface is inside the head
-    floor = radii[-2] if radii.size > 1 else 0.8 * radii[-1]
+    # +-15 % around a fitted sphere); one deeper than 75 % of the scalp radius means
+    # wrong units or coordinate frame
+    floor = 0.75 * radii[-1]
     inside = np.flatnonzero(de < floor)
     if inside.size:
         raise GeometryError(f"electrode {int(inside[0])} is inside the head ({de[inside[0]]:.4f} m "
-                            f"from the centre, below the skull surface at {floor:.4f} m; scalp "
-                            f"radius {radii[-1]:.4f} m)")
+                            f"from the centre, deeper than 75% of the scalp radius "
+                            f"{radii[-1]:.4f} m); check units (m) and coordinate frame")
     dp = np.linalg.norm(p, axis=1)
     outside = np.flatnonzero(dp >= radii[0])
     if outside.size:

@@ -125,4 +125,4 @@ def test_bad_input():
     with pytest.raises(GeometryError, match="outside the innermost shell"):
         se.eeg_gain(head, _electrodes(), np.array([[0.0, 0.0, 0.079]]))
     with pytest.raises(GeometryError, match="inside the head"):
-        se.eeg_gain(head, _electrodes(radius=0.07), np.array([[0.0, 0.0, 0.05]]))
+        se.eeg_gain(head, _electrodes(radius=0.06), np.array([[0.0, 0.0, 0.05]]))
