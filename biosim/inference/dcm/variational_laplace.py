@@ -1,0 +1,164 @@
+"""Variational Laplace (Friston et al. 2007, NeuroImage 34:220; SPM's
+``spm_nlsi_GN``) for y = g(theta) + e, e ~ N(0, Pi^-1), with
+
+* Gaussian priors theta ~ N(mu_p, C_p) and log-precisions lambda ~ N(6, 1/128)
+  per data column (region), Pi = diag(exp(lambda_i));
+* E-step: Gauss-Newton on theta with the Jacobian from JAX forward-mode
+  autodiff (no finite differences) and SPM's regularised step
+  ``dtheta = (expm(t H) - I) H^-1 g`` (H the curvature, t = exp(v)),
+  computed through the eigen-decomposition of H; v grows by 1/2 after an
+  accepted step and falls by 2 after a rejected one (Levenberg-Marquardt-like);
+* M-step: Fisher scoring of lambda;
+* the free energy under the Laplace approximation::
+
+      F = -1/2 e' Pi e + 1/2 sum_i N_i lambda_i - N/2 log 2 pi
+          - 1/2 dtheta' C_p^-1 dtheta - 1/2 log|C_p| + 1/2 log|S_theta|
+          - 1/2 dlambda' C_l^-1 dlambda - 1/2 log|C_l| + 1/2 log|S_lambda|
+
+  (accuracy minus complexity).  Accepted iterations never decrease F.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..._core.errors import ConvergenceError, ParameterError
+from ..._core.precision import require_float64
+
+
+@dataclasses.dataclass
+class VLResult:
+    """Posterior of a variational Laplace inversion."""
+
+    mean: np.ndarray              # posterior mean of theta
+    cov: np.ndarray               # posterior covariance of theta
+    log_precision: np.ndarray     # posterior mean of lambda (per column)
+    free_energy: float
+    n_iterations: int
+    converged: bool
+    history: list                 # F after each accepted iteration
+    prediction: np.ndarray
+
+
+_COMPILED = {}
+
+
+def _compiled(model):
+    """jit(theta, *args) -> (prediction, Jacobian), cached per model callable."""
+    if model not in _COMPILED:
+        _COMPILED[model] = jax.jit(lambda theta, *args: (model(theta, *args),
+                                                         jax.jacfwd(model)(theta, *args)))
+    return _COMPILED[model]
+
+
+def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_var=1 / 128,
+           max_iter=64, tol=1e-2, verbose=False) -> VLResult:
+    """Invert ``y ~ model(theta)`` by variational Laplace.
+
+    Parameters
+    ----------
+    model : callable (theta (p,), *args) -> prediction (T, k)
+        JAX-traceable (differentiated with ``jax.jacfwd``); compiled once per
+        callable and reused across calls.
+    args : tuple
+        Further array arguments of ``model`` (e.g. the experimental inputs).
+    y : array (T, k)
+    prior_mean, prior_var : arrays (p,)
+    hyper_mean, hyper_var : float
+        Prior of each column's log noise precision.
+    max_iter : int
+    tol : float
+        Convergence when the free energy gain is below ``tol`` nats over
+        four consecutive iterations.
+
+    Raises
+    ------
+    ConvergenceError
+        When the model produces non-finite predictions at the prior mean.
+    """
+    require_float64("variational Laplace")
+    y = np.asarray(y, dtype=float)
+    if y.ndim != 2 or not np.all(np.isfinite(y)):
+        raise ParameterError("y", f"array of shape {y.shape}", "finite data of shape (T, k)")
+    mu_p = np.asarray(prior_mean, float)
+    var_p = np.asarray(prior_var, float)
+    if np.any(var_p <= 0):
+        raise ParameterError("prior_var", var_p.min(), "positive prior variances")
+    ip = np.diag(1.0 / var_p)
+    n_t, k = y.shape
+    lam_p = np.full(k, hyper_mean)
+
+    g_and_j = _compiled(model)
+
+    def evaluate(theta, lam):
+        pred, jac = g_and_j(jnp.asarray(theta), *args)
+        pred, jac = np.asarray(pred), np.asarray(jac).reshape(n_t, k, -1)
+        if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(jac))):
+            return None
+        e = y - pred
+        # M-step: Fisher scoring of the log precisions
+        for _ in range(8):
+            prec = np.exp(lam)
+            h = np.einsum("tkp,k,tkq->pq", jac, prec, jac) + ip
+            s = np.linalg.inv(h)
+            ee = np.einsum("tk,tk->k", e, e)
+            tr = np.einsum("tkp,pq,tkq->k", jac, s, jac)
+            grad = 0.5 * (n_t - prec * (ee + tr)) - (lam - lam_p) / hyper_var
+            curv = -0.5 * n_t - 1.0 / hyper_var        # expected curvature (Fisher)
+            d_lam = np.clip(-grad / curv, -1.0, 1.0)
+            lam = lam + d_lam
+            if np.max(np.abs(d_lam)) < 1e-4:
+                break
+        prec = np.exp(lam)
+        h = np.einsum("tkp,k,tkq->pq", jac, prec, jac) + ip
+        s = np.linalg.inv(h)
+        dth = theta - mu_p
+        s_lam = 1.0 / (0.5 * n_t + 1.0 / hyper_var)
+        f = (-0.5 * np.sum(prec * np.einsum("tk,tk->k", e, e)) + 0.5 * n_t * np.sum(lam)
+             - 0.5 * n_t * k * np.log(2 * np.pi)
+             - 0.5 * dth @ ip @ dth - 0.5 * np.sum(np.log(var_p)) + 0.5 * np.linalg.slogdet(s)[1]
+             - 0.5 * np.sum((lam - lam_p) ** 2) / hyper_var - 0.5 * k * np.log(hyper_var)
+             + 0.5 * k * np.log(s_lam))
+        grad_theta = np.einsum("tkp,k,tk->p", jac, prec, e) - ip @ dth
+        return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred)
+
+    theta = mu_p.copy()
+    lam = lam_p.copy()
+    state = evaluate(theta, lam)
+    if state is None:
+        raise ConvergenceError("the model's prediction is not finite at the prior mean")
+    best_theta, best = theta, state
+    history = [state["f"]]
+    v = -4.0
+    gains = []
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        w, vec = np.linalg.eigh(best["h"])
+        t = np.exp(v)
+        step = vec @ (((1.0 - np.exp(-t * w)) / w) * (vec.T @ best["grad"]))
+        cand = best_theta + step
+        state = evaluate(cand, best["lam"])
+        if state is not None and state["f"] > best["f"]:
+            gains.append(state["f"] - best["f"])
+            best_theta, best = cand, state
+            history.append(state["f"])
+            v = min(v + 0.5, 4.0)
+        else:
+            gains.append(0.0)
+            v = max(v - 2.0, -16.0)
+        if verbose:
+            print(f"VL iteration {it}: F = {best['f']:.3f}, log step {v:.1f}")
+        accepted_small = len(history) > 4 and history[-1] - history[-5] < tol
+        if (accepted_small and gains[-1] > 0) or v <= -12:
+            # F gained < tol over four accepted steps, or no step improves F even when
+            # shrunk to a gradient step of size exp(-12): a (local) maximum
+            converged = True
+            break
+    return VLResult(mean=best_theta, cov=best["s"], log_precision=best["lam"],
+                    free_energy=float(best["f"]), n_iterations=it, converged=converged,
+                    history=history, prediction=best["pred"])
