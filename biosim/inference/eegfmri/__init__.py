@@ -1,0 +1,1 @@
+"""EEG-fMRI preprocessing: clock synchronisation and MR artifact removal."""
