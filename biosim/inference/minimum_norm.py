@@ -56,7 +56,7 @@ def _as_columns(gain):
 
 
 def make_inverse_operator(gain, noise_cov, *, depth=0.8, limit=10.0, loose=None, normals=None,
-                          snr=3.0, rank=None) -> InverseOperator:
+                          snr=3.0, rank=None, source_weights=None) -> InverseOperator:
     """Build a linear inverse operator.
 
     Parameters
@@ -73,6 +73,10 @@ def make_inverse_operator(gain, noise_cov, *, depth=0.8, limit=10.0, loose=None,
         Assumed SNR; lambda2 = 1 / snr^2.
     rank : int, optional
         Rank of the noise covariance (e.g. n - 1 after an average reference).
+    source_weights : (S,) array, optional
+        Prior source variance weights (e.g. fMRI-informed, see
+        :mod:`biosim.inference.fmri_prior`), multiplied into the source
+        covariance before the trace scaling.
     """
     g, n_orient = _as_columns(gain)
     if g.shape[0] != np.shape(noise_cov)[0]:
@@ -95,6 +99,12 @@ def make_inverse_operator(gain, noise_cov, *, depth=0.8, limit=10.0, loose=None,
         d = norms ** (-depth)
         d = np.minimum(d, d.min() * limit ** 2)
         prior = prior * np.repeat(d, n_orient)
+    if source_weights is not None:
+        sw = np.asarray(source_weights, float)
+        if sw.shape != (n_src,) or np.any(sw < 0):
+            raise ParameterError("source_weights", f"array of shape {sw.shape}",
+                                 f"({n_src},) non-negative weights")
+        prior = prior * np.repeat(sw, n_orient)
     std = np.sqrt(prior)
     gs = gw * std
     scale = np.sqrt(r / np.linalg.norm(gs, "fro") ** 2)
