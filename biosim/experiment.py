@@ -477,15 +477,46 @@ def _run_eeg(spec: dict, truth: dict, rng: np.random.Generator, sub_dir: Path, s
     dt = spec["activity"]["dt"]
     idx = np.minimum((times / dt).astype(int), truth["neural_input"].shape[0] - 1)
     z = truth["neural_input"][idx]                                       # (T, R) 1/s
-    carrier = np.sin(2 * np.pi * eeg["carrier_hz"] * times)[:, None] if eeg["carrier_hz"] > 0 else 1.0
+    if eeg["carrier_hz"] > 0:
+        # narrowband rhythm: phase diffusion with ~1 Hz bandwidth (Lorentzian line), so the
+        # rhythm is not locked to anything (e.g. the scanner's slice period)
+        dt_s = np.diff(times, prepend=times[0])
+        phase = np.cumsum(rng.normal(0.0, 1.0, (len(times), len(spec["subject"]["regions"])))
+                          * np.sqrt(2 * np.pi * 1.0 * dt_s)[:, None], axis=0)
+        carrier = np.sin(2 * np.pi * eeg["carrier_hz"] * times[:, None] + phase)
+    else:
+        carrier = 1.0
     moments = eeg["moment_per_input"] * z * carrier                      # (T, R) A m
     clean = lead @ moments.T                                             # (C, T) V
-    data = amp.record(clean, montage.names)
+    total = clean
+    events = [(b["onset"], b["condition"]) for b in spec["protocol"]["blocks"]]
+    if "mri" in spec["devices"]:                                         # simultaneous EEG-fMRI
+        from .scanners.eeg_fmri import (EPIGradients, bcg_artifact, cardiac_r_peaks,
+                                        gradient_artifact, lead_loops)
+
+        mri = spec["devices"]["mri"]
+        slice_period = mri["tr"] / mri["n_slices"]
+        n_slices_total = int(round(spec["experiment"]["duration"] / slice_period))
+        loops = lead_loops(montage.n_channels, seed=int(rng.integers(2 ** 31)))
+        grad = gradient_artifact(montage.positions, loops, EPIGradients(), slice_period,
+                                 n_slices_total, times)
+        r_peaks = cardiac_r_peaks(spec["experiment"]["duration"], seed=int(rng.integers(2 ** 31)))
+        bcg = bcg_artifact(loops, mri["field_strength"], r_peaks, times,
+                           seed=int(rng.integers(2 ** 31)))
+        total = clean + grad + bcg
+        slice_times = np.arange(n_slices_total) * slice_period
+        truth.update(eeg_gradient_artifact=grad, eeg_bcg_artifact=bcg, r_peaks=r_peaks,
+                     mri_slice_times=slice_times)
+        events += [(ts, "slice") for ts in slice_times]
+        events += [(ts, "volume") for ts in slice_times[::mri["n_slices"]]]
+    data = amp.record(total, montage.names)
+    # markers are stamped on the amplifier's clock: true time t -> sample t fs (1 + drift)
+    drift = 1 + amp.clock_drift_ppm * 1e-6
+    events = [(t * drift, d) for t, d in events]
     truth.update(eeg_times=times, eeg_moments=moments, eeg_leadfield=lead,
                  eeg_dipole_positions=pos, eeg_dipole_orientations=ori, eeg_clean=clean)
     eeg_dir = sub_dir / "eeg"
     eeg_dir.mkdir(parents=True, exist_ok=True)
-    events = [(b["onset"], b["condition"]) for b in spec["protocol"]["blocks"]]
     write_brainvision(eeg_dir / f"{stem}_eeg.vhdr", data, amp.sample_rate, montage.names, events)
     atomic_write_text(eeg_dir / f"{stem}_eeg.json", json.dumps({
         "TaskName": spec["experiment"]["name"], "SamplingFrequency": amp.sample_rate,

@@ -122,20 +122,23 @@ def test_default_eeg_recording_reads_back_with_mne(default_run):
     assert data.shape == truth["eeg_clean"].shape and raw.info["sfreq"] == 250.0
     # the recording is the noise-free truth plus amplifier noise and mains: the residual is
     # small, uncorrelated with the truth, and peaks at 50 Hz
-    resid = data - truth["eeg_clean"]
+    resid = data - truth["eeg_clean"] - truth["eeg_gradient_artifact"] - truth["eeg_bcg_artifact"]
     assert resid.std() < 3e-6
     assert abs(np.corrcoef(resid.ravel(), truth["eeg_clean"].ravel())[0, 1]) < 0.05
     spec = np.abs(np.fft.rfft(resid[0]))
     freqs = np.fft.rfftfreq(resid.shape[1], 1 / 250.0)
     assert abs(freqs[np.argmax(spec[1:]) + 1] - 50.0) < 0.1
-    assert len(raw.annotations) == 5
+    descriptions = list(raw.annotations.description)
+    assert sum(d.endswith(("visual", "attention")) for d in descriptions) == 5
+    assert sum(d.endswith("volume") for d in descriptions) == 120      # one per fMRI volume
     # visual blocks drive V1/V5: 10 Hz power at occipital electrodes rises in visual blocks
     names = raw.ch_names
     occ = [names.index(n) for n in ("O1", "Oz", "O2")]
     t = truth["eeg_times"]
     vis = (t >= 20) & (t < 40)
     rest = (t >= 0) & (t < 20)
-    assert data[occ][:, vis].std() > 3 * data[occ][:, rest].std()
+    neural = data - truth["eeg_gradient_artifact"] - truth["eeg_bcg_artifact"]
+    assert neural[occ][:, vis].std() > 3 * neural[occ][:, rest].std()
     for f in ("sub-01_electrodes.tsv", "sub-01_task-fmri_block_channels.tsv",
               "sub-01_task-fmri_block_eeg.json"):
         assert (default_run / "sub-01" / "eeg" / f).is_file()

@@ -1,0 +1,121 @@
+"""Simultaneous EEG-fMRI: the artifacts the scanner induces in the EEG.
+
+Each electrode's lead forms a loop with effective area vector a_i (m^2) at
+position r_i.  By Faraday's law the loop picks up ``EMF_i = -dPhi_i/dt``.
+
+* Gradient artifact: the imaging gradients add Bz = G(t) . r to B0, so
+  ``Phi_i = (G(t) . r_i) a_i,z`` and ``EMF_i = -(dG/dt . r_i) a_i,z`` (Anami et
+  al. 2003; Yan et al. 2009).  The EPI gradient waveforms (trapezoidal
+  readout in x, phase blips in y, slice selection in z) repeat every slice, so
+  the artifact is slice-locked and deterministic; it is computed at 20 kHz
+  and averaged over each EEG sample (the amplifier's anti-alias integration).
+* Ballistocardiogram (BCG): each heartbeat rotates the head slightly (a nod
+  of ~1e-3 rad about the left-right axis, peaking ~0.2 s after the R peak),
+  rotating every loop in B0: ``EMF_i = -B0 dtheta/dt ((u x a_i) . z)``
+  (Mullinger et al. 2013).  Beat-to-beat variability: R-R intervals and nod
+  amplitudes vary randomly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .._core.errors import ParameterError
+
+
+@dataclasses.dataclass(frozen=True)
+class EPIGradients:
+    """Simplified single-shot EPI gradient train of one slice (T/m, s)."""
+
+    readout_amplitude: float = 0.025       # T/m
+    echo_spacing: float = 5e-4             # s (one readout lobe)
+    ramp_time: float = 1e-4                # s
+    n_lines: int = 16
+    slice_amplitude: float = 0.01          # T/m
+    slice_duration: float = 3e-3           # s
+    blip_amplitude: float = 0.01           # T/m
+    blip_duration: float = 1e-4            # s
+
+    def waveform(self, slice_period, fs=20_000.0):
+        """Gradient (n, 3) over one slice period sampled at ``fs``."""
+        n = int(round(slice_period * fs))
+        t = np.arange(n) / fs
+        g = np.zeros((n, 3))
+        # slice selection (z) then the readout train (x) with blips (y)
+        g[t < self.slice_duration, 2] = self.slice_amplitude
+        start = self.slice_duration + 1e-3
+        if start + self.n_lines * self.echo_spacing > slice_period:
+            raise ParameterError("slice_period", slice_period,
+                                 "long enough for the EPI echo train of one slice")
+        for k in range(self.n_lines):
+            t0 = start + k * self.echo_spacing
+            local = t - t0
+            ramp = np.clip(np.minimum(local, self.echo_spacing - local) / self.ramp_time, 0, 1)
+            on = (local >= 0) & (local < self.echo_spacing)
+            g[on, 0] += (-1) ** k * self.readout_amplitude * ramp[on]
+            blip = (local >= self.echo_spacing - self.blip_duration) & (local < self.echo_spacing)
+            g[blip, 1] += self.blip_amplitude
+        return g, fs
+
+
+def lead_loops(n_channels, mean_area=5e-4, seed=0):
+    """Random effective loop-area vectors (n, 3) in m^2 (deterministic per seed)."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n_channels, 3))
+    return mean_area * v / np.linalg.norm(v, axis=1, keepdims=True) * rng.uniform(0.5, 1.5, (n_channels, 1))
+
+
+def gradient_artifact(positions, loops, gradients: EPIGradients, slice_period, n_slices_total,
+                      sample_times, t_start=0.0):
+    """Gradient artifact (C, T) in V at EEG ``sample_times`` (true time, s).
+
+    Slices are acquired back to back from ``t_start`` with period ``slice_period``.
+    """
+    g, fs = gradients.waveform(slice_period)
+    dgdt = np.gradient(g, 1 / fs, axis=0)                                  # (n, 3) T/m/s
+    emf_one = -(dgdt @ np.asarray(positions).T) * np.asarray(loops)[:, 2]  # (n, C) V
+    period_n = emf_one.shape[0]
+    t = np.asarray(sample_times) - t_start
+    out = np.zeros((len(positions), len(t)))
+    dt_sample = np.median(np.diff(t)) if len(t) > 1 else 1 / fs
+    cum = np.concatenate([np.zeros((1, emf_one.shape[1])), np.cumsum(emf_one, 0)]) / fs
+    inside = (t >= 0) & (t < n_slices_total * slice_period)
+    # average of the EMF over each sample interval [t, t + dt) (integrate-and-dump)
+    phase0 = np.mod(t[inside], slice_period) * fs
+    phase1 = phase0 + dt_sample * fs
+
+    def integral(ph):
+        whole = np.floor(ph / period_n)
+        frac = ph - whole * period_n
+        i = np.floor(frac).astype(int)
+        w = frac - i
+        base = cum[np.minimum(i, period_n)] + w[:, None] * emf_one[np.minimum(i, period_n - 1)] / fs
+        return whole[:, None] * cum[-1] + base
+
+    out[:, inside] = ((integral(phase1) - integral(phase0)) / dt_sample).T
+    return out
+
+
+def cardiac_r_peaks(duration, mean_rr=0.9, rr_std=0.05, seed=0):
+    """R-peak times (s) with beat-to-beat variability."""
+    rng = np.random.default_rng(seed)
+    rr = rng.normal(mean_rr, rr_std, int(duration / (mean_rr - 3 * rr_std)) + 2)
+    peaks = 0.3 + np.cumsum(rr)
+    return peaks[peaks < duration]
+
+
+def bcg_artifact(loops, field_strength, r_peaks, sample_times, nod=1e-3, amp_std=0.1, seed=0):
+    """Ballistocardiogram (C, T) in V: a cardiac-locked nod about the left-right (x) axis."""
+    rng = np.random.default_rng(seed)
+    t = np.asarray(sample_times)
+    theta_dot = np.zeros_like(t)
+    for tp in r_peaks:
+        a = nod * rng.normal(1.0, amp_std)
+        s = t - tp - 0.2
+        # theta = a exp(-s^2 / (2 w^2)) -> dtheta/dt
+        w = 0.06
+        theta_dot += a * (-s / w ** 2) * np.exp(-s ** 2 / (2 * w ** 2))
+    coupling = np.cross([1.0, 0.0, 0.0], np.asarray(loops))[:, 2]        # (u x a_i) . z
+    return -field_strength * coupling[:, None] * theta_dot[None, :]
