@@ -159,3 +159,27 @@ def monte_carlo_relaxation(radius, volume_fraction, saturation, field_strength, 
     omega_c = 1.5 * characteristic_frequency(saturation, field_strength, hematocrit)  # gamma dchi B0/2
     return _mc(jax.random.PRNGKey(seed), radius, volume_fraction, omega_c, diffusion, echo_time,
                int(n_spins), int(n_steps), int(images))
+
+
+#: Donahue et al. (2011), NMR Biomed 24:25: total GRE Delta R2* on activation, 1/s.
+DONAHUE_2011_DR2STAR = {1.5: -0.6, 3.0: -0.7, 7.0: -1.4}
+
+
+def bold_contributions(v, q, field_strength, echo_time, epsilon=1.0, resting_extraction=0.4,
+                       resting_venous_volume=0.04):
+    """Extra- and intravascular parts of the revised BOLD model (Stephan et al. 2007).
+
+    The k1 term of :mod:`biosim.physics.hemodynamics.bold` is the extravascular
+    signal change, the k2 and k3 terms the intravascular one (Obata et al.
+    2004).  Returns fractional signal changes and the equivalent relaxation-rate
+    changes ``dR2* = -dS/S / TE`` (1/s) for each.
+    """
+    from ..hemodynamics.bold import BOLDParams
+
+    b = BOLDParams(field_strength=field_strength, echo_time=echo_time, epsilon=epsilon,
+                   resting_extraction=resting_extraction, resting_venous_volume=resting_venous_volume)
+    k1, k2, k3 = b.coefficients()
+    ev = resting_venous_volume * k1 * (1 - q)
+    iv = resting_venous_volume * (k2 * (1 - q / v) + k3 * (1 - v))
+    return {"extravascular": ev, "intravascular": iv,
+            "dR2star_extravascular": -ev / echo_time, "dR2star_intravascular": -iv / echo_time}

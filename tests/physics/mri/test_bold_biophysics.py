@@ -45,3 +45,19 @@ def test_bad_input():
         bb.susceptibility_difference(1.2)
     with pytest.raises(ParameterError, match="radius"):
         bb.monte_carlo_relaxation(-1e-6, 0.02, Y, B0, 0.04)
+
+
+def test_intra_extravascular_decomposition_sums_to_bold():
+    from biosim.physics.hemodynamics import BalloonParams, BOLDParams, bold_signal, steady_state
+
+    x = np.asarray(steady_state(0.16, BalloonParams.spm()))          # flow +50 %
+    v, q = np.exp(x[2]), np.exp(x[3])
+    for b0, te in ((1.5, 0.05), (3.0, 0.035), (7.0, 0.025)):
+        parts = bb.bold_contributions(v, q, b0, te)
+        total = float(bold_signal(v, q, BOLDParams(field_strength=b0, echo_time=te)))
+        assert parts["extravascular"] + parts["intravascular"] == pytest.approx(total, rel=1e-12)
+        assert parts["extravascular"] > 0 and parts["intravascular"] > 0
+    # at 1.5 T the model's total dR2* is close to Donahue et al. (2011), -0.6 1/s
+    p15 = bb.bold_contributions(v, q, 1.5, 0.05)
+    total15 = p15["dR2star_extravascular"] + p15["dR2star_intravascular"]
+    assert total15 == pytest.approx(bb.DONAHUE_2011_DR2STAR[1.5], rel=0.15)
