@@ -424,7 +424,7 @@ def _write_eeg_figure(spec, truth, path, plt):
     axes[1].set_xticks(range(lead.shape[0]))
     axes[1].set_xticklabels(names[:lead.shape[0]] if names else range(lead.shape[0]),
                             rotation=90, fontsize=7)
-    axes[1].set_title("|lead field| summed over regions (uV per 100 nA m)")
+    axes[1].set_title("lead-field magnitude\n(uV per 100 nA m, all regions)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
