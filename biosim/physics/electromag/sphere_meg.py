@@ -25,12 +25,8 @@ from ..._core.units import MU0
 from ..._core.validation import is_concrete
 
 
-def sarvas_field_matrix(points, r0):
-    """Field per unit dipole: array (P, 3 field components, 3 dipole axes), T/(A m).
-
-    ``points`` (P, 3) and ``r0`` (3,) are relative to the sphere centre (m).
-    """
-    r = points
+def _sarvas_f(r, r0):
+    """F and the coefficients of grad F = c_r r - c_0 r0 at points r (P, 3)."""
     a_vec = r - r0
     a = jnp.linalg.norm(a_vec, axis=-1)
     rn = jnp.linalg.norm(r, axis=-1)
@@ -38,6 +34,16 @@ def sarvas_field_matrix(points, r0):
     f = a * (rn * a + rn ** 2 - r @ r0)
     c_r = a ** 2 / rn + adotr / a + 2 * a + 2 * rn
     c_0 = a + 2 * rn + adotr / a
+    return f, c_r, c_0
+
+
+def sarvas_field_matrix(points, r0):
+    """Field per unit dipole: array (P, 3 field components, 3 dipole axes), T/(A m).
+
+    ``points`` (P, 3) and ``r0`` (3,) are relative to the sphere centre (m).
+    """
+    r = points
+    f, c_r, c_0 = _sarvas_f(r, r0)
     grad_f = c_r[:, None] * r - c_0[:, None] * r0                   # (P, 3)
     eye = jnp.eye(3)
     q_x_r0 = jnp.cross(eye, r0)                                     # (3 dipole axes, 3)
@@ -54,13 +60,7 @@ def _point_leads(rel, normals, p):
     formula projected on n is linear in q with coefficient vector
     mu0 / (4 pi F^2) [F (r0 x n) - (grad F . n) (r0 x r)].
     """
-    a_vec = rel - p
-    a = jnp.linalg.norm(a_vec, axis=-1)
-    rn = jnp.linalg.norm(rel, axis=-1)
-    adotr = jnp.sum(a_vec * rel, -1)
-    f = a * (rn * a + rn ** 2 - rel @ p)
-    c_r = a ** 2 / rn + adotr / a + 2 * a + 2 * rn
-    c_0 = a + 2 * rn + adotr / a
+    f, c_r, c_0 = _sarvas_f(rel, p)
     gradf_n = c_r * jnp.sum(rel * normals, -1) - c_0 * (normals @ p)
     lead = f[:, None] * jnp.cross(p, normals) - gradf_n[:, None] * jnp.cross(p, rel)
     return MU0 / (4 * jnp.pi) * lead / (f ** 2)[:, None]
