@@ -22,8 +22,9 @@ series sums in closed form (:func:`homogeneous_sphere_potential`, derived
 from the Legendre generating function); for large n, w_n tends to
 ``w_inf = prod_k 2 sigma_k / (sigma_k + sigma_{k+1})``.  The solver sums
 ``w_inf x closed form + sum_n (w_n - w_inf) x term_n``: the remainder
-converges like (R_1 / R_N)^n whatever the eccentricity, so the result stays
-accurate to eccentricity 0.999 with a few hundred terms.
+converges at least like (R_1 / R_N)^(1.5 n) whatever the eccentricity, so the
+result stays accurate to eccentricity 0.999 (measured <= 3e-12 relative) with
+140-190 terms.
 
 Berg & Scherg (1994) approximate the multi-shell potential by three
 homogeneous-sphere dipoles at radially scaled positions mu_i r0 with weights
@@ -40,6 +41,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from ..._core.errors import GeometryError, ParameterError
+from ..._core.parallel import map_over_sources
 from ..._core.precision import require_float64
 from ..._core.pytree import pytree_dataclass
 from ..._core.validation import check_positive, is_concrete
@@ -210,11 +212,18 @@ def _series_terms(electrodes, r0, q, radius, n_max):
 
 
 def default_n_terms(head: SphereHead, tol: float = 1e-12) -> int:
-    """Terms needed for the remainder series: (R_1 / R_N)^n < tol."""
+    """Terms of the remainder series for a relative error below ``tol``.
+
+    The remainder terms are (w_n - w_inf) s^(n-1) with s <= R_1 / R_N, and w_n
+    itself approaches w_inf geometrically, so they decay faster than
+    (R_1 / R_N)^n; measured against 2000-term sums at eccentricities up to
+    0.999 (3- and 4-shell heads) the rate is at least (R_1 / R_N)^(1.5 n), so
+    n = log(tol) / (1.5 log(R_1 / R_N)) plus a margin of 10.
+    """
     radii = np.asarray(head.radii)
     if radii.size == 1:
         return 1
-    return int(np.ceil(np.log(tol) / np.log(radii[0] / radii[-1]))) + 5
+    return int(np.ceil(np.log(tol) / (1.5 * np.log(radii[0] / radii[-1])))) + 10
 
 
 def _lead_vectors(head, electrodes, r0, w_diff, w_inf):
@@ -294,8 +303,9 @@ def eeg_gain(head: SphereHead, electrodes, positions, n_terms=None):
     require_float64("multi-shell sphere EEG series")
     _check_inputs(head, electrodes, positions)
     n_terms = default_n_terms(head) if n_terms is None else int(n_terms)
-    return _gain(head, jnp.asarray(electrodes, float), jnp.atleast_2d(jnp.asarray(positions, float)),
-                 n_terms)
+    electrodes = jnp.asarray(electrodes, float)
+    return map_over_sources(lambda pos: _gain(head, electrodes, pos, n_terms),
+                            jnp.atleast_2d(jnp.asarray(positions, float)))
 
 
 # --------------------------------------------------------------------------- Berg-Scherg

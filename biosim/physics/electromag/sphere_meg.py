@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._core.errors import GeometryError
+from ..._core.parallel import map_over_sources
 from ..._core.units import MU0
 from ..._core.validation import is_concrete
 
@@ -107,6 +108,6 @@ def meg_gain(sensors, positions, center=(0.0, 0.0, 0.0), inner_radius=None):
         if np.any(r_src[:, None] >= r_pts.min()):
             raise GeometryError("a dipole lies farther from the sphere centre than a MEG coil point; "
                                 "sensors must be outside the head")
-    return _meg_gain(jnp.asarray(sensors.points, float), jnp.asarray(sensors.normals, float),
-                     jnp.asarray(sensors.weights, float), jnp.asarray(sensors.channel),
-                     positions, center, sensors.n_channels)
+    args = (jnp.asarray(sensors.points, float), jnp.asarray(sensors.normals, float),
+            jnp.asarray(sensors.weights, float), jnp.asarray(sensors.channel))
+    return map_over_sources(lambda pos: _meg_gain(*args, pos, center, sensors.n_channels), positions)
