@@ -72,3 +72,31 @@ def test_meg_matches_mne_sphere_forward():
     g_mne = fwd["sol"]["data"].reshape(helmet.n_channels, 30, 3)
     ours = np.asarray(meg_gain(helmet, fwd["src"][0]["rr"][fwd["src"][0]["vertno"]]))
     np.testing.assert_allclose(ours, g_mne, rtol=1e-6, atol=1e-6 * np.abs(g_mne).max())
+
+
+@pytest.mark.crosscheck
+def test_eeg_matches_mne_berg_scherg_within_its_approximation_error():
+    mne = pytest.importorskip("mne")
+    from biosim.physics.electromag import SphereHead, eeg_gain
+
+    m = standard_montage("biosemi64")
+    center, radius = fit_sphere(m.positions)
+    info = mne.create_info(list(m.names), 1000.0, "eeg")
+    for ch, p in zip(info["chs"], m.positions):
+        ch["loc"][:3] = p
+    info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(40, 3))
+    pos = center + d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * radius * rng.uniform(0.1, 0.9, (40, 1))
+    src = mne.setup_volume_source_space(pos=dict(rr=pos, nn=np.tile([0, 0, 1.0], (40, 1))),
+                                        sphere=tuple(center) + (0.9 * radius,), mindist=0.0,
+                                        exclude=0.0, verbose=False)
+    sphere = mne.make_sphere_model(r0=tuple(center), head_radius=radius, verbose=False)
+    fwd = mne.make_forward_solution(info, None, src, sphere, meg=False, verbose=False)
+    g_mne = fwd["sol"]["data"].reshape(64, -1)
+    g_ours = np.asarray(eeg_gain(SphereHead.four_shell(radius, center), m.positions, pos)).reshape(64, -1)
+    a, b = g_mne - g_mne.mean(0), g_ours - g_ours.mean(0)
+    rdm = np.linalg.norm(a / np.linalg.norm(a, axis=0) - b / np.linalg.norm(b, axis=0), axis=0)
+    mag = np.linalg.norm(a, axis=0) / np.linalg.norm(b, axis=0)
+    # MNE's Berg-Scherg is within its documented error of the exact series
+    assert np.median(rdm) < 0.01 and rdm.max() < 0.04 and np.all(np.abs(mag - 1) < 0.03)
