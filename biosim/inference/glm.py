@@ -70,8 +70,24 @@ def _fit(x, y):
     return beta, resid, np.sum(resid ** 2, 0) / df, pinv @ pinv.T, df
 
 
-def fit_glm(y, x, noise_model="ar1", bins=100) -> GLMResult:
-    """Fit the GLM to data ``y`` (n_scans, n_voxels) with design ``x`` (n_scans, p)."""
+def fit_glm(y, x, noise_model="ar1", bins=100, bias_correction=False) -> GLMResult:
+    """Fit the GLM to data ``y`` (n_scans, n_voxels) with design ``x`` (n_scans, p).
+
+    Parameters
+    ----------
+    noise_model : {"ar1", "ols"}
+    bins : int
+        AR(1) coefficients are truncated to multiples of 1/bins (nilearn).
+    bias_correction : bool
+        Correct the lag-1 autocorrelation of the OLS residuals for the
+        projection onto the design (Worsley et al. 2002): with R = I - X X+ and
+        S the lag-1 shift plus its transpose, the residual autocovariances
+        satisfy E[r'r] = g0 tr(R) + g1 tr(RS), E[r'Sr]/2 = g0 tr(SR)/2 +
+        g1 tr(SRSR)/2, solved for rho = g1/g0 (bounded to [-0.99, 0.99], the
+        stationary range the prewhitening needs; noise-only voxels can
+        otherwise give |rho| >= 1).  False reproduces nilearn, whose
+        uncorrected estimate is biased low (liberal false-positive rate).
+    """
     y = np.asarray(y, float)
     x = np.asarray(x, float)
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
@@ -83,9 +99,18 @@ def fit_glm(y, x, noise_model="ar1", bins=100) -> GLMResult:
     beta, resid, disp, xtx, df = _fit(x, y)
     if noise_model == "ols":
         return GLMResult(beta, disp, xtx, df, None)
-    r = resid - resid.mean()                      # global mean, as nilearn's Yule-Walker
-    n = r.shape[0]
-    rho = (np.sum(r[1:] * r[:-1], 0) / (n - 1)) / (np.sum(r ** 2, 0) / n)
+    n = resid.shape[0]
+    if bias_correction:
+        proj = np.eye(n) - x @ np.linalg.pinv(x)
+        shift = np.eye(n, k=1) + np.eye(n, k=-1)
+        m = np.array([[np.trace(proj), np.trace(proj @ shift)],
+                      [np.trace(shift @ proj) / 2, np.trace(shift @ proj @ shift @ proj) / 2]])
+        g = np.linalg.solve(m, np.stack([np.sum(resid ** 2, 0),
+                                         np.sum(resid[1:] * resid[:-1], 0)]))
+        rho = np.clip(g[1] / g[0], -0.99, 0.99)
+    else:
+        r = resid - resid.mean()                  # global mean, as nilearn's Yule-Walker
+        rho = (np.sum(r[1:] * r[:-1], 0) / (n - 1)) / (np.sum(r ** 2, 0) / n)
     rho = (rho * bins).astype(int) / bins
     beta = np.empty_like(beta)
     disp = np.empty(y.shape[1])

@@ -60,8 +60,12 @@ def test_false_positive_rate_on_null_ar1_data():
     c = np.zeros(x.shape[1])
     c[names.index("task")] = 1
     rates = {m: np.mean(fit_glm(y, x, m).t_contrast(c)[1] > 3.09) for m in ("ols", "ar1")}
+    corrected = fit_glm(y, x, "ar1", bias_correction=True)
+    rates["ar1_corrected"] = np.mean(corrected.t_contrast(c)[1] > 3.09)
     assert rates["ar1"] < 2.5 * 0.001 + 0.001          # near nominal (binomial sd ~ 0.0005)
     assert rates["ols"] > rates["ar1"]                 # OLS is liberal under AR(1) noise
+    assert rates["ar1_corrected"] <= rates["ar1"]      # the bias-corrected rho is less liberal
+    assert abs(np.mean(corrected.rho) - 0.3) < abs(np.mean(fit_glm(y, x, "ar1").rho) - 0.3)
 
 
 @pytest.mark.crosscheck
