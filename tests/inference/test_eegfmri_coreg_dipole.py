@@ -83,3 +83,19 @@ def test_dipole_objective_gradient(meg):
     obj = residual_objective(meg, b)
     check_grads(obj, (jnp.array([0.015, 0.01, 0.045]),), order=1, modes=["rev"], atol=1e-4,
                 rtol=1e-4, eps=1e-7)
+
+
+def test_two_dipoles_are_fitted_together(meg):
+    r1, r2 = np.array([0.03, 0.0, 0.05]), np.array([-0.03, 0.01, 0.05])
+    q1 = np.cross(r1, [0.0, 0.0, 1.0]) * 1e-6
+    q2 = np.cross(r2, [0.0, 1.0, 0.0]) * 1e-6
+    b = np.asarray(meg(jnp.asarray(r1))) @ q1 + np.asarray(meg(jnp.asarray(r2))) @ q2
+    b = b / np.abs(b).max()
+    starts = np.array([[0.02, 0.0, 0.04, -0.02, 0.0, 0.04], [0.0, 0.03, 0.05, 0.0, -0.03, 0.05]])
+    fit = fit_dipole(meg, b, starts, n_dipoles=2)
+    found = sorted(fit.position.tolist())
+    truth = sorted([r1.tolist(), r2.tolist()])
+    np.testing.assert_allclose(found, truth, atol=1e-3)
+    assert fit.gof > 0.999
+    with pytest.raises(ParameterError, match="starts"):
+        fit_dipole(meg, b, np.zeros((1, 3)), n_dipoles=2)
