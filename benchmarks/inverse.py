@@ -21,17 +21,12 @@ from biosim.physics.electromag import sensors
 
 def main(n_sources=8196, n_channels=370, n_times=1000):
     import mne
-    from mne.io.constants import FIFF
+
+    from biosim.io.mne_interop import point_magnetometer_info
 
     helmet = sensors.opm_array(n_channels, scalp_radius=0.1, standoff=0.02)
-    names = [f"M{i:03d}" for i in range(helmet.n_channels)]
-    info = mne.create_info(names, 1000.0, "mag")
-    for ch, p, n in zip(info["chs"], helmet.positions, helmet.orientations):
-        ex = np.cross(n, [1.0, 0, 0] if abs(n[0]) < 0.9 else [0, 1.0, 0])
-        ex /= np.linalg.norm(ex)
-        ch["loc"][:12] = np.r_[p, ex, np.cross(n, ex), n]
-        ch["coil_type"] = FIFF.FIFFV_COIL_POINT_MAGNETOMETER
-    info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
+    info = point_magnetometer_info(helmet)
+    names = info["ch_names"]
     rng = np.random.default_rng(0)
     d = rng.normal(size=(n_sources, 3))
     pos = d / np.linalg.norm(d, axis=1)[:, None] * rng.uniform(0.02, 0.075, (n_sources, 1))

@@ -59,16 +59,10 @@ def test_localisation_over_source_grid(setup, method):
 def test_equals_mne_python(setup, method):
     mne = pytest.importorskip("mne")
     helmet, pos, g, gf, tang, noise = setup
-    from mne.io.constants import FIFF
+    from biosim.io.mne_interop import point_magnetometer_info
 
-    names = [f"M{i:03d}" for i in range(helmet.n_channels)]
-    info = mne.create_info(names, 1000.0, "mag")
-    for ch, p, n in zip(info["chs"], helmet.positions, helmet.orientations):
-        ex = np.cross(n, [1.0, 0, 0] if abs(n[0]) < 0.9 else [0, 1.0, 0])
-        ex /= np.linalg.norm(ex)
-        ch["loc"][:12] = np.r_[p, ex, np.cross(n, ex), n]
-        ch["coil_type"] = FIFF.FIFFV_COIL_POINT_MAGNETOMETER
-    info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
+    info = point_magnetometer_info(helmet)
+    names = info["ch_names"]
     src = mne.setup_volume_source_space(pos=dict(rr=pos, nn=tang), sphere=(0, 0, 0, 0.09),
                                         mindist=0.0, exclude=0.0, verbose=False)
     fwd = mne.make_forward_solution(info, None, src, mne.make_sphere_model((0, 0, 0), None),

@@ -49,17 +49,9 @@ def test_meg_matches_mne_sphere_forward():
     # not exposed), so compare against MNE's dipole field for the same points via
     # make_forward_solution with a sphere model and a discrete source space.
     helmet = sensors.squid_helmet_306(accuracy="point").select(["mag"])
+    from biosim.io.mne_interop import point_magnetometer_info
     from biosim.physics.electromag import meg_gain
-    info = mne.create_info([f"MAG{i:03d}" for i in range(helmet.n_channels)], 1000.0, "mag")
-    for ch, p, n in zip(info["chs"], helmet.positions, helmet.orientations):
-        ez = n / np.linalg.norm(n)
-        ex = np.cross(ez, [1.0, 0, 0] if abs(ez[0]) < 0.9 else [0, 1.0, 0])
-        ex /= np.linalg.norm(ex)
-        ey = np.cross(ez, ex)
-        ch["loc"][:12] = np.r_[p, ex, ey, ez]
-        ch["coil_type"] = mne.io.constants.FIFF.FIFFV_COIL_POINT_MAGNETOMETER
-        ch["coord_frame"] = mne.io.constants.FIFF.FIFFV_COORD_HEAD
-    info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
+    info = point_magnetometer_info(helmet)
     rng = np.random.default_rng(0)
     src_pos = rng.normal(size=(30, 3))
     src_pos = src_pos / np.linalg.norm(src_pos, axis=1)[:, None] * rng.uniform(0.01, 0.07, (30, 1))
