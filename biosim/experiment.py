@@ -420,7 +420,7 @@ def _write_eeg_figure(spec, truth, path, plt):
     axes[0].set_title("noise-free scalp EEG around the first block (uV)")
     axes[0].set_yticks([])
     lead = truth["eeg_leadfield"]
-    im = axes[1].bar(range(lead.shape[0]), np.abs(lead).sum(1) * 1e-7 * 1e6)
+    axes[1].bar(range(lead.shape[0]), np.abs(lead).sum(1) * 1e-7 * 1e6)
     axes[1].set_xticks(range(lead.shape[0]))
     axes[1].set_xticklabels(names[:lead.shape[0]] if names else range(lead.shape[0]),
                             rotation=90, fontsize=7)

@@ -49,7 +49,6 @@ def test_obs_removes_ballistocardiogram():
     rr = np.cumsum(rng.normal(0.9, 0.05, 200) * FS).astype(int)      # beat-to-beat variability
     rr = rr[rr < n - 800]
     t = np.arange(600) / FS
-    base = 60e-6 * np.exp(-((t - 0.2) / 0.05) ** 2) - 25e-6 * np.exp(-((t - 0.35) / 0.08) ** 2)
     art = np.zeros((4, n))
     for o in rr:
         amp = rng.normal(1.0, 0.15)

@@ -104,7 +104,7 @@ class DCMStructure:
 
     def free_index(self):
         """Flat indices of the free entries of [A, B, C, D, transit, decay, epsilon]."""
-        n, m = self.n_regions, self.n_inputs
+        n = self.n_regions
         mask = np.concatenate([self.a.ravel(), self.b.ravel(), self.c.ravel(), self.d.ravel(),
                                np.ones(2 * n + 1, bool)])
         return np.flatnonzero(mask)

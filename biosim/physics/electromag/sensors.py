@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
 from ..._core.errors import ParameterError

@@ -1,6 +1,5 @@
 """DCM for fMRI: recovery, free energy, gradients, model comparison, errors."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

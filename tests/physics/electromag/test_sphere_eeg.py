@@ -1,6 +1,5 @@
 """Multi-shell sphere EEG: closed form, series, shells, truncation, Berg-Scherg, gradients, errors."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

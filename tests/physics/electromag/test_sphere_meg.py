@@ -1,6 +1,5 @@
 """Sarvas MEG: radial silence, Biot-Savart check, coil integration, gradients, errors."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

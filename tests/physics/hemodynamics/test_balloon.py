@@ -1,7 +1,6 @@
 """Balloon-Windkessel: analytic steady state, impulse response shape,
 linearised kernel vs canonical HRF, presets and errors."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -1,6 +1,5 @@
 """Closed-form MRI signals vs Bloch isochromats vs EPG."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -86,7 +85,6 @@ def test_cpmg_epg_matches_isochromats_and_t2_decay():
     spins, length = _voxel_spins(720)
     g = _full_turn_gradient(length, esp / 2)
     dt = [0.0] + [esp / 2, esp / 2] * n_echo
-    flip = [np.pi / 2] + [0.0, alpha] * n_echo
     # pulse at the start of the second half-step: [ESP/2 precess] [a_y, ESP/2 precess]
     flips = np.array([np.pi / 2] + sum([[0.0, alpha] for _ in range(n_echo)], []))
     phases = np.array([0.0] + sum([[0.0, np.pi / 2] for _ in range(n_echo)], []))
@@ -139,7 +137,6 @@ def test_closed_forms_and_errors():
 def test_gradients_of_signal_models():
     f = lambda t1, t2s, a: se.spoiled_gre(1.0, t1, t2s, 0.02, 0.005, a)  # noqa: E731
     check_grads(f, (1.2, 0.05, 0.3), order=1, modes=["rev"])
-    spins_of = lambda t1: bloch.make_spins(np.zeros((1, 3)), t1, T2)  # noqa: E731
     seq, _ = bloch.spoiled_gre_sequence(0.3, 0.02, 0.005, 50, ideal_spoiling=True)
 
     def bloch_signal(t1):
