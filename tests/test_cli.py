@@ -31,10 +31,10 @@ def default_run(tmp_path_factory):
 
 def test_default_run_writes_dataset(default_run):
     func = default_run / "sub-01" / "func"
-    stem = "sub-01_task-fmri_block"
+    stem = "sub-01_task-eeg_fmri"
     for path in [func / f"{stem}_bold.json", func / f"{stem}_events.tsv",
                  default_run / "truth" / "truth.npz", default_run / "truth" / "truth.json",
-                 default_run / "report" / "fmri.png", default_run / "dataset_description.json"]:
+                 default_run / "report" / "mri.png", default_run / "report" / "activity.png", default_run / "dataset_description.json"]:
         assert path.is_file(), path
     sidecar = json.loads((func / f"{stem}_bold.json").read_text())
     assert sidecar["RepetitionTime"] == 2.0 and sidecar["EchoTime"] == 0.03
@@ -47,7 +47,7 @@ def test_default_run_writes_dataset(default_run):
 
 def test_default_nifti_has_truth_in_regions(default_run):
     nib = pytest.importorskip("nibabel")
-    img = nib.load(default_run / "sub-01" / "func" / "sub-01_task-fmri_block_bold.nii.gz")
+    img = nib.load(default_run / "sub-01" / "func" / "sub-01_task-eeg_fmri_bold.nii.gz")
     data = np.asarray(img.dataobj)
     assert data.ndim == 4 and data.shape[-1] == 120
     assert img.header.get_zooms()[3] == pytest.approx(2.0)
@@ -67,24 +67,30 @@ def test_existing_output_is_refused_then_overwritten(default_run, capsys):
 
 def test_validate_and_examples(tmp_path, capsys):
     assert main(["examples", "--copy", str(tmp_path)]) == 0
-    assert "fmri_block.toml" in capsys.readouterr().out
-    assert main(["validate", str(tmp_path / "fmri_block.toml")]) == 0
+    assert "eeg_fmri.toml" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "eeg_fmri.toml")]) == 0
     assert "is valid" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s.replace("te = 0.03", "te = 2.5"), r"devices.mri.te = 2.5 is invalid"),
     (lambda s: s.replace("tr = 2.0", "tr = -2.0"), r"devices.mri.tr = -2.0 is invalid"),
-    (lambda s: s.replace('condition = "attention" }', 'condition = "auditory" }', 1),
-     r"protocol.blocks\[1\].condition = 'auditory' is not defined"),
-    (lambda s: s.replace("visual = [0.15, 0.10, 0.0]", "visual = [0.15, 0.10]"),
-     r"activity.drive.visual"),
-    (lambda s: s.replace("[devices.mri]", "[devices.pet]"), r"devices.pet is not a known device"),
+    (lambda s: s.replace('condition = "visual" }', 'condition = "auditory" }', 1),
+     r"protocol condition 'auditory' is not defined in \[activity.dcm.C\]"),
+    (lambda s: s.replace("C.visual = [0.06, 0.0, 0.0]", "C.visual = [0.06, 0.0]"),
+     r"activity.dcm.C.visual = \[0.06, 0.0\] is invalid"),
+    (lambda s: s.replace("B.attention", "B.atention"),
+     r"activity.dcm.B.atention: condition 'atention' does not occur"),
+    (lambda s: s.replace("[ 0.0,  0.5, -0.5]]", "[ 0.0,  0.5, 0.5]]"),
+     r"activity.dcm.A diagonal"),
+    (lambda s: s.replace('sequence = "gre"', 'sequence = "gre"\ntype = "pet"'),
+     r"devices.mri: 'pet' is not a known device type"),
+    (lambda s: s.replace("[devices.mri]", "[devices.pet]"), r"devices.pet: 'pet' is not a known device type"),
     (lambda s: s.replace("duration = 240.0", "duration = 241.0"), r"whole number of TRs"),
     (lambda s: s + "\n[[[", r"not valid TOML"),
 ])
 def test_bad_spec_names_the_key(tmp_path, edit, message):
-    text = (Path(experiment.__file__).parent / "experiments" / "fmri_block.toml").read_text()
+    text = (Path(experiment.__file__).parent / "experiments" / "eeg_fmri.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(edit(text))
     with pytest.raises(SpecError, match=message):
@@ -115,7 +121,7 @@ def test_console_script_runs(tmp_path):
 
 def test_default_eeg_recording_reads_back_with_mne(default_run):
     mne = pytest.importorskip("mne")
-    vhdr = default_run / "sub-01" / "eeg" / "sub-01_task-fmri_block_eeg.vhdr"
+    vhdr = default_run / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr"
     raw = mne.io.read_raw_brainvision(vhdr, preload=True, verbose=False)
     truth = np.load(default_run / "truth" / "truth.npz")
     data = raw.get_data()
@@ -129,7 +135,7 @@ def test_default_eeg_recording_reads_back_with_mne(default_run):
     freqs = np.fft.rfftfreq(resid.shape[1], 1 / 250.0)
     assert abs(freqs[np.argmax(spec[1:]) + 1] - 50.0) < 0.1
     descriptions = list(raw.annotations.description)
-    assert sum(d.endswith(("visual", "attention")) for d in descriptions) == 5
+    assert sum(d.endswith(("visual", "attention")) for d in descriptions) == 6
     assert sum(d.endswith("volume") for d in descriptions) == 120      # one per fMRI volume
     # visual blocks drive V1/V5: 10 Hz power at occipital electrodes rises in visual blocks
     names = raw.ch_names
@@ -139,7 +145,7 @@ def test_default_eeg_recording_reads_back_with_mne(default_run):
     rest = (t >= 0) & (t < 20)
     neural = data - truth["eeg_gradient_artifact"] - truth["eeg_bcg_artifact"]
     assert neural[occ][:, vis].std() > 3 * neural[occ][:, rest].std()
-    for f in ("sub-01_electrodes.tsv", "sub-01_task-fmri_block_channels.tsv",
-              "sub-01_task-fmri_block_eeg.json"):
+    for f in ("sub-01_electrodes.tsv", "sub-01_task-eeg_fmri_channels.tsv",
+              "sub-01_task-eeg_fmri_eeg.json"):
         assert (default_run / "sub-01" / "eeg" / f).is_file()
     assert (default_run / "report" / "eeg.png").is_file()

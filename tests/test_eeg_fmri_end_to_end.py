@@ -22,7 +22,7 @@ def dataset(tmp_path_factory):
 
 def _read_eeg(path):
     mne = pytest.importorskip("mne")
-    raw = mne.io.read_raw_brainvision(path / "sub-01" / "eeg" / "sub-01_task-fmri_block_eeg.vhdr",
+    raw = mne.io.read_raw_brainvision(path / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr",
                                       preload=True, verbose=False)
     slices = np.array([o for o, d in zip(raw.annotations.onset, raw.annotations.description)
                        if d.endswith("slice")])
@@ -70,11 +70,11 @@ def test_clock_drift_is_recovered_from_the_triggers(tmp_path):
 def test_glm_finds_the_active_regions(dataset):
     nib = pytest.importorskip("nibabel")
     func = dataset / "sub-01" / "func"
-    img = nib.load(func / "sub-01_task-fmri_block_bold.nii.gz")
-    sidecar = json.loads((func / "sub-01_task-fmri_block_bold.json").read_text())
+    img = nib.load(func / "sub-01_task-eeg_fmri_bold.nii.gz")
+    sidecar = json.loads((func / "sub-01_task-eeg_fmri_bold.json").read_text())
     events = [dict(onset=float(o), duration=float(d), trial_type=t) for o, d, t in
               (line.split("\t") for line in
-               (func / "sub-01_task-fmri_block_events.tsv").read_text().splitlines()[1:])]
+               (func / "sub-01_task-eeg_fmri_events.tsv").read_text().splitlines()[1:])]
     y = np.asarray(img.dataobj).reshape(-1, img.shape[-1]).T
     truth = np.load(dataset / "truth" / "truth.npz")
     labels = truth["labels"].ravel()
@@ -82,7 +82,8 @@ def test_glm_finds_the_active_regions(dataset):
     x, names = design_matrix(img.shape[-1], sidecar["RepetitionTime"], events)
     res = fit_glm(y[:, inside], x, "ar1")
     lab = labels[inside]
-    for cond, region in (("visual", 1), ("attention", 3)):    # V1 driven by visual, PFC by attention
+    # the default network: visual drives V1; attention strengthens V1 -> V5 (so V5 responds)
+    for cond, region in (("visual", 1), ("attention", 2)):
         c = np.zeros(x.shape[1])
         c[names.index(cond)] = 1
         _, z = res.t_contrast(c)

@@ -1,0 +1,51 @@
+"""Device types are plug-ins: a new instrument registers a validate and a run
+function and becomes usable from an experiment TOML."""
+
+import json
+
+import pytest
+
+from biosim import SpecError, experiment
+from biosim.devices import device_types, register_device
+from biosim.spec import require
+
+
+def test_builtin_devices_are_registered():
+    assert {"mri", "eeg", "meg"} <= set(device_types())
+    for dev in device_types().values():
+        assert dev.description
+
+
+def test_a_new_device_plugs_in(tmp_path):
+    def validate(table, spec, where):
+        require(table, "gain", where, float, lambda v: v > 0, "a positive gain")
+
+    def run(ctx):
+        d = ctx.sub_dir / "beh"
+        d.mkdir(exist_ok=True)
+        peak = float(ctx.truth["neural_input"].max()) * ctx.table["gain"]
+        (d / f"{ctx.stem}_beh.json").write_text(json.dumps({"peak": peak}))
+        ctx.truth[f"{ctx.key}_peak"] = peak
+
+    register_device("toy_meter", validate=validate, run=run, description="test device",
+                    replace=True)
+    spec = experiment.load_experiment("fmri")
+    spec["devices"] = {"meter": {"type": "toy_meter", "gain": 2.0}}
+    out = experiment.run_experiment(spec, tmp_path / "ds", progress=False)
+    doc = json.loads((out / "sub-01" / "beh" / "sub-01_task-fmri_beh.json").read_text())
+    assert doc["peak"] == pytest.approx(0.3)                     # 2 x the 0.15 1/s drive
+    spec["devices"]["meter"]["gain"] = -1.0
+    with pytest.raises(SpecError, match=r"devices.meter.gain = -1.0 is invalid"):
+        experiment.validate_spec(spec)
+    with pytest.raises(SpecError, match="already registered"):
+        register_device("toy_meter", validate=validate, run=run, description="again")
+
+
+def test_unknown_and_duplicate_devices_are_refused():
+    spec = experiment.load_experiment("fmri")
+    spec["devices"]["scanner2"] = dict(spec["devices"]["mri"], type="mri")
+    with pytest.raises(SpecError, match="more than one MRI scanner"):
+        experiment.validate_spec(spec)
+    spec["devices"] = {"tms": {}}
+    with pytest.raises(SpecError, match=r"devices.tms: 'tms' is not a known device type"):
+        experiment.validate_spec(spec)
