@@ -4,6 +4,9 @@
 default when no file is given) and write its dataset, ground truth and report.
 ``biosim validate EXPERIMENT.toml``         check a specification without running it.
 ``biosim examples [--copy DIR]``            list (or copy) the shipped experiments.
+``biosim devices``                          list the device types an experiment can use.
+
+``EXPERIMENT`` is a TOML file or the name of a shipped experiment (``meg_opm``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="simulate an experiment and write its dataset")
     run.add_argument("experiment", nargs="?", default=None,
-                     help="experiment TOML file (default: the built-in default experiment)")
+                     help="experiment TOML file or shipped experiment name (default: the "
+                          "built-in simultaneous EEG-fMRI experiment)")
     run.add_argument("-o", "--out", default="biosim_out", help="output folder (default: %(default)s)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     run.add_argument("--seed", type=int, default=None, help="override the experiment's random seed")
@@ -35,6 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("examples", help="list or copy the shipped example experiments")
     ex.add_argument("--copy", metavar="DIR", default=None, help="copy the examples into DIR")
+
+    sub.add_parser("devices", help="list the device types an experiment can use")
     return parser
 
 
@@ -61,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "examples":
             for line in experiment.list_examples(copy_to=args.copy):
                 print(line)
+        elif args.command == "devices":
+            from .devices import device_types
+
+            for name, dev in sorted(device_types().items()):
+                print(f"{name}: {dev.description}")
     except (BiosimError, FileNotFoundError, FileExistsError) as err:
         print(f"biosim: error: {err}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ import numpy as np
 from ._core.atomic import atomic_directory, atomic_path, atomic_write_text
 from ._core.errors import SpecError
 from .activity import simulate_activity, validate_activity
+from .analysis import run_dcm_analysis, validate_analysis
 from .devices import DeviceContext, device_instances, device_type
 from .spec import require, set_default
 
@@ -178,6 +179,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
         device_type(kind, where).validate(table, spec, where)
     if len(device_instances(spec, "mri")) > 1:
         raise SpecError("[devices] holds more than one MRI scanner: expected at most one")
+    validate_analysis(spec)
     return spec
 
 
@@ -293,10 +295,14 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
         truth = simulate_activity(spec)
         sub_dir = tmp / sub
         sub_dir.mkdir(parents=True)
+        outputs = {}
         for key, table in device_instances(spec):
             ctx = DeviceContext(key=key, table=table, spec=spec, truth=truth, rng=rng,
-                                sub_dir=sub_dir, stem=stem, show_progress=progress)
+                                sub_dir=sub_dir, stem=stem, show_progress=progress,
+                                outputs=outputs)
             device_type(table["type"]).run(ctx)
+        if "dcm" in spec.get("analysis", {}):
+            run_dcm_analysis(spec, truth, outputs, tmp, stem)
         (tmp / "truth").mkdir()
         _write_truth(spec, truth, tmp / "truth")
         (tmp / "report").mkdir()

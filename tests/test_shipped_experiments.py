@@ -19,7 +19,9 @@ def test_one_experiment_per_device_is_shipped():
     assert {"fmri.toml", "eeg.toml", "meg_squid.toml", "meg_opm.toml", "eeg_fmri.toml"} <= set(SHIPPED)
 
 
-@pytest.mark.parametrize("name", [n for n in SHIPPED if n != experiment.DEFAULT_EXPERIMENT])
+# the default runs in test_cli.py and dcm_fmri (which fits DCMs) in test_analysis.py
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in (experiment.DEFAULT_EXPERIMENT,
+                                                                  "dcm_fmri.toml")])
 def test_shipped_experiment_runs(name, tmp_path, capsys):
     pytest.importorskip("mne")
     pytest.importorskip("nibabel")
@@ -45,3 +47,10 @@ def test_examples_lists_and_copies(tmp_path, capsys):
         assert name in listed
     assert main(["examples", "--copy", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == SHIPPED
+
+
+def test_devices_are_listed(capsys):
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mri:", "eeg:", "meg:"):
+        assert name in out

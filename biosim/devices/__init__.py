@@ -53,6 +53,9 @@ class DeviceContext:
     stem : str
         ``sub-<id>_task-<name>``: the BIDS file-name stem.
     show_progress : bool
+    outputs : dict
+        What the device measured, for the analyses of ``[analysis]``
+        (e.g. the MRI's region-mean signals), keyed by device key.
     """
 
     key: str
@@ -63,6 +66,7 @@ class DeviceContext:
     sub_dir: Path
     stem: str
     show_progress: bool = False
+    outputs: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

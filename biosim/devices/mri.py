@@ -129,6 +129,9 @@ def run(ctx):
         voxel_bold[:, labels == r + 1] = bold[:, r][:, None]
     acq = scanner.acquire(tissue_maps(labels, mri["baseline_signal"]), voxel_bold,
                           reference_echo_time=mri["te"], show_progress=ctx.show_progress)
+    ctx.outputs[ctx.key] = {"region_signal": np.stack(
+        [np.asarray(acq.magnitude)[labels == r + 1].mean(axis=0) for r in range(bold.shape[1])],
+        axis=1), "tr": mri["tr"], "te": mri["te"], "field_strength": mri["field_strength"]}
     acq.sidecar["TaskName"] = spec["experiment"]["name"]
     write_events(spec, func_dir / f"{ctx.stem}_events.tsv")
     acq.sidecar["GeneratedBy"] = [{"Name": "biosim", "Description":
