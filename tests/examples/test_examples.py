@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -25,3 +27,30 @@ def test_sphere_leadfield_example():
     assert 0.05 < out["eeg_peak_uv"] < 5                  # ~0.1-1 uV for 10 nA m
     assert out["berg_rdm"] < 0.02
     assert out["opm_ft"] > 2 * out["squid_ft"]            # on-scalp sensors see more field
+
+
+def test_mri_signal_physics_example():
+    out = _load("mri_signal_physics").run()
+    assert abs(out["ernst_deg"] - 9.9) < 0.1              # arccos(exp(-TR/T1))
+    assert out["max_rf_spoiling_deviation"] < 0.05        # RF spoiling ~ ideal within 5 %
+    assert abs(out["fitted_t1"] - 1.33) < 1e-6            # noise-free VFA fit is exact
+
+
+def test_meg_source_imaging_example(tmp_path):
+    pytest.importorskip("mne")
+    out = _load("meg_source_imaging").run(tmp_path)
+    assert all(v < 20 for v in out.values()), out         # measured 2.6 and 9.3 mm
+
+
+def test_eeg_fmri_artifact_cleaning_example(tmp_path):
+    pytest.importorskip("mne")
+    out = _load("eeg_fmri_artifact_cleaning").run(tmp_path)
+    assert out["correlation with the neural EEG, raw"] < 0.5
+    assert out["after AAS + OBS"] > 0.9                   # measured 0.37 -> 0.95
+
+
+def test_dcm_fmri_fit_example():
+    out = _load("dcm_fmri_fit").run()
+    assert out["p(true model)"] > 0.95
+    assert abs(out["A[1,0] (true 0.4)"] - 0.4) < 0.15
+    assert abs(out["B[1,1,0] (true 0.4)"] - 0.4) < 0.2
