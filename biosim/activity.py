@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._core.errors import SpecError
-from .spec import require, set_default
+from .spec import check_keys, require, set_default
 
 MODELS = ("drive", "dcm", "timecourses")
 
@@ -67,6 +67,7 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
         defined = set(drive)
     elif model == "dcm":
         dcm = require(act, "dcm", "activity", dict, None, "a table with A, B and C")
+        check_keys(dcm, {"A", "B", "C"}, "activity.dcm")
         a = _matrix(require(dcm, "A", "activity.dcm", list), (n, n), "activity.dcm.A")
         if np.any(np.diag(a) >= 0):
             raise SpecError(f"activity.dcm.A diagonal = {np.diag(a).tolist()} is invalid: expected "

@@ -20,7 +20,7 @@ import numpy as np
 from ._core.atomic import atomic_write_text
 from ._core.errors import SpecError
 from .devices import device_instances
-from .spec import require, set_default
+from .spec import check_keys, require, set_default
 
 
 def validate_analysis(spec: dict) -> None:
@@ -36,6 +36,7 @@ def validate_analysis(spec: dict) -> None:
     if "dcm" in ana:
         dcm = ana["dcm"]
         where = "analysis.dcm"
+        check_keys(dcm, {"device", "n_micro", "models"}, where)
         scanners = [k for k, _ in device_instances(spec, "mri")]
         if not scanners:
             raise SpecError(f"{where} needs an MRI device in [devices]")
@@ -53,6 +54,7 @@ def validate_analysis(spec: dict) -> None:
                          "a table name = {a, b, c}")
         for name, m in models.items():
             w = f"{where}.models.{name}"
+            check_keys(m, {"a", "b", "c"}, w)
             a = np.asarray(require(m, "a", w, list), float)
             if a.shape != (n, n):
                 raise SpecError(f"{w}.a has shape {a.shape}: expected ({n}, {n})")

@@ -38,7 +38,7 @@ from ._core.errors import SpecError
 from .activity import simulate_activity, validate_activity
 from .analysis import run_dcm_analysis, validate_analysis
 from .devices import DeviceContext, device_instances, device_type
-from .spec import require, set_default
+from .spec import check_keys, require, set_default
 
 DEFAULT_EXPERIMENT = "eeg_fmri.toml"
 
@@ -124,7 +124,16 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     for section in ("experiment", "subject", "activity", "protocol", "devices"):
         if not isinstance(spec.get(section), dict):
             raise SpecError(f"{source}: section [{section}] is missing")
+    check_keys(spec, {"experiment", "subject", "activity", "protocol", "devices", "analysis",
+                      "_source_dir"}, source)
     exp, subj, prot, dev = (spec[k] for k in ("experiment", "subject", "protocol", "devices"))
+    check_keys(exp, {"name", "seed", "duration"}, "experiment")
+    check_keys(subj, {"id", "regions", "voxels_per_region", "voxel_size", "head",
+                      "relative_radii", "conductivities"}, "subject")
+    check_keys(prot, {"blocks"}, "protocol")
+    check_keys(spec["activity"], {"model", "dt", "hemodynamics", "drive", "dcm", "timecourses",
+                                  "moment_per_input", "carrier_hz", "rhythm_bandwidth"},
+               "activity")
     positive = lambda v: v > 0  # noqa: E731
     require(exp, "name", "experiment", str, lambda v: v.isidentifier(),
             "a name of letters, digits and underscores")
@@ -153,6 +162,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
         where = f"protocol.blocks[{i}]"
         if not isinstance(b, dict):
             raise SpecError(f"{where} = {b!r} is invalid: expected a table")
+        check_keys(b, {"onset", "duration", "condition"}, where)
         onset = require(b, "onset", where, float, lambda v: 0 <= v < duration,
                         f"an onset in [0, {duration:g}) s")
         require(b, "duration", where, float, lambda v: v >= 0 and onset + v <= duration,

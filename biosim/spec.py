@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._core.errors import SpecError
 
-__all__ = ["require", "set_default", "get_path", "set_path", "SpecError"]
+__all__ = ["require", "set_default", "check_keys", "get_path", "set_path", "SpecError"]
 
 
 def require(table: dict, key: str, where: str, kind, check=None, expected: str = ""):
@@ -61,3 +61,11 @@ def set_path(spec: dict, dotted: str, value) -> None:
             raise SpecError(f"{dotted}: {part!r} is not a table")
         node = node[part]
     node[parts[-1]] = value
+
+
+def check_keys(table: dict, allowed, where: str) -> None:
+    """SpecError for a key of ``table`` not in ``allowed`` (a typo is never ignored)."""
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise SpecError(f"{where}.{unknown[0]} is not a known key: expected one of "
+                        f"{sorted(allowed)}")

@@ -88,6 +88,9 @@ def test_validate_and_examples(tmp_path, capsys):
     (lambda s: s.replace("[devices.mri]", "[devices.pet]"), r"devices.pet: 'pet' is not a known device type"),
     (lambda s: s.replace("duration = 240.0", "duration = 241.0"), r"whole number of TRs"),
     (lambda s: s + "\n[[[", r"not valid TOML"),
+    (lambda s: s.replace("noise_std = 2.0", "noise_sdt = 2.0"),
+     r"devices.mri.noise_sdt is not a known key: expected one of"),
+    (lambda s: s.replace("carrier_hz = 10.0", "carier_hz = 10.0"), r"activity.carier_hz is not a known key"),
 ])
 def test_bad_spec_names_the_key(tmp_path, edit, message):
     text = (Path(experiment.__file__).parent / "experiments" / "eeg_fmri.toml").read_text()

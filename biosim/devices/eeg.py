@@ -17,7 +17,7 @@ import numpy as np
 
 from .._core.atomic import atomic_write_text
 from .._core.errors import ParameterError, SpecError
-from ..spec import require, set_default
+from ..spec import check_keys, require, set_default
 from . import device_instances, register_device
 from ._common import region_dipoles, source_moments, sphere_head, write_events
 
@@ -26,8 +26,13 @@ DEFAULTS = dict(montage="standard_1020", reference="average", sample_rate=250.0,
                 bit_depth=24)
 
 
+KEYS = set(DEFAULTS) | {"type", "channels", "range"}
+
+
 def validate(eeg: dict, spec: dict, where: str):
     from ..physics.electromag.montage import standard_montage
+
+    check_keys(eeg, KEYS, where)
 
     for k, v in DEFAULTS.items():
         eeg.setdefault(k, v)

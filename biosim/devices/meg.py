@@ -22,7 +22,7 @@ import numpy as np
 
 from .._core.atomic import atomic_write_text
 from .._core.errors import ParameterError, SpecError
-from ..spec import require, set_default
+from ..spec import check_keys, require, set_default
 from . import register_device
 from ._common import region_dipoles, source_moments, sphere_head, write_events
 
@@ -30,7 +30,12 @@ SYSTEMS = ("squid306", "axial275", "opm")
 _BIDS_TYPE = {"mag": "MEGMAG", "grad": "MEGGRADPLANAR", "axial": "MEGGRADAXIAL", "opm": "MEGMAG"}
 
 
+KEYS = {"type", "system", "sample_rate", "noise_scale", "noise_floor", "line_noise",
+        "line_frequency", "helmet_gap", "n_sensors", "standoff", "opm_axes"}
+
+
 def validate(meg: dict, spec: dict, where: str):
+    check_keys(meg, KEYS, where)
     system = set_default(meg, "system", where, "squid306", str, lambda v: v in SYSTEMS,
                          f"one of {list(SYSTEMS)}")
     set_default(meg, "sample_rate", where, 1000.0, float, lambda v: v > 0, "a positive rate in Hz")

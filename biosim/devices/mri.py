@@ -16,12 +16,17 @@ from .._core.atomic import atomic_write_text
 from .._core.errors import ParameterError, SpecError
 from ..physics.hemodynamics import BOLDParams, simulate_bold
 from ..physics.hemodynamics.balloon import preset as balloon_preset
-from ..spec import require, set_default
+from ..spec import check_keys, require, set_default
 from . import register_device
 from ._common import write_events
 
 
+KEYS = {"type", "field_strength", "tr", "te", "baseline_signal", "noise_std", "sequence",
+        "flip_angle", "matrix", "n_slices", "echo_spacing", "slice_order"}
+
+
 def validate(mri: dict, spec: dict, where: str):
+    check_keys(mri, KEYS, where)
     dt, duration = spec["activity"]["dt"], spec["experiment"]["duration"]
     positive = lambda v: v > 0  # noqa: E731
     require(mri, "field_strength", where, float, lambda v: 0.1 <= v <= 11.7,
