@@ -205,8 +205,9 @@ def _run_id(seed: int, overrides: dict) -> str:
         if len(safe) > _MAX_VALUE_CHARS:
             safe = safe[:_MAX_VALUE_CHARS]
         lossy |= safe != text
-        key = _SAFE.sub("_", label)
-        lossy |= key != label
+        plain = re.sub(r"\[(\d+)\]", r".\1", label)     # blocks[1] -> blocks.1
+        key = _SAFE.sub("_", plain)
+        lossy |= key != plain
         pieces.append(f"{key}-{safe}")
     run_id = "_".join(pieces)
     if len(run_id) > _MAX_ID_CHARS:
