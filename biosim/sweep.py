@@ -63,7 +63,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import __version__
 from . import experiment as _experiment
 from ._core.atomic import atomic_write_text
-from ._core.errors import BiosimError, SpecError
+from ._core.errors import BiosimError, ParameterError, SpecError
 from ._core.progress import progress_enabled
 
 SWEEP_FILE = "sweep.json"
@@ -552,6 +552,12 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
     """
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int)
+                                  or n_workers < 1):
+        raise ParameterError("n_workers", n_workers, "a positive number of worker processes")
+    if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
+        raise ParameterError("scheduler", scheduler, "None (a local Dask cluster), "
+                             "'sequential', a scheduler address or a dask.distributed.Client")
     if isinstance(spec_or_path, dict):
         base = _experiment.validate_spec(spec_or_path)
     else:
@@ -622,9 +628,6 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
             if scheduler is None:
                 workers = n_workers if n_workers is not None else min(os.cpu_count() or 1,
                                                                       len(todo))
-                if workers < 1:
-                    raise SpecError(f"n_workers = {n_workers!r} is invalid: expected a "
-                                    "positive integer")
                 cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                        dashboard_address=None, env=_worker_env(),
                                        silence_logs=logging.ERROR)
@@ -632,7 +635,12 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
                 label = f"local Dask cluster of {workers} process(es)"
                 active = client
             elif isinstance(scheduler, str):
-                client = Client(scheduler)
+                try:
+                    client = Client(scheduler)
+                except Exception as err:  # noqa: BLE001  (re-raised with the address named)
+                    raise OSError(f"could not connect to the Dask scheduler {scheduler!r}: {err} "
+                                  "(expected an address such as tcp://host:8786, or "
+                                  "'sequential')") from err
                 active = client
             else:
                 active = scheduler

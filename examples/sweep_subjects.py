@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-import biosim  # noqa: F401  (float64)
 from biosim import experiment
 from biosim.sweep import run_sweep
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biosim import SpecError, experiment
+from biosim import ParameterError, SpecError, experiment
 from biosim import sweep as sw
 
 TINY_TOML = """
@@ -291,6 +291,14 @@ def test_stale_folders_need_overwrite(done_sweep, tiny, tmp_path):
     assert stamp["spec_hash"] == sw.spec_hash(tiny)
 
 
+def test_bad_scheduler_arguments(tiny, tmp_path):
+    with pytest.raises(ParameterError, match="n_workers = 0 is invalid"):
+        sw.run_sweep(tiny, tmp_path, n_workers=0, progress=False)
+    with pytest.raises(ParameterError, match="scheduler = 3 is invalid"):
+        sw.run_sweep(tiny, tmp_path, scheduler=3, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_distributed_names_the_extra(tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
     monkeypatch.setitem(sys.modules, "distributed", None)
@@ -395,9 +403,28 @@ def test_sweep_subjects_example(tmp_path):
     spec = importlib.util.spec_from_file_location("sweep_subjects", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    res = mod.run(tmp_path, n_subjects=2, duration=60.0, scheduler="sequential")
+    res = mod.run(tmp_path, n_subjects=2, duration=40.0, scheduler="sequential")
     assert res["report"].ok and len(res["report"].runs) == 4
     for preset in ("spm", "friston2000"):
         est, true = res["peak_estimated"][preset], res["peak_true"][preset]
         assert est.shape == (2,) and 0.005 < true < 0.06
         assert np.all(np.abs(est - true) < 0.5 * true)
+
+
+def test_scheduler_address_and_client(tiny, tmp_path):
+    """An existing scheduler, by address or as a Client (here an in-process cluster
+    of one thread, which is cheap to start)."""
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        report = sw.run_sweep(tiny, tmp_path, seeds=[0, 1], scheduler=cluster.scheduler_address,
+                              progress=False)
+        assert report.ok and report.counts["done"] == 2
+        assert report.scheduler == f"Dask scheduler {cluster.scheduler_address}"
+        with distributed.Client(cluster) as client:
+            report = sw.run_sweep(tiny, tmp_path, seeds=[0, 1, 2], scheduler=client,
+                                  progress=False)
+            assert [r.status for r in report.runs] == ["skipped", "skipped", "done"]
+            assert client.status == "running"            # a Client passed in is left open
+    doc = json.loads((tmp_path / "sweep.json").read_text())
+    assert doc["scheduler"].startswith("Dask client")
