@@ -55,6 +55,7 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -398,14 +399,14 @@ def run_state(out_root: str | Path, run: SweepRun) -> str:
     return "complete"
 
 
-def _partial_re(run_id: str):
-    return re.compile(rf"^\.{re.escape(run_id)}\.[A-Za-z0-9_]+\.sweep-partial$")
+_PARTIAL = re.compile(r"^\.(?P<run_id>.+)\.[A-Za-z0-9_]+\.sweep-partial$")
 
 
-def _clean_partials(out_root: Path, run_id: str) -> None:
-    pattern = _partial_re(run_id)
+def _clean_partials(out_root: Path, run_ids: set[str]) -> None:
+    """Remove hidden build folders of ``run_ids`` left by a hard-killed earlier sweep."""
     for entry in out_root.iterdir() if out_root.is_dir() else ():
-        if pattern.match(entry.name):
+        match = _PARTIAL.match(entry.name)
+        if match and match.group("run_id") in run_ids:
             shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -585,8 +586,8 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
         else:
             results[run.run_id] = RunResult(run.run_id, run.seed, run.overrides, run.spec_hash,
                                             "pending")
-            _clean_partials(out_root, run.run_id)
             todo.append(run)
+    _clean_partials(out_root, {run.run_id for run in runs})
 
     client = cluster = None
     if isinstance(scheduler, str) and scheduler == "sequential":
@@ -614,10 +615,13 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
             seconds=outcome["seconds"], error=outcome["error"],
             traceback=outcome.get("traceback"),
             path=out_root / run.run_id if status in ("done", "skipped") else None)
-        _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+        if time.monotonic() - last_write[0] > 2.0:     # keep it current, not O(runs^2)
+            _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+            last_write[0] = time.monotonic()
         bar.update(f"{run.run_id}: {status}")
 
     _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+    last_write = [time.monotonic()]
     bar = _Bar(len(todo), progress and progress_enabled())
     try:
         if todo and label == "sequential":
@@ -647,7 +651,7 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
             futures = {}
             for run in todo:
                 fut = active.submit(_execute, run, str(out_root), overwrite, False,
-                                    key=f"biosim-sweep-{run.run_id}-{run.spec_hash}",
+                                    key=f"biosim-sweep-{run.run_id}-{uuid.uuid4().hex[:8]}",
                                     pure=False)
                 futures[fut] = run
             try:
