@@ -20,14 +20,14 @@ once with a :class:`~biosim.SpecError` naming the run, the key and the value.
 A run's folder appears only when the run is complete (it is built in a hidden
 sibling and renamed into place, stamp included), so a sweep that is killed can
 be started again with the same arguments: runs whose folder is complete and
-whose stamp records the same spec hash are skipped, and only the missing ones
-execute.  A folder left by a *different* spec under the same run id is an
+whose stamp records the same spec hash are skipped, and only the missing (or
+failed) ones execute.  A folder left by a *different* spec under the same run id is an
 error unless ``overwrite`` is set.  One run failing does not stop the others;
 failures are collected in the report and in ``sweep.json``.
 
 Run ids are readable and stable: ``sub-<id>`` when the subject id is swept,
 ``seed-<n>``, then ``<dotted.key>-<value>`` for each other swept key, e.g.
-``seed-2_devices.mri.te-0.02``.  They do not depend on the position of a run in
+``seed-2_devices.mri.te-0.02`` (a list index ``blocks[1]`` reads ``blocks.1``).  They do not depend on the position of a run in
 the sweep, so extending a sweep (more seeds, more values) keeps the runs already
 done.  Characters outside ``[A-Za-z0-9._,+-]`` become ``_`` and long values are
 cut; an id that lost information that way ends in a short hash of its changes,
