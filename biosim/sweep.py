@@ -29,9 +29,10 @@ Run ids are readable and stable: ``sub-<id>`` when the subject id is swept,
 ``seed-<n>``, then ``<dotted.key>-<value>`` for each other swept key, e.g.
 ``seed-2_devices.mri.te-0.02`` (a list index ``blocks[1]`` reads ``blocks.1``).
 They do not depend on the position of a run in the sweep, so extending a sweep
-(more seeds, more values) keeps the runs already done.  Characters outside ``[A-Za-z0-9._,+-]`` become ``_`` and long values are
-cut; an id that lost information that way ends in a short hash of its changes,
-so different runs never share an id.
+(more seeds, more values) keeps the runs already done.  Characters outside
+``[A-Za-z0-9._,+-]`` become ``_`` and long values are cut; an id that lost
+information that way ends in a short hash of its changes, so different runs
+never share an id.
 
 On a real cluster the output folder must be on a filesystem that every worker
 sees at the same path; start workers with one thread each

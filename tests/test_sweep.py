@@ -185,7 +185,8 @@ def test_sweep_writes_every_run_and_sweep_json(done_sweep, tiny):
         assert stamp["spec_hash"] == run.spec_hash and sw.spec_hash(stamp["spec"]) == run.spec_hash
         truth = json.loads((folder / "truth" / "truth.json").read_text())
         assert truth["spec"]["devices"]["mri"]["te"] == run.overrides["devices.mri.te"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(["sweep.json"] + [r.run_id for r in runs])
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["sweep.json"] + [r.run_id for r in runs])
 
 
 def test_outputs_are_deterministic_per_seed(done_sweep, tiny, tmp_path):
