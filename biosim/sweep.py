@@ -1,0 +1,832 @@
+"""Sweeps: many subjects or parameter sets of one experiment, in one call.
+
+A sweep takes a validated experiment (see :mod:`biosim.experiment`) and a set of
+changes to it -- random seeds, a grid of values for dotted keys, or lists of
+values that change together -- and runs every combination as an independent
+:func:`~biosim.experiment.run_experiment` on a Dask cluster (a local cluster of
+single-threaded worker processes by default, or an existing scheduler's
+address), or one after another in this process (``scheduler="sequential"``)::
+
+    OUT/
+      sweep.json                             every run: changes, spec hash, status, seconds
+      seed-0_devices.mri.te-0.02/            one complete BIDS-style dataset per run
+        sweep_run.json                       stamp: run id, spec hash, the full spec
+        dataset_description.json, sub-01/, truth/, report/
+      seed-0_devices.mri.te-0.03/
+      ...
+
+Every run's spec is validated before anything runs, so a bad value fails at
+once with a :class:`~biosim.SpecError` naming the run, the key and the value.
+A run's folder appears only when the run is complete (it is built in a hidden
+sibling and renamed into place, stamp included), so a sweep that is killed can
+be started again with the same arguments: runs whose folder is complete and
+whose stamp records the same spec hash are skipped, and only the missing (or
+failed) ones execute.  A folder left by a *different* spec under the same run id is an
+error unless ``overwrite`` is set.  One run failing does not stop the others;
+failures are collected in the report and in ``sweep.json``.
+
+Run ids are readable and stable: ``sub-<id>`` when the subject id is swept,
+``seed-<n>``, then ``<dotted.key>-<value>`` for each other swept key, e.g.
+``seed-2_devices.mri.te-0.02`` (a list index ``blocks[1]`` reads ``blocks.1``).
+They do not depend on the position of a run in the sweep, so extending a sweep
+(more seeds, more values) keeps the runs already done.  Characters outside
+``[A-Za-z0-9._,+-]`` become ``_`` and long values are cut; an id that lost
+information that way ends in a short hash of its changes, so different runs
+never share an id.
+
+On a real cluster the output folder must be on a filesystem that every worker
+sees at the same path; start workers with one thread each
+(``dask worker ADDRESS --nthreads 1``, and ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``)
+since each run is itself a JAX computation.  Only one sweep should write to an
+output folder at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from . import __version__
+from . import experiment as _experiment
+from ._core.atomic import atomic_write_text
+from ._core.errors import BiosimError, ParameterError, SpecError
+from ._core.progress import progress_enabled
+
+SWEEP_FILE = "sweep.json"
+STAMP_FILE = "sweep_run.json"
+COMPLETE_MARKER = "dataset_description.json"
+_SAFE = re.compile(r"[^A-Za-z0-9._,+-]")
+_MAX_VALUE_CHARS = 40
+_MAX_ID_CHARS = 150
+_LABELS = {"subject.id": "sub", "experiment.seed": "seed"}
+_PART_RE = re.compile(r"^([^.\[\]]+)((?:\[\d+\])*)$")
+#: environment of local worker processes: one thread per worker for XLA, BLAS and biosim
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+              "BIOSIM_NUM_THREADS": "1", "BIOSIM_PROGRESS": "0"}
+_XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+# ----------------------------------------------------------------------------- spec keys
+def _parse_key(key: str) -> list[str | int]:
+    """``"protocol.blocks[0].onset"`` -> ``["protocol", "blocks", 0, "onset"]``."""
+    if not isinstance(key, str) or not key:
+        raise SpecError(f"sweep key {key!r} is invalid: expected a dotted key such as "
+                        "'devices.mri.te'")
+    tokens: list[str | int] = []
+    for part in key.split("."):
+        match = _PART_RE.match(part)
+        if match is None:
+            raise SpecError(f"sweep key {key!r} is invalid: expected a dotted key such as "
+                            "'devices.mri.te' or 'protocol.blocks[0].onset'")
+        tokens.append(match.group(1))
+        tokens.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
+    return tokens
+
+
+def _set_key(spec: dict, key: str, value: Any) -> None:
+    """Set ``key`` in ``spec`` in place; the key must already exist (no silent typos)."""
+    tokens = _parse_key(key)
+    node: Any = spec
+    where = ""
+    for i, tok in enumerate(tokens):
+        last = i == len(tokens) - 1
+        if isinstance(tok, int):
+            if not isinstance(node, list) or not 0 <= tok < len(node):
+                size = len(node) if isinstance(node, list) else "no"
+                raise SpecError(f"{key} is not a key of the experiment: {where or 'the spec'} "
+                                f"has {size} entries, expected an index below it")
+            where = f"{where}[{tok}]"
+        else:
+            if not isinstance(node, dict) or tok not in node:
+                known = sorted(node) if isinstance(node, dict) else []
+                raise SpecError(f"{key} is not a key of the experiment: expected one of "
+                                f"{[f'{where}.{k}'.lstrip('.') for k in known]}")
+            where = f"{where}.{tok}".lstrip(".")
+        if last:
+            node[tok] = copy.deepcopy(value)
+        else:
+            node = node[tok]
+
+
+def apply_overrides(spec: dict, overrides: Mapping[str, Any], source: str = "<spec>") -> dict:
+    """A validated copy of ``spec`` with dotted keys replaced.
+
+    Parameters
+    ----------
+    spec : dict
+        An experiment spec (from :func:`biosim.experiment.load_experiment`).
+    overrides : mapping
+        ``{"devices.mri.te": 0.02, "activity.drive.visual": [0.1, 0.1, 0.0],
+        "protocol.blocks[0].onset": 10.0}``.  Every key must already exist in
+        ``spec`` (after defaults are filled in), so a misspelt key is an error
+        rather than a silently ignored setting.
+    source : str
+        Named in error messages.
+
+    Raises
+    ------
+    SpecError
+        For an unknown key or a value that fails validation, naming both.
+    """
+    out = _experiment.validate_spec(spec, source)
+    for key, value in overrides.items():
+        _set_key(out, key, value)
+    return _experiment.validate_spec(out, source)
+
+
+def _canonical(obj: Any) -> Any:
+    # ints become floats for hashing so that 0 and 0.0 (same physics) hash alike
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int) and abs(obj) < 2 ** 53:
+        return float(obj)
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+def spec_hash(spec: dict) -> str:
+    """A 12-hex-digit SHA-256 fingerprint of a validated spec (key order and
+    ``0`` vs ``0.0`` do not matter)."""
+    text = json.dumps(_canonical(spec), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- expansion
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its id, its changes to the base spec and the full spec."""
+
+    run_id: str
+    seed: int
+    overrides: dict
+    spec: dict
+    spec_hash: str
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(_format_value(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_format_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _run_id(seed: int, overrides: dict) -> str:
+    parts, lossy = [], False
+    if "subject.id" in overrides:
+        parts.append(("sub", overrides["subject.id"]))
+    parts.append(("seed", seed))
+    parts += [(k, v) for k, v in overrides.items() if k not in _LABELS]
+    pieces = []
+    for label, value in parts:
+        text = _format_value(value)
+        safe = _SAFE.sub("_", text)
+        if len(safe) > _MAX_VALUE_CHARS:
+            safe = safe[:_MAX_VALUE_CHARS]
+        lossy |= safe != text
+        plain = re.sub(r"\[(\d+)\]", r".\1", label)     # blocks[1] -> blocks.1
+        key = _SAFE.sub("_", plain)
+        lossy |= key != plain
+        pieces.append(f"{key}-{safe}")
+    run_id = "_".join(pieces)
+    if len(run_id) > _MAX_ID_CHARS:
+        run_id, lossy = run_id[:_MAX_ID_CHARS], True
+    if lossy:
+        digest = hashlib.sha256(json.dumps(_canonical({"seed": seed, **overrides}),
+                                           sort_keys=True).encode()).hexdigest()[:8]
+        run_id = f"{run_id}_h{digest}"
+    return run_id
+
+
+def _axes(seeds, grid) -> list[tuple[tuple[str, ...], list[tuple]]]:
+    """Normalise ``grid`` (plus ``seeds``) to a list of (keys, list of value tuples)."""
+    axes: list[tuple[tuple[str, ...], list[tuple]]] = []
+    seen: set[str] = set()
+    for keys, values in (grid or {}).items():
+        zipped = isinstance(keys, tuple)
+        keys = tuple(keys) if zipped else (keys,)
+        for k in keys:
+            _parse_key(k)
+            if k in seen:
+                raise SpecError(f"sweep key {k!r} appears twice in the grid")
+            seen.add(k)
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise SpecError(f"grid[{keys[0] if not zipped else keys!r}] = {values!r} is invalid: "
+                            "expected a list of values")
+        values = list(values)
+        if not values:
+            raise SpecError(f"grid[{keys[0] if not zipped else keys!r}] is empty: expected at "
+                            "least one value")
+        if zipped:
+            for v in values:
+                if not isinstance(v, (tuple, list)) or len(v) != len(keys):
+                    raise SpecError(f"grid[{keys!r}] entry {v!r} is invalid: expected "
+                                    f"{len(keys)} values changed together")
+            values = [tuple(v) for v in values]
+        else:
+            values = [(v,) for v in values]
+        axes.append((keys, values))
+    if seeds is not None:
+        if "experiment.seed" in seen:
+            raise SpecError("seeds and grid['experiment.seed'] both set the seed: use one")
+        seeds = list(seeds)
+        bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if not seeds or bad:
+            raise SpecError(f"seeds = {seeds!r} is invalid: expected a non-empty list of "
+                            "non-negative integers")
+        axes.append((("experiment.seed",), [(s,) for s in seeds]))
+    return axes
+
+
+def expand_sweep(spec: dict, seeds: Iterable[int] | None = None,
+                 grid: Mapping[Any, Sequence] | None = None) -> list[SweepRun]:
+    """Every run of a sweep, validated, in a deterministic order.
+
+    Parameters
+    ----------
+    spec : dict
+        Base experiment (from :func:`biosim.experiment.load_experiment`).
+    seeds : iterable of int, optional
+        Random seeds (``experiment.seed``); the innermost loop.  ``None``: the
+        base spec's seed only.
+    grid : mapping, optional
+        ``{"devices.mri.te": [0.02, 0.03], ...}``: the Cartesian product of the
+        value lists, in key order.  A tuple of keys maps to values that change
+        together (one axis), e.g. ``{("subject.id", "experiment.seed"):
+        [("01", 1), ("02", 2)]}``.
+
+    Returns
+    -------
+    list of SweepRun
+        ``grid`` axes outermost, seeds innermost.
+
+    Raises
+    ------
+    SpecError
+        A key that is not in the spec, a value that fails validation (naming the
+        run, the key and the value), or two runs with the same id.
+    """
+    base = _experiment.validate_spec(spec)
+    axes = _axes(seeds, grid)
+    runs, ids = [], {}
+    for combo in itertools.product(*(values for _, values in axes)):
+        overrides = {}
+        for (keys, _), values in zip(axes, combo):
+            overrides.update(zip(keys, values))
+        seed = overrides.get("experiment.seed", base["experiment"]["seed"])
+        shown = {k: v for k, v in overrides.items() if k != "experiment.seed"}
+        label = _run_id(seed, shown) if isinstance(seed, int) else "?"
+        try:
+            run_spec = apply_overrides(base, overrides, source=f"sweep run {label}")
+        except SpecError as err:
+            changes = ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
+            raise SpecError(f"sweep run {label} ({changes}): {err}") from err
+        seed = run_spec["experiment"]["seed"]
+        run_id = _run_id(seed, shown)
+        if run_id in ids:
+            raise SpecError(f"sweep runs {ids[run_id]!r} and {overrides!r} have the same id "
+                            f"{run_id!r}: a seed or grid value is repeated")
+        ids[run_id] = overrides
+        runs.append(SweepRun(run_id=run_id, seed=seed, overrides=shown, spec=run_spec,
+                             spec_hash=spec_hash(run_spec)))
+    return runs
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one run: ``status`` is ``"done"`` (ran now), ``"skipped"``
+    (already complete), ``"failed"`` (``error`` says why) or ``"pending"`` (the
+    sweep was interrupted before it finished)."""
+
+    run_id: str
+    seed: int
+    overrides: dict
+    spec_hash: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    traceback: str | None = None
+    path: Path | None = None
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "path": self.run_id, "seed": self.seed,
+                "overrides": self.overrides, "spec_hash": self.spec_hash, "status": self.status,
+                "seconds": round(self.seconds, 3), "error": self.error,
+                "traceback": self.traceback}
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What a sweep did; ``str(report)`` is a one-line summary."""
+
+    out_root: Path
+    runs: tuple[RunResult, ...]
+    scheduler: str
+    seconds: float
+    counts: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        counts = {s: 0 for s in ("done", "skipped", "failed", "pending")}
+        for r in self.runs:
+            counts[r.status] += 1
+        object.__setattr__(self, "counts", counts)
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [r for r in self.runs if r.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when every run is complete (done now or skipped)."""
+        return all(r.status in ("done", "skipped") for r in self.runs)
+
+    def __getitem__(self, run_id: str) -> RunResult:
+        for r in self.runs:
+            if r.run_id == run_id:
+                return r
+        raise KeyError(run_id)
+
+    def __str__(self) -> str:
+        c = self.counts
+        text = (f"sweep of {len(self.runs)} run(s) in {self.out_root} ({self.scheduler}, "
+                f"{self.seconds:.1f} s): {c['done']} done, {c['skipped']} skipped, "
+                f"{c['failed']} failed")
+        return text + (f", {c['pending']} not run" if c["pending"] else "")
+
+
+# ----------------------------------------------------------------------------- one run
+def run_state(out_root: str | Path, run: SweepRun) -> str:
+    """``"complete"`` (same spec, can be skipped), ``"missing"``, or a sentence
+    saying why an existing folder does not belong to this run."""
+    folder = Path(out_root) / run.run_id
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return "missing"
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    stamp = folder / STAMP_FILE
+    if not stamp.is_file() or not (folder / COMPLETE_MARKER).is_file():
+        return f"{folder} exists but is not a complete sweep run (no {STAMP_FILE})"
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8")).get("spec_hash")
+    except (OSError, ValueError, AttributeError):
+        return f"{folder / STAMP_FILE} is unreadable"
+    if recorded != run.spec_hash:
+        return (f"{folder} holds a different spec (hash {recorded}, this sweep's run has "
+                f"{run.spec_hash})")
+    return "complete"
+
+
+_PARTIAL = re.compile(r"^\.(?P<run_id>.+)\.[A-Za-z0-9_]+\.sweep-partial$")
+
+
+def _clean_partials(out_root: Path, run_ids: set[str]) -> None:
+    """Remove hidden build folders of ``run_ids`` left by a hard-killed earlier sweep."""
+    for entry in out_root.iterdir() if out_root.is_dir() else ():
+        match = _PARTIAL.match(entry.name)
+        if match and match.group("run_id") in run_ids:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> dict:
+    """Run one experiment into ``out_root/run_id`` (atomically, stamp included).
+
+    Called in a worker process; returns a plain dict (never raises an
+    ``Exception``) so that one failed run does not disturb the others.
+    """
+    t0 = time.perf_counter()
+    root = Path(out_root)
+    try:
+        state = run_state(root, run)
+        if state == "complete":
+            return {"status": "skipped", "seconds": 0.0, "error": None, "traceback": None}
+        if state != "missing" and not overwrite:
+            raise FileExistsError(f"{state}; pass overwrite to replace it")
+        root.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.", suffix=".sweep-partial",
+                                      dir=root))
+        try:
+            built = stage / run.run_id
+            _experiment.run_experiment(run.spec, built, overwrite=False, progress=progress)
+            seconds = time.perf_counter() - t0
+            atomic_write_text(built / STAMP_FILE, json.dumps({
+                "run_id": run.run_id, "spec_hash": run.spec_hash, "seed": run.seed,
+                "overrides": run.overrides, "seconds": round(seconds, 3),
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "biosim_version": __version__, "spec": run.spec}, indent=2) + "\n")
+            final = root / run.run_id
+            if final.exists():
+                old = stage / f"{run.run_id}.old"
+                os.replace(final, old)
+            os.replace(built, final)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return {"status": "done", "seconds": time.perf_counter() - t0, "error": None,
+                "traceback": None}
+    except Exception as err:  # noqa: BLE001  (reported, not swallowed)
+        return {"status": "failed", "seconds": time.perf_counter() - t0,
+                "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+
+
+# ----------------------------------------------------------------------------- the sweep
+def _import_distributed():
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as err:
+        raise ImportError(
+            "biosim sweeps on a Dask cluster need dask.distributed: "
+            "pip install 'biosim[distributed]' (or pass scheduler='sequential' to run the "
+            "sweep one run after another in this process)") from err
+    return Client, LocalCluster, as_completed
+
+
+def _worker_env() -> dict:
+    env = dict(WORKER_ENV)
+    xla = os.environ.get("XLA_FLAGS", "")
+    env["XLA_FLAGS"] = f"{xla} {_XLA_SINGLE_THREAD}".strip()
+    return env
+
+
+class _Bar:
+    def __init__(self, total: int, enabled: bool):
+        self._bar = None
+        if enabled and total:
+            try:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=total, desc="biosim sweep", unit="run")
+            except ImportError:
+                pass
+
+    def update(self, text: str):
+        if self._bar is not None:
+            self._bar.set_postfix_str(text[-40:], refresh=False)
+            self._bar.update(1)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _write_sweep_json(out_root: Path, base_hash: str, name: str, scheduler: str, seeds, grid,
+                      results: dict[str, RunResult], started: str) -> None:
+    counts = {s: 0 for s in ("done", "skipped", "failed", "pending")}
+    for r in results.values():
+        counts[r.status] += 1
+    grid_json = {(",".join(k) if isinstance(k, tuple) else k): list(v)
+                 for k, v in (grid or {}).items()}
+    doc = {"biosim_version": __version__, "experiment": name, "base_spec_hash": base_hash,
+           "scheduler": scheduler, "started": started,
+           "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "seeds": None if seeds is None else list(seeds), "grid": grid_json,
+           "summary": counts, "runs": [r.to_json() for r in results.values()]}
+    atomic_write_text(out_root / SWEEP_FILE, json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
+              seeds: Iterable[int] | None = None, grid: Mapping[Any, Sequence] | None = None,
+              scheduler: Any = None, n_workers: int | None = None, overwrite: bool = False,
+              progress: bool = True) -> SweepReport:
+    """Run every combination of a sweep, each run independent and resumable.
+
+    Parameters
+    ----------
+    spec_or_path : dict, path or None
+        A spec dict, an experiment TOML file, or ``None`` for the built-in default.
+    out_root : path-like
+        Output folder: one sub-folder per run plus ``sweep.json``.  On a real
+        cluster it must be visible to every worker at the same path.
+    seeds, grid
+        See :func:`expand_sweep`.
+    scheduler : None, str or dask.distributed.Client
+        ``None``: a :class:`dask.distributed.LocalCluster` of single-threaded
+        worker processes, closed at the end; ``"sequential"``: one run after
+        another in this process (no Dask needed); an address such as
+        ``"tcp://10.0.0.1:8786"``: that scheduler's workers; a ``Client``: used as is.
+    n_workers : int, optional
+        Worker processes of the local cluster (default: one per CPU, at most one
+        per run to execute).  Ignored for other schedulers.
+    overwrite : bool
+        Replace run folders that hold a different spec or an incomplete run.
+        Complete runs of the same spec are always skipped (delete a run's folder
+        to compute it again).
+    progress : bool
+        Show a progress bar over runs (on a terminal).
+
+    Returns
+    -------
+    SweepReport
+        Per-run status (done, skipped, failed, pending), seconds and errors; the
+        same is written to ``out_root/sweep.json``.
+
+    Raises
+    ------
+    SpecError
+        Before anything runs, for any invalid run.
+    FileExistsError
+        Before anything runs, when run folders hold a different spec and
+        ``overwrite`` is False.
+    ImportError
+        When a Dask scheduler is asked for and ``dask.distributed`` is missing.
+    """
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int)
+                                  or n_workers < 1):
+        raise ParameterError("n_workers", n_workers, "a positive number of worker processes")
+    if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
+        raise ParameterError("scheduler", scheduler, "None (a local Dask cluster), "
+                             "'sequential', a scheduler address or a dask.distributed.Client")
+    if isinstance(spec_or_path, dict):
+        base = _experiment.validate_spec(spec_or_path)
+    else:
+        base = _experiment.load_experiment(spec_or_path)
+    seeds = None if seeds is None else list(seeds)
+    runs = expand_sweep(base, seeds=seeds, grid=grid)
+    out_root = Path(out_root).expanduser().resolve()
+    if out_root.exists() and not out_root.is_dir():
+        raise FileExistsError(f"sweep output {str(out_root)!r} exists and is not a folder")
+    states = {run.run_id: run_state(out_root, run) for run in runs}
+    stale = [s for s in states.values() if s not in ("complete", "missing")]
+    if stale and not overwrite:
+        more = f" (and {len(stale) - 5} more)" if len(stale) > 5 else ""
+        raise FileExistsError(f"{len(stale)} run folder(s) in {out_root} do not match this "
+                              f"sweep: {'; '.join(stale[:5])}{more}. Pass overwrite (--overwrite) "
+                              "to replace them, or choose another output folder")
+    out_root.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, RunResult] = {}
+    todo: list[SweepRun] = []
+    for run in runs:
+        if states[run.run_id] == "complete":
+            results[run.run_id] = RunResult(run.run_id, run.seed, run.overrides, run.spec_hash,
+                                            "skipped", path=out_root / run.run_id)
+        else:
+            results[run.run_id] = RunResult(run.run_id, run.seed, run.overrides, run.spec_hash,
+                                            "pending")
+            todo.append(run)
+    _clean_partials(out_root, {run.run_id for run in runs})
+
+    client = cluster = None
+    if isinstance(scheduler, str) and scheduler == "sequential":
+        label = "sequential"
+    elif scheduler is None:
+        label = "local Dask cluster"
+    elif isinstance(scheduler, str):
+        label = f"Dask scheduler {scheduler}"
+    else:
+        label = f"Dask client {getattr(scheduler, 'scheduler', scheduler)!s}"[:120]
+    if todo and label != "sequential":
+        Client, LocalCluster, _ = _import_distributed()
+    name = base["experiment"]["name"]
+    base_hash = spec_hash(base)
+
+    def record(run: SweepRun, outcome: dict) -> None:
+        status = outcome["status"]
+        if status == "done" and not (out_root / run.run_id / STAMP_FILE).is_file():
+            status = "failed"
+            outcome = dict(outcome, error=(
+                f"the run finished on its worker but {out_root / run.run_id} is not visible "
+                "here: is the output folder on a filesystem shared by every worker?"))
+        results[run.run_id] = RunResult(
+            run.run_id, run.seed, run.overrides, run.spec_hash, status,
+            seconds=outcome["seconds"], error=outcome["error"],
+            traceback=outcome.get("traceback"),
+            path=out_root / run.run_id if status in ("done", "skipped") else None)
+        if time.monotonic() - last_write[0] > 2.0:     # keep it current, not O(runs^2)
+            _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+            last_write[0] = time.monotonic()
+        bar.update(f"{run.run_id}: {status}")
+
+    _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+    last_write = [time.monotonic()]
+    bar = _Bar(len(todo), progress and progress_enabled())
+    try:
+        if todo and label == "sequential":
+            for run in todo:
+                record(run, _execute(run, str(out_root), overwrite, False))
+        elif todo:
+            _, _, as_completed = _import_distributed()
+            if scheduler is None:
+                workers = n_workers if n_workers is not None else min(os.cpu_count() or 1,
+                                                                      len(todo))
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, env=_worker_env(),
+                                       silence_logs=logging.ERROR)
+                client = Client(cluster)
+                label = f"local Dask cluster of {workers} process(es)"
+                active = client
+            elif isinstance(scheduler, str):
+                try:
+                    client = Client(scheduler)
+                except Exception as err:  # noqa: BLE001  (re-raised with the address named)
+                    raise OSError(f"could not connect to the Dask scheduler {scheduler!r}: {err} "
+                                  "(expected an address such as tcp://host:8786, or "
+                                  "'sequential')") from err
+                active = client
+            else:
+                active = scheduler
+            futures = {}
+            for run in todo:
+                fut = active.submit(_execute, run, str(out_root), overwrite, False,
+                                    key=f"biosim-sweep-{run.run_id}-{uuid.uuid4().hex[:8]}",
+                                    pure=False)
+                futures[fut] = run
+            try:
+                for fut in as_completed(futures):
+                    run = futures[fut]
+                    try:
+                        outcome = fut.result()
+                    except Exception as err:  # noqa: BLE001  (a worker died, a task was lost)
+                        outcome = {"status": "failed", "seconds": 0.0,
+                                   "error": f"{type(err).__name__}: {err}",
+                                   "traceback": traceback.format_exc()}
+                    record(run, outcome)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    finally:
+        bar.close()
+        _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+    return SweepReport(out_root=out_root, runs=tuple(results[r.run_id] for r in runs),
+                       scheduler=label, seconds=time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"`` -> 0..9, ``"1,4,7"``, ``"0-3,10"``; ranges are inclusive."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None or (match.group(2) is not None
+                             and int(match.group(2)) < int(match.group(1))):
+            raise SpecError(f"--seeds {text!r} is invalid: expected non-negative integers and "
+                            "increasing ranges, e.g. '0-9' or '1,4,7' or '0-3,10'")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside brackets, braces or quotes."""
+    items, depth, quote, cur = [], 0, None, []
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    items.append("".join(cur))
+    return [i.strip() for i in items]
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as TOML (``0.02``, ``[0.1, 0.1, 0]``, ``"spm"``, ``true``);
+    anything that is not TOML is taken as a bare string (``spm``)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def _key_value(option: str, text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise SpecError(f"{option} {text!r} is invalid: expected KEY=VALUE, e.g. "
+                        "devices.mri.te=0.02")
+    return key.strip(), value.strip()
+
+
+def add_sweep_parser(subparsers) -> Any:
+    """Add the ``sweep`` command to the ``biosim`` argument parser's subparsers."""
+    p = subparsers.add_parser(
+        "sweep", help="run many seeds / parameter sets of an experiment (Dask, resumable)",
+        description="Run every combination of seeds and parameter values of an experiment, "
+                    "each as an independent dataset under OUT/<run id>. Complete runs are "
+                    "skipped, so an interrupted sweep resumes when run again.")
+    p.add_argument("experiment", nargs="?", default=None,
+                   help="experiment TOML file (default: the built-in default experiment)")
+    p.add_argument("-o", "--out", default="biosim_sweep", help="output folder (default: "
+                   "%(default)s)")
+    p.add_argument("--seeds", default=None, metavar="LIST",
+                   help="random seeds, e.g. 0-9 or 1,4,7 (default: the experiment's seed)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_",
+                   help="change a key for every run, e.g. activity.drive.visual=[0.1,0.1,0] "
+                        "(repeatable; VALUE is TOML, bare words are strings)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="sweep a key over values (repeatable: the Cartesian product), e.g. "
+                        "devices.mri.te=0.02,0.03")
+    p.add_argument("--zip", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="keys whose values change together (all --zip lists have one length "
+                        "and form one axis), e.g. --zip subject.id=01,02 --zip "
+                        "experiment.seed=1,2")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address (default: a local cluster), or 'sequential' "
+                        "to run here one after another")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local cluster (default: one per CPU)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace run folders that hold a different spec")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs and whether each is complete, then stop")
+    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    return p
+
+
+def _parse_for_key(key: str, text: str) -> Any:
+    if key == "subject.id":  # ids such as 01 are text, not the integer 1
+        return text.strip().strip("\"'")
+    return parse_value(text)
+
+
+def _args_to_sweep(args) -> tuple[dict, list[int] | None, dict]:
+    spec = _experiment.load_experiment(args.experiment)
+    if args.set_:
+        pairs = [_key_value("--set", s) for s in args.set_]
+        spec = apply_overrides(spec, {k: _parse_for_key(k, v) for k, v in pairs},
+                               source="--set")
+    grid: dict[Any, list] = {}
+    for text in args.grid:
+        key, values = _key_value("--grid", text)
+        grid[key] = [_parse_for_key(key, v) for v in _split_top_level(values)]
+    if args.zip:
+        keys, columns = [], []
+        for text in args.zip:
+            key, values = _key_value("--zip", text)
+            keys.append(key)
+            columns.append([_parse_for_key(key, v) for v in _split_top_level(values)])
+        if len({len(c) for c in columns}) != 1:
+            raise SpecError(f"--zip lists have different lengths "
+                            f"{[len(c) for c in columns]}: expected one value per run for "
+                            f"every key ({', '.join(keys)})")
+        grid[tuple(keys)] = list(zip(*columns))
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    return spec, seeds, grid
+
+
+def main_sweep(args) -> int:
+    """Run ``biosim sweep`` from parsed arguments; 0 when every run is complete,
+    1 when some run failed, 2 for an invalid sweep (nothing ran)."""
+    try:
+        spec, seeds, grid = _args_to_sweep(args)
+        if args.dry_run:
+            runs = expand_sweep(spec, seeds=seeds, grid=grid)
+            for run in runs:
+                print(f"{run.run_id}\t{run.spec_hash}\t{run_state(args.out, run)}")
+            print(f"biosim: {len(runs)} run(s) of {_experiment.describe(spec)}")
+            return 0
+        report = run_sweep(spec, args.out, seeds=seeds, grid=grid, scheduler=args.scheduler,
+                           n_workers=args.workers, overwrite=args.overwrite,
+                           progress=not args.no_progress)
+    except (BiosimError, FileNotFoundError, FileExistsError, ImportError, OSError) as err:
+        print(f"biosim: error: {err}", file=sys.stderr)
+        return 2
+    print(f"biosim: {report}")
+    for r in report.failed:
+        print(f"biosim: run {r.run_id} failed: {r.error}", file=sys.stderr)
+    if report.failed:
+        print(f"biosim: run the same command again to retry the failed run(s); details in "
+              f"{report.out_root / SWEEP_FILE}", file=sys.stderr)
+    return 0 if report.ok else 1
