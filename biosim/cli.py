@@ -5,6 +5,9 @@ default when no file is given) and write its dataset, ground truth and report.
 ``biosim validate EXPERIMENT.toml``         check a specification without running it.
 ``biosim examples [--copy DIR]``            list (or copy) the shipped experiments.
 ``biosim devices``                          list the device types an experiment can use.
+``biosim sweep EXPERIMENT -o OUT --seeds 0-9 --grid KEY=V1,V2``
+                                            many runs on Dask (local cluster or a scheduler
+                                            address), resumable: complete runs are skipped.
 
 ``EXPERIMENT`` is a TOML file or the name of a shipped experiment (``meg_opm``).
 """
@@ -41,6 +44,10 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--copy", metavar="DIR", default=None, help="copy the examples into DIR")
 
     sub.add_parser("devices", help="list the device types an experiment can use")
+
+    from .sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -51,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "sweep":
+        from .sweep import main_sweep
+
+        return main_sweep(args)
     from . import experiment
 
     try:

@@ -1,6 +1,6 @@
 """A sweep over subjects and hemodynamic models, then a group summary.
 
-Each subject is the default fMRI block experiment (without EEG) with its own
+Each subject is the shipped fMRI block experiment (fmri.toml) with its own
 subject id and random seed (thermal noise of the scanner), simulated once with
 the SPM Balloon parameters and once with Friston et al. (2000)'s: 2 x N
 independent runs on a local Dask cluster, each written as its own BIDS-style
@@ -28,10 +28,9 @@ PRESETS = ("spm", "friston2000")
 
 
 def base_spec(duration: float = 240.0) -> dict:
-    """The built-in experiment without EEG, cut to ``duration`` seconds (blocks
-    that do not end by then are dropped)."""
-    spec = experiment.load_experiment()
-    del spec["devices"]["eeg"]
+    """The shipped fMRI experiment, cut to ``duration`` seconds (blocks that do
+    not end by then are dropped)."""
+    spec = experiment.load_experiment("fmri")
     spec["experiment"]["duration"] = float(duration)
     spec["protocol"]["blocks"] = [b for b in spec["protocol"]["blocks"]
                                   if b["onset"] + b["duration"] <= duration]
