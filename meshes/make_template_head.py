@@ -339,7 +339,8 @@ def diagnostics(meshes, inner, head, r_is, r_os, r_sc, u):
     out = ~inside_star(mi, xyz)
     d = exact_distance(mi, xyz[out]) if out.any() else np.zeros(1)
     print(f"[10242] MNI152 2009 brain mask (2 mm voxel centres, identity MNI152 -> MNI305): "
-          f"{out.mean() * 100:.2f} % of {len(xyz)} outside the inner skull, by at most {d.max() * 1e3:.1f} mm")
+          f"{out.mean() * 100:.2f} % of {len(xyz)} outside the inner skull, "
+          f"by at most {d.max() * 1e3:.1f} mm")
 
 
 if __name__ == "__main__":

@@ -181,3 +181,28 @@ def test_loader_errors():
         project_to_scalp(np.ones((1, 3)), frame="ras")
     with pytest.raises(ParameterError, match="name"):
         montage_to_mri("standard_1010")
+
+
+def _mne_bem_surfaces(mne, n):
+    FIFF = mne.io.constants.FIFF
+    surfs = [dict(rr=m.vertices * 1e3, tris=m.faces.copy()) for m in template_head(n)[::-1]]  # mm
+    ids = [FIFF.FIFFV_BEM_SURF_ID_HEAD, FIFF.FIFFV_BEM_SURF_ID_SKULL, FIFF.FIFFV_BEM_SURF_ID_BRAIN]
+    return mne.bem._surfaces_to_bem(surfs, ids, [0.3, 0.006, 0.3], incomplete="raise")
+
+
+@pytest.mark.crosscheck
+@pytest.mark.parametrize("n", [642, pytest.param(2562, marks=pytest.mark.slow)])
+def test_mne_accepts_the_three_layer_model(n):
+    # MNE's own topology, nesting ("inner skull is not completely inside outer skull")
+    # and thickness checks
+    mne = pytest.importorskip("mne")
+    bem = _mne_bem_surfaces(mne, n)
+    assert [len(s["rr"]) for s in bem] == [n] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.crosscheck
+def test_mne_solves_the_three_layer_bem():
+    mne = pytest.importorskip("mne")
+    sol = mne.make_bem_solution(_mne_bem_surfaces(mne, 642), verbose=False)
+    assert sol["solution"].shape == (3 * 642, 3 * 642) and np.all(np.isfinite(sol["solution"]))
