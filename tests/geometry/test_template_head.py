@@ -1,5 +1,7 @@
 """The shipped template head: BEM-ready surfaces, cortex inside, electrodes on the scalp."""
 
+from importlib import resources
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
@@ -132,7 +134,7 @@ def test_electrodes_lie_on_the_scalp(heads, montage):
     assert np.all(winding_number(scalp, pos + 1e-4 * u) < 0.5)     # just outside
     assert np.all(winding_number(scalp, pos - 1e-4 * u) > 0.5)     # just inside
     # the montage's own positions, mapped to the MRI frame, are near the scalp
-    native = np.loadtxt(f"{__import__('biosim').__path__[0]}/data/montages/{montage}.tsv",
+    native = np.loadtxt(resources.files("biosim") / "data" / "montages" / f"{montage}.tsv",
                         skiprows=1, usecols=(1, 2, 3))
     t = montage_to_mri(montage)
     moved = np.linalg.norm(native @ t[:3, :3].T + t[:3, 3] - pos, axis=1)
