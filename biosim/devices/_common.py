@@ -23,7 +23,7 @@ def sphere_head(spec: dict):
     """The subject's concentric-sphere head: ``(SphereHead, center (3,) m, scalp radius m)``.
 
     The sphere is fitted to the standard 10-20 electrode positions (MNE's
-    fsaverage-based montage, head frame); ``subject.relative_radii`` and
+    fsaverage MRI frame, like the cortex); ``subject.relative_radii`` and
     ``subject.conductivities`` give the shells.
     """
     from ..physics.electromag import SphereHead

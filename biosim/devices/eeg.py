@@ -129,8 +129,8 @@ def run(ctx):
         for n, p in zip(montage.names, montage.positions)))
     atomic_write_text(eeg_dir / f"{ctx.sub_dir.name}_coordsystem.json", json.dumps({
         "EEGCoordinateSystem": "Other", "EEGCoordinateUnits": "m",
-        "EEGCoordinateSystemDescription": "MNE head frame of the fsaverage template "
-                                          "(RAS, origin between the pre-auricular points)"},
+        "EEGCoordinateSystemDescription": "fsaverage MRI (FreeSurfer surface RAS) frame, "
+                                          "the frame of the cortex and template head"},
         indent=2) + "\n")
     write_events(spec, eeg_dir / f"{stem}_events.tsv")
 

@@ -1,9 +1,13 @@
 """Standard EEG montages (10-20, 10-05, BioSemi, EasyCap) and user positions.
 
 Positions ship with biosim (``biosim/data/montages``, derived from MNE-Python's
-montage files by ``meshes/make_sensor_and_cortex_data.py``), in m in MNE's
-head frame, so MNE is not needed at run time.  The 10-10 system is the subset
-of the 10-05 positions with 10-10 names.
+montage files by ``meshes/make_sensor_and_cortex_data.py``), so MNE is not
+needed at run time.  The files keep MNE's native frames (fsaverage's MRI frame
+for the 10-20/10-05 systems, a spherical frame with its own fiducials for
+BioSemi and EasyCap); :func:`standard_montage` returns every montage in
+fsaverage's MRI frame, the frame of the cortex source space and the template
+head (transforms from :func:`biosim.geometry.template_head.montage_to_mri`).
+The 10-10 system is the subset of the 10-05 positions with 10-10 names.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from importlib import resources
 import numpy as np
 
 from ..._core.errors import ParameterError
+from ...geometry.template_head import montage_to_mri
 from .sensors import EEGSensors
 
 #: 10-10 electrode names (American Clinical Neurophysiology Society 2006 layout).
@@ -43,7 +48,10 @@ def standard_montage(name: str = "standard_1020", reference: str = "average",
     """
     if name not in MONTAGES:
         raise ParameterError("name", name, f"one of {MONTAGES}")
-    names, pos = _read("standard_1005" if name == "standard_1010" else name)
+    file = "standard_1005" if name == "standard_1010" else name
+    names, pos = _read(file)
+    t = montage_to_mri(file)
+    pos = pos @ t[:3, :3].T + t[:3, 3]                         # native -> fsaverage MRI frame
     if name == "standard_1010":
         keep = [i for i, n in enumerate(names) if n in _1010]
         names, pos = [names[i] for i in keep], pos[keep]
