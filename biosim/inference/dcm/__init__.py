@@ -16,3 +16,9 @@ from .erp import (ERPResult, ERPStructure, dipole_moments, fit_erp, predict_eeg,
 
 __all__ += ["ERPResult", "ERPStructure", "dipole_moments", "fit_erp", "predict_eeg",
             "region_lead_field", "simulate_erp", "source_signals", "spatial_modes"]
+
+from .joint import (JointResult, JointStructure, fit_joint, neuronal_drive,  # noqa: E402
+                    predict_joint, simulate_joint)
+
+__all__ += ["JointResult", "JointStructure", "fit_joint", "neuronal_drive", "predict_joint",
+            "simulate_joint"]
