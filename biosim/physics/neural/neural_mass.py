@@ -55,10 +55,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ..._core.errors import ParameterError
 from ..._core.pytree import pytree_dataclass
+from ..._core.validation import is_concrete
 
 #: SPM12 ``spm_fx_erp`` fixed constants.
 EXTRINSIC_SCALE = (32.0, 16.0, 4.0)                      # forward, backward, lateral, Hz
@@ -193,9 +195,9 @@ def delay_operator(params: ERPParams, m: int):
     return jnp.linalg.inv(jnp.eye(n * N_STATES) + d * jac)
 
 
-@partial(jax.jit, static_argnames=("n_steps", "record_every", "delays"))
+@partial(jax.jit, static_argnames=("n_steps", "record_every", "delays", "window"))
 def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int = 1,
-                  delays: str = "exact"):
+                  delays: str = "exact", window: int | None = None):
     """Integrate the neural mass from rest over ``n_steps`` steps of ``h`` s.
 
     Parameters
@@ -206,6 +208,11 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
     n_steps : int (a multiple of ``record_every``)
     record_every : int, steps between recorded states
     delays : "exact" | "operator" | "none" (see the module docstring)
+    window : int or None
+        Steps of history kept for the exact delays (a shift register): None keeps the
+        whole run (exact for any delay); for long runs pass at least
+        ``max delay / h + 1`` (:func:`simulate_neural_mass` does).  A delay longer than
+        the window reads the oldest stored step.
 
     Returns
     -------
@@ -231,7 +238,8 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
                 return f
             return (q @ f.T.ravel()).reshape(N_STATES, n).T
     else:
-        rows = jnp.arange(n_steps + 2) - 1.0           # time index of each history row
+        w = n_steps + 1 if window is None else int(window) + 1
+        rows = jnp.arange(w) - (w - 1.0)               # time of each row relative to now
 
         def weights(q):
             """Cubic Hermite weights of every history row for the value and the
@@ -252,7 +260,7 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
             (target, source) or (n,) (own source).  Times before 0 are at rest; a delay
             shorter than the stage offset reads the newest stored step."""
             hv, hd = hist
-            q = jnp.clip(k + c - delay / h, -1.0, k * 1.0)
+            q = jnp.clip(c - delay / h, 1.0 - w, 0.0)
             wy, wd = weights(q)
             if q.ndim == 2:
                 return (jnp.einsum("ijr,rj->ij", wy, hv[:, idx])
@@ -266,11 +274,12 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
             return erp_rhs(x, u, params, sigmoid(v9e, params), sigmoid(v9i, params),
                            sigmoid(v1i, params), sigmoid(v7i, params))
 
-    def record(hist, k, x):
+    def record(hist, x):
+        """Shift the history by one step and store the newest state."""
         hv, hd = hist
         v = jnp.stack([x[:, 8], x[:, 0], x[:, 6]])
         d = jnp.stack([x[:, 4] - x[:, 5], x[:, 3], x[:, 7]])
-        return hv.at[k + 1].set(v), hd.at[k + 1].set(d)
+        return (jnp.concatenate([hv[1:], v[None]]), jnp.concatenate([hd[1:], d[None]]))
 
     def step(carry, k):
         x, hist = carry
@@ -281,7 +290,7 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
         k4 = rhs(x + h * k3, u2, k, 1.0, hist)
         x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         if delays == "exact":
-            hist = record(hist, k + 1, x)
+            hist = record(hist, x)
         return (x, hist), None
 
     def block(carry, ks):
@@ -289,9 +298,9 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
         return carry, carry[0]
 
     if delays == "exact":
-        # rows: 0 = rest before t = 0, 1 + k = step k (k = 0..n_steps)
-        hist = (jnp.zeros((n_steps + 2, 3, n)), jnp.zeros((n_steps + 2, 3, n)))
-        hist = record(hist, 0, x0)
+        # the newest row is the current step; older rows start at rest (the history
+        # before t = 0 is the resting state x = 0)
+        hist = (jnp.zeros((w, 3, n)), jnp.zeros((w, 3, n)))
     else:
         hist = None
     ks = jnp.arange(n_steps).reshape(-1, record_every)
@@ -299,19 +308,74 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
     return xs
 
 
+def _history_window(params, h, n_steps):
+    """Shortest exact history (steps) for concrete delays; None (whole run) if traced."""
+    if not (is_concrete(params.delay_extrinsic) and is_concrete(params.delay_intrinsic)):
+        return None
+    d_max = max(float(np.max(np.asarray(params.delay_extrinsic))),
+                float(np.asarray(params.delay_intrinsic)))
+    return min(n_steps, int(np.ceil(d_max / h)) + 2)
+
+
 def simulate_neural_mass(params: ERPParams, inputs, dt: float, n_samples: int,
-                         n_sub: int = 4, delays: str = "exact"):
-    """States (n_samples, n, 9) at t = dt, 2 dt, ..., n_samples dt.
+                         n_sub: int = 2, delays: str = "exact"):
+    """States (n_samples, n, 9) at t = dt, 2 dt, ..., n_samples dt, from rest at t = 0.
 
     ``inputs`` is a callable t (s, array) -> (len(t), m) dimensionless input
     (e.g. ``lambda t: gaussian_input(t, 0.06, 0.016)[:, None]``) evaluated at
-    the RK4 half steps of h = dt / n_sub.
+    the RK4 half steps of h = dt / n_sub (keep h <= 2 ms).
     """
-    if n_sub < 1 or dt <= 0:
-        raise ParameterError("dt, n_sub", (dt, n_sub), "dt > 0 s and n_sub >= 1")
+    if n_sub < 1 or dt <= 0 or n_samples < 1:
+        raise ParameterError("dt, n_sub, n_samples", (dt, n_sub, n_samples),
+                             "dt > 0 s, n_sub >= 1, n_samples >= 1")
     h = dt / n_sub
     n_steps = n_samples * n_sub
     t = jnp.arange(2 * n_steps + 1) * (h / 2)
     u = jnp.asarray(inputs(t))
     u = u[:, None] if u.ndim == 1 else u
-    return integrate_erp(params, u, h, n_steps, n_sub, delays)
+    return integrate_erp(params, u, h, n_steps, n_sub, delays,
+                         _history_window(params, h, n_steps) if delays == "exact" else None)
+
+
+def event_related_activity(params: ERPParams, onsets, duration: float, dt: float = 1e-3,
+                           width: float = 0.016, n_sub: int = 1, delays: str = "exact"):
+    """Continuous neural-mass activity over a whole run with stimulus events.
+
+    Each event of input j adds SPM's Gaussian bump (:func:`gaussian_input`,
+    centred on the onset, SD ``width``) to input j; the network runs from
+    rest at t = 0 without resetting between events (so close events
+    interact through the nonlinear dynamics).  This is the entry point for
+    using the neural mass as the brain activity of a simulated experiment.
+
+    Parameters
+    ----------
+    params : ERPParams (n sources, m inputs)
+    onsets : sequence of m arrays of event times, s
+    duration : float, s
+    dt : float, s, output sampling interval (h = dt / n_sub <= 2 ms)
+    width : float, s
+    delays : "exact" | "operator" | "none"
+
+    Returns
+    -------
+    times : (T,) s;  x9 : (T, n) pyramidal depolarisation, mV (the EEG generator:
+    multiply by a dipole moment per mV and a lead field for EEG/MEG)
+    """
+    m = params.input_gain.shape[1]
+    if len(onsets) != m:
+        raise ParameterError("onsets", f"{len(onsets)} onset lists", f"one per input ({m})")
+    if duration <= 0 or dt <= 0 or n_sub < 1 or dt / n_sub > DELAY[0] + 1e-12:
+        raise ParameterError("duration, dt, n_sub", (duration, dt, n_sub),
+                             "duration > 0 s and a step dt / n_sub <= 2 ms")
+    n_samples = int(round(duration / dt))
+    h = dt / n_sub
+    t_half = np.arange(2 * n_samples * n_sub + 1) * (h / 2)
+    u = np.zeros((t_half.size, m))
+    for j, ons in enumerate(onsets):
+        for o in np.asarray(ons, float).ravel():
+            if not 0 <= o < duration:
+                raise ParameterError("onsets", o, f"times in [0, {duration}) s")
+            lo, hi = np.searchsorted(t_half, [o - 8 * width, o + 8 * width])
+            u[lo:hi, j] += np.asarray(gaussian_input(t_half[lo:hi], o, width))
+    x = simulate_neural_mass(params, lambda t: jnp.asarray(u), dt, n_samples, n_sub, delays)
+    return dt * np.arange(1, n_samples + 1), np.asarray(x[..., 8])

@@ -10,7 +10,8 @@ from biosim.inference.dcm import (ERPStructure, fit_erp, predict_eeg, region_lea
                                   simulate_erp, source_signals)
 from biosim.inference.dcm.erp import _model_for
 from biosim.inference.dcm.variational_laplace import _compiled
-from biosim.physics.neural.neural_mass import ERPParams, gaussian_input, integrate_erp
+from biosim.physics.neural.neural_mass import (ERPParams, event_related_activity, gaussian_input,
+                                               integrate_erp)
 
 
 def _structure():
@@ -163,3 +164,18 @@ def test_source_signal_shape_and_bad_input():
                      np.ones((1, 2, 2), bool), np.ones((2, 1), bool))
     with pytest.raises(ParameterError, match="n_sub"):
         ERPStructure(s.forward, s.backward, s.lateral, s.b, s.c, dt=0.004, n_sub=1)
+
+
+def test_event_related_activity_over_a_run_matches_epochs():
+    """A run with a short history window reproduces the whole-history epoch response,
+    and well-separated events (the response has decayed to < 1e-6 of its peak after
+    1 s) give the same response again."""
+    p = _two_sources()
+    t, x9 = event_related_activity(p, [np.array([0.03])], duration=0.25, dt=1e-3)
+    epoch = _run(p, 1e-3, t_end=0.25)[..., 8]                  # whole history, same input
+    assert x9.shape == (250, 2) and t[0] == pytest.approx(1e-3)
+    np.testing.assert_allclose(x9, epoch, atol=1e-12 * np.abs(epoch).max())
+    _, x9 = event_related_activity(p, [np.array([0.15, 1.15])], duration=2.0, dt=1e-3)
+    np.testing.assert_allclose(x9[1000:1250], x9[:250], atol=1e-6 * np.abs(x9).max())
+    with pytest.raises(ParameterError, match="onsets"):
+        event_related_activity(p, [np.array([2.0])], duration=1.0)
