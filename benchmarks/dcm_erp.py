@@ -97,7 +97,6 @@ def case_erp(seeds):
     s = network()
     lf = region_lead_field(REGIONS, n_channels=64)
     truth = s.pack(**TRUE)
-    tb = s.unpack(jnp.asarray(truth))
     rows = []
     for k, seed in enumerate(seeds):
         _, clean = simulate_erp(s, truth, lf)
@@ -137,7 +136,6 @@ def case_erp(seeds):
           f"{sd['A_forward'][1, 0]:.3f} (true 0.3), A_f(V1->IPS) {bl['A_forward'][2, 0]:.3f}+-"
           f"{sd['A_forward'][2, 0]:.3f} (true -0.2), A_b(V5->V1) {bl['A_backward'][0, 1]:.3f}+-"
           f"{sd['A_backward'][0, 1]:.3f} (true -0.2), B(V1->V5) {bl['B'][0, 1, 0]:.3f} (true 0.6)")
-    del tb
 
 
 def case_joint(seed):
