@@ -67,3 +67,29 @@ def test_event_related_activity_over_a_run_matches_epochs():
     np.testing.assert_allclose(x9[1000:1250], x9[:250], atol=1e-6 * np.abs(x9).max())
     with pytest.raises(ParameterError, match="onsets"):
         event_related_activity(p, [np.array([2.0])], duration=1.0)
+
+
+def test_response_is_differentiable_in_the_delays():
+    """Forward-mode derivative of the delayed response with respect to the extrinsic
+    delay and the forward coupling against central differences (delays off the grid)."""
+    import jax
+
+    p = _two_sources(0.0137)
+    h, n = 1e-3, 40
+    u = gaussian_input(jnp.arange(2 * n + 1) * (h / 2), 0.03, 0.016)[:, None]
+
+    def response(d, a):
+        q = ERPParams(**{**p.__dict__, "delay_extrinsic": p.delay_extrinsic / 0.0137 * d,
+                         "forward": p.forward * a})
+        return integrate_erp(q, u, h, n, 1, "exact")[:, 1, 8]
+
+    f = jax.jit(response)
+    x0 = (0.0137, 1.1)
+    for tangent in ((1.0, 0.0), (0.0, 1.0)):
+        jv = jax.jvp(f, x0, tangent)[1]
+        eps = (1e-6, 1e-5)
+        plus = f(*(x + e * t for x, e, t in zip(x0, eps, tangent)))
+        minus = f(*(x - e * t for x, e, t in zip(x0, eps, tangent)))
+        fd = (plus - minus) / (2 * (eps[0] * tangent[0] + eps[1] * tangent[1]))
+        assert float(jnp.abs(jv).max()) > 0
+        np.testing.assert_allclose(jv, fd, rtol=1e-5, atol=1e-7 * float(jnp.abs(fd).max()))
