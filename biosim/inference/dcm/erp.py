@@ -80,6 +80,10 @@ class ERPStructure:
         the ERP is about 2e-5 at h = 2 ms and 1e-6 at 1 ms, see ``neural_mass``)
     onset, duration : float, s, input bump (SPM 60 and 16 ms)
     delays : "exact" | "operator" | "none" (see ``neural_mass``)
+    max_delay : float or None, s
+        History kept for the exact delays (default 64 ms = 16 ms x e^1.39, 5.5 prior SDs
+        above SPM's extrinsic delay; longer delays read the oldest stored step); None keeps
+        the whole epoch (exact for any delay, several times slower).
     """
 
     forward: np.ndarray
@@ -94,6 +98,7 @@ class ERPStructure:
     onset: float = 0.06
     duration: float = 0.016
     delays: str = "exact"
+    max_delay: float | None = 0.064
 
     def __post_init__(self):
         f = np.asarray(self.forward, bool)
@@ -134,13 +139,17 @@ class ERPStructure:
             raise ParameterError("duration", self.duration, "a positive input width in s")
         if self.delays not in ("exact", "operator", "none"):
             raise ParameterError("delays", self.delays, "'exact', 'operator' or 'none'")
+        if self.max_delay is not None and not self.max_delay >= DELAY[1]:
+            raise ParameterError("max_delay", self.max_delay,
+                                 f"None or at least SPM's extrinsic delay {DELAY[1]} s")
 
     # -- identity (static argument of jitted functions) ---------------------------------------
     def _key(self):
         return (self.forward.tobytes(), self.backward.tobytes(), self.lateral.tobytes(),
                 self.b.tobytes(), self.b.shape, self.c.tobytes(), self.c.shape,
                 self.design.tobytes(), self.design.shape, float(self.dt), int(self.n_samples),
-                int(self.n_sub), float(self.onset), float(self.duration), self.delays)
+                int(self.n_sub), float(self.onset), float(self.duration), self.delays,
+                self.max_delay)
 
     def __hash__(self):
         return hash(self._key())
@@ -163,6 +172,14 @@ class ERPStructure:
     @property
     def n_trials(self):
         return self.design.shape[0]
+
+    @property
+    def history_window(self):
+        """Steps of delay history kept (None: the whole epoch)."""
+        if self.max_delay is None:
+            return None
+        n_steps = self.n_samples * self.n_sub
+        return min(n_steps, int(np.ceil(self.max_delay * self.n_sub / self.dt)) + 2)
 
     @property
     def times(self):
@@ -259,7 +276,7 @@ def source_states(theta, structure: ERPStructure):
     def one(x_row):
         p = structure.trial_params(blocks, x_row)
         return integrate_erp(p, u, h, structure.n_samples * structure.n_sub, structure.n_sub,
-                             structure.delays)
+                             structure.delays, structure.history_window)
 
     return jax.vmap(one)(jnp.asarray(structure.design))
 
