@@ -14,6 +14,19 @@
     values are converted to SPM's parametrisation (diagonal log-scaled,
     inputs x 1/16), so the DCM inversion in :mod:`biosim.inference.dcm` fits
     exactly the model that generated the data.
+``model = "neural_mass"``
+    SPM's ERP neural mass (Jansen-Rit-type, 9 states per source, conduction
+    delays; :mod:`biosim.physics.neural.neural_mass`) driven by the protocol's
+    events (each block onset is a stimulus: SPM's Gaussian input bump).
+    ``[activity.neural_mass]``: ``forward``, ``backward``, ``lateral`` (n x n
+    scale factors of SPM's 32 / 16 / 4 Hz extrinsic couplings, row = target),
+    ``[activity.neural_mass.C] condition = [gain per region]``, ``coupling``
+    (neurovascular coupling beta) and ``epoch`` (s).  The pyramidal
+    depolarisation x9 (mV) times ``moment_per_mv`` is each region's dipole
+    moment; the hemodynamic drive follows Jafarian et al. 2020 (NeuroImage
+    219:116734; SPM12 ``spm_dcm_nvc_nd``): each event adds ``coupling`` x the
+    Hanning-tapered RMS of x9 over the following ``epoch``, spread uniformly
+    over that epoch.
 ``model = "timecourses"``
     Given source time courses: a TSV file (one column per region, header =
     region names, one row per ``activity.dt``), path relative to the TOML.
@@ -34,7 +47,7 @@ import numpy as np
 from ._core.errors import SpecError
 from .spec import check_keys, require, set_default
 
-MODELS = ("drive", "dcm", "timecourses")
+MODELS = ("drive", "dcm", "neural_mass", "timecourses")
 
 
 def _matrix(value, shape, where):
@@ -53,7 +66,7 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
     require(act, "dt", "activity", float, lambda v: v > 0, "a positive microtime step in s")
     set_default(act, "hemodynamics", "activity", "spm", str, lambda v: v in ("spm", "friston2000"),
                 "'spm' or 'friston2000'")
-    default_model = "dcm" if "dcm" in act else "timecourses" if "timecourses" in act else "drive"
+    default_model = next((m for m in ("dcm", "neural_mass", "timecourses") if m in act), "drive")
     model = set_default(act, "model", "activity", default_model, str, lambda v: v in MODELS,
                         f"one of {list(MODELS)}")
     if model == "drive":
@@ -89,6 +102,28 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
             table = "C" if cond in c else "B"
             raise SpecError(f"activity.dcm.{table}.{cond}: condition {cond!r} does not occur in "
                             f"protocol.blocks (used: {sorted(conditions)})")
+    elif model == "neural_mass":
+        nm = require(act, "neural_mass", "activity", dict, None,
+                     "a table with forward, backward, lateral and C")
+        check_keys(nm, {"forward", "backward", "lateral", "C", "coupling", "epoch"},
+                   "activity.neural_mass")
+        for key in ("forward", "backward", "lateral"):
+            m = _matrix(set_default(nm, key, "activity.neural_mass", np.zeros((n, n)).tolist(),
+                                    list), (n, n), f"activity.neural_mass.{key}")
+            if np.any(m < 0) or np.any(np.diag(m) != 0):
+                raise SpecError(f"activity.neural_mass.{key} = {m.tolist()} is invalid: expected "
+                                "non-negative scale factors with a zero diagonal")
+        c = require(nm, "C", "activity.neural_mass", dict, lambda v: len(v) > 0,
+                    "a table condition = [input gain per region]")
+        for cond, row in c.items():
+            _matrix(row, (n,), f"activity.neural_mass.C.{cond}")
+        set_default(nm, "coupling", "activity.neural_mass", 1.0, float, lambda v: v >= 0,
+                    "a non-negative neurovascular coupling (1/s per mV of RMS depolarisation)")
+        set_default(nm, "epoch", "activity.neural_mass", 0.4, float, lambda v: 0.05 <= v <= 2,
+                    "an epoch length in [0.05, 2] s")
+        set_default(act, "moment_per_mv", "activity", 1e-8, float, lambda v: v > 0,
+                    "a positive dipole moment per mV of pyramidal depolarisation, A m / mV")
+        defined = set(c)
     else:
         tc = require(act, "timecourses", "activity", dict, None, "a table with file = 'x.tsv'")
         require(tc, "file", "activity.timecourses", str)
@@ -172,9 +207,46 @@ def simulate_activity(spec: dict) -> dict:
                             f"(|z| reaches {np.nanmax(np.abs(z)):.3g}): expected a stable A")
         out.update(neural_input=z, dcm_A=np.asarray(params.A), dcm_B=np.asarray(params.B),
                    dcm_C=np.asarray(params.C))
+    elif act["model"] == "neural_mass":
+        out.update(_neural_mass_activity(spec, times, names))
     else:
         out["neural_input"] = _read_timecourses(spec, len(times))
     return out
+
+
+def _neural_mass_activity(spec, times, names):
+    from .physics.neural.neural_mass import ERPParams, event_related_activity
+
+    act, nm = spec["activity"], spec["activity"]["neural_mass"]
+    n = len(spec["subject"]["regions"])
+    c = np.zeros((n, len(names)))
+    for j, cond in enumerate(names):
+        if cond in nm["C"]:
+            c[:, j] = nm["C"][cond]
+    params = ERPParams.spm(forward=32.0 * np.asarray(nm["forward"]),
+                           backward=16.0 * np.asarray(nm["backward"]),
+                           lateral=4.0 * np.asarray(nm["lateral"]), input_gain=c)
+    onsets = [np.array([b["onset"] for b in spec["protocol"]["blocks"] if b["condition"] == cond])
+              for cond in names]
+    duration = spec["experiment"]["duration"]
+    t_ms, x9 = event_related_activity(params, onsets, duration, dt=1e-3)
+    t_ms, x9 = np.asarray(t_ms), np.asarray(x9)
+    if not np.all(np.isfinite(x9)):
+        raise SpecError("activity.neural_mass: the neural mass produced non-finite states")
+    # neurovascular coupling: per event, beta x tapered RMS of x9 over the epoch, spread
+    # uniformly over the epoch (unit-area boxcar), as in spm_dcm_nvc_nd ('post')
+    n_ep = int(round(nm["epoch"] / 1e-3))
+    taper = np.hanning(n_ep)[:, None]
+    z = np.zeros((len(times), n))
+    dt = act["dt"]
+    for b in spec["protocol"]["blocks"]:
+        k0 = int(round(b["onset"] / 1e-3))
+        seg = x9[k0:k0 + n_ep]
+        rms = np.sqrt(np.mean((taper[:len(seg)] * seg) ** 2, axis=0))
+        on = (times >= b["onset"] - 1e-9) & (times < b["onset"] + nm["epoch"] - 1e-9)
+        z[on] += nm["coupling"] * rms / max(on.sum() * dt, dt)
+    return {"neural_input": z, "source_times": t_ms,
+            "source_moments": act["moment_per_mv"] * x9, "pyramidal_depolarisation": x9}
 
 
 def _read_timecourses(spec: dict, n_t: int) -> np.ndarray:

@@ -132,7 +132,8 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
                       "relative_radii", "conductivities"}, "subject")
     check_keys(prot, {"blocks"}, "protocol")
     check_keys(spec["activity"], {"model", "dt", "hemodynamics", "drive", "dcm", "timecourses",
-                                  "moment_per_input", "carrier_hz", "rhythm_bandwidth"},
+                                  "neural_mass", "moment_per_input", "moment_per_mv",
+                                  "carrier_hz", "rhythm_bandwidth"},
                "activity")
     positive = lambda v: v > 0  # noqa: E731
     require(exp, "name", "experiment", str, lambda v: v.isidentifier(),
@@ -215,6 +216,8 @@ _TRUTH_DOC = {
     "bold": "noise-free fractional BOLD change per region at scan_times",
     "labels": "region label volume of the NIfTI (0 = background, r+1 = region r)",
     "source_times": "time axis of source_moments, s",
+    "pyramidal_depolarisation": "neural-mass pyramidal depolarisation x9 per region at "
+                                "source_times, mV",
     "source_moments": "dipole moment of each region, A m, shape (n, n_regions)",
     "dipole_positions": "region dipole positions (m, fsaverage frame)",
     "dipole_orientations": "region dipole unit orientations",
