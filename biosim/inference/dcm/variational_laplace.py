@@ -16,6 +16,13 @@
           - 1/2 dlambda' C_l^-1 dlambda - 1/2 log|C_l| + 1/2 log|S_lambda|
 
   (accuracy minus complexity).  Accepted iterations never decrease F.
+
+Confounds (SPM's ``Y.X0``, e.g. a constant per region): ``confounds=X0``
+(T, c) adds c coefficients per data column, y_i = g_i(theta) + X0 beta_i + e_i,
+with the prior beta ~ N(0, 1e8) that ``spm_nlsi_GN`` gives them (initialised
+by least squares on y, as SPM does); they enter the Gauss-Newton steps, the
+posterior covariance and F like any other parameter, and the returned
+``mean``/``cov`` are the marginal posterior of theta.
 """
 
 from __future__ import annotations
@@ -41,10 +48,13 @@ class VLResult:
     n_iterations: int
     converged: bool
     history: list                 # F after each accepted iteration
-    prediction: np.ndarray
+    prediction: np.ndarray        # model prediction (confounds included)
+    confound_mean: np.ndarray | None = None   # (c, k) posterior mean of the confound weights
 
 
 _COMPILED = {}
+#: Prior variance of confound weights (``spm_nlsi_GN``: ``uC = speye(nu)/1e-8``).
+CONFOUND_PRIOR_VAR = 1e8
 
 
 def _compiled(model):
@@ -56,7 +66,7 @@ def _compiled(model):
 
 
 def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_var=1 / 128,
-           max_iter=64, tol=1e-2, verbose=False) -> VLResult:
+           max_iter=64, tol=1e-2, verbose=False, confounds=None) -> VLResult:
     """Invert ``y ~ model(theta)`` by variational Laplace.
 
     Parameters
@@ -74,6 +84,8 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
     tol : float
         Convergence when the free energy gain is below ``tol`` nats over
         four consecutive iterations.
+    confounds : array (T, c) or None
+        Nuisance regressors fitted to every column with SPM's flat prior (see module docstring).
 
     Raises
     ------
@@ -88,17 +100,35 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
     var_p = np.asarray(prior_var, float)
     if np.any(var_p <= 0):
         raise ParameterError("prior_var", var_p.min(), "positive prior variances")
-    ip = np.diag(1.0 / var_p)
     n_t, k = y.shape
+    n_theta = mu_p.size
+    if confounds is not None:
+        x0 = np.asarray(confounds, float)
+        x0 = x0[:, None] if x0.ndim == 1 else x0
+        if x0.ndim != 2 or x0.shape[0] != n_t or not np.all(np.isfinite(x0)):
+            raise ParameterError("confounds", f"array of shape {x0.shape}",
+                                 f"finite regressors of shape ({n_t}, c)")
+        n_c = x0.shape[1]
+        beta0 = np.linalg.lstsq(x0, y, rcond=None)[0]                # (c, k), SPM's pinv(X0) y
+        mu_p = np.concatenate([mu_p, np.zeros(n_c * k)])
+        var_p = np.concatenate([var_p, np.full(n_c * k, CONFOUND_PRIOR_VAR)])
+        jac_conf = np.zeros((n_t, k, k, n_c))
+        for i in range(k):
+            jac_conf[:, i, i, :] = x0
+        jac_conf = jac_conf.reshape(n_t, k, k * n_c)             # parameter order (k, c)
+    ip = np.diag(1.0 / var_p)
     lam_p = np.full(k, hyper_mean)
 
     g_and_j = _compiled(model)
 
     def evaluate(theta, lam):
-        pred, jac = g_and_j(jnp.asarray(theta), *args)
+        pred, jac = g_and_j(jnp.asarray(theta[:n_theta]), *args)
         pred, jac = np.asarray(pred), np.asarray(jac).reshape(n_t, k, -1)
         if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(jac))):
             return None
+        if confounds is not None:
+            pred = pred + x0 @ theta[n_theta:].reshape(k, n_c).T
+            jac = np.concatenate([jac, jac_conf], axis=2)
         e = y - pred
         # M-step: Fisher scoring of the log precisions
         for _ in range(8):
@@ -127,6 +157,8 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
         return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred)
 
     theta = mu_p.copy()
+    if confounds is not None:
+        theta[n_theta:] = beta0.T.ravel()
     lam = lam_p.copy()
     state = evaluate(theta, lam)
     if state is None:
@@ -159,6 +191,10 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
             # shrunk to a gradient step of size exp(-12): a (local) maximum
             converged = True
             break
-    return VLResult(mean=best_theta, cov=best["s"], log_precision=best["lam"],
-                    free_energy=float(best["f"]), n_iterations=it, converged=converged,
-                    history=history, prediction=best["pred"])
+    conf = None
+    if confounds is not None:
+        conf = best_theta[n_theta:].reshape(k, n_c).T
+    return VLResult(mean=best_theta[:n_theta], cov=best["s"][:n_theta, :n_theta],
+                    log_precision=best["lam"], free_energy=float(best["f"]), n_iterations=it,
+                    converged=converged, history=history, prediction=best["pred"],
+                    confound_mean=conf)
