@@ -84,7 +84,7 @@ HYPER_PRIOR_MEAN, HYPER_PRIOR_VAR = 6.0, 1 / 128
 #: relaxation slope r0 (1/s), both for 1.5 T.
 SPM12_NU0, SPM12_R0 = 40.3, 25.0
 #: Order of the Taylor series of the matrix exponential's action (``"spm"`` integrator).
-EXPM_ORDER = 14
+EXPM_ORDER = 18
 
 CONVENTIONS = ("biosim", "spm12")
 INTEGRATORS = ("rk4", "spm")
@@ -279,6 +279,7 @@ def _equations(theta, structure: DCMStructure):
     return rhs, structure.bold_params(eps)
 
 
+@partial(jax.jit, static_argnames=("structure",))
 def bilinear_reduction(theta, structure: DCMStructure):
     """SPM's ``spm_bireduce`` about x0 = 0, u = 0 (exact JAX derivatives).
 
@@ -301,13 +302,14 @@ def bilinear_reduction(theta, structure: DCMStructure):
 
 def _expm_action_step(x, c, jac, h):
     """x(t + h) for dx/dt = c + J x exactly (Taylor series of the augmented
-    exponential to order EXPM_ORDER)."""
+    exponential to order EXPM_ORDER; NaN where it has not converged)."""
     term = (c + jac @ x) * h
     acc = x + term
     for k in range(2, EXPM_ORDER + 1):
         term = (jac @ term) * (h / k)
         acc = acc + term
-    return acc
+    ok = jnp.max(jnp.abs(term)) <= 1e-12 * jnp.max(jnp.abs(acc)) + 1e-300
+    return jnp.where(ok, acc, jnp.nan)
 
 
 def trajectory(theta, inputs, structure: DCMStructure):
