@@ -263,18 +263,74 @@ class DCMStructure:
         return k * nm + dd[None, :] - 1
 
 
+def _hemodynamic_parameters(theta, structure: DCMStructure):
+    """(log_transit (n,), log_decay (n,), log_epsilon): the tail of the free vector."""
+    n = structure.n_regions
+    nd = 1 if structure.shared_decay else n
+    transit = theta[-(n + nd + 1):-(nd + 1)]
+    decay = theta[-(nd + 1):-1]
+    if structure.shared_decay:
+        decay = jnp.full(n, decay[0])
+    return transit, decay, theta[-1]
+
+
+def _sparse_layout(structure: DCMStructure):
+    """Positions in the free vector and (row, column, input) of every free A, B
+    and C entry, so the linear neural equations cost O(free entries) rather
+    than O(n^2) (forward-mode Jacobians carry one tangent per parameter)."""
+    n, m = structure.n_regions, structure.n_inputs
+    idx = structure.free_index()
+    n_a, n_b, n_c = n * n, m * n * n, n * m
+    pos = np.arange(idx.size)
+    ia = idx < n_a
+    ib = (idx >= n_a) & (idx < n_a + n_b)
+    ic = (idx >= n_a + n_b) & (idx < n_a + n_b + n_c)
+    ar, ac = np.divmod(idx[ia], n)
+    bj, rest = np.divmod(idx[ib] - n_a, n * n)
+    br, bc = np.divmod(rest, n)
+    cr, cj = np.divmod(idx[ic] - n_a - n_b, m)
+    diag_a = ar == ac                        # all n self-connections, in region order
+    diag_b = br == bc
+    return dict(
+        a_self=pos[ia][diag_a], a_off=pos[ia][~diag_a], a_r=ar[~diag_a], a_c=ac[~diag_a],
+        bs=pos[ib][diag_b], bs_r=br[diag_b], bs_j=bj[diag_b],
+        bo=pos[ib][~diag_b], bo_r=br[~diag_b], bo_c=bc[~diag_b], bo_j=bj[~diag_b],
+        c=pos[ic], c_r=cr, c_j=cj)
+
+
 def _equations(theta, structure: DCMStructure):
     """(f(state, u), BOLD params): the full nonlinear equations of motion in the
-    state layout [x (n), then (s, ln f, ln v, ln q) per region]."""
-    neural, transit, decay, eps = structure.unpack(theta)
+    state layout [x (n), then (s, ln f, ln v, ln q) per region].
+
+    The neural part is ``neural_rhs`` (SPM12 ``spm_fx_fmri``); without
+    nonlinear (D) terms it is evaluated entry by entry over the free
+    connections (the same equations, fewer operations)."""
+    transit, decay, eps = _hemodynamic_parameters(theta, structure)
     balloon = BalloonParams.spm(log_decay=decay, log_transit=transit)
     n = structure.n_regions
 
+    if structure.d.any():
+        neural, _, _, _ = structure.unpack(theta)
+
+        def neural_part(x, u):
+            return neural_rhs(x, u, neural)
+    else:
+        lay = _sparse_layout(structure)
+        a_self, a_off = theta[lay["a_self"]], theta[lay["a_off"]]
+        b_self, b_off, c = theta[lay["bs"]], theta[lay["bo"]], theta[lay["c"]]
+        zeros = jnp.zeros(n)
+
+        def neural_part(x, u):
+            log_self = a_self + zeros.at[lay["bs_r"]].add(u[lay["bs_j"]] * b_self)
+            dx = -0.5 * jnp.exp(log_self) * x
+            dx = dx.at[lay["a_r"]].add(a_off * x[lay["a_c"]])
+            dx = dx.at[lay["bo_r"]].add(u[lay["bo_j"]] * b_off * x[lay["bo_c"]])
+            return dx.at[lay["c_r"]].add(c * u[lay["c_j"]] / 16.0)
+
     def rhs(state, u):
         x, hs = state[:n], state[n:].reshape(n, 4)
-        dx = neural_rhs(x, u, neural)
         dh = balloon_rhs(hs, x, balloon)
-        return jnp.concatenate([dx, dh.ravel()])
+        return jnp.concatenate([neural_part(x, u), dh.ravel()])
 
     return rhs, structure.bold_params(eps)
 
@@ -360,8 +416,7 @@ def predict_bold(theta, inputs, structure: DCMStructure):
     idx = structure.sample_index(n_scans)
     hs = states[:, n:].reshape(-1, n, 4)
     sampled = hs[idx, np.arange(n)[None, :]]                   # (n_scans, n, 4)
-    _, _, _, eps = structure.unpack(theta)
-    return bold_from_states(sampled, structure.bold_params(eps))
+    return bold_from_states(sampled, structure.bold_params(theta[-1]))
 
 
 def _predict_tr_blocks(theta, inputs, structure):

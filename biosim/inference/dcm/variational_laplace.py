@@ -130,13 +130,32 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
             pred = pred + x0 @ theta[n_theta:].reshape(k, n_c).T
             jac = np.concatenate([jac, jac_conf], axis=2)
         e = y - pred
+        n_p = jac.shape[2]
+        if k * n_p * n_p <= 2 ** 26:
+            # per-column Gram matrices G_k = J_k' J_k (BLAS), reused by the M-step
+            jk = np.ascontiguousarray(jac.transpose(1, 0, 2))            # (k, T, p)
+            gram = np.matmul(jk.transpose(0, 2, 1), jk)                  # (k, p, p)
+
+            def curvature(prec):
+                return np.tensordot(prec, gram, axes=1) + ip
+
+            def traces(s):
+                return np.tensordot(gram, s, axes=([1, 2], [1, 0]))
+        else:
+            flat = jac.reshape(-1, n_p)
+
+            def curvature(prec):
+                jw = (jac * np.sqrt(prec)[None, :, None]).reshape(-1, n_p)
+                return jw.T @ jw + ip
+
+            def traces(s):
+                return ((flat @ s) * flat).reshape(n_t, k, n_p).sum(axis=(0, 2))
+        ee = np.einsum("tk,tk->k", e, e)
         # M-step: Fisher scoring of the log precisions
         for _ in range(8):
             prec = np.exp(lam)
-            h = np.einsum("tkp,k,tkq->pq", jac, prec, jac) + ip
-            s = np.linalg.inv(h)
-            ee = np.einsum("tk,tk->k", e, e)
-            tr = np.einsum("tkp,pq,tkq->k", jac, s, jac)
+            s = np.linalg.inv(curvature(prec))
+            tr = traces(s)      # tr(J_k S J_k') per column
             grad = 0.5 * (n_t - prec * (ee + tr)) - (lam - lam_p) / hyper_var
             curv = -0.5 * n_t - 1.0 / hyper_var        # expected curvature (Fisher)
             d_lam = np.clip(-grad / curv, -1.0, 1.0)
@@ -144,16 +163,16 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
             if np.max(np.abs(d_lam)) < 1e-4:
                 break
         prec = np.exp(lam)
-        h = np.einsum("tkp,k,tkq->pq", jac, prec, jac) + ip
+        h = curvature(prec)
         s = np.linalg.inv(h)
         dth = theta - mu_p
         s_lam = 1.0 / (0.5 * n_t + 1.0 / hyper_var)
-        f = (-0.5 * np.sum(prec * np.einsum("tk,tk->k", e, e)) + 0.5 * n_t * np.sum(lam)
+        f = (-0.5 * np.sum(prec * ee) + 0.5 * n_t * np.sum(lam)
              - 0.5 * n_t * k * np.log(2 * np.pi)
-             - 0.5 * dth @ ip @ dth - 0.5 * np.sum(np.log(var_p)) + 0.5 * np.linalg.slogdet(s)[1]
+             - 0.5 * np.sum(dth ** 2 / var_p) - 0.5 * np.sum(np.log(var_p)) + 0.5 * np.linalg.slogdet(s)[1]
              - 0.5 * np.sum((lam - lam_p) ** 2) / hyper_var - 0.5 * k * np.log(hyper_var)
              + 0.5 * k * np.log(s_lam))
-        grad_theta = np.einsum("tkp,k,tk->p", jac, prec, e) - ip @ dth
+        grad_theta = np.einsum("tkp,tk->p", jac, e * prec[None, :]) - dth / var_p
         return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred)
 
     theta = mu_p.copy()
