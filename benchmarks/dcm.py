@@ -11,8 +11,8 @@ Cases
    ``benchmarks/dcm_spm_octave.py`` (it needs Octave and SPM12); pass
    ``--spm-seconds`` to print the ratio against a measured value.
 2. Scaling: 10 and 50 regions (a ring with nearest-neighbour forward and
-   backward connections, one driving input, attention modulating two
-   forward connections), 360 scans, time per iteration.
+   backward connections, input 1 driving every fifth region, input 2
+   modulating two forward connections), 360 scans, time per iteration.
 3. Recovery: SNR 1, 3, 10 (SPM's definition, AR(1) noise 0.2) x 180 and 360
    scans, ``n_reps`` data sets each: bias and RMSE of the free A
    (off-diagonal), B and C entries, coverage of the 90 % posterior interval,
@@ -67,13 +67,14 @@ def chain(n, n_micro=NM, **kw):
 
 def ring(n):
     """n regions on a ring: forward (i -> i+1, 0.3 Hz) and backward (-0.05 Hz)
-    connections, input 0 drives region 0, input 1 modulates 0 -> 1 and n/2 -> n/2+1."""
+    connections, input 0 drives every fifth region (so every region carries
+    signal), input 1 modulates 0 -> 1 and n/2 -> n/2+1."""
     fwd = np.roll(np.eye(n, dtype=bool), 1, axis=0)          # a[i+1, i]
     a = np.eye(n, dtype=bool) | fwd | fwd.T
     b = np.zeros((2, n, n), bool)
     b[1, 1, 0] = b[1, n // 2 + 1, n // 2] = True
     c = np.zeros((n, 2), bool)
-    c[0, 0] = True
+    c[::5, 0] = True
     A = 0.3 * fwd - 0.05 * fwd.T
     B = np.where(b, 0.3, 0.0)
     C = np.where(c, 1.0, 0.0)
