@@ -148,6 +148,8 @@ def main(n_reps=10, scans=(180, 360), snrs=(1.0, 3.0, 10.0), sizes=(10, 50), spm
               f"(compile {first_n:.1f} s); RMSE of A, B, C {np.sqrt(np.mean(err ** 2)):.3f}"
               f", converged {r_n.vl.converged}")
     # 3. recovery and model selection
+    if n_reps < 1:
+        return
     print(f"recovery over {n_reps} data sets per cell (free A off-diagonal / B / C entries; "
           f"cov90 = fraction inside the 90% posterior interval):")
     for n_scans in scans:
@@ -174,10 +176,11 @@ def main(n_reps=10, scans=(180, 360), snrs=(1.0, 3.0, 10.0), sizes=(10, 50), spm
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=10, help="data sets per recovery cell (0: skip)")
     ap.add_argument("--spm-seconds", type=float, default=None,
                     help="SPM12/Octave wall time for the 3-region model (from dcm_spm_octave.py)")
-    ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50],
+                    help="region counts of the scaling case (none: skip it)")
     ap.add_argument("--quick", action="store_true", help="2 data sets per cell, 10 regions only")
     a = ap.parse_args()
     if a.quick:

@@ -217,16 +217,18 @@ def compare(spm_path=None, verbose=True):
                      f"{r_e.free_energy:.2f} (diff {r_e.free_energy - spm['F']:+.2f})")
         lines.append(f"max |posterior mean difference| / posterior SD: SPM-style "
                      f"{out['max_diff_sd']:.3f}, exact integration {max(r[7] for r in rows):.3f}")
+        per_it = spm["wall"] / max(spm["iterations"], 1)
         lines.append(f"3 regions x {T} scans: SPM12/Octave {spm['wall']:.1f} s "
-                     f"({spm['iterations']} iterations, {spm['wall'] / max(spm['iterations'], 1):.2f}"
-                     f" s each; Octave process {spm['total']:.1f} s); biosim SPM-style {t_b:.2f} s "
+                     f"({spm['iterations']} iterations, {per_it:.2f} s each; Octave process "
+                     f"{spm['total']:.1f} s); biosim SPM-style {t_b:.2f} s "
                      f"({r_b.vl.n_iterations} iterations, {t_b / r_b.vl.n_iterations * 1e3:.0f} ms "
                      f"each; first call incl. compile {t_b1:.1f} s) -> {spm['wall'] / t_b:.0f}x")
     else:
         lines.append("SPM12_PATH not set: SPM12 comparison skipped")
-    lines.append(f"exact (RK4, TR/64) vs SPM-style integration in biosim: F {r_e.free_energy:.2f} vs "
-                 f"{r_b.free_energy:.2f} ({r_e.free_energy - r_b.free_energy:+.2f} nats); max shift "
-                 f"of a posterior mean {out['exact']['max_shift_sd']:.3f} SD; exact fit {t_e:.2f} s "
+    lines.append(f"exact (RK4, TR/64) vs SPM-style integration in biosim: F "
+                 f"{r_e.free_energy:.2f} vs {r_b.free_energy:.2f} "
+                 f"({r_e.free_energy - r_b.free_energy:+.2f} nats); max shift of a posterior mean "
+                 f"{out['exact']['max_shift_sd']:.3f} SD; exact fit {t_e:.2f} s "
                  f"({r_e.vl.n_iterations} iterations)")
     if verbose:
         print("\n".join(lines))

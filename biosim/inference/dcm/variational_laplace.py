@@ -169,7 +169,8 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
         s_lam = 1.0 / (0.5 * n_t + 1.0 / hyper_var)
         f = (-0.5 * np.sum(prec * ee) + 0.5 * n_t * np.sum(lam)
              - 0.5 * n_t * k * np.log(2 * np.pi)
-             - 0.5 * np.sum(dth ** 2 / var_p) - 0.5 * np.sum(np.log(var_p)) + 0.5 * np.linalg.slogdet(s)[1]
+             - 0.5 * np.sum(dth ** 2 / var_p) - 0.5 * np.sum(np.log(var_p))
+             + 0.5 * np.linalg.slogdet(s)[1]
              - 0.5 * np.sum((lam - lam_p) ** 2) / hyper_var - 0.5 * k * np.log(hyper_var)
              + 0.5 * k * np.log(s_lam))
         grad_theta = np.einsum("tkp,tk->p", jac, e * prec[None, :]) - dth / var_p
