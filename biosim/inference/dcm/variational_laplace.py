@@ -66,7 +66,7 @@ def _compiled(model):
 
 
 def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_var=1 / 128,
-           max_iter=64, tol=1e-2, verbose=False, confounds=None) -> VLResult:
+           max_iter=64, tol=1e-2, verbose=False, confounds=None, init=None) -> VLResult:
     """Invert ``y ~ model(theta)`` by variational Laplace.
 
     Parameters
@@ -86,6 +86,10 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
         four consecutive iterations.
     confounds : array (T, c) or None
         Nuisance regressors fitted to every column with SPM's flat prior (see module docstring).
+    init : array (p,) or None
+        Starting point of theta (default: the prior mean; confound weights then
+        start at least squares on the residual).  With ``max_iter=0`` the
+        result is the free energy (after the noise M-step) at ``init``.
 
     Raises
     ------
@@ -177,7 +181,15 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
         return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred)
 
     theta = mu_p.copy()
+    if init is not None:
+        init = np.asarray(init, float)
+        if init.shape != (n_theta,) or not np.all(np.isfinite(init)):
+            raise ParameterError("init", f"array of shape {init.shape}", f"finite ({n_theta},)")
+        theta[:n_theta] = init
     if confounds is not None:
+        if init is not None:    # confound weights at their conditional optimum given init
+            resid = y - np.asarray(g_and_j(jnp.asarray(theta[:n_theta]), *args)[0])
+            beta0 = np.linalg.lstsq(x0, resid, rcond=None)[0]
         theta[n_theta:] = beta0.T.ravel()
     lam = lam_p.copy()
     state = evaluate(theta, lam)
