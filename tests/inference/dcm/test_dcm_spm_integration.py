@@ -239,6 +239,10 @@ def test_confounds_match_linear_gaussian_posterior():
     np.testing.assert_allclose(r.mean, post_mean[:3], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(r.cov, post_cov[:3, :3], rtol=1e-6)
     np.testing.assert_allclose(r.confound_mean, post_mean[3:].reshape(k, 2).T, rtol=1e-6)
+    # the free energy at a given point (init, no iterations) is the converged one at the optimum
+    r0 = invert(model, y, np.zeros(3), np.ones(3), confounds=x0, init=r.mean, max_iter=0)
+    assert r0.free_energy == pytest.approx(r.free_energy, abs=1e-6)
+    np.testing.assert_allclose(r0.mean, r.mean, rtol=1e-12)
 
 
 def test_spm_prepare_data():
