@@ -50,6 +50,22 @@ def simulate_dcm(structure: DCMStructure, theta, inputs, snr=3.0, ar=0.2, seed=0
     return clean + e, clean
 
 
+def spm_prepare_data(y):
+    """SPM12 ``spm_dcm_estimate``'s data treatment: remove each region's mean
+    (``spm_detrend``), then scale all regions by ``4 / max(range, 4)`` so the
+    overall range (max - min over all data) is at most 4 (per cent).
+
+    Returns
+    -------
+    y : array, prepared data
+    scale : float, the factor applied (SPM's ``Y.scale``)
+    """
+    y = np.asarray(y, float)
+    y = y - y.mean(axis=0)
+    scale = 4.0 / max(float(y.max() - y.min()), 4.0)
+    return y * scale, scale
+
+
 def fit_dcm(structure: DCMStructure, y, inputs, **vl_kwargs) -> DCMResult:
     """Invert a DCM for fMRI by variational Laplace.
 
@@ -58,6 +74,10 @@ def fit_dcm(structure: DCMStructure, y, inputs, **vl_kwargs) -> DCMResult:
     structure : DCMStructure
     y : array (n_scans, n_regions), BOLD in percent signal change
     inputs : array (n_scans * n_micro, n_inputs), experimental inputs at microtime
+    **vl_kwargs
+        Passed to :func:`~biosim.inference.dcm.invert` (e.g. ``confounds``,
+        ``max_iter``, ``tol``).  For SPM12's treatment use
+        :func:`spm_prepare_data` on y and ``confounds=np.ones((n_scans, 1))``.
     """
     y = np.asarray(y, float)
     if y.ndim != 2 or y.shape[1] != structure.n_regions:

@@ -5,21 +5,62 @@ Free parameters (SPM12 one-state DCM, ``spm_dcm_fmri_priors``):
 =========  ==============================  ============  ==========
 block      meaning                         prior mean    variance
 =========  ==============================  ============  ==========
-A (off)    extrinsic connections (Hz)      0             1/64
+A (off)    extrinsic connections (Hz)      0 (1/128)     1/64
 A (diag)   log self-inhibition scale       0             1/64
 B          modulatory effects (Hz)         0             1
 C          driving inputs                  0             1
 D          nonlinear modulation            0             1
 transit    log transit-time scale (n)      0             1/256
-decay      log decay scale (n)             0             1/256
+decay      log decay scale (n, or 1)       0             1/256
 epsilon    log intra/extravascular ratio   0             1/256
 =========  ==============================  ============  ==========
 
 Only entries switched on in the model's masks are free (others are fixed at
-0).  The BOLD response is integrated with RK4 at microtime ``TR / n_micro``
-with inputs held over each microtime step, and sampled at every TR
-(SPM samples the same ODEs with its own integrator; see the closing note of
-the DCM issue for the comparison).
+0).  Two conventions (``DCMStructure.convention``):
+
+* ``"biosim"`` (default): the table with prior mean 0 for every connection,
+  one decay parameter per region, and the BOLD constants of
+  :meth:`BOLDParams.spm` at the structure's field strength and echo time.
+* ``"spm12"``: exactly SPM12's ``spm_dcm_fmri_priors`` and
+  ``spm_gx_fmri``: prior mean 1/128 for the switched-on extrinsic
+  connections, a single decay parameter shared by all regions, and the
+  observation constants nu0 = 40.3 Hz, r0 = 25 1/s (SPM's 1.5 T values)
+  at the structure's echo time (SPM12's ``spm_gx_fmri`` itself always uses
+  TE = 0.04 s and ignores ``DCM.TE``).
+
+Two integrators (``DCMStructure.integrator``), both with the experimental
+inputs held constant over each microtime step ``TR / n_micro``:
+
+* ``"rk4"`` (default): classical Runge-Kutta of the full nonlinear
+  equations, ``substeps`` steps per microtime step.
+* ``"spm"``: what SPM12's ``spm_int`` does.  The equations of motion are
+  reduced to a bilinear system about the resting state x0 = 0, u = 0
+  (``spm_bireduce``)::
+
+      dx/dt = M0 + J0 x + sum_j u_j (b_j + K_j x),
+      J0 = df/dx,  b_j = df/du_j,  K_j = d2f/dx du_j   (at x0 = 0, u = 0)
+
+  (derivatives by JAX, where SPM takes finite differences), and this
+  piecewise-linear system is integrated exactly: over each microtime step
+  (constant u) the state moves by the matrix exponential of the augmented
+  system ``[[0, 0], [c(u), J(u)]]`` acting on ``[1, x]`` (SPM:
+  ``spm_expm``).  As in ``spm_int``, the exponential is recomputed only when
+  the input changes and reused otherwise; it is evaluated by scaling and
+  squaring (2^-6) with a Taylor polynomial of order 10, error below
+  ``(|A dt| / 64)^11 / 11!`` (< 1e-14 for |A dt|_1 <= 16); a step with
+  |A dt|_1 > 32 (far too long for the dynamics, e.g. at an extreme
+  parameter value) gives NaN, which the inversion treats as a rejected step,
+  rather than an inaccurate value.  ``substeps`` does not apply (the step is
+  exact).  Note that this
+  *linearises the Balloon model about rest*; only the observation equation
+  stays nonlinear.  ``benchmarks/dcm_spm_octave.py`` reports how far the
+  exact (RK4) integration of the same equations moves the posterior.
+
+Sampling (``DCMStructure.delays``): with ``delays=None`` scan k is the BOLD
+at the end of its TR, t = (k + 1) TR.  With delays (s, one per region or one
+for all) scan k of region i is sampled as SPM's ``spm_int`` does, at
+t = k TR + (D_i - 1) dt with D_i = max(round(delay_i / dt), 1),
+dt = TR / n_micro (SPM's default, without ``DCM.delays``, is 1 s).
 """
 
 from __future__ import annotations
@@ -40,20 +81,39 @@ from ...physics.neural import NeuralParams, neural_rhs
 
 PRIOR_VAR = {"A_off": 1 / 64, "A_diag": 1 / 64, "B": 1.0, "C": 1.0, "D": 1.0,
              "transit": 1 / 256, "decay": 1 / 256, "epsilon": 1 / 256}
+#: Prior mean of switched-on extrinsic connections in SPM12 (``pE.A = A/128``).
+SPM12_A_PRIOR_MEAN = 1 / 128
 #: Prior mean and variance of the log noise precision per region (SPM: 6, 1/128).
 HYPER_PRIOR_MEAN, HYPER_PRIOR_VAR = 6.0, 1 / 128
+#: SPM12 ``spm_gx_fmri`` constants: frequency offset nu0 (Hz) and intravascular
+#: relaxation slope r0 (1/s), both for 1.5 T.
+SPM12_NU0, SPM12_R0 = 40.3, 25.0
+#: Taylor order and squarings of the matrix exponential (``"spm"`` integrator).
+EXPM_ORDER, EXPM_SQUARINGS, EXPM_MAX_NORM = 10, 6, 32.0
+
+CONVENTIONS = ("biosim", "spm12")
+INTEGRATORS = ("rk4", "spm")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DCMStructure:
-    """Which connections are free, plus the acquisition.
+    """Which connections are free, plus the acquisition and numerical scheme.
 
     Parameters
     ----------
     a, b, c, d : bool arrays of shapes (n,n), (m,n,n), (n,m), (n,n,n) (d may be None)
     tr : float, s
-    n_micro : int, microtime steps per TR
-    field_strength, echo_time : float, T and s (SPM defaults 1.5 T... here explicit)
+    n_micro : int, microtime steps per TR (SPM uses 16)
+    field_strength, echo_time : float, T and s
+    integrator : {"rk4", "spm"}
+        Exact (RK4) integration of the nonlinear equations, or SPM12's
+        bilinear reduction integrated by matrix exponentials (module docstring).
+    convention : {"biosim", "spm12"}
+        Priors and observation constants (module docstring).
+    delays : None, float or sequence of n floats
+        Sampling delay of each region in s, SPM's ``DCM.delays`` (None: end of each TR).
+    substeps : int
+        Integrator steps per microtime step.
     """
 
     a: np.ndarray
@@ -64,6 +124,10 @@ class DCMStructure:
     n_micro: int = 8
     field_strength: float = 3.0
     echo_time: float = 0.04
+    integrator: str = "rk4"
+    convention: str = "biosim"
+    delays: object = None
+    substeps: int = 1
 
     def __post_init__(self):
         a = np.asarray(self.a, bool)
@@ -76,23 +140,45 @@ class DCMStructure:
         if c.shape != (n, b.shape[0]):
             raise ParameterError("c", f"mask of shape {c.shape}", f"shape ({n}, {b.shape[0]})")
         d = np.zeros((n, n, n), bool) if self.d is None else np.asarray(self.d, bool)
+        if d.shape != (n, n, n):
+            raise ParameterError("d", f"mask of shape {d.shape}", f"shape ({n}, {n}, {n})")
         object.__setattr__(self, "a", a | np.eye(n, dtype=bool))   # self-connections always free
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "c", c)
         object.__setattr__(self, "d", d)
         if self.tr <= 0:
             raise ParameterError("tr", self.tr, "a positive TR in s")
+        if int(self.n_micro) < 1 or int(self.substeps) < 1:
+            raise ParameterError("n_micro/substeps", (self.n_micro, self.substeps),
+                                 "positive integers")
+        if self.integrator not in INTEGRATORS:
+            raise ParameterError("integrator", self.integrator, f"one of {INTEGRATORS}")
+        if self.convention not in CONVENTIONS:
+            raise ParameterError("convention", self.convention, f"one of {CONVENTIONS}")
+        if self.delays is not None:
+            dl = np.broadcast_to(np.asarray(self.delays, float), (n,)) if np.ndim(
+                self.delays) == 0 else np.asarray(self.delays, float)
+            if dl.shape != (n,) or np.any(~np.isfinite(dl)) or np.any(dl < 0) or np.any(
+                    dl > self.tr):
+                raise ParameterError("delays", self.delays,
+                                     f"None, or one delay or {n} delays in [0, TR] s")
+            object.__setattr__(self, "delays", tuple(float(x) for x in dl))
 
     def _key(self):
         return (self.a.tobytes(), self.a.shape, self.b.tobytes(), self.b.shape, self.c.tobytes(),
                 self.d.tobytes(), float(self.tr), int(self.n_micro), float(self.field_strength),
-                float(self.echo_time))
+                float(self.echo_time), self.integrator, self.convention, self.delays,
+                int(self.substeps))
 
     def __hash__(self):  # static argument of jitted functions
         return hash(self._key())
 
     def __eq__(self, other):
         return isinstance(other, DCMStructure) and self._key() == other._key()
+
+    def replace(self, **changes) -> "DCMStructure":
+        """A copy with some fields changed (e.g. ``integrator="rk4"``)."""
+        return dataclasses.replace(self, **changes)
 
     @property
     def n_regions(self):
@@ -102,23 +188,35 @@ class DCMStructure:
     def n_inputs(self):
         return self.b.shape[0]
 
+    @property
+    def shared_decay(self):
+        """True when one decay parameter serves all regions (SPM12)."""
+        return self.convention == "spm12"
+
     def free_index(self):
         """Flat indices of the free entries of [A, B, C, D, transit, decay, epsilon]."""
         n = self.n_regions
+        decay = np.ones(n, bool)
+        if self.shared_decay:
+            decay[1:] = False
         mask = np.concatenate([self.a.ravel(), self.b.ravel(), self.c.ravel(), self.d.ravel(),
-                               np.ones(2 * n + 1, bool)])
+                               np.ones(n, bool), decay, [True]])
         return np.flatnonzero(mask)
 
     def prior(self):
         """(mean, variance) of the free parameters."""
         n, m = self.n_regions, self.n_inputs
-        var_a = np.where(np.eye(n, dtype=bool), PRIOR_VAR["A_diag"], PRIOR_VAR["A_off"]).ravel()
+        eye = np.eye(n, dtype=bool)
+        var_a = np.where(eye, PRIOR_VAR["A_diag"], PRIOR_VAR["A_off"]).ravel()
         var = np.concatenate([var_a, np.full(m * n * n, PRIOR_VAR["B"]),
                               np.full(n * m, PRIOR_VAR["C"]), np.full(n ** 3, PRIOR_VAR["D"]),
                               np.full(n, PRIOR_VAR["transit"]), np.full(n, PRIOR_VAR["decay"]),
                               [PRIOR_VAR["epsilon"]]])
+        mean = np.zeros_like(var)
+        if self.convention == "spm12":
+            mean[:n * n] = np.where(self.a & ~eye, SPM12_A_PRIOR_MEAN, 0.0).ravel()
         idx = self.free_index()
-        return np.zeros(idx.size), var[idx]
+        return mean[idx], var[idx]
 
     def unpack(self, theta):
         """Free-parameter vector -> (NeuralParams, log_transit, log_decay, log_epsilon)."""
@@ -135,48 +233,230 @@ class DCMStructure:
         d = full[o:o + n ** 3].reshape(n, n, n)
         o += n ** 3
         transit, decay, eps = full[o:o + n], full[o + n:o + 2 * n], full[o + 2 * n]
+        if self.shared_decay:
+            decay = jnp.full(n, decay[0])
         return NeuralParams(a, b, c, d), transit, decay, eps
 
     def pack(self, neural: NeuralParams, transit=None, decay=None, epsilon=0.0):
-        """Inverse of :meth:`unpack` (entries outside the masks are dropped)."""
+        """Inverse of :meth:`unpack` (entries outside the masks are dropped; with a
+        shared decay, ``decay`` may be a scalar or its first entry is used)."""
         n = self.n_regions
         transit = np.zeros(n) if transit is None else np.asarray(transit)
-        decay = np.zeros(n) if decay is None else np.asarray(decay)
+        decay = np.zeros(n) if decay is None else np.broadcast_to(np.asarray(decay, float), (n,))
         full = np.concatenate([np.ravel(neural.A), np.ravel(neural.B), np.ravel(neural.C),
                                np.ravel(neural.D), transit, decay, [epsilon]])
         return full[self.free_index()]
+
+    def bold_params(self, log_epsilon=0.0) -> BOLDParams:
+        """Observation constants of the structure's convention."""
+        if self.convention == "spm12":
+            return BOLDParams(field_strength=SPM12_NU0 / 28.265, echo_time=self.echo_time,
+                              resting_venous_volume=0.04, epsilon=jnp.exp(log_epsilon),
+                              resting_extraction=0.4, r0=SPM12_R0)
+        return BOLDParams.spm(field_strength=self.field_strength, echo_time=self.echo_time,
+                              log_epsilon=log_epsilon)
+
+    def sample_index(self, n_scans):
+        """(n_scans, n) indices into the microtime state trajectory (state i at
+        t = i TR / n_micro) at which each scan of each region is sampled."""
+        n, nm = self.n_regions, int(self.n_micro)
+        k = np.arange(n_scans)[:, None]
+        if self.delays is None:
+            return np.broadcast_to((k + 1) * nm, (n_scans, n))
+        dt = self.tr / nm
+        dd = np.maximum(np.round(np.asarray(self.delays) / dt).astype(int), 1)
+        return k * nm + dd[None, :] - 1
+
+
+def _hemodynamic_parameters(theta, structure: DCMStructure):
+    """(log_transit (n,), log_decay (n,), log_epsilon): the tail of the free vector."""
+    n = structure.n_regions
+    nd = 1 if structure.shared_decay else n
+    transit = theta[-(n + nd + 1):-(nd + 1)]
+    decay = theta[-(nd + 1):-1]
+    if structure.shared_decay:
+        decay = jnp.full(n, decay[0])
+    return transit, decay, theta[-1]
+
+
+def _sparse_layout(structure: DCMStructure):
+    """Positions in the free vector and (row, column, input) of every free A, B
+    and C entry, so the linear neural equations cost O(free entries) rather
+    than O(n^2) (forward-mode Jacobians carry one tangent per parameter)."""
+    n, m = structure.n_regions, structure.n_inputs
+    idx = structure.free_index()
+    n_a, n_b, n_c = n * n, m * n * n, n * m
+    pos = np.arange(idx.size)
+    ia = idx < n_a
+    ib = (idx >= n_a) & (idx < n_a + n_b)
+    ic = (idx >= n_a + n_b) & (idx < n_a + n_b + n_c)
+    ar, ac = np.divmod(idx[ia], n)
+    bj, rest = np.divmod(idx[ib] - n_a, n * n)
+    br, bc = np.divmod(rest, n)
+    cr, cj = np.divmod(idx[ic] - n_a - n_b, m)
+    diag_a = ar == ac                        # all n self-connections, in region order
+    diag_b = br == bc
+    return dict(
+        a_self=pos[ia][diag_a], a_off=pos[ia][~diag_a], a_r=ar[~diag_a], a_c=ac[~diag_a],
+        bs=pos[ib][diag_b], bs_r=br[diag_b], bs_j=bj[diag_b],
+        bo=pos[ib][~diag_b], bo_r=br[~diag_b], bo_c=bc[~diag_b], bo_j=bj[~diag_b],
+        c=pos[ic], c_r=cr, c_j=cj)
+
+
+def _equations(theta, structure: DCMStructure):
+    """(f(state, u), BOLD params): the full nonlinear equations of motion in the
+    state layout [x (n), then (s, ln f, ln v, ln q) per region].
+
+    The neural part is ``neural_rhs`` (SPM12 ``spm_fx_fmri``); without
+    nonlinear (D) terms it is evaluated entry by entry over the free
+    connections (the same equations, fewer operations)."""
+    transit, decay, eps = _hemodynamic_parameters(theta, structure)
+    balloon = BalloonParams.spm(log_decay=decay, log_transit=transit)
+    n = structure.n_regions
+
+    if structure.d.any():
+        neural, _, _, _ = structure.unpack(theta)
+
+        def neural_part(x, u):
+            return neural_rhs(x, u, neural)
+    else:
+        lay = _sparse_layout(structure)
+        a_self, a_off = theta[lay["a_self"]], theta[lay["a_off"]]
+        b_self, b_off, c = theta[lay["bs"]], theta[lay["bo"]], theta[lay["c"]]
+        zeros = jnp.zeros(n)
+
+        def neural_part(x, u):
+            log_self = a_self + zeros.at[lay["bs_r"]].add(u[lay["bs_j"]] * b_self)
+            dx = -0.5 * jnp.exp(log_self) * x
+            dx = dx.at[lay["a_r"]].add(a_off * x[lay["a_c"]])
+            dx = dx.at[lay["bo_r"]].add(u[lay["bo_j"]] * b_off * x[lay["bo_c"]])
+            return dx.at[lay["c_r"]].add(c * u[lay["c_j"]] / 16.0)
+
+    def rhs(state, u):
+        x, hs = state[:n], state[n:].reshape(n, 4)
+        dh = balloon_rhs(hs, x, balloon)
+        return jnp.concatenate([neural_part(x, u), dh.ravel()])
+
+    return rhs, structure.bold_params(eps)
+
+
+@partial(jax.jit, static_argnames=("structure",))
+def bilinear_reduction(theta, structure: DCMStructure):
+    """SPM's ``spm_bireduce`` about x0 = 0, u = 0 (exact JAX derivatives).
+
+    Returns
+    -------
+    c0 : (N,)  f(x0, 0) - J0 x0
+    J0 : (N, N)  df/dx
+    b : (N, m)  df/du - K x0
+    K : (m, N, N)  d2f/dx du
+    """
+    rhs, _ = _equations(theta, structure)
+    n_state = 5 * structure.n_regions
+    x0, u0 = jnp.zeros(n_state), jnp.zeros(structure.n_inputs)
+    f0 = rhs(x0, u0)
+    j0 = jax.jacfwd(rhs, 0)(x0, u0)
+    dfdu = jax.jacfwd(rhs, 1)(x0, u0)
+    k = jnp.moveaxis(jax.jacfwd(jax.jacfwd(rhs, 0), 1)(x0, u0), -1, 0)
+    return f0 - j0 @ x0, j0, dfdu - jnp.einsum("jab,b->aj", k, x0), k
+
+
+def expm_augmented(c, jac, h):
+    """exp(h [[0, 0], [c, J]]) for the affine system dx/dt = c + J x, by scaling
+    and squaring; NaN when |h [[0, 0], [c, J]]|_1 exceeds EXPM_MAX_NORM."""
+    n = c.shape[0]
+    aug = jnp.zeros((n + 1, n + 1), c.dtype).at[1:, 0].set(c).at[1:, 1:].set(jac) * h
+    norm = jnp.max(jnp.sum(jnp.abs(aug), axis=0))
+    small = aug / 2.0 ** EXPM_SQUARINGS
+    term = jnp.eye(n + 1, dtype=c.dtype)
+    e = term
+    for k in range(1, EXPM_ORDER + 1):
+        term = term @ small / k
+        e = e + term
+    for _ in range(EXPM_SQUARINGS):
+        e = e @ e
+    return jnp.where(norm <= EXPM_MAX_NORM, e, jnp.nan)
+
+
+def trajectory(theta, inputs, structure: DCMStructure):
+    """States (n_steps + 1, 5 n) at every microtime point, t = i TR / n_micro,
+    for inputs (n_steps, m) held over each microtime step."""
+    rhs, _ = _equations(theta, structure)
+    n = structure.n_regions
+    ns = int(structure.substeps)
+    h = structure.tr / structure.n_micro / ns
+
+    if structure.integrator == "spm":
+        c0, j0, bu, kk = bilinear_reduction(theta, structure)
+        dt = structure.tr / structure.n_micro
+
+        def propagator(u):
+            return expm_augmented(c0 + bu @ u, j0 + jnp.einsum("j,jab->ab", u, kk), dt)
+
+        def step(carry, u):
+            state, u_prev, e = carry
+            # recompute the exponential only where the input changes (spm_int)
+            e = lax.cond(jnp.all(u == u_prev), lambda: e, lambda: propagator(u))
+            new = e[1:, 0] + e[1:, 1:] @ state
+            return (new, u, e), state
+
+        carry0 = (jnp.zeros(5 * n), jnp.full(inputs.shape[-1], jnp.nan),
+                  jnp.zeros((5 * n + 1, 5 * n + 1)))
+        (final, _, _), states = lax.scan(step, carry0, inputs)
+        return jnp.concatenate([states, final[None]], axis=0)
+
+    def rk4_step(state, u):
+        new = state
+        for _ in range(ns):
+            k1 = rhs(new, u)
+            k2 = rhs(new + 0.5 * h * k1, u)
+            k3 = rhs(new + 0.5 * h * k2, u)
+            k4 = rhs(new + h * k3, u)
+            new = new + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return new, state
+
+    final, states = lax.scan(rk4_step, jnp.zeros(5 * n), inputs)
+    return jnp.concatenate([states, final[None]], axis=0)
 
 
 @partial(jax.jit, static_argnames=("structure",))
 def predict_bold(theta, inputs, structure: DCMStructure):
     """Predicted BOLD (n_scans, n_regions), fraction, for inputs (n_scans * n_micro, m).
 
-    Inputs are given at microtime ``TR / n_micro`` and held over each step.
+    Inputs are given at microtime ``TR / n_micro`` and held over each step;
+    the integrator, constants and sampling follow ``structure`` (module docstring).
     """
-    neural, transit, decay, eps = structure.unpack(theta)
-    balloon = BalloonParams.spm(log_decay=decay, log_transit=transit)
-    bold_p = BOLDParams.spm(field_strength=structure.field_strength,
-                            echo_time=structure.echo_time, log_epsilon=eps)
     n = structure.n_regions
-    h = structure.tr / structure.n_micro
+    n_scans = inputs.shape[0] // int(structure.n_micro)
+    if structure.delays is None and structure.integrator == "rk4":
+        return _predict_tr_blocks(theta, inputs, structure)
+    states = trajectory(theta, inputs, structure)
+    idx = structure.sample_index(n_scans)
+    hs = states[:, n:].reshape(-1, n, 4)
+    sampled = hs[idx, np.arange(n)[None, :]]                   # (n_scans, n, 4)
+    return bold_from_states(sampled, structure.bold_params(theta[-1]))
 
-    def rhs(state, u):
-        x, hs = state[:n], state[n:].reshape(n, 4)
-        dx = neural_rhs(x, u, neural)
-        dh = balloon_rhs(hs, x, balloon)
-        return jnp.concatenate([dx, dh.ravel()])
+
+def _predict_tr_blocks(theta, inputs, structure):
+    """RK4 sampled at the end of each TR, nested scans (no stored trajectory)."""
+    rhs, bold_p = _equations(theta, structure)
+    n = structure.n_regions
+    ns = int(structure.substeps)
+    h = structure.tr / structure.n_micro / ns
 
     def step(state, u):
-        k1 = rhs(state, u)
-        k2 = rhs(state + 0.5 * h * k1, u)
-        k3 = rhs(state + 0.5 * h * k2, u)
-        k4 = rhs(state + h * k3, u)
-        return state + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+        for _ in range(ns):
+            k1 = rhs(state, u)
+            k2 = rhs(state + 0.5 * h * k1, u)
+            k3 = rhs(state + 0.5 * h * k2, u)
+            k4 = rhs(state + h * k3, u)
+            state = state + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return state, None
 
     def scan_tr(state, u_block):
         state, _ = lax.scan(step, state, u_block)
         return state, bold_from_states(state[n:].reshape(n, 4), bold_p)
 
     u = inputs.reshape(-1, structure.n_micro, inputs.shape[-1])
-    _, y = lax.scan(scan_tr, jnp.zeros(n + 4 * n), u)
+    _, y = lax.scan(scan_tr, jnp.zeros(5 * n), u)
     return y

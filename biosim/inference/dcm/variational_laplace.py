@@ -16,6 +16,13 @@
           - 1/2 dlambda' C_l^-1 dlambda - 1/2 log|C_l| + 1/2 log|S_lambda|
 
   (accuracy minus complexity).  Accepted iterations never decrease F.
+
+Confounds (SPM's ``Y.X0``, e.g. a constant per region): ``confounds=X0``
+(T, c) adds c coefficients per data column, y_i = g_i(theta) + X0 beta_i + e_i,
+with the prior beta ~ N(0, 1e8) that ``spm_nlsi_GN`` gives them (initialised
+by least squares on y, as SPM does); they enter the Gauss-Newton steps, the
+posterior covariance and F like any other parameter, and the returned
+``mean``/``cov`` are the marginal posterior of theta.
 """
 
 from __future__ import annotations
@@ -41,10 +48,13 @@ class VLResult:
     n_iterations: int
     converged: bool
     history: list                 # F after each accepted iteration
-    prediction: np.ndarray
+    prediction: np.ndarray        # model prediction (confounds included)
+    confound_mean: np.ndarray | None = None   # (c, k) posterior mean of the confound weights
 
 
 _COMPILED = {}
+#: Prior variance of confound weights (``spm_nlsi_GN``: ``uC = speye(nu)/1e-8``).
+CONFOUND_PRIOR_VAR = 1e8
 
 
 def _compiled(model):
@@ -56,7 +66,7 @@ def _compiled(model):
 
 
 def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_var=1 / 128,
-           max_iter=64, tol=1e-2, verbose=False) -> VLResult:
+           max_iter=64, tol=1e-2, verbose=False, confounds=None, init=None) -> VLResult:
     """Invert ``y ~ model(theta)`` by variational Laplace.
 
     Parameters
@@ -74,6 +84,12 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
     tol : float
         Convergence when the free energy gain is below ``tol`` nats over
         four consecutive iterations.
+    confounds : array (T, c) or None
+        Nuisance regressors fitted to every column with SPM's flat prior (see module docstring).
+    init : array (p,) or None
+        Starting point of theta (default: the prior mean; confound weights then
+        start at least squares on the residual).  With ``max_iter=0`` the
+        result is the free energy (after the noise M-step) at ``init``.
 
     Raises
     ------
@@ -88,25 +104,62 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
     var_p = np.asarray(prior_var, float)
     if np.any(var_p <= 0):
         raise ParameterError("prior_var", var_p.min(), "positive prior variances")
-    ip = np.diag(1.0 / var_p)
     n_t, k = y.shape
+    n_theta = mu_p.size
+    if confounds is not None:
+        x0 = np.asarray(confounds, float)
+        x0 = x0[:, None] if x0.ndim == 1 else x0
+        if x0.ndim != 2 or x0.shape[0] != n_t or not np.all(np.isfinite(x0)):
+            raise ParameterError("confounds", f"array of shape {x0.shape}",
+                                 f"finite regressors of shape ({n_t}, c)")
+        n_c = x0.shape[1]
+        beta0 = np.linalg.lstsq(x0, y, rcond=None)[0]                # (c, k), SPM's pinv(X0) y
+        mu_p = np.concatenate([mu_p, np.zeros(n_c * k)])
+        var_p = np.concatenate([var_p, np.full(n_c * k, CONFOUND_PRIOR_VAR)])
+        jac_conf = np.zeros((n_t, k, k, n_c))
+        for i in range(k):
+            jac_conf[:, i, i, :] = x0
+        jac_conf = jac_conf.reshape(n_t, k, k * n_c)             # parameter order (k, c)
+    ip = np.diag(1.0 / var_p)
     lam_p = np.full(k, hyper_mean)
 
     g_and_j = _compiled(model)
 
     def evaluate(theta, lam):
-        pred, jac = g_and_j(jnp.asarray(theta), *args)
+        pred, jac = g_and_j(jnp.asarray(theta[:n_theta]), *args)
         pred, jac = np.asarray(pred), np.asarray(jac).reshape(n_t, k, -1)
         if not (np.all(np.isfinite(pred)) and np.all(np.isfinite(jac))):
             return None
+        if confounds is not None:
+            pred = pred + x0 @ theta[n_theta:].reshape(k, n_c).T
+            jac = np.concatenate([jac, jac_conf], axis=2)
         e = y - pred
+        n_p = jac.shape[2]
+        if k * n_p * n_p <= 2 ** 26:
+            # per-column Gram matrices G_k = J_k' J_k (BLAS), reused by the M-step
+            jk = np.ascontiguousarray(jac.transpose(1, 0, 2))            # (k, T, p)
+            gram = np.matmul(jk.transpose(0, 2, 1), jk)                  # (k, p, p)
+
+            def curvature(prec):
+                return np.tensordot(prec, gram, axes=1) + ip
+
+            def traces(s):
+                return np.tensordot(gram, s, axes=([1, 2], [1, 0]))
+        else:
+            flat = jac.reshape(-1, n_p)
+
+            def curvature(prec):
+                jw = (jac * np.sqrt(prec)[None, :, None]).reshape(-1, n_p)
+                return jw.T @ jw + ip
+
+            def traces(s):
+                return ((flat @ s) * flat).reshape(n_t, k, n_p).sum(axis=(0, 2))
+        ee = np.einsum("tk,tk->k", e, e)
         # M-step: Fisher scoring of the log precisions
         for _ in range(8):
             prec = np.exp(lam)
-            h = np.einsum("tkp,k,tkq->pq", jac, prec, jac) + ip
-            s = np.linalg.inv(h)
-            ee = np.einsum("tk,tk->k", e, e)
-            tr = np.einsum("tkp,pq,tkq->k", jac, s, jac)
+            s = np.linalg.inv(curvature(prec))
+            tr = traces(s)      # tr(J_k S J_k') per column
             grad = 0.5 * (n_t - prec * (ee + tr)) - (lam - lam_p) / hyper_var
             curv = -0.5 * n_t - 1.0 / hyper_var        # expected curvature (Fisher)
             d_lam = np.clip(-grad / curv, -1.0, 1.0)
@@ -114,19 +167,30 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
             if np.max(np.abs(d_lam)) < 1e-4:
                 break
         prec = np.exp(lam)
-        h = np.einsum("tkp,k,tkq->pq", jac, prec, jac) + ip
+        h = curvature(prec)
         s = np.linalg.inv(h)
         dth = theta - mu_p
         s_lam = 1.0 / (0.5 * n_t + 1.0 / hyper_var)
-        f = (-0.5 * np.sum(prec * np.einsum("tk,tk->k", e, e)) + 0.5 * n_t * np.sum(lam)
+        f = (-0.5 * np.sum(prec * ee) + 0.5 * n_t * np.sum(lam)
              - 0.5 * n_t * k * np.log(2 * np.pi)
-             - 0.5 * dth @ ip @ dth - 0.5 * np.sum(np.log(var_p)) + 0.5 * np.linalg.slogdet(s)[1]
+             - 0.5 * np.sum(dth ** 2 / var_p) - 0.5 * np.sum(np.log(var_p))
+             + 0.5 * np.linalg.slogdet(s)[1]
              - 0.5 * np.sum((lam - lam_p) ** 2) / hyper_var - 0.5 * k * np.log(hyper_var)
              + 0.5 * k * np.log(s_lam))
-        grad_theta = np.einsum("tkp,k,tk->p", jac, prec, e) - ip @ dth
+        grad_theta = np.einsum("tkp,tk->p", jac, e * prec[None, :]) - dth / var_p
         return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred)
 
     theta = mu_p.copy()
+    if init is not None:
+        init = np.asarray(init, float)
+        if init.shape != (n_theta,) or not np.all(np.isfinite(init)):
+            raise ParameterError("init", f"array of shape {init.shape}", f"finite ({n_theta},)")
+        theta[:n_theta] = init
+    if confounds is not None:
+        if init is not None:    # confound weights at their conditional optimum given init
+            resid = y - np.asarray(g_and_j(jnp.asarray(theta[:n_theta]), *args)[0])
+            beta0 = np.linalg.lstsq(x0, resid, rcond=None)[0]
+        theta[n_theta:] = beta0.T.ravel()
     lam = lam_p.copy()
     state = evaluate(theta, lam)
     if state is None:
@@ -159,6 +223,10 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
             # shrunk to a gradient step of size exp(-12): a (local) maximum
             converged = True
             break
-    return VLResult(mean=best_theta, cov=best["s"], log_precision=best["lam"],
-                    free_energy=float(best["f"]), n_iterations=it, converged=converged,
-                    history=history, prediction=best["pred"])
+    conf = None
+    if confounds is not None:
+        conf = best_theta[n_theta:].reshape(k, n_c).T
+    return VLResult(mean=best_theta[:n_theta], cov=best["s"][:n_theta, :n_theta],
+                    log_precision=best["lam"], free_energy=float(best["f"]), n_iterations=it,
+                    converged=converged, history=history, prediction=best["pred"],
+                    confound_mean=conf)
