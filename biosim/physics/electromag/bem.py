@@ -1,0 +1,497 @@
+"""Symmetric Galerkin BEM forward model for EEG and MEG (Kybic et al. 2005).
+
+Head model: nested closed surfaces S_1 (innermost) ... S_N (scalp) bounding
+compartments of conductivity sigma_1 ... sigma_N (sigma_{N+1} = 0 outside).
+Unknowns: the potential V_i on every S_i (P1) and the normal current
+``p_i = sigma grad V . n`` on S_1 ... S_{N-1} (P0; p_N = 0).  Taking the
+Dirichlet and Neumann traces of Green's representation of V in the two
+compartments adjacent to each interface and subtracting them (the jump terms
+cancel) gives the symmetric system (Kybic et al. 2005, IEEE TMI 24:12,
+eqs. 12-13), for every interface i::
+
+    (s_i + s_{i+1}) N_ii V_i - s_i N_{i,i-1} V_{i-1} - s_{i+1} N_{i,i+1} V_{i+1}
+        - 2 D*_ii p_i + D*_{i,i-1} p_{i-1} + D*_{i,i+1} p_{i+1}   = <phi, dv/dn>  (i = 1)
+    -2 D_ii V_i + D_{i,i-1} V_{i-1} + D_{i,i+1} V_{i+1}
+        + (1/s_i + 1/s_{i+1}) S_ii p_i - S_{i,i-1} p_{i-1} / s_i - S_{i,i+1} p_{i+1} / s_{i+1}
+                                                               = -<psi, v> / s_1  (i = 1)
+
+with v the potential of the source in an unbounded medium of unit
+conductivity; for a dipole q at r0, ``v(x) = q . (x - r0) / (4 pi |x - r0|^3)``.
+The operator blocks (:mod:`.bem_operators`) do not depend on the
+conductivities, so ``A(sigma) = sum_k f_k(sigma) M_k`` and gradients flow
+through the solve.  The matrix is symmetric quasi-definite: the V block is
+negative semi-definite with the constant potential as null space (the pure
+Neumann problem), the p block positive definite.  The null space is removed
+by deflation, ``A_VV <- A_VV - c e e^T`` with e the all-ones vector over all
+potential unknowns (the solution then has zero mean potential over the
+vertices; EEG is referenced afterwards and MEG does not see a constant).
+The deflated system is factored by block Cholesky (Cholesky of the p block,
+then of the negated Schur complement), about half the work of an LU.
+
+Sensors enter through the adjoint (transfer-matrix) approach: the system is
+solved once with the sensor functionals as right-hand sides, ``T = F A^-1``,
+and the gain of any source is ``T b(source)``, b being nonzero only on the
+innermost surface.  The source terms are exact: ``<psi_a, v>`` and
+``<phi_j, dv/dn>`` are ``q . grad_r0`` of the analytic single-layer and
+linear double-layer potentials of the triangles at r0 (computed by
+forward-mode differentiation), so sources may come arbitrarily close to S_1.
+
+EEG: P1 interpolation of V_N at each electrode's closest point on the scalp
+mesh.  MEG: Geselowitz (1970), ``B(r) = B0(r) - mu0/(4 pi) sum_i (s_i - s_{i+1})
+int_{S_i} V(r') n' x (r - r') / |r - r'|^3 dS'`` with
+``B0 = mu0/(4 pi) q x (r - r0) / |r - r0|^3``, integrated with a degree-5 rule on
+each triangle, subdivided for triangles close to a coil point, at the coil
+integration points of :class:`MEGSensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import scipy.linalg as sla
+from scipy.spatial import cKDTree
+
+from ..._core.errors import GeometryError, ParameterError
+from ..._core.precision import require_float64
+from ..._core.validation import is_concrete
+from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
+from ...geometry.mesh import TriangleMesh
+from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
+from .bem_operators import (curl_matrices, double_layer_matrix, hypersingular_matrix,
+                            single_layer_matrix, triangles)
+from .sensors import EEGSensors, MEGSensors
+
+MU0_OVER_4PI = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class BEMOperators:
+    """Conductivity-independent Galerkin blocks of a nested-surface head model.
+
+    ``N[(i, j)]`` (nv_i, nv_j) for j in {i, i+1}; ``D[(i, j)]`` (nt_i, nv_j) for
+    i < N-1 (0-based), j in {i-1, i, i+1}; ``S[(i, j)]`` (nt_i, nt_j) for
+    i, j < N-1, j in {i, i+1}.
+    """
+
+    surfaces: tuple
+    N: dict
+    D: dict
+    S: dict
+
+    @property
+    def n_surfaces(self):
+        return len(self.surfaces)
+
+    @property
+    def n_vertices(self):
+        return tuple(len(s.vertices) for s in self.surfaces)
+
+    @property
+    def n_triangles(self):
+        return tuple(len(s.faces) for s in self.surfaces)
+
+    @property
+    def n_unknowns(self):
+        return sum(self.n_vertices) + sum(self.n_triangles[:-1])
+
+    @classmethod
+    def create(cls, surfaces, min_gap=0.001, check=True, **quad):
+        """Assemble all blocks for ``surfaces`` (inner to outer TriangleMesh, m).
+
+        ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,
+        ``near_rule``, ``chunk``).
+        """
+        require_float64("BEM assembly")
+        surfaces = tuple(surfaces)
+        if len(surfaces) < 1:
+            raise ParameterError("surfaces", "an empty list", "at least one closed surface")
+        for s in surfaces:
+            if not isinstance(s, TriangleMesh):
+                raise ParameterError("surfaces", type(s).__name__, "TriangleMesh objects, inner to outer")
+        if check:
+            check_head_model(surfaces, min_gap)
+        n = len(surfaces)
+        curls = [curl_matrices(s) for s in surfaces]
+        S_tri, N, D, S = {}, {}, {}, {}
+        for i in range(n):
+            S_tri[(i, i)] = single_layer_matrix(surfaces[i], surfaces[i], same=True, **quad)
+            if i + 1 < n:
+                S_tri[(i, i + 1)] = single_layer_matrix(surfaces[i], surfaces[i + 1], **quad)
+        for (i, j), blk in S_tri.items():
+            N[(i, j)] = hypersingular_matrix(blk, curls[i], curls[j])
+            if i < n - 1 and j < n - 1:
+                S[(i, j)] = blk
+        N = {k: (0.5 * (v + v.T) if k[0] == k[1] else v) for k, v in N.items()}
+        for i in range(n - 1):
+            for j in (i - 1, i, i + 1):
+                if 0 <= j < n:
+                    D[(i, j)] = double_layer_matrix(surfaces[i], surfaces[j], same=(i == j), **quad)
+        return cls(surfaces, N, D, S)
+
+    # ------------------------------------------------------------------ system
+    def offsets(self):
+        """Start index of V_i (i < N) and p_i (i < N-1) in the unknown vector."""
+        nv, nt = self.n_vertices, self.n_triangles
+        v_off = np.concatenate([[0], np.cumsum(nv)])
+        p_off = v_off[-1] + np.concatenate([[0], np.cumsum(nt[:-1])])
+        return v_off, p_off
+
+    def blocks(self, sigma, xp=np):
+        """Blocks (A_VV, A_Vp, A_pp) of the (undeflated) symmetric system."""
+        n = self.n_surfaces
+        nv, nt = self.n_vertices, self.n_triangles
+        v_off, p_off = self.offsets()
+        n_v, n_p = int(v_off[-1]), int(p_off[-1] - p_off[0])
+        s = [sigma[i] for i in range(n)] + [0.0]
+
+        def place(target, r0, c0, blk):
+            if xp is np:
+                target[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] += blk
+                return target
+            return target.at[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]].add(blk)
+
+        avv = xp.zeros((n_v, n_v))
+        for i in range(n):
+            avv = place(avv, v_off[i], v_off[i], (s[i] + s[i + 1]) * self.N[(i, i)])
+            if i + 1 < n:
+                blk = -s[i + 1] * self.N[(i, i + 1)]
+                avv = place(avv, v_off[i], v_off[i + 1], blk)
+                avv = place(avv, v_off[i + 1], v_off[i], blk.T)
+        avp = xp.zeros((n_v, n_p))
+        for (i, j), blk in self.D.items():
+            coef = -2.0 if i == j else 1.0
+            avp = place(avp, v_off[j], p_off[i] - p_off[0], coef * blk.T)
+        app = xp.zeros((n_p, n_p))
+        for (i, j), blk in self.S.items():
+            if i == j:
+                app = place(app, p_off[i] - p_off[0], p_off[i] - p_off[0],
+                            (1.0 / s[i] + 1.0 / s[i + 1]) * blk)
+            else:
+                b = -blk / s[j]
+                app = place(app, p_off[i] - p_off[0], p_off[j] - p_off[0], b)
+                app = place(app, p_off[j] - p_off[0], p_off[i] - p_off[0], b.T)
+        return avv, avp, app
+
+
+def _deflation(avv):
+    n_v = avv.shape[0]
+    return float(np.mean(np.abs(np.diag(np.asarray(avv))))) / n_v
+
+
+def solve_concrete(ops: BEMOperators, sigma, rhs):
+    """Solve A x = rhs (ndof, k) for concrete conductivities by block Cholesky
+    of the deflated quasi-definite system (numpy / LAPACK, float64)."""
+    sigma = np.asarray(sigma, float)
+    avv, avp, app = ops.blocks(sigma, np)
+    avv -= _deflation(avv)
+    del_c = None  # noqa: F841  (deflation applied in place above)
+    n_v = avv.shape[0]
+    if app.shape[0] == 0:
+        c = sla.cho_factor(-avv, lower=True, overwrite_a=True, check_finite=False)
+        return -sla.cho_solve(c, rhs, check_finite=False)
+    lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
+    w = sla.solve_triangular(lp, avp.T, lower=True, check_finite=False, overwrite_b=True)
+    # negated Schur complement -(A_VV - A_Vp A_pp^-1 A_pV) = -A_VV + W^T W  (SPD)
+    neg = -avv
+    neg += w.T @ w
+    del avv
+    ls = sla.cholesky(neg, lower=True, overwrite_a=True, check_finite=False)
+    fv, fp = rhs[:n_v], rhs[n_v:]
+    zp = sla.solve_triangular(lp, fp, lower=True, check_finite=False)
+    gv = fv - w.T @ zp
+    yv = -sla.cho_solve((ls, True), gv, check_finite=False)
+    yp = sla.solve_triangular(lp, zp - w @ yv, lower=True, trans="T", check_finite=False)
+    return np.concatenate([yv, yp], axis=0)
+
+
+def solve_traced(ops: BEMOperators, sigma, rhs):
+    """Differentiable dense solve (jax) of the deflated system, for gradients
+    with respect to the conductivities (small meshes)."""
+    avv, avp, app = ops.blocks(sigma, jnp)
+    avv = avv - jax.lax.stop_gradient(jnp.mean(jnp.abs(jnp.diag(avv)))) / avv.shape[0]
+    a = jnp.block([[avv, avp], [avp.T, app]])
+    return jnp.linalg.solve(a, jnp.asarray(rhs))
+
+
+# ---------------------------------------------------------------------- sensors
+def closest_points(mesh: TriangleMesh, points, k=16):
+    """Closest point on ``mesh`` for each point: (face index, barycentric (3,))."""
+    tri = triangles(mesh)
+    cent = tri.mean(axis=1)
+    _, cand = cKDTree(cent).query(points, k=min(k, len(cent)))
+    cand = np.atleast_2d(cand)
+    best_d = np.full(len(points), np.inf)
+    best_f = np.zeros(len(points), int)
+    best_b = np.zeros((len(points), 3))
+    for j in range(cand.shape[1]):
+        f = cand[:, j]
+        a, b, c = tri[f, 0], tri[f, 1], tri[f, 2]
+        q, bary = _closest_on_triangle(points, a, b, c)
+        d = np.linalg.norm(points - q, axis=1)
+        better = d < best_d
+        best_d[better], best_f[better], best_b[better] = d[better], f[better], bary[better]
+    return best_f, best_b, best_d
+
+
+def _closest_on_triangle(p, a, b, c):
+    """Closest points (n, 3) on triangles and their barycentric coordinates."""
+    ab, ac = b - a, c - a
+    n = np.cross(ab, ac)
+    # barycentric of the projection
+    nn = np.einsum("ij,ij->i", n, n)
+    ap = p - a
+    v = np.einsum("ij,ij->i", np.cross(ap, ac), n) / nn
+    w = np.einsum("ij,ij->i", np.cross(ab, ap), n) / nn
+    u = 1 - v - w
+    bary = np.stack([u, v, w], axis=1)
+    inside = (bary >= 0).all(axis=1)
+    q = a + v[:, None] * ab + w[:, None] * ac
+    best_q, best_b = q.copy(), bary.copy()
+    best_d = np.where(inside, np.linalg.norm(p - q, axis=1), np.inf)
+    for (i, j) in ((0, 1), (1, 2), (2, 0)):
+        x0, x1 = (a, b, c)[i], (a, b, c)[j]
+        e = x1 - x0
+        t = np.clip(np.einsum("ij,ij->i", p - x0, e) / np.einsum("ij,ij->i", e, e), 0, 1)
+        qe = x0 + t[:, None] * e
+        d = np.linalg.norm(p - qe, axis=1)
+        better = (~inside) & (d < best_d)
+        be = np.zeros((len(p), 3))
+        be[:, i], be[:, j] = 1 - t, t
+        best_q[better], best_b[better], best_d[better] = qe[better], be[better], d[better]
+    return best_q, best_b
+
+
+def eeg_functional(ops: BEMOperators, electrodes):
+    """(n_elec, n_dof) interpolation of the scalp potential at the electrodes'
+    closest points on the scalp mesh (barycentric P1 weights)."""
+    scalp = ops.surfaces[-1]
+    f, bary, _ = closest_points(scalp, np.asarray(electrodes, float))
+    v_off, p_off = ops.offsets()
+    out = np.zeros((len(f), int(p_off[-1])))
+    faces = np.asarray(scalp.faces)
+    for k in range(3):
+        np.add.at(out, (np.arange(len(f)), v_off[-2] + faces[f, k]), bary[:, k])
+    return out
+
+
+@jax.jit
+def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
+    """(chunk, nt, 3): int_T phi_k (m_p . (n' x (r_p - r'))) / |r_p - r'|^3 dS'."""
+    d = pts[:, None, None, :] - qp[None]                  # (c, nt, Q, 3)
+    r3 = jnp.sum(d * d, -1) ** 1.5
+    cr = jnp.cross(tri_normals[None, :, None, :], d)      # n' x (r - r')
+    val = jnp.einsum("cj,ctqj->ctq", nrm, cr) / r3 * qw[None]
+    return jnp.einsum("ctq,qk->ctk", val, lam)
+
+
+def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=3.0, chunk=32):
+    """Per surface i, the (n_channels, nv_i) matrix
+    ``mu0/(4 pi) sum_p w_p int_{S_i} phi_j (m_p . (n' x (r_p - r')))/|r_p - r'|^3``.
+
+    The field is ``B = B0 - sum_i (s_i - s_{i+1}) K_i V_i``.
+    """
+    pts = np.asarray(sensors.points, float)
+    nrm = np.asarray(sensors.normals, float)
+    wts = np.asarray(sensors.weights, float)
+    chan = np.asarray(sensors.channel)
+    out = []
+    for surf in ops.surfaces:
+        tri = triangles(surf)
+        faces = np.asarray(surf.faces)
+        nv = len(surf.vertices)
+        nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        area = 0.5 * np.linalg.norm(nvec, axis=1)
+        unit = nvec / (2 * area[:, None])
+        cent = tri.mean(axis=1)
+        size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
+        dist = np.min(np.linalg.norm(pts[:, None, :] - cent[None], axis=2), axis=0)  # per triangle
+        level = np.where(dist < near_factor * size.max(), 3, 0)
+        per_point = np.zeros((len(pts), nv))
+        for lev in np.unique(level):
+            sel = np.flatnonzero(level == lev)
+            bary, w = triangle_rule("7", int(lev))
+            qp = jnp.asarray(np.einsum("qk,tkj->tqj", bary, tri[sel]))
+            qw = jnp.asarray(area[sel, None] * w[None])
+            lam = jnp.asarray(bary)
+            tn = jnp.asarray(unit[sel])
+            for s in range(0, len(pts), chunk):
+                e = min(s + chunk, len(pts))
+                p_ = np.concatenate([pts[s:e], np.repeat(pts[e - 1:e], chunk - (e - s), 0)])
+                n_ = np.concatenate([nrm[s:e], np.repeat(nrm[e - 1:e], chunk - (e - s), 0)])
+                vals = np.asarray(_geselowitz_rows(jnp.asarray(p_), jnp.asarray(n_), qp, qw, lam, tn))
+                vals = vals[: e - s]
+                for k in range(3):
+                    np.add.at(per_point[s:e].T, faces[sel, k], vals[:, :, k].T)
+        ch = np.zeros((sensors.n_channels, nv))
+        np.add.at(ch, chan, wts[:, None] * per_point)
+        out.append(MU0_OVER_4PI * ch)
+    return out
+
+
+def meg_functional(ops: BEMOperators, sigma, surface_functionals, xp=np):
+    """(n_channels, n_dof) map from the BEM unknowns to the volume-current field."""
+    n = ops.n_surfaces
+    s = [sigma[i] for i in range(n)] + [0.0]
+    parts = [-(s[i] - s[i + 1]) * surface_functionals[i] for i in range(n)]
+    n_p = sum(ops.n_triangles[:-1])
+    parts.append(xp.zeros((surface_functionals[0].shape[0], n_p)))
+    return xp.concatenate(parts, axis=1)
+
+
+def _primary_rows(points, normals, pos):
+    """(P, 3): B0(point) . normal for unit dipoles along x, y, z at ``pos``."""
+    d = points - pos
+    r3 = jnp.sum(d * d, -1) ** 1.5
+    # (e_k x d) . m = e_k . (d x m)
+    return MU0_OVER_4PI * jnp.cross(d, normals) / r3[:, None]
+
+
+def primary_meg_gain(sensors: MEGSensors, positions):
+    """(n_channels, n_sources, 3) infinite-medium field B0 (T/(A m))."""
+    pts = jnp.asarray(sensors.points, float)
+    nrm = jnp.asarray(sensors.normals, float)
+    w = jnp.asarray(sensors.weights, float)
+    chan = jnp.asarray(sensors.channel)
+    per = jax.vmap(lambda p: _primary_rows(pts, nrm, p), out_axes=1)(positions)   # (P, S, 3)
+    return jax.ops.segment_sum(w[:, None, None] * per, chan, num_segments=sensors.n_channels)
+
+
+# ---------------------------------------------------------------------- sources
+def _source_terms_one(tri, faces, nv, r0):
+    """(nv, 3) and (nt, 3): <phi_j, dv/dn> and <psi_a, v> for unit dipoles along
+    x, y, z at r0 (unit conductivity), exact."""
+    jdl = jax.jacfwd(lambda r: double_layer_p1(r, tri))(r0)        # (nt, 3k, 3dir)
+    jsl = jax.jacfwd(lambda r: single_layer_p0(r, tri))(r0)        # (nt, 3dir)
+    # d/dr0 of int phi dG(r0 - y)/dn_y = int phi dn_y [q . grad_r0 G]; v = q . grad_r0 G(x - r0)
+    rv = jax.ops.segment_sum(jdl.reshape(-1, 3), faces.ravel(), num_segments=nv)
+    return rv, jsl
+
+
+@functools.partial(jax.jit, static_argnames=("nv",))
+def _source_terms(tri, faces, nv, positions):
+    return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r), out_axes=(1, 1))(positions)
+
+
+# ---------------------------------------------------------------------- forward
+@dataclasses.dataclass(frozen=True)
+class BEMForward:
+    """BEM forward model implementing the :class:`ForwardModel` interface.
+
+    Build with :meth:`create` (surfaces + conductivities) or
+    :meth:`from_operators` (reuse assembled :class:`BEMOperators`, e.g. to
+    differentiate with respect to the conductivities).  Channels are EEG
+    first, then MEG, as in :class:`SphereForward`.
+    """
+
+    operators: BEMOperators
+    conductivities: object
+    eeg: EEGSensors | None
+    meg: MEGSensors | None
+    transfer: object            # (n_sensors, n_dof of S_1): T = F A^-1 restricted to S_1
+
+    @classmethod
+    def create(cls, surfaces, conductivities, eeg=None, meg=None, min_gap=0.001, **quad):
+        ops = BEMOperators.create(surfaces, min_gap=min_gap, **quad)
+        return cls.from_operators(ops, conductivities, eeg, meg)
+
+    @classmethod
+    def from_operators(cls, ops: BEMOperators, conductivities, eeg=None, meg=None,
+                       meg_functionals=None):
+        if eeg is None and meg is None:
+            raise ParameterError("eeg/meg", None, "at least one sensor set")
+        n = ops.n_surfaces
+        concrete = is_concrete(conductivities)
+        sig = np.asarray(conductivities, float) if concrete else jnp.asarray(conductivities)
+        if sig.shape != (n,):
+            raise ParameterError("conductivities", f"shape {sig.shape}", f"one per surface ({n},)")
+        if concrete and np.any(sig <= 0):
+            raise ParameterError("conductivities", sig.tolist(), "positive values in S/m")
+        scalp = ops.surfaces[-1]
+        rows = []
+        if eeg is not None:
+            check_points_outside(ops.surfaces[-2] if n > 1 else scalp, eeg.positions, "electrode")
+            _, _, d = closest_points(scalp, eeg.positions)
+            far = np.flatnonzero(d > 0.01)
+            if far.size:
+                raise GeometryError(f"electrode {int(far[0])} is {d[far[0]] * 1e3:.1f} mm from the "
+                                    f"scalp surface {scalp.name!r} (more than 10 mm): check units and "
+                                    "coordinate frame")
+            rows.append(eeg_functional(ops, eeg.positions))
+        if meg is not None:
+            check_points_outside(scalp, meg.points, "MEG integration point")
+            if meg_functionals is None:
+                meg_functionals = meg_surface_functionals(ops, meg)
+        xp = np if concrete else jnp
+        if meg is not None:
+            rows.append(meg_functional(ops, sig, meg_functionals, xp))
+        f = xp.concatenate([xp.asarray(r) for r in rows], axis=0)
+        if concrete:
+            y = solve_concrete(ops, sig, np.ascontiguousarray(f.T))
+        else:
+            y = solve_traced(ops, sig, f.T)
+        v_off, p_off = ops.offsets()
+        idx = np.concatenate([np.arange(v_off[0], v_off[1]),
+                              np.arange(p_off[0], p_off[1]) if n > 1 else np.zeros(0, int)])
+        transfer = jnp.asarray(y[idx].T)
+        return cls(ops, sig, eeg, meg, transfer)
+
+    @property
+    def channel_names(self):
+        return (self.eeg.names if self.eeg else ()) + (self.meg.names if self.meg else ())
+
+    @property
+    def channel_kinds(self):
+        return (("eeg",) * self.eeg.n_channels if self.eeg else ()) + (
+            self.meg.kinds if self.meg else ())
+
+    def _check_sources(self, positions):
+        if is_concrete(positions):
+            check_points_inside(self.operators.surfaces[0], np.asarray(positions), "source")
+
+    def _volume_gain(self, positions, chunk=256):
+        """(n_sensors, n_sources, 3) transfer applied to the exact source terms."""
+        inner = self.operators.surfaces[0]
+        tri = jnp.asarray(triangles(inner))
+        faces = jnp.asarray(inner.faces)
+        nv = len(inner.vertices)
+        n = self.operators.n_surfaces
+        sig1 = self.conductivities[0]
+        t_v, t_p = self.transfer[:, :nv], self.transfer[:, nv:]
+        out = []
+        for s in range(0, positions.shape[0], chunk):
+            pos = positions[s:s + chunk]
+            rv, rp = _source_terms(tri, faces, nv, pos)            # (nv, c, 3), (nt, c, 3)
+            g = jnp.einsum("ej,jck->eck", t_v, rv)
+            if n > 1:
+                g = g - jnp.einsum("ej,jck->eck", t_p, rp) / sig1
+            out.append(g)
+        return jnp.concatenate(out, axis=1)
+
+    def gain(self, positions):
+        """Gain (n_channels, n_sources, 3): V/(A m) (referenced as the electrodes
+        specify) for EEG, then T/(A m) (T/(m A m) for planar gradiometers) for MEG."""
+        positions = jnp.atleast_2d(jnp.asarray(positions, float))
+        self._check_sources(positions)
+        g = self._volume_gain(positions)
+        parts = []
+        n_e = self.eeg.n_channels if self.eeg is not None else 0
+        if self.eeg is not None:
+            parts.append(jnp.einsum("ij,jsk->isk", jnp.asarray(self.eeg.reference_matrix()), g[:n_e]))
+        if self.meg is not None:
+            parts.append(g[n_e:] + primary_meg_gain(self.meg, positions))
+        return jnp.concatenate(parts, axis=0)
+
+    def eeg_gain(self, positions):
+        if self.eeg is None:
+            raise ParameterError("eeg", None, "a BEMForward built with EEG sensors")
+        return self.gain(positions)[: self.eeg.n_channels]
+
+    def meg_gain(self, positions):
+        if self.meg is None:
+            raise ParameterError("meg", None, "a BEMForward built with MEG sensors")
+        n_e = self.eeg.n_channels if self.eeg is not None else 0
+        return self.gain(positions)[n_e:]
