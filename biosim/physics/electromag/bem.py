@@ -26,7 +26,7 @@ by deflation, ``A_VV <- A_VV - c e e^T`` with e the all-ones vector over all
 potential unknowns (the solution then has zero mean potential over the
 vertices; EEG is referenced afterwards and MEG does not see a constant).
 The deflated system is factored by block Cholesky (Cholesky of the p block,
-then of the negated Schur complement), about half the work of an LU.
+then of the negated Schur complement), about 0.4 of the work of an LU.
 
 Sensors enter through the adjoint (transfer-matrix) approach: the system is
 solved once with the sensor functionals as right-hand sides, ``T = F A^-1``,
@@ -183,29 +183,36 @@ def _deflation(avv):
 
 
 def solve_concrete(ops: BEMOperators, sigma, rhs):
-    """Solve A x = rhs (ndof, k) for concrete conductivities by block Cholesky
-    of the deflated quasi-definite system (numpy / LAPACK, float64)."""
+    """Solve A x = rhs (ndof, k) for concrete conductivities (numpy / LAPACK).
+
+    Block LDL^T of the deflated quasi-definite system: ``A_pp = L L^T`` (SPD),
+    ``W = L^-1 A_pV``, then the negated Schur complement ``-A_VV + W^T W``
+    (SPD) by Cholesky: n_p^3/3 + n_p^2 n_V + n_V^2 n_p / 2 + n_V^3/3 flops,
+    about 0.4 of an LU of the whole system.
+    """
     sigma = np.asarray(sigma, float)
     avv, avp, app = ops.blocks(sigma, np)
     avv -= _deflation(avv)
-    del_c = None  # noqa: F841  (deflation applied in place above)
     n_v = avv.shape[0]
-    if app.shape[0] == 0:
-        c = sla.cho_factor(-avv, lower=True, overwrite_a=True, check_finite=False)
-        return -sla.cho_solve(c, rhs, check_finite=False)
-    lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
-    w = sla.solve_triangular(lp, avp.T, lower=True, check_finite=False, overwrite_b=True)
-    # negated Schur complement -(A_VV - A_Vp A_pp^-1 A_pV) = -A_VV + W^T W  (SPD)
-    neg = -avv
-    neg += w.T @ w
-    del avv
-    ls = sla.cholesky(neg, lower=True, overwrite_a=True, check_finite=False)
     fv, fp = rhs[:n_v], rhs[n_v:]
+    if app.shape[0] == 0:
+        avv *= -1.0
+        return -sla.cho_solve(sla.cho_factor(avv, overwrite_a=True, check_finite=False), fv,
+                              check_finite=False)
+    lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
+    del app
+    w = sla.solve_triangular(lp, np.ascontiguousarray(avp.T), lower=True, check_finite=False,
+                             overwrite_b=True)                       # (n_p, n_v)
+    del avp
+    avv *= -1.0
+    schur = sla.blas.dsyrk(1.0, w, beta=1.0, c=avv, trans=1, lower=0, overwrite_c=1)
+    del avv
+    ls = sla.cholesky(schur, lower=False, overwrite_a=True, check_finite=False)
     zp = sla.solve_triangular(lp, fp, lower=True, check_finite=False)
-    gv = fv - w.T @ zp
-    yv = -sla.cho_solve((ls, True), gv, check_finite=False)
-    yp = sla.solve_triangular(lp, zp - w @ yv, lower=True, trans="T", check_finite=False)
-    return np.concatenate([yv, yp], axis=0)
+    # (A_VV - W^T W) x_V = f_V - W^T z_p ;  A_pp x_p = f_p - A_pV x_V
+    xv = -sla.cho_solve((ls, False), fv - w.T @ zp, check_finite=False)
+    xp_ = sla.solve_triangular(lp, zp - w @ xv, lower=True, trans="T", check_finite=False)
+    return np.concatenate([xv, xp_], axis=0)
 
 
 def solve_traced(ops: BEMOperators, sigma, rhs):

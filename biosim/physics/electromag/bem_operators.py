@@ -32,11 +32,13 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ...geometry.mesh import TriangleMesh
+from ..._core.parallel import _pool, n_threads
 from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
 
-#: default quadrature: far pairs / near pairs (order, subdivision level)
+#: default quadrature: far pairs (Gauss x Gauss, plain kernel) / near pairs
+#: (Gauss outer x analytic inner): (order, subdivision level)
 FAR_RULE = ("3", 0)
-NEAR_RULE = ("7", 2)
+NEAR_RULE = ("7", 1)
 
 
 def triangles(mesh: TriangleMesh):
@@ -51,27 +53,91 @@ def _qpoints(tri, rule):
     return pts, area[:, None] * w[None, :]
 
 
-@jax.jit
-def _sl_rows(pts, wts, tri_b):
-    """(chunk, nt_b): sum_q w_q int_{T_b} G(x_q - y) dy."""
-    vals = single_layer_p0(pts[:, :, None, :], tri_b[None, None])      # (c, Q, nb)
-    return jnp.einsum("cq,cqb->cb", wts, vals)
+def _unit_normals(tri):
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
 
 
-@functools.partial(jax.jit, static_argnames=("same",))
-def _dl_rows(pts, wts, tri_b, rows, same):
-    """(chunk, nt_b, 3) double-layer values; zero on the diagonal if ``same``."""
-    vals = double_layer_p1(pts[:, :, None, :], tri_b[None, None])      # (c, Q, nb, 3)
-    out = jnp.einsum("cq,cqbk->cbk", wts, vals)
+# ---- far field: Gauss rule on both triangles, plain kernels (coincident points masked;
+# ---- such pairs are always near pairs, whose values are replaced below)
+def _far_s(pa, wa, pb, wb):
+    """pa (..., Qa, 3), pb (..., Qb, 3) -> (...): sum w w' G(x - y)."""
+    d = pa[..., :, None, :] - pb[..., None, :, :]
+    r = jnp.sqrt(jnp.sum(d * d, -1))
+    ok = r > 0
+    k = jnp.where(ok, 1.0 / jnp.where(ok, r, 1.0), 0.0) / (4 * np.pi)
+    return jnp.einsum("...q,...qr,...r->...", wa, k, wb)
+
+
+def _far_d(pa, wa, pb, wb, nb, lam):
+    """-> (..., 3): sum w w' lambda_k(y) (x - y).n_b / (4 pi |x - y|^3)."""
+    d = pa[..., :, None, :] - pb[..., None, :, :]
+    r2 = jnp.sum(d * d, -1)
+    ok = r2 > 0
+    inv3 = jnp.where(ok, jnp.where(ok, r2, 1.0) ** -1.5, 0.0)
+    k = jnp.einsum("...qrj,...j->...qr", d, nb) * inv3 / (4 * np.pi)
+    return jnp.einsum("...q,...qr,...r,rk->...k", wa, k, wb, lam)
+
+
+def _run_chunks(fn, arrays, n, chunk):
+    """Call jitted ``fn`` on fixed-size chunks (the last one padded, so one
+    compilation serves all), on the thread pool (XLA releases the GIL)."""
+    starts = list(range(0, n, chunk))
+
+    def one(s):
+        e = min(s + chunk, n)
+        parts = [x[s:e] for x in arrays]
+        if e - s < chunk:
+            parts = [np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)]) for p in parts]
+        return np.asarray(jax.block_until_ready(fn(*parts)))[: e - s]
+
+    if not starts:
+        return None
+    if n_threads() > 1 and len(starts) > 1:
+        res = list(_pool(n_threads()).map(one, starts))
+    else:
+        res = [one(s) for s in starts]
+    return np.concatenate(res, axis=0)
+
+
+def _sizes(tri):
+    c = tri.mean(axis=1)
+    return c, np.max(np.linalg.norm(tri - c[:, None], axis=2), axis=1)
+
+
+def near_pairs(tri_a, tri_b, near_factor):
+    """Index pairs (a, b) of triangles with centroids closer than
+    ``near_factor`` times the sum of the largest circumradii."""
+    ca, ra = _sizes(tri_a)
+    cb, rb = _sizes(tri_b)
+    radius = near_factor * (ra.max() + rb.max())
+    lists = cKDTree(cb).query_ball_point(ca, radius)
+    a = np.repeat(np.arange(len(ca)), [len(x) for x in lists])
+    b = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(a) else np.zeros(0, int)
+    return a.astype(np.int64), b
+
+
+def single_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=64,
+                        near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+    """P0-P0 single-layer Galerkin matrix ``S_AB`` (nt_a, nt_b), m^3."""
+    ta, tb = triangles(mesh_a), triangles(mesh_b)
+    pa, wa = _qpoints(ta, far_rule)
+    pb, wb = _qpoints(tb, far_rule)
+    pbj, wbj = jnp.asarray(pb), jnp.asarray(wb)
+    rows = jax.jit(lambda p, w: _far_s(p[:, None], w[:, None], pbj[None], wbj[None]))
+    S = _run_chunks(rows, [pa, wa], len(ta), chunk)
+    a, b = near_pairs(ta, tb, near_factor)
+    pn, wn = _qpoints(ta, near_rule)
+    hi = _run_chunks(_sl_pairs, [pn[a], wn[a], tb[b]], len(a), 4096)
+    S[a, b] = hi
     if same:
-        mask = rows[:, None] == jnp.arange(tri_b.shape[0])[None, :]
-        out = jnp.where(mask[..., None], 0.0, out)
-    return out
+        S = 0.5 * (S + S.T)
+    return S
 
 
 @jax.jit
 def _sl_pairs(pts, wts, tri_b):
-    """Pairwise (npairs,) values for a list of (test points, trial triangle)."""
+    """(npairs,): Gauss outer rule x analytic inner single layer."""
     return jnp.einsum("pq,pq->p", wts, single_layer_p0(pts, tri_b[:, None]))
 
 
@@ -83,82 +149,32 @@ def _dl_pairs(pts, wts, tri_b, a, b, same):
     return vals
 
 
-def _sizes(tri):
-    c = tri.mean(axis=1)
-    return c, np.max(np.linalg.norm(tri - c[:, None], axis=2), axis=1)
-
-
-def near_pairs(tri_a, tri_b, near_factor):
-    """Index pairs (a, b) of triangles closer than ``near_factor`` sizes."""
-    ca, ra = _sizes(tri_a)
-    cb, rb = _sizes(tri_b)
-    radius = near_factor * (ra.max() + rb.max())
-    tree = cKDTree(cb)
-    lists = tree.query_ball_point(ca, radius)
-    a = np.repeat(np.arange(len(ca)), [len(x) for x in lists])
-    b = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(a) else np.zeros(0, int)
-    return a.astype(np.int64), b
-
-
-def _chunked(fn, n, chunk):
-    out = []
-    for s in range(0, n, chunk):
-        out.append(np.asarray(fn(s, min(s + chunk, n))))
-    return np.concatenate(out, axis=0)
-
-
-def _pad_call(fn, arrays, n, chunk):
-    """Call jitted ``fn`` on fixed-size chunks (padding the last) to avoid retracing."""
-    out = []
-    for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        parts = [x[s:e] for x in arrays]
-        if e - s < chunk:
-            parts = [np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)]) for p in parts]
-        out.append(np.asarray(fn(*parts))[: e - s])
-    return np.concatenate(out, axis=0)
-
-
-def single_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=64,
-                        near_factor=2.0, far_rule=FAR_RULE, near_rule=NEAR_RULE):
-    """P0-P0 single-layer Galerkin matrix ``S_AB`` (nt_a, nt_b), m^3."""
-    ta, tb = triangles(mesh_a), triangles(mesh_b)
-    pf, wf = _qpoints(ta, far_rule)
-    tbj = jnp.asarray(tb)
-    S = _pad_call(lambda p, w: _sl_rows(p, w, tbj), [pf, wf], len(ta), chunk)
-    a, b = near_pairs(ta, tb, near_factor)
-    pn, wn = _qpoints(ta, near_rule)
-    hi = _pad_call(_sl_pairs, [pn[a], wn[a], tb[b]], len(a), 4096)
-    lo = _pad_call(_sl_pairs, [pf[a], wf[a], tb[b]], len(a), 4096)
-    np.add.at(S, (a, b), hi - lo)
-    if same:
-        S = 0.5 * (S + S.T)
-    return S
-
-
 def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
-                        near_factor=2.0, far_rule=FAR_RULE, near_rule=NEAR_RULE):
-    """P0-P1 double-layer Galerkin matrix ``D_AB`` (nt_a, nv_b), m^2."""
+                        near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+    """P0-P1 double-layer Galerkin matrix ``D_AB`` (nt_a, nv_b), m^2 (zero
+    self-triangle terms: the principal value on a flat triangle)."""
     ta, tb = triangles(mesh_a), triangles(mesh_b)
     fb = np.asarray(mesh_b.faces)
     nv = len(mesh_b.vertices)
-    pf, wf = _qpoints(ta, far_rule)
-    tbj = jnp.asarray(tb)
+    pa, wa = _qpoints(ta, far_rule)
+    pb, wb = _qpoints(tb, far_rule)
+    lam = jnp.asarray(triangle_rule(*far_rule)[0])
+    pbj, wbj, nbj = jnp.asarray(pb), jnp.asarray(wb), jnp.asarray(_unit_normals(tb))
     fbj = jnp.asarray(fb.ravel())
 
     @jax.jit
-    def rows(p, w, r):
-        vals = _dl_rows(p, w, tbj, r, same)                 # (c, nb, 3)
-        flat = vals.reshape(vals.shape[0], -1).T            # (nb*3, c)
+    def rows(p, w):
+        vals = _far_d(p[:, None], w[:, None], pbj[None], wbj[None], nbj[None], lam)  # (c, nb, 3)
+        flat = vals.reshape(vals.shape[0], -1).T                                    # (nb*3, c)
         return jax.ops.segment_sum(flat, fbj, num_segments=nv).T
 
-    D = _pad_call(rows, [pf, wf, np.arange(len(ta))], len(ta), chunk)
+    D = _run_chunks(rows, [pa, wa], len(ta), chunk)
     a, b = near_pairs(ta, tb, near_factor)
     pn, wn = _qpoints(ta, near_rule)
-    hi = _pad_call(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
-                   [pn[a], wn[a], tb[b], a, b], len(a), 4096)
-    lo = _pad_call(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
-                   [pf[a], wf[a], tb[b], a, b], len(a), 4096)
+    hi = _run_chunks(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
+                     [pn[a], wn[a], tb[b], a, b], len(a), 4096)
+    far_pair = jax.jit(lambda p, w, q, v, nb: _far_d(p, w, q, v, nb, lam))
+    lo = _run_chunks(far_pair, [pa[a], wa[a], pb[b], wb[b], _unit_normals(tb)[b]], len(a), 4096)
     diff = hi - lo
     for k in range(3):
         np.add.at(D, (a, fb[b, k]), diff[:, k])
