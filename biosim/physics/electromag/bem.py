@@ -61,7 +61,9 @@ from ..._core.validation import is_concrete
 from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
 from ...geometry.mesh import TriangleMesh
 from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
-from .bem_operators import (curl_matrices, double_layer_matrix, hypersingular_matrix,
+import scipy.sparse as sp
+
+from .bem_operators import (_run_chunks, curl_matrices, double_layer_matrix, hypersingular_matrix,
                             single_layer_matrix, triangles)
 from .sensors import EEGSensors, MEGSensors
 
@@ -140,41 +142,57 @@ class BEMOperators:
         p_off = v_off[-1] + np.concatenate([[0], np.cumsum(nt[:-1])])
         return v_off, p_off
 
-    def blocks(self, sigma, xp=np):
-        """Blocks (A_VV, A_Vp, A_pp) of the (undeflated) symmetric system."""
+    def blocks(self, sigma):
+        """Blocks (A_VV, A_Vp, A_pp) of the (undeflated) symmetric system (numpy)."""
+        s = [float(x) for x in sigma] + [0.0]
+        inv = [1.0 / x for x in s[:-1]] + [0.0]
+        return self._blocks(s, inv, 1.0)
+
+    def _blocks(self, s, inv, const):
+        """Blocks for conductivities ``s`` (with s_{N+1} = 0), inverse conductivities
+        ``inv`` and a factor ``const`` on the conductivity-free D blocks; linear in
+        (s, inv, const), which gives the basis of :meth:`basis`."""
         n = self.n_surfaces
-        nv, nt = self.n_vertices, self.n_triangles
         v_off, p_off = self.offsets()
         n_v, n_p = int(v_off[-1]), int(p_off[-1] - p_off[0])
-        s = [sigma[i] for i in range(n)] + [0.0]
-
-        def place(target, r0, c0, blk):
-            if xp is np:
-                target[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]] += blk
-                return target
-            return target.at[r0:r0 + blk.shape[0], c0:c0 + blk.shape[1]].add(blk)
-
-        avv = xp.zeros((n_v, n_v))
+        avv = np.zeros((n_v, n_v))
         for i in range(n):
-            avv = place(avv, v_off[i], v_off[i], (s[i] + s[i + 1]) * self.N[(i, i)])
+            avv[v_off[i]:v_off[i + 1], v_off[i]:v_off[i + 1]] += (s[i] + s[i + 1]) * self.N[(i, i)]
             if i + 1 < n:
                 blk = -s[i + 1] * self.N[(i, i + 1)]
-                avv = place(avv, v_off[i], v_off[i + 1], blk)
-                avv = place(avv, v_off[i + 1], v_off[i], blk.T)
-        avp = xp.zeros((n_v, n_p))
+                avv[v_off[i]:v_off[i + 1], v_off[i + 1]:v_off[i + 2]] += blk
+                avv[v_off[i + 1]:v_off[i + 2], v_off[i]:v_off[i + 1]] += blk.T
+        avp = np.zeros((n_v, n_p))
+        p0 = p_off - p_off[0]
         for (i, j), blk in self.D.items():
             coef = -2.0 if i == j else 1.0
-            avp = place(avp, v_off[j], p_off[i] - p_off[0], coef * blk.T)
-        app = xp.zeros((n_p, n_p))
+            avp[v_off[j]:v_off[j + 1], p0[i]:p0[i + 1]] += const * coef * blk.T
+        app = np.zeros((n_p, n_p))
         for (i, j), blk in self.S.items():
             if i == j:
-                app = place(app, p_off[i] - p_off[0], p_off[i] - p_off[0],
-                            (1.0 / s[i] + 1.0 / s[i + 1]) * blk)
+                app[p0[i]:p0[i + 1], p0[i]:p0[i + 1]] += (inv[i] + inv[i + 1]) * blk
             else:
-                b = -blk / s[j]
-                app = place(app, p_off[i] - p_off[0], p_off[j] - p_off[0], b)
-                app = place(app, p_off[j] - p_off[0], p_off[i] - p_off[0], b.T)
+                b = -inv[j] * blk
+                app[p0[i]:p0[i + 1], p0[j]:p0[j + 1]] += b
+                app[p0[j]:p0[j + 1], p0[i]:p0[i + 1]] += b.T
         return avv, avp, app
+
+    def basis(self):
+        """``A(sigma) = M0 + sum_k sigma_k Ms[k] + sum_k Mi[k] / sigma_k`` as dense
+        arrays (M0 (n, n), Ms, Mi (N, n, n)), for differentiable solves on
+        small meshes."""
+        n = self.n_surfaces
+
+        def full(s, inv, const):
+            avv, avp, app = self._blocks(list(s) + [0.0], list(inv) + [0.0], const)
+            return np.block([[avv, avp], [avp.T, app]])
+
+        zero = np.zeros(n)
+        eye = np.eye(n)
+        m0 = full(zero, zero, 1.0)
+        ms = np.stack([full(eye[k], zero, 0.0) for k in range(n)])
+        mi = np.stack([full(zero, eye[k], 0.0) for k in range(n)])
+        return m0, ms, mi
 
 
 def _deflation(avv):
@@ -191,7 +209,7 @@ def solve_concrete(ops: BEMOperators, sigma, rhs):
     about 0.4 of an LU of the whole system.
     """
     sigma = np.asarray(sigma, float)
-    avv, avp, app = ops.blocks(sigma, np)
+    avv, avp, app = ops.blocks(sigma)
     avv -= _deflation(avv)
     n_v = avv.shape[0]
     fv, fp = rhs[:n_v], rhs[n_v:]
@@ -216,11 +234,15 @@ def solve_concrete(ops: BEMOperators, sigma, rhs):
 
 
 def solve_traced(ops: BEMOperators, sigma, rhs):
-    """Differentiable dense solve (jax) of the deflated system, for gradients
-    with respect to the conductivities (small meshes)."""
-    avv, avp, app = ops.blocks(sigma, jnp)
-    avv = avv - jax.lax.stop_gradient(jnp.mean(jnp.abs(jnp.diag(avv)))) / avv.shape[0]
-    a = jnp.block([[avv, avp], [avp.T, app]])
+    """Differentiable dense solve (jax) of the deflated system
+    ``A(sigma) = M0 + sum_k sigma_k Ms_k + sum_k Mi_k / sigma_k``, for gradients
+    with respect to the conductivities (small meshes: the basis is dense)."""
+    m0, ms, mi = ops.basis()
+    n_v = sum(ops.n_vertices)
+    a = (jnp.asarray(m0) + jnp.tensordot(sigma, jnp.asarray(ms), 1)
+         + jnp.tensordot(1.0 / sigma, jnp.asarray(mi), 1))
+    c = jax.lax.stop_gradient(jnp.mean(jnp.abs(jnp.diag(a)[:n_v]))) / n_v
+    a = a.at[:n_v, :n_v].add(-c)
     return jnp.linalg.solve(a, jnp.asarray(rhs))
 
 
@@ -295,16 +317,32 @@ def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
     return jnp.einsum("ctq,qk->ctk", val, lam)
 
 
-def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=3.0, chunk=32):
+@jax.jit
+def _geselowitz_pairs(pts, nrm, qp, qw, lam, tri_normals):
+    """(npairs, 3): the same for a list of (point, triangle) pairs."""
+    d = pts[:, None, :] - qp                              # (P, Q, 3)
+    r3 = jnp.sum(d * d, -1) ** 1.5
+    cr = jnp.cross(tri_normals[:, None, :], d)
+    val = jnp.einsum("pj,pqj->pq", nrm, cr) / r3 * qw
+    return val @ lam
+
+
+def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=4.0, chunk=32,
+                            near_level=3):
     """Per surface i, the (n_channels, nv_i) matrix
     ``mu0/(4 pi) sum_p w_p int_{S_i} phi_j (m_p . (n' x (r_p - r')))/|r_p - r'|^3``.
 
-    The field is ``B = B0 - sum_i (s_i - s_{i+1}) K_i V_i``.
+    The field is ``B = B0 - sum_i (s_i - s_{i+1}) K_i V_i``.  Degree-5 (7-point)
+    rule on every triangle; for (point, triangle) pairs closer than
+    ``near_factor`` triangle sizes the rule is applied on 4**near_level
+    sub-triangles instead.
     """
     pts = np.asarray(sensors.points, float)
     nrm = np.asarray(sensors.normals, float)
     wts = np.asarray(sensors.weights, float)
     chan = np.asarray(sensors.channel)
+    bary, w = triangle_rule("7", 0)
+    bary_n, w_n = triangle_rule("7", near_level)
     out = []
     for surf in ops.surfaces:
         tri = triangles(surf)
@@ -313,26 +351,28 @@ def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=
         nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         area = 0.5 * np.linalg.norm(nvec, axis=1)
         unit = nvec / (2 * area[:, None])
+        qp = np.einsum("qk,tkj->tqj", bary, tri)
+        qw = area[:, None] * w[None]
+        fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(unit):
+                     _geselowitz_rows(p, m, qp, qw, jnp.asarray(bary), tn))
+        vals = _run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
+        # near pairs: replace the 7-point value by the subdivided rule
         cent = tri.mean(axis=1)
         size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
-        dist = np.min(np.linalg.norm(pts[:, None, :] - cent[None], axis=2), axis=0)  # per triangle
-        level = np.where(dist < near_factor * size.max(), 3, 0)
+        lists = cKDTree(cent).query_ball_point(pts, near_factor * size.max())
+        pp = np.repeat(np.arange(len(pts)), [len(x) for x in lists])
+        if pp.size:
+            tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+            qpn = np.einsum("qk,tkj->tqj", bary_n, tri[tt])
+            qwn = area[tt, None] * w_n[None]
+            hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(bary_n), tn),
+                             [pts[pp], nrm[pp], qpn, qwn, unit[tt]], len(pp), 1024)
+            vals[pp, tt] = hi
         per_point = np.zeros((len(pts), nv))
-        for lev in np.unique(level):
-            sel = np.flatnonzero(level == lev)
-            bary, w = triangle_rule("7", int(lev))
-            qp = jnp.asarray(np.einsum("qk,tkj->tqj", bary, tri[sel]))
-            qw = jnp.asarray(area[sel, None] * w[None])
-            lam = jnp.asarray(bary)
-            tn = jnp.asarray(unit[sel])
-            for s in range(0, len(pts), chunk):
-                e = min(s + chunk, len(pts))
-                p_ = np.concatenate([pts[s:e], np.repeat(pts[e - 1:e], chunk - (e - s), 0)])
-                n_ = np.concatenate([nrm[s:e], np.repeat(nrm[e - 1:e], chunk - (e - s), 0)])
-                vals = np.asarray(_geselowitz_rows(jnp.asarray(p_), jnp.asarray(n_), qp, qw, lam, tn))
-                vals = vals[: e - s]
-                for k in range(3):
-                    np.add.at(per_point[s:e].T, faces[sel, k], vals[:, :, k].T)
+        for k in range(3):
+            per_point += np.asarray(
+                sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
+                              shape=(nv, len(faces))) @ vals[:, :, k].T).T
         ch = np.zeros((sensors.n_channels, nv))
         np.add.at(ch, chan, wts[:, None] * per_point)
         out.append(MU0_OVER_4PI * ch)

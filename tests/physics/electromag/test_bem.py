@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import biosim  # noqa: F401  (float64)
 from biosim._core.errors import GeometryError, ParameterError
 from biosim.geometry.mesh import TriangleMesh, icosphere, nested_spheres
-from biosim.physics.electromag.bem import BEMForward, BEMOperators
+from biosim.physics.electromag.bem import BEMForward, BEMOperators, meg_surface_functionals
 from biosim.physics.electromag.bem_integrals import (double_layer_p0, double_layer_p1,
                                                      single_layer_p0, solid_angle, triangle_rule)
 from biosim.physics.electromag.bem_operators import (curl_matrices, double_layer_matrix,
@@ -172,18 +172,18 @@ def small():
     e = e / np.linalg.norm(e, axis=1, keepdims=True) * 0.09
     eeg = EEGSensors(tuple(f"E{i}" for i in range(12)), e)
     meg = opm_array(8, axes="radial")
-    return ops, eeg, meg
+    return ops, eeg, meg, meg_surface_functionals(ops, meg)
 
 
 def test_gradient_wrt_skull_conductivity(small):
-    ops, eeg, meg = small
+    ops, eeg, meg, mf = small
     pos = np.array([[0.01, 0.02, 0.03]])
     w = np.random.default_rng(0).normal(size=(eeg.n_channels + meg.n_channels, 1, 3))
     scale = np.concatenate([np.full(eeg.n_channels, 1e2), np.full(meg.n_channels, 1e10)])
 
     def loss(s_skull):
         sig = jnp.stack([0.3, s_skull, 0.3])
-        g = BEMForward.from_operators(ops, sig, eeg=eeg, meg=meg).gain(pos)
+        g = BEMForward.from_operators(ops, sig, eeg=eeg, meg=meg, meg_functionals=mf).gain(pos)
         return jnp.sum(w * g * scale[:, None, None])
 
     grad = float(jax.grad(loss)(0.006))
@@ -193,8 +193,8 @@ def test_gradient_wrt_skull_conductivity(small):
 
 
 def test_gradient_wrt_source_position(small):
-    ops, eeg, meg = small
-    fwd = BEMForward.from_operators(ops, SIGMA, eeg=eeg, meg=meg)
+    ops, eeg, meg, mf = small
+    fwd = BEMForward.from_operators(ops, SIGMA, eeg=eeg, meg=meg, meg_functionals=mf)
     w = np.random.default_rng(1).normal(size=(eeg.n_channels + meg.n_channels, 1, 3))
     scale = np.concatenate([np.full(eeg.n_channels, 1e2), np.full(meg.n_channels, 1e10)])
 
@@ -224,7 +224,7 @@ def test_broken_head_models_raise():
 
 
 def test_bad_sensors_sources_and_conductivities_raise(small):
-    ops, eeg, meg = small
+    ops, eeg, meg, _ = small
     with pytest.raises(GeometryError):            # MEG sensors inside the scalp
         BEMForward.from_operators(ops, SIGMA, meg=opm_array(4, scalp_radius=0.07, standoff=0.0))
     inside = EEGSensors(("a", "b"), np.array([[0.0, 0.0, 0.05], [0.0, 0.0, 0.09]]))
