@@ -271,13 +271,13 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0):
             print(f"{tool}: benchmarks/_bem_anchors.py not importable")
             continue
         fn = anchors.run_mne_bem if tool == "mne" else anchors.run_openmeeg
-        t0 = time.perf_counter()
+        ta = time.perf_counter()
         try:
             r = fn(surfaces, SIGMA50, eeg.positions, helmet, src)
         except Exception as exc:        # noqa: BLE001
             print(f"{tool}: failed ({type(exc).__name__}: {exc})")
             continue
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - ta
         if r is None:
             print(f"{tool}: not available / timed out")
             continue

@@ -79,9 +79,10 @@ def _far_d(pa, wa, pb, wb, nb, lam):
     return jnp.einsum("...q,...qr,...r,rk->...k", wa, k, wb, lam)
 
 
-def _run_chunks(fn, arrays, n, chunk):
+def _run_chunks(fn, arrays, n, chunk, n_out=1):
     """Call jitted ``fn`` on fixed-size chunks (the last one padded, so one
-    compilation serves all), on the thread pool (XLA releases the GIL)."""
+    compilation serves all), on the thread pool (XLA releases the GIL);
+    results concatenated along axis 0 (``n_out`` outputs)."""
     starts = list(range(0, n, chunk))
 
     def one(s):
@@ -89,7 +90,9 @@ def _run_chunks(fn, arrays, n, chunk):
         parts = [x[s:e] for x in arrays]
         if e - s < chunk:
             parts = [np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)]) for p in parts]
-        return np.asarray(jax.block_until_ready(fn(*parts)))[: e - s]
+        res = jax.block_until_ready(fn(*parts))
+        res = (res,) if n_out == 1 else res
+        return [np.asarray(r)[: e - s] for r in res]
 
     if not starts:
         return None
@@ -97,7 +100,28 @@ def _run_chunks(fn, arrays, n, chunk):
         res = list(_pool(n_threads()).map(one, starts))
     else:
         res = [one(s) for s in starts]
-    return np.concatenate(res, axis=0)
+    out = [np.concatenate([r[k] for r in res], axis=0) for k in range(n_out)]
+    return out[0] if n_out == 1 else out
+
+
+def _run_chunks_axis1(fn, positions, chunk):
+    """``fn`` (numpy in, (C, chunk, ...) out) over padded chunks of ``positions``,
+    on the thread pool, concatenated along axis 1."""
+    n = len(positions)
+    starts = list(range(0, n, chunk))
+
+    def one(s):
+        e = min(s + chunk, n)
+        p = positions[s:e]
+        if e - s < chunk:
+            p = np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)])
+        return np.asarray(fn(p))[:, : e - s]
+
+    if n_threads() > 1 and len(starts) > 1:
+        res = list(_pool(n_threads()).map(one, starts))
+    else:
+        res = [one(s) for s in starts]
+    return np.concatenate(res, axis=1)
 
 
 def _sizes(tri):
