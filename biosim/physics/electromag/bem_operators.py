@@ -75,8 +75,9 @@ def _far_d(pa, wa, pb, wb, nb, lam):
     r2 = jnp.sum(d * d, -1)
     ok = r2 > 0
     inv3 = jnp.where(ok, jnp.where(ok, r2, 1.0) ** -1.5, 0.0)
-    k = jnp.einsum("...qrj,...j->...qr", d, nb) * inv3 / (4 * np.pi)
-    return jnp.einsum("...q,...qr,...r,rk->...k", wa, k, wb, lam)
+    k = jnp.sum(d * nb[..., None, None, :], -1) * inv3            # (..., Qa, Qb)
+    t = jnp.sum(wa[..., :, None] * k, axis=-2) * wb                # (..., Qb)
+    return (t @ lam) / (4 * np.pi)
 
 
 def _run_chunks(fn, arrays, n, chunk, n_out=1):
