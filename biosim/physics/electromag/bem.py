@@ -63,7 +63,8 @@ from ...geometry.mesh import TriangleMesh
 from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
 import scipy.sparse as sp
 
-from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix, hypersingular_matrix,
+from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix,
+                            hypersingular_matrix,
                             single_layer_matrix, triangles)
 from .sensors import EEGSensors, MEGSensors
 
@@ -585,8 +586,9 @@ class BEMForward:
         if src.size:
             tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
             ddl, dsl = _run_chunks(_source_pairs_correction,
-                                   [tri_np[tt], qp[tt], qw[tt], np.broadcast_to(bary, (len(tt),) + bary.shape),
-                                    nrm[tt], pos[src]], len(tt), 2048, n_out=2)
+                                   [tri_np[tt], qp[tt], qw[tt],
+                                    np.broadcast_to(bary, (len(tt),) + bary.shape), nrm[tt], pos[src]],
+                                   len(tt), 2048, n_out=2)
             # correction matrix: rows = S_1 unknowns, columns = (source, direction)
             rows = np.concatenate([faces_np[tt, k] for k in range(3)] + ([nv + tt] if n > 1 else []))
             cols = np.concatenate([src] * (3 + (n > 1)))
