@@ -1,0 +1,319 @@
+"""BEM lead fields: biosim's symmetric Galerkin BEM vs MNE-Python and OpenMEEG, one run.
+
+Problem (issue 5): three concentric spheres, radii 78.3/82.8/90 mm,
+conductivities 0.3/0.006/0.3 S/m (ratio 50; also ratio 80), meshed as
+icospheres (642 or 2562 vertices per surface; a 4-shell model at 642);
+64 EEG electrodes (BioSemi 64, projected onto the scalp sphere, average
+reference), 306 MEG channels (biosim's squid_helmet_306, 102 magnetometers +
+204 planar gradiometers, 4-point coils) and, for biosim, 64 radial OPMs 6 mm
+above the scalp.
+
+* Accuracy: RDM = || u/|u| - v/|v| || and MAG = |u|/|v| against the exact
+  multi-shell series (EEG) and Sarvas (MEG), one dipole per eccentricity
+  (radial and tangential; MEG scored on tangential dipoles, whose field is
+  not zero), and over the large source set.
+* Timing (``--large``): 3 x 2562 vertices, 370 sensors, 8196 sources x 3
+  orientations (uniform in a ball of 0.9 x the inner radius, so that the
+  analytic sphere is the reference; the same sources as the anchors' timing
+  run).  biosim's "solution" = operator assembly + factorisation and
+  transfer solve (sensor functionals as right-hand sides); "forward" = gain
+  matrix (exact source terms on the inner surface times the transfer
+  matrix).  Peak memory: resident set sampled every 5 ms (includes LAPACK
+  and XLA buffers) and tracemalloc's peak of Python/numpy allocations.
+
+Anchors (benchmarks/_bem_anchors.py): MNE-Python's linear-collocation BEM
+(isolated-skull approach, 3 layers only) and OpenMEEG's symmetric BEM, at
+biosim's coil integration points.  JAX compilation is timed separately
+(a warm-up on a small mesh).  The machine (2 cores) was shared while the
+tables in the notes were measured.
+
+Usage::
+
+    python benchmarks/leadfield_bem.py --table 3          # 642-vertex accuracy tables
+    python benchmarks/leadfield_bem.py --large            # 2562: timing + accuracy
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+
+import biosim  # noqa: F401
+from biosim.geometry.mesh import nested_spheres
+from biosim.physics.electromag import EEGSensors, MEGSensors, SphereHead, eeg_gain, meg_gain
+from biosim.physics.electromag.bem import BEMForward, BEMOperators
+from biosim.physics.electromag.montage import standard_montage
+from biosim.physics.electromag.sensors import opm_array, squid_helmet_306
+
+try:
+    import _bem_anchors as anchors
+except ImportError:            # the anchors live in another branch until merged
+    anchors = None
+
+RADII = (0.0783, 0.0828, 0.090)
+SIGMA50 = (0.3, 0.006, 0.3)
+SIGMA80 = (0.3, 0.3 / 80, 0.3)
+ECC = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+class PeakRSS:
+    """Peak resident memory (MiB) above the level at entry, sampled every 5 ms."""
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    @staticmethod
+    def _rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+    def _run(self):
+        while not self._stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.delta = self.peak - self.base
+
+
+def sensors_setup():
+    e = standard_montage("biosemi64").positions
+    c = e.mean(0)
+    elec = (e - c) / np.linalg.norm(e - c, axis=1)[:, None] * RADII[-1]
+    eeg = EEGSensors(tuple(f"EEG{i:03d}" for i in range(len(elec))), elec)
+    helmet = squid_helmet_306()
+    opms = opm_array(64, scalp_radius=RADII[-1], axes="radial")
+    return eeg, helmet, opms
+
+
+def test_dipoles(seed=1, inner=RADII[0]):
+    rng = np.random.default_rng(seed)
+    ecc = np.asarray(ECC)
+    d = rng.normal(size=(len(ecc), 3))
+    d /= np.linalg.norm(d, axis=1)[:, None]
+    t = np.cross(d, rng.normal(size=d.shape))
+    t /= np.linalg.norm(t, axis=1)[:, None]
+    pos = ecc[:, None] * inner * d
+    return pos, d, t
+
+
+def rdm_mag(u, v):
+    """Column-wise RDM and MAG of u (n, k) against v (n, k)."""
+    nu, nv = np.linalg.norm(u, axis=0), np.linalg.norm(v, axis=0)
+    return np.linalg.norm(u / nu - v / nv, axis=0), nu / nv
+
+
+def oriented(g, ori):
+    return np.einsum("csk,sk->cs", np.asarray(g), ori)
+
+
+def references(head, eeg, meg, pos):
+    ge = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(
+        eeg.n_channels, -1)
+    gm = np.asarray(meg_gain(meg, pos))
+    return ge.reshape(eeg.n_channels, len(pos), 3), gm
+
+
+def print_rows(label, ecc, rows):
+    print(f"  {label:26s}" + "".join(f"{e:7.2f}" for e in ecc))
+    for name, vals in rows:
+        print(f"  {name:26s}" + "".join(f"{x:7.4f}" for x in vals))
+
+
+def biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan):
+    g = np.asarray(fwd.gain(pos))
+    ne, nh = eeg.n_channels, helmet.n_channels
+    ref_e, ref_h = references(head, eeg, helmet, pos)
+    ref_o = np.asarray(meg_gain(opms, pos))
+    er, emr = rdm_mag(oriented(g[:ne], rad), oriented(ref_e, rad))
+    et, emt = rdm_mag(oriented(g[:ne], tan), oriented(ref_e, tan))
+    mags = [i for i, k in enumerate(helmet.kinds) if k == "mag"]
+    grads = [i for i, k in enumerate(helmet.kinds) if k == "grad"]
+    gh = oriented(g[ne:ne + nh], tan)
+    rh = oriented(ref_h, tan)
+    mr, mm = rdm_mag(gh[mags], rh[mags])
+    gr, gm = rdm_mag(gh[grads], rh[grads])
+    orr, om = rdm_mag(oriented(g[ne + nh:], tan), oriented(ref_o, tan))
+    return [("EEG radial RDM", er), ("EEG radial MAG", emr), ("EEG tangential RDM", et),
+            ("EEG tangential MAG", emt), ("MEG mag RDM (tang.)", mr), ("MEG mag MAG", mm),
+            ("MEG grad RDM (tang.)", gr), ("MEG grad MAG", gm), ("OPM RDM (tang.)", orr),
+            ("OPM MAG", om)]
+
+
+def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
+    if anchors is None:
+        print(f"  {tool}: benchmarks/_bem_anchors.py not importable")
+        return None
+    fn = anchors.run_mne_bem if tool == "mne" else anchors.run_openmeeg
+    p2 = np.r_[pos, pos]
+    o2 = np.r_[rad, tan]
+    try:
+        r = fn(surfaces, sigma, eeg.positions, helmet, p2, o2)
+    except Exception as exc:            # noqa: BLE001  (report, keep benchmarking)
+        print(f"  {tool}: failed ({type(exc).__name__}: {exc})")
+        return None
+    if r is None:
+        print(f"  {tool}: not available")
+        return None
+    n = len(pos)
+    ge = r["eeg_gain"] - r["eeg_gain"].mean(0)
+    ref_e, ref_h = references(head, eeg, helmet, pos)
+    er, emr = rdm_mag(ge[:, :n], oriented(ref_e, rad))
+    et, emt = rdm_mag(ge[:, n:], oriented(ref_e, tan))
+    mags = [i for i, k in enumerate(helmet.kinds) if k == "mag"]
+    grads = [i for i, k in enumerate(helmet.kinds) if k == "grad"]
+    gh = r["meg_gain"][:, n:]
+    rh = oriented(ref_h, tan)
+    mr, mm = rdm_mag(gh[mags], rh[mags])
+    gr, gm = rdm_mag(gh[grads], rh[grads])
+    print(f"  {r.get('tool', tool)}: solution {r['times']['solution']:.1f} s, forward "
+          f"{r['times']['forward']:.1f} s")
+    return [("EEG radial RDM", er), ("EEG radial MAG", emr), ("EEG tangential RDM", et),
+            ("EEG tangential MAG", emt), ("MEG mag RDM (tang.)", mr), ("MEG mag MAG", mm),
+            ("MEG grad RDM (tang.)", gr), ("MEG grad MAG", gm)]
+
+
+def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg")):
+    eeg, helmet, opms = sensors_setup()
+    if four_shell:
+        head = SphereHead.four_shell(RADII[-1])
+        radii = tuple(np.asarray(head.radii).tolist())
+        sigma = tuple(np.asarray(head.conductivities).tolist())
+        names = ("inner_skull", "csf", "outer_skull", "scalp")
+    else:
+        radii = RADII
+        head = SphereHead.create(radii, sigma)
+        names = ("inner_skull", "outer_skull", "scalp")
+    surfaces = nested_spheres(radii, subdivisions, names=names)
+    pos, rad, tan = test_dipoles(inner=radii[0])
+    t0 = time.perf_counter()
+    ops = BEMOperators.create(surfaces, min_gap=0.0005)
+    t1 = time.perf_counter()
+    fwd = BEMForward.from_operators(ops, sigma, eeg=eeg,
+                                    meg=MEGSensors.concatenate(helmet, opms))
+    t2 = time.perf_counter()
+    print(f"# {len(surfaces)} x {len(surfaces[0].vertices)} vertices, radii "
+          f"{[round(r * 1e3, 1) for r in radii]} mm, sigma {list(sigma)} S/m; biosim "
+          f"{ops.n_unknowns} unknowns: assembly {t1 - t0:.1f} s, solve {t2 - t1:.1f} s")
+    print_rows("biosim (symmetric BEM)", ECC, biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
+    for tool in tools:
+        if tool == "mne" and len(surfaces) != 3:
+            continue
+        rows = anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan)
+        if rows is not None:
+            print_rows(tool, ECC, rows)
+    return ops
+
+
+def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0):
+    eeg, helmet, opms = sensors_setup()
+    head = SphereHead.three_shell()
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n_sources, 3))
+    src = d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * RADII[0] * \
+        rng.uniform(0.0, 1.0, (n_sources, 1)) ** (1 / 3)
+    # JAX compilation on a small mesh (same jitted kernels, other shapes compile again
+    # only for the chunk shapes, which are fixed)
+    tc = time.perf_counter()
+    small = BEMForward.create(nested_spheres(RADII, 1, ), SIGMA50, eeg=eeg, meg=helmet,
+                              min_gap=0.0005)
+    small.gain(src[:300] * 0.5)
+    t_compile = time.perf_counter() - tc
+    surfaces = nested_spheres(RADII, subdivisions)
+    tracemalloc.start()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        ops = BEMOperators.create(surfaces)
+        t1 = time.perf_counter()
+        fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet)
+        t2 = time.perf_counter()
+        g = np.asarray(fwd.gain(src))
+        t3 = time.perf_counter()
+    _, tm_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ne = eeg.n_channels
+    ref_e, ref_h = references(head, eeg, helmet, src)
+    re, me = rdm_mag(g[:ne].reshape(ne, -1), ref_e.reshape(ne, -1))
+    rm, mm = rdm_mag(g[ne:].reshape(helmet.n_channels, -1), ref_h.reshape(helmet.n_channels, -1))
+    print(f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns), "
+          f"{helmet.n_channels} MEG + {ne} EEG x {n_sources} sources x 3")
+    print(f"biosim: assembly {t1 - t0:.1f} s, factorisation + transfer {t2 - t1:.1f} s "
+          f"(solution {t2 - t0:.1f} s), gain {t3 - t2:.1f} s, total {t3 - t0:.1f} s "
+          f"(JAX compile warm-up {t_compile:.1f} s); peak RSS +{mem.delta:.0f} MiB, "
+          f"tracemalloc peak {tm_peak / 2 ** 20:.0f} MiB; "
+          f"EEG RDM median {np.median(re):.4f} max {re.max():.4f}, MAG median {np.median(me):.4f}; "
+          f"MEG RDM median {np.median(rm):.4f} max {rm.max():.4f} (all x/y/z dipoles, 0 < ecc < 0.9)")
+    # accuracy at the test eccentricities from the same forward model
+    pos, rad, tan = test_dipoles()
+    ge = np.asarray(fwd.gain(pos))
+    ref_e, ref_h = references(head, eeg, helmet, pos)
+    rows = [("EEG radial RDM", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[0]),
+            ("EEG radial MAG", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[1]),
+            ("EEG tangential RDM", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[0]),
+            ("EEG tangential MAG", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[1]),
+            ("MEG RDM (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[0]),
+            ("MEG MAG (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[1])]
+    print_rows("biosim 2562 test dipoles", ECC, rows)
+    for tool in tools:
+        if anchors is None:
+            print(f"{tool}: benchmarks/_bem_anchors.py not importable")
+            continue
+        fn = anchors.run_mne_bem if tool == "mne" else anchors.run_openmeeg
+        ta = time.perf_counter()
+        try:
+            r = fn(surfaces, SIGMA50, eeg.positions, helmet, src)
+        except Exception as exc:        # noqa: BLE001
+            print(f"{tool}: failed ({type(exc).__name__}: {exc})")
+            continue
+        wall = time.perf_counter() - ta
+        if r is None:
+            print(f"{tool}: not available / timed out")
+            continue
+        ae = r["eeg_gain"] - r["eeg_gain"].mean(0)
+        are, ame = rdm_mag(ae, ref_full(head, eeg, src))
+        arm, amm = rdm_mag(r["meg_gain"], np.asarray(meg_gain(helmet, src)).reshape(
+            helmet.n_channels, -1))
+        sol, fwd_t = r["times"]["solution"], r["times"]["forward"]
+        print(f"{r.get('tool', tool)}: solution {sol:.1f} s, forward {fwd_t:.1f} s (wall {wall:.1f} s), "
+              f"peak memory +{r['peak_mem_mb']:.0f} MiB; EEG RDM median {np.median(are):.4f} max "
+              f"{are.max():.4f}, MAG median {np.median(ame):.4f}; MEG RDM median {np.median(arm):.4f} "
+              f"max {arm.max():.4f}; time ratio anchor/biosim: solution {sol / (t2 - t0):.2f}, "
+              f"total {(sol + fwd_t) / (t3 - t0):.2f}")
+
+
+def ref_full(head, eeg, src):
+    ge = np.asarray(eeg_gain(head, eeg.positions, src)).reshape(eeg.n_channels, -1)
+    return ge - ge.mean(0)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--table", type=int, nargs="*", default=None,
+                    help="icosphere subdivisions for the accuracy tables (3: 642, 4: 2562)")
+    ap.add_argument("--ratio80", action="store_true", help="also the conductivity ratio 80")
+    ap.add_argument("--four-shell", action="store_true", help="also the 4-shell sphere")
+    ap.add_argument("--large", action="store_true", help="timing run at 3 x 2562")
+    ap.add_argument("--n-sources", type=int, default=8196)
+    ap.add_argument("--tools", default="mne,openmeeg")
+    args = ap.parse_args()
+    tools = tuple(t for t in args.tools.split(",") if t)
+    for sub in args.table or []:
+        table(sub, SIGMA50, tools=tools)
+        if args.ratio80:
+            table(sub, SIGMA80, tools=tools)
+        if args.four_shell:
+            table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else ())
+    if args.large:
+        large(4, args.n_sources, tools)

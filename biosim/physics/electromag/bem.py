@@ -1,0 +1,625 @@
+"""Symmetric Galerkin BEM forward model for EEG and MEG (Kybic et al. 2005).
+
+Head model: nested closed surfaces S_1 (innermost) ... S_N (scalp) bounding
+compartments of conductivity sigma_1 ... sigma_N (sigma_{N+1} = 0 outside).
+Unknowns: the potential V_i on every S_i (P1) and the normal current
+``p_i = sigma grad V . n`` on S_1 ... S_{N-1} (P0; p_N = 0).  Taking the
+Dirichlet and Neumann traces of Green's representation of V in the two
+compartments adjacent to each interface and subtracting them (the jump terms
+cancel) gives the symmetric system (Kybic et al. 2005, IEEE TMI 24:12,
+eqs. 12-13), for every interface i::
+
+    (s_i + s_{i+1}) N_ii V_i - s_i N_{i,i-1} V_{i-1} - s_{i+1} N_{i,i+1} V_{i+1}
+        - 2 D*_ii p_i + D*_{i,i-1} p_{i-1} + D*_{i,i+1} p_{i+1}   = <phi, dv/dn>  (i = 1)
+    -2 D_ii V_i + D_{i,i-1} V_{i-1} + D_{i,i+1} V_{i+1}
+        + (1/s_i + 1/s_{i+1}) S_ii p_i - S_{i,i-1} p_{i-1} / s_i - S_{i,i+1} p_{i+1} / s_{i+1}
+                                                               = -<psi, v> / s_1  (i = 1)
+
+with v the potential of the source in an unbounded medium of unit
+conductivity; for a dipole q at r0, ``v(x) = q . (x - r0) / (4 pi |x - r0|^3)``.
+The operator blocks (:mod:`.bem_operators`) do not depend on the
+conductivities, so ``A(sigma) = sum_k f_k(sigma) M_k`` and gradients flow
+through the solve.  The matrix is symmetric quasi-definite: the V block is
+negative semi-definite with the constant potential as null space (the pure
+Neumann problem), the p block positive definite.  The null space is removed
+by deflation, ``A_VV <- A_VV - c e e^T`` with e the all-ones vector over all
+potential unknowns (the solution then has zero mean potential over the
+vertices; EEG is referenced afterwards and MEG does not see a constant).
+The deflated system is factored by block Cholesky (Cholesky of the p block,
+then of the negated Schur complement), about 0.4 of the work of an LU.
+
+Sensors enter through the adjoint (transfer-matrix) approach: the system is
+solved once with the sensor functionals as right-hand sides, ``T = F A^-1``,
+and the gain of any source is ``T b(source)``, b being nonzero only on the
+innermost surface.  The source terms are exact: ``<psi_a, v>`` and
+``<phi_j, dv/dn>`` are ``q . grad_r0`` of the analytic single-layer and
+linear double-layer potentials of the triangles at r0 (computed by
+forward-mode differentiation), so sources may come arbitrarily close to S_1.
+
+EEG: P1 interpolation of V_N at each electrode's closest point on the scalp
+mesh.  MEG: Geselowitz (1970), ``B(r) = B0(r) - mu0/(4 pi) sum_i (s_i - s_{i+1})
+int_{S_i} V(r') n' x (r - r') / |r - r'|^3 dS'`` with
+``B0 = mu0/(4 pi) q x (r - r0) / |r - r0|^3``, integrated with a degree-5 rule on
+each triangle, subdivided for triangles close to a coil point, at the coil
+integration points of :class:`MEGSensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import scipy.linalg as sla
+from scipy.spatial import cKDTree
+
+from ..._core.errors import GeometryError, ParameterError
+from ..._core.precision import require_float64
+from ..._core.validation import is_concrete
+from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
+from ...geometry.mesh import TriangleMesh
+from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
+import scipy.sparse as sp
+
+from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix,
+                            hypersingular_matrix,
+                            single_layer_matrix, triangles)
+from .sensors import EEGSensors, MEGSensors
+
+MU0_OVER_4PI = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class BEMOperators:
+    """Conductivity-independent Galerkin blocks of a nested-surface head model.
+
+    ``N[(i, j)]`` (nv_i, nv_j) for j in {i, i+1}; ``D[(i, j)]`` (nt_i, nv_j) for
+    i < N-1 (0-based), j in {i-1, i, i+1}; ``S[(i, j)]`` (nt_i, nt_j) for
+    i, j < N-1, j in {i, i+1}.
+    """
+
+    surfaces: tuple
+    N: dict
+    D: dict
+    S: dict
+
+    @property
+    def n_surfaces(self):
+        return len(self.surfaces)
+
+    @property
+    def n_vertices(self):
+        return tuple(len(s.vertices) for s in self.surfaces)
+
+    @property
+    def n_triangles(self):
+        return tuple(len(s.faces) for s in self.surfaces)
+
+    @property
+    def n_unknowns(self):
+        return sum(self.n_vertices) + sum(self.n_triangles[:-1])
+
+    @classmethod
+    def create(cls, surfaces, min_gap=0.001, check=True, **quad):
+        """Assemble all blocks for ``surfaces`` (inner to outer TriangleMesh, m).
+
+        ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,
+        ``near_rule``, ``chunk``).
+        """
+        require_float64("BEM assembly")
+        surfaces = tuple(surfaces)
+        if len(surfaces) < 1:
+            raise ParameterError("surfaces", "an empty list", "at least one closed surface")
+        for s in surfaces:
+            if not isinstance(s, TriangleMesh):
+                raise ParameterError("surfaces", type(s).__name__, "TriangleMesh objects, inner to outer")
+        if check:
+            check_head_model(surfaces, min_gap)
+        n = len(surfaces)
+        curls = [curl_matrices(s) for s in surfaces]
+        S_tri, N, D, S = {}, {}, {}, {}
+        for i in range(n):
+            S_tri[(i, i)] = single_layer_matrix(surfaces[i], surfaces[i], same=True, **quad)
+            if i + 1 < n:
+                S_tri[(i, i + 1)] = single_layer_matrix(surfaces[i], surfaces[i + 1], **quad)
+        for (i, j), blk in S_tri.items():
+            N[(i, j)] = hypersingular_matrix(blk, curls[i], curls[j])
+            if i < n - 1 and j < n - 1:
+                S[(i, j)] = blk
+        N = {k: (0.5 * (v + v.T) if k[0] == k[1] else v) for k, v in N.items()}
+        for i in range(n - 1):
+            for j in (i - 1, i, i + 1):
+                if 0 <= j < n:
+                    D[(i, j)] = double_layer_matrix(surfaces[i], surfaces[j], same=(i == j), **quad)
+        return cls(surfaces, N, D, S)
+
+    # ------------------------------------------------------------------ system
+    def offsets(self):
+        """Start index of V_i (i < N) and p_i (i < N-1) in the unknown vector."""
+        nv, nt = self.n_vertices, self.n_triangles
+        v_off = np.concatenate([[0], np.cumsum(nv)])
+        p_off = v_off[-1] + np.concatenate([[0], np.cumsum(nt[:-1])])
+        return v_off, p_off
+
+    def blocks(self, sigma):
+        """Blocks (A_VV, A_Vp, A_pp) of the (undeflated) symmetric system (numpy)."""
+        s = [float(x) for x in sigma] + [0.0]
+        inv = [1.0 / x for x in s[:-1]] + [0.0]
+        return self._blocks(s, inv, 1.0)
+
+    def _blocks(self, s, inv, const):
+        """Blocks for conductivities ``s`` (with s_{N+1} = 0), inverse conductivities
+        ``inv`` and a factor ``const`` on the conductivity-free D blocks; linear in
+        (s, inv, const), which gives the basis of :meth:`basis`."""
+        n = self.n_surfaces
+        v_off, p_off = self.offsets()
+        n_v, n_p = int(v_off[-1]), int(p_off[-1] - p_off[0])
+        avv = np.zeros((n_v, n_v))
+        for i in range(n):
+            avv[v_off[i]:v_off[i + 1], v_off[i]:v_off[i + 1]] += (s[i] + s[i + 1]) * self.N[(i, i)]
+            if i + 1 < n:
+                blk = -s[i + 1] * self.N[(i, i + 1)]
+                avv[v_off[i]:v_off[i + 1], v_off[i + 1]:v_off[i + 2]] += blk
+                avv[v_off[i + 1]:v_off[i + 2], v_off[i]:v_off[i + 1]] += blk.T
+        avp = np.zeros((n_v, n_p))
+        p0 = p_off - p_off[0]
+        for (i, j), blk in self.D.items():
+            coef = -2.0 if i == j else 1.0
+            avp[v_off[j]:v_off[j + 1], p0[i]:p0[i + 1]] += const * coef * blk.T
+        app = np.zeros((n_p, n_p))
+        for (i, j), blk in self.S.items():
+            if i == j:
+                app[p0[i]:p0[i + 1], p0[i]:p0[i + 1]] += (inv[i] + inv[i + 1]) * blk
+            else:
+                b = -inv[j] * blk
+                app[p0[i]:p0[i + 1], p0[j]:p0[j + 1]] += b
+                app[p0[j]:p0[j + 1], p0[i]:p0[i + 1]] += b.T
+        return avv, avp, app
+
+    def basis(self):
+        """``A(sigma) = M0 + sum_k sigma_k Ms[k] + sum_k Mi[k] / sigma_k`` as dense
+        arrays (M0 (n, n), Ms, Mi (N, n, n)), for differentiable solves on
+        small meshes."""
+        n = self.n_surfaces
+
+        def full(s, inv, const):
+            avv, avp, app = self._blocks(list(s) + [0.0], list(inv) + [0.0], const)
+            return np.block([[avv, avp], [avp.T, app]])
+
+        zero = np.zeros(n)
+        eye = np.eye(n)
+        m0 = full(zero, zero, 1.0)
+        ms = np.stack([full(eye[k], zero, 0.0) for k in range(n)])
+        mi = np.stack([full(zero, eye[k], 0.0) for k in range(n)])
+        return m0, ms, mi
+
+
+def _deflation(avv):
+    n_v = avv.shape[0]
+    return float(np.mean(np.abs(np.diag(np.asarray(avv))))) / n_v
+
+
+def solve_concrete(ops: BEMOperators, sigma, rhs):
+    """Solve A x = rhs (ndof, k) for concrete conductivities (numpy / LAPACK).
+
+    Block LDL^T of the deflated quasi-definite system: ``A_pp = L L^T`` (SPD),
+    ``W = L^-1 A_pV``, then the negated Schur complement ``-A_VV + W^T W``
+    (SPD) by Cholesky: n_p^3/3 + n_p^2 n_V + n_V^2 n_p / 2 + n_V^3/3 flops,
+    about 0.4 of an LU of the whole system.
+    """
+    sigma = np.asarray(sigma, float)
+    avv, avp, app = ops.blocks(sigma)
+    avv -= _deflation(avv)
+    n_v = avv.shape[0]
+    fv, fp = rhs[:n_v], rhs[n_v:]
+    if app.shape[0] == 0:
+        avv *= -1.0
+        return -sla.cho_solve(sla.cho_factor(avv, overwrite_a=True, check_finite=False), fv,
+                              check_finite=False)
+    lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
+    del app
+    w = sla.solve_triangular(lp, np.ascontiguousarray(avp.T), lower=True, check_finite=False,
+                             overwrite_b=True)                       # (n_p, n_v)
+    del avp
+    avv *= -1.0
+    schur = sla.blas.dsyrk(1.0, w, beta=1.0, c=avv, trans=1, lower=0, overwrite_c=1)
+    del avv
+    ls = sla.cholesky(schur, lower=False, overwrite_a=True, check_finite=False)
+    zp = sla.solve_triangular(lp, fp, lower=True, check_finite=False)
+    # (A_VV - W^T W) x_V = f_V - W^T z_p ;  A_pp x_p = f_p - A_pV x_V
+    xv = -sla.cho_solve((ls, False), fv - w.T @ zp, check_finite=False)
+    xp_ = sla.solve_triangular(lp, zp - w @ xv, lower=True, trans="T", check_finite=False)
+    return np.concatenate([xv, xp_], axis=0)
+
+
+def solve_traced(ops: BEMOperators, sigma, rhs):
+    """Differentiable dense solve (jax) of the deflated system
+    ``A(sigma) = M0 + sum_k sigma_k Ms_k + sum_k Mi_k / sigma_k``, for gradients
+    with respect to the conductivities (small meshes: the basis is dense)."""
+    m0, ms, mi = ops.basis()
+    n_v = sum(ops.n_vertices)
+    a = (jnp.asarray(m0) + jnp.tensordot(sigma, jnp.asarray(ms), 1)
+         + jnp.tensordot(1.0 / sigma, jnp.asarray(mi), 1))
+    c = jax.lax.stop_gradient(jnp.mean(jnp.abs(jnp.diag(a)[:n_v]))) / n_v
+    a = a.at[:n_v, :n_v].add(-c)
+    return jnp.linalg.solve(a, jnp.asarray(rhs))
+
+
+# ---------------------------------------------------------------------- sensors
+def closest_points(mesh: TriangleMesh, points, k=16):
+    """Closest point on ``mesh`` for each point: (face index, barycentric (3,))."""
+    tri = triangles(mesh)
+    cent = tri.mean(axis=1)
+    _, cand = cKDTree(cent).query(points, k=min(k, len(cent)))
+    cand = np.atleast_2d(cand)
+    best_d = np.full(len(points), np.inf)
+    best_f = np.zeros(len(points), int)
+    best_b = np.zeros((len(points), 3))
+    for j in range(cand.shape[1]):
+        f = cand[:, j]
+        a, b, c = tri[f, 0], tri[f, 1], tri[f, 2]
+        q, bary = _closest_on_triangle(points, a, b, c)
+        d = np.linalg.norm(points - q, axis=1)
+        better = d < best_d
+        best_d[better], best_f[better], best_b[better] = d[better], f[better], bary[better]
+    return best_f, best_b, best_d
+
+
+def _closest_on_triangle(p, a, b, c):
+    """Closest points (n, 3) on triangles and their barycentric coordinates."""
+    ab, ac = b - a, c - a
+    n = np.cross(ab, ac)
+    # barycentric of the projection
+    nn = np.einsum("ij,ij->i", n, n)
+    ap = p - a
+    v = np.einsum("ij,ij->i", np.cross(ap, ac), n) / nn
+    w = np.einsum("ij,ij->i", np.cross(ab, ap), n) / nn
+    u = 1 - v - w
+    bary = np.stack([u, v, w], axis=1)
+    inside = (bary >= 0).all(axis=1)
+    q = a + v[:, None] * ab + w[:, None] * ac
+    best_q, best_b = q.copy(), bary.copy()
+    best_d = np.where(inside, np.linalg.norm(p - q, axis=1), np.inf)
+    for (i, j) in ((0, 1), (1, 2), (2, 0)):
+        x0, x1 = (a, b, c)[i], (a, b, c)[j]
+        e = x1 - x0
+        t = np.clip(np.einsum("ij,ij->i", p - x0, e) / np.einsum("ij,ij->i", e, e), 0, 1)
+        qe = x0 + t[:, None] * e
+        d = np.linalg.norm(p - qe, axis=1)
+        better = (~inside) & (d < best_d)
+        be = np.zeros((len(p), 3))
+        be[:, i], be[:, j] = 1 - t, t
+        best_q[better], best_b[better], best_d[better] = qe[better], be[better], d[better]
+    return best_q, best_b
+
+
+def eeg_functional(ops: BEMOperators, electrodes):
+    """(n_elec, n_dof) interpolation of the scalp potential at the electrodes'
+    closest points on the scalp mesh (barycentric P1 weights)."""
+    scalp = ops.surfaces[-1]
+    f, bary, _ = closest_points(scalp, np.asarray(electrodes, float))
+    v_off, p_off = ops.offsets()
+    out = np.zeros((len(f), int(p_off[-1])))
+    faces = np.asarray(scalp.faces)
+    for k in range(3):
+        np.add.at(out, (np.arange(len(f)), v_off[-2] + faces[f, k]), bary[:, k])
+    return out
+
+
+@jax.jit
+def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
+    """(chunk, nt, 3): int_T phi_k (m_p . (n' x (r_p - r'))) / |r_p - r'|^3 dS'."""
+    d = pts[:, None, None, :] - qp[None]                  # (c, nt, Q, 3)
+    r3 = jnp.sum(d * d, -1) ** 1.5
+    cr = jnp.cross(tri_normals[None, :, None, :], d)      # n' x (r - r')
+    val = jnp.einsum("cj,ctqj->ctq", nrm, cr) / r3 * qw[None]
+    return jnp.einsum("ctq,qk->ctk", val, lam)
+
+
+@jax.jit
+def _geselowitz_pairs(pts, nrm, qp, qw, lam, tri_normals):
+    """(npairs, 3): the same for a list of (point, triangle) pairs."""
+    d = pts[:, None, :] - qp                              # (P, Q, 3)
+    r3 = jnp.sum(d * d, -1) ** 1.5
+    cr = jnp.cross(tri_normals[:, None, :], d)
+    val = jnp.einsum("pj,pqj->pq", nrm, cr) / r3 * qw
+    return val @ lam
+
+
+def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=4.0, chunk=32,
+                            near_level=3):
+    """Per surface i, the (n_channels, nv_i) matrix
+    ``mu0/(4 pi) sum_p w_p int_{S_i} phi_j (m_p . (n' x (r_p - r')))/|r_p - r'|^3``.
+
+    The field is ``B = B0 - sum_i (s_i - s_{i+1}) K_i V_i``.  Degree-5 (7-point)
+    rule on every triangle; for (point, triangle) pairs closer than
+    ``near_factor`` triangle sizes the rule is applied on 4**near_level
+    sub-triangles instead.
+    """
+    pts = np.asarray(sensors.points, float)
+    nrm = np.asarray(sensors.normals, float)
+    wts = np.asarray(sensors.weights, float)
+    chan = np.asarray(sensors.channel)
+    bary, w = triangle_rule("7", 0)
+    bary_n, w_n = triangle_rule("7", near_level)
+    out = []
+    for surf in ops.surfaces:
+        tri = triangles(surf)
+        faces = np.asarray(surf.faces)
+        nv = len(surf.vertices)
+        nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        area = 0.5 * np.linalg.norm(nvec, axis=1)
+        unit = nvec / (2 * area[:, None])
+        qp = np.einsum("qk,tkj->tqj", bary, tri)
+        qw = area[:, None] * w[None]
+        fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(unit):
+                     _geselowitz_rows(p, m, qp, qw, jnp.asarray(bary), tn))
+        vals = _run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
+        # near pairs: replace the 7-point value by the subdivided rule
+        cent = tri.mean(axis=1)
+        size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
+        lists = cKDTree(cent).query_ball_point(pts, near_factor * size.max())
+        pp = np.repeat(np.arange(len(pts)), [len(x) for x in lists])
+        if pp.size:
+            tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+            qpn = np.einsum("qk,tkj->tqj", bary_n, tri[tt])
+            qwn = area[tt, None] * w_n[None]
+            hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(bary_n), tn),
+                             [pts[pp], nrm[pp], qpn, qwn, unit[tt]], len(pp), 1024)
+            vals[pp, tt] = hi
+        per_point = np.zeros((len(pts), nv))
+        for k in range(3):
+            per_point += np.asarray(
+                sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
+                              shape=(nv, len(faces))) @ vals[:, :, k].T).T
+        ch = np.zeros((sensors.n_channels, nv))
+        np.add.at(ch, chan, wts[:, None] * per_point)
+        out.append(MU0_OVER_4PI * ch)
+    return out
+
+
+def meg_functional(ops: BEMOperators, sigma, surface_functionals, xp=np):
+    """(n_channels, n_dof) map from the BEM unknowns to the volume-current field."""
+    n = ops.n_surfaces
+    s = [sigma[i] for i in range(n)] + [0.0]
+    parts = [-(s[i] - s[i + 1]) * surface_functionals[i] for i in range(n)]
+    n_p = sum(ops.n_triangles[:-1])
+    parts.append(xp.zeros((surface_functionals[0].shape[0], n_p)))
+    return xp.concatenate(parts, axis=1)
+
+
+def _primary_rows(points, normals, pos):
+    """(P, 3): B0(point) . normal for unit dipoles along x, y, z at ``pos``."""
+    d = points - pos
+    r3 = jnp.sum(d * d, -1) ** 1.5
+    # (e_k x d) . m = e_k . (d x m)
+    return MU0_OVER_4PI * jnp.cross(d, normals) / r3[:, None]
+
+
+def primary_meg_gain(sensors: MEGSensors, positions):
+    """(n_channels, n_sources, 3) infinite-medium field B0 (T/(A m))."""
+    pts = jnp.asarray(sensors.points, float)
+    nrm = jnp.asarray(sensors.normals, float)
+    w = jnp.asarray(sensors.weights, float)
+    chan = jnp.asarray(sensors.channel)
+    per = jax.vmap(lambda p: _primary_rows(pts, nrm, p), out_axes=1)(positions)   # (P, S, 3)
+    return jax.ops.segment_sum(w[:, None, None] * per, chan, num_segments=sensors.n_channels)
+
+
+# ---------------------------------------------------------------------- sources
+def _source_terms_one(tri, faces, nv, r0):
+    """(nv, 3) and (nt, 3): <phi_j, dv/dn> and <psi_a, v> for unit dipoles along
+    x, y, z at r0 (unit conductivity), exact."""
+    jdl = jax.jacfwd(lambda r: double_layer_p1(r, tri))(r0)        # (nt, 3k, 3dir)
+    jsl = jax.jacfwd(lambda r: single_layer_p0(r, tri))(r0)        # (nt, 3dir)
+    # d/dr0 of int phi dG(r0 - y)/dn_y = int phi dn_y [q . grad_r0 G]; v = q . grad_r0 G(x - r0)
+    rv = jax.ops.segment_sum(jdl.reshape(-1, 3), faces.ravel(), num_segments=nv)
+    return rv, jsl
+
+
+@functools.partial(jax.jit, static_argnames=("nv",))
+def _source_terms(tri, faces, nv, positions):
+    return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r), out_axes=(1, 1))(positions)
+
+
+def _dipole_kernels(x, nrm, r0):
+    """v_d(x) and dv_d/dn(x) of unit dipoles along d at r0 (unit conductivity):
+    (..., 3) each; x (..., 3), nrm broadcastable to x."""
+    d = x - r0
+    r2 = jnp.sum(d * d, -1)[..., None]
+    inv3 = r2 ** -1.5
+    v = d * inv3
+    dn = nrm * inv3 - 3.0 * d * jnp.sum(nrm * d, -1)[..., None] * inv3 / r2
+    return v / (4 * np.pi), dn / (4 * np.pi)
+
+
+@functools.partial(jax.jit, static_argnames=("nv",))
+def _source_terms_quad(qp, qw, lam, nrm, faces, nv, positions):
+    """Source terms by the 7-point rule on every triangle: (nv, c, 3), (nt, c, 3)."""
+    v, dn = _dipole_kernels(qp[:, :, None, :], nrm[:, None, None, :],
+                            positions[None, None])                    # (nt, Q, c, 3)
+    rp = jnp.einsum("tq,tqcd->tcd", qw, v)
+    rv_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, dn)              # (nt, 3, c, 3)
+    c = positions.shape[0]
+    rv = jax.ops.segment_sum(rv_tri.reshape(-1, c, 3), faces.ravel(), num_segments=nv)
+    return rv, rp
+
+
+@jax.jit
+def _source_pairs_correction(tri, qp, qw, lam, nrm, pos):
+    """Exact minus 7-point source terms for (source, triangle) pairs: (P, 3k, 3d), (P, 3d)."""
+    exact_dl = jax.vmap(lambda t, r: jax.jacfwd(lambda x: double_layer_p1(x, t))(r))(tri, pos)
+    exact_sl = jax.vmap(lambda t, r: jax.grad(lambda x: single_layer_p0(x, t))(r))(tri, pos)
+    v, dn = _dipole_kernels(qp, nrm[:, None, :], pos[:, None, :])    # (P, Q, 3)
+    approx_sl = jnp.einsum("pq,pqd->pd", qw, v)
+    approx_dl = jnp.einsum("pq,pqk,pqd->pkd", qw, lam, dn)
+    return exact_dl - approx_dl, exact_sl - approx_sl
+
+
+# ---------------------------------------------------------------------- forward
+@dataclasses.dataclass(frozen=True)
+class BEMForward:
+    """BEM forward model implementing the :class:`ForwardModel` interface.
+
+    Build with :meth:`create` (surfaces + conductivities) or
+    :meth:`from_operators` (reuse assembled :class:`BEMOperators`, e.g. to
+    differentiate with respect to the conductivities).  Channels are EEG
+    first, then MEG, as in :class:`SphereForward`.
+    """
+
+    operators: BEMOperators
+    conductivities: object
+    eeg: EEGSensors | None
+    meg: MEGSensors | None
+    transfer: object            # (n_sensors, n_dof of S_1): T = F A^-1 restricted to S_1
+
+    @classmethod
+    def create(cls, surfaces, conductivities, eeg=None, meg=None, min_gap=0.001, **quad):
+        ops = BEMOperators.create(surfaces, min_gap=min_gap, **quad)
+        return cls.from_operators(ops, conductivities, eeg, meg)
+
+    @classmethod
+    def from_operators(cls, ops: BEMOperators, conductivities, eeg=None, meg=None,
+                       meg_functionals=None):
+        if eeg is None and meg is None:
+            raise ParameterError("eeg/meg", None, "at least one sensor set")
+        n = ops.n_surfaces
+        concrete = is_concrete(conductivities)
+        sig = np.asarray(conductivities, float) if concrete else jnp.asarray(conductivities)
+        if sig.shape != (n,):
+            raise ParameterError("conductivities", f"shape {sig.shape}", f"one per surface ({n},)")
+        if concrete and np.any(sig <= 0):
+            raise ParameterError("conductivities", sig.tolist(), "positive values in S/m")
+        scalp = ops.surfaces[-1]
+        rows = []
+        if eeg is not None:
+            check_points_outside(ops.surfaces[-2] if n > 1 else scalp, eeg.positions, "electrode")
+            _, _, d = closest_points(scalp, eeg.positions)
+            far = np.flatnonzero(d > 0.01)
+            if far.size:
+                raise GeometryError(f"electrode {int(far[0])} is {d[far[0]] * 1e3:.1f} mm from the "
+                                    f"scalp surface {scalp.name!r} (more than 10 mm): check units and "
+                                    "coordinate frame")
+            rows.append(eeg_functional(ops, eeg.positions))
+        if meg is not None:
+            check_points_outside(scalp, meg.points, "MEG integration point")
+            if meg_functionals is None:
+                meg_functionals = meg_surface_functionals(ops, meg)
+        xp = np if concrete else jnp
+        if meg is not None:
+            rows.append(meg_functional(ops, sig, meg_functionals, xp))
+        f = xp.concatenate([xp.asarray(r) for r in rows], axis=0)
+        if concrete:
+            y = solve_concrete(ops, sig, np.ascontiguousarray(f.T))
+        else:
+            y = solve_traced(ops, sig, f.T)
+        v_off, p_off = ops.offsets()
+        idx = np.concatenate([np.arange(v_off[0], v_off[1]),
+                              np.arange(p_off[0], p_off[1]) if n > 1 else np.zeros(0, int)])
+        transfer = jnp.asarray(y[idx].T)
+        return cls(ops, sig, eeg, meg, transfer)
+
+    @property
+    def channel_names(self):
+        return (self.eeg.names if self.eeg else ()) + (self.meg.names if self.meg else ())
+
+    @property
+    def channel_kinds(self):
+        return (("eeg",) * self.eeg.n_channels if self.eeg else ()) + (
+            self.meg.kinds if self.meg else ())
+
+    def _check_sources(self, positions):
+        if is_concrete(positions):
+            check_points_inside(self.operators.surfaces[0], np.asarray(positions), "source")
+
+    def _volume_gain(self, positions, chunk=64, near_factor=6.0):
+        """(n_sensors, n_sources, 3): transfer applied to the source terms.
+
+        Concrete positions: 7-point rule on every triangle of the inner
+        surface, replaced by the exact (analytic) terms for (source, triangle)
+        pairs closer than ``near_factor`` triangle circumradii (agreement with
+        the all-exact path ~1e-7).  Under tracing (gradients with respect to
+        positions or conductivities): exact terms on every triangle."""
+        inner = self.operators.surfaces[0]
+        tri_np = triangles(inner)
+        faces_np = np.asarray(inner.faces)
+        nv, nt = len(inner.vertices), len(faces_np)
+        n = self.operators.n_surfaces
+        sig1 = self.conductivities[0]
+        t_v, t_p = self.transfer[:, :nv], self.transfer[:, nv:]
+        if not is_concrete((positions, self.transfer, sig1)):
+            tri, faces = jnp.asarray(tri_np), jnp.asarray(faces_np)
+            out = []
+            for s in range(0, positions.shape[0], chunk):
+                rv, rp = _source_terms(tri, faces, nv, positions[s:s + chunk])
+                g = jnp.einsum("ej,jck->eck", t_v, rv)
+                if n > 1:
+                    g = g - jnp.einsum("ej,jck->eck", t_p, rp) / sig1
+                out.append(g)
+            return jnp.concatenate(out, axis=1)
+        pos = np.asarray(positions, float)
+        bary, w = triangle_rule("7", 0)
+        nvec = np.cross(tri_np[:, 1] - tri_np[:, 0], tri_np[:, 2] - tri_np[:, 0])
+        area = 0.5 * np.linalg.norm(nvec, axis=1)
+        nrm = nvec / (2 * area[:, None])
+        qp = np.einsum("qk,tkj->tqj", bary, tri_np)
+        qw = area[:, None] * w[None]
+        args = [jnp.asarray(x) for x in (qp, qw, bary, nrm, faces_np)]
+        tv_np, tp_np = np.asarray(t_v), np.asarray(t_p)
+        s1 = float(sig1)
+
+        def one(p):
+            rv, rp = _source_terms_quad(*args, nv, jnp.asarray(p))
+            g = np.einsum("ej,jck->eck", tv_np, np.asarray(rv), optimize=True)
+            if n > 1:
+                g -= np.einsum("ej,jck->eck", tp_np, np.asarray(rp), optimize=True) / s1
+            return g
+
+        g = _run_chunks_axis1(one, pos, chunk)
+        # near (source, triangle) pairs: exact terms
+        cent = tri_np.mean(axis=1)
+        size = np.max(np.linalg.norm(tri_np - cent[:, None], axis=2), axis=1).max()
+        lists = cKDTree(cent).query_ball_point(pos, near_factor * size)
+        src = np.repeat(np.arange(len(pos)), [len(x) for x in lists])
+        if src.size:
+            tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+            ddl, dsl = _run_chunks(_source_pairs_correction,
+                                   [tri_np[tt], qp[tt], qw[tt],
+                                    np.broadcast_to(bary, (len(tt),) + bary.shape), nrm[tt], pos[src]],
+                                   len(tt), 2048, n_out=2)
+            # correction matrix: rows = S_1 unknowns, columns = (source, direction)
+            rows = np.concatenate([faces_np[tt, k] for k in range(3)] + ([nv + tt] if n > 1 else []))
+            cols = np.concatenate([src] * (3 + (n > 1)))
+            for d in range(3):
+                vals = np.concatenate([ddl[:, k, d] for k in range(3)]
+                                      + ([-dsl[:, d] / s1] if n > 1 else []))
+                corr = sp.csr_matrix((vals, (rows, cols)), shape=(nv + (nt if n > 1 else 0), len(pos)))
+                g[:, :, d] += np.asarray((corr.T @ np.asarray(self.transfer).T).T)
+        return jnp.asarray(g)
+
+    def gain(self, positions):
+        """Gain (n_channels, n_sources, 3): V/(A m) (referenced as the electrodes
+        specify) for EEG, then T/(A m) (T/(m A m) for planar gradiometers) for MEG."""
+        positions = jnp.atleast_2d(jnp.asarray(positions, float))
+        self._check_sources(positions)
+        g = self._volume_gain(positions)
+        parts = []
+        n_e = self.eeg.n_channels if self.eeg is not None else 0
+        if self.eeg is not None:
+            parts.append(jnp.einsum("ij,jsk->isk", jnp.asarray(self.eeg.reference_matrix()), g[:n_e]))
+        if self.meg is not None:
+            parts.append(g[n_e:] + primary_meg_gain(self.meg, positions))
+        return jnp.concatenate(parts, axis=0)
+
+    def eeg_gain(self, positions):
+        if self.eeg is None:
+            raise ParameterError("eeg", None, "a BEMForward built with EEG sensors")
+        return self.gain(positions)[: self.eeg.n_channels]
+
+    def meg_gain(self, positions):
+        if self.meg is None:
+            raise ParameterError("meg", None, "a BEMForward built with MEG sensors")
+        n_e = self.eeg.n_channels if self.eeg is not None else 0
+        return self.gain(positions)[n_e:]

@@ -1,0 +1,236 @@
+"""Galerkin boundary-integral operators on closed triangle meshes.
+
+Discretisation of the symmetric BEM (Kybic et al. 2005, IEEE TMI 24:12):
+potentials are P1 (piecewise linear, one value per vertex), normal currents
+P0 (one value per triangle).  Three conductivity-independent operator kinds
+between two surfaces A (test) and B (trial):
+
+* ``S_AB[a, b] = int_{T_a} int_{T_b} G(x - y) dy dx`` (P0-P0 single layer);
+* ``D_AB[a, j] = int_{T_a} int_B phi_j(y) dG(x - y)/dn_y dy dx`` (P0-P1 double
+  layer; the adjoint operator D* is its transpose);
+* ``N_AB[i, j] = -int_A int_B G(x - y) curl phi_i(x) . curl phi_j(y)`` (P1-P1
+  hypersingular operator through the Nedelec/Maue integration by parts,
+  ``curl phi = n x grad phi``, constant on each triangle), so
+  ``N_AB = -sum_c C_A,c^T S_AB C_B,c``.
+
+Well-separated triangle pairs use a 3-point (degree 2) Gauss rule on both
+triangles with the plain kernels.  Near pairs (centroid distance below
+``near_factor`` times the sum of the largest circumradii; self and adjacent
+pairs included) use the degree-5 7-point rule on 4 sub-triangles of the test
+triangle and the analytic inner integral (:mod:`.bem_integrals`); their
+values replace the far-field ones.  Quadrature is converged: on 3 x 642
+spheres a 7-point far rule, a wider near zone and 64 sub-triangles change
+the lead fields by < 1e-4 relative.  Kernel evaluations run in jitted JAX
+chunks of fixed size (bounded memory) on the thread pool.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from ...geometry.mesh import TriangleMesh
+from ..._core.parallel import _pool, n_threads
+from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
+
+#: default quadrature: far pairs (Gauss x Gauss, plain kernel) / near pairs
+#: (Gauss outer x analytic inner): (order, subdivision level)
+FAR_RULE = ("3", 0)
+NEAR_RULE = ("7", 1)
+
+
+def triangles(mesh: TriangleMesh):
+    return np.asarray(mesh.vertices)[np.asarray(mesh.faces)]
+
+
+def _qpoints(tri, rule):
+    """Quadrature points (nt, Q, 3) and weights times area (nt, Q)."""
+    bary, w = triangle_rule(*rule)
+    pts = np.einsum("qk,tkj->tqj", bary, tri)
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    return pts, area[:, None] * w[None, :]
+
+
+def _unit_normals(tri):
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return n / np.linalg.norm(n, axis=1, keepdims=True)
+
+
+# ---- far field: Gauss rule on both triangles, plain kernels (coincident points masked;
+# ---- such pairs are always near pairs, whose values are replaced below)
+def _far_s(pa, wa, pb, wb):
+    """pa (..., Qa, 3), pb (..., Qb, 3) -> (...): sum w w' G(x - y)."""
+    d = pa[..., :, None, :] - pb[..., None, :, :]
+    r = jnp.sqrt(jnp.sum(d * d, -1))
+    ok = r > 0
+    k = jnp.where(ok, 1.0 / jnp.where(ok, r, 1.0), 0.0) / (4 * np.pi)
+    return jnp.einsum("...q,...qr,...r->...", wa, k, wb)
+
+
+def _far_d(pa, wa, pb, wb, nb, lam):
+    """-> (..., 3): sum w w' lambda_k(y) (x - y).n_b / (4 pi |x - y|^3)."""
+    d = pa[..., :, None, :] - pb[..., None, :, :]
+    r2 = jnp.sum(d * d, -1)
+    ok = r2 > 0
+    inv3 = jnp.where(ok, jnp.where(ok, r2, 1.0) ** -1.5, 0.0)
+    k = jnp.sum(d * nb[..., None, None, :], -1) * inv3            # (..., Qa, Qb)
+    t = jnp.sum(wa[..., :, None] * k, axis=-2) * wb                # (..., Qb)
+    return (t @ lam) / (4 * np.pi)
+
+
+def _run_chunks(fn, arrays, n, chunk, n_out=1):
+    """Call jitted ``fn`` on fixed-size chunks (the last one padded, so one
+    compilation serves all), on the thread pool (XLA releases the GIL);
+    results concatenated along axis 0 (``n_out`` outputs)."""
+    starts = list(range(0, n, chunk))
+
+    def one(s):
+        e = min(s + chunk, n)
+        parts = [x[s:e] for x in arrays]
+        if e - s < chunk:
+            parts = [np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)]) for p in parts]
+        res = jax.block_until_ready(fn(*parts))
+        res = (res,) if n_out == 1 else res
+        return [np.asarray(r)[: e - s] for r in res]
+
+    if not starts:
+        return None
+    if n_threads() > 1 and len(starts) > 1:
+        res = list(_pool(n_threads()).map(one, starts))
+    else:
+        res = [one(s) for s in starts]
+    out = [np.concatenate([r[k] for r in res], axis=0) for k in range(n_out)]
+    return out[0] if n_out == 1 else out
+
+
+def _run_chunks_axis1(fn, positions, chunk):
+    """``fn`` (numpy in, (C, chunk, ...) out) over padded chunks of ``positions``,
+    on the thread pool, concatenated along axis 1."""
+    n = len(positions)
+    starts = list(range(0, n, chunk))
+
+    def one(s):
+        e = min(s + chunk, n)
+        p = positions[s:e]
+        if e - s < chunk:
+            p = np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)])
+        return np.asarray(fn(p))[:, : e - s]
+
+    if n_threads() > 1 and len(starts) > 1:
+        res = list(_pool(n_threads()).map(one, starts))
+    else:
+        res = [one(s) for s in starts]
+    return np.concatenate(res, axis=1)
+
+
+def _sizes(tri):
+    c = tri.mean(axis=1)
+    return c, np.max(np.linalg.norm(tri - c[:, None], axis=2), axis=1)
+
+
+def near_pairs(tri_a, tri_b, near_factor):
+    """Index pairs (a, b) of triangles with centroids closer than
+    ``near_factor`` times the sum of the largest circumradii."""
+    ca, ra = _sizes(tri_a)
+    cb, rb = _sizes(tri_b)
+    radius = near_factor * (ra.max() + rb.max())
+    lists = cKDTree(cb).query_ball_point(ca, radius)
+    a = np.repeat(np.arange(len(ca)), [len(x) for x in lists])
+    b = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(a) else np.zeros(0, int)
+    return a.astype(np.int64), b
+
+
+def single_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=64,
+                        near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+    """P0-P0 single-layer Galerkin matrix ``S_AB`` (nt_a, nt_b), m^3."""
+    ta, tb = triangles(mesh_a), triangles(mesh_b)
+    pa, wa = _qpoints(ta, far_rule)
+    pb, wb = _qpoints(tb, far_rule)
+    pbj, wbj = jnp.asarray(pb), jnp.asarray(wb)
+    rows = jax.jit(lambda p, w: _far_s(p[:, None], w[:, None], pbj[None], wbj[None]))
+    S = _run_chunks(rows, [pa, wa], len(ta), chunk)
+    a, b = near_pairs(ta, tb, near_factor)
+    pn, wn = _qpoints(ta, near_rule)
+    hi = _run_chunks(_sl_pairs, [pn[a], wn[a], tb[b]], len(a), 4096)
+    S[a, b] = hi
+    if same:
+        S = 0.5 * (S + S.T)
+    return S
+
+
+@jax.jit
+def _sl_pairs(pts, wts, tri_b):
+    """(npairs,): Gauss outer rule x analytic inner single layer."""
+    return jnp.einsum("pq,pq->p", wts, single_layer_p0(pts, tri_b[:, None]))
+
+
+@functools.partial(jax.jit, static_argnames=("same",))
+def _dl_pairs(pts, wts, tri_b, a, b, same):
+    vals = jnp.einsum("pq,pqk->pk", wts, double_layer_p1(pts, tri_b[:, None]))
+    if same:
+        vals = jnp.where((a == b)[:, None], 0.0, vals)
+    return vals
+
+
+def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
+                        near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+    """P0-P1 double-layer Galerkin matrix ``D_AB`` (nt_a, nv_b), m^2 (zero
+    self-triangle terms: the principal value on a flat triangle)."""
+    ta, tb = triangles(mesh_a), triangles(mesh_b)
+    fb = np.asarray(mesh_b.faces)
+    nv = len(mesh_b.vertices)
+    pa, wa = _qpoints(ta, far_rule)
+    pb, wb = _qpoints(tb, far_rule)
+    lam = jnp.asarray(triangle_rule(*far_rule)[0])
+    pbj, wbj, nbj = jnp.asarray(pb), jnp.asarray(wb), jnp.asarray(_unit_normals(tb))
+    fbj = jnp.asarray(fb.ravel())
+
+    @jax.jit
+    def rows(p, w):
+        vals = _far_d(p[:, None], w[:, None], pbj[None], wbj[None], nbj[None], lam)  # (c, nb, 3)
+        flat = vals.reshape(vals.shape[0], -1).T                                    # (nb*3, c)
+        return jax.ops.segment_sum(flat, fbj, num_segments=nv).T
+
+    D = _run_chunks(rows, [pa, wa], len(ta), chunk)
+    a, b = near_pairs(ta, tb, near_factor)
+    pn, wn = _qpoints(ta, near_rule)
+    hi = _run_chunks(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
+                     [pn[a], wn[a], tb[b], a, b], len(a), 4096)
+    far_pair = jax.jit(lambda p, w, q, v, nb: _far_d(p, w, q, v, nb, lam))
+    lo = _run_chunks(far_pair, [pa[a], wa[a], pb[b], wb[b], _unit_normals(tb)[b]], len(a), 4096)
+    diff = hi - lo
+    for k in range(3):
+        np.add.at(D, (a, fb[b, k]), diff[:, k])
+    return D
+
+
+def curl_matrices(mesh: TriangleMesh):
+    """Sparse (nt, nv) matrices C_c, c = x, y, z: the surface curl ``n x grad phi_j``
+    of each hat function on each triangle (1/m)."""
+    tri = triangles(mesh)
+    f = np.asarray(mesh.faces)
+    nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    two_area = np.linalg.norm(nvec, axis=1)
+    nt, nv = f.shape[0], len(mesh.vertices)
+    rows = np.repeat(np.arange(nt), 3)
+    out = []
+    # n x grad(lambda_k) = -(y_{k+2} - y_{k+1}) / (2 A)
+    curls = np.stack([-(tri[:, (k + 2) % 3] - tri[:, (k + 1) % 3]) / two_area[:, None]
+                      for k in range(3)], axis=1)                      # (nt, 3, 3)
+    for c in range(3):
+        out.append(sp.csr_matrix((curls[:, :, c].ravel(), (rows, f.ravel())), shape=(nt, nv)))
+    return out
+
+
+def hypersingular_matrix(S_ab, curls_a, curls_b):
+    """P1-P1 hypersingular Galerkin matrix from the P0 single-layer block (1/m)."""
+    out = 0.0
+    for ca, cb in zip(curls_a, curls_b):
+        left = np.asarray(ca.T @ S_ab)                 # (nv_a, nt_b)
+        out = out - np.asarray((cb.T @ left.T).T)      # (nv_a, nv_b)
+    return out

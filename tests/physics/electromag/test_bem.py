@@ -1,0 +1,239 @@
+"""Symmetric Galerkin BEM: analytic kernels, operator identities, accuracy
+against the exact multi-shell sphere (EEG) and Sarvas (MEG), gradients, and
+errors for broken head models."""
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+import biosim  # noqa: F401  (float64)
+from biosim._core.errors import GeometryError, ParameterError
+from biosim.geometry.mesh import TriangleMesh, icosphere, nested_spheres
+from biosim.physics.electromag.bem import BEMForward, BEMOperators, meg_surface_functionals
+from biosim.physics.electromag.bem_integrals import (double_layer_p0, double_layer_p1,
+                                                     single_layer_p0, solid_angle, triangle_rule)
+from biosim.physics.electromag.bem_operators import (curl_matrices, double_layer_matrix,
+                                                     single_layer_matrix)
+from biosim.physics.electromag.sensors import EEGSensors, opm_array, squid_helmet_306
+from biosim.physics.electromag.sphere_eeg import SphereHead, eeg_gain
+from biosim.physics.electromag.sphere_meg import meg_gain
+
+RADII = (0.0783, 0.0828, 0.090)
+SIGMA = (0.3, 0.006, 0.3)
+
+
+def rdm_mag(u, v):
+    u, v = np.ravel(u), np.ravel(v)
+    return (np.linalg.norm(u / np.linalg.norm(u) - v / np.linalg.norm(v)),
+            np.linalg.norm(u) / np.linalg.norm(v))
+
+
+def _electrodes(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=(3 * n, 3))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    e = e[e[:, 2] > -0.3][:n] * RADII[-1]
+    return EEGSensors(tuple(f"E{i}" for i in range(len(e))), e)
+
+
+def _dipole(ecc, direction=(0.3, 0.2, 0.9)):
+    d = np.asarray(direction, float)
+    return (d / np.linalg.norm(d) * ecc * RADII[0])[None]
+
+
+# ---------------------------------------------------------------- kernels
+TRI = jnp.array([[0.0, 0.0, 0.0], [1.0, 0.2, 0.0], [0.3, 0.9, 0.1]])
+
+
+def _brute(x, tri=TRI, level=6):
+    bary, w = triangle_rule("7", level)
+    tri = np.asarray(tri)
+    y = bary @ tri
+    nvec = np.cross(tri[1] - tri[0], tri[2] - tri[0])
+    area, n = np.linalg.norm(nvec) / 2, nvec / np.linalg.norm(nvec)
+    r = np.linalg.norm(x - y, axis=1)
+    sl = area * np.sum(w / r) / (4 * np.pi)
+    dl = area * np.sum(bary * (w * ((x - y) @ n) / (4 * np.pi * r ** 3))[:, None], axis=0)
+    return sl, dl
+
+
+@pytest.mark.parametrize("x", [(0.4, 0.3, 0.5), (2.0, 1.0, -0.3), (1.5, 1.5, 0.0), (0.2, -0.4, -0.2)])
+def test_analytic_triangle_potentials_match_fine_quadrature(x):
+    x = np.array(x)
+    sl, dl = _brute(x)
+    assert float(single_layer_p0(jnp.asarray(x), TRI)) == pytest.approx(sl, rel=1e-9)
+    np.testing.assert_allclose(np.asarray(double_layer_p1(jnp.asarray(x), TRI)), dl, rtol=1e-8,
+                               atol=1e-14)
+    assert float(double_layer_p0(jnp.asarray(x), TRI)) == pytest.approx(dl.sum(), rel=1e-8, abs=1e-14)
+
+
+def test_solid_angles_of_a_closed_surface():
+    s = icosphere(2, 1.0)
+    tri = jnp.asarray(s.vertices[s.faces])
+    assert float(jnp.sum(solid_angle(jnp.array([0.1, -0.2, 0.3]), tri))) == pytest.approx(4 * np.pi)
+    assert abs(float(jnp.sum(solid_angle(jnp.array([1.5, 0.2, 0.3]), tri)))) < 1e-12
+
+
+def test_operator_identities_on_closed_surfaces():
+    """D 1 = -1/2 on the surface itself, -1 inside another surface, 0 outside;
+    the hypersingular operator annihilates constants; S is symmetric positive."""
+    inner, outer = nested_spheres((0.05, 0.07), 2, names=("a", "b"))
+    area_in = inner.areas
+    d_self = double_layer_matrix(inner, inner, same=True)
+    np.testing.assert_allclose(d_self.sum(axis=1), -0.5 * area_in, rtol=2e-3)
+    d_out = double_layer_matrix(inner, outer)          # test on inner, trial on outer
+    # far pairs use a 3 x 3 point Gauss rule: ~1e-4 relative quadrature error
+    np.testing.assert_allclose(d_out.sum(axis=1), -area_in, rtol=3e-4)
+    d_in = double_layer_matrix(outer, inner)
+    assert np.max(np.abs(d_in.sum(axis=1))) < 1e-4 * outer.areas.max()
+    s = single_layer_matrix(inner, inner, same=True)
+    assert np.allclose(s, s.T) and np.linalg.eigvalsh(s).min() > 0
+    for c in curl_matrices(inner):
+        assert np.max(np.abs(c @ np.ones(len(inner.vertices)))) < 1e-9
+
+
+# ---------------------------------------------------------------- sphere accuracy
+@pytest.fixture(scope="module")
+def sphere162():
+    ops = BEMOperators.create(nested_spheres(RADII, 2))
+    eeg = _electrodes()
+    meg = squid_helmet_306(accuracy="point").select(("mag", "grad"))
+    opms = opm_array(32, axes="radial")
+    fwd = BEMForward.from_operators(ops, SIGMA, eeg=eeg, meg=meg)
+    fwd_opm = BEMForward.from_operators(ops, SIGMA, meg=opms)
+    return ops, eeg, meg, opms, fwd, fwd_opm
+
+
+def test_symmetric_system_and_sizes(sphere162):
+    ops = sphere162[0]
+    assert ops.n_unknowns == 3 * 162 + 2 * 320
+    avv, avp, app = ops.blocks(np.asarray(SIGMA))
+    assert np.allclose(avv, avv.T) and np.allclose(app, app.T)
+    # constant potential is the null space of the V block
+    assert np.max(np.abs(avv @ np.ones(avv.shape[0]))) < 1e-9 * np.max(np.abs(avv))
+
+
+@pytest.mark.parametrize("ecc", [0.1, 0.5, 0.8])
+def test_eeg_matches_three_shell_sphere(sphere162, ecc):
+    _, eeg, _, _, fwd, _ = sphere162
+    head = SphereHead.three_shell()
+    pos = _dipole(ecc)
+    g = np.asarray(fwd.eeg_gain(pos))[:, 0]
+    ref = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos))[:, 0]
+    radial = pos[0] / np.linalg.norm(pos[0])
+    tang = np.cross(radial, [0.0, 0.0, 1.0])
+    tang /= np.linalg.norm(tang)
+    # measured on 3 x 162 vertices: RDM 0.005/0.009/0.025, MAG 1.024-1.041
+    tol_rdm = {0.1: 0.007, 0.5: 0.012, 0.8: 0.03}[ecc]
+    for o in (radial, tang):
+        rdm, mag = rdm_mag(g @ o, ref @ o)
+        assert rdm < tol_rdm
+        assert abs(mag - 1) < 0.045
+
+
+@pytest.mark.parametrize("ecc", [0.1, 0.5, 0.8])
+def test_meg_matches_sarvas(sphere162, ecc):
+    _, _, meg, opms, fwd, fwd_opm = sphere162
+    pos = _dipole(ecc)
+    radial = pos[0] / np.linalg.norm(pos[0])
+    tang = np.cross(radial, [0.0, 0.0, 1.0])
+    tang /= np.linalg.norm(tang)
+    # measured on 3 x 162 vertices: SQUID RDM 0.0042/0.0037/0.0080, OPM (6 mm above
+    # the scalp) 0.0092/0.0017/0.0011; |1 - MAG| < 0.001
+    tols = {"squid": {0.1: 0.006, 0.5: 0.006, 0.8: 0.012}, "opm": {0.1: 0.012, 0.5: 0.004, 0.8: 0.004}}
+    for f, sens, kind in ((fwd, meg, "squid"), (fwd_opm, opms, "opm")):
+        g = np.asarray(f.meg_gain(pos))[:, 0] @ tang
+        ref = np.asarray(meg_gain(sens, pos))[:, 0] @ tang
+        rdm, mag = rdm_mag(g, ref)
+        assert rdm < tols[kind][ecc]
+        assert abs(mag - 1) < 0.003
+    # a radial dipole in a sphere produces no external field: only discretisation error
+    g_rad = np.asarray(fwd.meg_gain(pos))[:, 0] @ radial
+    g_tan = np.asarray(fwd.meg_gain(pos))[:, 0] @ tang
+    assert np.linalg.norm(g_rad) < 0.015 * np.linalg.norm(g_tan)
+
+
+def test_gain_interface_matches_sphere_forward_layout(sphere162):
+    _, eeg, meg, _, fwd, _ = sphere162
+    g = fwd.gain(_dipole(0.5))
+    assert g.shape == (eeg.n_channels + meg.n_channels, 1, 3)
+    assert fwd.channel_kinds[: eeg.n_channels] == ("eeg",) * eeg.n_channels
+    assert len(fwd.channel_names) == g.shape[0]
+
+
+# ---------------------------------------------------------------- gradients
+@pytest.fixture(scope="module")
+def small():
+    surfaces = nested_spheres((0.06, 0.075, 0.09), 1)
+    ops = BEMOperators.create(surfaces)
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(12, 3))
+    e = e / np.linalg.norm(e, axis=1, keepdims=True) * 0.09
+    eeg = EEGSensors(tuple(f"E{i}" for i in range(12)), e)
+    meg = opm_array(8, axes="radial")
+    return ops, eeg, meg, meg_surface_functionals(ops, meg)
+
+
+def test_gradient_wrt_skull_conductivity(small):
+    ops, eeg, meg, mf = small
+    pos = np.array([[0.01, 0.02, 0.03]])
+    w = np.random.default_rng(0).normal(size=(eeg.n_channels + meg.n_channels, 1, 3))
+    scale = np.concatenate([np.full(eeg.n_channels, 1e2), np.full(meg.n_channels, 1e10)])
+
+    def loss(s_skull):
+        sig = jnp.stack([0.3, s_skull, 0.3])
+        g = BEMForward.from_operators(ops, sig, eeg=eeg, meg=meg, meg_functionals=mf).gain(pos)
+        return jnp.sum(w * g * scale[:, None, None])
+
+    grad = float(jax.grad(loss)(0.006))
+    h = 1e-5
+    fd = (float(loss(0.006 + h)) - float(loss(0.006 - h))) / (2 * h)   # concrete (LAPACK) path
+    assert grad == pytest.approx(fd, rel=1e-5)
+
+
+def test_gradient_wrt_source_position(small):
+    ops, eeg, meg, mf = small
+    fwd = BEMForward.from_operators(ops, SIGMA, eeg=eeg, meg=meg, meg_functionals=mf)
+    w = np.random.default_rng(1).normal(size=(eeg.n_channels + meg.n_channels, 1, 3))
+    scale = np.concatenate([np.full(eeg.n_channels, 1e2), np.full(meg.n_channels, 1e10)])
+
+    def loss(p):
+        return jnp.sum(w * fwd.gain(p[None]) * scale[:, None, None])
+
+    p0 = jnp.array([0.01, 0.02, 0.03])
+    grad = np.asarray(jax.grad(loss)(p0))
+    h = 1e-6
+    fd = [(float(loss(p0.at[k].add(h))) - float(loss(p0.at[k].add(-h)))) / (2 * h) for k in range(3)]
+    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- errors
+def test_broken_head_models_raise():
+    good = nested_spheres((0.06, 0.075, 0.09), 1)
+    with pytest.raises(GeometryError):            # not nested (order swapped)
+        BEMOperators.create([good[1], good[0], good[2]])
+    inward = TriangleMesh(good[0].vertices, good[0].faces[:, ::-1], "inner_skull")
+    with pytest.raises(GeometryError):
+        BEMOperators.create([inward, good[1], good[2]])
+    open_mesh = TriangleMesh(good[1].vertices, good[1].faces[1:], "outer_skull")
+    with pytest.raises(GeometryError):
+        BEMOperators.create([good[0], open_mesh, good[2]])
+    with pytest.raises(ParameterError):
+        BEMOperators.create([good[0].vertices])
+
+
+def test_bad_sensors_sources_and_conductivities_raise(small):
+    ops, eeg, meg, _ = small
+    with pytest.raises(GeometryError):            # MEG sensors inside the scalp
+        BEMForward.from_operators(ops, SIGMA, meg=opm_array(4, scalp_radius=0.07, standoff=0.0))
+    inside = EEGSensors(("a", "b"), np.array([[0.0, 0.0, 0.05], [0.0, 0.0, 0.09]]))
+    with pytest.raises(GeometryError):
+        BEMForward.from_operators(ops, SIGMA, eeg=inside)
+    with pytest.raises(ParameterError):
+        BEMForward.from_operators(ops, (0.3, 0.006), eeg=eeg)
+    with pytest.raises(ParameterError):
+        BEMForward.from_operators(ops, (0.3, -0.006, 0.3), eeg=eeg)
+    fwd = BEMForward.from_operators(ops, SIGMA, eeg=eeg)
+    with pytest.raises(GeometryError):            # source outside the inner surface
+        fwd.gain(np.array([[0.0, 0.0, 0.07]]))
