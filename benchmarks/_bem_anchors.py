@@ -262,3 +262,130 @@ def run_openmeeg(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, 
                 times=dict(solution=float(out["t_solution"]), forward=float(out["t_forward"])),
                 peak_mem_mb=float(out["peak_rss_mb"]), n_unknowns=int(out["n_unknowns"]),
                 tool=f"OpenMEEG {out['version']}")
+
+
+# --------------------------------------------------------------------------- self-validation
+RADII = (0.0783, 0.0828, 0.090)          # inner skull, outer skull, scalp (m)
+SIGMAS = (0.3, 0.006, 0.3)               # brain, skull, scalp (S/m)
+ECCENTRICITIES = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def sphere_points(n, radius, center=(0.0, 0.0, 0.0)):
+    """n near-uniform points (Fibonacci spiral) on a full sphere."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = i * np.pi * (3 - 5 ** 0.5)
+    rho = np.sqrt(1 - z * z)
+    return np.asarray(center) + radius * np.c_[rho * np.cos(phi), rho * np.sin(phi), z]
+
+
+def rdm_mag(u, v, average_reference=False):
+    """Per-column RDM = ||u/|u| - v/|v| || and MAG = |u|/|v| of u against reference v."""
+    if average_reference:
+        u, v = u - u.mean(0), v - v.mean(0)
+    nu, nv = np.linalg.norm(u, axis=0), np.linalg.norm(v, axis=0)
+    return np.linalg.norm(u / nu - v / nv, axis=0), nu / nv
+
+
+def sphere_test_dipoles(eccentricities=ECCENTRICITIES, inner_radius=RADII[0], seed=1):
+    """One random direction per eccentricity; radial then tangential dipoles."""
+    rng = np.random.default_rng(seed)
+    ecc = np.asarray(eccentricities, float)
+    d = rng.normal(size=(len(ecc), 3))
+    d /= np.linalg.norm(d, axis=1)[:, None]
+    t = np.cross(d, rng.normal(size=d.shape))
+    t /= np.linalg.norm(t, axis=1)[:, None]
+    pos = ecc[:, None] * inner_radius * d
+    return np.r_[pos, pos], np.r_[d, t]
+
+
+def sphere_reference(elec, meg_sensors, pos, ori, radii=RADII, sigmas=SIGMAS):
+    """Analytic EEG (exact multi-shell series) and MEG (Sarvas) gains, fixed orientations."""
+    import biosim  # noqa: F401  (float64)
+    from biosim.physics.electromag import SphereHead, eeg_gain, meg_gain
+
+    ge = None if elec is None else np.einsum(
+        "enk,nk->en", np.asarray(eeg_gain(SphereHead.create(radii, sigmas), elec, pos)), ori)
+    gm = None if meg_sensors is None else np.einsum(
+        "enk,nk->en", np.asarray(meg_gain(meg_sensors, pos)), ori)
+    return ge, gm
+
+
+def validate(subdivisions=3, tools=("mne", "openmeeg"), n_electrodes=128):
+    """Both anchors against the analytic 3-shell sphere (printed table)."""
+    import biosim  # noqa: F401
+    from biosim.geometry.mesh import nested_spheres
+    from biosim.physics.electromag import squid_helmet_306
+
+    surfs = nested_spheres(RADII, subdivisions=subdivisions)
+    elec = sphere_points(n_electrodes, RADII[-1])
+    meg = squid_helmet_306()
+    pos, ori = sphere_test_dipoles()
+    n = len(ECCENTRICITIES)
+    ge, gm = sphere_reference(elec, meg, pos, ori)
+    print(f"# 3 x {len(surfs[0].vertices)} vertices, radii {RADII} m, sigma {SIGMAS} S/m; "
+          f"{n_electrodes} electrodes (average reference), {meg.n_channels} MEG channels "
+          f"({len(meg.weights)} integration points); one dipole per eccentricity, radial and "
+          "tangential; MEG scored on tangential dipoles")
+    for tool in tools:
+        fn = run_mne_bem if tool == "mne" else run_openmeeg
+        r = fn(surfs, SIGMAS, elec, meg, pos, ori)
+        if r is None:
+            print(f"{tool}: not available")
+            continue
+        re, me = rdm_mag(r["eeg_gain"], ge, True)
+        rm, mm = rdm_mag(r["meg_gain"][:, n:], gm[:, n:])
+        print(f"{r['tool']}: {r['n_unknowns']} unknowns, solution {r['times']['solution']:.2f} s, "
+              f"forward {r['times']['forward']:.2f} s, peak memory +{r['peak_mem_mb']:.0f} MiB")
+        print(f"  {'eccentricity':14s}" + "".join(f"{e:7.2f}" for e in ECCENTRICITIES))
+        for label, vals in (("EEG rad RDM", re[:n]), ("EEG rad MAG", me[:n]),
+                            ("EEG tan RDM", re[n:]), ("EEG tan MAG", me[n:]),
+                            ("MEG tan RDM", rm), ("MEG tan MAG", mm)):
+            print(f"  {label:14s}" + "".join(f"{x:7.3f}" for x in vals))
+
+
+def time_large(subdivisions=4, n_sources=8196, tools=("mne",), timeout_s=600, seed=0):
+    """One timing run: 306 MEG (biosim helmet) + 64 EEG x n_sources free-orientation sources."""
+    import biosim  # noqa: F401
+    from biosim.geometry.mesh import nested_spheres
+    from biosim.physics.electromag import squid_helmet_306
+    from biosim.physics.electromag.montage import standard_montage
+
+    surfs = nested_spheres(RADII, subdivisions=subdivisions)
+    e = standard_montage("biosemi64").positions
+    c = e.mean(0)
+    elec = (e - c) / np.linalg.norm(e - c, axis=1)[:, None] * RADII[-1]
+    meg = squid_helmet_306()
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n_sources, 3))
+    src = d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * RADII[0] * \
+        rng.uniform(0.0, 1.0, (n_sources, 1)) ** (1 / 3)
+    for tool in tools:
+        fn = run_mne_bem if tool == "mne" else run_openmeeg
+        kw = {} if tool == "mne" else dict(timeout_s=timeout_s)
+        t0 = time.perf_counter()
+        r = fn(surfs, SIGMAS, elec, meg, src, **kw)
+        wall = time.perf_counter() - t0
+        if r is None:
+            print(f"{tool}: unavailable or over {timeout_s} s")
+            continue
+        print(f"{r['tool']}: 3 x {len(surfs[0].vertices)} vertices ({r['n_unknowns']} unknowns), "
+              f"{meg.n_channels} MEG + {len(elec)} EEG x {n_sources} sources x 3: solution "
+              f"{r['times']['solution']:.1f} s, forward {r['times']['forward']:.1f} s, "
+              f"wall {wall:.1f} s, peak memory +{r['peak_mem_mb']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Validate / time the BEM anchors")
+    ap.add_argument("--subdivisions", type=int, default=3)
+    ap.add_argument("--tools", default="mne,openmeeg")
+    ap.add_argument("--time-large", action="store_true",
+                    help="one timing run, 306 MEG + 64 EEG x --n-sources sources")
+    ap.add_argument("--n-sources", type=int, default=8196)
+    args = ap.parse_args()
+    if args.time_large:
+        time_large(args.subdivisions, args.n_sources, tuple(args.tools.split(",")))
+    else:
+        validate(args.subdivisions, tuple(args.tools.split(",")))
