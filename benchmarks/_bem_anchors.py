@@ -26,10 +26,13 @@ Both wrappers take the same inputs and return the same dictionary::
   V/(A m), referenced to nothing (the caller applies the average
   reference).  ``meg_gain`` likewise, T/(A m) (T/(m A m) for planar
   gradiometers).  None for an absent modality.
-* ``times['solution']``: building and inverting/factorising the BEM system;
+* ``times['solution']``: wall time (s) of building and inverting/factorising the BEM system;
   ``times['forward']``: source space, sensors and gain matrices (MNE: its
   ``make_forward_solution`` including its coil/electrode setup; OpenMEEG:
   DipSourceMat, Head2EEGMat/Head2MEGMat, DipSource2MEGMat, GainEEG/GainMEG).
+  ``times['cpu_solution']`` / ``times['cpu_forward']``: the same stages'
+  process CPU time (all threads summed), a load-independent check on a
+  shared machine.
 * ``peak_mem_mb``: MNE: peak resident memory of this process during the call
   minus its resident memory at the start (sampled every 5 ms from
   /proc/self/statm by a helper thread, with ``ru_maxrss`` as a floor when
@@ -53,6 +56,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,13 +193,13 @@ def run_mne_bem(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, s
         for (v, f), name in zip(surfaces, _MNE_NAMES):
             mne.write_surface(str(bem_dir / f"{name}.surf"), v * 1000.0, f, overwrite=True)
         with _PeakRSS() as mem:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             model = mne.make_bem_model("anchor", ico=None, conductivity=tuple(cond),
                                        subjects_dir=subjects_dir, verbose=False)
             bem = mne.make_bem_solution(model, verbose=False)
-            t_solution = time.perf_counter() - t0
+            t_solution, c_solution = time.perf_counter() - t0, time.process_time() - c0
 
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             info, meg_names, eeg_names = _mne_info(eeg, meg_sensors)
             nn = np.tile([0.0, 0.0, 1.0], (len(src_pos), 1))
             src = mne.setup_volume_source_space(pos=dict(rr=src_pos, nn=nn), mindist=0.0,
@@ -203,7 +207,7 @@ def run_mne_bem(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, s
             fwd = mne.make_forward_solution(info, trans=None, src=src, bem=bem,
                                             meg=bool(meg_names), eeg=bool(eeg_names),
                                             mindist=0.0, verbose=False)
-            t_forward = time.perf_counter() - t0
+            t_forward, c_forward = time.perf_counter() - t0, time.process_time() - c0
     if fwd["nsource"] != len(src_pos):
         raise RuntimeError(f"MNE kept {fwd['nsource']} of {len(src_pos)} sources (the others lie "
                            "outside the inner surface)")
@@ -215,7 +219,8 @@ def run_mne_bem(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, s
     if eeg_names:
         eeg_gain = np.array(data[[rows[n] for n in eeg_names]])
     return dict(eeg_gain=_orient(eeg_gain, src_ori), meg_gain=_orient(meg, src_ori),
-                times=dict(solution=t_solution, forward=t_forward), peak_mem_mb=float(mem.mb),
+                times=dict(solution=t_solution, forward=t_forward, cpu_solution=c_solution,
+                           cpu_forward=c_forward), peak_mem_mb=float(mem.mb),
                 n_unknowns=int(bem["nsol"]), tool=f"MNE-Python {mne.__version__}")
 
 
@@ -227,7 +232,9 @@ def openmeeg_available():
 def run_openmeeg(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, src_ori=None,
                  timeout_s=600):
     """OpenMEEG symmetric-BEM forward in its own venv; None if OpenMEEG is not
-    installed there or the run exceeds ``timeout_s``.  See the module docstring."""
+    installed there, the run exceeds ``timeout_s`` or the runner is killed by a
+    signal (out of memory); RuntimeError if it fails otherwise.  See the
+    module docstring."""
     surfaces, cond, eeg, src_pos, src_ori = _check_common(surfaces, conductivities, eeg_positions,
                                                           meg_sensors, src_pos, src_ori)
     if not openmeeg_available():
@@ -251,15 +258,21 @@ def run_openmeeg(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, 
                                   capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return None
+        if proc.returncode < 0:            # killed by a signal (e.g. out of memory)
+            warnings.warn(f"OpenMEEG runner killed by signal {-proc.returncode}; returning None")
+            return None
         if proc.returncode != 0:
-            raise RuntimeError(f"OpenMEEG runner failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"OpenMEEG runner failed ({proc.returncode}):\n"
+                               f"{proc.stderr[-3000:]}")
         out = dict(np.load(dst))
     eeg_gain = out.get("eeg_gain")
     meg = out.get("meg_gain")
     if meg is not None:
         meg = _points_to_channels(meg, meg_sensors)
     return dict(eeg_gain=eeg_gain, meg_gain=meg,
-                times=dict(solution=float(out["t_solution"]), forward=float(out["t_forward"])),
+                times=dict(solution=float(out["t_solution"]), forward=float(out["t_forward"]),
+                           cpu_solution=float(out["c_solution"]),
+                           cpu_forward=float(out["c_forward"])),
                 peak_mem_mb=float(out["peak_rss_mb"]), n_unknowns=int(out["n_unknowns"]),
                 tool=f"OpenMEEG {out['version']}")
 
@@ -301,7 +314,6 @@ def sphere_test_dipoles(eccentricities=ECCENTRICITIES, inner_radius=RADII[0], se
 
 def sphere_reference(elec, meg_sensors, pos, ori, radii=RADII, sigmas=SIGMAS):
     """Analytic EEG (exact multi-shell series) and MEG (Sarvas) gains, fixed orientations."""
-    import biosim  # noqa: F401  (float64)
     from biosim.physics.electromag import SphereHead, eeg_gain, meg_gain
 
     ge = None if elec is None else np.einsum(
@@ -313,7 +325,6 @@ def sphere_reference(elec, meg_sensors, pos, ori, radii=RADII, sigmas=SIGMAS):
 
 def validate(subdivisions=3, tools=("mne", "openmeeg"), n_electrodes=128):
     """Both anchors against the analytic 3-shell sphere (printed table)."""
-    import biosim  # noqa: F401
     from biosim.geometry.mesh import nested_spheres
     from biosim.physics.electromag import squid_helmet_306
 
@@ -336,7 +347,8 @@ def validate(subdivisions=3, tools=("mne", "openmeeg"), n_electrodes=128):
         re, me = rdm_mag(r["eeg_gain"], ge, True)
         rm, mm = rdm_mag(r["meg_gain"][:, n:], gm[:, n:])
         print(f"{r['tool']}: {r['n_unknowns']} unknowns, solution {r['times']['solution']:.2f} s, "
-              f"forward {r['times']['forward']:.2f} s, peak memory +{r['peak_mem_mb']:.0f} MiB")
+              f"forward {r['times']['forward']:.2f} s (CPU {r['times']['cpu_solution']:.1f} + "
+              f"{r['times']['cpu_forward']:.1f} s), peak memory +{r['peak_mem_mb']:.0f} MiB")
         print(f"  {'eccentricity':14s}" + "".join(f"{e:7.2f}" for e in ECCENTRICITIES))
         for label, vals in (("EEG rad RDM", re[:n]), ("EEG rad MAG", me[:n]),
                             ("EEG tan RDM", re[n:]), ("EEG tan MAG", me[n:]),
@@ -346,7 +358,6 @@ def validate(subdivisions=3, tools=("mne", "openmeeg"), n_electrodes=128):
 
 def time_large(subdivisions=4, n_sources=8196, tools=("mne",), timeout_s=600, seed=0):
     """One timing run: 306 MEG (biosim helmet) + 64 EEG x n_sources free-orientation sources."""
-    import biosim  # noqa: F401
     from biosim.geometry.mesh import nested_spheres
     from biosim.physics.electromag import squid_helmet_306
     from biosim.physics.electromag.montage import standard_montage
@@ -372,7 +383,8 @@ def time_large(subdivisions=4, n_sources=8196, tools=("mne",), timeout_s=600, se
         print(f"{r['tool']}: 3 x {len(surfs[0].vertices)} vertices ({r['n_unknowns']} unknowns), "
               f"{meg.n_channels} MEG + {len(elec)} EEG x {n_sources} sources x 3: solution "
               f"{r['times']['solution']:.1f} s, forward {r['times']['forward']:.1f} s, "
-              f"wall {wall:.1f} s, peak memory +{r['peak_mem_mb']:.0f} MiB")
+              f"wall {wall:.1f} s (CPU {r['times']['cpu_solution']:.1f} + "
+              f"{r['times']['cpu_forward']:.1f} s), peak memory +{r['peak_mem_mb']:.0f} MiB")
 
 
 if __name__ == "__main__":
