@@ -129,7 +129,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     exp, subj, prot, dev = (spec[k] for k in ("experiment", "subject", "protocol", "devices"))
     check_keys(exp, {"name", "seed", "duration"}, "experiment")
     check_keys(subj, {"id", "regions", "voxels_per_region", "voxel_size", "head",
-                      "relative_radii", "conductivities"}, "subject")
+                      "bem_vertices", "relative_radii", "conductivities"}, "subject")
     check_keys(prot, {"blocks"}, "protocol")
     check_keys(spec["activity"], {"model", "dt", "hemodynamics", "drive", "dcm", "timecourses",
                                   "neural_mass", "moment_per_input", "moment_per_mv",
@@ -147,16 +147,21 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     set_default(subj, "voxels_per_region", "subject", 27, int,
                 lambda v: v >= 1 and round(v ** (1 / 3)) ** 3 == v, "a perfect cube (1, 8, 27, ...)")
     set_default(subj, "voxel_size", "subject", 3.0, float, positive, "a positive size in mm")
-    set_default(subj, "head", "subject", "sphere", str, lambda v: v in ("sphere",),
-                "'sphere' (concentric shells fitted to the 10-20 montage)")
+    head = set_default(subj, "head", "subject", "sphere", str,
+                       lambda v: v in ("sphere", "template"),
+                       "'sphere' (concentric shells fitted to the 10-20 montage, exact series) "
+                       "or 'template' (the fsaverage template head, symmetric BEM)")
+    set_default(subj, "bem_vertices", "subject", 642, int, lambda v: v in (642, 2562),
+                "642 or 2562 vertices per template-head surface")
     set_default(subj, "relative_radii", "subject", [0.87, 0.92, 1.0], list,
                 lambda v: len(v) >= 1 and all(isinstance(x, (int, float)) for x in v)
                 and list(v) == sorted(set(v)) and v[-1] == 1.0 and v[0] > 0,
                 "increasing relative shell radii ending with 1.0")
+    n_layers = len(subj["relative_radii"]) if head == "sphere" else 3
     set_default(subj, "conductivities", "subject", [0.33, 0.0042, 0.33], list,
-                lambda v: len(v) == len(subj["relative_radii"]) and all(
+                lambda v: len(v) == n_layers and all(
                     isinstance(x, (int, float)) and x > 0 for x in v),
-                "one positive conductivity (S/m) per shell")
+                f"one positive conductivity (S/m) per {'shell' if head == 'sphere' else 'compartment (brain, skull, scalp)'}")
     blocks = require(prot, "blocks", "protocol", list, lambda v: len(v) > 0,
                      "a non-empty list of {onset, duration, condition}")
     for i, b in enumerate(blocks):

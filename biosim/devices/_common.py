@@ -36,6 +36,18 @@ def sphere_head(spec: dict):
     return head, center, radius
 
 
+def template_bem(spec: dict, eeg=None, meg=None):
+    """:class:`~biosim.physics.electromag.bem.BEMForward` of the template head
+    (``subject.bem_vertices`` per surface, ``subject.conductivities`` of brain,
+    skull and scalp) for the given sensors."""
+    from ..geometry.template_head import template_head
+    from ..physics.electromag import BEMForward
+
+    subj = spec["subject"]
+    surfaces = template_head(subj["bem_vertices"])
+    return BEMForward.create(surfaces, subj["conductivities"], eeg=eeg, meg=meg)
+
+
 def region_dipoles(spec: dict):
     """Dipole position (m) and unit orientation of each region: the centroid and
     mean normal of its patch of the fsaverage cortex (left hemisphere first)."""

@@ -19,7 +19,7 @@ from .._core.atomic import atomic_write_text
 from .._core.errors import ParameterError, SpecError
 from ..spec import check_keys, require, set_default
 from . import device_instances, register_device
-from ._common import region_dipoles, source_moments, sphere_head, write_events
+from ._common import region_dipoles, source_moments, sphere_head, template_bem, write_events
 
 DEFAULTS = dict(montage="standard_1020", reference="average", sample_rate=250.0,
                 noise_density=50e-9, line_noise=0.0, line_frequency=50.0, clock_drift_ppm=0.0,
@@ -72,10 +72,19 @@ def run(ctx):
                            range_v=eeg["range"], seed=int(ctx.rng.integers(2 ** 31)))
     except ParameterError as err:
         raise SpecError(f"devices.{key}: {err}") from err
-    head, _, _ = sphere_head(spec)
     pos, ori = region_dipoles(spec)
-    g = np.asarray(eeg_gain(head, montage.positions, pos))               # (C, R, 3)
-    lead = montage.reference_matrix() @ np.einsum("csk,sk->cs", g, ori)  # (C, R) V/(A m)
+    if spec["subject"]["head"] == "template":                            # BEM, template head
+        from ..geometry.template_head import project_to_scalp
+        from ..physics.electromag.sensors import EEGSensors
+
+        montage = EEGSensors(montage.names, project_to_scalp(
+            montage.positions, spec["subject"]["bem_vertices"]), montage.reference)
+        g = np.asarray(template_bem(spec, eeg=montage).eeg_gain(pos))   # referenced (C, R, 3)
+        lead = np.einsum("csk,sk->cs", g, ori)
+    else:                                                                # exact sphere series
+        head, _, _ = sphere_head(spec)
+        g = np.asarray(eeg_gain(head, montage.positions, pos))           # (C, R, 3)
+        lead = montage.reference_matrix() @ np.einsum("csk,sk->cs", g, ori)  # (C, R) V/(A m)
     times = amp.sample_times(spec["experiment"]["duration"])
     moments = source_moments(ctx, times)                                 # (T, R) A m
     clean = lead @ moments.T                                             # (C, T) V

@@ -24,7 +24,7 @@ from .._core.atomic import atomic_write_text
 from .._core.errors import ParameterError, SpecError
 from ..spec import check_keys, require, set_default
 from . import register_device
-from ._common import region_dipoles, source_moments, sphere_head, write_events
+from ._common import region_dipoles, source_moments, sphere_head, template_bem, write_events
 
 SYSTEMS = ("squid306", "axial275", "opm")
 _BIDS_TYPE = {"mag": "MEGMAG", "grad": "MEGGRADPLANAR", "axial": "MEGGRADAXIAL", "opm": "MEGMAG"}
@@ -61,16 +61,35 @@ def validate(meg: dict, spec: dict, where: str):
 
 def sensors_for(meg: dict, spec: dict):
     """The device's :class:`~biosim.physics.electromag.sensors.MEGSensors`, placed
-    around the subject's sphere head (helmet ``helmet_gap`` above the scalp)."""
-    from ..physics.electromag.sensors import axial_system_275, opm_array, squid_helmet_306
+    around the subject's head: a helmet ``helmet_gap`` beyond the scalp, or OPM
+    cells ``standoff`` above it (on the template scalp for the template head)."""
+    from ..physics.electromag.sensors import (MEGSensors, axial_system_275, opm, opm_array,
+                                              squid_helmet_306)
 
-    _, center, radius = sphere_head(spec)
+    if spec["subject"]["head"] == "template":
+        from ..geometry.template_head import project_to_scalp, template_center, template_head
+
+        center = template_center()
+        scalp = template_head(spec["subject"]["bem_vertices"])[-1].vertices - center
+        dist = np.linalg.norm(scalp, axis=1)
+        cap = scalp[:, 2] / dist > np.cos(np.deg2rad(105))     # the helmet's coverage
+        radius = float(dist[cap].max())
+    else:
+        _, center, radius = sphere_head(spec)
     if meg["system"] == "squid306":
         return squid_helmet_306(radius=radius + meg["helmet_gap"], center=center)
     if meg["system"] == "axial275":
         return axial_system_275(radius=radius + meg["helmet_gap"], center=center)
-    return opm_array(meg["n_sensors"], scalp_radius=radius, standoff=meg["standoff"],
-                     center=center, axes=meg["opm_axes"])
+    if spec["subject"]["head"] != "template":
+        return opm_array(meg["n_sensors"], scalp_radius=radius, standoff=meg["standoff"],
+                         center=center, axes=meg["opm_axes"])
+    # on-scalp cells: directions of the standard OPM layout, projected onto the template scalp
+    unit = opm_array(meg["n_sensors"], scalp_radius=1.0, standoff=0.0, axes=meg["opm_axes"])
+    cells = project_to_scalp(center + unit.positions, spec["subject"]["bem_vertices"])
+    radial = unit.positions / np.linalg.norm(unit.positions, axis=1, keepdims=True)
+    placed = cells + (meg["standoff"] + 0.002) * radial     # 2 mm clearance over the flat facets
+    return MEGSensors.concatenate(*[opm(n, p, a) for n, p, a in zip(
+        unit.names, placed, unit.orientations)])
 
 
 def run(ctx):
@@ -93,9 +112,12 @@ def run(ctx):
     except ParameterError as err:
         raise SpecError(f"devices.{key}: {err}") from err
     sensors = sensors_for(meg, spec)
-    _, center, _ = sphere_head(spec)
     pos, ori = region_dipoles(spec)
-    g = np.asarray(meg_gain(sensors, pos, center=center))                # (C, R, 3)
+    if spec["subject"]["head"] == "template":                             # BEM (Geselowitz)
+        g = np.asarray(template_bem(spec, meg=sensors).meg_gain(pos))
+    else:                                                                 # Sarvas sphere
+        _, center, _ = sphere_head(spec)
+        g = np.asarray(meg_gain(sensors, pos, center=center))            # (C, R, 3)
     lead = np.einsum("csk,sk->cs", g, ori)                               # (C, R) T/(A m)
     times = system.sample_times(spec["experiment"]["duration"])
     moments = source_moments(ctx, times)
