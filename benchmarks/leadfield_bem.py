@@ -29,7 +29,9 @@ tables in the notes were measured.
 
 Usage::
 
+    python benchmarks/leadfield_bem.py                    # both of the following
     python benchmarks/leadfield_bem.py --table 3          # 642-vertex accuracy tables
+    python benchmarks/leadfield_bem.py --table 4 --ratio80 --four-shell --tools ""   # biosim only
     python benchmarks/leadfield_bem.py --large            # 2562: timing + accuracy
 """
 
@@ -309,6 +311,8 @@ if __name__ == "__main__":
     ap.add_argument("--tools", default="mne,openmeeg")
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
+    if args.table is None and not args.large:       # default: the 642 table and the 2562 timing run
+        args.table, args.large = [3], True
     for sub in args.table or []:
         table(sub, SIGMA50, tools=tools)
         if args.ratio80:
