@@ -36,7 +36,7 @@ import numpy as np
 from ._core.atomic import atomic_directory, atomic_path, atomic_write_text
 from ._core.errors import SpecError
 from .activity import simulate_activity, validate_activity
-from .analysis import run_dcm_analysis, validate_analysis
+from .analysis import run_dcm_analysis, run_dcm_erp_analysis, validate_analysis
 from .devices import DeviceContext, device_instances, device_type
 from .spec import check_keys, require, set_default
 
@@ -321,6 +321,8 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
             device_type(table["type"]).run(ctx)
         if "dcm" in spec.get("analysis", {}):
             run_dcm_analysis(spec, truth, outputs, tmp, stem)
+        if "dcm_erp" in spec.get("analysis", {}):
+            run_dcm_erp_analysis(spec, truth, outputs, tmp, stem)
         (tmp / "truth").mkdir()
         _write_truth(spec, truth, tmp / "truth")
         (tmp / "report").mkdir()

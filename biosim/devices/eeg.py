@@ -115,6 +115,8 @@ def run(ctx):
         data = amp.record(total, montage.names)
     except ParameterError as err:
         raise SpecError(f"devices.{key}.range: {err}") from err
+    ctx.outputs[key] = {"data": data, "sample_rate": amp.sample_rate, "leadfield": lead,
+                        "in_scanner": bool(scanners)}
     drift = 1 + amp.clock_drift_ppm * 1e-6        # markers stamped on the amplifier's clock
     events = [(t * drift, d) for t, d in events]
     truth.update({f"{key}_times": times, f"{key}_moments": moments, f"{key}_leadfield": lead,
