@@ -143,32 +143,61 @@ class BEMOperators:
         p_off = v_off[-1] + np.concatenate([[0], np.cumsum(nt[:-1])])
         return v_off, p_off
 
-    def blocks(self, sigma):
+    def blocks(self, sigma, dtype=np.float64):
         """Blocks (A_VV, A_Vp, A_pp) of the (undeflated) symmetric system (numpy)."""
         s = [float(x) for x in sigma] + [0.0]
         inv = [1.0 / x for x in s[:-1]] + [0.0]
-        return self._blocks(s, inv, 1.0)
+        return self._blocks(s, inv, 1.0, dtype)
 
-    def _blocks(self, s, inv, const):
+    def apply(self, sigma, x, deflation=0.0):
+        """``A(sigma) x`` in float64 from the operator blocks, without forming the
+        dense matrix; ``deflation`` c subtracts ``c e e^T`` from the V block.
+        ``x`` (n_unknowns,) or (n_unknowns, k)."""
+        n = self.n_surfaces
+        s = [float(v) for v in sigma] + [0.0]
+        inv = [1.0 / v for v in s[:-1]] + [0.0]
+        v_off, p_off = self.offsets()
+        xv = [x[v_off[i]:v_off[i + 1]] for i in range(n)]
+        xp = [x[p_off[i]:p_off[i + 1]] for i in range(n - 1)]
+        yv = [(s[i] + s[i + 1]) * (self.N[(i, i)] @ xv[i]) for i in range(n)]
+        yp = [(inv[i] + inv[i + 1]) * (self.S[(i, i)] @ xp[i]) for i in range(n - 1)]
+        for i in range(n - 1):
+            blk = self.N[(i, i + 1)]
+            yv[i] -= s[i + 1] * (blk @ xv[i + 1])
+            yv[i + 1] -= s[i + 1] * (blk.T @ xv[i])
+            if i + 1 < n - 1:
+                blk = self.S[(i, i + 1)]
+                yp[i] -= inv[i + 1] * (blk @ xp[i + 1])
+                yp[i + 1] -= inv[i + 1] * (blk.T @ xp[i])
+        for (i, j), blk in self.D.items():
+            coef = -2.0 if i == j else 1.0
+            yp[i] += coef * (blk @ xv[j])
+            yv[j] += coef * (blk.T @ xp[i])
+        y = np.concatenate(yv + yp, axis=0)
+        if deflation:
+            y[:v_off[-1]] -= deflation * np.sum(x[:v_off[-1]], axis=0)
+        return y
+
+    def _blocks(self, s, inv, const, dtype=np.float64):
         """Blocks for conductivities ``s`` (with s_{N+1} = 0), inverse conductivities
         ``inv`` and a factor ``const`` on the conductivity-free D blocks; linear in
         (s, inv, const), which gives the basis of :meth:`basis`."""
         n = self.n_surfaces
         v_off, p_off = self.offsets()
         n_v, n_p = int(v_off[-1]), int(p_off[-1] - p_off[0])
-        avv = np.zeros((n_v, n_v))
+        avv = np.zeros((n_v, n_v), dtype)
         for i in range(n):
             avv[v_off[i]:v_off[i + 1], v_off[i]:v_off[i + 1]] += (s[i] + s[i + 1]) * self.N[(i, i)]
             if i + 1 < n:
                 blk = -s[i + 1] * self.N[(i, i + 1)]
                 avv[v_off[i]:v_off[i + 1], v_off[i + 1]:v_off[i + 2]] += blk
                 avv[v_off[i + 1]:v_off[i + 2], v_off[i]:v_off[i + 1]] += blk.T
-        avp = np.zeros((n_v, n_p))
+        avp = np.zeros((n_v, n_p), dtype)
         p0 = p_off - p_off[0]
         for (i, j), blk in self.D.items():
             coef = -2.0 if i == j else 1.0
             avp[v_off[j]:v_off[j + 1], p0[i]:p0[i + 1]] += const * coef * blk.T
-        app = np.zeros((n_p, n_p))
+        app = np.zeros((n_p, n_p), dtype)
         for (i, j), blk in self.S.items():
             if i == j:
                 app[p0[i]:p0[i + 1], p0[i]:p0[i + 1]] += (inv[i] + inv[i + 1]) * blk
@@ -198,40 +227,96 @@ class BEMOperators:
 
 def _deflation(avv):
     n_v = avv.shape[0]
-    return float(np.mean(np.abs(np.diag(np.asarray(avv))))) / n_v
+    return float(np.mean(np.abs(np.diag(np.asarray(avv, dtype=np.float64))))) / n_v
 
 
-def solve_concrete(ops: BEMOperators, sigma, rhs):
+def _deflation_ops(ops: BEMOperators, sigma):
+    """The deflation constant of :func:`_deflation` from the operator blocks (float64)."""
+    s = [float(x) for x in sigma] + [0.0]
+    diag = np.concatenate([(s[i] + s[i + 1]) * np.diag(ops.N[(i, i)]) for i in range(ops.n_surfaces)])
+    return float(np.mean(np.abs(diag))) / diag.size
+
+
+def _factor(avv, avp, app):
+    """Block LDL^T of the deflated quasi-definite system (arrays overwritten):
+    ``A_pp = L L^T``, ``W = L^-1 A_pV``, ``-A_VV + W^T W = U^T U``.  Returns a
+    solver for right-hand sides (n_dof, k) in the factors' precision."""
+    dt = avv.dtype
+    n_v = avv.shape[0]
+    syrk = sla.blas.dsyrk if dt == np.float64 else sla.blas.ssyrk
+    if app.shape[0] == 0:
+        avv *= -1.0
+        ls = sla.cholesky(avv, lower=False, overwrite_a=True, check_finite=False)
+        return lambda f: -sla.cho_solve((ls, False), f.astype(dt), check_finite=False)
+    lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
+    w = sla.solve_triangular(lp, np.ascontiguousarray(avp.T), lower=True, check_finite=False,
+                             overwrite_b=True)                       # (n_p, n_v)
+    avv *= -1.0
+    schur = syrk(1.0, w, beta=1.0, c=avv, trans=1, lower=0, overwrite_c=1)
+    ls = sla.cholesky(schur, lower=False, overwrite_a=True, check_finite=False)
+
+    def solve(f):
+        f = f.astype(dt)
+        fv, fp = f[:n_v], f[n_v:]
+        zp = sla.solve_triangular(lp, fp, lower=True, check_finite=False)
+        # (A_VV - W^T W) x_V = f_V - W^T z_p ;  A_pp x_p = f_p - A_pV x_V
+        xv = -sla.cho_solve((ls, False), fv - w.T @ zp, check_finite=False)
+        xp_ = sla.solve_triangular(lp, zp - w @ xv, lower=True, trans="T", check_finite=False)
+        return np.concatenate([xv, xp_], axis=0)
+
+    return solve
+
+
+def solve_concrete(ops: BEMOperators, sigma, rhs, precision="mixed", rtol=1e-10, max_refine=6):
     """Solve A x = rhs (ndof, k) for concrete conductivities (numpy / LAPACK).
 
     Block LDL^T of the deflated quasi-definite system: ``A_pp = L L^T`` (SPD),
     ``W = L^-1 A_pV``, then the negated Schur complement ``-A_VV + W^T W``
     (SPD) by Cholesky: n_p^3/3 + n_p^2 n_V + n_V^2 n_p / 2 + n_V^3/3 flops,
     about 0.4 of an LU of the whole system.
+
+    ``precision="mixed"`` (default) factors in float32 (twice the LAPACK
+    speed, half the memory) and refines iteratively with float64 residuals
+    computed from the operator blocks (:meth:`BEMOperators.apply`) until the
+    largest column residual is below ``rtol`` times its right-hand side
+    (Wilkinson's iterative refinement; Moler 1967, J. ACM 14:316).  If float32
+    Cholesky fails or the refinement stalls (a system too ill-conditioned for
+    single precision), it falls back to the float64 factorisation, which
+    ``precision="double"`` selects directly.  Either way the result is a
+    float64 solution.  With the default ``rtol=1e-10`` one refinement step
+    suffices on nested spheres and the solution agrees with the float64
+    factorisation to ~2e-12 (642 and 2562 vertices per surface) at 0.65 of its
+    time (3x2562: 22 s against 33 s on 2 cores).
     """
+    if precision not in ("mixed", "double"):
+        raise ParameterError("precision", precision, "'mixed' or 'double'")
     sigma = np.asarray(sigma, float)
+    rhs = np.asarray(rhs, float)
+    if precision == "mixed":
+        avv, avp, app = ops.blocks(sigma, dtype=np.float32)
+        c = _deflation_ops(ops, sigma)
+        avv -= np.float32(c)
+        try:
+            solve = _factor(avv, avp, app)
+        except np.linalg.LinAlgError:
+            solve = None
+        del avv, avp, app
+        if solve is not None:
+            x = solve(rhs).astype(np.float64)
+            scale = np.maximum(np.linalg.norm(rhs, axis=0), np.finfo(float).tiny)
+            prev = np.inf
+            for _ in range(max_refine + 1):
+                r = rhs - ops.apply(sigma, x, c)
+                rel = float(np.max(np.linalg.norm(r, axis=0) / scale))
+                if rel <= rtol:
+                    return x
+                if not np.isfinite(rel) or rel > 0.5 * prev:
+                    break                                   # stalled: single precision not enough
+                prev = rel
+                x += solve(r)
     avv, avp, app = ops.blocks(sigma)
     avv -= _deflation(avv)
-    n_v = avv.shape[0]
-    fv, fp = rhs[:n_v], rhs[n_v:]
-    if app.shape[0] == 0:
-        avv *= -1.0
-        return -sla.cho_solve(sla.cho_factor(avv, overwrite_a=True, check_finite=False), fv,
-                              check_finite=False)
-    lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
-    del app
-    w = sla.solve_triangular(lp, np.ascontiguousarray(avp.T), lower=True, check_finite=False,
-                             overwrite_b=True)                       # (n_p, n_v)
-    del avp
-    avv *= -1.0
-    schur = sla.blas.dsyrk(1.0, w, beta=1.0, c=avv, trans=1, lower=0, overwrite_c=1)
-    del avv
-    ls = sla.cholesky(schur, lower=False, overwrite_a=True, check_finite=False)
-    zp = sla.solve_triangular(lp, fp, lower=True, check_finite=False)
-    # (A_VV - W^T W) x_V = f_V - W^T z_p ;  A_pp x_p = f_p - A_pV x_V
-    xv = -sla.cho_solve((ls, False), fv - w.T @ zp, check_finite=False)
-    xp_ = sla.solve_triangular(lp, zp - w @ xv, lower=True, trans="T", check_finite=False)
-    return np.concatenate([xv, xp_], axis=0)
+    return _factor(avv, avp, app)(rhs)
 
 
 def solve_traced(ops: BEMOperators, sigma, rhs):
@@ -312,9 +397,9 @@ def eeg_functional(ops: BEMOperators, electrodes):
 def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
     """(chunk, nt, 3): int_T phi_k (m_p . (n' x (r_p - r'))) / |r_p - r'|^3 dS'."""
     d = pts[:, None, None, :] - qp[None]                  # (c, nt, Q, 3)
-    r3 = jnp.sum(d * d, -1) ** 1.5
+    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
     cr = jnp.cross(tri_normals[None, :, None, :], d)      # n' x (r - r')
-    val = jnp.einsum("cj,ctqj->ctq", nrm, cr) / r3 * qw[None]
+    val = jnp.einsum("cj,ctqj->ctq", nrm, cr) * (inv * inv * inv) * qw[None]
     return jnp.einsum("ctq,qk->ctk", val, lam)
 
 
@@ -322,9 +407,9 @@ def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
 def _geselowitz_pairs(pts, nrm, qp, qw, lam, tri_normals):
     """(npairs, 3): the same for a list of (point, triangle) pairs."""
     d = pts[:, None, :] - qp                              # (P, Q, 3)
-    r3 = jnp.sum(d * d, -1) ** 1.5
+    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
     cr = jnp.cross(tri_normals[:, None, :], d)
-    val = jnp.einsum("pj,pqj->pq", nrm, cr) / r3 * qw
+    val = jnp.einsum("pj,pqj->pq", nrm, cr) * (inv * inv * inv) * qw
     return val @ lam
 
 
@@ -428,10 +513,11 @@ def _dipole_kernels(x, nrm, r0):
     """v_d(x) and dv_d/dn(x) of unit dipoles along d at r0 (unit conductivity):
     (..., 3) each; x (..., 3), nrm broadcastable to x."""
     d = x - r0
-    r2 = jnp.sum(d * d, -1)[..., None]
-    inv3 = r2 ** -1.5
+    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))[..., None]     # rsqrt: ~2x faster than r2**-1.5 on CPU
+    inv2 = inv * inv
+    inv3 = inv2 * inv
     v = d * inv3
-    dn = nrm * inv3 - 3.0 * d * jnp.sum(nrm * d, -1)[..., None] * inv3 / r2
+    dn = (nrm - 3.0 * d * jnp.sum(nrm * d, -1)[..., None] * inv2) * inv3
     return v / (4 * np.pi), dn / (4 * np.pi)
 
 
@@ -572,10 +658,11 @@ class BEMForward:
 
         def one(p):
             rv, rp = _source_terms_quad(*args, nv, jnp.asarray(p))
-            g = np.einsum("ej,jck->eck", tv_np, np.asarray(rv), optimize=True)
+            c = len(p)
+            g = tv_np @ np.asarray(rv).reshape(nv, 3 * c)          # BLAS GEMM, not einsum
             if n > 1:
-                g -= np.einsum("ej,jck->eck", tp_np, np.asarray(rp), optimize=True) / s1
-            return g
+                g -= (tp_np @ np.asarray(rp).reshape(nt, 3 * c)) / s1
+            return g.reshape(-1, c, 3)
 
         g = _run_chunks_axis1(one, pos, chunk)
         # near (source, triangle) pairs: exact terms

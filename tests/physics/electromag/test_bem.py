@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import biosim  # noqa: F401  (float64)
 from biosim._core.errors import GeometryError, ParameterError
 from biosim.geometry.mesh import TriangleMesh, icosphere, nested_spheres
-from biosim.physics.electromag.bem import BEMForward, BEMOperators, meg_surface_functionals
+from biosim.physics.electromag.bem import (BEMForward, BEMOperators, _deflation, _deflation_ops,
+                                           meg_surface_functionals, solve_concrete)
 from biosim.physics.electromag.bem_integrals import (double_layer_p0, double_layer_p1,
                                                      single_layer_p0, solid_angle, triangle_rule)
 from biosim.physics.electromag.bem_operators import (curl_matrices, double_layer_matrix,
@@ -112,6 +113,28 @@ def test_symmetric_system_and_sizes(sphere162):
     assert np.allclose(avv, avv.T) and np.allclose(app, app.T)
     # constant potential is the null space of the V block
     assert np.max(np.abs(avv @ np.ones(avv.shape[0]))) < 1e-9 * np.max(np.abs(avv))
+
+
+def test_mixed_precision_solve_equals_double(sphere162):
+    """Matrix-free float64 apply equals the dense blocks; the float32 factor with
+    float64 iterative refinement reaches the float64 direct solution."""
+    ops = sphere162[0]
+    sig = np.asarray(SIGMA)
+    avv, avp, app = ops.blocks(sig)
+    c = _deflation(avv)
+    assert c == pytest.approx(_deflation_ops(ops, sig), rel=1e-12)
+    a = np.block([[avv - c, avp], [avp.T, app]])
+    rhs = np.random.default_rng(1).normal(size=(ops.n_unknowns, 5))
+    np.testing.assert_allclose(ops.apply(sig, rhs, c), a @ rhs, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+    x_d = solve_concrete(ops, sig, rhs, precision="double")
+    np.testing.assert_allclose(a @ x_d, rhs, atol=1e-9 * np.abs(rhs).max())
+    x_m = solve_concrete(ops, sig, rhs)
+    assert x_m.dtype == np.float64
+    assert np.max(np.abs(x_m - x_d)) < 1e-8 * np.max(np.abs(x_d))
+    x_tight = solve_concrete(ops, sig, rhs, rtol=1e-14)
+    assert np.max(np.abs(x_tight - x_d)) < 1e-11 * np.max(np.abs(x_d))
+    with pytest.raises(ParameterError, match="precision"):
+        solve_concrete(ops, sig, rhs, precision="half")
 
 
 @pytest.mark.parametrize("ecc", [0.1, 0.5, 0.8])
