@@ -13,6 +13,8 @@ surface and the place (users' most common BEM complaints).
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -45,21 +47,30 @@ def check_outward(mesh: TriangleMesh):
                             f"{mesh.volume:.3e} m^3); reverse its faces")
 
 
-def winding_number(mesh: TriangleMesh, points):
-    """Solid-angle winding number of points (n, 3): ~1 inside, ~0 outside."""
+@jax.jit
+def _winding_chunk(p, v):
+    """Winding numbers of points p (c, 3) for triangles v (m, 3, 3)."""
+    a, b, c = (v[None, :, k, :] - p[:, None, :] for k in range(3))
+    la, lb, lc = (jnp.sqrt(jnp.sum(x * x, -1)) for x in (a, b, c))
+    num = jnp.sum(a * jnp.cross(b, c), -1)
+    den = (la * lb * lc + jnp.sum(a * b, -1) * lc + jnp.sum(a * c, -1) * lb
+           + jnp.sum(b * c, -1) * la)
+    return jnp.sum(2 * jnp.arctan2(num, den), 1) / (4 * jnp.pi)
+
+
+def winding_number(mesh: TriangleMesh, points, chunk=256):
+    """Solid-angle winding number of points (n, 3): ~1 inside, ~0 outside
+    (van Oosterom & Strackee 1983 solid angle of each triangle; jitted over
+    fixed-size chunks of points, the last one padded)."""
     p = np.atleast_2d(np.asarray(points, float))
-    v = mesh.vertices[mesh.faces]                                   # (m, 3, 3)
-    out = np.zeros(len(p))
-    for start in range(0, len(p), 512):
-        a = v[None, :, 0, :] - p[start:start + 512, None, :]
-        b = v[None, :, 1, :] - p[start:start + 512, None, :]
-        c = v[None, :, 2, :] - p[start:start + 512, None, :]
-        la, lb, lc = (np.linalg.norm(x, axis=-1) for x in (a, b, c))
-        num = np.einsum("ijk,ijk->ij", a, np.cross(b, c))
-        den = la * lb * lc + np.einsum("ijk,ijk->ij", a, b) * lc + \
-            np.einsum("ijk,ijk->ij", a, c) * lb + np.einsum("ijk,ijk->ij", b, c) * la
-        out[start:start + 512] = np.sum(2 * np.arctan2(num, den), 1) / (4 * np.pi)
-    return out
+    n = len(p)
+    v = jnp.asarray(mesh.vertices[mesh.faces], dtype=jnp.float64)     # (m, 3, 3)
+    chunk = max(1, min(chunk, n))
+    pad = (-n) % chunk
+    padded = np.concatenate([p, np.repeat(p[-1:], pad, axis=0)]) if pad else p
+    out = [np.asarray(_winding_chunk(jnp.asarray(padded[s:s + chunk]), v))
+           for s in range(0, len(padded), chunk)]
+    return np.concatenate(out)[:n]
 
 
 def _point_triangle_distance(p, a, b, c):
