@@ -32,6 +32,7 @@ Usage::
     python benchmarks/leadfield_bem.py                    # both of the following
     python benchmarks/leadfield_bem.py --table 3          # 642-vertex accuracy tables
     python benchmarks/leadfield_bem.py --table 4 --ratio80 --four-shell --tools ""   # biosim only
+    python benchmarks/leadfield_bem.py --vertices 1280 --tools ""   # Fibonacci spheres, biosim only
     python benchmarks/leadfield_bem.py --large            # 2562: timing + accuracy
 """
 
@@ -187,7 +188,7 @@ def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
             ("MEG grad RDM (tang.)", gr), ("MEG grad MAG", gm)]
 
 
-def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg")):
+def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg"), n_vertices=None):
     eeg, helmet, opms = sensors_setup()
     if four_shell:
         head = SphereHead.four_shell(RADII[-1])
@@ -198,7 +199,7 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
         radii = RADII
         head = SphereHead.create(radii, sigma)
         names = ("inner_skull", "outer_skull", "scalp")
-    surfaces = nested_spheres(radii, subdivisions, names=names)
+    surfaces = nested_spheres(radii, subdivisions, names=names, n_vertices=n_vertices)
     pos, rad, tan = test_dipoles(inner=radii[0])
     t0 = time.perf_counter()
     ops = BEMOperators.create(surfaces, min_gap=0.0005)
@@ -304,6 +305,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--table", type=int, nargs="*", default=None,
                     help="icosphere subdivisions for the accuracy tables (3: 642, 4: 2562)")
+    ap.add_argument("--vertices", type=int, nargs="*", default=None,
+                    help="Fibonacci-sphere vertex counts for more accuracy tables (e.g. 1280)")
     ap.add_argument("--ratio80", action="store_true", help="also the conductivity ratio 80")
     ap.add_argument("--four-shell", action="store_true", help="also the 4-shell sphere")
     ap.add_argument("--large", action="store_true", help="timing run at 3 x 2562")
@@ -311,7 +314,7 @@ if __name__ == "__main__":
     ap.add_argument("--tools", default="mne,openmeeg")
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
-    if args.table is None and not args.large:       # default: the 642 table and the 2562 timing run
+    if args.table is None and not args.large and not args.vertices:       # default: the 642 table and the 2562 timing run
         args.table, args.large = [3], True
     for sub in args.table or []:
         table(sub, SIGMA50, tools=tools)
@@ -319,5 +322,7 @@ if __name__ == "__main__":
             table(sub, SIGMA80, tools=tools)
         if args.four_shell:
             table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else ())
+    for nv in args.vertices or []:
+        table(None, SIGMA50, tools=tools, n_vertices=nv)
     if args.large:
         large(4, args.n_sources, tools)

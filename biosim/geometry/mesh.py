@@ -4,7 +4,8 @@
 indices, counter-clockwise seen from outside (outward normals).
 :func:`icosphere` subdivides an icosahedron (each triangle into four, new
 vertices projected onto the sphere): 12, 42, 162, 642, 2562, 10242 vertices
-for subdivisions 0-5.  Meshes are read and written with meshio (binary
+for subdivisions 0-5; :func:`fibonacci_sphere` triangulates a golden-angle
+lattice with any number of vertices (e.g. 1280).  Meshes are read and written with meshio (binary
 formats; meshio 5.3 writes broken ASCII gmsh with numpy 2) or FreeSurfer's
 surface format (nibabel), with unit conversion at the boundary.
 """
@@ -15,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial import ConvexHull
 
 from .._core.errors import ParameterError
 
@@ -106,14 +108,42 @@ def icosphere(subdivisions=3, radius=1.0, center=(0.0, 0.0, 0.0), name="sphere")
     return mesh
 
 
+def fibonacci_sphere(n_vertices=1280, radius=1.0, center=(0.0, 0.0, 0.0), name="sphere"):
+    """Sphere of ``radius`` (m) with any number of vertices: the Fibonacci
+    (golden-angle) lattice, triangulated by its convex hull (the Delaunay
+    triangulation on the sphere; 2 n - 4 faces, outward).  Near-uniform but
+    unstructured, unlike :func:`icosphere`, whose counts are 10 * 4**k + 2.
+    """
+    if int(n_vertices) != n_vertices or n_vertices < 12:
+        raise ParameterError("n_vertices", n_vertices, "an integer >= 12")
+    if radius <= 0:
+        raise ParameterError("radius", radius, "a positive radius in m")
+    n = int(n_vertices)
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    phi = np.pi * (3.0 - 5 ** 0.5) * k
+    rho = np.sqrt(1.0 - z * z)
+    unit = np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
+    faces = ConvexHull(unit).simplices.copy()
+    tri = unit[faces]
+    outward = np.einsum("ij,ij->i", np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                        tri.mean(axis=1)) > 0
+    faces[~outward] = faces[~outward][:, ::-1]
+    return TriangleMesh(np.asarray(center, float) + radius * unit, faces, name)
+
+
 def nested_spheres(radii, subdivisions=3, center=(0.0, 0.0, 0.0),
-                   names=("inner_skull", "outer_skull", "scalp")):
-    """Concentric icospheres, innermost first (e.g. brain, skull, scalp)."""
+                   names=("inner_skull", "outer_skull", "scalp"), n_vertices=None):
+    """Concentric spheres, innermost first (e.g. brain, skull, scalp):
+    icospheres of ``subdivisions``, or Fibonacci spheres of ``n_vertices``
+    each (same angular vertex pattern on every layer)."""
     radii = list(radii)
     if any(b <= a for a, b in zip(radii, radii[1:])):
         raise ParameterError("radii", radii, "strictly increasing radii (innermost first)")
     names = list(names)[-len(radii):] if len(names) >= len(radii) else [f"layer{i}" for i in
                                                                         range(len(radii))]
+    if n_vertices is not None:
+        return [fibonacci_sphere(n_vertices, r, center, n) for r, n in zip(radii, names)]
     return [icosphere(subdivisions, r, center, n) for r, n in zip(radii, names)]
 
 

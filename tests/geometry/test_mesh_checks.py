@@ -7,7 +7,8 @@ from biosim import GeometryError, ParameterError
 from biosim.geometry.checks import (check_closed_manifold, check_head_model, check_nested,
                                     check_outward, check_points_inside, check_points_outside,
                                     distance_to_surface, winding_number)
-from biosim.geometry.mesh import TriangleMesh, icosphere, nested_spheres, read_mesh, write_mesh
+from biosim.geometry.mesh import (TriangleMesh, fibonacci_sphere, icosphere, nested_spheres, read_mesh,
+                                  write_mesh)
 
 
 @pytest.mark.parametrize("sub, n", [(0, 12), (1, 42), (2, 162), (3, 642), (4, 2562)])
@@ -20,6 +21,25 @@ def test_icosphere_counts_area_and_volume(sub, n):
     if sub >= 3:
         assert s.volume == pytest.approx(4 / 3 * np.pi * 0.09 ** 3, rel=0.02)
         assert s.areas.sum() == pytest.approx(4 * np.pi * 0.09 ** 2, rel=0.01)
+
+
+@pytest.mark.parametrize("n", [12, 500, 1280])
+def test_fibonacci_sphere_any_vertex_count(n):
+    s = fibonacci_sphere(n, radius=0.08, center=(0.01, 0.0, 0.0))
+    assert len(s.vertices) == n and len(s.faces) == 2 * n - 4
+    np.testing.assert_allclose(np.linalg.norm(s.vertices - [0.01, 0.0, 0.0], axis=1), 0.08)
+    check_closed_manifold(s)
+    check_outward(s)
+    if n >= 500:      # inscribed near-uniform polyhedron: volume deficit ~ 6/n (icospheres alike)
+        assert 4 / n < 1 - s.volume / (4 / 3 * np.pi * 0.08 ** 3) < 8 / n
+    layers = nested_spheres([0.078, 0.083, 0.09], n_vertices=n)
+    assert [len(x.vertices) for x in layers] == [n] * 3
+    if n >= 500:
+        check_head_model(layers)
+    with pytest.raises(ParameterError, match="n_vertices"):
+        fibonacci_sphere(11)
+    with pytest.raises(ParameterError, match="radius"):
+        fibonacci_sphere(100, radius=-1.0)
 
 
 def test_checks_name_the_surface_and_the_place():
