@@ -188,7 +188,8 @@ def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
             ("MEG grad RDM (tang.)", gr), ("MEG grad MAG", gm)]
 
 
-def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg"), n_vertices=None):
+def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg"), n_vertices=None,
+          flux="p0"):
     eeg, helmet, opms = sensors_setup()
     if four_shell:
         head = SphereHead.four_shell(RADII[-1])
@@ -202,15 +203,15 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
     surfaces = nested_spheres(radii, subdivisions, names=names, n_vertices=n_vertices)
     pos, rad, tan = test_dipoles(inner=radii[0])
     t0 = time.perf_counter()
-    ops = BEMOperators.create(surfaces, min_gap=0.0005)
+    ops = BEMOperators.create(surfaces, min_gap=0.0005, flux=flux)
     t1 = time.perf_counter()
     fwd = BEMForward.from_operators(ops, sigma, eeg=eeg,
                                     meg=MEGSensors.concatenate(helmet, opms))
     t2 = time.perf_counter()
     print(f"# {len(surfaces)} x {len(surfaces[0].vertices)} vertices, radii "
           f"{[round(r * 1e3, 1) for r in radii]} mm, sigma {list(sigma)} S/m; biosim "
-          f"{ops.n_unknowns} unknowns: assembly {t1 - t0:.1f} s, solve {t2 - t1:.1f} s")
-    print_rows("biosim (symmetric BEM)", ECC, biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
+          f"{ops.n_unknowns} unknowns (flux {flux}): assembly {t1 - t0:.1f} s, solve {t2 - t1:.1f} s")
+    print_rows(f"biosim (symmetric BEM, flux {flux})", ECC, biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
     for tool in tools:
         if tool == "mne" and len(surfaces) != 3:
             continue
@@ -220,7 +221,7 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
     return ops
 
 
-def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0):
+def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flux="p0"):
     eeg, helmet, opms = sensors_setup()
     head = SphereHead.three_shell()
     rng = np.random.default_rng(seed)
@@ -231,14 +232,14 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0):
     # only for the chunk shapes, which are fixed)
     tc = time.perf_counter()
     small = BEMForward.create(nested_spheres(RADII, 1, ), SIGMA50, eeg=eeg, meg=helmet,
-                              min_gap=0.0005)
+                              min_gap=0.0005, flux=flux)
     small.gain(src[:300] * 0.5)
     t_compile = time.perf_counter() - tc
     surfaces = nested_spheres(RADII, subdivisions)
     tracemalloc.start()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        ops = BEMOperators.create(surfaces)
+        ops = BEMOperators.create(surfaces, flux=flux)
         t1 = time.perf_counter()
         fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet)
         t2 = time.perf_counter()
@@ -250,7 +251,7 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0):
     ref_e, ref_h = references(head, eeg, helmet, src)
     re, me = rdm_mag(g[:ne].reshape(ne, -1), ref_e.reshape(ne, -1))
     rm, mm = rdm_mag(g[ne:].reshape(helmet.n_channels, -1), ref_h.reshape(helmet.n_channels, -1))
-    print(f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns), "
+    print(f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, flux {flux}), "
           f"{helmet.n_channels} MEG + {ne} EEG x {n_sources} sources x 3")
     print(f"biosim: assembly {t1 - t0:.1f} s, factorisation + transfer {t2 - t1:.1f} s "
           f"(solution {t2 - t0:.1f} s), gain {t3 - t2:.1f} s, total {t3 - t0:.1f} s "
@@ -268,7 +269,7 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0):
             ("EEG tangential MAG", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[1]),
             ("MEG RDM (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[0]),
             ("MEG MAG (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[1])]
-    print_rows("biosim 2562 test dipoles", ECC, rows)
+    print_rows(f"biosim 2562 test dipoles (flux {flux})", ECC, rows)
     for tool in tools:
         if anchors is None:
             print(f"{tool}: benchmarks/_bem_anchors.py not importable")
@@ -312,17 +313,20 @@ if __name__ == "__main__":
     ap.add_argument("--large", action="store_true", help="timing run at 3 x 2562")
     ap.add_argument("--n-sources", type=int, default=8196)
     ap.add_argument("--tools", default="mne,openmeeg")
+    ap.add_argument("--flux", default="p0", choices=("p0", "p1"),
+                    help="normal-current basis of the symmetric BEM: p0 per triangle (Kybic et al. "
+                         "2005, as OpenMEEG), p1 per vertex (fewer unknowns)")
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
     if args.table is None and not args.large and not args.vertices:       # default: the 642 table and the 2562 timing run
         args.table, args.large = [3], True
     for sub in args.table or []:
-        table(sub, SIGMA50, tools=tools)
+        table(sub, SIGMA50, tools=tools, flux=args.flux)
         if args.ratio80:
-            table(sub, SIGMA80, tools=tools)
+            table(sub, SIGMA80, tools=tools, flux=args.flux)
         if args.four_shell:
-            table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else ())
+            table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else (), flux=args.flux)
     for nv in args.vertices or []:
-        table(None, SIGMA50, tools=tools, n_vertices=nv)
+        table(None, SIGMA50, tools=tools, n_vertices=nv, flux=args.flux)
     if args.large:
-        large(4, args.n_sources, tools)
+        large(4, args.n_sources, tools, flux=args.flux)

@@ -63,9 +63,10 @@ from ..._core.precision import require_float64
 from ..._core.validation import is_concrete
 from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
 from ...geometry.mesh import TriangleMesh
-from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
+from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
 from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix,
-                            hypersingular_matrix, single_layer_matrix, triangles)
+                            double_layer_matrix_p1, hypersingular_matrix, single_layer_matrix,
+                            single_layer_matrix_p1, triangles)
 from .sensors import EEGSensors, MEGSensors
 
 MU0_OVER_4PI = 1e-7
@@ -84,6 +85,7 @@ class BEMOperators:
     N: dict
     D: dict
     S: dict
+    flux: str = "p0"
 
     @property
     def n_surfaces(self):
@@ -98,17 +100,25 @@ class BEMOperators:
         return tuple(len(s.faces) for s in self.surfaces)
 
     @property
+    def n_flux(self):
+        """Normal-current unknowns per surface (all but the scalp)."""
+        per = self.n_vertices if self.flux == "p1" else self.n_triangles
+        return tuple(per[:-1])
+
+    @property
     def n_unknowns(self):
-        return sum(self.n_vertices) + sum(self.n_triangles[:-1])
+        return sum(self.n_vertices) + sum(self.n_flux)
 
     @classmethod
-    def create(cls, surfaces, min_gap=0.001, check=True, **quad):
+    def create(cls, surfaces, min_gap=0.001, check=True, flux="p0", **quad):
         """Assemble all blocks for ``surfaces`` (inner to outer TriangleMesh, m).
 
         ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,
         ``near_rule``, ``chunk``).
         """
         require_float64("BEM assembly")
+        if flux not in ("p0", "p1"):
+            raise ParameterError("flux", flux, "'p0' (one current per triangle) or 'p1' (per vertex)")
         surfaces = tuple(surfaces)
         if len(surfaces) < 1:
             raise ParameterError("surfaces", "an empty list", "at least one closed surface")
@@ -124,30 +134,43 @@ class BEMOperators:
         # shared one, and nesting tasks in a single pool could deadlock.
         tasks = {}
         for i in range(n):
-            tasks[("S", i, i)] = (single_layer_matrix, (surfaces[i], surfaces[i]), {"same": True})
-            if i + 1 < n:
-                tasks[("S", i, i + 1)] = (single_layer_matrix, (surfaces[i], surfaces[i + 1]), {})
+            for j in (i, i + 1):
+                if j >= n:
+                    continue
+                if flux == "p1" and j < n - 1:      # P1 and P0 blocks from one kernel pass
+                    tasks[("S1", i, j)] = (single_layer_matrix_p1, (surfaces[i], surfaces[j]),
+                                           {"same": i == j, "with_p0": True})
+                else:
+                    tasks[("S", i, j)] = (single_layer_matrix, (surfaces[i], surfaces[j]), {"same": i == j})
+        dl = double_layer_matrix_p1 if flux == "p1" else double_layer_matrix
         for i in range(n - 1):
             for j in (i - 1, i, i + 1):
                 if 0 <= j < n:
-                    tasks[("D", i, j)] = (double_layer_matrix, (surfaces[i], surfaces[j]), {"same": i == j})
+                    tasks[("D", i, j)] = (dl, (surfaces[i], surfaces[j]), {"same": i == j})
+
         with ThreadPoolExecutor(max_workers=n_threads()) as pool:
             futures = {k: pool.submit(f, *a, **kw, **quad) for k, (f, a, kw) in tasks.items()}
             S_tri = {k[1:]: futures[k].result() for k in futures if k[0] == "S"}
             D = {k[1:]: futures[k].result() for k in futures if k[0] == "D"}
+            S1 = {}
+            for k in futures:
+                if k[0] == "S1":
+                    S1[k[1:]], S_tri[k[1:]] = futures[k].result()
             nfut = {k: pool.submit(hypersingular_matrix, blk, curls[k[0]], curls[k[1]])
                     for k, blk in S_tri.items()}
             N = {k: f.result() for k, f in nfut.items()}
-        S = {k: blk for k, blk in S_tri.items() if k[0] < n - 1 and k[1] < n - 1}
+        if flux == "p1":
+            S = S1
+        else:
+            S = {k: blk for k, blk in S_tri.items() if k[0] < n - 1 and k[1] < n - 1}
         N = {k: (0.5 * (v + v.T) if k[0] == k[1] else v) for k, v in N.items()}
-        return cls(surfaces, N, D, S)
+        return cls(surfaces, N, D, S, flux)
 
     # ------------------------------------------------------------------ system
     def offsets(self):
         """Start index of V_i (i < N) and p_i (i < N-1) in the unknown vector."""
-        nv, nt = self.n_vertices, self.n_triangles
-        v_off = np.concatenate([[0], np.cumsum(nv)])
-        p_off = v_off[-1] + np.concatenate([[0], np.cumsum(nt[:-1])])
+        v_off = np.concatenate([[0], np.cumsum(self.n_vertices)])
+        p_off = v_off[-1] + np.concatenate([[0], np.cumsum(self.n_flux)])
         return v_off, p_off
 
     def blocks(self, sigma, dtype=np.float64):
@@ -477,7 +500,7 @@ def meg_functional(ops: BEMOperators, sigma, surface_functionals, xp=np):
     n = ops.n_surfaces
     s = [sigma[i] for i in range(n)] + [0.0]
     parts = [-(s[i] - s[i + 1]) * surface_functionals[i] for i in range(n)]
-    n_p = sum(ops.n_triangles[:-1])
+    n_p = sum(ops.n_flux)
     parts.append(xp.zeros((surface_functionals[0].shape[0], n_p)))
     return xp.concatenate(parts, axis=1)
 
@@ -501,19 +524,21 @@ def primary_meg_gain(sensors: MEGSensors, positions):
 
 
 # ---------------------------------------------------------------------- sources
-def _source_terms_one(tri, faces, nv, r0):
-    """(nv, 3) and (nt, 3): <phi_j, dv/dn> and <psi_a, v> for unit dipoles along
-    x, y, z at r0 (unit conductivity), exact."""
+def _source_terms_one(tri, faces, nv, r0, flux):
+    """(nv, 3) and (nt | nv, 3): <phi_j, dv/dn> and <psi_a, v> for unit dipoles
+    along x, y, z at r0 (unit conductivity), exact."""
     jdl = jax.jacfwd(lambda r: double_layer_p1(r, tri))(r0)        # (nt, 3k, 3dir)
-    jsl = jax.jacfwd(lambda r: single_layer_p0(r, tri))(r0)        # (nt, 3dir)
     # d/dr0 of int phi dG(r0 - y)/dn_y = int phi dn_y [q . grad_r0 G]; v = q . grad_r0 G(x - r0)
     rv = jax.ops.segment_sum(jdl.reshape(-1, 3), faces.ravel(), num_segments=nv)
-    return rv, jsl
+    if flux == "p1":
+        jsl = jax.jacfwd(lambda r: single_layer_p1(r, tri))(r0)    # (nt, 3k, 3dir)
+        return rv, jax.ops.segment_sum(jsl.reshape(-1, 3), faces.ravel(), num_segments=nv)
+    return rv, jax.jacfwd(lambda r: single_layer_p0(r, tri))(r0)    # (nt, 3dir)
 
 
-@functools.partial(jax.jit, static_argnames=("nv",))
-def _source_terms(tri, faces, nv, positions):
-    return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r), out_axes=(1, 1))(positions)
+@functools.partial(jax.jit, static_argnames=("nv", "flux"))
+def _source_terms(tri, faces, nv, positions, flux="p0"):
+    return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r, flux), out_axes=(1, 1))(positions)
 
 
 def _dipole_kernels(x, nrm, r0):
@@ -528,25 +553,32 @@ def _dipole_kernels(x, nrm, r0):
     return v / (4 * np.pi), dn / (4 * np.pi)
 
 
-@functools.partial(jax.jit, static_argnames=("nv",))
-def _source_terms_quad(qp, qw, lam, nrm, faces, nv, positions):
-    """Source terms by the 7-point rule on every triangle: (nv, c, 3), (nt, c, 3)."""
+@functools.partial(jax.jit, static_argnames=("nv", "flux"))
+def _source_terms_quad(qp, qw, lam, nrm, faces, nv, positions, flux="p0"):
+    """Source terms by the 7-point rule on every triangle: (nv, c, 3), (nt | nv, c, 3)."""
     v, dn = _dipole_kernels(qp[:, :, None, :], nrm[:, None, None, :],
                             positions[None, None])                    # (nt, Q, c, 3)
-    rp = jnp.einsum("tq,tqcd->tcd", qw, v)
-    rv_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, dn)              # (nt, 3, c, 3)
     c = positions.shape[0]
+    rv_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, dn)              # (nt, 3, c, 3)
     rv = jax.ops.segment_sum(rv_tri.reshape(-1, c, 3), faces.ravel(), num_segments=nv)
-    return rv, rp
+    if flux == "p1":
+        rp_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, v)
+        return rv, jax.ops.segment_sum(rp_tri.reshape(-1, c, 3), faces.ravel(), num_segments=nv)
+    return rv, jnp.einsum("tq,tqcd->tcd", qw, v)
 
 
-@jax.jit
-def _source_pairs_correction(tri, qp, qw, lam, nrm, pos):
-    """Exact minus 7-point source terms for (source, triangle) pairs: (P, 3k, 3d), (P, 3d)."""
+@functools.partial(jax.jit, static_argnames=("flux",))
+def _source_pairs_correction(tri, qp, qw, lam, nrm, pos, flux="p0"):
+    """Exact minus 7-point source terms for (source, triangle) pairs:
+    (P, 3k, 3d), (P, 3d) (flux "p0") or (P, 3k, 3d) (flux "p1")."""
     exact_dl = jax.vmap(lambda t, r: jax.jacfwd(lambda x: double_layer_p1(x, t))(r))(tri, pos)
-    exact_sl = jax.vmap(lambda t, r: jax.grad(lambda x: single_layer_p0(x, t))(r))(tri, pos)
     v, dn = _dipole_kernels(qp, nrm[:, None, :], pos[:, None, :])    # (P, Q, 3)
-    approx_sl = jnp.einsum("pq,pqd->pd", qw, v)
+    if flux == "p1":
+        exact_sl = jax.vmap(lambda t, r: jax.jacfwd(lambda x: single_layer_p1(x, t))(r))(tri, pos)
+        approx_sl = jnp.einsum("pq,pqk,pqd->pkd", qw, lam, v)
+    else:
+        exact_sl = jax.vmap(lambda t, r: jax.grad(lambda x: single_layer_p0(x, t))(r))(tri, pos)
+        approx_sl = jnp.einsum("pq,pqd->pd", qw, v)
     approx_dl = jnp.einsum("pq,pqk,pqd->pkd", qw, lam, dn)
     return exact_dl - approx_dl, exact_sl - approx_sl
 
@@ -640,13 +672,15 @@ class BEMForward:
         faces_np = np.asarray(inner.faces)
         nv, nt = len(inner.vertices), len(faces_np)
         n = self.operators.n_surfaces
+        flux = self.operators.flux
+        n_p1 = (nv if flux == "p1" else nt) if n > 1 else 0
         sig1 = self.conductivities[0]
         t_v, t_p = self.transfer[:, :nv], self.transfer[:, nv:]
         if not is_concrete((positions, self.transfer, sig1)):
             tri, faces = jnp.asarray(tri_np), jnp.asarray(faces_np)
             out = []
             for s in range(0, positions.shape[0], chunk):
-                rv, rp = _source_terms(tri, faces, nv, positions[s:s + chunk])
+                rv, rp = _source_terms(tri, faces, nv, positions[s:s + chunk], flux)
                 g = jnp.einsum("ej,jck->eck", t_v, rv)
                 if n > 1:
                     g = g - jnp.einsum("ej,jck->eck", t_p, rp) / sig1
@@ -664,11 +698,11 @@ class BEMForward:
         s1 = float(sig1)
 
         def one(p):
-            rv, rp = _source_terms_quad(*args, nv, jnp.asarray(p))
+            rv, rp = _source_terms_quad(*args, nv, jnp.asarray(p), flux)
             c = len(p)
             g = tv_np @ np.asarray(rv).reshape(nv, 3 * c)          # BLAS GEMM, not einsum
             if n > 1:
-                g -= (tp_np @ np.asarray(rp).reshape(nt, 3 * c)) / s1
+                g -= (tp_np @ np.asarray(rp).reshape(n_p1, 3 * c)) / s1
             return g.reshape(-1, c, 3)
 
         g = _run_chunks_axis1(one, pos, chunk)
@@ -679,17 +713,22 @@ class BEMForward:
         src = np.repeat(np.arange(len(pos)), [len(x) for x in lists])
         if src.size:
             tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
-            ddl, dsl = _run_chunks(_source_pairs_correction,
+            ddl, dsl = _run_chunks(lambda *a: _source_pairs_correction(*a, flux),
                                    [tri_np[tt], qp[tt], qw[tt],
                                     np.broadcast_to(bary, (len(tt),) + bary.shape), nrm[tt], pos[src]],
                                    len(tt), 2048, n_out=2)
             # correction matrix: rows = S_1 unknowns, columns = (source, direction)
-            rows = np.concatenate([faces_np[tt, k] for k in range(3)] + ([nv + tt] if n > 1 else []))
-            cols = np.concatenate([src] * (3 + (n > 1)))
+            rows = [faces_np[tt, k] for k in range(3)]
+            if n > 1:
+                rows += [nv + faces_np[tt, k] for k in range(3)] if flux == "p1" else [nv + tt]
+            rows = np.concatenate(rows)
+            cols = np.concatenate([src] * (len(rows) // len(src)))
             for d in range(3):
-                vals = np.concatenate([ddl[:, k, d] for k in range(3)]
-                                      + ([-dsl[:, d] / s1] if n > 1 else []))
-                corr = sp.csr_matrix((vals, (rows, cols)), shape=(nv + (nt if n > 1 else 0), len(pos)))
+                vals = [ddl[:, k, d] for k in range(3)]
+                if n > 1:
+                    vals += ([-dsl[:, k, d] / s1 for k in range(3)] if flux == "p1" else [-dsl[:, d] / s1])
+                vals = np.concatenate(vals)
+                corr = sp.csr_matrix((vals, (rows, cols)), shape=(nv + n_p1, len(pos)))
                 g[:, :, d] += np.asarray((corr.T @ np.asarray(self.transfer).T).T)
         return jnp.asarray(g)
 

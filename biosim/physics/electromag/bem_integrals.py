@@ -94,6 +94,33 @@ def single_layer_p0(x, tri):
     return (jnp.sum(P * gamma, axis=-1) - jnp.abs(h) * omega) / FOUR_PI
 
 
+def single_layer_p1(x, tri):
+    """``int_T lambda_k(y) G(x - y) dy`` for k = 0, 1, 2 -> (..., 3) (m).
+
+    ``lambda_k(y) = lambda_k(x_p) + grad(lambda_k) . (y - x_p)`` with the
+    in-plane moment (Wilton et al. 1984, IEEE TAP 32:276, eq. 9)
+    ``int_T (y - x_p) / |x - y| dy = 1/2 sum_e m_e ((P_e^2 + h^2) gamma_e
+    + l+ R+ - l- R-)``.
+    """
+    P, gamma, m, n, h, two_area = _edge_terms(x, tri)
+    omega = jnp.abs(solid_angle(x, tri))
+    i0 = (jnp.sum(P * gamma, axis=-1) - jnp.abs(h) * omega) / FOUR_PI
+    y = [tri[..., k, :] for k in range(3)]
+    ends = []
+    for k in range(3):
+        a, b = y[k], y[(k + 1) % 3]
+        e = b - a
+        t = e / _safe_norm(e)[..., None]
+        lm, lp = _dot(a - x, t), _dot(b - x, t)
+        ends.append(lp * _safe_norm(b - x) - lm * _safe_norm(a - x))
+    ends = jnp.stack(ends, -1)
+    coef = 0.5 * ((P * P + (h * h)[..., None]) * gamma + ends)              # (..., 3 edges)
+    moment = jnp.sum(m * coef[..., None], axis=-2) / FOUR_PI                # (..., 3)
+    grads = hat_gradients(tri)
+    lam = jnp.stack([_dot(grads[..., k, :], x - tri[..., (k + 1) % 3, :]) for k in range(3)], -1)
+    return lam * i0[..., None] + jnp.einsum("...kj,...j->...k", grads, moment)
+
+
 def hat_gradients(tri):
     """In-plane gradients (..., 3, 3) of the three barycentric functions (1/m)."""
     y = [tri[..., k, :] for k in range(3)]

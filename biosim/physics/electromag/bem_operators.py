@@ -36,7 +36,7 @@ from scipy.spatial import cKDTree
 
 from ...geometry.mesh import TriangleMesh
 from ..._core.parallel import _pool, n_threads
-from .bem_integrals import double_layer_p1, single_layer_p0, triangle_rule
+from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
 
 #: default quadrature: far pairs (Gauss x Gauss, plain kernel) / near pairs
 #: (Gauss outer x analytic inner): (order, subdivision level)
@@ -208,6 +208,142 @@ def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, 
     for k in range(3):
         np.add.at(D, (a, fb[b, k]), diff[:, k])
     return D
+
+
+# ---- P1 test (and trial) functions for the normal current ("flux='p1'")
+def corner_matrix(mesh: TriangleMesh):
+    """Sparse (nv, 3 nt) sum over triangle corners: row ``faces[a, k]``,
+    column ``3 a + k``."""
+    f = np.asarray(mesh.faces)
+    nt, nv = f.shape[0], len(mesh.vertices)
+    return sp.csr_matrix((np.ones(3 * nt), (f.ravel(), np.arange(3 * nt))), shape=(nv, 3 * nt))
+
+
+def _far_s11(pa, wa, lam_a, pb, wb, lam_b):
+    """pa (c, Qa, 3), pb (nb, Qb, 3) -> (c, 3, nb, 3): sum w w' lam lam' G."""
+    d = pa[:, :, None, None, :] - pb[None, None]
+    r2 = jnp.sum(d * d, -1)
+    ok = r2 > 0
+    k = jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, r2, 1.0)), 0.0) / (4 * np.pi)   # (c, Qa, nb, Qb)
+    left = wa[:, :, None] * lam_a[None]                                          # (c, Qa, 3)
+    right = wb[:, :, None] * lam_b[None]                                         # (nb, Qb, 3)
+    return jnp.einsum("cqk,cqbr,brl->ckbl", left, k, right)
+
+
+def _far_d11(pa, wa, lam_a, pb, wb, nb, lam_b):
+    """pa (c, Qa, 3), pb (nb, Qb, 3) -> (c, 3, nb, 3): sum w w' lam lam' dG/dn_y."""
+    d = pa[:, :, None, None, :] - pb[None, None]
+    r2 = jnp.sum(d * d, -1)
+    ok = r2 > 0
+    inv = jax.lax.rsqrt(jnp.where(ok, r2, 1.0))
+    inv3 = jnp.where(ok, inv * inv * inv, 0.0)
+    k = jnp.sum(d * nb[None, None, :, None, :], -1) * inv3 / (4 * np.pi)
+    left = wa[:, :, None] * lam_a[None]
+    right = wb[:, :, None] * lam_b[None]
+    return jnp.einsum("cqk,cqbr,brl->ckbl", left, k, right)
+
+
+def _far_pairs11(pa, wa, pb, wb, nb, lam, with_normals):
+    """The far-rule values of :func:`_far_s11` / :func:`_far_d11` for a list of
+    (test, trial) triangle pairs: pa (P, Qa, 3), pb (P, Qb, 3) -> (P, 3, 3)."""
+    d = pa[:, :, None, :] - pb[:, None, :, :]
+    r2 = jnp.sum(d * d, -1)
+    ok = r2 > 0
+    inv = jax.lax.rsqrt(jnp.where(ok, r2, 1.0))
+    if with_normals:
+        k = jnp.where(ok, inv * inv * inv, 0.0) * jnp.sum(d * nb[:, None, None, :], -1)
+    else:
+        k = jnp.where(ok, inv, 0.0)
+    left = wa[:, :, None] * lam[None]
+    right = wb[:, :, None] * lam[None]
+    return jnp.einsum("pqk,pqr,prl->pkl", left, k, right) / (4 * np.pi)
+
+
+def _p1_p1_matrix(mesh_a, mesh_b, far_kernel, near_pairs_fn, chunk, near_factor,
+                  far_rule, near_rule, with_normals, with_p0=False):
+    """Shared driver for the P1-P1 blocks: far rule on all pairs, then near
+    pairs replaced by outer rule x analytic inner integral; corner values
+    summed to vertices on both sides.  ``with_p0`` also returns the P0-P0
+    block, the sum over both triangles' corners (the hat functions sum to 1)."""
+    ta, tb = triangles(mesh_a), triangles(mesh_b)
+    fb = np.asarray(mesh_b.faces)
+    nv_b = len(mesh_b.vertices)
+    pa, wa = _qpoints(ta, far_rule)
+    pb, wb = _qpoints(tb, far_rule)
+    lam = jnp.asarray(triangle_rule(*far_rule)[0])
+    nb_ = _unit_normals(tb)
+    pbj, wbj, nbj = jnp.asarray(pb), jnp.asarray(wb), jnp.asarray(nb_)
+    fbj = jnp.asarray(fb.ravel())
+
+    @jax.jit
+    def rows(p, w):
+        if with_normals:
+            vals = far_kernel(p, w, lam, pbj, wbj, nbj, lam)
+        else:
+            vals = far_kernel(p, w, lam, pbj, wbj, lam)                  # (c, 3, nb, 3)
+        c = vals.shape[0]
+        flat = vals.reshape(c * 3, -1).T                                  # (nb*3, 3c)
+        p1 = jax.ops.segment_sum(flat, fbj, num_segments=nv_b).T.reshape(c, 3, nv_b)
+        return (p1, jnp.sum(vals, axis=(1, 3))) if with_p0 else p1
+
+    if with_p0:
+        R, S0 = _run_chunks(rows, [pa, wa], len(ta), chunk, n_out=2)
+    else:
+        R = _run_chunks(rows, [pa, wa], len(ta), chunk)
+    R = R.reshape(3 * len(ta), nv_b)
+    a, b = near_pairs(ta, tb, near_factor)
+    pn, wn = _qpoints(ta, near_rule)
+    lam_n = triangle_rule(*near_rule)[0]
+    hi = _run_chunks(lambda p, w, t, x, y: near_pairs_fn(p, w, jnp.asarray(lam_n), t, x, y),
+                     [pn[a], wn[a], tb[b], a, b], len(a), 2048)           # (P, 3, 3)
+    lo_fn = jax.jit(lambda p, w, q, v, n_: _far_pairs11(p, w, q, v, n_, lam, with_normals))
+    lo = _run_chunks(lo_fn, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 2048)
+    diff = hi - lo
+    out = np.asarray(corner_matrix(mesh_a) @ R)
+    del R
+    fa = np.asarray(mesh_a.faces)
+    rows = np.broadcast_to(fa[a][:, :, None], diff.shape).ravel()
+    cols = np.broadcast_to(fb[b][:, None, :], diff.shape).ravel()
+    out += sp.csr_matrix((diff.ravel(), (rows, cols)), shape=out.shape).toarray()   # sums duplicates
+    if with_p0:
+        S0[a, b] += diff.sum(axis=(1, 2))                 # (a, b) pairs are unique
+        return out, S0
+    return out
+
+
+@jax.jit
+def _sl11_pairs(pts, wts, lam_a, tri_b, a, b):
+    inner = single_layer_p1(pts, tri_b[:, None])                          # (P, Q, 3b)
+    return jnp.einsum("pq,qk,pql->pkl", wts, lam_a, inner)
+
+
+@functools.partial(jax.jit, static_argnames=("same",))
+def _dl11_pairs(pts, wts, lam_a, tri_b, a, b, same):
+    vals = jnp.einsum("pq,qk,pql->pkl", wts, lam_a, double_layer_p1(pts, tri_b[:, None]))
+    if same:
+        vals = jnp.where((a == b)[:, None, None], 0.0, vals)
+    return vals
+
+
+def single_layer_matrix_p1(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
+                           near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE, with_p0=False):
+    """P1-P1 single-layer Galerkin matrix (nv_a, nv_b), m^3:
+    ``int_A int_B phi_i(x) G(x - y) phi_j(y) dy dx``; with ``with_p0`` also
+    the P0-P0 matrix of :func:`single_layer_matrix` from the same kernel
+    evaluations."""
+    out = _p1_p1_matrix(mesh_a, mesh_b, _far_s11, _sl11_pairs, chunk, near_factor,
+                        far_rule, near_rule, with_normals=False, with_p0=with_p0)
+    sym = (lambda m: 0.5 * (m + m.T)) if same else (lambda m: m)
+    return (sym(out[0]), sym(out[1])) if with_p0 else sym(out)
+
+
+def double_layer_matrix_p1(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
+                           near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+    """P1-P1 double-layer Galerkin matrix (nv_a, nv_b), m^2:
+    ``int_A phi_i(x) int_B phi_j(y) dG(x - y)/dn_y dy dx`` (zero self-triangle terms)."""
+    return _p1_p1_matrix(mesh_a, mesh_b, _far_d11,
+                         lambda p, w, l, t, x, y: _dl11_pairs(p, w, l, t, x, y, same), chunk,
+                         near_factor, far_rule, near_rule, with_normals=True)
 
 
 def curl_matrices(mesh: TriangleMesh):

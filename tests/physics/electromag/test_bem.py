@@ -13,9 +13,11 @@ from biosim.geometry.mesh import TriangleMesh, icosphere, nested_spheres
 from biosim.physics.electromag.bem import (BEMForward, BEMOperators, _deflation, _deflation_ops,
                                            meg_surface_functionals, solve_concrete)
 from biosim.physics.electromag.bem_integrals import (double_layer_p0, double_layer_p1,
-                                                     single_layer_p0, solid_angle, triangle_rule)
-from biosim.physics.electromag.bem_operators import (curl_matrices, double_layer_matrix,
-                                                     single_layer_matrix)
+                                                     single_layer_p0, single_layer_p1, solid_angle,
+                                                     triangle_rule)
+from biosim.physics.electromag.bem_operators import (corner_matrix, curl_matrices, double_layer_matrix,
+                                                     double_layer_matrix_p1, single_layer_matrix,
+                                                     single_layer_matrix_p1)
 from biosim.physics.electromag.sensors import EEGSensors, opm_array, squid_helmet_306
 from biosim.physics.electromag.sphere_eeg import SphereHead, eeg_gain
 from biosim.physics.electromag.sphere_meg import meg_gain
@@ -56,14 +58,16 @@ def _brute(x, tri=TRI, level=6):
     r = np.linalg.norm(x - y, axis=1)
     sl = area * np.sum(w / r) / (4 * np.pi)
     dl = area * np.sum(bary * (w * ((x - y) @ n) / (4 * np.pi * r ** 3))[:, None], axis=0)
-    return sl, dl
+    sl1 = area * np.sum(bary * (w / r)[:, None], axis=0) / (4 * np.pi)
+    return sl, dl, sl1
 
 
 @pytest.mark.parametrize("x", [(0.4, 0.3, 0.5), (2.0, 1.0, -0.3), (1.5, 1.5, 0.0), (0.2, -0.4, -0.2)])
 def test_analytic_triangle_potentials_match_fine_quadrature(x):
     x = np.array(x)
-    sl, dl = _brute(x)
+    sl, dl, sl1 = _brute(x)
     assert float(single_layer_p0(jnp.asarray(x), TRI)) == pytest.approx(sl, rel=1e-9)
+    np.testing.assert_allclose(np.asarray(single_layer_p1(jnp.asarray(x), TRI)), sl1, rtol=1e-9)
     np.testing.assert_allclose(np.asarray(double_layer_p1(jnp.asarray(x), TRI)), dl, rtol=1e-8,
                                atol=1e-14)
     assert float(double_layer_p0(jnp.asarray(x), TRI)) == pytest.approx(dl.sum(), rel=1e-8, abs=1e-14)
@@ -92,6 +96,29 @@ def test_operator_identities_on_closed_surfaces():
     assert np.allclose(s, s.T) and np.linalg.eigvalsh(s).min() > 0
     for c in curl_matrices(inner):
         assert np.max(np.abs(c @ np.ones(len(inner.vertices)))) < 1e-9
+
+
+def test_p1_flux_operators_reduce_to_p0_ones():
+    """The hat functions sum to one: summing the P1-P1 blocks over the trial
+    (test) vertices gives the P0 blocks' sums; D_P1 1 = -1/2 (vertex areas)
+    on the surface itself; the P1 single layer is symmetric positive definite."""
+    inner, outer = nested_spheres((0.05, 0.07), 2, names=("a", "b"))
+    s1, s0 = single_layer_matrix_p1(inner, inner, same=True, with_p0=True)
+    np.testing.assert_allclose(s0, single_layer_matrix(inner, inner, same=True), rtol=1e-12, atol=0)
+    assert np.allclose(s1, s1.T) and np.linalg.eigvalsh(s1).min() > 0
+    assert s1.sum() == pytest.approx(s0.sum(), rel=1e-12)
+    corner = corner_matrix(inner)                              # (nv, 3 nt)
+    vertex_areas = corner @ np.repeat(inner.areas / 3, 3)
+    s1_cross = single_layer_matrix_p1(inner, outer)
+    np.testing.assert_allclose(s1_cross.sum(axis=0) @ np.ones(len(outer.vertices)),
+                               single_layer_matrix(inner, outer).sum(), rtol=1e-12)
+    d1_self = double_layer_matrix_p1(inner, inner, same=True)
+    np.testing.assert_allclose(d1_self.sum(axis=1), -0.5 * vertex_areas, rtol=3e-3)
+    d1_out = double_layer_matrix_p1(inner, outer)
+    np.testing.assert_allclose(d1_out.sum(axis=1), -vertex_areas, rtol=3e-4)
+    # summing over the test vertices gives the P0-test double layer
+    np.testing.assert_allclose(d1_out.sum(axis=0), double_layer_matrix(inner, outer).sum(axis=0),
+                               rtol=1e-10, atol=1e-14)
 
 
 # ---------------------------------------------------------------- sphere accuracy
@@ -197,6 +224,43 @@ def test_unstructured_fibonacci_spheres_match_analytic():
         assert rdm < tol_meg and abs(mag - 1) < 0.001
 
 
+@pytest.fixture(scope="module")
+def sphere162_p1():
+    ops = BEMOperators.create(nested_spheres(RADII, 2), flux="p1")
+    return ops, BEMForward.from_operators(ops, SIGMA, eeg=_electrodes(),
+                                          meg=squid_helmet_306(accuracy="point").select(("mag", "grad")))
+
+
+@pytest.mark.parametrize("ecc", [0.5, 0.8])
+def test_p1_flux_matches_analytic_and_p0(sphere162, sphere162_p1, ecc):
+    """Per-vertex normal currents (3 x 162 + 2 x 162 unknowns instead of
+    3 x 162 + 2 x 320): same accuracy against the 3-shell sphere and Sarvas
+    as the per-triangle currents; the two agree to the discretisation error."""
+    ops1, fwd1 = sphere162_p1
+    fwd0 = sphere162[4]
+    assert ops1.n_unknowns == 5 * 162 and ops1.n_flux == (162, 162)
+    eeg, meg = fwd1.eeg, fwd1.meg
+    pos = _dipole(ecc)
+    radial = pos[0] / np.linalg.norm(pos[0])
+    tang = np.cross(radial, [0.0, 0.0, 1.0])
+    tang /= np.linalg.norm(tang)
+    g1 = np.asarray(fwd1.gain(pos))[:, 0]
+    g0 = np.asarray(fwd0.gain(pos))[:, 0]
+    ref_e = eeg.reference_matrix() @ np.asarray(eeg_gain(SphereHead.three_shell(), eeg.positions, pos))[:, 0]
+    ref_m = np.asarray(meg_gain(meg, pos))[:, 0]
+    ne = eeg.n_channels
+    # measured at 162 vertices, p1 / p0: radial EEG RDM 0.0091 / 0.0089 (ecc 0.5), 0.0244 / 0.0236
+    # (0.8); tangential MEG RDM 0.0035 / 0.0037, 0.0078 / 0.0080; p1 vs p0 EEG 0.0020, 0.0031
+    tol_e, tol_m, tol_01 = {0.5: (0.012, 0.005, 0.003), 0.8: (0.032, 0.011, 0.0045)}[ecc]
+    for g in (g1, g0):
+        assert rdm_mag(g[:ne] @ radial, ref_e @ radial)[0] < tol_e
+        assert rdm_mag(g[ne:] @ tang, ref_m @ tang)[0] < tol_m
+    assert rdm_mag(g1[:ne] @ radial, g0[:ne] @ radial)[0] < tol_01
+    # the traced (exact source terms everywhere) path equals the concrete one
+    g1_traced = np.asarray(jax.jit(fwd1.gain)(jnp.asarray(pos)))[:, 0]
+    np.testing.assert_allclose(g1_traced, g1, rtol=1e-6, atol=1e-6 * np.abs(g1).max())
+
+
 def test_gain_interface_matches_sphere_forward_layout(sphere162):
     _, eeg, meg, _, fwd, _ = sphere162
     g = fwd.gain(_dipole(0.5))
@@ -235,6 +299,31 @@ def test_gradient_wrt_skull_conductivity(small):
     assert grad == pytest.approx(fd, rel=1e-5)
 
 
+def test_gradient_wrt_skull_conductivity_p1_flux():
+    surfaces = nested_spheres((0.06, 0.075, 0.09), 1)
+    ops = BEMOperators.create(surfaces, flux="p1")
+    meg = opm_array(8, axes="radial")
+    e = np.random.default_rng(3).normal(size=(12, 3))
+    eeg = EEGSensors(tuple(f"E{i}" for i in range(12)), e / np.linalg.norm(e, axis=1, keepdims=True) * 0.09)
+    mf = meg_surface_functionals(ops, meg)
+    w = np.random.default_rng(0).normal(size=(20, 2, 3))
+    scale = np.concatenate([np.full(12, 1e2), np.full(8, 1e10)])
+
+    def loss(s_skull, p):
+        sig = jnp.stack([0.3, s_skull, 0.3])
+        g = BEMForward.from_operators(ops, sig, eeg=eeg, meg=meg, meg_functionals=mf).gain(p)
+        return jnp.sum(w * g * scale[:, None, None])
+
+    pos = jnp.array([[0.01, 0.02, 0.03], [0.0, -0.02, 0.05]])
+    g_sig, g_pos = jax.grad(loss, argnums=(0, 1))(0.006, pos)
+    h = 1e-5
+    fd = (float(loss(0.006 + h, pos)) - float(loss(0.006 - h, pos))) / (2 * h)
+    assert float(g_sig) == pytest.approx(fd, rel=1e-5)
+    h = 1e-6
+    fd_pos = (float(loss(0.006, pos.at[1, 2].add(h))) - float(loss(0.006, pos.at[1, 2].add(-h)))) / (2 * h)
+    assert float(g_pos[1, 2]) == pytest.approx(fd_pos, rel=1e-5)
+
+
 def test_gradient_wrt_source_position(small):
     ops, eeg, meg, mf = small
     fwd = BEMForward.from_operators(ops, SIGMA, eeg=eeg, meg=meg, meg_functionals=mf)
@@ -264,6 +353,8 @@ def test_broken_head_models_raise():
         BEMOperators.create([good[0], open_mesh, good[2]])
     with pytest.raises(ParameterError):
         BEMOperators.create([good[0].vertices])
+    with pytest.raises(ParameterError, match="flux"):
+        BEMOperators.create(good, flux="p2")
 
 
 def test_bad_sensors_sources_and_conductivities_raise(small):
