@@ -3,7 +3,10 @@
 Head model: nested closed surfaces S_1 (innermost) ... S_N (scalp) bounding
 compartments of conductivity sigma_1 ... sigma_N (sigma_{N+1} = 0 outside).
 Unknowns: the potential V_i on every S_i (P1) and the normal current
-``p_i = sigma grad V . n`` on S_1 ... S_{N-1} (P0; p_N = 0).  Taking the
+``p_i = sigma grad V . n`` on S_1 ... S_{N-1} (P0, one value per triangle, as
+in Kybic et al.; or P1, one per vertex, with ``flux="p1"``: fewer unknowns,
+e.g. 12810 instead of 17926 at 3 x 2562, same accuracy on nested spheres;
+p_N = 0).  Taking the
 Dirichlet and Neumann traces of Green's representation of V in the two
 compartments adjacent to each interface and subtracting them (the jump terms
 cancel) gives the symmetric system (Kybic et al. 2005, IEEE TMI 24:12,
@@ -112,6 +115,10 @@ class BEMOperators:
     @classmethod
     def create(cls, surfaces, min_gap=0.001, check=True, flux="p0", **quad):
         """Assemble all blocks for ``surfaces`` (inner to outer TriangleMesh, m).
+
+        ``flux`` is the basis of the normal currents: "p0" (per triangle,
+        Kybic et al. 2005, the discretisation of OpenMEEG) or "p1" (per
+        vertex; the S and D blocks are then P1-P1).
 
         ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,
         ``near_rule``, ``chunk``).

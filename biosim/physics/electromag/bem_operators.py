@@ -13,6 +13,10 @@ between two surfaces A (test) and B (trial):
   ``curl phi = n x grad phi``, constant on each triangle), so
   ``N_AB = -sum_c C_A,c^T S_AB C_B,c``.
 
+With per-vertex currents (``flux="p1"``) the single and double layers are
+also built P1-P1 (:func:`single_layer_matrix_p1`, :func:`double_layer_matrix_p1`,
+analytic inner integral :func:`.bem_integrals.single_layer_p1`).
+
 Well-separated triangle pairs use a 3-point (degree 2) Gauss rule on both
 triangles with the plain kernels.  Near pairs (centroid distance below
 ``near_factor`` times the sum of the largest circumradii; self and adjacent
