@@ -297,6 +297,33 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
               f"total {(sol + fwd_t) / (t3 - t0):.2f}")
 
 
+def template_flux(n_vertices=642, n_sources=300, seed=0):
+    """P1 against P0 normal currents on the realistic template head (no analytic
+    reference there: the two discretisations should converge to each other)."""
+    from biosim.geometry.template_head import project_to_scalp, template_center, template_head
+    surfaces = template_head(n_vertices)
+    c = template_center()
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(64, 3))
+    d[:, 2] = np.abs(d[:, 2]) + 0.2
+    d /= np.linalg.norm(d, axis=1)[:, None]
+    eeg = EEGSensors(tuple(f"E{i}" for i in range(64)), project_to_scalp(c + 0.2 * d, n_vertices=n_vertices))
+    s = rng.normal(size=(n_sources, 3))
+    s /= np.linalg.norm(s, axis=1)[:, None]
+    src = c + s * 0.045 * rng.uniform(0, 1, (n_sources, 1)) ** (1 / 3)
+    gains = {}
+    for flux in ("p0", "p1"):
+        t0 = time.perf_counter()
+        ops = BEMOperators.create(surfaces, flux=flux)
+        fwd = BEMForward.from_operators(ops, (0.33, 0.0066, 0.33), eeg=eeg)
+        gains[flux] = np.asarray(fwd.gain(src)).reshape(eeg.n_channels, -1)
+        print(f"template 3 x {n_vertices}, flux {flux}: {ops.n_unknowns} unknowns, "
+              f"{time.perf_counter() - t0:.1f} s (incl. JAX compilation)")
+    r, m = rdm_mag(gains["p1"], gains["p0"])
+    print(f"template 3 x {n_vertices}: p1 vs p0 over {3 * n_sources} dipoles: RDM median {np.median(r):.4f} "
+          f"max {r.max():.4f}; MAG range [{m.min():.4f}, {m.max():.4f}]")
+
+
 def ref_full(head, eeg, src):
     ge = np.asarray(eeg_gain(head, eeg.positions, src)).reshape(eeg.n_channels, -1)
     return ge - ge.mean(0)
@@ -313,12 +340,16 @@ if __name__ == "__main__":
     ap.add_argument("--large", action="store_true", help="timing run at 3 x 2562")
     ap.add_argument("--n-sources", type=int, default=8196)
     ap.add_argument("--tools", default="mne,openmeeg")
+    ap.add_argument("--template", type=int, nargs="*", default=None,
+                    help="P1 vs P0 currents on the template head at these vertex counts (642, 2562)")
     ap.add_argument("--flux", default="p0", choices=("p0", "p1"),
                     help="normal-current basis of the symmetric BEM: p0 per triangle (Kybic et al. "
                          "2005, as OpenMEEG), p1 per vertex (fewer unknowns)")
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
-    if args.table is None and not args.large and not args.vertices:       # default: the 642 table and the 2562 timing run
+    for nv in args.template or []:
+        template_flux(nv)
+    if args.table is None and not args.large and not args.vertices and args.template is None:       # default: the 642 table and the 2562 timing run
         args.table, args.large = [3], True
     for sub in args.table or []:
         table(sub, SIGMA50, tools=tools, flux=args.flux)
