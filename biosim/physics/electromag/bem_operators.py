@@ -182,17 +182,23 @@ def _dl_pairs(pts, wts, tri_b, a, b, same):
     return vals
 
 
+def _far_setup(mesh_a, mesh_b, far_rule):
+    """Triangles, trial faces and vertex count, far-rule points and weights of
+    both meshes, the rule's barycentric coordinates (jax) and trial normals."""
+    ta, tb = triangles(mesh_a), triangles(mesh_b)
+    pa, wa = _qpoints(ta, far_rule)
+    pb, wb = _qpoints(tb, far_rule)
+    lam = jnp.asarray(triangle_rule(*far_rule)[0])
+    return (ta, tb, np.asarray(mesh_b.faces), len(mesh_b.vertices), pa, wa, pb, wb, lam,
+            _unit_normals(tb))
+
+
 def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
                         near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
     """P0-P1 double-layer Galerkin matrix ``D_AB`` (nt_a, nv_b), m^2 (zero
     self-triangle terms: the principal value on a flat triangle)."""
-    ta, tb = triangles(mesh_a), triangles(mesh_b)
-    fb = np.asarray(mesh_b.faces)
-    nv = len(mesh_b.vertices)
-    pa, wa = _qpoints(ta, far_rule)
-    pb, wb = _qpoints(tb, far_rule)
-    lam = jnp.asarray(triangle_rule(*far_rule)[0])
-    pbj, wbj, nbj = jnp.asarray(pb), jnp.asarray(wb), jnp.asarray(_unit_normals(tb))
+    ta, tb, fb, nv, pa, wa, pb, wb, lam, nb_ = _far_setup(mesh_a, mesh_b, far_rule)
+    pbj, wbj, nbj = jnp.asarray(pb), jnp.asarray(wb), jnp.asarray(nb_)
     fbj = jnp.asarray(fb.ravel())
 
     @jax.jit
@@ -207,7 +213,7 @@ def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, 
     hi = _run_chunks(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
                      [pn[a], wn[a], tb[b], a, b], len(a), 4096)
     far_pair = jax.jit(lambda p, w, q, v, nb: _far_d(p, w, q, v, nb, lam))
-    lo = _run_chunks(far_pair, [pa[a], wa[a], pb[b], wb[b], _unit_normals(tb)[b]], len(a), 4096)
+    lo = _run_chunks(far_pair, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 4096)
     diff = hi - lo
     for k in range(3):
         np.add.at(D, (a, fb[b, k]), diff[:, k])
@@ -269,13 +275,7 @@ def _p1_p1_matrix(mesh_a, mesh_b, far_kernel, near_pairs_fn, chunk, near_factor,
     pairs replaced by outer rule x analytic inner integral; corner values
     summed to vertices on both sides.  ``with_p0`` also returns the P0-P0
     block, the sum over both triangles' corners (the hat functions sum to 1)."""
-    ta, tb = triangles(mesh_a), triangles(mesh_b)
-    fb = np.asarray(mesh_b.faces)
-    nv_b = len(mesh_b.vertices)
-    pa, wa = _qpoints(ta, far_rule)
-    pb, wb = _qpoints(tb, far_rule)
-    lam = jnp.asarray(triangle_rule(*far_rule)[0])
-    nb_ = _unit_normals(tb)
+    ta, tb, fb, nv_b, pa, wa, pb, wb, lam, nb_ = _far_setup(mesh_a, mesh_b, far_rule)
     pbj, wbj, nbj = jnp.asarray(pb), jnp.asarray(wb), jnp.asarray(nb_)
     fbj = jnp.asarray(fb.ravel())
 
