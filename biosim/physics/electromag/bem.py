@@ -65,7 +65,9 @@ from ..._core.parallel import n_threads
 from ..._core.precision import require_float64
 from ..._core.validation import is_concrete
 from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
+from ...geometry.curved import curved_refinement
 from ...geometry.mesh import TriangleMesh
+from . import bem_curved
 from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
 from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix,
                             double_layer_matrix_p1, hypersingular_matrix, single_layer_matrix,
@@ -89,6 +91,13 @@ class BEMOperators:
     D: dict
     S: dict
     flux: str = "p0"
+    #: per surface, its :class:`~biosim.geometry.curved.CurvedMesh` when the blocks
+    #: were integrated over curved elements (``geometry="curved"``), else None
+    curved: tuple | None = None
+
+    @property
+    def geometry(self):
+        return "flat" if self.curved is None else "curved"
 
     @property
     def n_surfaces(self):
@@ -113,12 +122,20 @@ class BEMOperators:
         return sum(self.n_vertices) + sum(self.n_flux)
 
     @classmethod
-    def create(cls, surfaces, min_gap=0.001, check=True, flux="p0", **quad):
+    def create(cls, surfaces, min_gap=0.001, check=True, flux="p0", geometry="flat", **quad):
         """Assemble all blocks for ``surfaces`` (inner to outer TriangleMesh, m).
 
         ``flux`` is the basis of the normal currents: "p0" (per triangle,
         Kybic et al. 2005, the discretisation of OpenMEEG) or "p1" (per
         vertex; the S and D blocks are then P1-P1).
+
+        ``geometry`` "flat" integrates over the mesh's flat triangles;
+        "curved" over curved elements through the same vertices
+        (:func:`~biosim.geometry.curved.curved_refinement`: every edge bent into
+        the circular arc its vertex normals define, exact on spheres), with the
+        same unknowns.  Curved elements remove the lead-field magnitude bias of
+        flat triangles inscribed in a curved surface (MAG 1.006 -> 1.000 on
+        3 x 642 spheres), at about twice the assembly time.
 
         ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,
         ``near_rule``, ``chunk``).
@@ -126,6 +143,8 @@ class BEMOperators:
         require_float64("BEM assembly")
         if flux not in ("p0", "p1"):
             raise ParameterError("flux", flux, "'p0' (one current per triangle) or 'p1' (per vertex)")
+        if geometry not in ("flat", "curved"):
+            raise ParameterError("geometry", geometry, "'flat' (flat triangles) or 'curved' (curved elements)")
         surfaces = tuple(surfaces)
         if len(surfaces) < 1:
             raise ParameterError("surfaces", "an empty list", "at least one closed surface")
@@ -134,6 +153,8 @@ class BEMOperators:
                 raise ParameterError("surfaces", type(s).__name__, "TriangleMesh objects, inner to outer")
         if check:
             check_head_model(surfaces, min_gap)
+        if geometry == "curved":
+            return cls._create_curved(surfaces, min_gap, check, flux, **quad)
         n = len(surfaces)
         curls = [curl_matrices(s) for s in surfaces]
         # independent blocks run concurrently (XLA releases the GIL; one block keeps
@@ -172,6 +193,37 @@ class BEMOperators:
             S = {k: blk for k, blk in S_tri.items() if k[0] < n - 1 and k[1] < n - 1}
         N = {k: (0.5 * (v + v.T) if k[0] == k[1] else v) for k, v in N.items()}
         return cls(surfaces, N, D, S, flux)
+
+    @classmethod
+    def _create_curved(cls, surfaces, min_gap, check, flux, bend=True, **quad):
+        """The blocks on curved elements (:mod:`.bem_curved`); ``bend=False``
+        keeps the sub-triangles flat (the flat surface, integrated like curved
+        elements: a check of the machinery)."""
+        curved = tuple(curved_refinement(s, curved=bend) for s in surfaces)
+        if check:            # the curved surfaces must still be nested with the gap
+            check_head_model([c.fine for c in curved], min_gap)
+        n = len(surfaces)
+        rules = {k: quad.pop(k) for k in ("far_rule", "near_rule") if k in quad}
+        elems = [bem_curved._Elements(c, **rules) for c in curved]
+        p1 = flux == "p1"
+        tasks = {}
+        for i in range(n):
+            for j in (i, i + 1):
+                if j < n:
+                    tasks[("SN", i, j)] = (bem_curved.single_layer_and_hypersingular,
+                                           {"same": i == j, "p1": p1 and j < n - 1})
+        for i in range(n - 1):
+            for j in (i - 1, i, i + 1):
+                if 0 <= j < n:
+                    tasks[("D", i, j)] = (bem_curved.double_layer, {"same": i == j, "p1": p1})
+        with ThreadPoolExecutor(max_workers=n_threads()) as pool:
+            futures = {k: pool.submit(f, elems[k[1]], elems[k[2]], **kw, **quad)
+                       for k, (f, kw) in tasks.items()}
+            res = {k: fut.result() for k, fut in futures.items()}
+        S = {k[1:]: v[0] for k, v in res.items() if k[0] == "SN" and k[1] < n - 1 and k[2] < n - 1}
+        N = {k[1:]: v[1] for k, v in res.items() if k[0] == "SN"}
+        D = {k[1:]: v for k, v in res.items() if k[0] == "D"}
+        return cls(surfaces, N, D, S, flux, curved)
 
     # ------------------------------------------------------------------ system
     def offsets(self):
@@ -419,14 +471,19 @@ def _closest_on_triangle(p, a, b, c):
 
 def eeg_functional(ops: BEMOperators, electrodes):
     """(n_elec, n_dof) interpolation of the scalp potential at the electrodes'
-    closest points on the scalp mesh (barycentric P1 weights)."""
-    scalp = ops.surfaces[-1]
+    closest points on the scalp mesh (barycentric P1 weights; on curved
+    elements, the closest point on the curved scalp and the coarse hats there)."""
+    scalp = ops.surfaces[-1] if ops.curved is None else ops.curved[-1].fine
     f, bary, _ = closest_points(scalp, np.asarray(electrodes, float))
+    faces = np.asarray(scalp.faces)
+    w = np.zeros((len(f), len(scalp.vertices)))
+    for k in range(3):
+        np.add.at(w, (np.arange(len(f)), faces[f, k]), bary[:, k])
+    if ops.curved is not None:
+        w = np.asarray((ops.curved[-1].prolongation.T @ w.T).T)
     v_off, p_off = ops.offsets()
     out = np.zeros((len(f), int(p_off[-1])))
-    faces = np.asarray(scalp.faces)
-    for k in range(3):
-        np.add.at(out, (np.arange(len(f)), v_off[-2] + faces[f, k]), bary[:, k])
+    out[:, v_off[-2]:v_off[-1]] = w
     return out
 
 
@@ -464,42 +521,52 @@ def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=
     nrm = np.asarray(sensors.normals, float)
     wts = np.asarray(sensors.weights, float)
     chan = np.asarray(sensors.channel)
-    bary, w = triangle_rule("7", 0)
-    bary_n, w_n = triangle_rule("7", near_level)
     out = []
-    for surf in ops.surfaces:
-        tri = triangles(surf)
-        faces = np.asarray(surf.faces)
-        nv = len(surf.vertices)
-        nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        area = 0.5 * np.linalg.norm(nvec, axis=1)
-        unit = nvec / (2 * area[:, None])
-        qp = np.einsum("qk,tkj->tqj", bary, tri)
-        qw = area[:, None] * w[None]
-        fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(unit):
-                     _geselowitz_rows(p, m, qp, qw, jnp.asarray(bary), tn))
-        vals = _run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
-        # near pairs: replace the 7-point value by the subdivided rule
-        cent = tri.mean(axis=1)
-        size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
-        lists = cKDTree(cent).query_ball_point(pts, near_factor * size.max())
-        pp = np.repeat(np.arange(len(pts)), [len(x) for x in lists])
-        if pp.size:
-            tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
-            qpn = np.einsum("qk,tkj->tqj", bary_n, tri[tt])
-            qwn = area[tt, None] * w_n[None]
-            hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(bary_n), tn),
-                             [pts[pp], nrm[pp], qpn, qwn, unit[tt]], len(pp), 1024)
-            vals[pp, tt] = hi
-        per_point = np.zeros((len(pts), nv))
-        for k in range(3):
-            per_point += np.asarray(
-                sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
-                              shape=(nv, len(faces))) @ vals[:, :, k].T).T
-        ch = np.zeros((sensors.n_channels, nv))
+    for i, surf in enumerate(ops.surfaces):
+        fine = surf if ops.curved is None else ops.curved[i].fine
+        per_point = _geselowitz_vertices(fine, pts, nrm, near_factor, chunk, near_level)
+        if ops.curved is not None:            # curved elements: coarse hats on the sub-triangles
+            per_point = np.asarray((ops.curved[i].prolongation.T @ per_point.T).T)
+        ch = np.zeros((sensors.n_channels, per_point.shape[1]))
         np.add.at(ch, chan, wts[:, None] * per_point)
         out.append(MU0_OVER_4PI * ch)
     return out
+
+
+def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level):
+    """(n_points, nv): ``int_S phi_j (m_p . (n' x (r_p - r'))) / |r_p - r'|^3`` per
+    integration point and hat function (7-point rule, subdivided near the point)."""
+    bary, w = triangle_rule("7", 0)
+    bary_n, w_n = triangle_rule("7", near_level)
+    tri = triangles(surf)
+    faces = np.asarray(surf.faces)
+    nv = len(surf.vertices)
+    nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area = 0.5 * np.linalg.norm(nvec, axis=1)
+    unit = nvec / (2 * area[:, None])
+    qp = np.einsum("qk,tkj->tqj", bary, tri)
+    qw = area[:, None] * w[None]
+    fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(unit):
+                 _geselowitz_rows(p, m, qp, qw, jnp.asarray(bary), tn))
+    vals = _run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
+    # near pairs: replace the 7-point value by the subdivided rule
+    cent = tri.mean(axis=1)
+    size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
+    lists = cKDTree(cent).query_ball_point(pts, near_factor * size.max())
+    pp = np.repeat(np.arange(len(pts)), [len(x) for x in lists])
+    if pp.size:
+        tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+        qpn = np.einsum("qk,tkj->tqj", bary_n, tri[tt])
+        qwn = area[tt, None] * w_n[None]
+        hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(bary_n), tn),
+                         [pts[pp], nrm[pp], qpn, qwn, unit[tt]], len(pp), 1024)
+        vals[pp, tt] = hi
+    per_point = np.zeros((len(pts), nv))
+    for k in range(3):
+        per_point += np.asarray(
+            sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
+                          shape=(nv, len(faces))) @ vals[:, :, k].T).T
+    return per_point
 
 
 def meg_functional(ops: BEMOperators, sigma, surface_functionals, xp=np):
@@ -636,7 +703,8 @@ class BEMForward:
                                     "coordinate frame")
             rows.append(eeg_functional(ops, eeg.positions))
         if meg is not None:
-            check_points_outside(scalp, meg.points, "MEG integration point")
+            check_points_outside(scalp if ops.curved is None else ops.curved[-1].fine, meg.points,
+                                 "MEG integration point")
             if meg_functionals is None:
                 meg_functionals = meg_surface_functionals(ops, meg)
         xp = np if concrete else jnp
@@ -662,9 +730,28 @@ class BEMForward:
         return (("eeg",) * self.eeg.n_channels if self.eeg else ()) + (
             self.meg.kinds if self.meg else ())
 
+    def _inner_surface(self):
+        """The surface the source terms are integrated over (the sub-triangles
+        of curved elements) and the transfer matrix on its unknowns (t_v, t_p)."""
+        ops = self.operators
+        nv = ops.n_vertices[0]
+        t_v, t_p = self.transfer[:, :nv], self.transfer[:, nv:]
+        if ops.curved is None:
+            return ops.surfaces[0], t_v, t_p
+        cm = ops.curved[0]
+        flux_map = cm.prolongation if ops.flux == "p1" else cm.aggregation
+        if is_concrete(self.transfer):
+            expand = lambda t, m: np.asarray((m @ np.asarray(t).T).T)      # noqa: E731
+        else:
+            expand = lambda t, m: t @ jnp.asarray(m.toarray()).T           # noqa: E731
+        t_p = expand(t_p, flux_map) if ops.n_surfaces > 1 else t_p
+        return cm.fine, expand(t_v, cm.prolongation), t_p
+
     def _check_sources(self, positions):
         if is_concrete(positions):
-            check_points_inside(self.operators.surfaces[0], np.asarray(positions), "source")
+            ops = self.operators
+            inner = ops.surfaces[0] if ops.curved is None else ops.curved[0].fine
+            check_points_inside(inner, np.asarray(positions), "source")
 
     def _volume_gain(self, positions, chunk=64, near_factor=6.0):
         """(n_sensors, n_sources, 3): transfer applied to the source terms.
@@ -674,7 +761,7 @@ class BEMForward:
         pairs closer than ``near_factor`` triangle circumradii (agreement with
         the all-exact path ~1e-7).  Under tracing (gradients with respect to
         positions or conductivities): exact terms on every triangle."""
-        inner = self.operators.surfaces[0]
+        inner, t_v, t_p = self._inner_surface()
         tri_np = triangles(inner)
         faces_np = np.asarray(inner.faces)
         nv, nt = len(inner.vertices), len(faces_np)
@@ -682,7 +769,6 @@ class BEMForward:
         flux = self.operators.flux
         n_p1 = (nv if flux == "p1" else nt) if n > 1 else 0
         sig1 = self.conductivities[0]
-        t_v, t_p = self.transfer[:, :nv], self.transfer[:, nv:]
         if not is_concrete((positions, self.transfer, sig1)):
             tri, faces = jnp.asarray(tri_np), jnp.asarray(faces_np)
             out = []
@@ -730,13 +816,14 @@ class BEMForward:
                 rows += [nv + faces_np[tt, k] for k in range(3)] if flux == "p1" else [nv + tt]
             rows = np.concatenate(rows)
             cols = np.concatenate([src] * (len(rows) // len(src)))
+            t_all = np.concatenate([tv_np, tp_np], axis=1)
             for d in range(3):
                 vals = [ddl[:, k, d] for k in range(3)]
                 if n > 1:
                     vals += ([-dsl[:, k, d] / s1 for k in range(3)] if flux == "p1" else [-dsl[:, d] / s1])
                 vals = np.concatenate(vals)
                 corr = sp.csr_matrix((vals, (rows, cols)), shape=(nv + n_p1, len(pos)))
-                g[:, :, d] += np.asarray((corr.T @ np.asarray(self.transfer).T).T)
+                g[:, :, d] += np.asarray((corr.T @ t_all.T).T)
         return jnp.asarray(g)
 
     def gain(self, positions):
