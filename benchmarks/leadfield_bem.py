@@ -189,7 +189,7 @@ def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
 
 
 def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg"), n_vertices=None,
-          flux="p0"):
+          flux="p0", geometry="flat", n_directions=1):
     eeg, helmet, opms = sensors_setup()
     if four_shell:
         head = SphereHead.four_shell(RADII[-1])
@@ -203,15 +203,18 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
     surfaces = nested_spheres(radii, subdivisions, names=names, n_vertices=n_vertices)
     pos, rad, tan = test_dipoles(inner=radii[0])
     t0 = time.perf_counter()
-    ops = BEMOperators.create(surfaces, min_gap=0.0005, flux=flux)
+    ops = BEMOperators.create(surfaces, min_gap=0.0005, flux=flux, geometry=geometry)
     t1 = time.perf_counter()
     fwd = BEMForward.from_operators(ops, sigma, eeg=eeg,
                                     meg=MEGSensors.concatenate(helmet, opms))
     t2 = time.perf_counter()
     print(f"# {len(surfaces)} x {len(surfaces[0].vertices)} vertices, radii "
           f"{[round(r * 1e3, 1) for r in radii]} mm, sigma {list(sigma)} S/m; biosim "
-          f"{ops.n_unknowns} unknowns (flux {flux}): assembly {t1 - t0:.1f} s, solve {t2 - t1:.1f} s")
-    print_rows(f"biosim (symmetric BEM, flux {flux})", ECC, biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
+          f"{ops.n_unknowns} unknowns (flux {flux}, {geometry} elements): assembly {t1 - t0:.1f} s, "
+          f"solve {t2 - t1:.1f} s")
+    print_rows(f"biosim ({geometry}, flux {flux})", ECC, biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
+    if n_directions > 1:
+        directions_table(fwd, eeg, helmet, head, radii[0], n_directions)
     for tool in tools:
         if tool == "mne" and len(surfaces) != 3:
             continue
@@ -221,7 +224,27 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
     return ops
 
 
-def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flux="p0"):
+def directions_table(fwd, eeg, helmet, head, inner, n_directions):
+    """Mean and worst EEG RDM / MAG over ``n_directions`` random dipole directions
+    per eccentricity (the single-draw tables above depend on the draw)."""
+    rows = {k: [] for k in ("rad", "tan")}
+    for seed in range(1, n_directions + 1):
+        pos, rad, tan = test_dipoles(seed, inner)
+        g = np.asarray(fwd.gain(pos))[:eeg.n_channels]
+        ref_e, _ = references(head, eeg, helmet, pos)
+        rows["rad"].append(rdm_mag(oriented(g, rad), oriented(ref_e, rad)))
+        rows["tan"].append(rdm_mag(oriented(g, tan), oriented(ref_e, tan)))
+    out = []
+    for k, label in (("rad", "radial"), ("tan", "tangential")):
+        r = np.array([x[0] for x in rows[k]])
+        m = np.array([x[1] for x in rows[k]])
+        out += [(f"EEG {label} RDM mean", r.mean(0)), (f"EEG {label} RDM max", r.max(0)),
+                (f"EEG {label} MAG mean", m.mean(0)), (f"EEG {label} |1-MAG| max", np.abs(1 - m).max(0))]
+    print_rows(f"{n_directions} directions per ecc.", ECC, out)
+
+
+def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flux="p0", geometry="flat",
+          n_directions=1):
     eeg, helmet, opms = sensors_setup()
     head = SphereHead.three_shell()
     rng = np.random.default_rng(seed)
@@ -232,14 +255,14 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
     # only for the chunk shapes, which are fixed)
     tc = time.perf_counter()
     small = BEMForward.create(nested_spheres(RADII, 1, ), SIGMA50, eeg=eeg, meg=helmet,
-                              min_gap=0.0005, flux=flux)
+                              min_gap=0.0005, flux=flux, geometry=geometry)
     small.gain(src[:300] * 0.5)
     t_compile = time.perf_counter() - tc
     surfaces = nested_spheres(RADII, subdivisions)
     tracemalloc.start()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        ops = BEMOperators.create(surfaces, flux=flux)
+        ops = BEMOperators.create(surfaces, flux=flux, geometry=geometry)
         t1 = time.perf_counter()
         fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet)
         t2 = time.perf_counter()
@@ -251,7 +274,8 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
     ref_e, ref_h = references(head, eeg, helmet, src)
     re, me = rdm_mag(g[:ne].reshape(ne, -1), ref_e.reshape(ne, -1))
     rm, mm = rdm_mag(g[ne:].reshape(helmet.n_channels, -1), ref_h.reshape(helmet.n_channels, -1))
-    print(f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, flux {flux}), "
+    print(f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, flux {flux}, "
+          f"{geometry} elements), "
           f"{helmet.n_channels} MEG + {ne} EEG x {n_sources} sources x 3")
     print(f"biosim: assembly {t1 - t0:.1f} s, factorisation + transfer {t2 - t1:.1f} s "
           f"(solution {t2 - t0:.1f} s), gain {t3 - t2:.1f} s, total {t3 - t0:.1f} s "
@@ -269,7 +293,9 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
             ("EEG tangential MAG", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[1]),
             ("MEG RDM (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[0]),
             ("MEG MAG (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[1])]
-    print_rows(f"biosim 2562 test dipoles (flux {flux})", ECC, rows)
+    print_rows(f"biosim 2562 test dipoles ({geometry}, flux {flux})", ECC, rows)
+    if n_directions > 1:
+        directions_table(fwd, eeg, helmet, head, RADII[0], n_directions)
     for tool in tools:
         if anchors is None:
             print(f"{tool}: benchmarks/_bem_anchors.py not importable")
@@ -345,6 +371,11 @@ if __name__ == "__main__":
     ap.add_argument("--flux", default="p0", choices=("p0", "p1"),
                     help="normal-current basis of the symmetric BEM: p0 per triangle (Kybic et al. "
                          "2005, as OpenMEEG), p1 per vertex (fewer unknowns)")
+    ap.add_argument("--geometry", default="flat", choices=("flat", "curved"),
+                    help="biosim's elements: flat triangles (as MNE and OpenMEEG) or curved elements "
+                         "through the same vertices (BEMOperators.create(geometry='curved'))")
+    ap.add_argument("--directions", type=int, default=1,
+                    help="also mean and worst EEG RDM/MAG over this many random directions per eccentricity")
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
     for nv in args.template or []:
@@ -352,12 +383,14 @@ if __name__ == "__main__":
     if args.table is None and not args.large and not args.vertices and args.template is None:       # default: the 642 table and the 2562 timing run
         args.table, args.large = [3], True
     for sub in args.table or []:
-        table(sub, SIGMA50, tools=tools, flux=args.flux)
+        kw = {"flux": args.flux, "geometry": args.geometry, "n_directions": args.directions}
+        table(sub, SIGMA50, tools=tools, **kw)
         if args.ratio80:
-            table(sub, SIGMA80, tools=tools, flux=args.flux)
+            table(sub, SIGMA80, tools=tools, **kw)
         if args.four_shell:
-            table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else (), flux=args.flux)
+            table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else (), **kw)
     for nv in args.vertices or []:
-        table(None, SIGMA50, tools=tools, n_vertices=nv, flux=args.flux)
+        table(None, SIGMA50, tools=tools, n_vertices=nv, flux=args.flux, geometry=args.geometry,
+              n_directions=args.directions)
     if args.large:
-        large(4, args.n_sources, tools, flux=args.flux)
+        large(4, args.n_sources, tools, flux=args.flux, geometry=args.geometry, n_directions=args.directions)

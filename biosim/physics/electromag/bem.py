@@ -203,7 +203,7 @@ class BEMOperators:
         if check:            # the curved surfaces must still be nested with the gap
             check_head_model([c.fine for c in curved], min_gap)
         n = len(surfaces)
-        rules = {k: quad.pop(k) for k in ("far_rule", "near_rule") if k in quad}
+        rules = {k: quad.pop(k) for k in ("far_rule", "near_rule", "far_base") if k in quad}
         elems = [bem_curved._Elements(c, **rules) for c in curved]
         p1 = flux == "p1"
         tasks = {}

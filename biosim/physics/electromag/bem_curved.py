@@ -7,13 +7,17 @@ linear on every sub-triangle (:data:`~biosim.geometry.curved.CHILD_BARY`).
 The blocks are those of :mod:`.bem_operators` (same shapes and meaning), now
 integrated over the curved surface:
 
-* far pairs: the centroid of every sub-triangle (4 points per element, with
-  the sub-triangle's area, normal and the coarse hats' curls there);
-* near pairs (centroids closer than ``near_factor`` times the sum of the
-  largest circumradii): the degree-5 7-point rule on each test sub-triangle
-  times the analytic inner integrals (:mod:`.bem_integrals`) over the four
-  trial sub-triangles; the principal-value double layer of a sub-triangle on
-  itself is zero.
+* far pairs: the flat triangles' 3-point (degree 2) rule, corrected for the
+  curvature by the difference of the centroid rule on the four curved and on
+  the four flat sub-triangles (the correction is first order in the bending,
+  so the cheap rule's own error enters only at second order; the direct
+  centroid rule on the curved elements errs by up to 3e-3 in MEG lead fields);
+* near pairs (centroid distance below ``near_factor`` = 1.5 times the sum of
+  the largest circumradii): the degree-5 7-point rule on each test
+  sub-triangle (on each of its four halves for elements of one surface sharing
+  a vertex, whose sub-triangles touch) times the analytic inner integrals
+  (:mod:`.bem_integrals`) over the four trial sub-triangles; the
+  principal-value double layer of a sub-triangle on itself is zero.
 
 One kernel pass per pair of surfaces gives the single layer (P0-P0 or P1-P1)
 and the hypersingular operator ``N_ij = -int int G curl phi_i . curl phi_j``
@@ -30,37 +34,46 @@ import jax
 import jax.numpy as jnp
 import scipy.sparse as sp
 
-from ...geometry.curved import CHILD_BARY, CurvedMesh
+from ...geometry.curved import CHILD_BARY, CurvedMesh, curved_refinement
 from .bem_integrals import FOUR_PI, double_layer_p1, single_layer_p1, triangle_rule
 from .bem_operators import _run_chunks, corner_matrix, near_pairs
 
+#: quadrature: (order, subdivision level) on each sub-triangle for far pairs
+#: (the correction of the flat rule FAR_BASE on the flat triangle) and near
+#: pairs (test side; one level finer for touching elements)
 FAR_RULE = ("1", 0)
+FAR_BASE = ("3", 0)
 NEAR_RULE = ("7", 0)
 
 
-def element_rule(cm: CurvedMesh, rule):
+def element_rule(cm: CurvedMesh, rule, flat=False):
     """Quadrature on the curved elements: ``rule`` on each of the four
-    sub-triangles of every coarse triangle.
+    sub-triangles of every coarse triangle (``flat``: on the flat coarse
+    triangle itself).
 
-    Returns points (nt, 4Q, 3), weights with area (nt, 4Q), coarse hat values
-    (4Q, 3), coarse hat curls ``n x grad phi_k`` (nt, 4Q, 3 hats, 3) (1/m),
-    normals (nt, 4Q, 3) and the sub-triangle of each point (4Q,).
+    Returns points (nt, Q', 3), weights with area (nt, Q'), coarse hat values
+    (Q', 3), coarse hat curls ``n x grad phi_k`` (nt, Q', 3 hats, 3) (1/m),
+    normals (nt, Q', 3) and the sub-triangle of each point (Q',), with Q' = 4 Q
+    (Q if ``flat``).
     """
     bary, wq = triangle_rule(*rule)
-    sub = cm.child_triangles()                                          # (nt, 4, 3, 3)
-    nt, q = sub.shape[0], len(wq)
-    pts = np.einsum("qr,tcrj->tcqj", bary, sub).reshape(nt, 4 * q, 3)
-    nvec = np.cross(sub[:, :, 1] - sub[:, :, 0], sub[:, :, 2] - sub[:, :, 0])    # (nt, 4, 3)
+    if flat:
+        sub, child_bary = cm.coarse.vertices[cm.coarse.faces][:, None], np.eye(3)[None]
+    else:
+        sub, child_bary = cm.child_triangles(), CHILD_BARY              # (nt, 4, 3, 3)
+    nt, nc, q = sub.shape[0], sub.shape[1], len(wq)
+    pts = np.einsum("qr,tcrj->tcqj", bary, sub).reshape(nt, nc * q, 3)
+    nvec = np.cross(sub[:, :, 1] - sub[:, :, 0], sub[:, :, 2] - sub[:, :, 0])    # (nt, nc, 3)
     two_area = np.linalg.norm(nvec, axis=-1)
     nrm = nvec / two_area[..., None]
-    w = (0.5 * two_area[:, :, None] * wq[None, None]).reshape(nt, 4 * q)
-    lam = np.einsum("qr,crk->cqk", bary, CHILD_BARY).reshape(4 * q, 3)
+    w = (0.5 * two_area[:, :, None] * wq[None, None]).reshape(nt, nc * q)
+    lam = np.einsum("qr,crk->cqk", bary, child_bary).reshape(nc * q, 3)
     # curl of the local hat r of a flat triangle: -(y_{r+2} - y_{r+1}) / (2 A)
     local = np.stack([-(sub[:, :, (r + 2) % 3] - sub[:, :, (r + 1) % 3]) / two_area[..., None]
-                      for r in range(3)], axis=2)                       # (nt, 4, 3r, 3)
-    curl_child = np.einsum("crk,tcrj->tckj", CHILD_BARY, local)         # (nt, 4, 3k, 3)
+                      for r in range(3)], axis=2)                       # (nt, nc, 3r, 3)
+    curl_child = np.einsum("crk,tcrj->tckj", child_bary, local)         # (nt, nc, 3k, 3)
     curl = np.repeat(curl_child, q, axis=1)
-    return pts, w, lam, curl, np.repeat(nrm, q, axis=1), np.repeat(np.arange(4), q)
+    return pts, w, lam, curl, np.repeat(nrm, q, axis=1), np.repeat(np.arange(nc), q)
 
 
 def _stack_weights(w, lam, curl):
@@ -124,7 +137,6 @@ def _add_pairs(out, a_idx, b_idx, diff, faces_a=None, faces_b=None):
         out += sp.csr_matrix((diff.ravel(), (rows, cols)), shape=out.shape).toarray()
 
 
-@jax.jit
 def _near_s(pts, wts, sub_b, curl_b):
     """Near pairs, single-layer pass: pts (P, Qn, 3), stacked weights wts (P, Qn, 13),
     trial sub-triangles (P, 4, 3, 3), trial coarse curls per sub-triangle (P, 4, 3, 3)
@@ -140,7 +152,6 @@ def _near_s(pts, wts, sub_b, curl_b):
     return s0, s11, n
 
 
-@functools.partial(jax.jit, static_argnames=("same",))
 def _near_d(pts, wts, sub_b, child_q, a, b, same):
     """Near pairs, double-layer pass -> D0 (P, 3) (P0 test), D11 (P, 3, 3) (P1 test)."""
     dl = double_layer_p1(pts[:, :, None, :], sub_b[:, None])            # (P, Qn, 4, 3)
@@ -152,56 +163,133 @@ def _near_d(pts, wts, sub_b, child_q, a, b, same):
 
 
 class _Elements:
-    """Far and near quadrature of one curved surface."""
+    """Quadrature of one curved surface: the far-field terms (rule, sign), the
+    near-field test rules and the trial sub-triangles."""
 
-    def __init__(self, cm: CurvedMesh, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+    def __init__(self, cm: CurvedMesh, far_rule=FAR_RULE, near_rule=NEAR_RULE, far_base=FAR_BASE):
         self.cm = cm
-        p, w, lam, curl, nrm, _ = element_rule(cm, far_rule)
-        self.far_pts, self.far_w, self.far_nrm = p, _stack_weights(w, lam, curl), nrm
+
+        def term(mesh, rule, flat, sign):
+            p, w, lam, curl, nrm, _ = element_rule(mesh, rule, flat)
+            return jnp.asarray(p), jnp.asarray(_stack_weights(w, lam, curl)), jnp.asarray(nrm), sign
+
+        self.far = [term(cm, far_rule, False, 1.0)]
+        if far_base is not None:     # flat rule + (curved - flat sub-triangles) with the cheap rule
+            flat_sub = curved_refinement(cm.coarse, curved=False)
+            self.far += [term(cm, far_base, True, 1.0), term(flat_sub, far_rule, False, -1.0)]
         p, w, lam, curl, _, child = element_rule(cm, near_rule)
-        self.near_pts, self.near_w, self.near_child = p, _stack_weights(w, lam, curl), child
-        self.sub = cm.child_triangles()
-        _, _, _, curl, _, _ = element_rule(cm, ("1", 0))
-        self.sub_curl = curl                                             # (nt, 4, 3, 3): 1 point per child
+        self.near = (jnp.asarray(p), jnp.asarray(_stack_weights(w, lam, curl)), jnp.asarray(child))
+        p, w, lam, curl, _, child = element_rule(cm, (near_rule[0], near_rule[1] + 1))
+        self.touch = (jnp.asarray(p), jnp.asarray(_stack_weights(w, lam, curl)), jnp.asarray(child))
+        self.sub = jnp.asarray(cm.child_triangles())
+        self.sub_curl = jnp.asarray(element_rule(cm, ("1", 0))[3])      # (nt, 4, 3, 3): per child
         self.coarse_tri = cm.coarse.vertices[cm.coarse.faces]
         self.faces = np.asarray(cm.coarse.faces)
         self.nv = len(cm.coarse.vertices)
         self.nt = len(self.faces)
 
 
+def _zones(ea, eb, same, near_factor):
+    """Near pairs of coarse triangles (centroid distance below ``near_factor``
+    times the sum of the largest circumradii), split into touching ones (the
+    same surface, sharing a vertex) and the others."""
+    a, b = near_pairs(ea.coarse_tri, eb.coarse_tri, near_factor)
+    touch = np.zeros(len(a), bool)
+    if same:
+        touch = (ea.faces[a][:, :, None] == eb.faces[b][:, None, :]).any(axis=(1, 2))
+    return (a[touch], b[touch]), (a[~touch], b[~touch])
+
+
+def _far_s(terms_a, terms_b, rows_a=None, rows_b=None):
+    """Far-rule (S0, S11, N) summed over the far-field terms: for a chunk of test
+    triangles against all trial ones ((c, nb), (c, nb, 3, 3) x2), or, with
+    index arrays rows_a/rows_b, for a list of pairs ((P,), (P, 3, 3) x2)."""
+    out = None
+    for (pa, wa, _, sign), (pb, wb, _, _) in zip(terms_a, terms_b):
+        if rows_b is None:
+            k = _far_kernel_s(pa[:, None], pb[None])                     # (c, nb, Qa, Qb)
+            tb = jnp.einsum("cbqr,brm->cbqm", k, wb)
+            vals = _contract_s(jnp.broadcast_to(wa[:, None], tb.shape), tb)
+        else:
+            pa, wa, pb, wb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b]
+            vals = _contract_s(wa, jnp.einsum("pqr,prm->pqm", _far_kernel_s(pa, pb), wb))
+        out = [sign * v for v in vals] if out is None else [o + sign * v for o, v in zip(out, vals)]
+    return out
+
+
+def _far_d(terms_a, terms_b, rows_a=None, rows_b=None):
+    """Far-rule (D0, D11) summed over the far-field terms, like :func:`_far_s`:
+    ((c, nb, 3), (c, 3, nb, 3)) or ((P, 3), (P, 3, 3))."""
+    out = None
+    for (pa, wa, _, sign), (pb, wb, nb, _) in zip(terms_a, terms_b):
+        if rows_b is None:
+            k = _far_kernel_d(pa[:, None], pb[None], nb[None])          # (c, nb, Qa, Qb)
+            tb = jnp.einsum("cbqr,brl->cbql", k, wb[..., 1:4])
+            vals = (jnp.einsum("cq,cbql->cbl", wa[..., 0], tb), jnp.einsum("cqk,cbql->ckbl", wa[..., 1:4], tb))
+        else:
+            pa, wa, pb, wb, nb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b], nb[rows_b]
+            tb = jnp.einsum("pqr,prl->pql", _far_kernel_d(pa, pb, nb), wb[..., 1:4])
+            vals = (jnp.einsum("pq,pql->pl", wa[..., 0], tb), jnp.einsum("pqk,pql->pkl", wa[..., 1:4], tb))
+        out = [sign * v for v in vals] if out is None else [o + sign * v for o, v in zip(out, vals)]
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("nv_b", "p1"))
+def _rows_s(idx, far_a, far_b, faces_b, nv_b, p1):
+    """Far-rule single layer and hypersingular rows of the test triangles ``idx``
+    against all trial triangles, summed into the trial vertices."""
+    terms = [(p[idx], w[idx], n[idx], sg) for p, w, n, sg in far_a]
+    s0, s11, n = _far_s(terms, far_b)                                    # (c, nb), (c, nb, 3, 3) x2
+    n_rows = _sum_trial_corners(jnp.moveaxis(n, 1, 2), faces_b, nv_b)    # (c, 3, nv_b)
+    if p1:
+        return _sum_trial_corners(jnp.moveaxis(s11, 1, 2), faces_b, nv_b), n_rows
+    return s0, n_rows
+
+
+@functools.partial(jax.jit, static_argnames=("nv_b", "p1"))
+def _rows_d(idx, far_a, far_b, faces_b, nv_b, p1):
+    """Far-rule double-layer rows (P0 test: (c, nv_b); P1 test: (c, 3, nv_b))."""
+    terms = [(p[idx], w[idx], n[idx], sg) for p, w, n, sg in far_a]
+    d0, d11 = _far_d(terms, far_b)
+    if p1:
+        return _sum_trial_corners(d11, faces_b, nv_b)
+    return _sum_trial_corners(d0[:, None], faces_b, nv_b)[:, 0]
+
+
+_pairs_far_s = jax.jit(lambda x, y, far_a, far_b: _far_s(far_a, far_b, x, y))
+_pairs_far_d = jax.jit(lambda x, y, far_a, far_b: _far_d(far_a, far_b, x, y))
+
+
+@jax.jit
+def _pairs_near_s(x, y, pts, wts, sub_b, curl_b):
+    return _near_s(pts[x], wts[x], sub_b[y], curl_b[y])
+
+
+@functools.partial(jax.jit, static_argnames=("same",))
+def _pairs_near_d(x, y, pts, wts, child, sub_b, same):
+    return _near_d(pts[x], wts[x], sub_b[y], child, x, y, same)
+
+
 def single_layer_and_hypersingular(ea: _Elements, eb: _Elements, same=False, p1=False,
                                    chunk=16, near_factor=1.5):
     """Curved-element single layer (P0-P0 (nt_a, nt_b) or, with ``p1``, P1-P1
     (nv_a, nv_b), m^3) and hypersingular operator (nv_a, nv_b), 1/m."""
-    pbj, wbj = jnp.asarray(eb.far_pts), jnp.asarray(eb.far_w)
     fbj = jnp.asarray(eb.faces)
-
-    @jax.jit
-    def rows(p, w):
-        k = _far_kernel_s(p[:, None], pbj[None])                         # (c, nb, Qa, Qb)
-        tb = jnp.einsum("cbqr,brm->cbqm", k, wbj)                        # (c, nb, Qa, 13)
-        s0, s11, n = _contract_s(jnp.broadcast_to(w[:, None], tb.shape), tb)   # (c, nb), (c, nb, 3, 3)
-        n_rows = _sum_trial_corners(jnp.moveaxis(n, 1, 2), fbj, eb.nv)   # (c, 3, nv_b)
-        if p1:
-            return _sum_trial_corners(jnp.moveaxis(s11, 1, 2), fbj, eb.nv), n_rows
-        return s0, n_rows
-
-    s_far, n_far = _run_chunks(rows, [ea.far_pts, ea.far_w], ea.nt, chunk, n_out=2)
-    a, b = near_pairs(ea.coarse_tri, eb.coarse_tri, near_factor)
-    hi = _run_chunks(_near_s, [ea.near_pts[a], ea.near_w[a], eb.sub[b], eb.sub_curl[b]],
-                     len(a), 1024, n_out=3)
-    lo_fn = jax.jit(lambda p, w, q, v: _contract_s(
-        w, jnp.einsum("pqr,prm->pqm", _far_kernel_s(p, q), v)))
-    lo = _run_chunks(lo_fn, [ea.far_pts[a], ea.far_w[a], eb.far_pts[b], eb.far_w[b]], len(a), 2048,
-                     n_out=3)
+    s_far, n_far = _run_chunks(lambda i: _rows_s(i, ea.far, eb.far, fbj, eb.nv, p1), [np.arange(ea.nt)],
+                               ea.nt, chunk, n_out=2)
     N = _sum_test_corners(n_far, ea.cm.coarse)
-    _add_pairs(N, a, b, hi[2] - lo[2], ea.faces, eb.faces)
-    if p1:
-        S = _sum_test_corners(s_far, ea.cm.coarse)
-        _add_pairs(S, a, b, hi[1] - lo[1], ea.faces, eb.faces)
-    else:
-        S = np.array(s_far)
-        _add_pairs(S, a, b, hi[0] - lo[0])
+    S = _sum_test_corners(s_far, ea.cm.coarse) if p1 else np.array(s_far)
+    for (x, y), rule, chunk_pairs in zip(_zones(ea, eb, same, near_factor), (ea.touch, ea.near), (256, 1024)):
+        if not len(x):
+            continue
+        hi = _run_chunks(lambda i, j, r=rule: _pairs_near_s(i, j, r[0], r[1], eb.sub, eb.sub_curl),
+                         [x, y], len(x), chunk_pairs, n_out=3)
+        lo = _run_chunks(lambda i, j: _pairs_far_s(i, j, ea.far, eb.far), [x, y], len(x), 2048, n_out=3)
+        _add_pairs(N, x, y, hi[2] - lo[2], ea.faces, eb.faces)
+        if p1:
+            _add_pairs(S, x, y, hi[1] - lo[1], ea.faces, eb.faces)
+        else:
+            _add_pairs(S, x, y, hi[0] - lo[0])
     if same:
         S, N = 0.5 * (S + S.T), 0.5 * (N + N.T)
     return S, N
@@ -210,35 +298,18 @@ def single_layer_and_hypersingular(ea: _Elements, eb: _Elements, same=False, p1=
 def double_layer(ea: _Elements, eb: _Elements, same=False, p1=False, chunk=16, near_factor=1.5):
     """Curved-element double layer: P0-P1 (nt_a, nv_b) or, with ``p1``, P1-P1
     (nv_a, nv_b), m^2 (principal value: zero on a sub-triangle itself)."""
-    pbj, wbj, nbj = jnp.asarray(eb.far_pts), jnp.asarray(eb.far_w), jnp.asarray(eb.far_nrm)
     fbj = jnp.asarray(eb.faces)
-
-    @jax.jit
-    def rows(p, w):
-        k = _far_kernel_d(p[:, None], pbj[None], nbj[None])              # (c, nb, Qa, Qb)
-        tb = jnp.einsum("cbqr,brl->cbql", k, wbj[..., 1:4])              # (c, nb, Qa, 3)
+    d_far = _run_chunks(lambda i: _rows_d(i, ea.far, eb.far, fbj, eb.nv, p1), [np.arange(ea.nt)],
+                        ea.nt, chunk)
+    D = _sum_test_corners(d_far, ea.cm.coarse) if p1 else np.array(d_far)
+    for (x, y), rule, chunk_pairs in zip(_zones(ea, eb, same, near_factor), (ea.touch, ea.near), (256, 1024)):
+        if not len(x):
+            continue
+        hi = _run_chunks(lambda i, j, r=rule: _pairs_near_d(i, j, r[0], r[1], r[2], eb.sub, same),
+                         [x, y], len(x), chunk_pairs, n_out=2)
+        lo = _run_chunks(lambda i, j: _pairs_far_d(i, j, ea.far, eb.far), [x, y], len(x), 2048, n_out=2)
         if p1:
-            vals = jnp.einsum("cqk,cbql->ckbl", w[..., 1:4], tb)         # (c, 3, nb, 3)
-            return _sum_trial_corners(vals, fbj, eb.nv)
-        vals = jnp.einsum("cq,cbql->cbl", w[..., 0], tb)[:, None]        # (c, 1, nb, 3)
-        return _sum_trial_corners(vals, fbj, eb.nv)[:, 0]
-
-    d_far = _run_chunks(rows, [ea.far_pts, ea.far_w], ea.nt, chunk)
-    a, b = near_pairs(ea.coarse_tri, eb.coarse_tri, near_factor)
-    child = jnp.asarray(ea.near_child)
-    d0, d11 = _run_chunks(lambda p, w, s, x, y: _near_d(p, w, s, child, x, y, same),
-                          [ea.near_pts[a], ea.near_w[a], eb.sub[b], a, b], len(a), 1024, n_out=2)
-
-    def lo_fn(p, w, q, v, nb):
-        tb = jnp.einsum("pqr,prl->pql", _far_kernel_d(p, q, nb), v[..., 1:4])
-        return jnp.einsum("pq,pql->pl", w[..., 0], tb), jnp.einsum("pqk,pql->pkl", w[..., 1:4], tb)
-
-    lo = _run_chunks(jax.jit(lo_fn), [ea.far_pts[a], ea.far_w[a], eb.far_pts[b], eb.far_w[b],
-                                      eb.far_nrm[b]], len(a), 2048, n_out=2)
-    if p1:
-        D = _sum_test_corners(d_far, ea.cm.coarse)
-        _add_pairs(D, a, b, d11 - lo[1], ea.faces, eb.faces)
-    else:
-        D = np.array(d_far)
-        _add_pairs(D, a, b, d0 - lo[0], faces_b=eb.faces)
+            _add_pairs(D, x, y, hi[1] - lo[1], ea.faces, eb.faces)
+        else:
+            _add_pairs(D, x, y, hi[0] - lo[0], faces_b=eb.faces)
     return D

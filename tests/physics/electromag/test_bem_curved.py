@@ -44,7 +44,8 @@ def test_curved_operator_identities():
     inner, outer = (bem_curved._Elements(curved_refinement(s))
                     for s in nested_spheres((0.05, 0.07), 2, names=("a", "b")))
     area = inner.cm.fine.areas.reshape(-1, 4).sum(axis=1)          # curved element areas
-    assert area.sum() == pytest.approx(4 * np.pi * 0.05 ** 2, rel=3e-3)
+    sphere = 4 * np.pi * 0.05 ** 2                                  # four times closer than the flat mesh
+    assert abs(area.sum() - sphere) < 0.3 * abs(inner.cm.coarse.areas.sum() - sphere)
     d_self = bem_curved.double_layer(inner, inner, same=True)
     np.testing.assert_allclose(d_self.sum(axis=1), -0.5 * area, rtol=2e-3)
     np.testing.assert_allclose(bem_curved.double_layer(inner, outer).sum(axis=1), -area, rtol=2e-3)
