@@ -83,18 +83,6 @@ def _stack_weights(w, lam, curl):
         nt, q, 9)], axis=-1)
 
 
-def _contract_s(wa, tb):
-    """Left stacked weights wa (..., Qa, 13) against the kernel already summed
-    over the trial points with their stacked weights, tb (..., Qa, 13)
-    -> (S0 (...), S11 (..., 3, 3), N (..., 3, 3))."""
-    s0 = jnp.einsum("...q,...q->...", wa[..., 0], tb[..., 0])
-    s11 = jnp.einsum("...qk,...ql->...kl", wa[..., 1:4], tb[..., 1:4])
-    ca = wa[..., 4:].reshape(wa.shape[:-1] + (3, 3))
-    cb = tb[..., 4:].reshape(tb.shape[:-1] + (3, 3))
-    n = -jnp.einsum("...qkj,...qlj->...kl", ca, cb)
-    return s0, s11, n
-
-
 def _far_kernel_s(pa, pb):
     d = pa[..., :, None, :] - pb[..., None, :, :]
     r2 = jnp.sum(d * d, -1)
@@ -200,37 +188,49 @@ def _zones(ea, eb, same, near_factor):
     return (a[touch], b[touch]), (a[~touch], b[~touch])
 
 
-def _far_s(terms_a, terms_b, rows_a=None, rows_b=None):
-    """Far-rule (S0, S11, N) summed over the far-field terms: for a chunk of test
-    triangles against all trial ones ((c, nb), (c, nb, 3, 3) x2), or, with
-    index arrays rows_a/rows_b, for a list of pairs ((P,), (P, 3, 3) x2)."""
-    out = None
+def _far_s(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
+    """Far-rule single layer (S0, or S11 with ``p1``) and hypersingular operator N
+    summed over the far-field terms: for a chunk of test triangles against all
+    trial ones ((c, nb) or (c, nb, 3, 3), and (c, nb, 3, 3)), or, with index
+    arrays rows_a/rows_b, for a list of pairs ((P,) or (P, 3, 3), and (P, 3, 3))."""
+    pairs = rows_b is not None
+    sub = "p" if pairs else "cb"
+    out_s = out_n = 0.0
     for (pa, wa, _, sign), (pb, wb, _, _) in zip(terms_a, terms_b):
-        if rows_b is None:
-            k = _far_kernel_s(pa[:, None], pb[None])                     # (c, nb, Qa, Qb)
-            tb = jnp.einsum("cbqr,brm->cbqm", k, wb)
-            vals = _contract_s(jnp.broadcast_to(wa[:, None], tb.shape), tb)
-        else:
+        if pairs:
             pa, wa, pb, wb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b]
-            vals = _contract_s(wa, jnp.einsum("pqr,prm->pqm", _far_kernel_s(pa, pb), wb))
-        out = [sign * v for v in vals] if out is None else [o + sign * v for o, v in zip(out, vals)]
-    return out
-
-
-def _far_d(terms_a, terms_b, rows_a=None, rows_b=None):
-    """Far-rule (D0, D11) summed over the far-field terms, like :func:`_far_s`:
-    ((c, nb, 3), (c, 3, nb, 3)) or ((P, 3), (P, 3, 3))."""
-    out = None
-    for (pa, wa, _, sign), (pb, wb, nb, _) in zip(terms_a, terms_b):
-        if rows_b is None:
-            k = _far_kernel_d(pa[:, None], pb[None], nb[None])          # (c, nb, Qa, Qb)
-            tb = jnp.einsum("cbqr,brl->cbql", k, wb[..., 1:4])
-            vals = (jnp.einsum("cq,cbql->cbl", wa[..., 0], tb), jnp.einsum("cqk,cbql->ckbl", wa[..., 1:4], tb))
+            k = _far_kernel_s(pa, pb)                                    # (P, Qa, Qb)
+            left, right = "p", "p"
         else:
+            k = _far_kernel_s(pa[:, None], pb[None])                     # (c, nb, Qa, Qb)
+            left, right = "c", "b"
+        ca = wa[..., 4:].reshape(wa.shape[:2] + (3, 3))
+        cb = wb[..., 4:].reshape(wb.shape[:2] + (3, 3))
+        out_n = out_n - sign * jnp.einsum(f"{left}qkj,{sub}qr,{right}rlj->{sub}kl", ca, k, cb, optimize="optimal")
+        if p1:
+            out_s = out_s + sign * jnp.einsum(f"{left}qk,{sub}qr,{right}rl->{sub}kl", wa[..., 1:4], k, wb[..., 1:4],
+                                              optimize="optimal")
+        else:
+            out_s = out_s + sign * jnp.einsum(f"{left}q,{sub}qr,{right}r->{sub}", wa[..., 0], k, wb[..., 0],
+                                              optimize="optimal")
+    return out_s, out_n
+
+
+def _far_d(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
+    """Far-rule double layer summed over the far-field terms, like :func:`_far_s`:
+    D0 ((c, nb, 3) or (P, 3)) or, with ``p1``, D11 ((c, 3, nb, 3) or (P, 3, 3))."""
+    pairs = rows_b is not None
+    out = 0.0
+    for (pa, wa, _, sign), (pb, wb, nb, _) in zip(terms_a, terms_b):
+        if pairs:
             pa, wa, pb, wb, nb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b], nb[rows_b]
-            tb = jnp.einsum("pqr,prl->pql", _far_kernel_d(pa, pb, nb), wb[..., 1:4])
-            vals = (jnp.einsum("pq,pql->pl", wa[..., 0], tb), jnp.einsum("pqk,pql->pkl", wa[..., 1:4], tb))
-        out = [sign * v for v in vals] if out is None else [o + sign * v for o, v in zip(out, vals)]
+            k = _far_kernel_d(pa, pb, nb)                                # (P, Qa, Qb)
+            spec = "pqk,pqr,prl->pkl" if p1 else "pq,pqr,prl->pl"
+        else:
+            k = _far_kernel_d(pa[:, None], pb[None], nb[None])           # (c, nb, Qa, Qb)
+            spec = "cqk,cbqr,brl->ckbl" if p1 else "cq,cbqr,brl->cbl"
+        left = wa[..., 1:4] if p1 else wa[..., 0]
+        out = out + sign * jnp.einsum(spec, left, k, wb[..., 1:4], optimize="optimal")
     return out
 
 
@@ -239,25 +239,25 @@ def _rows_s(idx, far_a, far_b, faces_b, nv_b, p1):
     """Far-rule single layer and hypersingular rows of the test triangles ``idx``
     against all trial triangles, summed into the trial vertices."""
     terms = [(p[idx], w[idx], n[idx], sg) for p, w, n, sg in far_a]
-    s0, s11, n = _far_s(terms, far_b)                                    # (c, nb), (c, nb, 3, 3) x2
+    s_val, n = _far_s(terms, far_b, p1=p1)                               # (c, nb) | (c, nb, 3, 3)
     n_rows = _sum_trial_corners(jnp.moveaxis(n, 1, 2), faces_b, nv_b)    # (c, 3, nv_b)
     if p1:
-        return _sum_trial_corners(jnp.moveaxis(s11, 1, 2), faces_b, nv_b), n_rows
-    return s0, n_rows
+        return _sum_trial_corners(jnp.moveaxis(s_val, 1, 2), faces_b, nv_b), n_rows
+    return s_val, n_rows
 
 
 @functools.partial(jax.jit, static_argnames=("nv_b", "p1"))
 def _rows_d(idx, far_a, far_b, faces_b, nv_b, p1):
     """Far-rule double-layer rows (P0 test: (c, nv_b); P1 test: (c, 3, nv_b))."""
     terms = [(p[idx], w[idx], n[idx], sg) for p, w, n, sg in far_a]
-    d0, d11 = _far_d(terms, far_b)
+    d = _far_d(terms, far_b, p1=p1)
     if p1:
-        return _sum_trial_corners(d11, faces_b, nv_b)
-    return _sum_trial_corners(d0[:, None], faces_b, nv_b)[:, 0]
+        return _sum_trial_corners(d, faces_b, nv_b)
+    return _sum_trial_corners(d[:, None], faces_b, nv_b)[:, 0]
 
 
-_pairs_far_s = jax.jit(lambda x, y, far_a, far_b: _far_s(far_a, far_b, x, y))
-_pairs_far_d = jax.jit(lambda x, y, far_a, far_b: _far_d(far_a, far_b, x, y))
+_pairs_far_s = jax.jit(lambda x, y, far_a, far_b, p1: _far_s(far_a, far_b, x, y, p1), static_argnames="p1")
+_pairs_far_d = jax.jit(lambda x, y, far_a, far_b, p1: _far_d(far_a, far_b, x, y, p1), static_argnames="p1")
 
 
 @jax.jit
@@ -284,10 +284,10 @@ def single_layer_and_hypersingular(ea: _Elements, eb: _Elements, same=False, p1=
             continue
         hi = _run_chunks(lambda i, j, r=rule: _pairs_near_s(i, j, r[0], r[1], eb.sub, eb.sub_curl),
                          [x, y], len(x), chunk_pairs, n_out=3)
-        lo = _run_chunks(lambda i, j: _pairs_far_s(i, j, ea.far, eb.far), [x, y], len(x), 2048, n_out=3)
-        _add_pairs(N, x, y, hi[2] - lo[2], ea.faces, eb.faces)
+        lo = _run_chunks(lambda i, j: _pairs_far_s(i, j, ea.far, eb.far, p1), [x, y], len(x), 2048, n_out=2)
+        _add_pairs(N, x, y, hi[2] - lo[1], ea.faces, eb.faces)
         if p1:
-            _add_pairs(S, x, y, hi[1] - lo[1], ea.faces, eb.faces)
+            _add_pairs(S, x, y, hi[1] - lo[0], ea.faces, eb.faces)
         else:
             _add_pairs(S, x, y, hi[0] - lo[0])
     if same:
@@ -307,9 +307,9 @@ def double_layer(ea: _Elements, eb: _Elements, same=False, p1=False, chunk=16, n
             continue
         hi = _run_chunks(lambda i, j, r=rule: _pairs_near_d(i, j, r[0], r[1], r[2], eb.sub, same),
                          [x, y], len(x), chunk_pairs, n_out=2)
-        lo = _run_chunks(lambda i, j: _pairs_far_d(i, j, ea.far, eb.far), [x, y], len(x), 2048, n_out=2)
+        lo = _run_chunks(lambda i, j: _pairs_far_d(i, j, ea.far, eb.far, p1), [x, y], len(x), 2048)
         if p1:
-            _add_pairs(D, x, y, hi[1] - lo[1], ea.faces, eb.faces)
+            _add_pairs(D, x, y, hi[1] - lo, ea.faces, eb.faces)
         else:
-            _add_pairs(D, x, y, hi[0] - lo[0], faces_b=eb.faces)
+            _add_pairs(D, x, y, hi[0] - lo, faces_b=eb.faces)
     return D
