@@ -129,7 +129,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     exp, subj, prot, dev = (spec[k] for k in ("experiment", "subject", "protocol", "devices"))
     check_keys(exp, {"name", "seed", "duration"}, "experiment")
     check_keys(subj, {"id", "regions", "voxels_per_region", "voxel_size", "head",
-                      "bem_vertices", "relative_radii", "conductivities"}, "subject")
+                      "bem_vertices", "bem_elements", "relative_radii", "conductivities"}, "subject")
     check_keys(prot, {"blocks"}, "protocol")
     check_keys(spec["activity"], {"model", "dt", "hemodynamics", "drive", "dcm", "timecourses",
                                   "neural_mass", "moment_per_input", "moment_per_mv",
@@ -153,6 +153,8 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
                        "or 'template' (the fsaverage template head, symmetric BEM)")
     set_default(subj, "bem_vertices", "subject", 642, int, lambda v: v in (642, 2562),
                 "642 or 2562 vertices per template-head surface")
+    set_default(subj, "bem_elements", "subject", "flat", str, lambda v: v in ("flat", "curved"),
+                "'flat' (flat triangles) or 'curved' (curved elements through the same vertices)")
     set_default(subj, "relative_radii", "subject", [0.87, 0.92, 1.0], list,
                 lambda v: len(v) >= 1 and all(isinstance(x, (int, float)) for x in v)
                 and list(v) == sorted(set(v)) and v[-1] == 1.0 and v[0] > 0,

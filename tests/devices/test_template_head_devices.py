@@ -60,3 +60,11 @@ def test_template_head_needs_three_conductivities():
     spec["subject"]["conductivities"] = [0.33, 0.0042, 1.0, 0.33]
     with pytest.raises(SpecError, match="subject.conductivities"):
         experiment.validate_spec(spec)
+
+
+def test_bem_elements_key():
+    spec = experiment.load_experiment("eeg")
+    assert experiment.validate_spec(spec)["subject"]["bem_elements"] == "flat"
+    spec["subject"]["bem_elements"] = "quadratic"
+    with pytest.raises(SpecError, match="subject.bem_elements"):
+        experiment.validate_spec(spec)
