@@ -117,8 +117,8 @@ def _add_pairs(out, a_idx, b_idx, diff, faces_a=None, faces_b=None):
     if diff.ndim == 1:
         out[a_idx, b_idx] += diff                       # (a, b) pairs are unique
     elif diff.ndim == 2:                                # (P, 3 trial corners), P0 test
-        for k in range(3):
-            np.add.at(out, (a_idx, faces_b[b_idx, k]), diff[:, k])
+        rows = np.repeat(a_idx, 3)
+        out += sp.csr_matrix((diff.ravel(), (rows, faces_b[b_idx].ravel())), shape=out.shape).toarray()
     else:
         rows = np.broadcast_to(faces_a[a_idx][:, :, None], diff.shape).ravel()
         cols = np.broadcast_to(faces_b[b_idx][:, None, :], diff.shape).ravel()
