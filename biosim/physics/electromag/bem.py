@@ -133,9 +133,11 @@ class BEMOperators:
         "curved" over curved elements through the same vertices
         (:func:`~biosim.geometry.curved.curved_refinement`: every edge bent into
         the circular arc its vertex normals define, exact on spheres), with the
-        same unknowns.  Curved elements remove the lead-field magnitude bias of
-        flat triangles inscribed in a curved surface (MAG 1.006 -> 1.000 on
-        3 x 642 spheres), at about twice the assembly time.
+        same unknowns (:mod:`.bem_curved`).  Curved elements remove the
+        lead-field magnitude bias of flat triangles inscribed in a curved
+        surface (EEG MAG 1.006 -> 1.001 on 3 x 642 spheres, 1.0015 -> 1.0004 at
+        3 x 2562) at about four times the assembly time; the topography (RDM)
+        is limited by the P1 potentials and stays as it is.
 
         ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,
         ``near_rule``, ``chunk``).
