@@ -299,9 +299,12 @@ def test_gradient_wrt_skull_conductivity(small):
     assert grad == pytest.approx(fd, rel=1e-5)
 
 
-def test_gradient_wrt_skull_conductivity_p1_flux():
+@pytest.mark.parametrize("flux, geometry", [("p1", "flat"), ("p0", "curved")])
+def test_gradients_p1_flux_and_curved_elements(flux, geometry):
+    """Conductivity and position gradients with per-vertex currents, and on
+    curved elements, against finite differences of the concrete (LAPACK) path."""
     surfaces = nested_spheres((0.06, 0.075, 0.09), 1)
-    ops = BEMOperators.create(surfaces, flux="p1")
+    ops = BEMOperators.create(surfaces, flux=flux, geometry=geometry)
     meg = opm_array(8, axes="radial")
     e = np.random.default_rng(3).normal(size=(12, 3))
     eeg = EEGSensors(tuple(f"E{i}" for i in range(12)), e / np.linalg.norm(e, axis=1, keepdims=True) * 0.09)
