@@ -17,22 +17,7 @@ from biosim.physics.electromag.sensors import EEGSensors, squid_helmet_306
 from biosim.physics.electromag.sphere_eeg import SphereHead, eeg_gain
 from biosim.physics.electromag.sphere_meg import meg_gain
 
-RADII = (0.0783, 0.0828, 0.090)
-SIGMA = (0.3, 0.006, 0.3)
-
-
-def rdm_mag(u, v):
-    u, v = np.ravel(u), np.ravel(v)
-    return (np.linalg.norm(u / np.linalg.norm(u) - v / np.linalg.norm(v)),
-            np.linalg.norm(u) / np.linalg.norm(v))
-
-
-def _electrodes(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    e = rng.normal(size=(3 * n, 3))
-    e /= np.linalg.norm(e, axis=1, keepdims=True)
-    e = e[e[:, 2] > -0.3][:n] * RADII[-1]
-    return EEGSensors(tuple(f"E{i}" for i in range(len(e))), e)
+from test_bem import RADII, SIGMA, _electrodes, rdm_mag    # the flat-BEM tests' sphere and helpers
 
 
 def test_curved_operator_identities():
