@@ -161,14 +161,17 @@ class _Elements:
     def __init__(self, cm: CurvedMesh, far_rule=FAR_RULE, near_rule=NEAR_RULE, far_base=FAR_BASE):
         self.cm = cm
 
-        def term(mesh, rule, flat, sign):
+        def term(mesh, rule, flat, sign, const_curl=False):
             p, w, lam, curl, nrm, _ = element_rule(mesh, rule, flat)
-            return jnp.asarray(p), jnp.asarray(_stack_weights(w, lam, curl)), jnp.asarray(nrm), sign
+            # on a flat coarse triangle the hat curls are constant: (nt, 3, 3), and
+            # the N integral of the term is its P0 single layer times curl products
+            c = jnp.asarray(curl[:, 0]) if const_curl else None
+            return jnp.asarray(p), jnp.asarray(_stack_weights(w, lam, curl)), jnp.asarray(nrm), sign, c
 
         self.far = [term(cm, far_rule, False, 1.0)]
         if far_base is not None:     # flat rule + (curved - flat sub-triangles) with the cheap rule
             flat_sub = curved_refinement(cm.coarse, curved=False)
-            self.far += [term(cm, far_base, True, 1.0), term(flat_sub, far_rule, False, -1.0)]
+            self.far += [term(cm, far_base, True, 1.0, True), term(flat_sub, far_rule, False, -1.0, True)]
         p, w, lam, curl, _, child = element_rule(cm, near_rule)
         self.near = (jnp.asarray(p), jnp.asarray(_stack_weights(w, lam, curl)), jnp.asarray(child))
         p, w, lam, curl, _, child = element_rule(cm, (near_rule[0], near_rule[1] + 1))
@@ -199,25 +202,44 @@ def _far_s(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
     arrays rows_a/rows_b, for a list of pairs ((P,) or (P, 3, 3), and (P, 3, 3))."""
     pairs = rows_b is not None
     sub = "p" if pairs else "cb"
+    left, right = ("p", "p") if pairs else ("c", "b")
     out_s = out_n = 0.0
-    for (pa, wa, _, sign), (pb, wb, _, _) in zip(terms_a, terms_b):
+    s0_const, curls = 0.0, None        # terms with constant curls: N from their P0 single layer
+    for (pa, wa, _, sign, ca0), (pb, wb, _, _, cb0) in zip(terms_a, terms_b):
         if pairs:
             pa, wa, pb, wb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b]
             k = _far_kernel_s(pa, pb)                                    # (P, Qa, Qb)
-            left, right = "p", "p"
         else:
             k = _far_kernel_s(pa[:, None], pb[None])                     # (c, nb, Qa, Qb)
-            left, right = "c", "b"
-        ca = wa[..., 4:].reshape(wa.shape[:2] + (3, 3))
-        cb = wb[..., 4:].reshape(wb.shape[:2] + (3, 3))
-        out_n = out_n - sign * jnp.einsum(f"{left}qkj,{sub}qr,{right}rlj->{sub}kl", ca, k, cb, optimize="optimal")
+        s0 = None
+        if ca0 is not None and cb0 is not None:
+            s0 = jnp.einsum(f"{left}q,{sub}qr,{right}r->{sub}", wa[..., 0], k, wb[..., 0], optimize="optimal")
+            s0_const = s0_const + sign * s0
+            curls = (ca0[rows_a], cb0[rows_b]) if pairs else (ca0, cb0)
+        else:                          # hats 1, 2 only (below)
+            ca = wa[..., 7:].reshape(wa.shape[:2] + (2, 3))
+            cb = wb[..., 7:].reshape(wb.shape[:2] + (2, 3))
+            out_n = out_n - sign * jnp.einsum(f"{left}qkj,{sub}qr,{right}rlj->{sub}kl", ca, k, cb,
+                                              optimize="optimal")
         if p1:
             out_s = out_s + sign * jnp.einsum(f"{left}qk,{sub}qr,{right}rl->{sub}kl", wa[..., 1:4], k, wb[..., 1:4],
                                               optimize="optimal")
         else:
-            out_s = out_s + sign * jnp.einsum(f"{left}q,{sub}qr,{right}r->{sub}", wa[..., 0], k, wb[..., 0],
-                                              optimize="optimal")
-    return out_s, out_n
+            if s0 is None:
+                s0 = jnp.einsum(f"{left}q,{sub}qr,{right}r->{sub}", wa[..., 0], k, wb[..., 0], optimize="optimal")
+            out_s = out_s + sign * s0
+    if curls is not None:
+        out_n = out_n - jnp.einsum(f"{sub},{left}kj,{right}lj->{sub}kl", s0_const, curls[0][..., 1:, :],
+                                   curls[1][..., 1:, :])
+    return out_s, _complete_hats(out_n)
+
+
+def _complete_hats(n2):
+    """(..., 2, 2) entries of hats 1, 2 -> (..., 3, 3): the curls of the three
+    hats of a triangle sum to zero pointwise, so row and column 0 are minus the
+    sums of the others (N 1 = 0 exactly, and 4/9 of the products)."""
+    top = jnp.concatenate([-jnp.sum(n2, axis=-2, keepdims=True), n2], axis=-2)     # (..., 3, 2)
+    return jnp.concatenate([-jnp.sum(top, axis=-1, keepdims=True), top], axis=-1)
 
 
 def _far_d(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
@@ -225,7 +247,7 @@ def _far_d(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
     D0 ((c, nb, 3) or (P, 3)) or, with ``p1``, D11 ((c, 3, nb, 3) or (P, 3, 3))."""
     pairs = rows_b is not None
     out = 0.0
-    for (pa, wa, _, sign), (pb, wb, nb, _) in zip(terms_a, terms_b):
+    for (pa, wa, _, sign, _), (pb, wb, nb, _, _) in zip(terms_a, terms_b):
         if pairs:
             pa, wa, pb, wb, nb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b], nb[rows_b]
             k = _far_kernel_d(pa, pb, nb)                                # (P, Qa, Qb)
@@ -242,7 +264,7 @@ def _far_d(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
 def _rows_s(idx, far_a, far_b, faces_b, nv_b, p1):
     """Far-rule single layer and hypersingular rows of the test triangles ``idx``
     against all trial triangles, summed into the trial vertices."""
-    terms = [(p[idx], w[idx], n[idx], sg) for p, w, n, sg in far_a]
+    terms = [(p[idx], w[idx], n[idx], sg, None if c is None else c[idx]) for p, w, n, sg, c in far_a]
     s_val, n = _far_s(terms, far_b, p1=p1)                               # (c, nb) | (c, nb, 3, 3)
     n_rows = _sum_trial_corners(jnp.moveaxis(n, 1, 2), faces_b, nv_b)    # (c, 3, nv_b)
     if p1:
@@ -253,7 +275,7 @@ def _rows_s(idx, far_a, far_b, faces_b, nv_b, p1):
 @functools.partial(jax.jit, static_argnames=("nv_b", "p1"))
 def _rows_d(idx, far_a, far_b, faces_b, nv_b, p1):
     """Far-rule double-layer rows (P0 test: (c, nv_b); P1 test: (c, 3, nv_b))."""
-    terms = [(p[idx], w[idx], n[idx], sg) for p, w, n, sg in far_a]
+    terms = [(p[idx], w[idx], n[idx], sg, None if c is None else c[idx]) for p, w, n, sg, c in far_a]
     d = _far_d(terms, far_b, p1=p1)
     if p1:
         return _sum_trial_corners(d, faces_b, nv_b)
