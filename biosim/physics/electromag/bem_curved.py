@@ -15,7 +15,13 @@ integrated over the curved surface:
   converged quadrature (3 points per sub-triangle, test sub-triangles halved),
   against 1.3e-3 and 3e-2 for the centroid rule alone on the curved elements;
   applying the correction only to pairs closer than 8 circumradii leaves 8e-3
-  in MEG, so it is applied to all pairs;
+  in MEG, so it is applied to all pairs.  Moment-matched centroid weights
+  for distant pairs (2e-3 in MEG beyond 6 circumradii) and a 3-point rule on
+  the quadratic patches through the arc midpoints (5e-3 in MEG: its geometry
+  is not that of the near pairs' sub-triangles) were tried and left out.  On
+  the flat terms the hat curls are constant, so their N is their P0 single
+  layer times curl products, and only hats 1 and 2 are integrated (the
+  three curls sum to zero);
 * near pairs (centroid distance below ``near_factor`` = 1.5 times the sum of
   the largest circumradii): the degree-5 7-point rule on each test
   sub-triangle (on each of its four halves for elements of one surface sharing

@@ -48,6 +48,27 @@ def test_curved_operator_identities():
                                rtol=1e-10, atol=1e-14)
 
 
+def test_far_n_of_flat_terms_equals_the_general_integral():
+    """The far-field N of the flat-rule terms (constant hat curls: P0 single layer
+    times curl products, hats 1-2 completed by the zero curl sum) equals the
+    general per-point curl integral over all three hats."""
+    s_in, s_out = (curved_refinement(s) for s in nested_spheres((0.05, 0.07), 1, names=("a", "b")))
+    ea, eb = bem_curved._Elements(s_in), bem_curved._Elements(s_out)
+    general = lambda e: [t[:4] + (None,) for t in e.far]        # noqa: E731  (no constant-curl terms)
+    for a, b in ((ea, ea), (ea, eb)):
+        s_fast, n_fast = bem_curved._far_s(a.far, b.far)
+        s_ref, n_ref = 0.0, 0.0
+        for (pa, wa, _, sign, _), (pb, wb, _, _, _) in zip(general(a), general(b)):
+            k = bem_curved._far_kernel_s(pa[:, None], pb[None])
+            ca = wa[..., 4:].reshape(wa.shape[:2] + (3, 3))
+            cb = wb[..., 4:].reshape(wb.shape[:2] + (3, 3))
+            n_ref = n_ref - sign * np.einsum("cqkj,cbqr,brlj->cbkl", ca, k, cb)
+            s_ref = s_ref + sign * np.einsum("cq,cbqr,br->cb", wa[..., 0], k, wb[..., 0])
+        np.testing.assert_allclose(n_fast, n_ref, rtol=0, atol=1e-12 * np.abs(n_ref).max())
+        np.testing.assert_allclose(s_fast, s_ref, rtol=1e-12)
+        assert np.abs(np.asarray(n_fast).sum(axis=(1, 3))).max() < 1e-12 * np.abs(n_ref).max()
+
+
 @pytest.fixture(scope="module")
 def setups():
     surfaces = nested_spheres(RADII, 2)
