@@ -494,7 +494,7 @@ def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
     """(chunk, nt, 3): int_T phi_k (m_p . (n' x (r_p - r'))) / |r_p - r'|^3 dS'."""
     d = pts[:, None, None, :] - qp[None]                  # (c, nt, Q, 3)
     inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
-    cr = jnp.cross(tri_normals[None, :, None, :], d)      # n' x (r - r')
+    cr = jnp.cross(tri_normals[None], d)                  # n' x (r - r'), normals (nt, Q, 3)
     val = jnp.einsum("cj,ctqj->ctq", nrm, cr) * (inv * inv * inv) * qw[None]
     return jnp.einsum("ctq,qk->ctk", val, lam)
 
@@ -504,7 +504,7 @@ def _geselowitz_pairs(pts, nrm, qp, qw, lam, tri_normals):
     """(npairs, 3): the same for a list of (point, triangle) pairs."""
     d = pts[:, None, :] - qp                              # (P, Q, 3)
     inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
-    cr = jnp.cross(tri_normals[:, None, :], d)
+    cr = jnp.cross(tri_normals, d)                        # normals (P, Q, 3)
     val = jnp.einsum("pj,pqj->pq", nrm, cr) * (inv * inv * inv) * qw
     return val @ lam
 
@@ -525,30 +525,46 @@ def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=
     chan = np.asarray(sensors.channel)
     out = []
     for i, surf in enumerate(ops.surfaces):
-        fine = surf if ops.curved is None else ops.curved[i].fine
-        per_point = _geselowitz_vertices(fine, pts, nrm, near_factor, chunk, near_level)
-        if ops.curved is not None:            # curved elements: coarse hats on the sub-triangles
-            per_point = np.asarray((ops.curved[i].prolongation.T @ per_point.T).T)
+        cm = None if ops.curved is None else ops.curved[i]
+        per_point = _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm)
         ch = np.zeros((sensors.n_channels, per_point.shape[1]))
         np.add.at(ch, chan, wts[:, None] * per_point)
         out.append(MU0_OVER_4PI * ch)
     return out
 
 
-def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level):
+def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None):
     """(n_points, nv): ``int_S phi_j (m_p . (n' x (r_p - r'))) / |r_p - r'|^3`` per
-    integration point and hat function (7-point rule, subdivided near the point)."""
-    bary, w = triangle_rule("7", 0)
-    bary_n, w_n = triangle_rule("7", near_level)
+    integration point and hat function (7-point rule, subdivided near the point).
+
+    With ``cm`` (the surface's :class:`~biosim.geometry.curved.CurvedMesh`) the
+    integral is over the curved elements, for the coarse hats: far from the
+    point the flat triangle's 7-point rule plus the curvature correction of
+    :mod:`.bem_curved`, near it the 7-point rule on the sub-triangles
+    subdivided ``near_level - 1`` times (the flat triangle's resolution)."""
     tri = triangles(surf)
     faces = np.asarray(surf.faces)
     nv = len(surf.vertices)
-    nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    area = 0.5 * np.linalg.norm(nvec, axis=1)
-    unit = nvec / (2 * area[:, None])
-    qp = np.einsum("qk,tkj->tqj", bary, tri)
-    qw = area[:, None] * w[None]
-    fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(unit):
+    if cm is None:
+        bary, w = triangle_rule("7", 0)
+        bary_n, w_n = triangle_rule("7", near_level)
+        nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        area = 0.5 * np.linalg.norm(nvec, axis=1)
+        unit = nvec / (2 * area[:, None])
+        qp = np.einsum("qk,tkj->tqj", bary, tri)
+        qw = area[:, None] * w[None]
+        qn = np.broadcast_to(unit[:, None], qp.shape)
+
+        def near_rule(tt):
+            return (np.einsum("qk,tkj->tqj", bary_n, tri[tt]), area[tt, None] * w_n[None], bary_n,
+                    np.broadcast_to(unit[tt, None], (len(tt), len(w_n), 3)))
+    else:
+        qp, qw, bary, qn = _curved_far_rule(cm)
+        pn, wn, lam_n, _, nn, _ = bem_curved.element_rule(cm, ("7", near_level - 1))
+
+        def near_rule(tt):
+            return pn[tt], wn[tt], lam_n, nn[tt]
+    fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(qn):
                  _geselowitz_rows(p, m, qp, qw, jnp.asarray(bary), tn))
     vals = _run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
     # near pairs: replace the 7-point value by the subdivided rule
@@ -558,10 +574,9 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level):
     pp = np.repeat(np.arange(len(pts)), [len(x) for x in lists])
     if pp.size:
         tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
-        qpn = np.einsum("qk,tkj->tqj", bary_n, tri[tt])
-        qwn = area[tt, None] * w_n[None]
-        hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(bary_n), tn),
-                         [pts[pp], nrm[pp], qpn, qwn, unit[tt]], len(pp), 1024)
+        qpn, qwn, lam_near, qnn = near_rule(tt)
+        hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(lam_near), tn),
+                         [pts[pp], nrm[pp], qpn, qwn, qnn], len(pp), 1024)
         vals[pp, tt] = hi
     per_point = np.zeros((len(pts), nv))
     for k in range(3):
@@ -579,6 +594,22 @@ def meg_functional(ops: BEMOperators, sigma, surface_functionals, xp=np):
     n_p = sum(ops.n_flux)
     parts.append(xp.zeros((surface_functionals[0].shape[0], n_p)))
     return xp.concatenate(parts, axis=1)
+
+
+def _curved_far_rule(cm):
+    """Signed 15-point rule per curved element for smooth integrands (points,
+    weights with area, coarse hat values, normals): the flat triangle's
+    7-point rule plus the centroid rule on the four curved minus the four flat
+    sub-triangles (the curvature correction of :mod:`.bem_curved`)."""
+    parts = [bem_curved.element_rule(cm, ("7", 0), flat=True),
+             bem_curved.element_rule(cm, bem_curved.FAR_RULE),
+             bem_curved.element_rule(curved_refinement(cm.coarse, curved=False), bem_curved.FAR_RULE)]
+    signs = (1.0, 1.0, -1.0)
+    qp = np.concatenate([p[0] for p in parts], axis=1)
+    qw = np.concatenate([sg * p[1] for sg, p in zip(signs, parts)], axis=1)
+    lam = np.concatenate([p[2] for p in parts], axis=0)
+    nrm = np.concatenate([p[4] for p in parts], axis=1)
+    return qp, qw, lam, nrm
 
 
 def _primary_rows(points, normals, pos):
@@ -784,15 +815,7 @@ class BEMForward:
             nrm = np.broadcast_to((nvec / (2 * area[:, None]))[:, None], (len(tri), len(w), 3))
             return tri, np.einsum("qk,tkj->tqj", bary, tri), area[:, None] * w[None], bary, nrm
         cm = ops.curved[0]
-        parts = [bem_curved.element_rule(cm, ("7", 0), flat=True),
-                 bem_curved.element_rule(cm, bem_curved.FAR_RULE),
-                 bem_curved.element_rule(curved_refinement(cm.coarse, curved=False), bem_curved.FAR_RULE)]
-        signs = (1.0, 1.0, -1.0)
-        qp = np.concatenate([p[0] for p in parts], axis=1)
-        qw = np.concatenate([sg * p[1] for sg, p in zip(signs, parts)], axis=1)
-        lam = np.concatenate([p[2] for p in parts], axis=0)
-        nrm = np.concatenate([p[4] for p in parts], axis=1)
-        return cm.child_triangles(), qp, qw, lam, nrm
+        return (cm.child_triangles(),) + _curved_far_rule(cm)
 
     def _check_sources(self, positions):
         if is_concrete(positions):
