@@ -832,15 +832,17 @@ class BEMForward:
         (agreement with the all-exact path ~1e-7 flat, 3e-5 curved on 3 x 642
         spheres).  Under tracing (gradients with respect to positions or
         conductivities): exact terms on every (sub-)triangle."""
-        inner, t_v, t_p = self._inner_surface()
+        sig1 = self.conductivities[0]
+        traced = not is_concrete((positions, self.transfer, sig1))
+        # traced: the sub-triangles of curved elements; concrete: the coarse elements
+        inner, t_v, t_p = self._inner_surface(expand=traced)
         tri_np = triangles(inner)
         faces_np = np.asarray(inner.faces)
         nv, nt = len(inner.vertices), len(faces_np)
         n = self.operators.n_surfaces
         flux = self.operators.flux
         n_p1 = (nv if flux == "p1" else nt) if n > 1 else 0
-        sig1 = self.conductivities[0]
-        if not is_concrete((positions, self.transfer, sig1)):
+        if traced:
             tri, faces = jnp.asarray(tri_np), jnp.asarray(faces_np)
             out = []
             for s in range(0, positions.shape[0], chunk):
@@ -852,12 +854,6 @@ class BEMForward:
             return jnp.concatenate(out, axis=1)
         pos = np.asarray(positions, float)
         elem, qp, qw, bary, nrm = self._source_rule(tri_np)
-        if elem.ndim == 4:              # curved elements: the coarse unknowns
-            inner, t_v, t_p = self._inner_surface(expand=False)
-            faces_np = np.asarray(inner.faces)
-            nv, nt = len(inner.vertices), len(faces_np)
-            n_p1 = (nv if flux == "p1" else nt) if n > 1 else 0
-            tri_np = triangles(inner)
         args = [jnp.asarray(x) for x in (qp, qw, bary, nrm, faces_np)]
         tv_np, tp_np = np.asarray(t_v), np.asarray(t_p)
         s1 = float(sig1)
