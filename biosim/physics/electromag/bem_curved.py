@@ -54,6 +54,9 @@ from .bem_operators import _run_chunks, corner_matrix, near_pairs
 FAR_RULE = ("1", 0)
 FAR_BASE = ("3", 0)
 NEAR_RULE = ("7", 0)
+#: pairs farther apart than this many times the sum of the largest circumradii
+#: use the condensed rule (:func:`distant_rule`); None: the far rule everywhere
+DISTANT_FACTOR = 4.0
 
 
 def element_rule(cm: CurvedMesh, rule, flat=False):
@@ -91,6 +94,73 @@ def _stack_weights(w, lam, curl):
     nt, q = w.shape
     return np.concatenate([w[..., None], w[..., None] * lam[None], (w[..., None, None] * curl).reshape(
         nt, q, 9)], axis=-1)
+
+
+def _columns(w, lam, curl, nrm):
+    """(nt, Q, 22): the stacked weights (13) and the normal-weighted hat weights
+    ``w lambda_l n_d`` (3 x 3) of the double layer's trial side."""
+    nt, q = w.shape
+    vec = (w[..., None, None] * lam[None, :, :, None] * nrm[:, :, None, :]).reshape(nt, q, 9)
+    return np.concatenate([_stack_weights(w, lam, curl), vec], axis=-1)
+
+
+def _mapped_rule(cm: CurvedMesh, rule):
+    """``rule`` (barycentric on the coarse triangle) mapped onto the curved
+    elements: each point to its place on the sub-triangle that contains it,
+    with that sub-triangle's Jacobian, normal and coarse hat curls.  Returns
+    points, weights, hat values, curls and normals like :func:`element_rule`."""
+    bary, wq = triangle_rule(*rule)
+    sub = cm.child_triangles()                                          # (nt, 4, 3, 3)
+    child = np.where(bary.max(axis=1) >= 0.5, np.argmax(bary, axis=1), 3)
+    local = np.stack([np.linalg.solve(CHILD_BARY[c].T, b) for b, c in zip(bary, child)])   # (Q, 3)
+    pts = np.einsum("qr,tqrj->tqj", local, sub[:, child])
+    nvec = np.cross(sub[:, :, 1] - sub[:, :, 0], sub[:, :, 2] - sub[:, :, 0])
+    two_area = np.linalg.norm(nvec, axis=-1)                            # (nt, 4)
+    nrm = (nvec / two_area[..., None])[:, child]
+    w = 2.0 * two_area[:, child] * wq[None]                             # 4 A_child wq
+    curl = element_rule(cm, ("1", 0))[3][:, child]                      # (nt, Q, 3, 3)
+    return pts, w, bary, curl, nrm
+
+
+def distant_rule(cm: CurvedMesh, base=FAR_BASE, corr=FAR_RULE, lift=0.5):
+    """The far rule condensed for distant pairs: 4 points per element.
+
+    The far rule R is the flat triangle's rule ``base`` plus the curvature
+    correction (``corr`` on the curved minus on the flat sub-triangles).  The
+    condensed rule is ``base`` mapped onto the curved element
+    (:func:`_mapped_rule`), which carries most of the bending, plus the
+    remainder R - mapped condensed to its monopole and dipole moments about the
+    centroid (per weight column), carried by the mapped points and one point
+    lifted ``lift`` circumradii off the triangle along its normal (a 4 x 4
+    moment system per element).  Far from the element only the remainder's
+    neglected quadrupole differs from R: relative order h / d of a small
+    remainder at distance d.
+
+    Returns points (nt, 4, 3), stacked weights (nt, 4, 13) and normal-weighted
+    hat weights (nt, 4, 3 hats, 3).
+    """
+    tri = cm.coarse.vertices[cm.coarse.faces]
+    cen = tri.mean(axis=1)
+    rho = np.max(np.linalg.norm(tri - cen[:, None], axis=2), axis=1)
+
+    def moments(p, w, lam, curl, nrm, sign=1.0):
+        col = sign * _columns(w, lam, curl, nrm)                       # (nt, Q, 22)
+        return col, col.sum(axis=1), np.einsum("tqc,tqd->tcd", col, p - cen[:, None])
+
+    _, m0, m1 = moments(*element_rule(cm, base, flat=True)[:5])
+    for mesh, sign in ((cm, 1.0), (curved_refinement(cm.coarse, curved=False), -1.0)):
+        _, a0, a1 = moments(*element_rule(mesh, corr)[:5], sign)
+        m0, m1 = m0 + a0, m1 + a1
+    mp = _mapped_rule(cm, base)
+    col, b0, b1 = moments(*mp)
+    flat_n = element_rule(cm, ("1", 0), flat=True)[4][:, 0]
+    pts = np.concatenate([mp[0], (cen + lift * rho[:, None] * flat_n)[:, None]], axis=1)   # (nt, 4, 3)
+    amat = np.ones((len(tri), 4, 4))
+    amat[:, 1:, :] = np.transpose(pts - cen[:, None], (0, 2, 1))
+    rhs = np.concatenate([(m0 - b0)[:, None], np.transpose(m1 - b1, (0, 2, 1))], axis=1)
+    wts = np.linalg.solve(amat, rhs)                                    # (nt, 4, 22)
+    wts[:, :3] += col
+    return pts, wts[..., :13], wts[..., 13:].reshape(len(tri), 4, 3, 3)
 
 
 def _far_kernel_s(pa, pb):
@@ -178,6 +248,9 @@ class _Elements:
         if far_base is not None:     # flat rule + (curved - flat sub-triangles) with the cheap rule
             flat_sub = curved_refinement(cm.coarse, curved=False)
             self.far += [term(cm, far_base, True, 1.0, True), term(flat_sub, far_rule, False, -1.0, True)]
+            self.dist = tuple(jnp.asarray(x) for x in distant_rule(cm, far_base, far_rule))
+        else:
+            self.dist = None
         p, w, lam, curl, _, child = element_rule(cm, near_rule)
         self.near = (jnp.asarray(p), jnp.asarray(_stack_weights(w, lam, curl)), jnp.asarray(child))
         p, w, lam, curl, _, child = element_rule(cm, (near_rule[0], near_rule[1] + 1))
@@ -266,6 +339,68 @@ def _far_d(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
     return out
 
 
+def _dist_s(da, db, rows_a=None, rows_b=None, p1=False):
+    """Single layer and hypersingular operator by the condensed distant rule
+    (:func:`distant_rule`), shapes as :func:`_far_s`."""
+    (pa, wa, _), (pb, wb, _) = da, db
+    if rows_b is not None:
+        pa, wa, pb, wb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b]
+        k = _far_kernel_s(pa, pb)
+        sub, left, right = "p", "p", "p"
+    else:
+        k = _far_kernel_s(pa[:, None], pb[None])
+        sub, left, right = "cb", "c", "b"
+    ca = wa[..., 7:].reshape(wa.shape[:2] + (2, 3))
+    cb = wb[..., 7:].reshape(wb.shape[:2] + (2, 3))
+    n = -jnp.einsum(f"{left}qkj,{sub}qr,{right}rlj->{sub}kl", ca, k, cb, optimize="optimal")
+    if p1:
+        s_val = jnp.einsum(f"{left}qk,{sub}qr,{right}rl->{sub}kl", wa[..., 1:4], k, wb[..., 1:4], optimize="optimal")
+    else:
+        s_val = jnp.einsum(f"{left}q,{sub}qr,{right}r->{sub}", wa[..., 0], k, wb[..., 0], optimize="optimal")
+    return s_val, _complete_hats(n)
+
+
+def _dist_d(da, db, rows_a=None, rows_b=None, p1=False):
+    """Double layer by the condensed distant rule, shapes as :func:`_far_d`."""
+    (pa, wa, _), (pb, _, vb) = da, db
+    if rows_b is not None:
+        pa, wa, pb, vb = pa[rows_a], wa[rows_a], pb[rows_b], vb[rows_b]
+        d = pa[:, :, None, :] - pb[:, None, :, :]                        # (P, Qa, Qb, 3)
+        spec = "pqk,pqrd,prld->pkl" if p1 else "pq,pqrd,prld->pl"
+    else:
+        d = pa[:, None, :, None, :] - pb[None, :, None, :, :]            # (c, nb, Qa, Qb, 3)
+        spec = "cqk,cbqrd,brld->ckbl" if p1 else "cq,cbqrd,brld->cbl"
+    r2 = jnp.sum(d * d, -1)
+    ok = r2 > 0
+    inv = jax.lax.rsqrt(jnp.where(ok, r2, 1.0))
+    f = d * (jnp.where(ok, inv * inv * inv, 0.0) / FOUR_PI)[..., None]
+    left = wa[..., 1:4] if p1 else wa[..., 0]
+    return jnp.einsum(spec, left, f, vb, optimize="optimal")
+
+
+@functools.partial(jax.jit, static_argnames=("nv_b", "p1"))
+def _rows_s_dist(idx, da, db, faces_b, nv_b, p1):
+    """Distant-rule single layer and hypersingular rows (see :func:`_rows_s`)."""
+    s_val, n = _dist_s(tuple(x[idx] for x in da), db, p1=p1)
+    n_rows = _sum_trial_corners(jnp.moveaxis(n, 1, 2), faces_b, nv_b)
+    if p1:
+        return _sum_trial_corners(jnp.moveaxis(s_val, 1, 2), faces_b, nv_b), n_rows
+    return s_val, n_rows
+
+
+@functools.partial(jax.jit, static_argnames=("nv_b", "p1"))
+def _rows_d_dist(idx, da, db, faces_b, nv_b, p1):
+    """Distant-rule double-layer rows (see :func:`_rows_d`)."""
+    d = _dist_d(tuple(x[idx] for x in da), db, p1=p1)
+    if p1:
+        return _sum_trial_corners(d, faces_b, nv_b)
+    return _sum_trial_corners(d[:, None], faces_b, nv_b)[:, 0]
+
+
+_pairs_dist_s = jax.jit(lambda x, y, da, db, p1: _dist_s(da, db, x, y, p1), static_argnames="p1")
+_pairs_dist_d = jax.jit(lambda x, y, da, db, p1: _dist_d(da, db, x, y, p1), static_argnames="p1")
+
+
 @functools.partial(jax.jit, static_argnames=("nv_b", "p1"))
 def _rows_s(idx, far_a, far_b, faces_b, nv_b, p1):
     """Far-rule single layer and hypersingular rows of the test triangles ``idx``
@@ -303,14 +438,25 @@ def _pairs_near_d(x, y, pts, wts, child, sub_b, same):
 
 
 def single_layer_and_hypersingular(ea: _Elements, eb: _Elements, same=False, p1=False,
-                                   chunk=16, near_factor=1.5):
+                                   chunk=16, near_factor=1.5, distant_factor=DISTANT_FACTOR):
     """Curved-element single layer (P0-P0 (nt_a, nt_b) or, with ``p1``, P1-P1
     (nv_a, nv_b), m^3) and hypersingular operator (nv_a, nv_b), 1/m."""
     fbj = jnp.asarray(eb.faces)
-    s_far, n_far = _run_chunks(lambda i: _rows_s(i, ea.far, eb.far, fbj, eb.nv, p1), [np.arange(ea.nt)],
-                               ea.nt, chunk, n_out=2)
+    condensed = distant_factor is not None and ea.dist is not None
+    if condensed:
+        rows = lambda i: _rows_s_dist(i, ea.dist, eb.dist, fbj, eb.nv, p1)      # noqa: E731
+    else:
+        rows = lambda i: _rows_s(i, ea.far, eb.far, fbj, eb.nv, p1)             # noqa: E731
+    s_far, n_far = _run_chunks(rows, [np.arange(ea.nt)], ea.nt, chunk, n_out=2)
     N = _sum_test_corners(n_far, ea.cm.coarse)
     S = _sum_test_corners(s_far, ea.cm.coarse) if p1 else np.array(s_far)
+    if condensed:            # the far rule itself within distant_factor
+        x, y = near_pairs(ea.coarse_tri, eb.coarse_tri, distant_factor)
+        full = _run_chunks(lambda i, j: _pairs_far_s(i, j, ea.far, eb.far, p1), [x, y], len(x), 2048, n_out=2)
+        cond = _run_chunks(lambda i, j: _pairs_dist_s(i, j, ea.dist, eb.dist, p1), [x, y], len(x), 2048,
+                           n_out=2)
+        _add_pairs(N, x, y, full[1] - cond[1], ea.faces, eb.faces)
+        _add_pairs(S, x, y, full[0] - cond[0], ea.faces, eb.faces)
     for (x, y), rule, chunk_pairs in zip(_zones(ea, eb, same, near_factor), (ea.touch, ea.near), (256, 1024)):
         if not len(x):
             continue
@@ -327,13 +473,26 @@ def single_layer_and_hypersingular(ea: _Elements, eb: _Elements, same=False, p1=
     return S, N
 
 
-def double_layer(ea: _Elements, eb: _Elements, same=False, p1=False, chunk=16, near_factor=1.5):
+def double_layer(ea: _Elements, eb: _Elements, same=False, p1=False, chunk=16, near_factor=1.5,
+                 distant_factor=DISTANT_FACTOR):
     """Curved-element double layer: P0-P1 (nt_a, nv_b) or, with ``p1``, P1-P1
     (nv_a, nv_b), m^2 (principal value: zero on a sub-triangle itself)."""
     fbj = jnp.asarray(eb.faces)
-    d_far = _run_chunks(lambda i: _rows_d(i, ea.far, eb.far, fbj, eb.nv, p1), [np.arange(ea.nt)],
-                        ea.nt, chunk)
+    condensed = distant_factor is not None and ea.dist is not None
+    if condensed:
+        rows = lambda i: _rows_d_dist(i, ea.dist, eb.dist, fbj, eb.nv, p1)      # noqa: E731
+    else:
+        rows = lambda i: _rows_d(i, ea.far, eb.far, fbj, eb.nv, p1)             # noqa: E731
+    d_far = _run_chunks(rows, [np.arange(ea.nt)], ea.nt, chunk)
     D = _sum_test_corners(d_far, ea.cm.coarse) if p1 else np.array(d_far)
+    if condensed:
+        x, y = near_pairs(ea.coarse_tri, eb.coarse_tri, distant_factor)
+        full = _run_chunks(lambda i, j: _pairs_far_d(i, j, ea.far, eb.far, p1), [x, y], len(x), 2048)
+        cond = _run_chunks(lambda i, j: _pairs_dist_d(i, j, ea.dist, eb.dist, p1), [x, y], len(x), 2048)
+        if p1:
+            _add_pairs(D, x, y, full - cond, ea.faces, eb.faces)
+        else:
+            _add_pairs(D, x, y, full - cond, faces_b=eb.faces)
     for (x, y), rule, chunk_pairs in zip(_zones(ea, eb, same, near_factor), (ea.touch, ea.near), (256, 1024)):
         if not len(x):
             continue
