@@ -136,7 +136,7 @@ class BEMOperators:
         same unknowns (:mod:`.bem_curved`).  Curved elements remove the
         lead-field magnitude bias of flat triangles inscribed in a curved
         surface (EEG MAG 1.006 -> 1.001 on 3 x 642 spheres, 1.0015 -> 1.0004 at
-        3 x 2562) at 3x (642) to 6x (2562) the assembly time; the topography
+        3 x 2562) at 3x (642) to 5x (2562) the assembly time; the topography
         (RDM) is limited by the P1 potentials and stays as it is.
 
         ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,

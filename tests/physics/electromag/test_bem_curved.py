@@ -85,12 +85,14 @@ def _far_rule_moments(cm):
     return m0, m1
 
 
-def test_condensed_distant_rule_keeps_the_far_rule_moments_and_values():
+def test_condensed_distant_rule_keeps_the_far_rule_moments_and_values(monkeypatch):
     """The 4-point distant rule has the far rule's monopole and dipole moments
     exactly (every weight column); on pairs beyond DISTANT_FACTOR it matches
     the far rule (measured at 162 vertices: S, N <= 7e-5, D <= 6.5e-4 of the
-    largest entry); where every pair lies within the factor, the blocks are
-    the far rule's exactly."""
+    largest entry); where every pair lies within the factor, the dense
+    condensed pass corrected pair by pair gives the far rule's blocks exactly
+    (on a mesh this coarse the condensed rule is otherwise switched off:
+    DISTANT_MAX_FRACTION)."""
     s_in, s_out = (curved_refinement(s) for s in nested_spheres((0.05, 0.07), 2, names=("a", "b")))
     ea, eb = bem_curved._Elements(s_in), bem_curved._Elements(s_out)
     pts, w13, w9 = (np.asarray(x) for x in ea.dist)
@@ -117,6 +119,8 @@ def test_condensed_distant_rule_keeps_the_far_rule_moments_and_values():
             for ref, val, tol in ((s_ref, s_dst, 2e-4), (n_ref, n_dst, 2e-4), (d_ref, d_dst, 2e-3)):
                 ref, val = np.asarray(ref), np.asarray(val)
                 assert np.abs(val - ref).max() < tol * np.abs(ref).max()
+    # the dense condensed pass with every pair corrected back to the far rule
+    monkeypatch.setattr(bem_curved, "DISTANT_MAX_FRACTION", 1.0)
     s_all, n_all = bem_curved.single_layer_and_hypersingular(ea, ea, same=True, distant_factor=100.0)
     s_far, n_far = bem_curved.single_layer_and_hypersingular(ea, ea, same=True, distant_factor=None)
     d_all = bem_curved.double_layer(ea, eb, distant_factor=100.0)
