@@ -371,41 +371,32 @@ def _far_d(terms_a, terms_b, rows_a=None, rows_b=None, p1=False):
     return out
 
 
-def _dist_s(da, db, rows_a=None, rows_b=None, p1=False):
-    """Single layer and hypersingular operator by the condensed distant rule
-    (:func:`distant_rule`), shapes as :func:`_far_s`."""
+def _dist_s(da, db, rows_a, rows_b, p1=False):
+    """Single layer and hypersingular operator of the pairs (rows_a, rows_b) by
+    the condensed distant rule (:func:`distant_rule`): (P,) or (P, 3, 3), and (P, 3, 3)."""
     (pa, wa, _), (pb, wb, _) = da, db
-    if rows_b is not None:
-        pa, wa, pb, wb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b]
-        k = _dist_kernel_s(pa, pb)
-        sub, left, right = "p", "p", "p"
-    else:
-        k = _dist_kernel_s(pa[:, None], pb[None])
-        sub, left, right = "cb", "c", "b"
+    pa, wa, pb, wb = pa[rows_a], wa[rows_a], pb[rows_b], wb[rows_b]
+    k = _dist_kernel_s(pa, pb)                                          # (P, Qa, Qb)
     ca = wa[..., 7:].reshape(wa.shape[:2] + (2, 3))
     cb = wb[..., 7:].reshape(wb.shape[:2] + (2, 3))
-    n = -jnp.einsum(f"{left}qkj,{sub}qr,{right}rlj->{sub}kl", ca, k, cb, optimize="optimal")
+    n = -jnp.einsum("pqkj,pqr,prlj->pkl", ca, k, cb, optimize="optimal")
     if p1:
-        s_val = jnp.einsum(f"{left}qk,{sub}qr,{right}rl->{sub}kl", wa[..., 1:4], k, wb[..., 1:4], optimize="optimal")
+        s_val = jnp.einsum("pqk,pqr,prl->pkl", wa[..., 1:4], k, wb[..., 1:4], optimize="optimal")
     else:
-        s_val = jnp.einsum(f"{left}q,{sub}qr,{right}r->{sub}", wa[..., 0], k, wb[..., 0], optimize="optimal")
+        s_val = jnp.einsum("pq,pqr,pr->p", wa[..., 0], k, wb[..., 0], optimize="optimal")
     return s_val, _complete_hats(n)
 
 
-def _dist_d(da, db, rows_a=None, rows_b=None, p1=False):
-    """Double layer by the condensed distant rule, shapes as :func:`_far_d`."""
+def _dist_d(da, db, rows_a, rows_b, p1=False):
+    """Double layer of the pairs by the condensed distant rule: (P, 3) or (P, 3, 3)."""
     (pa, wa, _), (pb, _, vb) = da, db
-    if rows_b is not None:
-        pa, wa, pb, vb = pa[rows_a], wa[rows_a], pb[rows_b], vb[rows_b]
-        d = pa[:, :, None, :] - pb[:, None, :, :]                        # (P, Qa, Qb, 3)
-        spec = "pqk,pqrd,prld->pkl" if p1 else "pq,pqrd,prld->pl"
-    else:
-        d = pa[:, None, :, None, :] - pb[None, :, None, :, :]            # (c, nb, Qa, Qb, 3)
-        spec = "cqk,cbqrd,brld->ckbl" if p1 else "cq,cbqrd,brld->cbl"
+    pa, wa, pb, vb = pa[rows_a], wa[rows_a], pb[rows_b], vb[rows_b]
+    d = pa[:, :, None, :] - pb[:, None, :, :]                            # (P, Qa, Qb, 3)
     inv = jax.lax.rsqrt(jnp.maximum(jnp.sum(d * d, -1), R2_FLOOR))
     f = d * (inv * inv * inv / FOUR_PI)[..., None]
-    left = wa[..., 1:4] if p1 else wa[..., 0]
-    return jnp.einsum(spec, left, f, vb, optimize="optimal")
+    if p1:
+        return jnp.einsum("pqk,pqrd,prld->pkl", wa[..., 1:4], f, vb, optimize="optimal")
+    return jnp.einsum("pq,pqrd,prld->pl", wa[..., 0], f, vb, optimize="optimal")
 
 
 def _sum_trial_corners_minor(vals, faces_b, nv_b):
@@ -522,17 +513,11 @@ def _correction_zones(ea, eb, same, near_factor, distant_factor):
     return touch, near, (x[mid], y[mid])
 
 
-def _apply(out, parts, faces_a, faces_b, p0_test=False):
+def _apply(out, parts, faces_a, faces_b):
     """Add the per-pair corrections ``parts`` [(x, y, diff), ...] into ``out``."""
     parts = [q for q in parts if len(q[0])]
-    if not parts:
-        return
-    x, y, diff = (np.concatenate([q[k] for q in parts]) for k in range(3))
-    if diff.ndim == 1:
-        _add_pairs(out, x, y, diff)
-    elif p0_test:
-        _add_pairs(out, x, y, diff, faces_b=faces_b)
-    else:
+    if parts:
+        x, y, diff = (np.concatenate([q[k] for q in parts]) for k in range(3))
         _add_pairs(out, x, y, diff, faces_a, faces_b)
 
 
@@ -602,5 +587,5 @@ def double_layer(ea: _Elements, eb: _Elements, same=False, p1=False, chunk=16, n
                          [x, y], len(x), chunk_pairs, n_out=2)
         lo = _run_chunks(base, [x, y], len(x), 2048)
         parts.append((x, y, (hi[1] if p1 else hi[0]) - lo))
-    _apply(D, parts, ea.faces, eb.faces, p0_test=not p1)
+    _apply(D, parts, ea.faces, eb.faces)
     return D
