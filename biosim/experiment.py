@@ -153,8 +153,9 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
                        "or 'template' (the fsaverage template head, symmetric BEM)")
     set_default(subj, "bem_vertices", "subject", 642, int, lambda v: v in (642, 2562),
                 "642 or 2562 vertices per template-head surface")
-    set_default(subj, "bem_elements", "subject", "flat", str, lambda v: v in ("flat", "curved"),
-                "'flat' (flat triangles) or 'curved' (curved elements through the same vertices)")
+    set_default(subj, "bem_elements", "subject", "flat", str, lambda v: v in ("flat", "matched", "curved"),
+                "'flat' (the mesh's flat triangles), 'matched' (flat triangles enclosing the smooth "
+                "surface's volume) or 'curved' (curved elements through the same vertices)")
     set_default(subj, "relative_radii", "subject", [0.87, 0.92, 1.0], list,
                 lambda v: len(v) >= 1 and all(isinstance(x, (int, float)) for x in v)
                 and list(v) == sorted(set(v)) and v[-1] == 1.0 and v[0] > 0,

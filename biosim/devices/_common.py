@@ -39,7 +39,7 @@ def sphere_head(spec: dict):
 def template_bem(spec: dict, eeg=None, meg=None):
     """:class:`~biosim.physics.electromag.bem.BEMForward` of the template head
     (``subject.bem_vertices`` per surface, ``subject.conductivities`` of brain,
-    skull and scalp, ``subject.bem_elements`` flat or curved) for the given sensors."""
+    skull and scalp, ``subject.bem_elements`` flat, matched or curved) for the given sensors."""
     from ..geometry.template_head import template_head
     from ..physics.electromag import BEMForward
 

@@ -132,3 +132,51 @@ def curved_refinement(mesh: TriangleMesh, curved=True):
     vals = np.concatenate([np.ones(nv), np.full(2 * len(edges), 0.5)])
     prolong = sp.csr_matrix((vals, (rows, cols)), shape=(len(fine_v), nv))
     return CurvedMesh(mesh, fine, prolong)
+
+
+def volume_matched_surface(mesh: TriangleMesh, iterations=1):
+    """Flat triangles enclosing the volume of the curved surface through ``mesh``.
+
+    A flat mesh inscribed in a curved surface lies inside it between its
+    vertices, by about 3/4 of the sagitta on average; to second order it is
+    the curved surface shrunk by that mean offset, which biases BEM lead
+    fields like a smaller head (EEG MAG 1.006 on 3 x 642 spheres).  Here every
+    vertex moves along its (Max 1999) normal by ``delta_v`` so that each flat
+    triangle's mean position matches the curved surface of
+    :func:`curved_refinement` over it.  Over a triangle, the quadratic surface
+    through its vertices and bent edge midpoints lies above the flat triangle
+    by ``sum_e b_e . n / 3`` on average (b_e: the bend of edge e's midpoint off
+    the chord; the quadratic edge functions 4 lambda_i lambda_j have mean 1/3);
+    moving the vertices by ``delta`` raises the flat triangle's mean by
+    ``sum_i delta_i n_i . n / 3``.  ``delta`` is the area-weighted mean of the
+    triangles' deficits, refined by ``iterations`` Jacobi sweeps against the
+    original surface.  On icospheres of radius 78.3 mm the offset is 0.225 mm
+    (642 vertices; 0.056 mm at 2562) and the enclosed volume is the sphere's
+    to 4e-6 (2.5e-7), against -0.86 % (-0.22 %) for the inscribed mesh.
+
+    Same faces and vertex order; the name is kept.  Raises GeometryError
+    where :func:`curved_refinement` does.
+    """
+    if not isinstance(mesh, TriangleMesh):
+        raise ParameterError("mesh", type(mesh).__name__, "a TriangleMesh")
+    v, f = mesh.vertices, mesh.faces
+    nv = len(v)
+    bent = curved_refinement(mesh).fine
+    bend = bent.vertices[nv:] - curved_refinement(mesh, curved=False).fine.vertices[nv:]   # per edge
+    centre = bent.faces.reshape(-1, 4, 3)[:, 3] - nv               # edges (01, 12, 20) of each face
+    vn = max_vertex_normals(mesh)
+    tri = v[f]
+    nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area = 0.5 * np.linalg.norm(nvec, axis=1)
+    nrm = nvec / (2 * area[:, None])
+    deficit = np.einsum("tkj,tj->t", bend[centre], nrm) / 3.0                  # (nt,) m
+    lift = np.einsum("tkj,tj->tk", vn[f], nrm)                                  # n_i . n_T
+    weight = np.zeros(nv)
+    np.add.at(weight, f.ravel(), np.repeat(area, 3))
+    delta = np.zeros(nv)
+    for _ in range(1 + iterations):
+        resid = deficit - np.einsum("tk,tk->t", lift, delta[f]) / 3.0
+        step = np.zeros(nv)
+        np.add.at(step, f.ravel(), np.repeat(area * resid, 3))
+        delta += step / weight
+    return TriangleMesh(v + delta[:, None] * vn, f, mesh.name)

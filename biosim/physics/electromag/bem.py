@@ -65,7 +65,7 @@ from ..._core.parallel import n_threads
 from ..._core.precision import require_float64
 from ..._core.validation import is_concrete
 from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
-from ...geometry.curved import CHILD_BARY, curved_refinement
+from ...geometry.curved import CHILD_BARY, curved_refinement, volume_matched_surface
 from ...geometry.mesh import TriangleMesh
 from . import bem_curved
 from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
@@ -94,10 +94,15 @@ class BEMOperators:
     #: per surface, its :class:`~biosim.geometry.curved.CurvedMesh` when the blocks
     #: were integrated over curved elements (``geometry="curved"``), else None
     curved: tuple | None = None
+    #: True when ``surfaces`` are the volume-matched flat surrogates of the
+    #: given ones (``geometry="matched"``)
+    matched: bool = False
 
     @property
     def geometry(self):
-        return "flat" if self.curved is None else "curved"
+        if self.curved is not None:
+            return "curved"
+        return "matched" if self.matched else "flat"
 
     @property
     def n_surfaces(self):
@@ -130,7 +135,13 @@ class BEMOperators:
         vertex; the S and D blocks are then P1-P1).
 
         ``geometry`` "flat" integrates over the mesh's flat triangles;
-        "curved" over curved elements through the same vertices
+        "matched" over flat triangles whose vertices are moved along their
+        normals so that each encloses the volume of the smooth surface through
+        the mesh (:func:`~biosim.geometry.curved.volume_matched_surface`,
+        0.06 mm at 2562 vertices on a 78 mm sphere): the magnitude bias of
+        inscribed triangles goes at no cost (EEG MAG at eccentricity 0.1-0.8:
+        1.006 -> 1.000 on 3 x 642 spheres; the 10-direction means at 0.95 match
+        curved elements' at 3 x 2562); "curved" over curved elements through the same vertices
         (:func:`~biosim.geometry.curved.curved_refinement`: every edge bent into
         the circular arc its vertex normals define, exact on spheres), with the
         same unknowns (:mod:`.bem_curved`).  Curved elements remove the
@@ -145,8 +156,9 @@ class BEMOperators:
         require_float64("BEM assembly")
         if flux not in ("p0", "p1"):
             raise ParameterError("flux", flux, "'p0' (one current per triangle) or 'p1' (per vertex)")
-        if geometry not in ("flat", "curved"):
-            raise ParameterError("geometry", geometry, "'flat' (flat triangles) or 'curved' (curved elements)")
+        if geometry not in ("flat", "matched", "curved"):
+            raise ParameterError("geometry", geometry, "'flat' (the mesh's triangles), 'matched' (flat "
+                                 "triangles enclosing the smooth surface's volume) or 'curved' (curved elements)")
         surfaces = tuple(surfaces)
         if len(surfaces) < 1:
             raise ParameterError("surfaces", "an empty list", "at least one closed surface")
@@ -157,6 +169,10 @@ class BEMOperators:
             check_head_model(surfaces, min_gap)
         if geometry == "curved":
             return cls._create_curved(surfaces, min_gap, check, flux, **quad)
+        if geometry == "matched":
+            surfaces = tuple(volume_matched_surface(s) for s in surfaces)
+            if check:        # still nested with the gap after the (sub-mm) moves
+                check_head_model(surfaces, min_gap)
         n = len(surfaces)
         curls = [curl_matrices(s) for s in surfaces]
         # independent blocks run concurrently (XLA releases the GIL; one block keeps
@@ -194,7 +210,7 @@ class BEMOperators:
         else:
             S = {k: blk for k, blk in S_tri.items() if k[0] < n - 1 and k[1] < n - 1}
         N = {k: (0.5 * (v + v.T) if k[0] == k[1] else v) for k, v in N.items()}
-        return cls(surfaces, N, D, S, flux)
+        return cls(surfaces, N, D, S, flux, matched=geometry == "matched")
 
     @classmethod
     def _create_curved(cls, surfaces, min_gap, check, flux, bend=True, **quad):
