@@ -299,10 +299,11 @@ def test_gradient_wrt_skull_conductivity(small):
     assert grad == pytest.approx(fd, rel=1e-5)
 
 
-@pytest.mark.parametrize("flux, geometry", [("p1", "flat"), ("p0", "curved")])
+@pytest.mark.parametrize("flux, geometry", [("p1", "flat"), ("p0", "curved"), ("p0", "matched")])
 def test_gradients_p1_flux_and_curved_elements(flux, geometry):
     """Conductivity and position gradients with per-vertex currents, and on
-    curved elements, against finite differences of the concrete (LAPACK) path."""
+    curved elements and volume-matched surfaces, against finite differences of
+    the concrete (LAPACK) path."""
     surfaces = nested_spheres((0.06, 0.075, 0.09), 1)
     ops = BEMOperators.create(surfaces, flux=flux, geometry=geometry)
     meg = opm_array(8, axes="radial")
