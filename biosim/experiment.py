@@ -153,7 +153,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
                        "or 'template' (the fsaverage template head, symmetric BEM)")
     set_default(subj, "bem_vertices", "subject", 642, int, lambda v: v in (642, 2562),
                 "642 or 2562 vertices per template-head surface")
-    set_default(subj, "bem_elements", "subject", "flat", str, lambda v: v in ("flat", "matched", "curved"),
+    set_default(subj, "bem_elements", "subject", "matched", str, lambda v: v in ("flat", "matched", "curved"),
                 "'flat' (the mesh's flat triangles), 'matched' (flat triangles enclosing the smooth "
                 "surface's volume) or 'curved' (curved elements through the same vertices)")
     set_default(subj, "relative_radii", "subject", [0.87, 0.92, 1.0], list,

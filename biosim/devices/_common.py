@@ -46,7 +46,7 @@ def template_bem(spec: dict, eeg=None, meg=None):
     subj = spec["subject"]
     surfaces = template_head(subj["bem_vertices"])
     return BEMForward.create(surfaces, subj["conductivities"], eeg=eeg, meg=meg,
-                             geometry=subj.get("bem_elements", "flat"))
+                             geometry=subj.get("bem_elements", "matched"))
 
 
 def region_dipoles(spec: dict):

@@ -64,7 +64,7 @@ def test_template_head_needs_three_conductivities():
 
 def test_bem_elements_key():
     spec = experiment.load_experiment("eeg")
-    assert experiment.validate_spec(spec)["subject"]["bem_elements"] == "flat"
+    assert experiment.validate_spec(spec)["subject"]["bem_elements"] == "matched"   # no cost, no inscribed bias
     spec["subject"]["bem_elements"] = "quadratic"
     with pytest.raises(SpecError, match="subject.bem_elements"):
         experiment.validate_spec(spec)
