@@ -162,14 +162,14 @@ def volume_matched_surface(mesh: TriangleMesh, iterations=1):
     v, f = mesh.vertices, mesh.faces
     nv = len(v)
     bent = curved_refinement(mesh).fine
-    bend = bent.vertices[nv:] - curved_refinement(mesh, curved=False).fine.vertices[nv:]   # per edge
-    centre = bent.faces.reshape(-1, 4, 3)[:, 3] - nv               # edges (01, 12, 20) of each face
-    vn = max_vertex_normals(mesh)
     tri = v[f]
+    # bend of each face's edge midpoints (01, 12, 20: its centre child) off the chords
+    bend = bent.vertices[bent.faces.reshape(-1, 4, 3)[:, 3]] - 0.5 * (tri + np.roll(tri, -1, axis=1))
+    vn = max_vertex_normals(mesh)
     nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     area = 0.5 * np.linalg.norm(nvec, axis=1)
     nrm = nvec / (2 * area[:, None])
-    deficit = np.einsum("tkj,tj->t", bend[centre], nrm) / 3.0                  # (nt,) m
+    deficit = np.einsum("tkj,tj->t", bend, nrm) / 3.0                          # (nt,) m
     lift = np.einsum("tkj,tj->tk", vn[f], nrm)                                  # n_i . n_T
     weight = np.zeros(nv)
     np.add.at(weight, f.ravel(), np.repeat(area, 3))
