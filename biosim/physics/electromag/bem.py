@@ -288,30 +288,40 @@ class BEMOperators:
     def _blocks(self, s, inv, const, dtype=np.float64):
         """Blocks for conductivities ``s`` (with s_{N+1} = 0), inverse conductivities
         ``inv`` and a factor ``const`` on the conductivity-free D blocks; linear in
-        (s, inv, const), which gives the basis of :meth:`basis`."""
+        (s, inv, const), which gives the basis of :meth:`basis`.
+
+        A_VV and A_pp are Fortran-ordered and A_Vp C-ordered (so that A_pV =
+        A_Vp.T is Fortran-ordered): LAPACK then factors them in place.  Every
+        sub-block is written once, scaled straight into its place (no
+        temporaries of the operators' size)."""
         n = self.n_surfaces
         v_off, p_off = self.offsets()
         n_v, n_p = int(v_off[-1]), int(p_off[-1] - p_off[0])
-        avv = np.zeros((n_v, n_v), dtype)
-        for i in range(n):
-            avv[v_off[i]:v_off[i + 1], v_off[i]:v_off[i + 1]] += (s[i] + s[i + 1]) * self.N[(i, i)]
-            if i + 1 < n:
-                blk = -s[i + 1] * self.N[(i, i + 1)]
-                avv[v_off[i]:v_off[i + 1], v_off[i + 1]:v_off[i + 2]] += blk
-                avv[v_off[i + 1]:v_off[i + 2], v_off[i]:v_off[i + 1]] += blk.T
-        avp = np.zeros((n_v, n_p), dtype)
         p0 = p_off - p_off[0]
+
+        def put(out, blk, coef, transpose=False):
+            np.multiply(blk.T if transpose else blk, coef, out=out, casting="same_kind")
+
+        avv = np.zeros((n_v, n_v), dtype, order="F")
+        for i in range(n):
+            vi = slice(v_off[i], v_off[i + 1])
+            put(avv[vi, vi], self.N[(i, i)], s[i] + s[i + 1])
+            if i + 1 < n:
+                vj = slice(v_off[i + 1], v_off[i + 2])
+                put(avv[vi, vj], self.N[(i, i + 1)], -s[i + 1])
+                put(avv[vj, vi], self.N[(i, i + 1)], -s[i + 1], transpose=True)
+        avp = np.zeros((n_v, n_p), dtype)
         for (i, j), blk in self.D.items():
             coef = -2.0 if i == j else 1.0
-            avp[v_off[j]:v_off[j + 1], p0[i]:p0[i + 1]] += const * coef * blk.T
-        app = np.zeros((n_p, n_p), dtype)
+            put(avp[v_off[j]:v_off[j + 1], p0[i]:p0[i + 1]], blk, const * coef, transpose=True)
+        app = np.zeros((n_p, n_p), dtype, order="F")
         for (i, j), blk in self.S.items():
+            pi, pj = slice(p0[i], p0[i + 1]), slice(p0[j], p0[j + 1])
             if i == j:
-                app[p0[i]:p0[i + 1], p0[i]:p0[i + 1]] += (inv[i] + inv[i + 1]) * blk
+                put(app[pi, pi], blk, inv[i] + inv[i + 1])
             else:
-                b = -inv[j] * blk
-                app[p0[i]:p0[i + 1], p0[j]:p0[j + 1]] += b
-                app[p0[j]:p0[j + 1], p0[i]:p0[i + 1]] += b.T
+                put(app[pi, pj], blk, -inv[j])
+                put(app[pj, pi], blk, -inv[j], transpose=True)
         return avv, avp, app
 
     def basis(self):
@@ -347,17 +357,24 @@ def _deflation_ops(ops: BEMOperators, sigma):
 def _factor(avv, avp, app):
     """Block LDL^T of the deflated quasi-definite system (arrays overwritten):
     ``A_pp = L L^T``, ``W = L^-1 A_pV``, ``-A_VV + W^T W = U^T U``.  Returns a
-    solver for right-hand sides (n_dof, k) in the factors' precision."""
+    solver for right-hand sides (n_dof, k) in the factors' precision.
+
+    With the layouts of :meth:`BEMOperators._blocks` (A_VV, A_pp Fortran,
+    A_Vp C-ordered) every LAPACK call works in place: the factors take the
+    blocks' memory and nothing of their size is copied."""
     dt = avv.dtype
     n_v = avv.shape[0]
     syrk = sla.blas.dsyrk if dt == np.float64 else sla.blas.ssyrk
+    # symmetric blocks: a C-ordered one is its own transpose, in Fortran order
+    fortran = (lambda a: a if a.flags.f_contiguous else a.T)
+    avv, app = fortran(avv), fortran(app)
     if app.shape[0] == 0:
         avv *= -1.0
         ls = sla.cholesky(avv, lower=False, overwrite_a=True, check_finite=False)
         return lambda f: -sla.cho_solve((ls, False), f.astype(dt), check_finite=False)
     lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
-    w = sla.solve_triangular(lp, np.ascontiguousarray(avp.T), lower=True, check_finite=False,
-                             overwrite_b=True)                       # (n_p, n_v)
+    w = sla.solve_triangular(lp, avp.T, lower=True, check_finite=False,
+                             overwrite_b=True)                       # (n_p, n_v), in avp's memory
     avv *= -1.0
     schur = syrk(1.0, w, beta=1.0, c=avv, trans=1, lower=0, overwrite_c=1)
     ls = sla.cholesky(schur, lower=False, overwrite_a=True, check_finite=False)

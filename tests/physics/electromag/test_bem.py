@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import biosim  # noqa: F401  (float64)
 from biosim._core.errors import GeometryError, ParameterError
 from biosim.geometry.mesh import TriangleMesh, icosphere, nested_spheres
-from biosim.physics.electromag.bem import (BEMForward, BEMOperators, _deflation, _deflation_ops,
+from biosim.physics.electromag.bem import (BEMForward, BEMOperators, _deflation, _deflation_ops, _factor,
                                            meg_surface_functionals, solve_concrete)
 from biosim.physics.electromag.bem_integrals import (double_layer_p0, double_layer_p1,
                                                      single_layer_p0, single_layer_p1, solid_angle,
@@ -162,6 +162,27 @@ def test_mixed_precision_solve_equals_double(sphere162):
     assert np.max(np.abs(x_tight - x_d)) < 1e-11 * np.max(np.abs(x_d))
     with pytest.raises(ParameterError, match="precision"):
         solve_concrete(ops, sig, rhs, precision="half")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_factorisation_works_in_place(sphere162, dtype):
+    """The block LDL^T factors overwrite the blocks (no copies of the system's
+    size: the peak memory of a solve is the blocks once) and still solve it."""
+    ops = sphere162[0]
+    avv, avp, app = ops.blocks(np.asarray(SIGMA), dtype=dtype)
+    a = np.block([[avv, avp], [avp.T, app]]).astype(np.float64)
+    c = _deflation(avv)
+    a[:len(avv), :len(avv)] -= c
+    avv -= dtype(c)
+    memory = [avv, avp, app]
+    solve = _factor(avv, avp, app)
+    factors = [cell.cell_contents for cell in solve.__closure__
+               if isinstance(cell.cell_contents, np.ndarray) and cell.cell_contents.ndim == 2]
+    assert len(factors) == 3
+    assert all(any(np.shares_memory(f, m) for m in memory) for f in factors)
+    rhs = np.random.default_rng(2).normal(size=(ops.n_unknowns, 3))
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    assert np.linalg.norm(a @ solve(rhs) - rhs) < tol * np.linalg.norm(rhs)
 
 
 @pytest.mark.parametrize("ecc", [0.1, 0.5, 0.8])
