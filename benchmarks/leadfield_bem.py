@@ -34,6 +34,7 @@ Usage::
     python benchmarks/leadfield_bem.py --table 4 --ratio80 --four-shell --tools ""   # biosim only
     python benchmarks/leadfield_bem.py --vertices 1280 --tools ""   # Fibonacci spheres, biosim only
     python benchmarks/leadfield_bem.py --large            # 2562: timing + accuracy
+    python benchmarks/leadfield_bem.py --gradient 3 4 --geometry matched   # conductivity gradients
 """
 
 from __future__ import annotations
@@ -350,6 +351,87 @@ def template_flux(n_vertices=642, n_sources=300, seed=0):
           f"max {r.max():.4f}; MAG range [{m.min():.4f}, {m.max():.4f}]")
 
 
+def conductivity_gradient(subdivisions=4, n_sources=300, geometry="matched", seed=0, dense=None):
+    """Gradient of an EEG + MEG misfit with respect to the three conductivities.
+
+    The misfit: squared difference between the BEM gain at conductivities
+    (0.33, 0.0042, 0.33) and the analytic 3-shell sphere at the benchmark's
+    (0.3, 0.006, 0.3), over ``n_sources`` dipoles and all 370 channels (each
+    kind scaled to unit norm).  Timed: one concrete forward (transfer + gain),
+    ``jax.value_and_grad`` with the adjoint rule (default of
+    ``BEMForward.from_operators``), the dense JAX solve (``derivatives="dense"``,
+    small meshes only: 2N + 1 dense matrices), and central finite differences
+    of the concrete path (6 forwards: the alternative without derivatives),
+    which also check the gradient.  Operator assembly is not included (it does
+    not depend on the conductivities)."""
+    import jax
+    import jax.numpy as jnp
+    from biosim.physics.electromag.bem import meg_surface_functionals
+    eeg, helmet, _ = sensors_setup()
+    head = SphereHead.create(RADII, SIGMA50)
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n_sources, 3))
+    src = d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * RADII[0] * rng.uniform(0, 1, (n_sources, 1)) ** (1 / 3)
+    ref_e, ref_h = references(head, eeg, helmet, src)
+    ne = eeg.n_channels
+    ref = np.concatenate([ref_e / np.linalg.norm(ref_e), ref_h / np.linalg.norm(ref_h)])
+    scale = np.concatenate([np.full(ne, 1 / np.linalg.norm(ref_e)),
+                            np.full(helmet.n_channels, 1 / np.linalg.norm(ref_h))])[:, None, None]
+    surfaces = nested_spheres(RADII, subdivisions)
+    ta = time.perf_counter()
+    ops = BEMOperators.create(surfaces, geometry=geometry)
+    mf = meg_surface_functionals(ops, helmet)
+    t_ops = time.perf_counter() - ta
+    sig0 = np.array([0.33, 0.0042, 0.33])
+
+    def loss(sig, derivatives="adjoint"):
+        fwd = BEMForward.from_operators(ops, sig, eeg=eeg, meg=helmet, meg_functionals=mf,
+                                        derivatives=derivatives)
+        return jnp.sum((fwd.gain(src) * scale - ref) ** 2)
+
+    print(f"# conductivity gradient: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, "
+          f"{geometry}), {ne} EEG + {helmet.n_channels} MEG x {n_sources} dipoles; operators + MEG "
+          f"functionals {t_ops:.1f} s (not in the timings)")
+    loss(sig0)                                              # JAX compilation of the gain kernels
+    with PeakRSS() as m_f:
+        t0 = time.perf_counter()
+        v0 = float(loss(sig0))
+        t_f = time.perf_counter() - t0
+    jax.value_and_grad(loss)(jnp.asarray(sig0 * 1.01))       # compilation of the traced path
+    with PeakRSS() as m_a:
+        t0 = time.perf_counter()
+        v_a, g_a = jax.value_and_grad(loss)(jnp.asarray(sig0))
+        g_a = np.asarray(g_a)
+        t_a = time.perf_counter() - t0
+    print(f"concrete forward: {t_f:.1f} s, peak RSS +{m_f.delta:.0f} MiB; misfit {v0:.6g}")
+    print(f"adjoint value_and_grad: {t_a:.1f} s ({t_a / t_f:.2f} x the forward), peak RSS +{m_a.delta:.0f} MiB; "
+          f"grad {np.array2string(g_a, precision=6)}")
+    dense_bytes = 8 * (2 * len(sig0) + 3) * ops.n_unknowns ** 2
+    if dense is None:
+        dense = dense_bytes < 4e9
+    if dense:
+        with PeakRSS() as m_d:
+            t0 = time.perf_counter()
+            v_d, g_d = jax.value_and_grad(lambda s: loss(s, "dense"))(jnp.asarray(sig0))
+            g_d = np.asarray(g_d)
+            t_d = time.perf_counter() - t0
+        print(f"dense value_and_grad: {t_d:.1f} s (incl. compilation), peak RSS +{m_d.delta:.0f} MiB; "
+              f"max rel. difference to adjoint {np.max(np.abs(g_d - g_a) / np.abs(g_a)):.1e}")
+    else:
+        print(f"dense value_and_grad: skipped (~{dense_bytes / 2 ** 30:.0f} GiB of dense matrices)")
+    t0 = time.perf_counter()
+    fd = np.zeros(3)
+    for k in range(3):
+        h = 1e-4 * sig0[k]
+        up, dn = sig0.copy(), sig0.copy()
+        up[k] += h
+        dn[k] -= h
+        fd[k] = (float(loss(up)) - float(loss(dn))) / (2 * h)
+    t_fd = time.perf_counter() - t0
+    print(f"central differences (6 forwards): {t_fd:.1f} s; ratio FD/adjoint {t_fd / t_a:.2f}; "
+          f"max rel. difference to adjoint {np.max(np.abs(fd - g_a) / np.abs(g_a)):.1e}")
+
+
 def ref_full(head, eeg, src):
     ge = np.asarray(eeg_gain(head, eeg.positions, src)).reshape(eeg.n_channels, -1)
     return ge - ge.mean(0)
@@ -376,13 +458,19 @@ if __name__ == "__main__":
                          "triangles enclosing the smooth surface's volume (vertices moved 0.06 mm at "
                          "2562) or curved elements through the same vertices "
                          "(BEMOperators.create(geometry=...))")
+    ap.add_argument("--gradient", type=int, nargs="*", default=None,
+                    help="time conductivity gradients (adjoint, dense, finite differences) at these "
+                         "icosphere subdivisions (3: 642, 4: 2562)")
     ap.add_argument("--directions", type=int, default=1,
                     help="also mean and worst EEG RDM/MAG over this many random directions per eccentricity")
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
     for nv in args.template or []:
         template_flux(nv)
-    if args.table is None and not args.large and not args.vertices and args.template is None:       # default: the 642 table and the 2562 timing run
+    for sub in args.gradient or []:
+        conductivity_gradient(sub, geometry=args.geometry)
+    if args.table is None and not args.large and not args.vertices and args.template is None \
+            and args.gradient is None:       # default: the 642 table and the 2562 timing run
         args.table, args.large = [3], True
     for sub in args.table or []:
         kw = {"flux": args.flux, "geometry": args.geometry, "n_directions": args.directions}

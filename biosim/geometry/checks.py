@@ -61,15 +61,18 @@ def _winding_chunk(p, v):
 def winding_number(mesh: TriangleMesh, points, chunk=256):
     """Solid-angle winding number of points (n, 3): ~1 inside, ~0 outside
     (van Oosterom & Strackee 1983 solid angle of each triangle; jitted over
-    fixed-size chunks of points, the last one padded)."""
+    fixed-size chunks of points, the last one padded).  Concrete inputs only;
+    evaluated eagerly even inside a ``jit`` trace (geometry checks of a
+    traced model)."""
     p = np.atleast_2d(np.asarray(points, float))
     n = len(p)
-    v = jnp.asarray(mesh.vertices[mesh.faces], dtype=jnp.float64)     # (m, 3, 3)
     chunk = max(1, min(chunk, n))
     pad = (-n) % chunk
     padded = np.concatenate([p, np.repeat(p[-1:], pad, axis=0)]) if pad else p
-    out = [np.asarray(_winding_chunk(jnp.asarray(padded[s:s + chunk]), v))
-           for s in range(0, len(padded), chunk)]
+    with jax.ensure_compile_time_eval():
+        v = jnp.asarray(mesh.vertices[mesh.faces], dtype=jnp.float64)     # (m, 3, 3)
+        out = [np.asarray(_winding_chunk(jnp.asarray(padded[s:s + chunk]), v))
+               for s in range(0, len(padded), chunk)]
     return np.concatenate(out)[:n]
 
 

@@ -29,7 +29,9 @@ by deflation, ``A_VV <- A_VV - c e e^T`` with e the all-ones vector over all
 potential unknowns (the solution then has zero mean potential over the
 vertices; EEG is referenced afterwards and MEG does not see a constant).
 The deflated system is factored by block Cholesky (Cholesky of the p block,
-then of the negated Schur complement), about 0.4 of the work of an LU.
+then of the negated Schur complement), about 0.4 of the work of an LU
+(:mod:`.bem_solve`, which also differentiates the solve with respect to the
+conductivities).
 
 Sensors enter through the adjoint (transfer-matrix) approach: the system is
 solved once with the sensor functionals as right-hand sides, ``T = F A^-1``,
@@ -56,7 +58,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import jax
 import jax.numpy as jnp
-import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
@@ -69,6 +70,7 @@ from ...geometry.curved import CHILD_BARY, curved_refinement, volume_matched_sur
 from ...geometry.mesh import TriangleMesh
 from . import bem_curved
 from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
+from .bem_solve import solve_adjoint, solve_concrete, solve_traced
 from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix,
                             double_layer_matrix_p1, hypersingular_matrix, single_layer_matrix,
                             single_layer_matrix_p1, triangles)
@@ -285,6 +287,40 @@ class BEMOperators:
             y[:v_off[-1]] -= deflation * np.sum(x[:v_off[-1]], axis=0)
         return y
 
+    def conductivity_derivative(self, sigma, lam, x):
+        """``d/dsigma_k [sum(lam * (A(sigma) x))]`` for every k, (N,), without
+        forming ``dA/dsigma``: each conductivity-dependent block enters once
+        (``A`` is linear in s_k and 1/s_k).  ``lam``, ``x`` (n_unknowns, k): the
+        adjoint and the solution of a solve, for reverse-mode derivatives."""
+        n = self.n_surfaces
+        sig = np.asarray(sigma, float)
+        v_off, p_off = self.offsets()
+        lv = [lam[v_off[i]:v_off[i + 1]] for i in range(n)]
+        lp = [lam[p_off[i]:p_off[i + 1]] for i in range(n - 1)]
+        xv = [x[v_off[i]:v_off[i + 1]] for i in range(n)]
+        xp = [x[p_off[i]:p_off[i + 1]] for i in range(n - 1)]
+
+        def pair(a, blk, b):
+            return float(np.sum(a * (blk @ b)))
+
+        d_s = np.zeros(n + 1)       # d/ds_k (s_{N+1} = 0 is fixed)
+        d_inv = np.zeros(n + 1)     # d/d(1/s_k)
+        for i in range(n):
+            t = pair(lv[i], self.N[(i, i)], xv[i])
+            d_s[i] += t
+            d_s[i + 1] += t
+            if i + 1 < n:
+                blk = self.N[(i, i + 1)]
+                d_s[i + 1] -= pair(lv[i], blk, xv[i + 1]) + pair(lv[i + 1], blk.T, xv[i])
+        for i in range(n - 1):
+            t = pair(lp[i], self.S[(i, i)], xp[i])
+            d_inv[i] += t
+            d_inv[i + 1] += t
+            if i + 1 < n - 1:
+                blk = self.S[(i, i + 1)]
+                d_inv[i + 1] -= pair(lp[i], blk, xp[i + 1]) + pair(lp[i + 1], blk.T, xp[i])
+        return d_s[:n] - d_inv[:n] / sig ** 2
+
     def _blocks(self, s, inv, const, dtype=np.float64):
         """Blocks for conductivities ``s`` (with s_{N+1} = 0), inverse conductivities
         ``inv`` and a factor ``const`` on the conductivity-free D blocks; linear in
@@ -340,120 +376,6 @@ class BEMOperators:
         ms = np.stack([full(eye[k], zero, 0.0) for k in range(n)])
         mi = np.stack([full(zero, eye[k], 0.0) for k in range(n)])
         return m0, ms, mi
-
-
-def _deflation(avv):
-    n_v = avv.shape[0]
-    return float(np.mean(np.abs(np.diag(np.asarray(avv, dtype=np.float64))))) / n_v
-
-
-def _deflation_ops(ops: BEMOperators, sigma):
-    """The deflation constant of :func:`_deflation` from the operator blocks (float64)."""
-    s = [float(x) for x in sigma] + [0.0]
-    diag = np.concatenate([(s[i] + s[i + 1]) * np.diag(ops.N[(i, i)]) for i in range(ops.n_surfaces)])
-    return float(np.mean(np.abs(diag))) / diag.size
-
-
-def _factor(avv, avp, app):
-    """Block LDL^T of the deflated quasi-definite system (arrays overwritten):
-    ``A_pp = L L^T``, ``W = L^-1 A_pV``, ``-A_VV + W^T W = U^T U``.  Returns a
-    solver for right-hand sides (n_dof, k) in the factors' precision.
-
-    With the layouts of :meth:`BEMOperators._blocks` (A_VV, A_pp Fortran,
-    A_Vp C-ordered) every LAPACK call works in place: the factors take the
-    blocks' memory and nothing of their size is copied."""
-    dt = avv.dtype
-    n_v = avv.shape[0]
-    syrk = sla.blas.dsyrk if dt == np.float64 else sla.blas.ssyrk
-    # symmetric blocks: a C-ordered one is its own transpose, in Fortran order
-    fortran = (lambda a: a if a.flags.f_contiguous else a.T)
-    avv, app = fortran(avv), fortran(app)
-    if app.shape[0] == 0:
-        avv *= -1.0
-        ls = sla.cholesky(avv, lower=False, overwrite_a=True, check_finite=False)
-        return lambda f: -sla.cho_solve((ls, False), f.astype(dt), check_finite=False)
-    lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
-    w = sla.solve_triangular(lp, avp.T, lower=True, check_finite=False,
-                             overwrite_b=True)                       # (n_p, n_v), in avp's memory
-    avv *= -1.0
-    schur = syrk(1.0, w, beta=1.0, c=avv, trans=1, lower=0, overwrite_c=1)
-    ls = sla.cholesky(schur, lower=False, overwrite_a=True, check_finite=False)
-
-    def solve(f):
-        f = f.astype(dt)
-        fv, fp = f[:n_v], f[n_v:]
-        zp = sla.solve_triangular(lp, fp, lower=True, check_finite=False)
-        # (A_VV - W^T W) x_V = f_V - W^T z_p ;  A_pp x_p = f_p - A_pV x_V
-        xv = -sla.cho_solve((ls, False), fv - w.T @ zp, check_finite=False)
-        xp_ = sla.solve_triangular(lp, zp - w @ xv, lower=True, trans="T", check_finite=False)
-        return np.concatenate([xv, xp_], axis=0)
-
-    return solve
-
-
-def solve_concrete(ops: BEMOperators, sigma, rhs, precision="mixed", rtol=1e-10, max_refine=6):
-    """Solve A x = rhs (ndof, k) for concrete conductivities (numpy / LAPACK).
-
-    Block LDL^T of the deflated quasi-definite system: ``A_pp = L L^T`` (SPD),
-    ``W = L^-1 A_pV``, then the negated Schur complement ``-A_VV + W^T W``
-    (SPD) by Cholesky: n_p^3/3 + n_p^2 n_V + n_V^2 n_p / 2 + n_V^3/3 flops,
-    about 0.4 of an LU of the whole system.
-
-    ``precision="mixed"`` (default) factors in float32 (twice the LAPACK
-    speed, half the memory) and refines iteratively with float64 residuals
-    computed from the operator blocks (:meth:`BEMOperators.apply`) until the
-    largest column residual is below ``rtol`` times its right-hand side
-    (Wilkinson's iterative refinement; Moler 1967, J. ACM 14:316).  If float32
-    Cholesky fails or the refinement stalls (a system too ill-conditioned for
-    single precision), it falls back to the float64 factorisation, which
-    ``precision="double"`` selects directly.  Either way the result is a
-    float64 solution.  With the default ``rtol=1e-10`` one refinement step
-    suffices on nested spheres and the solution agrees with the float64
-    factorisation to ~2e-12 (642 and 2562 vertices per surface) at 0.65 of its
-    time (3x2562: 22 s against 33 s on 2 cores).
-    """
-    if precision not in ("mixed", "double"):
-        raise ParameterError("precision", precision, "'mixed' or 'double'")
-    sigma = np.asarray(sigma, float)
-    rhs = np.asarray(rhs, float)
-    if precision == "mixed":
-        avv, avp, app = ops.blocks(sigma, dtype=np.float32)
-        c = _deflation_ops(ops, sigma)
-        avv -= np.float32(c)
-        try:
-            solve = _factor(avv, avp, app)
-        except np.linalg.LinAlgError:
-            solve = None
-        del avv, avp, app
-        if solve is not None:
-            x = solve(rhs).astype(np.float64)
-            scale = np.maximum(np.linalg.norm(rhs, axis=0), np.finfo(float).tiny)
-            prev = np.inf
-            for _ in range(max_refine + 1):
-                r = rhs - ops.apply(sigma, x, c)
-                rel = float(np.max(np.linalg.norm(r, axis=0) / scale))
-                if rel <= rtol:
-                    return x
-                if not np.isfinite(rel) or rel > 0.5 * prev:
-                    break                                   # stalled: single precision not enough
-                prev = rel
-                x += solve(r)
-    avv, avp, app = ops.blocks(sigma)
-    avv -= _deflation(avv)
-    return _factor(avv, avp, app)(rhs)
-
-
-def solve_traced(ops: BEMOperators, sigma, rhs):
-    """Differentiable dense solve (jax) of the deflated system
-    ``A(sigma) = M0 + sum_k sigma_k Ms_k + sum_k Mi_k / sigma_k``, for gradients
-    with respect to the conductivities (small meshes: the basis is dense)."""
-    m0, ms, mi = ops.basis()
-    n_v = sum(ops.n_vertices)
-    a = (jnp.asarray(m0) + jnp.tensordot(sigma, jnp.asarray(ms), 1)
-         + jnp.tensordot(1.0 / sigma, jnp.asarray(mi), 1))
-    c = jax.lax.stop_gradient(jnp.mean(jnp.abs(jnp.diag(a)[:n_v]))) / n_v
-    a = a.at[:n_v, :n_v].add(-c)
-    return jnp.linalg.solve(a, jnp.asarray(rhs))
 
 
 # ---------------------------------------------------------------------- sensors
@@ -762,7 +684,21 @@ class BEMForward:
 
     @classmethod
     def from_operators(cls, ops: BEMOperators, conductivities, eeg=None, meg=None,
-                       meg_functionals=None):
+                       meg_functionals=None, derivatives="adjoint"):
+        """The forward model of ``ops`` for ``conductivities`` (N,) S/m and the
+        sensors.
+
+        Traced conductivities (under ``jax.grad``/``jit``) are differentiated
+        by ``derivatives``: "adjoint" (default; :func:`.bem_solve.solve_adjoint`,
+        the LAPACK factorisation with a reverse-mode rule: any mesh size, the
+        memory of a concrete solve, reverse mode only) or "dense"
+        (:func:`.bem_solve.solve_traced`: a JAX solve of the dense system,
+        forward and reverse mode and higher derivatives, 2N + 1 dense matrices
+        of the system's size, so small meshes only).
+        """
+        if derivatives not in ("adjoint", "dense"):
+            raise ParameterError("derivatives", derivatives, "'adjoint' (reverse mode, any size) "
+                                 "or 'dense' (any mode, small meshes)")
         if eeg is None and meg is None:
             raise ParameterError("eeg/meg", None, "at least one sensor set")
         n = ops.n_surfaces
@@ -794,6 +730,8 @@ class BEMForward:
         f = xp.concatenate([xp.asarray(r) for r in rows], axis=0)
         if concrete:
             y = solve_concrete(ops, sig, np.ascontiguousarray(f.T))
+        elif derivatives == "adjoint":
+            y = solve_adjoint(ops, sig, f.T)
         else:
             y = solve_traced(ops, sig, f.T)
         v_off, p_off = ops.offsets()
