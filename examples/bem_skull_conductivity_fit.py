@@ -14,7 +14,7 @@ the ratio-25 value 0.0132 S/m.
 
 Run: ``python examples/bem_skull_conductivity_fit.py`` (3 x 642 vertices, ~30 s).  One run on
 2 cores: 0.0132 -> 0.00421 S/m in 6 evaluations (truth 0.0042; misfit 0.00040, the noise floor),
-1.1 s per value and gradient.
+1.2 s per value and gradient.
 """
 
 # %%
