@@ -19,6 +19,7 @@ current block positive definite.  Three solvers:
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 import jax
@@ -149,28 +150,29 @@ def solve_concrete(ops, sigma, rhs, precision="mixed", rtol=1e-10, max_refine=6)
 # ------------------------------------------------------------- reverse mode
 class _FactorCache:
     """The factorisation of the latest forward solve of :func:`solve_adjoint`,
-    kept for its backward pass (one entry: a factorisation holds the system's
-    memory)."""
+    kept for its backward pass, which releases it (one entry: a factorisation
+    holds the system's memory; a traced forward without a backward keeps it
+    until the next solve)."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._key = None
+        self._ops = None            # weak reference: an id could be reused after collection
+        self._sigma = None
         self._solve = None
 
     def get(self, ops, sigma):
-        sigma = np.asarray(sigma, float)
-        key = (id(ops), sigma.tobytes())
+        sigma = np.asarray(sigma, float).tobytes()
         with self._lock:
-            if self._key == key:
+            if self._ops is not None and self._ops() is ops and self._sigma == sigma:
                 return self._solve
-        solve = factorize(ops, sigma)
+        solve = factorize(ops, np.frombuffer(sigma))
         with self._lock:
-            self._key, self._solve = key, solve
+            self._ops, self._sigma, self._solve = weakref.ref(ops), sigma, solve
         return solve
 
     def clear(self):
         with self._lock:
-            self._key = self._solve = None
+            self._ops = self._sigma = self._solve = None
 
 
 _CACHE = _FactorCache()
