@@ -678,9 +678,13 @@ class BEMForward:
     transfer: object            # (n_sensors, n_dof of S_1): T = F A^-1 restricted to S_1
 
     @classmethod
-    def create(cls, surfaces, conductivities, eeg=None, meg=None, min_gap=0.001, **quad):
+    def create(cls, surfaces, conductivities, eeg=None, meg=None, min_gap=0.001, derivatives="adjoint",
+               **quad):
+        """Assemble :class:`BEMOperators` for ``surfaces`` (``quad``: ``flux``,
+        ``geometry`` and the quadrature options of :meth:`BEMOperators.create`)
+        and build the forward model (:meth:`from_operators`)."""
         ops = BEMOperators.create(surfaces, min_gap=min_gap, **quad)
-        return cls.from_operators(ops, conductivities, eeg, meg)
+        return cls.from_operators(ops, conductivities, eeg, meg, derivatives=derivatives)
 
     @classmethod
     def from_operators(cls, ops: BEMOperators, conductivities, eeg=None, meg=None,
