@@ -41,6 +41,11 @@ innermost surface.  The source terms are exact: ``<psi_a, v>`` and
 linear double-layer potentials of the triangles at r0 (computed by
 forward-mode differentiation), so sources may come arbitrarily close to S_1.
 
+Modules: the operator blocks :mod:`.bem_operators` (curved elements
+:mod:`.bem_curved`), the solvers :mod:`.bem_solve`, the sensor functionals
+:mod:`.bem_sensors`, the source terms :mod:`.bem_sources`; this one holds the
+head model's operators and the forward model.
+
 EEG: P1 interpolation of V_N at each electrode's closest point on the scalp
 mesh.  MEG: Geselowitz (1970), ``B(r) = B0(r) - mu0/(4 pi) sum_i (s_i - s_{i+1})
 int_{S_i} V(r') n' x (r - r') / |r - r'|^3 dS'`` with
@@ -52,11 +57,9 @@ integration points of :class:`MEGSensors`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import jax
 import jax.numpy as jnp
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
@@ -66,17 +69,19 @@ from ..._core.parallel import n_threads
 from ..._core.precision import require_float64
 from ..._core.validation import is_concrete
 from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
-from ...geometry.curved import CHILD_BARY, curved_refinement, volume_matched_surface
+from ...geometry.curved import curved_refinement, volume_matched_surface
 from ...geometry.mesh import TriangleMesh
 from . import bem_curved
-from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
+from .bem_integrals import triangle_rule
+from .bem_sensors import (closest_points, eeg_functional, meg_functional, meg_surface_functionals,
+                          primary_meg_gain)
 from .bem_solve import solve_adjoint, solve_concrete, solve_traced
+from .bem_sources import _source_pairs_correction, _source_terms, _source_terms_quad
 from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix,
                             double_layer_matrix_p1, hypersingular_matrix, single_layer_matrix,
                             single_layer_matrix_p1, triangles)
 from .sensors import EEGSensors, MEGSensors
 
-MU0_OVER_4PI = 1e-7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,288 +383,6 @@ class BEMOperators:
         return m0, ms, mi
 
 
-# ---------------------------------------------------------------------- sensors
-def closest_points(mesh: TriangleMesh, points, k=16):
-    """Closest point on ``mesh`` for each point: (face index, barycentric (3,))."""
-    tri = triangles(mesh)
-    cent = tri.mean(axis=1)
-    _, cand = cKDTree(cent).query(points, k=min(k, len(cent)))
-    cand = np.atleast_2d(cand)
-    best_d = np.full(len(points), np.inf)
-    best_f = np.zeros(len(points), int)
-    best_b = np.zeros((len(points), 3))
-    for j in range(cand.shape[1]):
-        f = cand[:, j]
-        a, b, c = tri[f, 0], tri[f, 1], tri[f, 2]
-        q, bary = _closest_on_triangle(points, a, b, c)
-        d = np.linalg.norm(points - q, axis=1)
-        better = d < best_d
-        best_d[better], best_f[better], best_b[better] = d[better], f[better], bary[better]
-    return best_f, best_b, best_d
-
-
-def _closest_on_triangle(p, a, b, c):
-    """Closest points (n, 3) on triangles and their barycentric coordinates."""
-    ab, ac = b - a, c - a
-    n = np.cross(ab, ac)
-    # barycentric of the projection
-    nn = np.einsum("ij,ij->i", n, n)
-    ap = p - a
-    v = np.einsum("ij,ij->i", np.cross(ap, ac), n) / nn
-    w = np.einsum("ij,ij->i", np.cross(ab, ap), n) / nn
-    u = 1 - v - w
-    bary = np.stack([u, v, w], axis=1)
-    inside = (bary >= 0).all(axis=1)
-    q = a + v[:, None] * ab + w[:, None] * ac
-    best_q, best_b = q.copy(), bary.copy()
-    best_d = np.where(inside, np.linalg.norm(p - q, axis=1), np.inf)
-    for (i, j) in ((0, 1), (1, 2), (2, 0)):
-        x0, x1 = (a, b, c)[i], (a, b, c)[j]
-        e = x1 - x0
-        t = np.clip(np.einsum("ij,ij->i", p - x0, e) / np.einsum("ij,ij->i", e, e), 0, 1)
-        qe = x0 + t[:, None] * e
-        d = np.linalg.norm(p - qe, axis=1)
-        better = (~inside) & (d < best_d)
-        be = np.zeros((len(p), 3))
-        be[:, i], be[:, j] = 1 - t, t
-        best_q[better], best_b[better], best_d[better] = qe[better], be[better], d[better]
-    return best_q, best_b
-
-
-def eeg_functional(ops: BEMOperators, electrodes):
-    """(n_elec, n_dof) interpolation of the scalp potential at the electrodes'
-    closest points on the scalp mesh (barycentric P1 weights; on curved
-    elements, the closest point on the curved scalp and the coarse hats there)."""
-    scalp = ops.surfaces[-1] if ops.curved is None else ops.curved[-1].fine
-    f, bary, _ = closest_points(scalp, np.asarray(electrodes, float))
-    faces = np.asarray(scalp.faces)
-    w = np.zeros((len(f), len(scalp.vertices)))
-    for k in range(3):
-        np.add.at(w, (np.arange(len(f)), faces[f, k]), bary[:, k])
-    if ops.curved is not None:
-        w = np.asarray((ops.curved[-1].prolongation.T @ w.T).T)
-    v_off, p_off = ops.offsets()
-    out = np.zeros((len(f), int(p_off[-1])))
-    out[:, v_off[-2]:v_off[-1]] = w
-    return out
-
-
-@jax.jit
-def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
-    """(chunk, nt, 3): int_T phi_k (m_p . (n' x (r_p - r'))) / |r_p - r'|^3 dS'."""
-    d = pts[:, None, None, :] - qp[None]                  # (c, nt, Q, 3)
-    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
-    cr = jnp.cross(tri_normals[None], d)                  # n' x (r - r'), normals (nt, Q, 3)
-    val = jnp.einsum("cj,ctqj->ctq", nrm, cr) * (inv * inv * inv) * qw[None]
-    return jnp.einsum("ctq,qk->ctk", val, lam)
-
-
-@jax.jit
-def _geselowitz_pairs(pts, nrm, qp, qw, lam, tri_normals):
-    """(npairs, 3): the same for a list of (point, triangle) pairs."""
-    d = pts[:, None, :] - qp                              # (P, Q, 3)
-    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
-    cr = jnp.cross(tri_normals, d)                        # normals (P, Q, 3)
-    val = jnp.einsum("pj,pqj->pq", nrm, cr) * (inv * inv * inv) * qw
-    return val @ lam
-
-
-def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=4.0, chunk=32,
-                            near_level=3):
-    """Per surface i, the (n_channels, nv_i) matrix
-    ``mu0/(4 pi) sum_p w_p int_{S_i} phi_j (m_p . (n' x (r_p - r')))/|r_p - r'|^3``.
-
-    The field is ``B = B0 - sum_i (s_i - s_{i+1}) K_i V_i``.  Degree-5 (7-point)
-    rule on every triangle; for (point, triangle) pairs closer than
-    ``near_factor`` triangle sizes the rule is applied on 4**near_level
-    sub-triangles instead.
-    """
-    pts = np.asarray(sensors.points, float)
-    nrm = np.asarray(sensors.normals, float)
-    wts = np.asarray(sensors.weights, float)
-    chan = np.asarray(sensors.channel)
-    out = []
-    for i, surf in enumerate(ops.surfaces):
-        cm = None if ops.curved is None else ops.curved[i]
-        per_point = _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm)
-        ch = np.zeros((sensors.n_channels, per_point.shape[1]))
-        np.add.at(ch, chan, wts[:, None] * per_point)
-        out.append(MU0_OVER_4PI * ch)
-    return out
-
-
-def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None):
-    """(n_points, nv): ``int_S phi_j (m_p . (n' x (r_p - r'))) / |r_p - r'|^3`` per
-    integration point and hat function (7-point rule, subdivided near the point).
-
-    With ``cm`` (the surface's :class:`~biosim.geometry.curved.CurvedMesh`) the
-    integral is over the curved elements, for the coarse hats: far from the
-    point the flat triangle's 7-point rule plus the curvature correction of
-    :mod:`.bem_curved`, near it the 7-point rule on the sub-triangles
-    subdivided ``near_level - 1`` times (the flat triangle's resolution)."""
-    tri = triangles(surf)
-    faces = np.asarray(surf.faces)
-    nv = len(surf.vertices)
-    if cm is None:
-        bary, w = triangle_rule("7", 0)
-        bary_n, w_n = triangle_rule("7", near_level)
-        nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        area = 0.5 * np.linalg.norm(nvec, axis=1)
-        unit = nvec / (2 * area[:, None])
-        qp = np.einsum("qk,tkj->tqj", bary, tri)
-        qw = area[:, None] * w[None]
-        qn = np.broadcast_to(unit[:, None], qp.shape)
-
-        def near_rule(tt):
-            return (np.einsum("qk,tkj->tqj", bary_n, tri[tt]), area[tt, None] * w_n[None], bary_n,
-                    np.broadcast_to(unit[tt, None], (len(tt), len(w_n), 3)))
-    else:
-        qp, qw, bary, qn = _curved_far_rule(cm)
-        pn, wn, lam_n, _, nn, _ = bem_curved.element_rule(cm, ("7", near_level - 1))
-
-        def near_rule(tt):
-            return pn[tt], wn[tt], lam_n, nn[tt]
-    fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(qn):
-                 _geselowitz_rows(p, m, qp, qw, jnp.asarray(bary), tn))
-    vals = _run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
-    # near pairs: replace the 7-point value by the subdivided rule
-    cent = tri.mean(axis=1)
-    size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
-    lists = cKDTree(cent).query_ball_point(pts, near_factor * size.max())
-    pp = np.repeat(np.arange(len(pts)), [len(x) for x in lists])
-    if pp.size:
-        tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
-        qpn, qwn, lam_near, qnn = near_rule(tt)
-        hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(lam_near), tn),
-                         [pts[pp], nrm[pp], qpn, qwn, qnn], len(pp), 1024)
-        vals[pp, tt] = hi
-    per_point = np.zeros((len(pts), nv))
-    for k in range(3):
-        per_point += np.asarray(
-            sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
-                          shape=(nv, len(faces))) @ vals[:, :, k].T).T
-    return per_point
-
-
-def meg_functional(ops: BEMOperators, sigma, surface_functionals, xp=np):
-    """(n_channels, n_dof) map from the BEM unknowns to the volume-current field."""
-    n = ops.n_surfaces
-    s = [sigma[i] for i in range(n)] + [0.0]
-    parts = [-(s[i] - s[i + 1]) * surface_functionals[i] for i in range(n)]
-    n_p = sum(ops.n_flux)
-    parts.append(xp.zeros((surface_functionals[0].shape[0], n_p)))
-    return xp.concatenate(parts, axis=1)
-
-
-def _curved_far_rule(cm):
-    """Signed 15-point rule per curved element for smooth integrands (points,
-    weights with area, coarse hat values, normals): the flat triangle's
-    7-point rule plus the centroid rule on the four curved minus the four flat
-    sub-triangles (the curvature correction of :mod:`.bem_curved`)."""
-    parts = [bem_curved.element_rule(cm, ("7", 0), flat=True),
-             bem_curved.element_rule(cm, bem_curved.FAR_RULE),
-             bem_curved.element_rule(curved_refinement(cm.coarse, curved=False), bem_curved.FAR_RULE)]
-    signs = (1.0, 1.0, -1.0)
-    qp = np.concatenate([p[0] for p in parts], axis=1)
-    qw = np.concatenate([sg * p[1] for sg, p in zip(signs, parts)], axis=1)
-    lam = np.concatenate([p[2] for p in parts], axis=0)
-    nrm = np.concatenate([p[4] for p in parts], axis=1)
-    return qp, qw, lam, nrm
-
-
-def _primary_rows(points, normals, pos):
-    """(P, 3): B0(point) . normal for unit dipoles along x, y, z at ``pos``."""
-    d = points - pos
-    r3 = jnp.sum(d * d, -1) ** 1.5
-    # (e_k x d) . m = e_k . (d x m)
-    return MU0_OVER_4PI * jnp.cross(d, normals) / r3[:, None]
-
-
-def primary_meg_gain(sensors: MEGSensors, positions):
-    """(n_channels, n_sources, 3) infinite-medium field B0 (T/(A m))."""
-    pts = jnp.asarray(sensors.points, float)
-    nrm = jnp.asarray(sensors.normals, float)
-    w = jnp.asarray(sensors.weights, float)
-    chan = jnp.asarray(sensors.channel)
-    per = jax.vmap(lambda p: _primary_rows(pts, nrm, p), out_axes=1)(positions)   # (P, S, 3)
-    return jax.ops.segment_sum(w[:, None, None] * per, chan, num_segments=sensors.n_channels)
-
-
-# ---------------------------------------------------------------------- sources
-def _source_terms_one(tri, faces, nv, r0, flux):
-    """(nv, 3) and (nt | nv, 3): <phi_j, dv/dn> and <psi_a, v> for unit dipoles
-    along x, y, z at r0 (unit conductivity), exact."""
-    jdl = jax.jacfwd(lambda r: double_layer_p1(r, tri))(r0)        # (nt, 3k, 3dir)
-    # d/dr0 of int phi dG(r0 - y)/dn_y = int phi dn_y [q . grad_r0 G]; v = q . grad_r0 G(x - r0)
-    rv = jax.ops.segment_sum(jdl.reshape(-1, 3), faces.ravel(), num_segments=nv)
-    if flux == "p1":
-        jsl = jax.jacfwd(lambda r: single_layer_p1(r, tri))(r0)    # (nt, 3k, 3dir)
-        return rv, jax.ops.segment_sum(jsl.reshape(-1, 3), faces.ravel(), num_segments=nv)
-    return rv, jax.jacfwd(lambda r: single_layer_p0(r, tri))(r0)    # (nt, 3dir)
-
-
-@functools.partial(jax.jit, static_argnames=("nv", "flux"))
-def _source_terms(tri, faces, nv, positions, flux="p0"):
-    return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r, flux), out_axes=(1, 1))(positions)
-
-
-def _dipole_kernels(x, nrm, r0):
-    """v_d(x) and dv_d/dn(x) of unit dipoles along d at r0 (unit conductivity):
-    (..., 3) each; x (..., 3), nrm broadcastable to x."""
-    d = x - r0
-    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))[..., None]     # rsqrt: ~2x faster than r2**-1.5 on CPU
-    inv2 = inv * inv
-    inv3 = inv2 * inv
-    v = d * inv3
-    dn = (nrm - 3.0 * d * jnp.sum(nrm * d, -1)[..., None] * inv2) * inv3
-    return v / (4 * np.pi), dn / (4 * np.pi)
-
-
-@functools.partial(jax.jit, static_argnames=("nv", "flux"))
-def _source_terms_quad(qp, qw, lam, nrm, faces, nv, positions, flux="p0"):
-    """Source terms by a rule on every triangle (points qp (nt, Q, 3), weights
-    qw (nt, Q), hat values lam (Q, 3), normals nrm (nt, Q, 3)): (nv, c, 3),
-    (nt | nv, c, 3)."""
-    v, dn = _dipole_kernels(qp[:, :, None, :], nrm[:, :, None, :],
-                            positions[None, None])                    # (nt, Q, c, 3)
-    c = positions.shape[0]
-    rv_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, dn)              # (nt, 3, c, 3)
-    rv = jax.ops.segment_sum(rv_tri.reshape(-1, c, 3), faces.ravel(), num_segments=nv)
-    if flux == "p1":
-        rp_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, v)
-        return rv, jax.ops.segment_sum(rp_tri.reshape(-1, c, 3), faces.ravel(), num_segments=nv)
-    return rv, jnp.einsum("tq,tqcd->tcd", qw, v)
-
-
-@functools.partial(jax.jit, static_argnames=("flux",))
-def _source_pairs_correction(tri, qp, qw, lam, nrm, pos, flux="p0"):
-    """Exact minus quadrature source terms for (source, element) pairs:
-    (P, 3k, 3d), (P, 3d) (flux "p0") or (P, 3k, 3d) (flux "p1").
-
-    ``tri`` (P, 3, 3) flat triangles, or (P, 4, 3, 3) the sub-triangles of
-    curved elements (laid out as :data:`~biosim.geometry.curved.CHILD_BARY`,
-    the exact terms summed into the coarse hats); ``nrm`` (P, Q, 3) per point."""
-    if tri.ndim == 3:
-        sub, child = tri[:, None], jnp.eye(3)[None]
-    else:
-        sub, child = tri, jnp.asarray(CHILD_BARY)
-
-    def exact(fn, t, r):                       # summed over sub-triangles, coarse hats
-        jac = jax.vmap(lambda tc: jax.jacfwd(lambda x: fn(x, tc))(r))(t)
-        return jnp.einsum("cr...,crk->k...", jac, child) if jac.ndim == 3 else jnp.sum(jac, axis=0)
-
-    exact_dl = jax.vmap(lambda t, r: exact(double_layer_p1, t, r))(sub, pos)
-    v, dn = _dipole_kernels(qp, nrm, pos[:, None, :])                 # (P, Q, 3)
-    if flux == "p1":
-        exact_sl = jax.vmap(lambda t, r: exact(single_layer_p1, t, r))(sub, pos)
-        approx_sl = jnp.einsum("pq,pqk,pqd->pkd", qw, lam, v)
-    else:
-        exact_sl = jax.vmap(lambda t, r: exact(single_layer_p0, t, r))(sub, pos)
-        approx_sl = jnp.einsum("pq,pqd->pd", qw, v)
-    approx_dl = jnp.einsum("pq,pqk,pqd->pkd", qw, lam, dn)
-    return exact_dl - approx_dl, exact_sl - approx_sl
-
-
 # ---------------------------------------------------------------------- forward
 @dataclasses.dataclass(frozen=True)
 class BEMForward:
@@ -790,7 +513,7 @@ class BEMForward:
             nrm = np.broadcast_to((nvec / (2 * area[:, None]))[:, None], (len(tri), len(w), 3))
             return tri, np.einsum("qk,tkj->tqj", bary, tri), area[:, None] * w[None], bary, nrm
         cm = ops.curved[0]
-        return (cm.child_triangles(),) + _curved_far_rule(cm)
+        return (cm.child_triangles(),) + bem_curved.smooth_rule(cm)
 
     def _check_sources(self, positions):
         if is_concrete(positions):

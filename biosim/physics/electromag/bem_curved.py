@@ -56,7 +56,6 @@ import functools
 import numpy as np
 import jax
 import jax.numpy as jnp
-import scipy.sparse as sp
 
 from ...geometry.curved import CHILD_BARY, CurvedMesh, curved_refinement
 from .bem_integrals import FOUR_PI, double_layer_p1, single_layer_p1, triangle_rule
@@ -589,3 +588,19 @@ def double_layer(ea: _Elements, eb: _Elements, same=False, p1=False, chunk=16, n
         parts.append((x, y, (hi[1] if p1 else hi[0]) - lo))
     _apply(D, parts, ea.faces, eb.faces)
     return D
+
+
+def smooth_rule(cm):
+    """Signed 15-point rule per curved element for smooth integrands (points,
+    weights with area, coarse hat values, normals): the flat triangle's
+    7-point rule plus the centroid rule on the four curved minus the four flat
+    sub-triangles (the curvature correction of this module)."""
+    parts = [element_rule(cm, ("7", 0), flat=True),
+             element_rule(cm, FAR_RULE),
+             element_rule(curved_refinement(cm.coarse, curved=False), FAR_RULE)]
+    signs = (1.0, 1.0, -1.0)
+    qp = np.concatenate([p[0] for p in parts], axis=1)
+    qw = np.concatenate([sg * p[1] for sg, p in zip(signs, parts)], axis=1)
+    lam = np.concatenate([p[2] for p in parts], axis=0)
+    nrm = np.concatenate([p[4] for p in parts], axis=1)
+    return qp, qw, lam, nrm
