@@ -8,11 +8,11 @@ with the primary field ``B0 = mu0/(4 pi) q x (r - r0) / |r - r0|^3``,
 integrated with a degree-5 rule on each triangle (the 15-point smooth rule
 on curved elements), subdivided for triangles close to a coil point, at the
 coil integration points of :class:`~.sensors.MEGSensors`.
+
+``ops`` is a :class:`~.bem.BEMOperators` throughout.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import numpy as np
 import jax
@@ -25,9 +25,6 @@ from . import bem_curved
 from .bem_integrals import triangle_rule
 from .bem_operators import _run_chunks, triangles
 from .sensors import MEGSensors
-
-if TYPE_CHECKING:
-    from .bem import BEMOperators
 
 MU0_OVER_4PI = 1e-7
 
@@ -79,7 +76,7 @@ def _closest_on_triangle(p, a, b, c):
     return best_q, best_b
 
 
-def eeg_functional(ops: BEMOperators, electrodes):
+def eeg_functional(ops, electrodes):
     """(n_elec, n_dof) interpolation of the scalp potential at the electrodes'
     closest points on the scalp mesh (barycentric P1 weights; on curved
     elements, the closest point on the curved scalp and the coarse hats there)."""
@@ -117,7 +114,7 @@ def _geselowitz_pairs(pts, nrm, qp, qw, lam, tri_normals):
     return val @ lam
 
 
-def meg_surface_functionals(ops: BEMOperators, sensors: MEGSensors, near_factor=4.0, chunk=32,
+def meg_surface_functionals(ops, sensors: MEGSensors, near_factor=4.0, chunk=32,
                             near_level=3):
     """Per surface i, the (n_channels, nv_i) matrix
     ``mu0/(4 pi) sum_p w_p int_{S_i} phi_j (m_p . (n' x (r_p - r')))/|r_p - r'|^3``.
@@ -194,7 +191,7 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None
     return per_point
 
 
-def meg_functional(ops: BEMOperators, sigma, surface_functionals, xp=np):
+def meg_functional(ops, sigma, surface_functionals, xp=np):
     """(n_channels, n_dof) map from the BEM unknowns to the volume-current field."""
     n = ops.n_surfaces
     s = [sigma[i] for i in range(n)] + [0.0]
