@@ -82,8 +82,16 @@ class PeakRSS:
 
     def _run(self):
         while not self._stop:
-            self.peak = max(self.peak, self._rss())
+            rss = self._rss()
+            self.peak = max(self.peak, rss)
+            self.phase_peak = max(getattr(self, "phase_peak", rss), rss)
             time.sleep(0.005)
+
+    def phase(self):
+        """Peak (MiB above the level at entry) since the previous call, and reset."""
+        peak = max(getattr(self, "phase_peak", self.base), self._rss())
+        self.phase_peak = self._rss()
+        return peak - self.base
 
     def __exit__(self, *exc):
         self._stop = True
@@ -265,10 +273,13 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
         t0 = time.perf_counter()
         ops = BEMOperators.create(surfaces, flux=flux, geometry=geometry)
         t1 = time.perf_counter()
+        m_asm = mem.phase()
         fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet)
         t2 = time.perf_counter()
+        m_sol = mem.phase()
         g = np.asarray(fwd.gain(src))
         t3 = time.perf_counter()
+        m_gain = mem.phase()
     _, tm_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     ne = eeg.n_channels
@@ -280,7 +291,8 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
           f"{helmet.n_channels} MEG + {ne} EEG x {n_sources} sources x 3")
     print(f"biosim: assembly {t1 - t0:.1f} s, factorisation + transfer {t2 - t1:.1f} s "
           f"(solution {t2 - t0:.1f} s), gain {t3 - t2:.1f} s, total {t3 - t0:.1f} s "
-          f"(JAX compile warm-up {t_compile:.1f} s); peak RSS +{mem.delta:.0f} MiB, "
+          f"(JAX compile warm-up {t_compile:.1f} s); peak RSS +{mem.delta:.0f} MiB (assembly "
+          f"+{m_asm:.0f}, factorisation + transfer +{m_sol:.0f}, gain +{m_gain:.0f}), "
           f"tracemalloc peak {tm_peak / 2 ** 20:.0f} MiB; "
           f"EEG RDM median {np.median(re):.4f} max {re.max():.4f}, MAG median {np.median(me):.4f}; "
           f"MEG RDM median {np.median(rm):.4f} max {rm.max():.4f} (all x/y/z dipoles, 0 < ecc < 0.9)")

@@ -182,41 +182,35 @@ class BEMOperators:
                 check_head_model(surfaces, min_gap)
         n = len(surfaces)
         curls = [curl_matrices(s) for s in surfaces]
-        # independent blocks run concurrently (XLA releases the GIL; one block keeps
-        # ~1.4 of 2 cores busy).  A pool of its own: the blocks' chunks use the
-        # shared one, and nesting tasks in a single pool could deadlock.
-        tasks = {}
-        for i in range(n):
-            for j in (i, i + 1):
-                if j >= n:
-                    continue
-                if flux == "p1" and j < n - 1:      # P1 and P0 blocks from one kernel pass
-                    tasks[("S1", i, j)] = (single_layer_matrix_p1, (surfaces[i], surfaces[j]),
-                                           {"same": i == j, "with_p0": True})
-                else:
-                    tasks[("S", i, j)] = (single_layer_matrix, (surfaces[i], surfaces[j]), {"same": i == j})
+        def single_and_hypersingular(i, j):
+            """S_ij (kept where it is an unknowns' block, else None) and N_ij
+            from the same P0 single layer, which is then dropped (memory)."""
+            if flux == "p1" and j < n - 1:      # P1 and P0 blocks from one kernel pass
+                keep, s_p0 = single_layer_matrix_p1(surfaces[i], surfaces[j], same=i == j, with_p0=True,
+                                                    **quad)
+            else:
+                s_p0 = single_layer_matrix(surfaces[i], surfaces[j], same=i == j, **quad)
+                keep = s_p0 if flux == "p0" and j < n - 1 else None
+            nb = hypersingular_matrix(s_p0, curls[i], curls[j])
+            return keep, (0.5 * (nb + nb.T) if i == j else nb)
+
+        tasks = {("SN", i, j): (single_and_hypersingular, (i, j), {})
+                 for i in range(n) for j in (i, i + 1) if j < n}
         dl = double_layer_matrix_p1 if flux == "p1" else double_layer_matrix
         for i in range(n - 1):
             for j in (i - 1, i, i + 1):
                 if 0 <= j < n:
-                    tasks[("D", i, j)] = (dl, (surfaces[i], surfaces[j]), {"same": i == j})
+                    tasks[("D", i, j)] = (dl, (surfaces[i], surfaces[j]), {"same": i == j, **quad})
 
+        # independent blocks run concurrently (XLA releases the GIL; one block keeps
+        # ~1.4 of 2 cores busy).  A pool of its own: the blocks' chunks use the
+        # shared one, and nesting tasks in a single pool could deadlock.
         with ThreadPoolExecutor(max_workers=n_threads()) as pool:
-            futures = {k: pool.submit(f, *a, **kw, **quad) for k, (f, a, kw) in tasks.items()}
-            S_tri = {k[1:]: futures[k].result() for k in futures if k[0] == "S"}
-            D = {k[1:]: futures[k].result() for k in futures if k[0] == "D"}
-            S1 = {}
-            for k in futures:
-                if k[0] == "S1":
-                    S1[k[1:]], S_tri[k[1:]] = futures[k].result()
-            nfut = {k: pool.submit(hypersingular_matrix, blk, curls[k[0]], curls[k[1]])
-                    for k, blk in S_tri.items()}
-            N = {k: f.result() for k, f in nfut.items()}
-        if flux == "p1":
-            S = S1
-        else:
-            S = {k: blk for k, blk in S_tri.items() if k[0] < n - 1 and k[1] < n - 1}
-        N = {k: (0.5 * (v + v.T) if k[0] == k[1] else v) for k, v in N.items()}
+            futures = {k: pool.submit(f, *a, **kw) for k, (f, a, kw) in tasks.items()}
+            res = {k: fut.result() for k, fut in futures.items()}
+        D = {k[1:]: v for k, v in res.items() if k[0] == "D"}
+        S = {k[1:]: v[0] for k, v in res.items() if k[0] == "SN" and v[0] is not None}
+        N = {k[1:]: v[1] for k, v in res.items() if k[0] == "SN"}
         return cls(surfaces, N, D, S, flux, matched=geometry == "matched")
 
     @classmethod

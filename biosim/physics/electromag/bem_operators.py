@@ -91,7 +91,8 @@ def _far_d(pa, wa, pb, wb, nb, lam):
 def _run_chunks(fn, arrays, n, chunk, n_out=1):
     """Call jitted ``fn`` on fixed-size chunks (the last one padded, so one
     compilation serves all), on the thread pool (XLA releases the GIL);
-    results concatenated along axis 0 (``n_out`` outputs)."""
+    results stacked along axis 0 (``n_out`` outputs), each chunk copied into
+    the output as it arrives (no second copy of the result)."""
     starts = list(range(0, n, chunk))
 
     def one(s):
@@ -106,10 +107,15 @@ def _run_chunks(fn, arrays, n, chunk, n_out=1):
     if not starts:
         return None
     if n_threads() > 1 and len(starts) > 1:
-        res = list(_pool(n_threads()).map(one, starts))
+        results = _pool(n_threads()).map(one, starts)       # in order, as they complete
     else:
-        res = [one(s) for s in starts]
-    out = [np.concatenate([r[k] for r in res], axis=0) for k in range(n_out)]
+        results = (one(s) for s in starts)
+    out = None
+    for s, res in zip(starts, results):
+        if out is None:
+            out = [np.empty((n,) + r.shape[1:], r.dtype) for r in res]
+        for o, r in zip(out, res):
+            o[s:s + len(r)] = r
     return out[0] if n_out == 1 else out
 
 
