@@ -69,7 +69,7 @@ class PeakRSS:
     """Peak resident memory (MiB) above the level at entry, sampled every 5 ms."""
 
     def __enter__(self):
-        self.base = self.peak = self._rss()
+        self.base = self.peak = self.phase_peak = self._rss()
         self._stop = False
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -84,13 +84,13 @@ class PeakRSS:
         while not self._stop:
             rss = self._rss()
             self.peak = max(self.peak, rss)
-            self.phase_peak = max(getattr(self, "phase_peak", rss), rss)
+            self.phase_peak = max(self.phase_peak, rss)
             time.sleep(0.005)
 
     def phase(self):
         """Peak (MiB above the level at entry) since the previous call, and reset."""
-        peak = max(getattr(self, "phase_peak", self.base), self._rss())
-        self.phase_peak = self._rss()
+        rss = self._rss()
+        peak, self.phase_peak = max(self.phase_peak, rss), rss
         return peak - self.base
 
     def __exit__(self, *exc):
