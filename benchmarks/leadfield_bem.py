@@ -8,6 +8,9 @@ reference), 306 MEG channels (biosim's squid_helmet_306, 102 magnetometers +
 204 planar gradiometers, 4-point coils) and, for biosim, 64 radial OPMs 6 mm
 above the scalp.
 
+* biosim's EEG readout (``--readout``): Green's representation in the scalp
+  compartment (the default) and the P1 interpolant at the electrodes (as
+  the anchors), both from the same operators.
 * Accuracy: RDM = || u/|u| - v/|v| || and MAG = |u|/|v| against the exact
   multi-shell series (EEG) and Sarvas (MEG), one dipole per eccentricity
   (radial and tangential; MEG scored on tangential dipoles, whose field is
@@ -198,7 +201,7 @@ def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
 
 
 def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg"), n_vertices=None,
-          flux="p0", geometry="flat", n_directions=1):
+          flux="p0", geometry="flat", n_directions=1, readouts=("representation", "interpolation")):
     eeg, helmet, opms = sensors_setup()
     if four_shell:
         head = SphereHead.four_shell(RADII[-1])
@@ -214,46 +217,72 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
     t0 = time.perf_counter()
     ops = BEMOperators.create(surfaces, min_gap=0.0005, flux=flux, geometry=geometry)
     t1 = time.perf_counter()
-    fwd = BEMForward.from_operators(ops, sigma, eeg=eeg,
-                                    meg=MEGSensors.concatenate(helmet, opms))
-    t2 = time.perf_counter()
-    print(f"# {len(surfaces)} x {len(surfaces[0].vertices)} vertices, radii "
-          f"{[round(r * 1e3, 1) for r in radii]} mm, sigma {list(sigma)} S/m; biosim "
-          f"{ops.n_unknowns} unknowns (flux {flux}, {geometry} elements): assembly {t1 - t0:.1f} s, "
-          f"solve {t2 - t1:.1f} s")
-    print_rows(f"biosim ({geometry}, flux {flux})", ECC, biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
-    if n_directions > 1:
-        directions_table(fwd, eeg, helmet, head, radii[0], n_directions)
+    for k, readout in enumerate(readouts):
+        t1 = time.perf_counter()
+        fwd = BEMForward.from_operators(ops, sigma, eeg=eeg, meg=MEGSensors.concatenate(helmet, opms),
+                                        eeg_readout=readout)
+        t2 = time.perf_counter()
+        if k == 0:
+            print(f"# {len(surfaces)} x {len(surfaces[0].vertices)} vertices, radii "
+                  f"{[round(r * 1e3, 1) for r in radii]} mm, sigma {list(sigma)} S/m; biosim "
+                  f"{ops.n_unknowns} unknowns (flux {flux}, {geometry} elements): assembly {t1 - t0:.1f} s, "
+                  f"solve {t2 - t1:.1f} s")
+        print_rows(f"biosim ({geometry}, {flux}, {readout[:6]}.)", ECC,
+                   biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
+        if n_directions > 1:
+            directions_table(fwd, eeg, helmet, head, radii[0], n_directions)
     for tool in tools:
         if tool == "mne" and len(surfaces) != 3:
             continue
         rows = anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan)
         if rows is not None:
             print_rows(tool, ECC, rows)
+            if n_directions > 1:
+                directions_table(None, eeg, helmet, head, radii[0], n_directions, tool, surfaces, sigma)
     return ops
 
 
-def directions_table(fwd, eeg, helmet, head, inner, n_directions):
+def directions_table(fwd, eeg, helmet, head, inner, n_directions, anchor=None, surfaces=None, sigma=None):
     """Mean and worst EEG RDM / MAG over ``n_directions`` random dipole directions
-    per eccentricity (the single-draw tables above depend on the draw)."""
+    per eccentricity (the single-draw tables above depend on the draw); with
+    ``anchor`` ("mne" or "openmeeg") for that tool on ``surfaces``, one run for
+    all the directions."""
     rows = {k: [] for k in ("rad", "tan")}
-    for seed in range(1, n_directions + 1):
-        pos, rad, tan = test_dipoles(seed, inner)
-        g = np.asarray(fwd.gain(pos))[:eeg.n_channels]
+    draws = [test_dipoles(seed, inner) for seed in range(1, n_directions + 1)]
+    if anchor is not None:
+        fn = anchors.run_mne_bem if anchor == "mne" else anchors.run_openmeeg
+        pos_all = np.concatenate([p for p, _, _ in draws])
+        try:
+            r = fn(surfaces, sigma, eeg.positions, None, np.r_[pos_all, pos_all],
+                   np.r_[np.concatenate([d for _, d, _ in draws]), np.concatenate([t for _, _, t in draws])])
+        except Exception as exc:        # noqa: BLE001
+            print(f"  {anchor}: failed ({type(exc).__name__}: {exc})")
+            return
+        if r is None:
+            return
+        ge = r["eeg_gain"] - r["eeg_gain"].mean(0)
+        m = len(pos_all)
+    for k, (pos, rad, tan) in enumerate(draws):
         ref_e, _ = references(head, eeg, helmet, pos)
-        rows["rad"].append(rdm_mag(oriented(g, rad), oriented(ref_e, rad)))
-        rows["tan"].append(rdm_mag(oriented(g, tan), oriented(ref_e, tan)))
+        if anchor is None:
+            g = np.asarray(fwd.gain(pos))[:eeg.n_channels]
+            g_rad, g_tan = oriented(g, rad), oriented(g, tan)
+        else:
+            sl = slice(k * len(pos), (k + 1) * len(pos))
+            g_rad, g_tan = ge[:, sl], ge[:, m:][:, sl]
+        rows["rad"].append(rdm_mag(g_rad, oriented(ref_e, rad)))
+        rows["tan"].append(rdm_mag(g_tan, oriented(ref_e, tan)))
     out = []
     for k, label in (("rad", "radial"), ("tan", "tangential")):
         r = np.array([x[0] for x in rows[k]])
         m = np.array([x[1] for x in rows[k]])
         out += [(f"EEG {label} RDM mean", r.mean(0)), (f"EEG {label} RDM max", r.max(0)),
                 (f"EEG {label} MAG mean", m.mean(0)), (f"EEG {label} |1-MAG| max", np.abs(1 - m).max(0))]
-    print_rows(f"{n_directions} directions per ecc.", ECC, out)
+    print_rows(f"{n_directions} directions per ecc." + (f" ({anchor})" if anchor else ""), ECC, out)
 
 
 def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flux="p0", geometry="flat",
-          n_directions=1):
+          n_directions=1, readouts=("representation", "interpolation")):
     eeg, helmet, opms = sensors_setup()
     head = SphereHead.three_shell()
     rng = np.random.default_rng(seed)
@@ -274,7 +303,7 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
         ops = BEMOperators.create(surfaces, flux=flux, geometry=geometry)
         t1 = time.perf_counter()
         m_asm = mem.phase()
-        fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet)
+        fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet, eeg_readout=readouts[0])
         t2 = time.perf_counter()
         m_sol = mem.phase()
         g = np.asarray(fwd.gain(src))
@@ -287,7 +316,7 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
     re, me = rdm_mag(g[:ne].reshape(ne, -1), ref_e.reshape(ne, -1))
     rm, mm = rdm_mag(g[ne:].reshape(helmet.n_channels, -1), ref_h.reshape(helmet.n_channels, -1))
     print(f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, flux {flux}, "
-          f"{geometry} elements), "
+          f"{geometry} elements, EEG readout {readouts[0]}), "
           f"{helmet.n_channels} MEG + {ne} EEG x {n_sources} sources x 3")
     print(f"biosim: assembly {t1 - t0:.1f} s, factorisation + transfer {t2 - t1:.1f} s "
           f"(solution {t2 - t0:.1f} s), gain {t3 - t2:.1f} s, total {t3 - t0:.1f} s "
@@ -296,19 +325,28 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
           f"tracemalloc peak {tm_peak / 2 ** 20:.0f} MiB; "
           f"EEG RDM median {np.median(re):.4f} max {re.max():.4f}, MAG median {np.median(me):.4f}; "
           f"MEG RDM median {np.median(rm):.4f} max {rm.max():.4f} (all x/y/z dipoles, 0 < ecc < 0.9)")
-    # accuracy at the test eccentricities from the same forward model
+    # accuracy at the test eccentricities from the same forward model (and, after
+    # the timed part, from the other readouts)
     pos, rad, tan = test_dipoles()
-    ge = np.asarray(fwd.gain(pos))
     ref_e, ref_h = references(head, eeg, helmet, pos)
-    rows = [("EEG radial RDM", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[0]),
-            ("EEG radial MAG", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[1]),
-            ("EEG tangential RDM", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[0]),
-            ("EEG tangential MAG", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[1]),
-            ("MEG RDM (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[0]),
-            ("MEG MAG (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[1])]
-    print_rows(f"biosim 2562 test dipoles ({geometry}, flux {flux})", ECC, rows)
-    if n_directions > 1:
-        directions_table(fwd, eeg, helmet, head, RADII[0], n_directions)
+    for k, readout in enumerate(readouts):
+        if k:
+            fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet, eeg_readout=readout)
+            g = np.asarray(fwd.gain(src))
+            re, me = rdm_mag(g[:ne].reshape(ne, -1), ref_full(head, eeg, src))
+            print(f"biosim, EEG readout {readout}: EEG RDM median {np.median(re):.4f} max {re.max():.4f}, "
+                  f"MAG median {np.median(me):.4f} (the same sources)")
+        ge = np.asarray(fwd.gain(pos))
+        rows = [("EEG radial RDM", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[0]),
+                ("EEG radial MAG", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[1]),
+                ("EEG tangential RDM", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[0]),
+                ("EEG tangential MAG", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[1]),
+                ("MEG RDM (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[0]),
+                ("MEG MAG (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[1])]
+        print_rows(f"biosim 2562 test dipoles ({geometry}, {flux}, {readout[:6]}.)", ECC, rows)
+        if n_directions > 1:
+            directions_table(fwd, eeg, helmet, head, RADII[0], n_directions)
+    del fwd
     for tool in tools:
         if anchors is None:
             print(f"{tool}: benchmarks/_bem_anchors.py not importable")
@@ -473,10 +511,15 @@ if __name__ == "__main__":
     ap.add_argument("--gradient", type=int, nargs="*", default=None,
                     help="time conductivity gradients (adjoint, dense, finite differences) at these "
                          "icosphere subdivisions (3: 642, 4: 2562)")
+    ap.add_argument("--readout", default="both", choices=("representation", "interpolation", "both"),
+                    help="biosim's EEG readout (BEMForward.from_operators(eeg_readout=...)): Green's "
+                         "representation in the scalp compartment (the default), the P1 interpolant "
+                         "(as MNE and OpenMEEG), or both (timing with the first)")
     ap.add_argument("--directions", type=int, default=1,
                     help="also mean and worst EEG RDM/MAG over this many random directions per eccentricity")
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
+    readouts = ("representation", "interpolation") if args.readout == "both" else (args.readout,)
     for nv in args.template or []:
         template_flux(nv)
     for sub in args.gradient or []:
@@ -485,7 +528,8 @@ if __name__ == "__main__":
             and args.gradient is None:       # default: the 642 table and the 2562 timing run
         args.table, args.large = [3], True
     for sub in args.table or []:
-        kw = {"flux": args.flux, "geometry": args.geometry, "n_directions": args.directions}
+        kw = {"flux": args.flux, "geometry": args.geometry, "n_directions": args.directions,
+              "readouts": readouts}
         table(sub, SIGMA50, tools=tools, **kw)
         if args.ratio80:
             table(sub, SIGMA80, tools=tools, **kw)
@@ -493,6 +537,7 @@ if __name__ == "__main__":
             table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else (), **kw)
     for nv in args.vertices or []:
         table(None, SIGMA50, tools=tools, n_vertices=nv, flux=args.flux, geometry=args.geometry,
-              n_directions=args.directions)
+              n_directions=args.directions, readouts=readouts)
     if args.large:
-        large(4, args.n_sources, tools, flux=args.flux, geometry=args.geometry, n_directions=args.directions)
+        large(4, args.n_sources, tools, flux=args.flux, geometry=args.geometry, n_directions=args.directions,
+              readouts=readouts)

@@ -46,8 +46,10 @@ Modules: the operator blocks :mod:`.bem_operators` (curved elements
 :mod:`.bem_sensors`, the source terms :mod:`.bem_sources`; this one holds the
 head model's operators and the forward model.
 
-EEG: P1 interpolation of V_N at each electrode's closest point on the scalp
-mesh.  MEG: Geselowitz (1970), ``B(r) = B0(r) - mu0/(4 pi) sum_i (s_i - s_{i+1})
+EEG: V_N at each electrode's closest point on the scalp mesh, by Green's
+representation in the scalp compartment (default: the integrals of V_N,
+V_N-1 and p_N-1 against the analytic layer potentials at the electrode) or
+by P1 interpolation (``eeg_readout``).  MEG: Geselowitz (1970), ``B(r) = B0(r) - mu0/(4 pi) sum_i (s_i - s_{i+1})
 int_{S_i} V(r') n' x (r - r') / |r - r'|^3 dS'`` with
 ``B0 = mu0/(4 pi) q x (r - r0) / |r - r0|^3``, integrated with a degree-5 rule on
 each triangle, subdivided for triangles close to a coil point, at the coil
@@ -73,7 +75,7 @@ from ...geometry.curved import curved_refinement, volume_matched_surface
 from ...geometry.mesh import TriangleMesh
 from . import bem_curved
 from .bem_integrals import triangle_rule
-from .bem_sensors import (closest_points, eeg_functional, meg_functional, meg_surface_functionals,
+from .bem_sensors import (EEG_READOUTS, closest_points, eeg_functional, meg_functional, meg_surface_functionals,
                           primary_meg_gain)
 from .bem_solve import solve_adjoint, solve_concrete, solve_traced
 from .bem_sources import _source_pairs_correction, _source_terms, _source_terms_quad
@@ -396,18 +398,27 @@ class BEMForward:
 
     @classmethod
     def create(cls, surfaces, conductivities, eeg=None, meg=None, min_gap=0.001, derivatives="adjoint",
-               **quad):
+               eeg_readout=None, **quad):
         """Assemble :class:`BEMOperators` for ``surfaces`` (``quad``: ``flux``,
         ``geometry`` and the quadrature options of :meth:`BEMOperators.create`)
         and build the forward model (:meth:`from_operators`)."""
         ops = BEMOperators.create(surfaces, min_gap=min_gap, **quad)
-        return cls.from_operators(ops, conductivities, eeg, meg, derivatives=derivatives)
+        return cls.from_operators(ops, conductivities, eeg, meg, derivatives=derivatives,
+                                  eeg_readout=eeg_readout)
 
     @classmethod
     def from_operators(cls, ops: BEMOperators, conductivities, eeg=None, meg=None,
-                       meg_functionals=None, derivatives="adjoint"):
+                       meg_functionals=None, derivatives="adjoint", eeg_readout=None):
         """The forward model of ``ops`` for ``conductivities`` (N,) S/m and the
         sensors.
+
+        ``eeg_readout`` is how an electrode reads the scalp potential
+        (:func:`.bem_sensors.eeg_functional`): "representation" (Green's
+        representation in the scalp compartment at the electrode, more
+        accurate for sources near the surfaces; the default for two or more
+        surfaces) or "interpolation" (the P1 interpolant at the electrode, as
+        OpenMEEG and MNE-Python; the default, and the only choice, for a
+        single surface).
 
         Traced conductivities (under ``jax.grad``/``jit``) are differentiated
         by ``derivatives``: "adjoint" (default; :func:`.bem_solve.solve_adjoint`,
@@ -423,6 +434,10 @@ class BEMForward:
         if eeg is None and meg is None:
             raise ParameterError("eeg/meg", None, "at least one sensor set")
         n = ops.n_surfaces
+        if eeg_readout is None:
+            eeg_readout = "representation" if n > 1 else "interpolation"
+        if eeg_readout not in EEG_READOUTS:
+            raise ParameterError("eeg_readout", eeg_readout, " or ".join(map(repr, EEG_READOUTS)))
         concrete = is_concrete(conductivities)
         sig = np.asarray(conductivities, float) if concrete else jnp.asarray(conductivities)
         if sig.shape != (n,):
@@ -439,13 +454,15 @@ class BEMForward:
                 raise GeometryError(f"electrode {int(far[0])} is {d[far[0]] * 1e3:.1f} mm from the "
                                     f"scalp surface {scalp.name!r} (more than 10 mm): check units and "
                                     "coordinate frame")
-            rows.append(eeg_functional(ops, eeg.positions))
+            f_v, f_p = eeg_functional(ops, eeg.positions, eeg_readout)
         if meg is not None:
             check_points_outside(scalp if ops.curved is None else ops.curved[-1].fine, meg.points,
                                  "MEG integration point")
             if meg_functionals is None:
                 meg_functionals = meg_surface_functionals(ops, meg)
         xp = np if concrete else jnp
+        if eeg is not None:
+            rows.append(f_v + f_p / sig[-1] if eeg_readout == "representation" else f_v)
         if meg is not None:
             rows.append(meg_functional(ops, sig, meg_functionals, xp))
         f = xp.concatenate([xp.asarray(r) for r in rows], axis=0)
