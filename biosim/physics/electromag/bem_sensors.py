@@ -139,14 +139,13 @@ def eeg_functional(ops, electrodes, readout="representation"):
     dl, dl0 = _layer_rows(x, triangles(scalp), "double")
     c = -dl0.sum(axis=1)                          # interior solid-angle fraction at x
     f_v[:, v_off[-2]:v_off[-1]] = -_to_unknowns(dl, scalp_cm, "p1", ops.surfaces[-1]) / c[:, None]
-    if n > 1:
-        cm = None if ops.curved is None else ops.curved[-2]
-        inner = ops.surfaces[-2]
-        tri = triangles(inner if cm is None else cm.fine)
-        dl, _ = _layer_rows(x, tri, "double")
-        f_v[:, v_off[-3]:v_off[-2]] = _to_unknowns(dl, cm, "p1", inner) / c[:, None]
-        sl, _ = _layer_rows(x, tri, "single_" + ops.flux)
-        f_p[:, p_off[-2]:p_off[-1]] = -_to_unknowns(sl, cm, ops.flux, inner) / c[:, None]
+    cm = None if ops.curved is None else ops.curved[-2]       # the scalp compartment's inner boundary
+    inner = ops.surfaces[-2]
+    tri = triangles(inner if cm is None else cm.fine)
+    dl, _ = _layer_rows(x, tri, "double")
+    f_v[:, v_off[-3]:v_off[-2]] = _to_unknowns(dl, cm, "p1", inner) / c[:, None]
+    sl, _ = _layer_rows(x, tri, "single_" + ops.flux)
+    f_p[:, p_off[-2]:p_off[-1]] = -_to_unknowns(sl, cm, ops.flux, inner) / c[:, None]
     return f_v, f_p
 
 
@@ -156,8 +155,9 @@ def _to_unknowns(vals, cm, basis, mesh):
     if basis == "p0":
         out = vals
         return out if cm is None else np.asarray((cm.aggregation.T @ out.T).T)
-    faces = np.asarray((mesh if cm is None else cm.fine).faces)
-    nv = int(faces.max()) + 1
+    tri_mesh = mesh if cm is None else cm.fine
+    faces = np.asarray(tri_mesh.faces)
+    nv = len(tri_mesh.vertices)
     out = np.zeros((vals.shape[0], nv))
     for k in range(3):
         out += np.asarray(sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
@@ -258,8 +258,6 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None
     :mod:`.bem_curved`, near it the 7-point rule on the sub-triangles
     subdivided ``near_level - 1`` times (the flat triangle's resolution)."""
     tri = triangles(surf)
-    faces = np.asarray(surf.faces)
-    nv = len(surf.vertices)
     if cm is None:
         bary, w = triangle_rule("7", 0)
         bary_n, w_n = triangle_rule("7", near_level)
@@ -293,12 +291,7 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None
         hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(lam_near), tn),
                          [pts[pp], nrm[pp], qpn, qwn, qnn], len(pp), 1024)
         vals[pp, tt] = hi
-    per_point = np.zeros((len(pts), nv))
-    for k in range(3):
-        per_point += np.asarray(
-            sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
-                          shape=(nv, len(faces))) @ vals[:, :, k].T).T
-    return per_point
+    return _to_unknowns(vals, None, "p1", surf)
 
 
 def meg_functional(ops, sigma, surface_functionals, xp=np):
