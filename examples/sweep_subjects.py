@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from biosim import experiment
-from biosim.sweep import run_sweep
+from biosim.experiment.sweep import run_sweep
 
 PRESETS = ("spm", "friston2000")
 

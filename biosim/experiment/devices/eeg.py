@@ -2,11 +2,11 @@
 
 Region dipoles on the fsaverage cortex project through the exact multi-shell
 sphere lead field to the montage's electrodes; the amplifier adds its noise,
-mains, clock drift and quantisation (:class:`biosim.scanners.eeg.EEGAmplifier`).
+mains, clock drift and quantisation (:class:`biosim.instruments.eeg.EEGAmplifier`).
 When the experiment also has an MRI scanner the EEG is recorded inside it:
 the gradient artifact (Faraday induction of the EPI gradients in the lead
 loops), the ballistocardiogram and the scanner's slice/volume triggers are
-added (:mod:`biosim.scanners.eeg_fmri`).  Output: BrainVision + BIDS sidecars.
+added (:mod:`biosim.instruments.eeg_fmri`).  Output: BrainVision + BIDS sidecars.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import json
 
 import numpy as np
 
-from .._core.atomic import atomic_write_text
-from .._core.errors import ParameterError, SpecError
-from ..spec import check_keys, require, set_default
+from ..._core.atomic import atomic_write_text
+from ..._core.errors import ParameterError, SpecError
+from ..keys import check_keys, require, set_default
 from . import device_instances, register_device
-from ._common import region_dipoles, source_moments, sphere_head, template_bem, write_events
+from ..subject import region_dipoles, source_moments, sphere_head, template_bem, write_events
 
 DEFAULTS = dict(montage="standard_1020", reference="average", sample_rate=250.0,
                 noise_density=50e-9, line_noise=0.0, line_frequency=50.0, clock_drift_ppm=0.0,
@@ -30,7 +30,7 @@ KEYS = set(DEFAULTS) | {"type", "channels", "range"}
 
 
 def validate(eeg: dict, spec: dict, where: str):
-    from ..physics.electromag.montage import standard_montage
+    from ...physics.electromag.montage import standard_montage
 
     check_keys(eeg, KEYS, where)
 
@@ -57,10 +57,10 @@ def validate(eeg: dict, spec: dict, where: str):
 
 
 def run(ctx):
-    from ..io.brainvision import write_brainvision
-    from ..physics.electromag import eeg_gain
-    from ..physics.electromag.montage import standard_montage
-    from ..scanners.eeg import EEGAmplifier
+    from ...io.brainvision import write_brainvision
+    from ...physics.electromag import eeg_gain
+    from ...physics.electromag.montage import standard_montage
+    from ...instruments.eeg import EEGAmplifier
 
     eeg, spec, truth, key = ctx.table, ctx.spec, ctx.truth, ctx.key
     try:
@@ -74,8 +74,8 @@ def run(ctx):
         raise SpecError(f"devices.{key}: {err}") from err
     pos, ori = region_dipoles(spec)
     if spec["subject"]["head"] == "template":                            # BEM, template head
-        from ..geometry.template_head import project_to_scalp
-        from ..physics.electromag.sensors import EEGSensors
+        from ...geometry.template_head import project_to_scalp
+        from ...physics.electromag.sensors import EEGSensors
 
         montage = EEGSensors(montage.names, project_to_scalp(
             montage.positions, spec["subject"]["bem_vertices"]), montage.reference)
@@ -92,7 +92,7 @@ def run(ctx):
     events = [(b["onset"], b["condition"]) for b in spec["protocol"]["blocks"]]
     scanners = device_instances(spec, "mri")
     if scanners:                                                         # EEG inside the scanner
-        from ..scanners.eeg_fmri import (EPIGradients, bcg_artifact, cardiac_r_peaks,
+        from ...instruments.eeg_fmri import (EPIGradients, bcg_artifact, cardiac_r_peaks,
                                          gradient_artifact, lead_loops)
 
         mri = scanners[0][1]

@@ -93,7 +93,7 @@ def test_validate_and_examples(tmp_path, capsys):
     (lambda s: s.replace("carrier_hz = 10.0", "carier_hz = 10.0"), r"activity.carier_hz is not a known key"),
 ])
 def test_bad_spec_names_the_key(tmp_path, edit, message):
-    text = (Path(experiment.__file__).parent / "experiments" / "eeg_fmri.toml").read_text()
+    text = (Path(experiment.__file__).parent / "shipped" / "eeg_fmri.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(edit(text))
     with pytest.raises(SpecError, match=message):
@@ -107,7 +107,7 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment, "_write_truth", boom)
+    monkeypatch.setattr(experiment.pipeline, "_write_truth", boom)
     with pytest.raises(KeyboardInterrupt):
         experiment.run_experiment(experiment.load_experiment(), out, progress=False)
     assert not out.exists()

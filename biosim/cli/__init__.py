@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from ._core.errors import BiosimError
+from .. import __version__
+from .._core.errors import BiosimError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep import main_sweep
 
         return main_sweep(args)
-    from . import experiment
+    from .. import experiment
 
     try:
         if args.command == "run":
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in experiment.list_examples(copy_to=args.copy):
                 print(line)
         elif args.command == "devices":
-            from .devices import device_types
+            from ..experiment.devices import device_types
 
             for name, dev in sorted(device_types().items()):
                 print(f"{name}: {dev.description}")

@@ -26,10 +26,10 @@ import json
 
 import numpy as np
 
-from ._core.atomic import atomic_write_text
-from ._core.errors import SpecError
+from .._core.atomic import atomic_write_text
+from .._core.errors import SpecError
 from .devices import device_instances
-from .spec import check_keys, require, set_default
+from .keys import check_keys, require, set_default
 
 
 def validate_analysis(spec: dict) -> None:
@@ -92,7 +92,7 @@ def _true_masks(spec, conds):
 
 
 def _structure(model, conds, tr, n_micro, field, te):
-    from .inference.dcm import DCMStructure
+    from ..inference.dcm import DCMStructure
 
     n = len(model["a"])
     b = np.zeros((len(conds), n, n), bool)
@@ -115,7 +115,7 @@ def _to_hz(a, b, c):
 
 def run_dcm_analysis(spec: dict, truth: dict, outputs: dict, out_dir, stem: str) -> dict:
     """Fit the ``[analysis.dcm]`` models; write and return the summary."""
-    from .inference.dcm import fit_dcm, model_probabilities
+    from ..inference.dcm import fit_dcm, model_probabilities
 
     cfg = spec["analysis"]["dcm"]
     meas = outputs[cfg["device"]]
@@ -193,7 +193,7 @@ def _validate_dcm_erp(spec: dict, cfg: dict) -> None:
 
 
 def _clean_in_scanner_eeg(data, fs, truth):
-    from .inference.eegfmri.artifacts import average_artifact_subtraction, optimal_basis_set
+    from ..inference.eegfmri.artifacts import average_artifact_subtraction, optimal_basis_set
 
     slices = truth["mri_slice_times"]
     slice_len = int(round(np.diff(slices).mean() * fs))
@@ -205,7 +205,7 @@ def _clean_in_scanner_eeg(data, fs, truth):
 
 def run_dcm_erp_analysis(spec: dict, truth: dict, outputs: dict, out_dir, stem: str) -> dict:
     """Fit the ``[analysis.dcm_erp]`` ERP DCM to the averaged epochs; write the summary."""
-    from .inference.dcm import ERPStructure, fit_erp
+    from ..inference.dcm import ERPStructure, fit_erp
 
     cfg = spec["analysis"]["dcm_erp"]
     meas = outputs[cfg["device"]]

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from biosim import SpecError, experiment
-from biosim.devices import device_types, register_device
-from biosim.spec import require
+from biosim.experiment.devices import device_types, register_device
+from biosim.experiment.keys import require
 
 
 def test_builtin_devices_are_registered():

@@ -34,7 +34,7 @@ def test_dcm_analysis_selects_the_generating_model(tmp_path):
      r"analysis.glm is not a known analysis"),
 ])
 def test_bad_analysis_names_the_key(tmp_path, edit, message):
-    text = (experiment._experiments_dir() / "dcm_fmri.toml").read_text()
+    text = (experiment.spec.shipped_dir() / "dcm_fmri.toml").read_text()
     (tmp_path / "bad.toml").write_text(edit(text))
     with pytest.raises(SpecError, match=message):
         experiment.load_experiment(tmp_path / "bad.toml")

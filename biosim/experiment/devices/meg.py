@@ -3,7 +3,7 @@
 The same region dipoles as the EEG project through the Sarvas sphere lead
 field (integrated over each coil's points) to the sensors; the system adds
 white noise at each sensor type's floor and mains interference
-(:class:`biosim.scanners.meg.MEGSystem`).  Systems:
+(:class:`biosim.instruments.meg.MEGSystem`).  Systems:
 
 ``"squid306"``  102 triple sensors (magnetometer + two planar gradiometers), Elekta/MEGIN-like helmet
 ``"axial275"``  275 first-order axial gradiometers (CTF-like)
@@ -20,11 +20,11 @@ import json
 
 import numpy as np
 
-from .._core.atomic import atomic_write_text
-from .._core.errors import ParameterError, SpecError
-from ..spec import check_keys, require, set_default
+from ..._core.atomic import atomic_write_text
+from ..._core.errors import ParameterError, SpecError
+from ..keys import check_keys, require, set_default
 from . import register_device
-from ._common import region_dipoles, source_moments, sphere_head, template_bem, write_events
+from ..subject import region_dipoles, source_moments, sphere_head, template_bem, write_events
 
 SYSTEMS = ("squid306", "axial275", "opm")
 _BIDS_TYPE = {"mag": "MEGMAG", "grad": "MEGGRADPLANAR", "axial": "MEGGRADAXIAL", "opm": "MEGMAG"}
@@ -63,11 +63,11 @@ def sensors_for(meg: dict, spec: dict):
     """The device's :class:`~biosim.physics.electromag.sensors.MEGSensors`, placed
     around the subject's head: a helmet ``helmet_gap`` beyond the scalp, or OPM
     cells ``standoff`` above it (on the template scalp for the template head)."""
-    from ..physics.electromag.sensors import (MEGSensors, axial_system_275, opm, opm_array,
+    from ...physics.electromag.sensors import (MEGSensors, axial_system_275, opm, opm_array,
                                               squid_helmet_306)
 
     if spec["subject"]["head"] == "template":
-        from ..geometry.template_head import project_to_scalp, template_center, template_head
+        from ...geometry.template_head import project_to_scalp, template_center, template_head
 
         center = template_center()
         scalp = template_head(spec["subject"]["bem_vertices"])[-1].vertices - center
@@ -93,9 +93,9 @@ def sensors_for(meg: dict, spec: dict):
 
 
 def run(ctx):
-    from ..io.fif import write_meg_fif
-    from ..physics.electromag import meg_gain
-    from ..scanners.meg import MEGSystem
+    from ...io.fif import write_meg_fif
+    from ...physics.electromag import meg_gain
+    from ...instruments.meg import MEGSystem
 
     meg, spec, truth, key = ctx.table, ctx.spec, ctx.truth, ctx.key
     try:

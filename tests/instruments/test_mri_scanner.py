@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.scanners.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI, TissueMaps
+from biosim.instruments.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI, TissueMaps
 
 SEQ = dict(matrix=(8, 8), fov=(0.032, 0.032), n_slices=2, echo_spacing=5e-4, tr=1.0)
 

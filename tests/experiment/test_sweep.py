@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError, SpecError, experiment
-from biosim import sweep as sw
+from biosim.cli import sweep as sweep_cli
+from biosim.experiment import sweep as sw
 
 TINY_TOML = """
 [experiment]
@@ -82,7 +83,7 @@ def _counting_runner(monkeypatch, fail=lambda spec, n: False):
             raise exc
         return real(spec, out_dir, **kwargs)
 
-    monkeypatch.setattr(experiment, "run_experiment", wrapper)
+    monkeypatch.setattr(experiment.pipeline, "run_experiment", wrapper)
     return calls
 
 
@@ -123,11 +124,11 @@ def test_expand_zipped_keys_lists_and_indices(tiny):
 
 
 def test_run_ids_are_sanitised_and_unique():
-    ids = {sw._run_id(0, {"subject.id": "01", "x.name": v}) for v in ("a b", "a_b", "a/b")}
+    ids = {sw.plan.run_id_for(0, {"subject.id": "01", "x.name": v}) for v in ("a b", "a_b", "a/b")}
     assert len(ids) == 3
     assert "sub-01_seed-0_x.name-a_b" in ids                       # nothing lost: no hash
     assert all(i.startswith("sub-01_seed-0_x.name-a_b") for i in ids)
-    long = sw._run_id(3, {"activity.drive.visual": list(np.linspace(0, 1, 40))})
+    long = sw.plan.run_id_for(3, {"activity.drive.visual": list(np.linspace(0, 1, 40))})
     assert len(long) < 200 and "_h" in long
 
 
@@ -310,19 +311,19 @@ def test_missing_distributed_names_the_extra(tiny, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- command line
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="biosim")
-    sw.add_sweep_parser(parser.add_subparsers(dest="command"))
-    return sw.main_sweep(parser.parse_args(argv))
+    sweep_cli.add_sweep_parser(parser.add_subparsers(dest="command"))
+    return sweep_cli.main_sweep(parser.parse_args(argv))
 
 
 def test_parse_seeds_and_values():
-    assert sw.parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
-    assert sw.parse_seeds("7") == [7]
+    assert sweep_cli.parse_seeds("0-3,10") == [0, 1, 2, 3, 10]
+    assert sweep_cli.parse_seeds("7") == [7]
     for bad in ("3-1", "a", "-1", "1,,2"):
         with pytest.raises(SpecError, match="--seeds"):
-            sw.parse_seeds(bad)
-    assert sw.parse_value("0.02") == 0.02 and sw.parse_value("spm") == "spm"
-    assert sw.parse_value("[0.1, 0.1,0]") == [0.1, 0.1, 0]
-    assert sw._split_top_level("[0.1,0.2],[0.3,0.4], spm") == ["[0.1,0.2]", "[0.3,0.4]", "spm"]
+            sweep_cli.parse_seeds(bad)
+    assert sweep_cli.parse_value("0.02") == 0.02 and sweep_cli.parse_value("spm") == "spm"
+    assert sweep_cli.parse_value("[0.1, 0.1,0]") == [0.1, 0.1, 0]
+    assert sweep_cli._split_top_level("[0.1,0.2],[0.3,0.4], spm") == ["[0.1,0.2]", "[0.3,0.4]", "spm"]
 
 
 def test_cli_sweep(tiny_toml, tmp_path, capsys):
@@ -400,7 +401,7 @@ def test_local_dask_cluster_matches_sequential(done_sweep, tiny, tmp_path):
 
 # ----------------------------------------------------------------------------- example
 def test_sweep_subjects_example(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "examples" / "sweep_subjects.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "sweep_subjects.py"
     spec = importlib.util.spec_from_file_location("sweep_subjects", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

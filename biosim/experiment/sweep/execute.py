@@ -1,4 +1,4 @@
-"""Sweeps: many subjects or parameter sets of one experiment, in one call.
+"""Executing a sweep: many subjects or parameter sets of one experiment, in one call.
 
 A sweep takes a validated experiment (see :mod:`biosim.experiment`) and a set of
 changes to it -- random seeds, a grid of values for dotted keys, or lists of
@@ -44,15 +44,11 @@ output folder at a time.
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
-import itertools
 import json
 import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import traceback
@@ -62,257 +58,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import __version__
-from . import experiment as _experiment
-from ._core.atomic import atomic_write_text
-from ._core.errors import BiosimError, ParameterError, SpecError
-from ._core.progress import progress_enabled
+from ... import __version__
+from ..._core.atomic import atomic_write_text
+from ..._core.errors import ParameterError
+from ..._core.progress import progress_enabled
+from .. import pipeline as _pipeline
+from .. import spec as _spec
+from .plan import SweepRun, expand_sweep, spec_hash
 
 SWEEP_FILE = "sweep.json"
 STAMP_FILE = "sweep_run.json"
 COMPLETE_MARKER = "dataset_description.json"
-_SAFE = re.compile(r"[^A-Za-z0-9._,+-]")
-_MAX_VALUE_CHARS = 40
-_MAX_ID_CHARS = 150
-_LABELS = {"subject.id": "sub", "experiment.seed": "seed"}
-_PART_RE = re.compile(r"^([^.\[\]]+)((?:\[\d+\])*)$")
 #: environment of local worker processes: one thread per worker for XLA, BLAS and biosim
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "BIOSIM_NUM_THREADS": "1", "BIOSIM_PROGRESS": "0"}
 _XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
-# ----------------------------------------------------------------------------- spec keys
-def _parse_key(key: str) -> list[str | int]:
-    """``"protocol.blocks[0].onset"`` -> ``["protocol", "blocks", 0, "onset"]``."""
-    if not isinstance(key, str) or not key:
-        raise SpecError(f"sweep key {key!r} is invalid: expected a dotted key such as "
-                        "'devices.mri.te'")
-    tokens: list[str | int] = []
-    for part in key.split("."):
-        match = _PART_RE.match(part)
-        if match is None:
-            raise SpecError(f"sweep key {key!r} is invalid: expected a dotted key such as "
-                            "'devices.mri.te' or 'protocol.blocks[0].onset'")
-        tokens.append(match.group(1))
-        tokens.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
-    return tokens
-
-
-def _set_key(spec: dict, key: str, value: Any) -> None:
-    """Set ``key`` in ``spec`` in place; the key must already exist (no silent typos)."""
-    tokens = _parse_key(key)
-    node: Any = spec
-    where = ""
-    for i, tok in enumerate(tokens):
-        last = i == len(tokens) - 1
-        if isinstance(tok, int):
-            if not isinstance(node, list) or not 0 <= tok < len(node):
-                size = len(node) if isinstance(node, list) else "no"
-                raise SpecError(f"{key} is not a key of the experiment: {where or 'the spec'} "
-                                f"has {size} entries, expected an index below it")
-            where = f"{where}[{tok}]"
-        else:
-            if not isinstance(node, dict) or tok not in node:
-                known = sorted(node) if isinstance(node, dict) else []
-                raise SpecError(f"{key} is not a key of the experiment: expected one of "
-                                f"{[f'{where}.{k}'.lstrip('.') for k in known]}")
-            where = f"{where}.{tok}".lstrip(".")
-        if last:
-            node[tok] = copy.deepcopy(value)
-        else:
-            node = node[tok]
-
-
-def apply_overrides(spec: dict, overrides: Mapping[str, Any], source: str = "<spec>") -> dict:
-    """A validated copy of ``spec`` with dotted keys replaced.
-
-    Parameters
-    ----------
-    spec : dict
-        An experiment spec (from :func:`biosim.experiment.load_experiment`).
-    overrides : mapping
-        ``{"devices.mri.te": 0.02, "activity.drive.visual": [0.1, 0.1, 0.0],
-        "protocol.blocks[0].onset": 10.0}``.  Every key must already exist in
-        ``spec`` (after defaults are filled in), so a misspelt key is an error
-        rather than a silently ignored setting.
-    source : str
-        Named in error messages.
-
-    Raises
-    ------
-    SpecError
-        For an unknown key or a value that fails validation, naming both.
-    """
-    out = _experiment.validate_spec(spec, source)
-    for key, value in overrides.items():
-        _set_key(out, key, value)
-    return _experiment.validate_spec(out, source)
-
-
-def _canonical(obj: Any) -> Any:
-    # ints become floats for hashing so that 0 and 0.0 (same physics) hash alike
-    if isinstance(obj, bool):
-        return obj
-    if isinstance(obj, int) and abs(obj) < 2 ** 53:
-        return float(obj)
-    if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    return obj
-
-
-def spec_hash(spec: dict) -> str:
-    """A 12-hex-digit SHA-256 fingerprint of a validated spec (key order and
-    ``0`` vs ``0.0`` do not matter)."""
-    text = json.dumps(_canonical(spec), sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-# ----------------------------------------------------------------------------- expansion
-@dataclass(frozen=True)
-class SweepRun:
-    """One run of a sweep: its id, its changes to the base spec and the full spec."""
-
-    run_id: str
-    seed: int
-    overrides: dict
-    spec: dict
-    spec_hash: str
-
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return ",".join(_format_value(v) for v in value)
-    if isinstance(value, dict):
-        return ",".join(f"{k}={_format_value(v)}" for k, v in value.items())
-    return str(value)
-
-
-def _run_id(seed: int, overrides: dict) -> str:
-    parts, lossy = [], False
-    if "subject.id" in overrides:
-        parts.append(("sub", overrides["subject.id"]))
-    parts.append(("seed", seed))
-    parts += [(k, v) for k, v in overrides.items() if k not in _LABELS]
-    pieces = []
-    for label, value in parts:
-        text = _format_value(value)
-        safe = _SAFE.sub("_", text)
-        if len(safe) > _MAX_VALUE_CHARS:
-            safe = safe[:_MAX_VALUE_CHARS]
-        lossy |= safe != text
-        plain = re.sub(r"\[(\d+)\]", r".\1", label)     # blocks[1] -> blocks.1
-        key = _SAFE.sub("_", plain)
-        lossy |= key != plain
-        pieces.append(f"{key}-{safe}")
-    run_id = "_".join(pieces)
-    if len(run_id) > _MAX_ID_CHARS:
-        run_id, lossy = run_id[:_MAX_ID_CHARS], True
-    if lossy:
-        digest = hashlib.sha256(json.dumps(_canonical({"seed": seed, **overrides}),
-                                           sort_keys=True).encode()).hexdigest()[:8]
-        run_id = f"{run_id}_h{digest}"
-    return run_id
-
-
-def _axes(seeds, grid) -> list[tuple[tuple[str, ...], list[tuple]]]:
-    """Normalise ``grid`` (plus ``seeds``) to a list of (keys, list of value tuples)."""
-    axes: list[tuple[tuple[str, ...], list[tuple]]] = []
-    seen: set[str] = set()
-    for keys, values in (grid or {}).items():
-        zipped = isinstance(keys, tuple)
-        keys = tuple(keys) if zipped else (keys,)
-        for k in keys:
-            _parse_key(k)
-            if k in seen:
-                raise SpecError(f"sweep key {k!r} appears twice in the grid")
-            seen.add(k)
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise SpecError(f"grid[{keys[0] if not zipped else keys!r}] = {values!r} is invalid: "
-                            "expected a list of values")
-        values = list(values)
-        if not values:
-            raise SpecError(f"grid[{keys[0] if not zipped else keys!r}] is empty: expected at "
-                            "least one value")
-        if zipped:
-            for v in values:
-                if not isinstance(v, (tuple, list)) or len(v) != len(keys):
-                    raise SpecError(f"grid[{keys!r}] entry {v!r} is invalid: expected "
-                                    f"{len(keys)} values changed together")
-            values = [tuple(v) for v in values]
-        else:
-            values = [(v,) for v in values]
-        axes.append((keys, values))
-    if seeds is not None:
-        if "experiment.seed" in seen:
-            raise SpecError("seeds and grid['experiment.seed'] both set the seed: use one")
-        seeds = list(seeds)
-        bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
-        if not seeds or bad:
-            raise SpecError(f"seeds = {seeds!r} is invalid: expected a non-empty list of "
-                            "non-negative integers")
-        axes.append((("experiment.seed",), [(s,) for s in seeds]))
-    return axes
-
-
-def expand_sweep(spec: dict, seeds: Iterable[int] | None = None,
-                 grid: Mapping[Any, Sequence] | None = None) -> list[SweepRun]:
-    """Every run of a sweep, validated, in a deterministic order.
-
-    Parameters
-    ----------
-    spec : dict
-        Base experiment (from :func:`biosim.experiment.load_experiment`).
-    seeds : iterable of int, optional
-        Random seeds (``experiment.seed``); the innermost loop.  ``None``: the
-        base spec's seed only.
-    grid : mapping, optional
-        ``{"devices.mri.te": [0.02, 0.03], ...}``: the Cartesian product of the
-        value lists, in key order.  A tuple of keys maps to values that change
-        together (one axis), e.g. ``{("subject.id", "experiment.seed"):
-        [("01", 1), ("02", 2)]}``.
-
-    Returns
-    -------
-    list of SweepRun
-        ``grid`` axes outermost, seeds innermost.
-
-    Raises
-    ------
-    SpecError
-        A key that is not in the spec, a value that fails validation (naming the
-        run, the key and the value), or two runs with the same id.
-    """
-    base = _experiment.validate_spec(spec)
-    axes = _axes(seeds, grid)
-    runs, ids = [], {}
-    for combo in itertools.product(*(values for _, values in axes)):
-        overrides = {}
-        for (keys, _), values in zip(axes, combo):
-            overrides.update(zip(keys, values))
-        seed = overrides.get("experiment.seed", base["experiment"]["seed"])
-        shown = {k: v for k, v in overrides.items() if k != "experiment.seed"}
-        label = _run_id(seed, shown) if isinstance(seed, int) else "?"
-        try:
-            run_spec = apply_overrides(base, overrides, source=f"sweep run {label}")
-        except SpecError as err:
-            changes = ", ".join(f"{k} = {v!r}" for k, v in overrides.items())
-            raise SpecError(f"sweep run {label} ({changes}): {err}") from err
-        seed = run_spec["experiment"]["seed"]
-        run_id = _run_id(seed, shown)
-        if run_id in ids:
-            raise SpecError(f"sweep runs {ids[run_id]!r} and {overrides!r} have the same id "
-                            f"{run_id!r}: a seed or grid value is repeated")
-        ids[run_id] = overrides
-        runs.append(SweepRun(run_id=run_id, seed=seed, overrides=shown, spec=run_spec,
-                             spec_hash=spec_hash(run_spec)))
-    return runs
 
 
 # ----------------------------------------------------------------------------- results
@@ -430,7 +192,7 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
                                       dir=root))
         try:
             built = stage / run.run_id
-            _experiment.run_experiment(run.spec, built, overwrite=False, progress=progress)
+            _pipeline.run_experiment(run.spec, built, overwrite=False, progress=progress)
             seconds = time.perf_counter() - t0
             atomic_write_text(built / STAMP_FILE, json.dumps({
                 "run_id": run.run_id, "spec_hash": run.spec_hash, "seed": run.seed,
@@ -561,9 +323,9 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
         raise ParameterError("scheduler", scheduler, "None (a local Dask cluster), "
                              "'sequential', a scheduler address or a dask.distributed.Client")
     if isinstance(spec_or_path, dict):
-        base = _experiment.validate_spec(spec_or_path)
+        base = _spec.validate_spec(spec_or_path)
     else:
-        base = _experiment.load_experiment(spec_or_path)
+        base = _spec.load_experiment(spec_or_path)
     seeds = None if seeds is None else list(seeds)
     runs = expand_sweep(base, seeds=seeds, grid=grid)
     out_root = Path(out_root).expanduser().resolve()
@@ -680,153 +442,3 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
                 cluster.close()
     return SweepReport(out_root=out_root, runs=tuple(results[r.run_id] for r in runs),
                        scheduler=label, seconds=time.perf_counter() - t0)
-
-
-# ----------------------------------------------------------------------------- command line
-def parse_seeds(text: str) -> list[int]:
-    """``"0-9"`` -> 0..9, ``"1,4,7"``, ``"0-3,10"``; ranges are inclusive."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if match is None or (match.group(2) is not None
-                             and int(match.group(2)) < int(match.group(1))):
-            raise SpecError(f"--seeds {text!r} is invalid: expected non-negative integers and "
-                            "increasing ranges, e.g. '0-9' or '1,4,7' or '0-3,10'")
-        lo = int(match.group(1))
-        hi = int(match.group(2)) if match.group(2) is not None else lo
-        seeds.extend(range(lo, hi + 1))
-    return seeds
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside brackets, braces or quotes."""
-    items, depth, quote, cur = [], 0, None, []
-    for ch in text:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            items.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    items.append("".join(cur))
-    return [i.strip() for i in items]
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value as TOML (``0.02``, ``[0.1, 0.1, 0]``, ``"spm"``, ``true``);
-    anything that is not TOML is taken as a bare string (``spm``)."""
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text.strip()
-
-
-def _key_value(option: str, text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or not value.strip():
-        raise SpecError(f"{option} {text!r} is invalid: expected KEY=VALUE, e.g. "
-                        "devices.mri.te=0.02")
-    return key.strip(), value.strip()
-
-
-def add_sweep_parser(subparsers) -> Any:
-    """Add the ``sweep`` command to the ``biosim`` argument parser's subparsers."""
-    p = subparsers.add_parser(
-        "sweep", help="run many seeds / parameter sets of an experiment (Dask, resumable)",
-        description="Run every combination of seeds and parameter values of an experiment, "
-                    "each as an independent dataset under OUT/<run id>. Complete runs are "
-                    "skipped, so an interrupted sweep resumes when run again.")
-    p.add_argument("experiment", nargs="?", default=None,
-                   help="experiment TOML file (default: the built-in default experiment)")
-    p.add_argument("-o", "--out", default="biosim_sweep", help="output folder (default: "
-                   "%(default)s)")
-    p.add_argument("--seeds", default=None, metavar="LIST",
-                   help="random seeds, e.g. 0-9 or 1,4,7 (default: the experiment's seed)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_",
-                   help="change a key for every run, e.g. activity.drive.visual=[0.1,0.1,0] "
-                        "(repeatable; VALUE is TOML, bare words are strings)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="sweep a key over values (repeatable: the Cartesian product), e.g. "
-                        "devices.mri.te=0.02,0.03")
-    p.add_argument("--zip", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="keys whose values change together (all --zip lists have one length "
-                        "and form one axis), e.g. --zip subject.id=01,02 --zip "
-                        "experiment.seed=1,2")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="Dask scheduler address (default: a local cluster), or 'sequential' "
-                        "to run here one after another")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes of the local cluster (default: one per CPU)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace run folders that hold a different spec")
-    p.add_argument("--dry-run", action="store_true",
-                   help="list the runs and whether each is complete, then stop")
-    p.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
-    return p
-
-
-def _parse_for_key(key: str, text: str) -> Any:
-    if key == "subject.id":  # ids such as 01 are text, not the integer 1
-        return text.strip().strip("\"'")
-    return parse_value(text)
-
-
-def _args_to_sweep(args) -> tuple[dict, list[int] | None, dict]:
-    spec = _experiment.load_experiment(args.experiment)
-    if args.set_:
-        pairs = [_key_value("--set", s) for s in args.set_]
-        spec = apply_overrides(spec, {k: _parse_for_key(k, v) for k, v in pairs},
-                               source="--set")
-    grid: dict[Any, list] = {}
-    for text in args.grid:
-        key, values = _key_value("--grid", text)
-        grid[key] = [_parse_for_key(key, v) for v in _split_top_level(values)]
-    if args.zip:
-        keys, columns = [], []
-        for text in args.zip:
-            key, values = _key_value("--zip", text)
-            keys.append(key)
-            columns.append([_parse_for_key(key, v) for v in _split_top_level(values)])
-        if len({len(c) for c in columns}) != 1:
-            raise SpecError(f"--zip lists have different lengths "
-                            f"{[len(c) for c in columns]}: expected one value per run for "
-                            f"every key ({', '.join(keys)})")
-        grid[tuple(keys)] = list(zip(*columns))
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
-    return spec, seeds, grid
-
-
-def main_sweep(args) -> int:
-    """Run ``biosim sweep`` from parsed arguments; 0 when every run is complete,
-    1 when some run failed, 2 for an invalid sweep (nothing ran)."""
-    try:
-        spec, seeds, grid = _args_to_sweep(args)
-        if args.dry_run:
-            runs = expand_sweep(spec, seeds=seeds, grid=grid)
-            for run in runs:
-                print(f"{run.run_id}\t{run.spec_hash}\t{run_state(args.out, run)}")
-            print(f"biosim: {len(runs)} run(s) of {_experiment.describe(spec)}")
-            return 0
-        report = run_sweep(spec, args.out, seeds=seeds, grid=grid, scheduler=args.scheduler,
-                           n_workers=args.workers, overwrite=args.overwrite,
-                           progress=not args.no_progress)
-    except (BiosimError, FileNotFoundError, FileExistsError, ImportError, OSError) as err:
-        print(f"biosim: error: {err}", file=sys.stderr)
-        return 2
-    print(f"biosim: {report}")
-    for r in report.failed:
-        print(f"biosim: run {r.run_id} failed: {r.error}", file=sys.stderr)
-    if report.failed:
-        print(f"biosim: run the same command again to retry the failed run(s); details in "
-              f"{report.out_root / SWEEP_FILE}", file=sys.stderr)
-    return 0 if report.ok else 1

@@ -6,7 +6,7 @@ Every problem is reported as a :class:`~biosim.SpecError` naming the dotted key
 
 from __future__ import annotations
 
-from ._core.errors import SpecError
+from .._core.errors import SpecError
 
 __all__ = ["require", "set_default", "check_keys", "get_path", "set_path", "SpecError"]
 

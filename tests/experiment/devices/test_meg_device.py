@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from biosim import experiment
-from biosim.devices.meg import sensors_for
-from biosim.devices._common import sphere_head
+from biosim.experiment.devices.meg import sensors_for
+from biosim.experiment.subject import sphere_head
 from biosim.geometry.source_space import cortical_surface
 from biosim.inference.minimum_norm import apply_inverse, make_inverse_operator
 from biosim.physics.electromag import meg_gain

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._core.errors import SpecError
+from ..._core.errors import SpecError
 
 __all__ = ["DeviceType", "DeviceContext", "register_device", "device_type", "device_types",
            "device_instances"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._core.atomic import atomic_path
+from .._core.atomic import atomic_path
 
 
 def _save(fig, path: Path, plt) -> Path:
@@ -89,7 +89,7 @@ def electrophysiology_figure(spec, truth, key, kind, path, plt):
     ax.set_xlabel("time (s)")
     ax.set_title(f"{key}: noise-free traces ({unit})", fontsize=9)
     if kind == "eeg":
-        from .physics.electromag.montage import standard_montage
+        from ..physics.electromag.montage import standard_montage
 
         table = spec["devices"][key]
         pos = standard_montage(table["montage"], channels=table.get("channels")).positions

@@ -44,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._core.errors import SpecError
-from .spec import check_keys, require, set_default
+from .._core.errors import SpecError
+from .keys import check_keys, require, set_default
 
 MODELS = ("drive", "dcm", "neural_mass", "timecourses")
 
@@ -151,7 +151,7 @@ def condition_inputs(spec: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def dcm_parameters(spec: dict, names: list[str]):
     """The ``[activity.dcm]`` network in SPM's parametrisation (A, B, C, D arrays)."""
-    from .physics.neural import NeuralParams
+    from ..physics.neural import NeuralParams
 
     dcm, n = spec["activity"]["dcm"], len(spec["subject"]["regions"])
     a = np.asarray(dcm["A"], float)
@@ -170,7 +170,7 @@ def dcm_parameters(spec: dict, names: list[str]):
 
 @jax.jit
 def _integrate_bilinear(params, u, dt):
-    from .physics.neural import neural_rhs
+    from ..physics.neural import neural_rhs
 
     def step(z, uk):
         k1 = neural_rhs(z, uk, params)
@@ -215,7 +215,7 @@ def simulate_activity(spec: dict) -> dict:
 
 
 def _neural_mass_activity(spec, times, names):
-    from .physics.neural.neural_mass import ERPParams, event_related_activity
+    from ..physics.neural.neural_mass import ERPParams, event_related_activity
 
     act, nm = spec["activity"], spec["activity"]["neural_mass"]
     n = len(spec["subject"]["regions"])

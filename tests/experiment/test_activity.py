@@ -6,7 +6,7 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from biosim import SpecError, experiment
-from biosim.activity import condition_inputs, simulate_activity
+from biosim.experiment.activity import condition_inputs, simulate_activity
 
 
 def test_dcm_activity_matches_an_independent_ode_solution():
@@ -42,7 +42,7 @@ def test_given_time_courses_are_used(tmp_path):
     tc[200:400, 1] = 0.1
     rows = "\n".join("\t".join(f"{v:g}" for v in row) for row in tc)
     (tmp_path / "tc.tsv").write_text("V1\tV5\tPFC\n" + rows + "\n")
-    text = (experiment._experiments_dir() / "fmri.toml").read_text()
+    text = (experiment.spec.shipped_dir() / "fmri.toml").read_text()
     text = text.replace('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }')
     (tmp_path / "exp.toml").write_text(text)
     spec = experiment.load_experiment(tmp_path / "exp.toml")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.scanners.eeg_fmri import (EPIGradients, bcg_artifact, cardiac_r_peaks,
+from biosim.instruments.eeg_fmri import (EPIGradients, bcg_artifact, cardiac_r_peaks,
                                       gradient_artifact, lead_loops)
 
 

@@ -9,7 +9,7 @@ import pytest
 from biosim import experiment
 from biosim.cli import main
 
-SHIPPED = sorted(p.name for p in experiment._experiments_dir().iterdir() if p.name.endswith(".toml"))
+SHIPPED = sorted(p.name for p in experiment.spec.shipped_dir().iterdir() if p.name.endswith(".toml"))
 OUTPUTS = {"mri": ["func/{stem}_bold.nii.gz", "func/{stem}_bold.json", "func/{stem}_events.tsv"],
            "eeg": ["eeg/{stem}_eeg.vhdr", "eeg/{stem}_eeg.json", "eeg/{stem}_channels.tsv"],
            "meg": ["meg/{stem}_meg.fif", "meg/{stem}_meg.json", "meg/{stem}_channels.tsv"]}

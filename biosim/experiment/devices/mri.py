@@ -2,7 +2,7 @@
 
 The regional neural activity drives the Balloon-Windkessel model; the BOLD
 signal becomes a change of R2* (R2 for SE) in a cube of grey-matter voxels per
-region inside a white-matter slab, and :class:`biosim.scanners.mri.MRIScanner`
+region inside a white-matter slab, and :class:`biosim.instruments.mri.MRIScanner`
 acquires EPI volumes (4D NIfTI + BIDS sidecar in ``func/``).
 """
 
@@ -12,13 +12,13 @@ import json
 
 import numpy as np
 
-from .._core.atomic import atomic_write_text
-from .._core.errors import ParameterError, SpecError
-from ..physics.hemodynamics import BOLDParams, simulate_bold
-from ..physics.hemodynamics.balloon import preset as balloon_preset
-from ..spec import check_keys, require, set_default
+from ..._core.atomic import atomic_write_text
+from ..._core.errors import ParameterError, SpecError
+from ...physics.hemodynamics import BOLDParams, simulate_bold
+from ...physics.hemodynamics.balloon import preset as balloon_preset
+from ..keys import check_keys, require, set_default
 from . import register_device
-from ._common import write_events
+from ..subject import write_events
 
 
 KEYS = {"type", "field_strength", "tr", "te", "baseline_signal", "noise_std", "sequence",
@@ -79,7 +79,7 @@ def region_volume(n_regions: int, voxels_per_region: int, matrix, n_slices: int,
 def tissue_maps(labels, m0_scale: float):
     """Grey-matter regions inside a white-matter ellipse (3 T relaxation times,
     Wansapura et al. 1999; Peters et al. 2007)."""
-    from ..scanners.mri import TissueMaps
+    from ...instruments.mri import TissueMaps
 
     nx, ny, nz = labels.shape
     x = (np.arange(nx) - (nx - 1) / 2) / (nx / 2)
@@ -100,7 +100,7 @@ def extrapolated_r0(b0: float) -> float:
 
 
 def run(ctx):
-    from ..scanners.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI
+    from ...instruments.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI
 
     mri, spec, truth = ctx.table, ctx.spec, ctx.truth
     act = spec["activity"]
