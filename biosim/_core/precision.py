@@ -74,10 +74,3 @@ def require_float64(what: str, strict: bool = False) -> None:
     if strict:
         raise PrecisionError(msg)
     warnings.warn(msg, PrecisionWarning, stacklevel=3)
-
-
-def default_float():
-    """The default JAX float dtype under the current policy."""
-    import jax.numpy as jnp
-
-    return jnp.float64 if x64_enabled() else jnp.float32

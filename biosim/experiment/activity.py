@@ -38,6 +38,7 @@ devices' dipole moments per unit activity, of the EEG/MEG sources.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -46,6 +47,7 @@ import numpy as np
 
 from .._core.errors import SpecError
 from .keys import check_keys, require, set_default
+from .protocol import Protocol
 
 MODELS = ("drive", "dcm", "neural_mass", "timecourses")
 
@@ -126,7 +128,9 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
         defined = set(c)
     else:
         tc = require(act, "timecourses", "activity", dict, None, "a table with file = 'x.tsv'")
+        check_keys(tc, {"file"}, "activity.timecourses")
         require(tc, "file", "activity.timecourses", str)
+        read_timecourses(spec)  # an unreadable or malformed file fails here, before any run
         defined = conditions
     missing = conditions - defined
     if missing:
@@ -135,21 +139,76 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
                         f"{sorted(defined)})")
 
 
-def condition_inputs(spec: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Microtime boxcars of the protocol's conditions: (times (n_t,), u (n_t, n_cond), names)."""
-    exp, act = spec["experiment"], spec["activity"]
-    dt = act["dt"]
-    n_t = int(round(exp["duration"] / dt))
-    times = np.arange(n_t) * dt
-    names = sorted({b["condition"] for b in spec["protocol"]["blocks"]})
-    u = np.zeros((n_t, len(names)))
-    for b in spec["protocol"]["blocks"]:
-        on = (times >= b["onset"] - 1e-9) & (times < b["onset"] + b["duration"] - 1e-9)
-        u[on, names.index(b["condition"])] = 1.0
-    return times, u, names
+@dataclasses.dataclass(frozen=True)
+class DCMTruth:
+    """The generating DCM in SPM's parametrisation (see :func:`dcm_parameters`)."""
+
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
 
 
-def dcm_parameters(spec: dict, names: list[str]):
+@dataclasses.dataclass(frozen=True)
+class SourceActivity:
+    """Dipole moment of each region on a fine time grid.
+
+    Attributes
+    ----------
+    times : array (n_t,)
+        s.
+    moments : array (n_t, n_regions)
+        A m.
+    """
+
+    times: np.ndarray
+    moments: np.ndarray
+
+    def at(self, times: np.ndarray) -> np.ndarray:
+        """Moments (n_times, n_regions) in A m at ``times`` (s), linearly interpolated."""
+        return np.stack([np.interp(times, self.times, self.moments[:, r])
+                         for r in range(self.moments.shape[1])], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Activity:
+    """Brain activity of an experiment on the microtime grid.
+
+    Attributes
+    ----------
+    times : array (n_t,)
+        Microtime axis, s.
+    condition_inputs : array (n_t, n_conditions)
+        Boxcars of the protocol's conditions (alphabetical).
+    neural_input : array (n_t, n_regions)
+        Neural activity, the input of the hemodynamic model, 1/s.
+    dcm : DCMTruth or None
+        The generating network of ``model = "dcm"``.
+    sources : SourceActivity or None
+        Dipole moments the model itself produced (``model = "neural_mass"``);
+        otherwise :func:`source_activity` derives them from ``neural_input``.
+    pyramidal_depolarisation : array or None
+        Neural-mass x9 per region at ``sources.times``, mV.
+    """
+
+    times: np.ndarray
+    condition_inputs: np.ndarray
+    neural_input: np.ndarray
+    dcm: DCMTruth | None = None
+    sources: SourceActivity | None = None
+    pyramidal_depolarisation: np.ndarray | None = None
+
+    def truth_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of the ground-truth archive (names documented in the pipeline)."""
+        out = {"times": self.times, "neural_input": self.neural_input,
+               "condition_inputs": self.condition_inputs}
+        if self.dcm is not None:
+            out.update(dcm_A=self.dcm.A, dcm_B=self.dcm.B, dcm_C=self.dcm.C)
+        if self.pyramidal_depolarisation is not None:
+            out["pyramidal_depolarisation"] = self.pyramidal_depolarisation
+        return out
+
+
+def dcm_parameters(spec: dict, names: tuple[str, ...]):
     """The ``[activity.dcm]`` network in SPM's parametrisation (A, B, C, D arrays)."""
     from ..physics.neural import NeuralParams
 
@@ -184,41 +243,63 @@ def _integrate_bilinear(params, u, dt):
     return zs
 
 
-def simulate_activity(spec: dict) -> dict:
-    """Neural activity of a validated spec.
-
-    Returns
-    -------
-    dict
-        ``times`` (n_t,) s, ``neural_input`` (n_t, n_regions) 1/s, ``condition_inputs``
-        (n_t, n_conditions) and, for a DCM, its parameters in SPM's parametrisation.
-    """
+def simulate_activity(spec: dict, protocol: Protocol | None = None) -> Activity:
+    """Neural activity of a validated spec on the microtime grid ``activity.dt``."""
     act = spec["activity"]
-    times, u, names = condition_inputs(spec)
-    out = {"times": times, "condition_inputs": u}
+    protocol = protocol or Protocol.from_spec(spec)
+    dt = act["dt"]
+    n_t = int(round(protocol.duration / dt))
+    times = np.arange(n_t) * dt
+    u = protocol.boxcars(dt, n_t)
+    names = protocol.conditions
     if act["model"] == "drive":
         w = np.array([act["drive"][c] for c in names])              # (n_cond, n_regions)
-        out["neural_input"] = u @ w
-    elif act["model"] == "dcm":
+        return Activity(times, u, u @ w)
+    if act["model"] == "dcm":
         params = dcm_parameters(spec, names)
-        z = np.asarray(_integrate_bilinear(params, jnp.asarray(u), act["dt"]))
+        z = np.asarray(_integrate_bilinear(params, jnp.asarray(u), dt))
         if not np.all(np.isfinite(z)) or np.abs(z).max() > 1e3:
             raise SpecError("activity.dcm: the network is unstable under this protocol "
                             f"(|z| reaches {np.nanmax(np.abs(z)):.3g}): expected a stable A")
-        out.update(neural_input=z, dcm_A=np.asarray(params.A), dcm_B=np.asarray(params.B),
-                   dcm_C=np.asarray(params.C))
-    elif act["model"] == "neural_mass":
-        out.update(_neural_mass_activity(spec, times, names))
-    else:
-        out["neural_input"] = _read_timecourses(spec, len(times))
-    return out
+        return Activity(times, u, z, dcm=DCMTruth(np.asarray(params.A), np.asarray(params.B),
+                                                  np.asarray(params.C)))
+    if act["model"] == "neural_mass":
+        z, sources, x9 = _neural_mass_activity(spec, protocol, times)
+        return Activity(times, u, z, sources=sources, pyramidal_depolarisation=x9)
+    return Activity(times, u, read_timecourses(spec))
 
 
-def _neural_mass_activity(spec, times, names):
+def source_activity(spec: dict, activity: Activity, sample_rates=()) -> SourceActivity:
+    """Dipole moments of the regions, drawn once per experiment for every device.
+
+    The neural mass gives its own; otherwise, on a 1 ms grid (finer when a
+    device samples faster than 1 kHz, ``sample_rates`` in Hz), moment =
+    ``activity.moment_per_input`` x neural activity x a narrowband rhythm at
+    ``activity.carrier_hz`` whose phase diffuses with a Lorentzian line width
+    ``activity.rhythm_bandwidth`` (Hz), so it is locked to nothing.
+    """
+    if activity.sources is not None:
+        return activity.sources
+    act = spec["activity"]
+    fs = max([1000.0] + [float(r) for r in sample_rates])
+    grid = np.arange(int(np.ceil(spec["experiment"]["duration"] * fs)) + 1) / fs
+    z = activity.neural_input
+    idx = np.minimum((grid / act["dt"]).astype(int), z.shape[0] - 1)
+    zg = z[idx]
+    if act["carrier_hz"] > 0:
+        rng = np.random.default_rng(spec["experiment"]["seed"] + 7919)
+        steps = rng.normal(0.0, np.sqrt(2 * np.pi * act["rhythm_bandwidth"] / fs), zg.shape)
+        phase = np.cumsum(steps, axis=0)
+        zg = zg * np.sin(2 * np.pi * act["carrier_hz"] * grid[:, None] + phase)
+    return SourceActivity(grid, act["moment_per_input"] * zg)
+
+
+def _neural_mass_activity(spec: dict, protocol: Protocol, times: np.ndarray):
     from ..physics.neural.neural_mass import ERPParams, event_related_activity
 
     act, nm = spec["activity"], spec["activity"]["neural_mass"]
     n = len(spec["subject"]["regions"])
+    names = protocol.conditions
     c = np.zeros((n, len(names)))
     for j, cond in enumerate(names):
         if cond in nm["C"]:
@@ -226,9 +307,8 @@ def _neural_mass_activity(spec, times, names):
     params = ERPParams.spm(forward=32.0 * np.asarray(nm["forward"]),
                            backward=16.0 * np.asarray(nm["backward"]),
                            lateral=4.0 * np.asarray(nm["lateral"]), input_gain=c)
-    onsets = [np.array([b["onset"] for b in spec["protocol"]["blocks"] if b["condition"] == cond])
-              for cond in names]
-    duration = spec["experiment"]["duration"]
+    onsets = [protocol.onsets(cond) for cond in names]
+    duration = protocol.duration
     t_ms, x9 = event_related_activity(params, onsets, duration, dt=1e-3)
     t_ms, x9 = np.asarray(t_ms), np.asarray(x9)
     if not np.all(np.isfinite(x9)):
@@ -239,32 +319,48 @@ def _neural_mass_activity(spec, times, names):
     taper = np.hanning(n_ep)[:, None]
     z = np.zeros((len(times), n))
     dt = act["dt"]
-    for b in spec["protocol"]["blocks"]:
-        k0 = int(round(b["onset"] / 1e-3))
+    for b in protocol.blocks:
+        k0 = int(round(b.onset / 1e-3))
         seg = x9[k0:k0 + n_ep]
         rms = np.sqrt(np.mean((taper[:len(seg)] * seg) ** 2, axis=0))
-        on = (times >= b["onset"] - 1e-9) & (times < b["onset"] + nm["epoch"] - 1e-9)
+        on = (times >= b.onset - 1e-9) & (times < b.onset + nm["epoch"] - 1e-9)
         z[on] += nm["coupling"] * rms / max(on.sum() * dt, dt)
-    return {"neural_input": z, "source_times": t_ms,
-            "source_moments": act["moment_per_mv"] * x9, "pyramidal_depolarisation": x9}
+    return z, SourceActivity(t_ms, act["moment_per_mv"] * x9), x9
 
 
-def _read_timecourses(spec: dict, n_t: int) -> np.ndarray:
+def read_timecourses(spec: dict) -> np.ndarray:
+    """The ``[activity.timecourses]`` TSV: (duration / dt, n_regions) finite values, 1/s."""
     tc = spec["activity"]["timecourses"]
+    where = f"activity.timecourses.file = {tc['file']!r}"
     base = Path(spec.get("_source_dir", "."))
     path = Path(tc["file"])
     path = path if path.is_absolute() else base / path
     if not path.is_file():
-        raise SpecError(f"activity.timecourses.file = {tc['file']!r}: {str(path)!r} does not exist")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    header = lines[0].split("\t")
+        raise SpecError(f"{where}: {str(path)!r} does not exist")
+    n_t = int(round(spec["experiment"]["duration"] / spec["activity"]["dt"]))
     regions = spec["subject"]["regions"]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{where}: cannot be read as UTF-8 text ({err}): expected a TSV file "
+                        "with a header of region names") from err
+    if not lines:
+        raise SpecError(f"{where}: the file is empty: expected a header of region names "
+                        f"{regions} and {n_t} rows")
+    header = lines[0].split("\t")
     if header != regions:
-        raise SpecError(f"activity.timecourses.file: header {header} does not match "
-                        f"subject.regions {regions}")
-    data = np.array([[float(x) for x in ln.split("\t")] for ln in lines[1:] if ln.strip()])
-    if data.shape != (n_t, len(regions)) or not np.all(np.isfinite(data)):
-        raise SpecError(f"activity.timecourses.file: {data.shape[0]} finite rows x "
-                        f"{data.shape[1] if data.ndim == 2 else 0} columns found: expected "
-                        f"{n_t} rows (duration / dt) x {len(regions)} columns")
-    return data
+        raise SpecError(f"{where}: header {header} does not match subject.regions {regions}")
+    rows = [ln.split("\t") for ln in lines[1:] if ln.strip()]
+    for i, row in enumerate(rows):
+        try:
+            values = [float(x) for x in row]
+        except ValueError as err:
+            raise SpecError(f"{where}: row {i + 2} holds a value that is not a number "
+                            f"({err}): expected {len(regions)} numbers per row") from err
+        if len(values) != len(regions) or not all(np.isfinite(values)):
+            raise SpecError(f"{where}: row {i + 2} has {len(values)} values: expected "
+                            f"{len(regions)} finite numbers (one per region)")
+    if len(rows) != n_t:
+        raise SpecError(f"{where}: {len(rows)} rows found: expected {n_t} rows "
+                        f"(experiment.duration / activity.dt)")
+    return np.array([[float(x) for x in row] for row in rows]).reshape(n_t, len(regions))

@@ -22,14 +22,13 @@ observation model (SPM's fixed ECD).  Written to
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from .._core.atomic import atomic_write_text
 from .._core.errors import SpecError
+from ..io.bids import BIDSDataset, write_json
 from .devices import device_instances
 from .keys import check_keys, require, set_default
+from .protocol import Protocol
 
 
 def validate_analysis(spec: dict) -> None:
@@ -56,7 +55,7 @@ def validate_analysis(spec: dict) -> None:
                     f"one of the MRI devices {scanners}")
         set_default(dcm, "n_micro", where, 16, int, lambda v: 1 <= v <= 64, "1 to 64 steps per TR")
         n = len(spec["subject"]["regions"])
-        conds = sorted({b["condition"] for b in spec["protocol"]["blocks"]})
+        conds = list(Protocol.from_spec(spec).conditions)
         if "models" not in dcm:
             if spec["activity"]["model"] != "dcm":
                 raise SpecError(f"{where}.models is missing: expected model masks (the activity "
@@ -113,26 +112,23 @@ def _to_hz(a, b, c):
     return a_hz, b, c / 16.0
 
 
-def run_dcm_analysis(spec: dict, truth: dict, outputs: dict, out_dir, stem: str) -> dict:
-    """Fit the ``[analysis.dcm]`` models; write and return the summary."""
+def run_dcm_analysis(spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
+                     ) -> dict:
+    """Fit the ``[analysis.dcm]`` models to the MRI's region signals; write the summary
+    into ``derivatives/biosim-dcm`` and return it."""
     from ..inference.dcm import fit_dcm, model_probabilities
 
     cfg = spec["analysis"]["dcm"]
-    meas = outputs[cfg["device"]]
-    tr, n_micro = meas["tr"], cfg["n_micro"]
-    signal = meas["region_signal"]                                   # (n_scans, n_regions)
-    first = min(b["onset"] for b in spec["protocol"]["blocks"])
-    n_base = max(int(first / tr), 1)
+    meas = recordings[cfg["device"]]
+    tr, n_micro = meas.tr, cfg["n_micro"]
+    signal = meas.region_signal                                      # (n_scans, n_regions)
+    n_base = max(int(protocol.first_onset / tr), 1)
     y = 100.0 * (signal / signal[:n_base].mean(axis=0) - 1.0)
-    conds = sorted({b["condition"] for b in spec["protocol"]["blocks"]})
-    t = np.arange(signal.shape[0] * n_micro) * tr / n_micro
-    u = np.zeros((t.size, len(conds)))
-    for b in spec["protocol"]["blocks"]:
-        u[(t >= b["onset"] - 1e-9) & (t < b["onset"] + b["duration"] - 1e-9),
-          conds.index(b["condition"])] = 1.0
+    conds = list(protocol.conditions)
+    u = protocol.boxcars(tr / n_micro, signal.shape[0] * n_micro)
     results, energies = {}, []
     for name, model in cfg["models"].items():
-        st = _structure(model, conds, tr, n_micro, meas["field_strength"], meas["te"])
+        st = _structure(model, conds, tr, n_micro, meas.field_strength, meas.te)
         res = fit_dcm(st, y, u)
         a, b, c = _to_hz(*res.connectivity())
         sd_full = np.zeros(st.free_index().max() + 1)
@@ -159,9 +155,7 @@ def run_dcm_analysis(spec: dict, truth: dict, outputs: dict, out_dir, stem: str)
         summary["recovery"] = {"true_A_hz": true_a.tolist(),
                                "sign_pattern_recovered": bool(np.all(
                                    np.sign(est[off]) == np.sign(true_a[off])))}
-    path = out_dir / "derivatives" / "biosim-dcm" / f"{stem}_dcm.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    _write_summary(dataset, "biosim-dcm", summary)
     return summary
 
 
@@ -192,34 +186,37 @@ def _validate_dcm_erp(spec: dict, cfg: dict) -> None:
                             f"{b['duration']:g} s: expected events (ERP trials)")
 
 
-def _clean_in_scanner_eeg(data, fs, truth):
+def _clean_in_scanner_eeg(data, fs, artifacts):
+    """Slice-locked average artifact subtraction, then OBS of the BCG at the R peaks."""
     from ..inference.eegfmri.artifacts import average_artifact_subtraction, optimal_basis_set
 
-    slices = truth["mri_slice_times"]
+    slices = artifacts.slice_times
     slice_len = int(round(np.diff(slices).mean() * fs))
     aas = average_artifact_subtraction(data, np.round(slices * fs).astype(int), slice_len,
                                        window=30)
-    return optimal_basis_set(aas, np.round(truth["r_peaks"] * fs).astype(int),
+    return optimal_basis_set(aas, np.round(artifacts.r_peaks * fs).astype(int),
                              pre=int(0.1 * fs), post=int(0.6 * fs), n_components=0)
 
 
-def run_dcm_erp_analysis(spec: dict, truth: dict, outputs: dict, out_dir, stem: str) -> dict:
-    """Fit the ``[analysis.dcm_erp]`` ERP DCM to the averaged epochs; write the summary."""
+def run_dcm_erp_analysis(spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
+                         ) -> dict:
+    """Fit the ``[analysis.dcm_erp]`` ERP DCM to the EEG's averaged epochs; write the
+    summary into ``derivatives/biosim-dcm-erp`` and return it."""
     from ..inference.dcm import ERPStructure, fit_erp
 
     cfg = spec["analysis"]["dcm_erp"]
-    meas = outputs[cfg["device"]]
-    data, fs = meas["data"], meas["sample_rate"]
-    if meas["in_scanner"]:
-        data = _clean_in_scanner_eeg(data, fs, truth)
-    conds = sorted({b["condition"] for b in spec["protocol"]["blocks"]})
+    meas = recordings[cfg["device"]]
+    data, fs = meas.data, meas.sample_rate
+    if meas.in_scanner:
+        data = _clean_in_scanner_eeg(data, fs, meas.artifacts)
+    conds = list(protocol.conditions)
     dt, n_samp, lead_in = 0.004, cfg["n_samples"], 0.06
     t_data = np.arange(data.shape[1]) / fs
     grid = np.arange(1, n_samp + 1) * dt - lead_in                 # relative to each event
     y = []
     for cond in conds:
-        onsets = [b["onset"] for b in spec["protocol"]["blocks"] if b["condition"] == cond
-                  and b["onset"] + grid[-1] < t_data[-1] and b["onset"] - lead_in >= 0]
+        onsets = [o for o in protocol.onsets(cond)
+                  if o + grid[-1] < t_data[-1] and o - lead_in >= 0]
         epochs = [np.stack([np.interp(o + grid, t_data, ch) for ch in data]) for o in onsets]
         avg = np.mean(epochs, axis=0)                                  # (channels, samples)
         y.append((avg - avg[:, grid < 0].mean(axis=1, keepdims=True)).T)
@@ -239,7 +236,7 @@ def run_dcm_erp_analysis(spec: dict, truth: dict, outputs: dict, out_dir, stem: 
                              np.asarray(cfg["lateral"]) != 0, np.broadcast_to(mod, (n_eff, n, n)),
                              c, design=design if n_eff else None, dt=dt, n_samples=n_samp,
                              onset=lead_in)
-    res = fit_erp(structure, y, meas["leadfield"])
+    res = fit_erp(structure, y, meas.leadfield)
     blocks, sds = res.blocks(), res.posterior_sd()
     pred = np.asarray(res.vl.prediction)
     feats = (y @ res.modes / res.scale).reshape(pred.shape)
@@ -247,13 +244,17 @@ def run_dcm_erp_analysis(spec: dict, truth: dict, outputs: dict, out_dir, stem: 
     summary = {"regions": spec["subject"]["regions"], "conditions": conds,
                "data": "condition-averaged EEG epochs (cleaned of scanner artifacts when "
                        "recorded in the MRI), 4 ms samples, baseline-corrected",
-               "n_epochs": {cd: int(sum(b["condition"] == cd for b in spec["protocol"]["blocks"]))
-                            for cd in conds},
+               "n_epochs": {cd: len(protocol.onsets(cd)) for cd in conds},
                "free_energy": float(res.free_energy), "iterations": res.vl.n_iterations,
                "converged": bool(res.vl.converged), "explained_variance": r2,
                "posterior_mean": {k: np.asarray(v).tolist() for k, v in blocks.items()},
                "posterior_sd": {k: np.asarray(v).tolist() for k, v in sds.items()}}
-    path = out_dir / "derivatives" / "biosim-dcm-erp" / f"{stem}_dcm.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    _write_summary(dataset, "biosim-dcm-erp", summary)
     return summary
+
+
+def _write_summary(dataset: BIDSDataset, pipeline: str, summary: dict) -> None:
+    """``derivatives/<pipeline>/sub-<id>_task-<task>_dcm.json``."""
+    folder = dataset.root / "derivatives" / pipeline
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / f"sub-{dataset.subject}_task-{dataset.task}_dcm.json", summary)

@@ -16,15 +16,17 @@ and the report, all into a folder that appears only when complete::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .._core.atomic import atomic_directory, atomic_path, atomic_write_text
-from .activity import simulate_activity
+from .._core.atomic import atomic_directory
+from ..io.bids import BIDSDataset, write_dataset_description
+from ..io.truth import write_truth
+from .activity import Activity, simulate_activity
 from .analysis import run_dcm_analysis, run_dcm_erp_analysis
-from .devices import DeviceContext, device_instances, device_type
+from .devices import DeviceContext, Simulation, device_instances, device_type
+from .protocol import Protocol
 from .spec import validate_spec
 
 _TRUTH_DOC = {
@@ -63,13 +65,10 @@ _DEVICE_TRUTH_DOC = {
 }
 
 
-def _write_truth(spec: dict, truth: dict, truth_dir: Path):
-    arrays = {k: np.asarray(v) for k, v in truth.items()}
-    with atomic_path(truth_dir / "truth.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+def _truth_descriptions(spec: dict, names) -> dict[str, str]:
+    """One-line description (with units) of each truth array, device arrays included."""
     doc = {}
-    for name in arrays:
+    for name in names:
         if name in _TRUTH_DOC:
             doc[name] = _TRUTH_DOC[name]
             continue
@@ -78,29 +77,31 @@ def _write_truth(spec: dict, truth: dict, truth_dir: Path):
             if name.startswith(key + "_") and what in _DEVICE_TRUTH_DOC:
                 doc[name] = _DEVICE_TRUTH_DOC[what].format(key=key)
                 break
-    public = {k: v for k, v in spec.items() if not k.startswith("_")}
-    atomic_write_text(truth_dir / "truth.json", json.dumps(
-        {"regions": spec["subject"]["regions"], "arrays": doc, "spec": public},
-        indent=2, default=float) + "\n")
+    return doc
 
 
-def _write_report(spec: dict, truth: dict, report_dir: Path) -> list[str]:
+def _write_report(spec: dict, protocol: Protocol, activity: Activity, recordings: dict,
+                  report_dir: Path) -> list[str]:
     """Figures of the design, the activity and each device's data (needs matplotlib)."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return []
     from . import report
+    from .devices.eeg import EEGRecording
+    from .devices.meg import MEGRecording
+    from .devices.mri import MRIRecording
 
-    written = [report.activity_figure(spec, truth, report_dir / "activity.png", plt)]
-    for key, table in device_instances(spec):
-        kind = table["type"]
-        if kind == "mri":
-            written.append(report.bold_figure(spec, truth, report_dir / f"{key}.png", plt))
-        elif kind in ("eeg", "meg"):
-            written.append(report.electrophysiology_figure(spec, truth, key, kind,
+    report_dir.mkdir(parents=True, exist_ok=True)
+    written = [report.activity_figure(spec, protocol, activity, report_dir / "activity.png", plt)]
+    for key, rec in recordings.items():
+        if isinstance(rec, MRIRecording):
+            written.append(report.bold_figure(spec, protocol, rec, report_dir / f"{key}.png", plt))
+        elif isinstance(rec, (EEGRecording, MEGRecording)):
+            written.append(report.electrophysiology_figure(spec, protocol, key, rec,
                                                            report_dir / f"{key}.png", plt))
     return [w.name for w in written if w is not None]
 
@@ -112,7 +113,7 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
     Parameters
     ----------
     spec : dict
-        From :func:`load_experiment`.
+        From :func:`~biosim.experiment.load_experiment`.
     out_dir : path-like
         Output folder; it appears only once complete.
     overwrite : bool
@@ -127,28 +128,34 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
     """
     spec = validate_spec(spec)
     out_dir = Path(out_dir)
-    rng = np.random.default_rng(spec["experiment"]["seed"])
-    sub = f"sub-{spec['subject']['id']}"
-    stem = f"{sub}_task-{spec['experiment']['name']}"
+    protocol = Protocol.from_spec(spec)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        truth = simulate_activity(spec)
-        sub_dir = tmp / sub
-        sub_dir.mkdir(parents=True)
-        outputs = {}
+        activity = simulate_activity(spec, protocol)
+        sim = Simulation(spec, protocol, activity, np.random.default_rng(spec["experiment"]["seed"]),
+                         show_progress=progress)
+        dataset = BIDSDataset(tmp, spec["subject"]["id"], spec["experiment"]["name"])
+        dataset.subject_dir.mkdir(parents=True)
         for key, table in device_instances(spec):
-            ctx = DeviceContext(key=key, table=table, spec=spec, truth=truth, rng=rng,
-                                sub_dir=sub_dir, stem=stem, show_progress=progress,
-                                outputs=outputs)
-            device_type(table["type"]).run(ctx)
-        if "dcm" in spec.get("analysis", {}):
-            run_dcm_analysis(spec, truth, outputs, tmp, stem)
-        if "dcm_erp" in spec.get("analysis", {}):
-            run_dcm_erp_analysis(spec, truth, outputs, tmp, stem)
-        (tmp / "truth").mkdir()
-        _write_truth(spec, truth, tmp / "truth")
-        (tmp / "report").mkdir()
-        _write_report(spec, truth, tmp / "report")
-        atomic_write_text(tmp / "dataset_description.json", json.dumps(
-            {"Name": f"biosim {spec['experiment']['name']}", "BIDSVersion": "1.9.0",
-             "DatasetType": "raw", "GeneratedBy": [{"Name": "biosim"}]}, indent=2) + "\n")
+            device = device_type(table["type"])
+            ctx = DeviceContext(key, table, sim)
+            recording = device.simulate(ctx)
+            sim.recordings[key] = recording
+            device.write(recording, ctx, dataset)
+        analysis = spec.get("analysis", {})
+        if "dcm" in analysis:
+            run_dcm_analysis(spec, protocol, sim.recordings, dataset)
+        if "dcm_erp" in analysis:
+            run_dcm_erp_analysis(spec, protocol, sim.recordings, dataset)
+        truth = activity.truth_arrays()
+        sources = sim.drawn_sources()
+        if sources is not None:
+            truth.update(source_times=sources.times, source_moments=sources.moments)
+        for key, recording in sim.recordings.items():
+            truth.update(recording.truth_arrays(key))
+        public = {k: v for k, v in spec.items() if not k.startswith("_")}
+        write_truth(tmp / "truth", truth, _truth_descriptions(spec, truth),
+                    {"regions": spec["subject"]["regions"], "spec": public})
+        _write_report(spec, protocol, activity, sim.recordings, tmp / "report")
+        write_dataset_description(tmp, f"biosim {spec['experiment']['name']}",
+                                  [{"Name": "biosim"}])
     return out_dir

@@ -1,8 +1,8 @@
 """Report figures of a simulated experiment (matplotlib, optional).
 
 Each function draws one PNG with ``plt`` (already switched to the Agg
-backend by the caller) and writes it atomically; they read only the validated
-spec and the ground-truth arrays.
+backend by the caller) and writes it atomically; they read the validated spec,
+the protocol, the activity and the devices' recordings.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .._core.atomic import atomic_path
+from .devices.eeg import EEGRecording
 
 
 def _save(fig, path: Path, plt) -> Path:
@@ -22,22 +23,21 @@ def _save(fig, path: Path, plt) -> Path:
     return path
 
 
-def _shade_blocks(spec, axes):
-    for b in spec["protocol"]["blocks"]:
+def _shade_blocks(protocol, axes):
+    for b in protocol.blocks:
         for ax in axes:
-            ax.axvspan(b["onset"], b["onset"] + b["duration"], color="0.92", zorder=0)
+            ax.axvspan(b.onset, b.onset + b.duration, color="0.92", zorder=0)
 
 
-def activity_figure(spec, truth, path, plt):
+def activity_figure(spec, protocol, activity, path, plt):
     """The design (condition boxcars) and the neural activity per region."""
-    names = sorted({b["condition"] for b in spec["protocol"]["blocks"]})
     fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
-    u = truth["condition_inputs"]
-    for j, c in enumerate(names):
-        axes[0].plot(truth["times"], u[:, j] * (1 - 0.1 * j), label=c)
+    u = activity.condition_inputs
+    for j, c in enumerate(protocol.conditions):
+        axes[0].plot(activity.times, u[:, j] * (1 - 0.1 * j), label=c)
     for r, name in enumerate(spec["subject"]["regions"]):
-        axes[1].plot(truth["times"], truth["neural_input"][:, r], label=name)
-    _shade_blocks(spec, axes)
+        axes[1].plot(activity.times, activity.neural_input[:, r], label=name)
+    _shade_blocks(protocol, axes)
     axes[0].set_ylabel("condition")
     axes[0].legend(loc="upper right")
     axes[1].set_ylabel("neural activity (1/s)")
@@ -48,12 +48,12 @@ def activity_figure(spec, truth, path, plt):
     return _save(fig, path, plt)
 
 
-def bold_figure(spec, truth, path, plt):
-    """Noise-free BOLD per region at the scan times."""
+def bold_figure(spec, protocol, recording, path, plt):
+    """Noise-free BOLD per region at the scan times of an MRI recording."""
     fig, ax = plt.subplots(figsize=(9, 3.5))
     for r, name in enumerate(spec["subject"]["regions"]):
-        ax.plot(truth["scan_times"], 100 * truth["bold"][:, r], marker=".", label=name)
-    _shade_blocks(spec, [ax])
+        ax.plot(recording.scan_times, 100 * recording.bold[:, r], marker=".", label=name)
+    _shade_blocks(protocol, [ax])
     ax.set_ylabel("BOLD change (%)")
     ax.set_xlabel("time (s)")
     ax.legend(loc="upper right")
@@ -70,14 +70,15 @@ def _azimuthal(points, center):
     return theta * np.cos(phi), theta * np.sin(phi)
 
 
-def electrophysiology_figure(spec, truth, key, kind, path, plt):
+def electrophysiology_figure(spec, protocol, key, recording, path, plt):
     """Noise-free traces around the first block and the topography of each
-    region's lead field (EEG: electrodes; MEG: magnetometers/OPM channels)."""
-    t, v, lead = truth[f"{key}_times"], truth[f"{key}_clean"], truth[f"{key}_leadfield"]
+    region's lead field at the sensors the device used (EEG: electrodes as
+    placed on the head; MEG: magnetometers/OPM channels)."""
+    t, v, lead = recording.times, recording.clean, recording.leadfield
     regions = spec["subject"]["regions"]
+    kind = "eeg" if isinstance(recording, EEGRecording) else "meg"
     unit, scale = ("uV", 1e6) if kind == "eeg" else ("fT (/cm)", 1e15)
-    first = spec["protocol"]["blocks"][0]
-    t0 = max(first["onset"] - 2.0, 0.0)
+    t0 = max(protocol.blocks[0].onset - 2.0, 0.0)
     sel = (t >= t0) & (t < t0 + 6.0)
     fig = plt.figure(figsize=(12, 5))
     ax = fig.add_subplot(1, 1 + len(regions), 1)
@@ -89,14 +90,10 @@ def electrophysiology_figure(spec, truth, key, kind, path, plt):
     ax.set_xlabel("time (s)")
     ax.set_title(f"{key}: noise-free traces ({unit})", fontsize=9)
     if kind == "eeg":
-        from ..physics.electromag.montage import standard_montage
-
-        table = spec["devices"][key]
-        pos = standard_montage(table["montage"], channels=table.get("channels")).positions
+        pos = recording.electrodes.positions
         keep = np.arange(lead.shape[0])
     else:
-        pos = truth[f"{key}_sensor_positions"]
-        ori = truth[f"{key}_sensor_orientations"]
+        pos, ori = recording.sensors.positions, recording.sensors.orientations
         center = pos.mean(0) - np.array([0, 0, 0.04])
         radial = np.abs(np.einsum("ij,ij->i", ori, (pos - center) / np.linalg.norm(
             pos - center, axis=1, keepdims=True))) > 0.8

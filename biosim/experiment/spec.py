@@ -22,6 +22,7 @@ from .activity import validate_activity
 from .analysis import validate_analysis
 from .devices import device_instances, device_type
 from .keys import check_keys, require, set_default
+from .subject import check_regions
 
 DEFAULT_EXPERIMENT = "eeg_fmri.toml"
 
@@ -127,6 +128,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     require(subj, "regions", "subject", list,
             lambda v: len(v) > 0 and all(isinstance(r, str) for r in v) and len(set(v)) == len(v),
             "a non-empty list of distinct region names")
+    check_regions(subj["regions"])
     set_default(subj, "voxels_per_region", "subject", 27, int,
                 lambda v: v >= 1 and round(v ** (1 / 3)) ** 3 == v, "a perfect cube (1, 8, 27, ...)")
     set_default(subj, "voxel_size", "subject", 3.0, float, positive, "a positive size in mm")

@@ -1,22 +1,29 @@
-"""What several devices share: events files, the head model, region sources."""
+"""The virtual subject: cortical regions and the head model every device shares.
+
+Regions are patches of the fsaverage cortex around named landmarks
+(:data:`biosim.geometry.source_space.LANDMARKS_MNI`); the head is either
+concentric spheres fitted to the 10-20 montage (exact series) or the fsaverage
+template head (symmetric BEM).  All positions are in m in the fsaverage MRI
+(FreeSurfer surface RAS) frame.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from .._core.atomic import atomic_write_text
 from .._core.errors import SpecError
+from ..geometry.source_space import LANDMARKS_MNI
+
+#: Names an experiment's ``subject.regions`` may use.
+REGION_NAMES = tuple(sorted(LANDMARKS_MNI))
 
 
-def write_events(spec: dict, path: Path, extra=()):
-    """BIDS events.tsv of the protocol's blocks (plus ``extra`` (onset, description))."""
-    rows = [(b["onset"], b["duration"], b["condition"]) for b in spec["protocol"]["blocks"]]
-    rows += [(t, 0.0, d) for t, d in extra]
-    lines = ["onset\tduration\ttrial_type"]
-    lines += [f"{o:.4f}\t{d:.4f}\t{c}" for o, d, c in sorted(rows, key=lambda r: r[0])]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+def check_regions(regions: list[str], where: str = "subject.regions") -> None:
+    """SpecError naming the first region that has no cortical location."""
+    for name in regions:
+        if name not in LANDMARKS_MNI:
+            raise SpecError(f"{where}: {name!r} is not a known region: expected names from "
+                            f"{list(REGION_NAMES)}")
 
 
 def sphere_head(spec: dict):
@@ -54,46 +61,13 @@ def region_dipoles(spec: dict):
     mean normal of its patch of the fsaverage cortex (left hemisphere first)."""
     from ..geometry.source_space import cortical_surface
 
+    check_regions(spec["subject"]["regions"])
     source_space = cortical_surface("ico4")
     pos, ori = [], []
     for name in spec["subject"]["regions"]:
-        key = next((f"{name}-{h}" for h in ("lh", "rh") if f"{name}-{h}" in source_space.regions),
-                   None)
-        if key is None:
-            names = sorted({k.rsplit("-", 1)[0] for k in source_space.regions})
-            raise SpecError(f"subject.regions: {name!r} has no cortical location for the "
-                            f"EEG/MEG forward model: expected one of {names}")
+        key = next(f"{name}-{h}" for h in ("lh", "rh") if f"{name}-{h}" in source_space.regions)
         idx = source_space.regions[key]
         n = source_space.normals[idx].mean(0)
         pos.append(source_space.positions[idx].mean(0))
         ori.append(n / np.linalg.norm(n))
     return np.array(pos), np.array(ori)
-
-
-def source_moments(ctx, times):
-    """Dipole moments (n_times, n_regions) in A m at ``times`` (s).
-
-    The same sources feed every electrophysiological device: they are drawn
-    once per experiment on a 1 ms grid (or finer) and cached in the truth.
-    Moment = ``activity.moment_per_input`` x neural activity x a narrowband
-    rhythm at ``activity.carrier_hz`` whose phase diffuses with a Lorentzian
-    line width ``activity.rhythm_bandwidth`` (Hz), so it is locked to nothing.
-    """
-    truth, act = ctx.truth, ctx.spec["activity"]
-    if "source_moments" not in truth:
-        rates = [t.get("sample_rate", 0.0) for t in ctx.spec["devices"].values()]
-        fs = max([1000.0] + [float(r) for r in rates if isinstance(r, (int, float))])
-        grid = np.arange(int(np.ceil(ctx.spec["experiment"]["duration"] * fs)) + 1) / fs
-        z = truth["neural_input"]
-        idx = np.minimum((grid / act["dt"]).astype(int), z.shape[0] - 1)
-        zg = z[idx]
-        if act["carrier_hz"] > 0:
-            rng = np.random.default_rng(ctx.spec["experiment"]["seed"] + 7919)
-            steps = rng.normal(0.0, np.sqrt(2 * np.pi * act["rhythm_bandwidth"] / fs),
-                               zg.shape)
-            phase = np.cumsum(steps, axis=0)
-            zg = zg * np.sin(2 * np.pi * act["carrier_hz"] * grid[:, None] + phase)
-        truth["source_times"] = grid
-        truth["source_moments"] = act["moment_per_input"] * zg
-    grid, m = truth["source_times"], truth["source_moments"]
-    return np.stack([np.interp(times, grid, m[:, r]) for r in range(m.shape[1])], axis=1)

@@ -23,11 +23,19 @@ import dataclasses
 import numpy as np
 
 from .._core.errors import ParameterError
+from .._core.validation import check_nonnegative, check_positive
 
 
 @dataclasses.dataclass(frozen=True)
 class EPIGradients:
-    """Simplified single-shot EPI gradient train of one slice (T/m, s)."""
+    """Simplified single-shot EPI gradient train of one slice (T/m, s).
+
+    A slice-selection lobe on z, then ``n_lines`` readout lobes on x of
+    alternating sign, each ``echo_spacing`` long, with a phase-encode blip on y
+    at the end of each.  The train starts ``readout_start`` after the slice's
+    excitation (None: 1 ms after the slice-selection lobe).
+    :meth:`for_sequence` builds the train of an actual EPI sequence.
+    """
 
     readout_amplitude: float = 0.025       # T/m
     echo_spacing: float = 5e-4             # s (one readout lobe)
@@ -37,6 +45,29 @@ class EPIGradients:
     slice_duration: float = 3e-3           # s
     blip_amplitude: float = 0.01           # T/m
     blip_duration: float = 1e-4            # s
+    readout_start: float | None = None     # s after excitation
+
+    def __post_init__(self):
+        for name in ("readout_amplitude", "echo_spacing", "slice_duration", "blip_duration"):
+            check_positive(name, getattr(self, name), "")
+        if int(self.n_lines) != self.n_lines or self.n_lines < 1:
+            raise ParameterError("n_lines", self.n_lines, "a positive integer")
+        if not 0 < self.ramp_time <= self.echo_spacing / 2:
+            raise ParameterError("ramp_time", self.ramp_time,
+                                 f"a ramp in (0, echo_spacing / 2 = {self.echo_spacing / 2:g}] s")
+        if self.readout_start is not None:
+            check_nonnegative("readout_start", self.readout_start, "s")
+
+    @classmethod
+    def for_sequence(cls, sequence) -> EPIGradients:
+        """The gradient train of an EPI sequence (:class:`biosim.instruments.mri.GradientEchoEPI`
+        or ``SpinEchoEPI``): one readout lobe per phase-encode line (``matrix[1]``) at its
+        echo spacing, timed so that the centre of k-space is read at TE."""
+        n_lines = int(sequence.matrix[1])
+        return cls(echo_spacing=sequence.echo_spacing, n_lines=n_lines,
+                   ramp_time=min(1e-4, sequence.echo_spacing / 4),
+                   blip_duration=min(1e-4, sequence.echo_spacing / 4),
+                   readout_start=sequence.te - (n_lines // 2) * sequence.echo_spacing)
 
     def waveform(self, slice_period, fs=20_000.0):
         """Gradient (n, 3) over one slice period sampled at ``fs``."""
@@ -45,10 +76,11 @@ class EPIGradients:
         g = np.zeros((n, 3))
         # slice selection (z) then the readout train (x) with blips (y)
         g[t < self.slice_duration, 2] = self.slice_amplitude
-        start = self.slice_duration + 1e-3
+        start = self.slice_duration + 1e-3 if self.readout_start is None else self.readout_start
         if start + self.n_lines * self.echo_spacing > slice_period:
             raise ParameterError("slice_period", slice_period,
-                                 "long enough for the EPI echo train of one slice")
+                                 f">= the EPI echo train of one slice "
+                                 f"({start + self.n_lines * self.echo_spacing:g} s)")
         for k in range(self.n_lines):
             t0 = start + k * self.echo_spacing
             local = t - t0

@@ -18,13 +18,10 @@ dynamic-averaging share at 3 T; see ``bold_biophysics``) is irreversible.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from .._core.atomic import atomic_path, atomic_write_text
 from .._core.errors import ParameterError
 from .._core.progress import progress
 from .._core.units import DEG
@@ -150,21 +147,6 @@ class MRIAcquisition:
     phase: np.ndarray              # rad, same shape
     affine: np.ndarray             # voxel -> mm (RAS), 4 x 4
     sidecar: dict                  # BIDS keys
-
-    def write_nifti(self, path: str | Path, json_path: str | Path | None = None):
-        """Write the magnitude as 4D NIfTI (atomically) and the JSON sidecar."""
-        import nibabel as nib
-
-        path = Path(path)
-        img = nib.Nifti1Image(self.magnitude.astype(np.float32), self.affine)
-        img.header.set_xyzt_units("mm", "sec")
-        img.header.set_zooms(tuple(img.header.get_zooms()[:3]) + (self.sidecar["RepetitionTime"],))
-        with atomic_path(path) as tmp:
-            nib.save(img, tmp)
-        json_path = Path(json_path) if json_path else path.with_name(
-            path.name.replace(".nii.gz", "").replace(".nii", "") + ".json")
-        atomic_write_text(json_path, json.dumps(self.sidecar, indent=2) + "\n")
-        return path
 
 
 @dataclasses.dataclass(frozen=True)

@@ -107,7 +107,7 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiment.pipeline, "_write_truth", boom)
+    monkeypatch.setattr(experiment.pipeline, "write_truth", boom)
     with pytest.raises(KeyboardInterrupt):
         experiment.run_experiment(experiment.load_experiment(), out, progress=False)
     assert not out.exists()

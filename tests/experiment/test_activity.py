@@ -6,13 +6,14 @@ import pytest
 from scipy.integrate import solve_ivp
 
 from biosim import SpecError, experiment
-from biosim.experiment.activity import condition_inputs, simulate_activity
+from biosim.experiment.activity import simulate_activity
+from biosim.experiment.protocol import Protocol
 
 
 def test_dcm_activity_matches_an_independent_ode_solution():
     spec = experiment.load_experiment()                          # the default DCM network
     act = simulate_activity(spec)
-    times, u, names = condition_inputs(spec)
+    times, u, names = act.times, act.condition_inputs, Protocol.from_spec(spec).conditions
     dcm = spec["activity"]["dcm"]
     a = np.asarray(dcm["A"])
     b = {c: np.asarray(dcm["B"].get(c, np.zeros_like(a))) for c in names}
@@ -31,8 +32,8 @@ def test_dcm_activity_matches_an_independent_ode_solution():
         z = sol.y[:, -1]
         ref.append(z)
     ref = np.array(ref)
-    assert np.max(np.abs(act["neural_input"] - ref)) < 1e-6 * np.abs(ref).max()
-    assert act["neural_input"][:, 0].max() == pytest.approx(0.12, rel=0.01)   # 0.06 Hz / 0.5 Hz
+    assert np.max(np.abs(act.neural_input - ref)) < 1e-6 * np.abs(ref).max()
+    assert act.neural_input[:, 0].max() == pytest.approx(0.12, rel=0.01)   # 0.06 Hz / 0.5 Hz
 
 
 def test_given_time_courses_are_used(tmp_path):
@@ -46,10 +47,10 @@ def test_given_time_courses_are_used(tmp_path):
     text = text.replace('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }')
     (tmp_path / "exp.toml").write_text(text)
     spec = experiment.load_experiment(tmp_path / "exp.toml")
-    np.testing.assert_array_equal(simulate_activity(spec)["neural_input"], tc)
+    np.testing.assert_array_equal(simulate_activity(spec).neural_input, tc)
     (tmp_path / "tc.tsv").write_text("V1\tV5\tPFC\n0\t0\t0\n")
-    with pytest.raises(SpecError, match=r"activity.timecourses.file: 1 finite rows"):
-        simulate_activity(experiment.load_experiment(tmp_path / "exp.toml"))
+    with pytest.raises(SpecError, match=r"activity.timecourses.file = 'tc.tsv': 1 rows found"):
+        experiment.load_experiment(tmp_path / "exp.toml")   # refused when validated
 
 
 def test_unstable_network_is_refused():

@@ -20,7 +20,7 @@ def test_one_experiment_per_device_is_shipped():
 
 
 # the default runs in test_cli.py and dcm_fmri (which fits DCMs) in test_analysis.py
-@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in (experiment.DEFAULT_EXPERIMENT,
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in (experiment.spec.DEFAULT_EXPERIMENT,
                                                                   "dcm_fmri.toml")])
 def test_shipped_experiment_runs(name, tmp_path, capsys):
     pytest.importorskip("mne")

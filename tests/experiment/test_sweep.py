@@ -357,14 +357,17 @@ def test_cli_sweep(tiny_toml, tmp_path, capsys):
     assert "different lengths" in capsys.readouterr().err
 
 
+#: A drive the Balloon model cannot follow: a valid spec whose run fails.
+BAD_DRIVE = {"activity.drive.visual": [50.0, 0.1]}
+
+
 def test_cli_sweep_with_a_failed_run_exits_1(tiny_toml, tmp_path, capsys):
-    # 8 voxels per region need 2 slices: valid as a spec, fails when the volume is built
     argv = ["sweep", str(tiny_toml), "-o", str(tmp_path), "--scheduler", "sequential",
-            "--no-progress", "--grid", "subject.voxels_per_region=1,8"]
+            "--no-progress", "--grid", "activity.drive.visual=[0.15,0.1],[50.0,0.1]"]
     assert _cli(argv) == 1
     err = capsys.readouterr().err
-    assert "run seed-0_subject.voxels_per_region-8 failed: SpecError" in err
-    assert "run the same command again" in err
+    assert f"run {sw.plan.run_id_for(0, BAD_DRIVE)} failed: SpecError" in err
+    assert "hemodynamic response" in err and "run the same command again" in err
 
 
 # ----------------------------------------------------------------------------- Dask
@@ -373,17 +376,17 @@ def test_local_dask_cluster_matches_sequential(done_sweep, tiny, tmp_path):
     run, one run failing does not stop the others, and a rerun skips."""
     pytest.importorskip("dask.distributed")
     out, _ = done_sweep
-    grid = {"devices.mri.te": [0.02], "subject.voxels_per_region": [1, 8]}
+    good = {"devices.mri.te": 0.02, "activity.drive.visual": [0.15, 0.1]}
+    bad = dict(good, **BAD_DRIVE)
+    grid = {"devices.mri.te": [0.02], "activity.drive.visual": [[0.15, 0.1], [50.0, 0.1]]}
     report = sw.run_sweep(tiny, tmp_path, seeds=[0, 1], grid=grid, n_workers=2, progress=False)
     assert report.scheduler == "local Dask cluster of 2 process(es)"
     status = {r.run_id: r.status for r in report.runs}
-    assert status == {"seed-0_devices.mri.te-0.02_subject.voxels_per_region-1": "done",
-                      "seed-1_devices.mri.te-0.02_subject.voxels_per_region-1": "done",
-                      "seed-0_devices.mri.te-0.02_subject.voxels_per_region-8": "failed",
-                      "seed-1_devices.mri.te-0.02_subject.voxels_per_region-8": "failed"}
-    assert all("too small" in r.error for r in report.failed)
+    assert status == {sw.plan.run_id_for(0, good): "done", sw.plan.run_id_for(1, good): "done",
+                      sw.plan.run_id_for(0, bad): "failed", sw.plan.run_id_for(1, bad): "failed"}
+    assert all("hemodynamic response" in r.error for r in report.failed)
     for seed in (0, 1):
-        ours = tmp_path / f"seed-{seed}_devices.mri.te-0.02_subject.voxels_per_region-1"
+        ours = tmp_path / sw.plan.run_id_for(seed, good)
         ref = out / f"seed-{seed}_devices.mri.te-0.02"
         a, b = np.load(ours / "truth" / "truth.npz"), np.load(ref / "truth" / "truth.npz")
         for key in a.files:
@@ -394,7 +397,7 @@ def test_local_dask_cluster_matches_sequential(done_sweep, tiny, tmp_path):
     assert doc["summary"] == {"done": 2, "skipped": 0, "failed": 2, "pending": 0}
     # rerun without the failing value: everything is already there, no cluster is started
     report = sw.run_sweep(tiny, tmp_path, seeds=[0, 1], grid={"devices.mri.te": [0.02],
-                                                              "subject.voxels_per_region": [1]},
+                                                              "activity.drive.visual": [[0.15, 0.1]]},
                           progress=False)
     assert report.counts["skipped"] == 2 and report.ok
 

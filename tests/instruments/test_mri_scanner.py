@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from biosim.io.bids import write_json
+from biosim.io.nifti import write_nifti
 from biosim import ParameterError
 from biosim.instruments.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI, TissueMaps
 
@@ -49,7 +51,9 @@ def test_noise_drift_and_nifti(tmp_path):
     assert acq.magnitude.shape == (8, 8, 2, 5)
     mean = acq.magnitude[2:6, 2:6, 0].mean(axis=(0, 1))
     assert mean[-1] / mean[0] == pytest.approx(1.04, rel=0.01)
-    path = acq.write_nifti(tmp_path / "sub-01_task-x_bold.nii.gz")
+    path = write_nifti(tmp_path / "sub-01_task-x_bold.nii.gz", acq.magnitude, acq.affine,
+                       tr=acq.sidecar["RepetitionTime"])
+    write_json(tmp_path / "sub-01_task-x_bold.json", acq.sidecar)
     img = nib.load(path)
     assert img.shape == (8, 8, 2, 5) and img.header.get_zooms()[3] == pytest.approx(1.0)
     sidecar = json.loads((tmp_path / "sub-01_task-x_bold.json").read_text())

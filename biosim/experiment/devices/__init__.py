@@ -1,10 +1,20 @@
 """Virtual devices of an experiment: a registry of device types.
 
 A device type turns the simulated brain activity of an experiment into what an
-instrument records (MRI scanner, EEG amplifier, MEG system) and writes it into
-the subject's BIDS folder.  Each ``[devices.<key>]`` table of an experiment
-names its type with ``type = "..."`` (default: the key itself), so one
-experiment can hold several devices of a type, e.g. a SQUID and an OPM MEG::
+instrument records (MRI scanner, EEG amplifier, MEG system) in three steps:
+
+``validate(table, spec, where)``
+    fills defaults into its ``[devices.<key>]`` table and builds its instrument
+    objects, so every limit of the instrument is checked before anything runs
+    (errors name the TOML key);
+``simulate(ctx) -> Recording``
+    simulates and records, returning a small typed recording;
+``write(recording, ctx, dataset)``
+    writes the recording's files through :mod:`biosim.io`.
+
+Each ``[devices.<key>]`` table names its type with ``type = "..."`` (default:
+the key itself), so one experiment can hold several devices of a type, e.g. a
+SQUID and an OPM MEG::
 
     [devices.meg_squid]
     type = "meg"
@@ -14,59 +24,105 @@ experiment can hold several devices of a type, e.g. a SQUID and an OPM MEG::
     type = "meg"
     system = "opm"
 
-Stimulation devices (TMS, TES, focused ultrasound) plug in the same way:
-:func:`register_device` with a ``validate`` and a ``run`` function.
+Stimulation devices plug in the same way, with :func:`register_device`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import functools
 from typing import Callable
 
 import numpy as np
 
 from ..._core.errors import SpecError
+from ..activity import Activity, SourceActivity, source_activity
+from ..protocol import Protocol
 
-__all__ = ["DeviceType", "DeviceContext", "register_device", "device_type", "device_types",
-           "device_instances"]
+__all__ = ["DeviceType", "DeviceContext", "Recording", "Simulation", "register_device",
+           "device_type", "device_types", "device_instances", "acq_label"]
+
+
+class Recording:
+    """Base of the typed recordings that devices return.
+
+    A recording holds what the device measured and the ground truth that made
+    it; :meth:`truth_arrays` names the arrays of the truth archive.
+    """
+
+    def truth_arrays(self, key: str) -> dict[str, np.ndarray]:
+        """Ground-truth arrays of device ``key`` (shared names or ``<key>_<name>``)."""
+        return {}
 
 
 @dataclasses.dataclass
-class DeviceContext:
-    """Everything a device's ``run`` receives.
+class Simulation:
+    """The state of one run that every device sees.
 
     Attributes
     ----------
-    key : str
-        The device's key in ``[devices]`` (prefix of its ground-truth arrays).
-    table : dict
-        Its validated table.
     spec : dict
-        The whole validated experiment.
-    truth : dict
-        Ground-truth arrays; the activity model filled ``times``,
-        ``neural_input`` and ``source_activity``; devices add their own.
+        The validated experiment.
+    protocol : Protocol
+    activity : Activity
     rng : numpy.random.Generator
-    sub_dir : Path
-        The subject folder (``sub-<id>``) inside the dataset being written.
-    stem : str
-        ``sub-<id>_task-<name>``: the BIDS file-name stem.
+        Draws each device's seeds, in device order.
     show_progress : bool
-    outputs : dict
-        What the device measured, for the analyses of ``[analysis]``
-        (e.g. the MRI's region-mean signals), keyed by device key.
+    recordings : dict
+        Recordings of the devices that already ran, by device key.
     """
+
+    spec: dict
+    protocol: Protocol
+    activity: Activity
+    rng: np.random.Generator
+    show_progress: bool = False
+    recordings: dict[str, Recording] = dataclasses.field(default_factory=dict)
+
+    @functools.cached_property
+    def sources(self) -> SourceActivity:
+        """Dipole moments of the regions, drawn once for every electrophysiology device
+        (on a grid as fine as the fastest device's sampling)."""
+        rates = [t["sample_rate"] for t in self.spec["devices"].values() if "sample_rate" in t]
+        return source_activity(self.spec, self.activity, rates)
+
+    def drawn_sources(self) -> SourceActivity | None:
+        """The sources if the activity model or a device produced them, else None."""
+        return self.__dict__.get("sources", self.activity.sources)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceContext:
+    """What a device's ``simulate`` and ``write`` receive: its key, its
+    validated table and the run's :class:`Simulation`."""
 
     key: str
     table: dict
-    spec: dict
-    truth: dict
-    rng: np.random.Generator
-    sub_dir: Path
-    stem: str
-    show_progress: bool = False
-    outputs: dict = dataclasses.field(default_factory=dict)
+    simulation: Simulation
+
+    @property
+    def spec(self) -> dict:
+        return self.simulation.spec
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.simulation.protocol
+
+    @property
+    def activity(self) -> Activity:
+        return self.simulation.activity
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return self.simulation.rng
+
+    @property
+    def show_progress(self) -> bool:
+        return self.simulation.show_progress
+
+    def new_seed(self) -> int:
+        """A seed for one of this device's random generators."""
+        return int(self.rng.integers(2 ** 31))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +134,10 @@ class DeviceType:
     name : str
     description : str
     validate : callable (table, spec, where) -> None
-        Fills defaults into ``table`` and raises SpecError naming ``where.key``.
-    run : callable (DeviceContext) -> None
+        Fills defaults into ``table``, builds the instrument and raises a
+        SpecError naming ``where.key``.
+    simulate : callable (DeviceContext) -> Recording
+    write : callable (Recording, DeviceContext, BIDSDataset) -> None
     order : int
         Devices run in increasing order (devices that record others' artifacts,
         like an EEG in the scanner, run after the scanner).
@@ -88,21 +146,22 @@ class DeviceType:
     name: str
     description: str
     validate: Callable
-    run: Callable
+    simulate: Callable
+    write: Callable
     order: int = 50
 
 
 _REGISTRY: dict[str, DeviceType] = {}
 
 
-def register_device(name: str, *, validate: Callable, run: Callable, description: str,
-                    order: int = 50, replace: bool = False) -> DeviceType:
+def register_device(name: str, *, validate: Callable, simulate: Callable, write: Callable,
+                    description: str, order: int = 50, replace: bool = False) -> DeviceType:
     """Register a device type under ``name`` (the ``type`` of a devices table)."""
     if not name.isidentifier():
         raise SpecError(f"device type name {name!r} is invalid: expected an identifier")
     if name in _REGISTRY and not replace:
         raise SpecError(f"device type {name!r} is already registered (pass replace=True)")
-    dev = DeviceType(name, description, validate, run, order)
+    dev = DeviceType(name, description, validate, simulate, write, order)
     _REGISTRY[name] = dev
     return dev
 
@@ -129,6 +188,12 @@ def device_instances(spec: dict, type_name: str | None = None) -> list[tuple[str
             out.append((key, table))
     return sorted(out, key=lambda kv: (_REGISTRY[kv[1].get("type", kv[0])].order
                                        if kv[1].get("type", kv[0]) in _REGISTRY else 99))
+
+
+def acq_label(key: str, type_name: str) -> str | None:
+    """BIDS ``acq`` label telling apart devices of one type: none when the key is
+    the type's name, else the key's letters and digits."""
+    return None if key == type_name else "".join(ch for ch in key if ch.isalnum())
 
 
 from . import eeg as _eeg  # noqa: E402,F401  (registers the built-in devices)

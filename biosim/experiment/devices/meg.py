@@ -16,15 +16,17 @@ BIDS sidecar.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import numpy as np
 
-from ..._core.atomic import atomic_write_text
-from ..._core.errors import ParameterError, SpecError
-from ..keys import check_keys, require, set_default
-from . import register_device
-from ..subject import region_dipoles, source_moments, sphere_head, template_bem, write_events
+from ..._core.errors import SpecError
+from ...instruments.meg import MEGSystem
+from ...io.bids import BIDSDataset, write_events, write_json, write_tsv
+from ...physics.electromag.sensors import MEGSensors
+from ..keys import check_keys, instrument_errors, require, set_default
+from ..subject import region_dipoles, sphere_head, template_bem
+from . import DeviceContext, Recording, acq_label, register_device
 
 SYSTEMS = ("squid306", "axial275", "opm")
 _BIDS_TYPE = {"mag": "MEGMAG", "grad": "MEGGRADPLANAR", "axial": "MEGGRADAXIAL", "opm": "MEGMAG"}
@@ -34,20 +36,26 @@ KEYS = {"type", "system", "sample_rate", "noise_scale", "noise_floor", "line_noi
         "line_frequency", "helmet_gap", "n_sensors", "standoff", "opm_axes"}
 
 
+def build_system(meg: dict, seed: int = 0) -> MEGSystem:
+    """The acquisition system of a validated ``[devices.<key>]`` table (fT in the
+    table, T in the system)."""
+    return MEGSystem(sample_rate=meg["sample_rate"], noise_scale=meg["noise_scale"],
+                     noise_floor=meg["noise_floor"] * 1e-15 if "noise_floor" in meg else None,
+                     line_noise=meg["line_noise"] * 1e-15, line_frequency=meg["line_frequency"],
+                     seed=seed)
+
+
 def validate(meg: dict, spec: dict, where: str):
+    """Defaults, types and the sensor layout here; the system checks its own limits."""
     check_keys(meg, KEYS, where)
     system = set_default(meg, "system", where, "squid306", str, lambda v: v in SYSTEMS,
                          f"one of {list(SYSTEMS)}")
-    set_default(meg, "sample_rate", where, 1000.0, float, lambda v: v > 0, "a positive rate in Hz")
-    set_default(meg, "noise_scale", where, 1.0, float, lambda v: v >= 0,
-                "a non-negative factor on the sensors' noise floors")
+    set_default(meg, "sample_rate", where, 1000.0, float)
+    set_default(meg, "noise_scale", where, 1.0, float)
     if "noise_floor" in meg:
-        require(meg, "noise_floor", where, float, lambda v: v > 0,
-                "a positive magnetometer/OPM noise floor in fT/sqrt(Hz)")
-    set_default(meg, "line_noise", where, 0.0, float, lambda v: v >= 0,
-                "a non-negative mains amplitude in fT")
-    set_default(meg, "line_frequency", where, 50.0, float, lambda v: v in (50.0, 60.0),
-                "50 or 60 Hz")
+        require(meg, "noise_floor", where, float, None, "a noise floor in fT/sqrt(Hz)")
+    set_default(meg, "line_noise", where, 0.0, float, None, "a mains amplitude in fT")
+    set_default(meg, "line_frequency", where, 50.0, float)
     set_default(meg, "helmet_gap", where, 0.03, float, lambda v: 0.005 <= v <= 0.1,
                 "a scalp-to-helmet distance in [0.005, 0.1] m")
     if system == "opm":
@@ -57,6 +65,8 @@ def validate(meg: dict, spec: dict, where: str):
         set_default(meg, "opm_axes", where, "radial", str,
                     lambda v: v in ("radial", "dual", "triaxial"),
                     "'radial', 'dual' or 'triaxial'")
+    with instrument_errors(where, meg):
+        build_system(meg)
 
 
 def sensors_for(meg: dict, spec: dict):
@@ -92,25 +102,59 @@ def sensors_for(meg: dict, spec: dict):
         unit.names, placed, unit.orientations)])
 
 
-def run(ctx):
-    from ...io.fif import write_meg_fif
-    from ...physics.electromag import meg_gain
-    from ...instruments.meg import MEGSystem
+@dataclasses.dataclass(frozen=True)
+class MEGRecording(Recording):
+    """What the MEG system recorded, and the truth behind it.
 
-    meg, spec, truth, key = ctx.table, ctx.spec, ctx.truth, ctx.key
+    Attributes
+    ----------
+    system : MEGSystem
+    sensors : MEGSensors
+        Channel names, kinds, positions (m) and orientations as placed.
+    data : array (n_channels, n_times)
+        Recorded fields (T) and gradients (T/m).
+    times : array (n_times,)
+        s.
+    leadfield : array (n_channels, n_regions)
+        T / (A m) or T / m / (A m).
+    clean : array (n_channels, n_times)
+        Noise-free signal.
+    dipole_positions, dipole_orientations : array (n_regions, 3)
+    """
+
+    system: MEGSystem
+    sensors: MEGSensors
+    data: np.ndarray
+    times: np.ndarray
+    leadfield: np.ndarray
+    clean: np.ndarray
+    dipole_positions: np.ndarray
+    dipole_orientations: np.ndarray
+
+    @property
+    def sample_rate(self) -> float:
+        return self.system.sample_rate
+
+    def truth_arrays(self, key: str) -> dict[str, np.ndarray]:
+        return {f"{key}_times": self.times, f"{key}_leadfield": self.leadfield,
+                f"{key}_clean": self.clean, f"{key}_sensor_positions": self.sensors.positions,
+                f"{key}_sensor_orientations": self.sensors.orientations,
+                f"{key}_noise_std": self.system.channel_noise(self.sensors),
+                "dipole_positions": self.dipole_positions,
+                "dipole_orientations": self.dipole_orientations}
+
+
+def simulate(ctx: DeviceContext) -> MEGRecording:
+    """Lead field (Sarvas sphere or template-head BEM) x source moments, then the system."""
+    from ...physics.electromag import meg_gain
+
+    meg, spec, key = ctx.table, ctx.spec, ctx.key
     try:
         import mne  # noqa: F401  (only to fail early with a clear message)
     except ImportError as err:
         raise SpecError(f"devices.{key}: writing MEG (FIF) needs MNE-Python: "
                         "pip install 'biosim[io]'") from err
-    try:
-        system = MEGSystem(sample_rate=meg["sample_rate"], noise_scale=meg["noise_scale"],
-                           noise_floor=meg["noise_floor"] * 1e-15 if "noise_floor" in meg else None,
-                           line_noise=meg["line_noise"] * 1e-15,
-                           line_frequency=meg["line_frequency"],
-                           seed=int(ctx.rng.integers(2 ** 31)))
-    except ParameterError as err:
-        raise SpecError(f"devices.{key}: {err}") from err
+    system = build_system(meg, seed=ctx.new_seed())
     sensors = sensors_for(meg, spec)
     pos, ori = region_dipoles(spec)
     if spec["subject"]["head"] == "template":                             # BEM (Geselowitz)
@@ -119,42 +163,42 @@ def run(ctx):
         _, center, _ = sphere_head(spec)
         g = np.asarray(meg_gain(sensors, pos, center=center))            # (C, R, 3)
     lead = np.einsum("csk,sk->cs", g, ori)                               # (C, R) T/(A m)
-    times = system.sample_times(spec["experiment"]["duration"])
-    moments = source_moments(ctx, times)
-    clean = lead @ moments.T
+    times = system.sample_times(ctx.protocol.duration)
+    clean = lead @ ctx.simulation.sources.at(times).T
     data = system.record(clean, sensors)
-    truth.update({f"{key}_times": times, f"{key}_leadfield": lead, f"{key}_clean": clean,
-                  f"{key}_sensor_positions": sensors.positions,
-                  f"{key}_sensor_orientations": sensors.orientations,
-                  f"{key}_noise_std": system.channel_noise(sensors),
-                  "dipole_positions": pos, "dipole_orientations": ori})
-    meg_dir = ctx.sub_dir / "meg"
-    meg_dir.mkdir(parents=True, exist_ok=True)
-    stem = ctx.stem if key == "meg" else f"{ctx.stem}_acq-{''.join(ch for ch in key if ch.isalnum())}"
-    events = [(b["onset"], b["condition"]) for b in spec["protocol"]["blocks"]]
-    write_meg_fif(meg_dir / f"{stem}_meg.fif", data, system.sample_rate, sensors, events,
+    return MEGRecording(system, sensors, data, times, lead, clean, pos, ori)
+
+
+def write(rec: MEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
+    """FIF (through MNE-Python), sidecar, channels and events."""
+    from ...io.fif import write_meg_fif
+
+    meg, acq = ctx.table, acq_label(ctx.key, "meg")
+    sensors, fs = rec.sensors, rec.sample_rate
+    events = [(b.onset, b.condition) for b in ctx.protocol.blocks]
+    write_meg_fif(dataset.path("meg", "meg.fif", acq), rec.data, fs, sensors, events,
                   line_freq=meg["line_frequency"])
-    kinds = sensors.kinds
-    atomic_write_text(meg_dir / f"{stem}_meg.json", json.dumps({
-        "TaskName": spec["experiment"]["name"], "SamplingFrequency": system.sample_rate,
+    write_json(dataset.path("meg", "meg.json", acq), {
+        "TaskName": ctx.spec["experiment"]["name"], "SamplingFrequency": fs,
         "PowerLineFrequency": meg["line_frequency"], "DewarPosition": "upright",
         "SoftwareFilters": "n/a", "DigitizedLandmarks": False, "DigitizedHeadPoints": False,
         "MEGChannelCount": sensors.n_channels,
-        "RecordingDuration": float(len(times) / system.sample_rate),
+        "RecordingDuration": float(len(rec.times) / fs),
         "Manufacturer": "biosim",
         "ManufacturersModelName": {"squid306": "virtual 306-channel SQUID helmet",
                                    "axial275": "virtual 275-channel axial gradiometer system",
                                    "opm": f"virtual {meg.get('n_sensors')}-cell OPM array"}[
-                                       meg["system"]]}, indent=2) + "\n")
-    noise = system.channel_noise(sensors) / np.sqrt(system.sample_rate / 2)
-    atomic_write_text(meg_dir / f"{stem}_channels.tsv",
-                      "name\ttype\tunits\tsampling_frequency\tnoise_floor\n" + "".join(
-                          f"{n}\t{_BIDS_TYPE[k]}\t{'T/m' if k == 'grad' else 'T'}\t"
-                          f"{system.sample_rate:g}\t{f:.3e}\n"
-                          for n, k, f in zip(sensors.names, kinds, noise)))
-    write_events(spec, meg_dir / f"{stem}_events.tsv")
+                                       meg["system"]]})
+    noise = rec.system.channel_noise(sensors) / np.sqrt(fs / 2)
+    kinds = sensors.kinds
+    write_tsv(dataset.path("meg", "channels.tsv", acq), {
+        "name": list(sensors.names), "type": [_BIDS_TYPE[k] for k in kinds],
+        "units": ["T/m" if k == "grad" else "T" for k in kinds],
+        "sampling_frequency": [fs] * len(kinds), "noise_floor": noise},
+        formats={"sampling_frequency": "g", "noise_floor": ".3e"})
+    write_events(dataset.path("meg", "events.tsv", acq), ctx.protocol.events())
 
 
-register_device("meg", validate=validate, run=run, order=30,
+register_device("meg", validate=validate, simulate=simulate, write=write, order=30,
                 description="MEG system: SQUID helmet (306 or 275 channels) or OPM array "
                             "(FIF via MNE-Python)")

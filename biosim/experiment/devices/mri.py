@@ -8,31 +8,54 @@ acquires EPI volumes (4D NIfTI + BIDS sidecar in ``func/``).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 
 import numpy as np
 
-from ..._core.atomic import atomic_write_text
-from ..._core.errors import ParameterError, SpecError
+from ..._core.errors import SpecError
+from ...instruments.mri import GradientEchoEPI, MRIAcquisition, MRIScanner, SpinEchoEPI
+from ...io.bids import BIDSDataset, write_events, write_json, write_tsv
 from ...physics.hemodynamics import BOLDParams, simulate_bold
 from ...physics.hemodynamics.balloon import preset as balloon_preset
-from ..keys import check_keys, require, set_default
-from . import register_device
-from ..subject import write_events
-
+from ..keys import check_keys, instrument_errors, require, set_default
+from . import DeviceContext, Recording, register_device
 
 KEYS = {"type", "field_strength", "tr", "te", "baseline_signal", "noise_std", "sequence",
         "flip_angle", "matrix", "n_slices", "echo_spacing", "slice_order"}
 
 
+def build_scanner(mri: dict, spec: dict, seed: int = 0) -> MRIScanner:
+    """The scanner and its EPI sequence for a validated ``[devices.<key>]`` table
+    (voxels of ``subject.voxel_size`` mm, isotropic)."""
+    vs = spec["subject"]["voxel_size"] * 1e-3
+    matrix = tuple(mri["matrix"])
+    seq_cls = SpinEchoEPI if mri["sequence"] == "se" else GradientEchoEPI
+    seq = seq_cls(tr=mri["tr"], te=mri["te"], flip_angle=mri["flip_angle"], matrix=matrix,
+                  fov=(matrix[0] * vs, matrix[1] * vs), n_slices=mri["n_slices"],
+                  slice_thickness=vs, echo_spacing=mri["echo_spacing"],
+                  slice_order=mri["slice_order"])
+    return MRIScanner(field_strength=mri["field_strength"], sequence=seq,
+                      noise_std=mri["noise_std"], seed=seed)
+
+
+def bold_params(mri: dict, spec: dict) -> BOLDParams:
+    """The BOLD signal model at the scanner's field strength and echo time."""
+    balloon = balloon_preset(spec["activity"]["hemodynamics"])
+    b0 = mri["field_strength"]
+    return BOLDParams(field_strength=b0, echo_time=mri["te"],
+                      resting_extraction=balloon.resting_extraction,
+                      r0=None if 1.5 <= b0 <= 7.0 else extrapolated_r0(b0))
+
+
 def validate(mri: dict, spec: dict, where: str):
+    """Defaults and types here; every limit of the scanner, its sequence and the BOLD
+    model is checked by building them (their errors name the key)."""
     check_keys(mri, KEYS, where)
     dt, duration = spec["activity"]["dt"], spec["experiment"]["duration"]
     positive = lambda v: v > 0  # noqa: E731
-    require(mri, "field_strength", where, float, lambda v: 0.1 <= v <= 11.7,
-            "a field strength in [0.1, 11.7] T")
+    require(mri, "field_strength", where, float, None, "a field strength in T")
     tr = require(mri, "tr", where, float, positive, "a positive TR in s")
-    require(mri, "te", where, float, lambda v: 0 < v < tr, f"an echo time in (0, TR = {tr:g}) s")
+    require(mri, "te", where, float, None, "an echo time in s")
     ratio = tr / dt
     if abs(ratio - round(ratio)) > 1e-9 * ratio:
         raise SpecError(f"{where}.tr = {tr!r} is invalid: expected a multiple of "
@@ -41,19 +64,20 @@ def validate(mri: dict, spec: dict, where: str):
         raise SpecError(f"experiment.duration = {duration!r} is invalid: expected a whole "
                         f"number of TRs ({tr:g} s) for {where}")
     set_default(mri, "baseline_signal", where, 1000.0, float, positive, "a positive signal")
-    set_default(mri, "noise_std", where, 0.0, float, lambda v: v >= 0, "a non-negative noise level")
+    set_default(mri, "noise_std", where, 0.0, float, None, "a noise level")
     seq = set_default(mri, "sequence", where, "gre", str, lambda v: v in ("gre", "se"),
                       "'gre' or 'se'")
-    set_default(mri, "flip_angle", where, 77.0 if seq == "gre" else 90.0, float,
-                lambda v: 0 < v <= 180, "a flip angle in (0, 180] degrees")
-    set_default(mri, "matrix", where, [16, 16], list,
-                lambda v: len(v) == 2 and all(isinstance(m, int) and m >= 4 and m % 2 == 0
-                                              for m in v), "two even integers >= 4")
-    set_default(mri, "n_slices", where, 3, int, lambda v: v >= 1, "a positive integer")
-    set_default(mri, "echo_spacing", where, 5e-4, float, positive, "a positive spacing in s")
-    set_default(mri, "slice_order", where, "interleaved", str,
-                lambda v: v in ("ascending", "descending", "interleaved"),
-                "'ascending', 'descending' or 'interleaved'")
+    set_default(mri, "flip_angle", where, 77.0 if seq == "gre" else 90.0, float, None,
+                "a flip angle in degrees")
+    set_default(mri, "matrix", where, [16, 16], list, lambda v: len(v) == 2, "two integers")
+    set_default(mri, "n_slices", where, 3, int, None, "an integer")
+    set_default(mri, "echo_spacing", where, 5e-4, float, None, "a spacing in s")
+    set_default(mri, "slice_order", where, "interleaved", str, None, "a slice order")
+    with instrument_errors(where, mri, {"echo_time": "te"}):
+        build_scanner(mri, spec)
+        bold_params(mri, spec)
+    region_volume(len(spec["subject"]["regions"]), spec["subject"]["voxels_per_region"],
+                  mri["matrix"], mri["n_slices"], where)
 
 
 def region_volume(n_regions: int, voxels_per_region: int, matrix, n_slices: int,
@@ -99,58 +123,100 @@ def extrapolated_r0(b0: float) -> float:
     return float(np.polyval(np.polyfit([1.5, 3.0, 7.0], [25.0, 110.0, 340.0], 1), b0))
 
 
-def run(ctx):
-    from ...instruments.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI
+@dataclasses.dataclass(frozen=True)
+class MRIRecording(Recording):
+    """What the MRI device acquired, and the hemodynamics behind it.
 
-    mri, spec, truth = ctx.table, ctx.spec, ctx.truth
-    act = spec["activity"]
-    func_dir = ctx.sub_dir / "func"
-    func_dir.mkdir(parents=True, exist_ok=True)
-    balloon = balloon_preset(act["hemodynamics"])
-    bold_params = BOLDParams(field_strength=mri["field_strength"], echo_time=mri["te"],
-                             resting_extraction=balloon.resting_extraction,
-                             r0=None if 1.5 <= mri["field_strength"] <= 7.0 else
-                             extrapolated_r0(mri["field_strength"]))
-    res = simulate_bold(truth["neural_input"], act["dt"], balloon, bold_params, tr=mri["tr"])
+    Attributes
+    ----------
+    scanner : MRIScanner
+        With the sequence it ran (TR, TE, matrix, echo spacing, slice order).
+    acquisition : MRIAcquisition
+        Magnitude and phase images (Nx, Ny, n_slices, n_volumes), affine, sidecar.
+    labels : array (Nx, Ny, n_slices)
+        Region label volume (0 background, r+1 region r).
+    region_signal : array (n_volumes, n_regions)
+        Mean magnitude of each region's voxels.
+    scan_times : array (n_volumes,)
+        Volume acquisition times, s.
+    states : array (n_volumes, n_regions, 4)
+        Balloon states [s, ln f, ln v, ln q] at the scan times.
+    bold : array (n_volumes, n_regions)
+        Noise-free fractional BOLD change.
+    """
+
+    scanner: MRIScanner
+    acquisition: MRIAcquisition
+    labels: np.ndarray
+    region_signal: np.ndarray
+    scan_times: np.ndarray
+    states: np.ndarray
+    bold: np.ndarray
+
+    @property
+    def sequence(self) -> GradientEchoEPI:
+        return self.scanner.sequence
+
+    @property
+    def tr(self) -> float:
+        return self.sequence.tr
+
+    @property
+    def te(self) -> float:
+        return self.sequence.te
+
+    @property
+    def field_strength(self) -> float:
+        return self.scanner.field_strength
+
+    def truth_arrays(self, key: str) -> dict[str, np.ndarray]:
+        return {"states": self.states, "bold": self.bold, "scan_times": self.scan_times,
+                "labels": self.labels}
+
+
+def simulate(ctx: DeviceContext) -> MRIRecording:
+    """Balloon-Windkessel BOLD of each region, acquired by the EPI scanner."""
+    mri, spec, act = ctx.table, ctx.spec, ctx.activity
+    res = simulate_bold(act.neural_input, spec["activity"]["dt"],
+                        balloon_preset(spec["activity"]["hemodynamics"]), bold_params(mri, spec),
+                        tr=mri["tr"])
     bold = np.asarray(res.bold)                               # (n_scans, n_regions)
-    truth.update(states=np.asarray(res.states), bold=bold, scan_times=np.asarray(res.times))
-    matrix = tuple(mri["matrix"])
-    labels = region_volume(bold.shape[1], spec["subject"]["voxels_per_region"], matrix,
+    if not np.all(np.isfinite(bold)) or np.any(bold <= -1):
+        raise SpecError(f"activity: the hemodynamic response of this neural activity is not "
+                        f"physical (BOLD change {np.nanmin(bold):.3g} to {np.nanmax(bold):.3g}): "
+                        f"expected a neural input the Balloon model follows (about 0.01-1 1/s)")
+    labels = region_volume(bold.shape[1], spec["subject"]["voxels_per_region"], mri["matrix"],
                            mri["n_slices"], f"devices.{ctx.key}")
-    truth["labels"] = labels
-    vs = spec["subject"]["voxel_size"] * 1e-3
-    seq_cls = SpinEchoEPI if mri["sequence"] == "se" else GradientEchoEPI
-    try:
-        seq = seq_cls(tr=mri["tr"], te=mri["te"], flip_angle=mri["flip_angle"], matrix=matrix,
-                      fov=(matrix[0] * vs, matrix[1] * vs), n_slices=mri["n_slices"],
-                      slice_thickness=vs, echo_spacing=mri["echo_spacing"],
-                      slice_order=mri["slice_order"])
-    except ParameterError as err:
-        raise SpecError(f"devices.{ctx.key}: {err}") from err
-    scanner = MRIScanner(field_strength=mri["field_strength"], sequence=seq,
-                         noise_std=mri["noise_std"], seed=int(ctx.rng.integers(2 ** 31)))
+    scanner = build_scanner(mri, spec, seed=ctx.new_seed())
     voxel_bold = np.zeros((bold.shape[0],) + labels.shape)
     for r in range(bold.shape[1]):
         voxel_bold[:, labels == r + 1] = bold[:, r][:, None]
     acq = scanner.acquire(tissue_maps(labels, mri["baseline_signal"]), voxel_bold,
                           reference_echo_time=mri["te"], show_progress=ctx.show_progress)
-    ctx.outputs[ctx.key] = {"region_signal": np.stack(
-        [np.asarray(acq.magnitude)[labels == r + 1].mean(axis=0) for r in range(bold.shape[1])],
-        axis=1), "tr": mri["tr"], "te": mri["te"], "field_strength": mri["field_strength"]}
-    acq.sidecar["TaskName"] = spec["experiment"]["name"]
-    write_events(spec, func_dir / f"{ctx.stem}_events.tsv")
-    acq.sidecar["GeneratedBy"] = [{"Name": "biosim", "Description":
-                                   "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)"}]
+    region_signal = np.stack([np.asarray(acq.magnitude)[labels == r + 1].mean(axis=0)
+                              for r in range(bold.shape[1])], axis=1)
+    return MRIRecording(scanner, acq, labels, region_signal, np.asarray(res.times),
+                        np.asarray(res.states), bold)
+
+
+def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
+    """4D NIfTI (or, without nibabel, region-mean TSV), BIDS sidecar and events."""
+    sidecar = dict(rec.acquisition.sidecar, TaskName=ctx.spec["experiment"]["name"],
+                   GeneratedBy=[{"Name": "biosim", "Description":
+                                 "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)"}])
+    write_events(dataset.path("func", "events.tsv"), ctx.protocol.events())
     try:
-        acq.write_nifti(func_dir / f"{ctx.stem}_bold.nii.gz", func_dir / f"{ctx.stem}_bold.json")
-    except ImportError:  # nibabel absent: per-region TSV + sidecar
-        cols = [acq.magnitude[labels == r].mean(axis=0) for r in range(1, int(labels.max()) + 1)]
-        header = "\t".join(spec["subject"]["regions"])
-        rows = "\n".join("\t".join(f"{v:.6f}" for v in row) for row in np.array(cols).T)
-        atomic_write_text(func_dir / f"{ctx.stem}_bold.tsv", header + "\n" + rows + "\n")
-        atomic_write_text(func_dir / f"{ctx.stem}_bold.json",
-                          json.dumps(acq.sidecar, indent=2) + "\n")
+        from ...io.nifti import write_nifti
+
+        write_nifti(dataset.path("func", "bold.nii.gz"), rec.acquisition.magnitude,
+                    rec.acquisition.affine, tr=rec.tr)
+    except ImportError:  # nibabel absent: per-region TSV
+        regions = ctx.spec["subject"]["regions"]
+        write_tsv(dataset.path("func", "bold.tsv"),
+                  {name: rec.region_signal[:, r] for r, name in enumerate(regions)},
+                  formats=dict.fromkeys(regions, ".6f"))
+    write_json(dataset.path("func", "bold.json"), sidecar)
 
 
-register_device("mri", validate=validate, run=run, order=10,
+register_device("mri", validate=validate, simulate=simulate, write=write, order=10,
                 description="MRI scanner: BOLD fMRI with GRE- or SE-EPI (4D NIfTI + sidecar)")

@@ -1,12 +1,15 @@
-"""Device types are plug-ins: a new instrument registers a validate and a run
-function and becomes usable from an experiment TOML."""
+"""Device types are plug-ins: a new instrument registers validate, simulate and
+write functions and becomes usable from an experiment TOML."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from biosim import SpecError, experiment
-from biosim.experiment.devices import device_types, register_device
+from biosim.experiment.devices import Recording, device_types, register_device
+from biosim.io.bids import write_json
 from biosim.experiment.keys import require
 
 
@@ -20,25 +23,33 @@ def test_a_new_device_plugs_in(tmp_path):
     def validate(table, spec, where):
         require(table, "gain", where, float, lambda v: v > 0, "a positive gain")
 
-    def run(ctx):
-        d = ctx.sub_dir / "beh"
-        d.mkdir(exist_ok=True)
-        peak = float(ctx.truth["neural_input"].max()) * ctx.table["gain"]
-        (d / f"{ctx.stem}_beh.json").write_text(json.dumps({"peak": peak}))
-        ctx.truth[f"{ctx.key}_peak"] = peak
+    @dataclasses.dataclass(frozen=True)
+    class MeterRecording(Recording):
+        peak: float
 
-    register_device("toy_meter", validate=validate, run=run, description="test device",
-                    replace=True)
+        def truth_arrays(self, key):
+            return {f"{key}_peak": np.array(self.peak)}
+
+    def simulate(ctx):
+        return MeterRecording(float(ctx.activity.neural_input.max()) * ctx.table["gain"])
+
+    def write(rec, ctx, dataset):
+        write_json(dataset.path("beh", "beh.json"), {"peak": rec.peak})
+
+    register_device("toy_meter", validate=validate, simulate=simulate, write=write,
+                    description="test device", replace=True)
     spec = experiment.load_experiment("fmri")
     spec["devices"] = {"meter": {"type": "toy_meter", "gain": 2.0}}
     out = experiment.run_experiment(spec, tmp_path / "ds", progress=False)
     doc = json.loads((out / "sub-01" / "beh" / "sub-01_task-fmri_beh.json").read_text())
     assert doc["peak"] == pytest.approx(0.3)                     # 2 x the 0.15 1/s drive
+    assert float(np.load(out / "truth" / "truth.npz")["meter_peak"]) == pytest.approx(0.3)
     spec["devices"]["meter"]["gain"] = -1.0
     with pytest.raises(SpecError, match=r"devices.meter.gain = -1.0 is invalid"):
         experiment.validate_spec(spec)
     with pytest.raises(SpecError, match="already registered"):
-        register_device("toy_meter", validate=validate, run=run, description="again")
+        register_device("toy_meter", validate=validate, simulate=simulate, write=write,
+                        description="again")
 
 
 def test_unknown_and_duplicate_devices_are_refused():
