@@ -4,7 +4,8 @@ The neural input is given at a microtime step ``dt`` and held constant over
 each step (zero-order hold).  The integrator takes ``substeps`` steps of
 ``h = dt / substeps`` per input sample, so within a step the right-hand side
 is smooth and a one-step method attains its full order: forward Euler (1),
-Heun (2) and classic Runge-Kutta (4).  RK4 at h = 0.1 s is far more accurate
+Heun (2) and classic Runge-Kutta (4), the tableaux of
+:mod:`biosim._core.time_stepping`.  RK4 at h = 0.1 s is far more accurate
 than forward Euler at 0.1 ms, at 1000x fewer steps (see
 ``benchmarks/hemodynamics.py``).
 
