@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._core.errors import SpecError
+from .._core.time_stepping import integrate_fixed_step
 from .keys import check_keys, require, set_default
 from .protocol import Protocol
 
@@ -231,15 +232,8 @@ def dcm_parameters(spec: dict, names: tuple[str, ...]):
 def _integrate_bilinear(params, u, dt):
     from ..physics.neural import neural_rhs
 
-    def step(z, uk):
-        k1 = neural_rhs(z, uk, params)
-        k2 = neural_rhs(z + 0.5 * dt * k1, uk, params)
-        k3 = neural_rhs(z + 0.5 * dt * k2, uk, params)
-        k4 = neural_rhs(z + dt * k3, uk, params)
-        z_new = z + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return z_new, z
-
-    _, zs = jax.lax.scan(step, jnp.zeros(params.A.shape[0]), u)
+    zs, _ = integrate_fixed_step(lambda z, uk: neural_rhs(z, uk, params),
+                                 jnp.zeros(params.A.shape[0]), u, dt, method="rk4")
     return zs
 
 

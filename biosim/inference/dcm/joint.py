@@ -37,9 +37,9 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ..._core.errors import ParameterError
+from ..._core.time_stepping import integrate_fixed_step
 from ...physics.hemodynamics import BalloonParams, BOLDParams
 from ...physics.hemodynamics.balloon import balloon_rhs
 from ...physics.hemodynamics.bold import bold_from_states
@@ -176,21 +176,11 @@ def predict_joint(theta, structure: JointStructure, lf_modes, stimulus):
     balloon = BalloonParams.spm(log_decay=decay, log_transit=transit)
     bold_p = BOLDParams.spm(field_strength=structure.field_strength,
                             echo_time=structure.echo_time, log_epsilon=eps)
-    h = structure.tr / structure.n_micro
-
-    def step(state, zz):
-        k1 = balloon_rhs(state, zz, balloon)
-        k2 = balloon_rhs(state + 0.5 * h * k1, zz, balloon)
-        k3 = balloon_rhs(state + 0.5 * h * k2, zz, balloon)
-        k4 = balloon_rhs(state + h * k3, zz, balloon)
-        return state + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
-
-    def scan_tr(state, z_block):
-        state, _ = lax.scan(step, state, z_block)
-        return state, bold_from_states(state, bold_p)
-
-    _, bold = lax.scan(scan_tr, jnp.zeros((erp.n_sources, 4)),
-                       z.reshape(structure.n_scans, structure.n_micro, -1))
+    bold, _ = integrate_fixed_step(
+        lambda state, zz: balloon_rhs(state, zz, balloon), jnp.zeros((erp.n_sources, 4)),
+        z, structure.tr / structure.n_micro, method="rk4",
+        record_every=int(structure.n_micro), record="end",
+        observe=lambda state: bold_from_states(state, bold_p))
     return eeg, 100.0 * bold
 
 

@@ -74,6 +74,7 @@ import numpy as np
 from jax import lax
 
 from ..._core.errors import ParameterError
+from ..._core.time_stepping import integrate_fixed_step
 from ...physics.hemodynamics import BalloonParams, BOLDParams
 from ...physics.hemodynamics.balloon import balloon_rhs
 from ...physics.hemodynamics.bold import bold_from_states
@@ -384,7 +385,6 @@ def trajectory(theta, inputs, structure: DCMStructure):
     rhs, _ = _equations(theta, structure)
     n = structure.n_regions
     ns = int(structure.substeps)
-    h = structure.tr / structure.n_micro / ns
 
     if structure.integrator == "spm":
         c0, j0, bu, kk = bilinear_reduction(theta, structure)
@@ -405,17 +405,9 @@ def trajectory(theta, inputs, structure: DCMStructure):
         (final, _, _), states = lax.scan(step, carry0, inputs)
         return jnp.concatenate([states, final[None]], axis=0)
 
-    def rk4_step(state, u):
-        new = state
-        for _ in range(ns):
-            k1 = rhs(new, u)
-            k2 = rhs(new + 0.5 * h * k1, u)
-            k3 = rhs(new + 0.5 * h * k2, u)
-            k4 = rhs(new + h * k3, u)
-            new = new + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return new, state
-
-    final, states = lax.scan(rk4_step, jnp.zeros(5 * n), inputs)
+    states, final = integrate_fixed_step(rhs, jnp.zeros(5 * n), inputs,
+                                         structure.tr / structure.n_micro,
+                                         method="rk4", substeps=ns)
     return jnp.concatenate([states, final[None]], axis=0)
 
 
@@ -441,22 +433,8 @@ def _predict_tr_blocks(theta, inputs, structure):
     """RK4 sampled at the end of each TR, nested scans (no stored trajectory)."""
     rhs, bold_p = _equations(theta, structure)
     n = structure.n_regions
-    ns = int(structure.substeps)
-    h = structure.tr / structure.n_micro / ns
-
-    def step(state, u):
-        for _ in range(ns):
-            k1 = rhs(state, u)
-            k2 = rhs(state + 0.5 * h * k1, u)
-            k3 = rhs(state + 0.5 * h * k2, u)
-            k4 = rhs(state + h * k3, u)
-            state = state + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return state, None
-
-    def scan_tr(state, u_block):
-        state, _ = lax.scan(step, state, u_block)
-        return state, bold_from_states(state[n:].reshape(n, 4), bold_p)
-
-    u = inputs.reshape(-1, structure.n_micro, inputs.shape[-1])
-    _, y = lax.scan(scan_tr, jnp.zeros(5 * n), u)
+    y, _ = integrate_fixed_step(
+        rhs, jnp.zeros(5 * n), inputs, structure.tr / structure.n_micro, method="rk4",
+        substeps=int(structure.substeps), record_every=int(structure.n_micro), record="end",
+        observe=lambda state: bold_from_states(state[n:].reshape(n, 4), bold_p))
     return y

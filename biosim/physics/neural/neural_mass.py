@@ -60,6 +60,7 @@ from jax import lax
 
 from ..._core.errors import ParameterError
 from ..._core.pytree import pytree_dataclass
+from ..._core.time_stepping import RK4, rk_step
 from ..._core.validation import is_concrete
 
 #: SPM12 ``spm_fx_erp`` fixed constants.
@@ -283,12 +284,9 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
 
     def step(carry, k):
         x, hist = carry
-        u0, u1, u2 = u_half[2 * k], u_half[2 * k + 1], u_half[2 * k + 2]
-        k1 = rhs(x, u0, k, 0.0, hist)
-        k2 = rhs(x + 0.5 * h * k1, u1, k, 0.5, hist)
-        k3 = rhs(x + 0.5 * h * k2, u1, k, 0.5, hist)
-        k4 = rhs(x + h * k3, u2, k, 1.0, hist)
-        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        # the input at the RK4 nodes c = 0, 1/2, 1 of the step: half-step samples 2k + 2c
+        u_at = {0.0: u_half[2 * k], 0.5: u_half[2 * k + 1], 1.0: u_half[2 * k + 2]}
+        x = rk_step(RK4, lambda xs, _t, c: rhs(xs, u_at[c], k, c, hist), x, 0.0, h)
         if delays == "exact":
             hist = record(hist, x)
         return (x, hist), None
