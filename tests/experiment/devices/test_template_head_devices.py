@@ -27,11 +27,13 @@ def eeg_runs(tmp_path_factory):
 
 
 def test_template_eeg_electrodes_sit_on_the_scalp(eeg_runs):
-    _, outs = eeg_runs
+    truth, outs = eeg_runs
     rows = (outs["template"] / "sub-01" / "eeg" / "sub-01_electrodes.tsv").read_text().splitlines()
     pos = np.array([[float(v) for v in r.split("\t")[1:]] for r in rows[1:]])
     scalp = template_head(642)[-1]
     assert np.max(distance_to_surface(scalp, pos)) < 1e-4    # 0.1 mm (5-digit tsv rounding)
+    # the truth (and the report, which reads the recording) hold the electrodes as placed
+    np.testing.assert_allclose(truth["template"]["eeg_sensor_positions"], pos, atol=5e-6)
 
 
 def test_template_and_sphere_eeg_topographies_agree(eeg_runs):
