@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Term:
     """One conductivity-weighted operator block of the system.
 
