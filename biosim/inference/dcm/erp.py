@@ -51,9 +51,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._core.errors import ParameterError
-from ...physics.neural.neural_mass import (DELAY, EXTRINSIC_SCALE, INTRINSIC_SCALE,
-                                           RECEPTOR_DENSITY, SIGMOID, TIME_CONSTANT, ERPParams,
-                                           gaussian_input, integrate_erp)
+from ...physics.neural.neural_mass import (
+    DELAY,
+    EXTRINSIC_SCALE,
+    INTRINSIC_SCALE,
+    RECEPTOR_DENSITY,
+    SIGMOID,
+    TIME_CONSTANT,
+    ERPParams,
+    gaussian_input,
+    integrate_erp,
+)
 from .variational_laplace import VLResult, invert
 
 PRIOR_VAR = {"A_forward": 1 / 16, "A_backward": 1 / 16, "A_lateral": 1 / 16, "B": 1 / 8,
@@ -301,7 +309,9 @@ def predict_eeg(theta, structure: ERPStructure, lead_field):
     return jnp.einsum("tsr,cr->tsc", dipole_moments(theta, structure), jnp.asarray(lead_field))
 
 
-def _check_lead_field(structure, lead_field):
+def check_lead_field(structure, lead_field):
+    """``lead_field`` as a float array, checked to be a finite (n_channels,
+    n_sources) lead field (V/(A m)) for ``structure``; ParameterError otherwise."""
     lf = np.asarray(lead_field, float)
     if lf.ndim != 2 or lf.shape[1] != structure.n_sources or not np.all(np.isfinite(lf)):
         raise ParameterError("lead_field", f"array of shape {lf.shape}",
@@ -325,7 +335,7 @@ def simulate_erp(structure: ERPStructure, theta, lead_field, *, noise_std=0.0, s
     -------
     y, clean : (n_trials, n_samples, n_channels), V
     """
-    lf = _check_lead_field(structure, lead_field)
+    lf = check_lead_field(structure, lead_field)
     theta = np.asarray(theta, float)
     if theta.shape != (structure.n_params,):
         raise ParameterError("theta", f"array of shape {theta.shape}", f"({structure.n_params},)")
@@ -383,7 +393,10 @@ class ERPResult:
         return {k: np.asarray(v) for k, v in self.structure.unpack(jnp.asarray(sd)).items()}
 
 
-def _features(y, modes, scale):
+def mode_features(y, modes, scale):
+    """ERP data ``y`` (n_trials, n_samples, n_channels) projected on the spatial
+    ``modes`` (n_channels, n_modes) and divided by ``scale``: the data features
+    (n_trials n_samples, n_modes) that the ERP model is fitted to."""
     return (np.asarray(y, float) @ modes / scale).reshape(-1, modes.shape[1])
 
 
@@ -413,7 +426,7 @@ def fit_erp(structure: ERPStructure, y, lead_field, *, n_modes=None, modes="lead
         prior on known dipole gains ``L``), or None
     **vl_kwargs : max_iter, tol, verbose of :func:`invert`
     """
-    lf = _check_lead_field(structure, lead_field)
+    lf = check_lead_field(structure, lead_field)
     y = np.asarray(y, float)
     expected = (structure.n_trials, structure.n_samples, lf.shape[0])
     if y.shape != expected or not np.all(np.isfinite(y)):
@@ -428,7 +441,7 @@ def fit_erp(structure: ERPStructure, y, lead_field, *, n_modes=None, modes="lead
     if mean.shape != (structure.n_params,) or var.shape != (structure.n_params,):
         raise ParameterError("prior", f"arrays of shapes {mean.shape}, {var.shape}",
                              f"(mean, variance) of shape ({structure.n_params},)")
-    vl = invert(_model_for(structure), _features(y, u, scale), mean, var,
+    vl = invert(_model_for(structure), mode_features(y, u, scale), mean, var,
                 args=(jnp.asarray(u.T @ lf), jnp.asarray(scale)), hyper_mean=hyper_mean,
                 hyper_var=hyper_var, **vl_kwargs)
     return ERPResult(structure, vl, u, scale)

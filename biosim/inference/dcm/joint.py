@@ -43,8 +43,14 @@ from ..._core.time_stepping import integrate_fixed_step
 from ...physics.hemodynamics import BalloonParams, BOLDParams
 from ...physics.hemodynamics.balloon import balloon_rhs
 from ...physics.hemodynamics.bold import bold_from_states
-from .erp import (ERPStructure, _check_lead_field, _features, spatial_modes, source_states,
-                  MOMENT_PER_MV)
+from .erp import (
+    MOMENT_PER_MV,
+    ERPStructure,
+    check_lead_field,
+    mode_features,
+    source_states,
+    spatial_modes,
+)
 from .variational_laplace import VLResult, invert
 
 PRIOR_VAR_COUPLING = 1.0
@@ -232,7 +238,7 @@ def simulate_joint(structure: JointStructure, theta, lead_field, *, eeg_noise_st
     Returns (y_eeg (n_trials, n_samples, n_channels) V, y_bold (n_scans, n) percent,
     clean_eeg, clean_bold); the BOLD noise is white with SD std(signal) / bold_snr per region.
     """
-    lf = _check_lead_field(structure.erp, lead_field)
+    lf = check_lead_field(structure.erp, lead_field)
     theta = np.asarray(theta, float)
     if theta.shape != (structure.n_params,):
         raise ParameterError("theta", f"array of shape {theta.shape}", f"({structure.n_params},)")
@@ -259,7 +265,7 @@ def fit_joint(structure: JointStructure, y_eeg, lead_field, y_bold, *, n_modes=N
     n_modes, modes, hyper_mean, hyper_var, prior, **vl_kwargs : as :func:`fit_erp`
     """
     erp = structure.erp
-    lf = _check_lead_field(erp, lead_field)
+    lf = check_lead_field(erp, lead_field)
     y_eeg = np.asarray(y_eeg, float)
     y_bold = np.asarray(y_bold, float)
     if y_eeg.shape != (erp.n_trials, erp.n_samples, lf.shape[0]) or not np.all(np.isfinite(y_eeg)):
@@ -279,7 +285,7 @@ def fit_joint(structure: JointStructure, y_eeg, lead_field, y_bold, *, n_modes=N
     scale_bold = float(np.std(y_bold))
     if not (scale_eeg > 0 and scale_bold > 0):
         raise ParameterError("y_eeg, y_bold", "data with zero variance", "responses")
-    y = np.concatenate([_chunk(_features(y_eeg, u, scale_eeg), g),
+    y = np.concatenate([_chunk(mode_features(y_eeg, u, scale_eeg), g),
                         _chunk(y_bold / scale_bold, g)], axis=1)
     mean, var = structure.prior() if prior is None else (np.asarray(p, float) for p in prior)
     if mean.shape != (structure.n_params,) or var.shape != (structure.n_params,):

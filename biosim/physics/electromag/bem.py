@@ -6,10 +6,9 @@ Unknowns: the potential V_i on every S_i (P1) and the normal current
 ``p_i = sigma grad V . n`` on S_1 ... S_{N-1} (P0, one value per triangle, as
 in Kybic et al.; or P1, one per vertex, with ``flux="p1"``: fewer unknowns,
 e.g. 12810 instead of 17926 at 3 x 2562, same accuracy on nested spheres;
-p_N = 0).  Taking the
-Dirichlet and Neumann traces of Green's representation of V in the two
-compartments adjacent to each interface and subtracting them (the jump terms
-cancel) gives the symmetric system (Kybic et al. 2005, IEEE TMI 24:12,
+p_N = 0).  Taking the Dirichlet and Neumann traces of Green's representation
+of V in the two compartments adjacent to each interface and subtracting them
+(the jump terms cancel) gives the symmetric system (Kybic et al. 2005, IEEE TMI 24:12,
 eqs. 12-13), for every interface i::
 
     (s_i + s_{i+1}) N_ii V_i - s_i N_{i,i-1} V_{i-1} - s_{i+1} N_{i,i+1} V_{i+1}
@@ -21,10 +20,11 @@ eqs. 12-13), for every interface i::
 with v the potential of the source in an unbounded medium of unit
 conductivity; for a dipole q at r0, ``v(x) = q . (x - r0) / (4 pi |x - r0|^3)``.
 The operator blocks (:mod:`.bem_operators`) do not depend on the
-conductivities, so ``A(sigma) = sum_k f_k(sigma) M_k`` and gradients flow
-through the solve.  The matrix is symmetric quasi-definite: the V block is
-negative semi-definite with the constant potential as null space (the pure
-Neumann problem), the p block positive definite.  The null space is removed
+conductivities, so ``A(sigma) = sum_k f_k(sigma) M_k`` (:mod:`.bem_system`)
+and gradients flow through the solve.  The matrix is symmetric
+quasi-definite: the V block is negative semi-definite with the constant
+potential as null space (the pure Neumann problem), the p block positive
+definite.  The null space is removed
 by deflation, ``A_VV <- A_VV - c e e^T`` with e the all-ones vector over all
 potential unknowns (the solution then has zero mean potential over the
 vertices; EEG is referenced afterwards and MEG does not see a constant).
@@ -42,7 +42,8 @@ linear double-layer potentials of the triangles at r0 (computed by
 forward-mode differentiation), so sources may come arbitrarily close to S_1.
 
 Modules: the operator blocks :mod:`.bem_operators` (curved elements
-:mod:`.bem_curved`), the solvers :mod:`.bem_solve`, the sensor functionals
+:mod:`.bem_curved`), the conductivity-weighted system :mod:`.bem_system`, the
+solvers :mod:`.bem_solve`, the sensor functionals
 :mod:`.bem_sensors`, the source terms :mod:`.bem_sources`; this one holds the
 head model's operators and the forward model.
 
@@ -61,13 +62,13 @@ from __future__ import annotations
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from ..._core.errors import GeometryError, ParameterError
-from ..._core.parallel import n_threads
+from ..._core.parallel import n_threads, run_chunks, run_chunks_axis1
 from ..._core.precision import require_float64
 from ..._core.validation import is_concrete
 from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
@@ -75,15 +76,26 @@ from ...geometry.curved import curved_refinement, volume_matched_surface
 from ...geometry.mesh import TriangleMesh
 from . import bem_curved
 from .bem_integrals import triangle_rule
-from .bem_sensors import (EEG_READOUTS, closest_points, eeg_functional, meg_functional, meg_surface_functionals,
-                          primary_meg_gain)
+from .bem_operators import (
+    curl_matrices,
+    double_layer_matrix,
+    double_layer_matrix_p1,
+    hypersingular_matrix,
+    single_layer_matrix,
+    single_layer_matrix_p1,
+    triangles,
+)
+from .bem_sensors import (
+    EEG_READOUTS,
+    closest_points,
+    eeg_functional,
+    meg_functional,
+    meg_surface_functionals,
+    primary_meg_gain,
+)
 from .bem_solve import solve_adjoint, solve_concrete, solve_traced
-from .bem_sources import _source_pairs_correction, _source_terms, _source_terms_quad
-from .bem_operators import (_run_chunks, _run_chunks_axis1, curl_matrices, double_layer_matrix,
-                            double_layer_matrix_p1, hypersingular_matrix, single_layer_matrix,
-                            single_layer_matrix_p1, triangles)
+from .bem_sources import source_pairs_correction, source_terms, source_terms_quad
 from .sensors import EEGSensors, MEGSensors
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,21 +155,23 @@ class BEMOperators:
         Kybic et al. 2005, the discretisation of OpenMEEG) or "p1" (per
         vertex; the S and D blocks are then P1-P1).
 
-        ``geometry`` "flat" integrates over the mesh's flat triangles;
-        "matched" over flat triangles whose vertices are moved along their
-        normals so that each encloses the volume of the smooth surface through
-        the mesh (:func:`~biosim.geometry.curved.volume_matched_surface`,
-        0.06 mm at 2562 vertices on a 78 mm sphere): the magnitude bias of
-        inscribed triangles goes at no cost (EEG MAG at eccentricity 0.1-0.8:
-        1.006 -> 1.000 on 3 x 642 spheres; the 10-direction means at 0.95 match
-        curved elements' at 3 x 2562); "curved" over curved elements through the same vertices
-        (:func:`~biosim.geometry.curved.curved_refinement`: every edge bent into
-        the circular arc its vertex normals define, exact on spheres), with the
-        same unknowns (:mod:`.bem_curved`).  Curved elements remove the
-        lead-field magnitude bias of flat triangles inscribed in a curved
-        surface (EEG MAG 1.006 -> 1.001 on 3 x 642 spheres, 1.0015 -> 1.0004 at
-        3 x 2562) at 3x (642) to 5x (2562) the assembly time; the topography
-        (RDM) is limited by the P1 potentials and stays as it is.
+        ``geometry`` chooses the surface the blocks are integrated over:
+
+        * "flat": the mesh's flat triangles.  Triangles inscribed in a curved
+          surface bias the lead-field magnitude (EEG MAG about 1.006 on
+          3 x 642 nested spheres, 1.0015 on 3 x 2562);
+        * "matched": flat triangles whose vertices are moved along their
+          normals so that the surface encloses the volume of the smooth
+          surface through the mesh
+          (:func:`~biosim.geometry.curved.volume_matched_surface`): removes
+          that bias where the field is smooth, at the cost of "flat";
+        * "curved": curved elements through the same vertices
+          (:func:`~biosim.geometry.curved.curved_refinement`: every edge bent
+          into the circular arc its vertex normals define, exact on spheres),
+          with the same unknowns (:mod:`.bem_curved`): removes the bias also
+          near the surfaces, at several times the assembly time of "flat".
+
+        The topography (RDM) is limited by the P1 potentials in all three.
 
         ``quad`` is passed to the block builders (``near_factor``, ``far_rule``,
         ``near_rule``, ``chunk``).
@@ -204,9 +218,9 @@ class BEMOperators:
                 if 0 <= j < n:
                     tasks[("D", i, j)] = (dl, (surfaces[i], surfaces[j]), {"same": i == j, **quad})
 
-        # independent blocks run concurrently (XLA releases the GIL; one block keeps
-        # ~1.4 of 2 cores busy).  A pool of its own: the blocks' chunks use the
-        # shared one, and nesting tasks in a single pool could deadlock.
+        # independent blocks run concurrently (XLA releases the GIL).  A pool of its
+        # own: the blocks' chunks use the shared one, and nesting tasks in a single
+        # pool could deadlock.
         with ThreadPoolExecutor(max_workers=n_threads()) as pool:
             futures = {k: pool.submit(f, *a, **kw) for k, (f, a, kw) in tasks.items()}
             res = {k: fut.result() for k, fut in futures.items()}
@@ -225,7 +239,7 @@ class BEMOperators:
             check_head_model([c.fine for c in curved], min_gap)
         n = len(surfaces)
         rules = {k: quad.pop(k) for k in ("far_rule", "near_rule", "far_base") if k in quad}
-        elems = [bem_curved._Elements(c, **rules) for c in curved]
+        elems = [bem_curved.CurvedElements(c, **rules) for c in curved]
         p1 = flux == "p1"
         tasks = {}
         for i in range(n):
@@ -252,131 +266,6 @@ class BEMOperators:
         v_off = np.concatenate([[0], np.cumsum(self.n_vertices)])
         p_off = v_off[-1] + np.concatenate([[0], np.cumsum(self.n_flux)])
         return v_off, p_off
-
-    def blocks(self, sigma, dtype=np.float64):
-        """Blocks (A_VV, A_Vp, A_pp) of the (undeflated) symmetric system (numpy)."""
-        s = [float(x) for x in sigma] + [0.0]
-        inv = [1.0 / x for x in s[:-1]] + [0.0]
-        return self._blocks(s, inv, 1.0, dtype)
-
-    def apply(self, sigma, x, deflation=0.0):
-        """``A(sigma) x`` in float64 from the operator blocks, without forming the
-        dense matrix; ``deflation`` c subtracts ``c e e^T`` from the V block.
-        ``x`` (n_unknowns,) or (n_unknowns, k)."""
-        n = self.n_surfaces
-        s = [float(v) for v in sigma] + [0.0]
-        inv = [1.0 / v for v in s[:-1]] + [0.0]
-        v_off, p_off = self.offsets()
-        xv = [x[v_off[i]:v_off[i + 1]] for i in range(n)]
-        xp = [x[p_off[i]:p_off[i + 1]] for i in range(n - 1)]
-        yv = [(s[i] + s[i + 1]) * (self.N[(i, i)] @ xv[i]) for i in range(n)]
-        yp = [(inv[i] + inv[i + 1]) * (self.S[(i, i)] @ xp[i]) for i in range(n - 1)]
-        for i in range(n - 1):
-            blk = self.N[(i, i + 1)]
-            yv[i] -= s[i + 1] * (blk @ xv[i + 1])
-            yv[i + 1] -= s[i + 1] * (blk.T @ xv[i])
-            if i + 1 < n - 1:
-                blk = self.S[(i, i + 1)]
-                yp[i] -= inv[i + 1] * (blk @ xp[i + 1])
-                yp[i + 1] -= inv[i + 1] * (blk.T @ xp[i])
-        for (i, j), blk in self.D.items():
-            coef = -2.0 if i == j else 1.0
-            yp[i] += coef * (blk @ xv[j])
-            yv[j] += coef * (blk.T @ xp[i])
-        y = np.concatenate(yv + yp, axis=0)
-        if deflation:
-            y[:v_off[-1]] -= deflation * np.sum(x[:v_off[-1]], axis=0)
-        return y
-
-    def conductivity_derivative(self, sigma, lam, x):
-        """``d/dsigma_k [sum(lam * (A(sigma) x))]`` for every k, (N,), without
-        forming ``dA/dsigma``: each conductivity-dependent block enters once
-        (``A`` is linear in s_k and 1/s_k).  ``lam``, ``x`` (n_unknowns, k): the
-        adjoint and the solution of a solve, for reverse-mode derivatives."""
-        n = self.n_surfaces
-        sig = np.asarray(sigma, float)
-        v_off, p_off = self.offsets()
-        lv = [lam[v_off[i]:v_off[i + 1]] for i in range(n)]
-        lp = [lam[p_off[i]:p_off[i + 1]] for i in range(n - 1)]
-        xv = [x[v_off[i]:v_off[i + 1]] for i in range(n)]
-        xp = [x[p_off[i]:p_off[i + 1]] for i in range(n - 1)]
-
-        def pair(a, blk, b):
-            return float(np.sum(a * (blk @ b)))
-
-        d_s = np.zeros(n + 1)       # d/ds_k (s_{N+1} = 0 is fixed)
-        d_inv = np.zeros(n + 1)     # d/d(1/s_k)
-        for i in range(n):
-            t = pair(lv[i], self.N[(i, i)], xv[i])
-            d_s[i] += t
-            d_s[i + 1] += t
-            if i + 1 < n:
-                blk = self.N[(i, i + 1)]
-                d_s[i + 1] -= pair(lv[i], blk, xv[i + 1]) + pair(lv[i + 1], blk.T, xv[i])
-        for i in range(n - 1):
-            t = pair(lp[i], self.S[(i, i)], xp[i])
-            d_inv[i] += t
-            d_inv[i + 1] += t
-            if i + 1 < n - 1:
-                blk = self.S[(i, i + 1)]
-                d_inv[i + 1] -= pair(lp[i], blk, xp[i + 1]) + pair(lp[i + 1], blk.T, xp[i])
-        return d_s[:n] - d_inv[:n] / sig ** 2
-
-    def _blocks(self, s, inv, const, dtype=np.float64):
-        """Blocks for conductivities ``s`` (with s_{N+1} = 0), inverse conductivities
-        ``inv`` and a factor ``const`` on the conductivity-free D blocks; linear in
-        (s, inv, const), which gives the basis of :meth:`basis`.
-
-        A_VV and A_pp are Fortran-ordered and A_Vp C-ordered (so that A_pV =
-        A_Vp.T is Fortran-ordered): LAPACK then factors them in place.  Every
-        sub-block is written once, scaled straight into its place (no
-        temporaries of the operators' size)."""
-        n = self.n_surfaces
-        v_off, p_off = self.offsets()
-        n_v, n_p = int(v_off[-1]), int(p_off[-1] - p_off[0])
-        p0 = p_off - p_off[0]
-
-        def put(out, blk, coef, transpose=False):
-            np.multiply(blk.T if transpose else blk, coef, out=out, casting="same_kind")
-
-        avv = np.zeros((n_v, n_v), dtype, order="F")
-        for i in range(n):
-            vi = slice(v_off[i], v_off[i + 1])
-            put(avv[vi, vi], self.N[(i, i)], s[i] + s[i + 1])
-            if i + 1 < n:
-                vj = slice(v_off[i + 1], v_off[i + 2])
-                put(avv[vi, vj], self.N[(i, i + 1)], -s[i + 1])
-                put(avv[vj, vi], self.N[(i, i + 1)], -s[i + 1], transpose=True)
-        avp = np.zeros((n_v, n_p), dtype)
-        for (i, j), blk in self.D.items():
-            coef = -2.0 if i == j else 1.0
-            put(avp[v_off[j]:v_off[j + 1], p0[i]:p0[i + 1]], blk, const * coef, transpose=True)
-        app = np.zeros((n_p, n_p), dtype, order="F")
-        for (i, j), blk in self.S.items():
-            pi, pj = slice(p0[i], p0[i + 1]), slice(p0[j], p0[j + 1])
-            if i == j:
-                put(app[pi, pi], blk, inv[i] + inv[i + 1])
-            else:
-                put(app[pi, pj], blk, -inv[j])
-                put(app[pj, pi], blk, -inv[j], transpose=True)
-        return avv, avp, app
-
-    def basis(self):
-        """``A(sigma) = M0 + sum_k sigma_k Ms[k] + sum_k Mi[k] / sigma_k`` as dense
-        arrays (M0 (n, n), Ms, Mi (N, n, n)), for differentiable solves on
-        small meshes."""
-        n = self.n_surfaces
-
-        def full(s, inv, const):
-            avv, avp, app = self._blocks(list(s) + [0.0], list(inv) + [0.0], const)
-            return np.block([[avv, avp], [avp.T, app]])
-
-        zero = np.zeros(n)
-        eye = np.eye(n)
-        m0 = full(zero, zero, 1.0)
-        ms = np.stack([full(eye[k], zero, 0.0) for k in range(n)])
-        mi = np.stack([full(zero, eye[k], 0.0) for k in range(n)])
-        return m0, ms, mi
 
 
 # ---------------------------------------------------------------------- forward
@@ -499,9 +388,9 @@ class BEMForward:
         cm = ops.curved[0]
         flux_map = cm.prolongation if ops.flux == "p1" else cm.aggregation
         if is_concrete(t_v):          # (slices of a concrete transfer are traced under jit)
-            expand = lambda t, m: np.asarray((m @ np.asarray(t).T).T)      # noqa: E731
+            expand = lambda t, m: np.asarray((m @ np.asarray(t).T).T)
         else:
-            expand = lambda t, m: t @ jnp.asarray(m.toarray()).T           # noqa: E731
+            expand = lambda t, m: t @ jnp.asarray(m.toarray()).T
         t_p = expand(t_p, flux_map) if ops.n_surfaces > 1 else t_p
         return cm.fine, expand(t_v, cm.prolongation), t_p
 
@@ -555,7 +444,7 @@ class BEMForward:
             tri, faces = jnp.asarray(tri_np), jnp.asarray(faces_np)
             out = []
             for s in range(0, positions.shape[0], chunk):
-                rv, rp = _source_terms(tri, faces, nv, positions[s:s + chunk], flux)
+                rv, rp = source_terms(tri, faces, nv, positions[s:s + chunk], flux)
                 g = jnp.einsum("ej,jck->eck", t_v, rv)
                 if n > 1:
                     g = g - jnp.einsum("ej,jck->eck", t_p, rp) / sig1
@@ -568,14 +457,14 @@ class BEMForward:
         s1 = float(sig1)
 
         def one(p):
-            rv, rp = _source_terms_quad(*args, nv, jnp.asarray(p), flux)
+            rv, rp = source_terms_quad(*args, nv, jnp.asarray(p), flux)
             c = len(p)
             g = tv_np @ np.asarray(rv).reshape(nv, 3 * c)          # BLAS GEMM, not einsum
             if n > 1:
                 g -= (tp_np @ np.asarray(rp).reshape(n_p1, 3 * c)) / s1
             return g.reshape(-1, c, 3)
 
-        g = _run_chunks_axis1(one, pos, chunk)
+        g = run_chunks_axis1(one, pos, chunk)
         # near (source, triangle) pairs: exact terms
         cent = tri_np.mean(axis=1)
         size = np.max(np.linalg.norm(tri_np - cent[:, None], axis=2), axis=1).max()
@@ -583,7 +472,7 @@ class BEMForward:
         src = np.repeat(np.arange(len(pos)), [len(x) for x in lists])
         if src.size:
             tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
-            ddl, dsl = _run_chunks(lambda *a: _source_pairs_correction(*a, flux),
+            ddl, dsl = run_chunks(lambda *a: source_pairs_correction(*a, flux),
                                    [elem[tt], qp[tt], qw[tt],
                                     np.broadcast_to(bary, (len(tt),) + bary.shape), nrm[tt], pos[src]],
                                    len(tt), 512 if elem.ndim == 4 else 2048, n_out=2)

@@ -4,38 +4,27 @@ Each coarse triangle is the union of four flat sub-triangles whose edge
 vertices lie on the smooth surface; the unknowns stay those of the coarse
 mesh (P1 potentials, P0 or P1 normal currents), the coarse hat functions being
 linear on every sub-triangle (:data:`~biosim.geometry.curved.CHILD_BARY`).
-The blocks are those of :mod:`.bem_operators` (same shapes and meaning), now
+The blocks are those of :mod:`.bem_operators` (same shapes and meaning),
 integrated over the curved surface:
 
 * far pairs: the flat triangles' 3-point (degree 2) rule, corrected for the
   curvature by the difference of the centroid rule on the four curved and on
   the four flat sub-triangles (the correction is first order in the bending,
-  so the cheap rule's own error enters only at second order).  On 3 x 642
-  spheres the lead fields are then within 1e-4 (EEG) and 3e-4 (MEG) of a
-  converged quadrature (3 points per sub-triangle, test sub-triangles halved),
-  against 1.3e-3 and 3e-2 for the centroid rule alone on the curved elements;
-  applying the correction only to pairs closer than 8 circumradii leaves 8e-3
-  in MEG, so it is applied to all pairs.  Moment-matched centroid weights
-  for distant pairs (2e-3 in MEG beyond 6 circumradii) and a 3-point rule on
-  the quadratic patches through the arc midpoints (5e-3 in MEG: its geometry
-  is not that of the near pairs' sub-triangles) were tried and left out.  On
-  the flat terms the hat curls are constant, so their N is their P0 single
-  layer times curl products, and only hats 1 and 2 are integrated (the
-  three curls sum to zero);
+  so the cheap rule's own error enters only at second order), for all pairs.
+  On 3 x 642 spheres the lead fields are within 1e-4 (EEG) and 3e-4 (MEG) of
+  a converged quadrature; ``far_base=None`` (the centroid rule alone on the
+  curved elements) leaves 1.3e-3 and 3e-2.  On the flat terms the hat curls
+  are constant, so their N is their P0 single layer times curl products, and
+  only hats 1 and 2 are integrated (the three curls sum to zero);
 * distant pairs (beyond ``distant_factor`` = 4 times the sum of the largest
   circumradii): the far rule condensed to 4 points per element
   (:func:`distant_rule`: the flat rule mapped onto the curved element, plus
   the remainder's monopole and dipole moments), 16 kernel evaluations per
-  pair instead of 41; the far rule itself is kept for the closer pairs.  The
-  lead fields stay within 3e-6 (EEG) and 1.8e-4 (MEG) of the far rule's at
-  3 x 642, 2.5e-6 and 1.3e-4 at 3 x 2562.  Condensing the correction alone
-  (without mapping the flat rule onto the curved element first) left 1.5e-3
-  in MEG: its quadrupole is of relative order h / d only.  The dense row
-  blocks of this rule keep the trial triangles as the last axis and floor
-  the kernel distance (:data:`R2_FLOOR`) instead of masking coincident
-  points; with the 10 blocks of 3 x 2562 assembled one after the other,
-  149.8 s -> 114.4 s (dense single layer + N 73 -> 32 s, double layer
-  33 -> 21 s; the pairs within the factor add 17 s);
+  pair instead of 41; the lead fields stay within 3e-6 (EEG) and 2e-4 (MEG)
+  of the far rule's (``distant_factor=None`` uses the far rule for all
+  pairs).  The dense row blocks of this rule keep the trial triangles as the
+  last axis and floor the kernel distance (:data:`R2_FLOOR`) instead of
+  masking coincident points;
 * near pairs (centroid distance below ``near_factor`` = 1.5 times the sum of
   the largest circumradii): the degree-5 7-point rule on each test
   sub-triangle (on each of its four halves for elements of one surface sharing
@@ -53,13 +42,14 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from ..._core.parallel import run_chunks
 from ...geometry.curved import CHILD_BARY, CurvedMesh, curved_refinement
 from .bem_integrals import FOUR_PI, double_layer_p1, single_layer_p1, triangle_rule
-from .bem_operators import _run_chunks, corner_matrix, near_pairs
+from .bem_operators import corner_matrix, near_pairs
 
 #: quadrature: (order, subdivision level) on each sub-triangle for far pairs
 #: (the correction of the flat rule FAR_BASE on the flat triangle) and near
@@ -71,8 +61,8 @@ NEAR_RULE = ("7", 0)
 #: use the condensed rule (:func:`distant_rule`); None: the far rule everywhere
 DISTANT_FACTOR = 4.0
 #: the condensed rule is used only where the pairs within DISTANT_FACTOR are at
-#: most this fraction of all pairs (3.6 % at 3 x 2562, 14.5 % at 3 x 642 where it
-#: no longer saves time; on coarser meshes computing most pairs twice would cost)
+#: most this fraction of all pairs (on coarse meshes most pairs lie within it, and
+#: computing them with both rules would cost more than it saves)
 DISTANT_MAX_FRACTION = 0.2
 
 
@@ -260,7 +250,7 @@ def _near_d(pts, wts, sub_b, child_q, a, b, same):
     return jnp.einsum("pq,pql->pl", wts[..., 0], dlc), jnp.einsum("pqk,pql->pkl", wts[..., 1:4], dlc)
 
 
-class _Elements:
+class CurvedElements:
     """Quadrature of one curved surface: the far-field terms (rule, sign), the
     near-field test rules and the trial sub-triangles."""
 
@@ -419,8 +409,7 @@ def _rows_s_dist(idx, da, dbm, faces_b, nv_b, p1):
     :func:`_rows_s`).  The trial arrays ``dbm`` have the trial triangles last
     ((Q, 3, nb), (Q, 13, nb)), so the sums over the few points vectorise over
     the trial triangles, and the coincident points of a triangle with itself
-    get the floored distance of :func:`_dist_kernel_s` instead of a mask
-    (together 2.4x faster per row block)."""
+    get the floored distance of :func:`_dist_kernel_s` instead of a mask."""
     pa, wa = da[0][idx], da[1][idx]                                     # (c, Qa, 3), (c, Qa, 13)
     pb, wb, _ = dbm
     d = pa[:, :, None, :, None] - pb[None, None]                        # (c, Qa, Qb, 3, nb)
@@ -520,35 +509,35 @@ def _apply(out, parts, faces_a, faces_b):
         _add_pairs(out, x, y, diff, faces_a, faces_b)
 
 
-def single_layer_and_hypersingular(ea: _Elements, eb: _Elements, same=False, p1=False,
+def single_layer_and_hypersingular(ea: CurvedElements, eb: CurvedElements, same=False, p1=False,
                                    chunk=16, near_factor=1.5, distant_factor=DISTANT_FACTOR):
     """Curved-element single layer (P0-P0 (nt_a, nt_b) or, with ``p1``, P1-P1
     (nv_a, nv_b), m^3) and hypersingular operator (nv_a, nv_b), 1/m."""
     fbj = jnp.asarray(eb.faces)
     touch, near, mid = _correction_zones(ea, eb, same, near_factor,
                                          None if ea.dist is None else distant_factor)
-    far = lambda i, j: _pairs_far_s(i, j, ea.far, eb.far, p1)                          # noqa: E731
+    far = lambda i, j: _pairs_far_s(i, j, ea.far, eb.far, p1)
     if mid is not None:      # dense pass and the values it put at the corrected pairs
-        rows = lambda i: _rows_s_dist(i, ea.dist, eb.dist_minor, fbj, eb.nv, p1)      # noqa: E731
-        base = lambda i, j: _pairs_dist_s(i, j, ea.dist, eb.dist, p1)                # noqa: E731
+        rows = lambda i: _rows_s_dist(i, ea.dist, eb.dist_minor, fbj, eb.nv, p1)
+        base = lambda i, j: _pairs_dist_s(i, j, ea.dist, eb.dist, p1)
     else:
-        rows = lambda i: _rows_s(i, ea.far, eb.far, fbj, eb.nv, p1)                   # noqa: E731
+        rows = lambda i: _rows_s(i, ea.far, eb.far, fbj, eb.nv, p1)
         base = far
-    s_far, n_far = _run_chunks(rows, [np.arange(ea.nt)], ea.nt, chunk, n_out=2)
+    s_far, n_far = run_chunks(rows, [np.arange(ea.nt)], ea.nt, chunk, n_out=2)
     N = _sum_test_corners(n_far, ea.cm.coarse)
     S = _sum_test_corners(s_far, ea.cm.coarse) if p1 else np.array(s_far)
     n_parts, s_parts = [], []
     if mid is not None and len(mid[0]):             # the far rule itself within distant_factor
-        full = _run_chunks(far, list(mid), len(mid[0]), 2048, n_out=2)
-        cond = _run_chunks(base, list(mid), len(mid[0]), 2048, n_out=2)
+        full = run_chunks(far, list(mid), len(mid[0]), 2048, n_out=2)
+        cond = run_chunks(base, list(mid), len(mid[0]), 2048, n_out=2)
         n_parts.append(mid + (full[1] - cond[1],))
         s_parts.append(mid + (full[0] - cond[0],))
     for (x, y), rule, chunk_pairs in zip((touch, near), (ea.touch, ea.near), (256, 1024)):
         if not len(x):
             continue
-        hi = _run_chunks(lambda i, j, r=rule: _pairs_near_s(i, j, r[0], r[1], eb.sub, eb.sub_curl),
+        hi = run_chunks(lambda i, j, r=rule: _pairs_near_s(i, j, r[0], r[1], eb.sub, eb.sub_curl),
                          [x, y], len(x), chunk_pairs, n_out=3)
-        lo = _run_chunks(base, [x, y], len(x), 2048, n_out=2)
+        lo = run_chunks(base, [x, y], len(x), 2048, n_out=2)
         n_parts.append((x, y, hi[2] - lo[1]))
         s_parts.append((x, y, (hi[1] if p1 else hi[0]) - lo[0]))
     _apply(N, n_parts, ea.faces, eb.faces)
@@ -558,33 +547,33 @@ def single_layer_and_hypersingular(ea: _Elements, eb: _Elements, same=False, p1=
     return S, N
 
 
-def double_layer(ea: _Elements, eb: _Elements, same=False, p1=False, chunk=16, near_factor=1.5,
+def double_layer(ea: CurvedElements, eb: CurvedElements, same=False, p1=False, chunk=16, near_factor=1.5,
                  distant_factor=DISTANT_FACTOR):
     """Curved-element double layer: P0-P1 (nt_a, nv_b) or, with ``p1``, P1-P1
     (nv_a, nv_b), m^2 (principal value: zero on a sub-triangle itself)."""
     fbj = jnp.asarray(eb.faces)
     touch, near, mid = _correction_zones(ea, eb, same, near_factor,
                                          None if ea.dist is None else distant_factor)
-    far = lambda i, j: _pairs_far_d(i, j, ea.far, eb.far, p1)                          # noqa: E731
+    far = lambda i, j: _pairs_far_d(i, j, ea.far, eb.far, p1)
     if mid is not None:
-        rows = lambda i: _rows_d_dist(i, ea.dist, eb.dist_minor, fbj, eb.nv, p1)      # noqa: E731
-        base = lambda i, j: _pairs_dist_d(i, j, ea.dist, eb.dist, p1)                # noqa: E731
+        rows = lambda i: _rows_d_dist(i, ea.dist, eb.dist_minor, fbj, eb.nv, p1)
+        base = lambda i, j: _pairs_dist_d(i, j, ea.dist, eb.dist, p1)
     else:
-        rows = lambda i: _rows_d(i, ea.far, eb.far, fbj, eb.nv, p1)                   # noqa: E731
+        rows = lambda i: _rows_d(i, ea.far, eb.far, fbj, eb.nv, p1)
         base = far
-    d_far = _run_chunks(rows, [np.arange(ea.nt)], ea.nt, chunk)
+    d_far = run_chunks(rows, [np.arange(ea.nt)], ea.nt, chunk)
     D = _sum_test_corners(d_far, ea.cm.coarse) if p1 else np.array(d_far)
     parts = []
     if mid is not None and len(mid[0]):
-        full = _run_chunks(far, list(mid), len(mid[0]), 2048)
-        cond = _run_chunks(base, list(mid), len(mid[0]), 2048)
+        full = run_chunks(far, list(mid), len(mid[0]), 2048)
+        cond = run_chunks(base, list(mid), len(mid[0]), 2048)
         parts.append(mid + (full - cond,))
     for (x, y), rule, chunk_pairs in zip((touch, near), (ea.touch, ea.near), (256, 1024)):
         if not len(x):
             continue
-        hi = _run_chunks(lambda i, j, r=rule: _pairs_near_d(i, j, r[0], r[1], r[2], eb.sub, same),
+        hi = run_chunks(lambda i, j, r=rule: _pairs_near_d(i, j, r[0], r[1], r[2], eb.sub, same),
                          [x, y], len(x), chunk_pairs, n_out=2)
-        lo = _run_chunks(base, [x, y], len(x), 2048)
+        lo = run_chunks(base, [x, y], len(x), 2048)
         parts.append((x, y, (hi[1] if p1 else hi[0]) - lo))
     _apply(D, parts, ea.faces, eb.faces)
     return D

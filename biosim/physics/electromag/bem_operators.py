@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from ..._core.parallel import run_chunks
 from ...geometry.mesh import TriangleMesh
-from ..._core.parallel import _pool, n_threads
 from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
 
 #: default quadrature: far pairs (Gauss x Gauss, plain kernel) / near pairs
@@ -81,62 +81,11 @@ def _far_d(pa, wa, pb, wb, nb, lam):
     d = pa[..., :, None, :] - pb[..., None, :, :]
     r2 = jnp.sum(d * d, -1)
     ok = r2 > 0
-    inv = jax.lax.rsqrt(jnp.where(ok, r2, 1.0))           # rsqrt: ~2.5x faster than r2**-1.5
+    inv = jax.lax.rsqrt(jnp.where(ok, r2, 1.0))           # rsqrt: cheaper than r2**-1.5
     inv3 = jnp.where(ok, inv * inv * inv, 0.0)
     k = jnp.sum(d * nb[..., None, None, :], -1) * inv3            # (..., Qa, Qb)
     t = jnp.sum(wa[..., :, None] * k, axis=-2) * wb                # (..., Qb)
     return (t @ lam) / (4 * np.pi)
-
-
-def _run_chunks(fn, arrays, n, chunk, n_out=1):
-    """Call jitted ``fn`` on fixed-size chunks (the last one padded, so one
-    compilation serves all), on the thread pool (XLA releases the GIL);
-    results stacked along axis 0 (``n_out`` outputs), each chunk copied into
-    the output as it arrives (no second copy of the result)."""
-    starts = list(range(0, n, chunk))
-
-    def one(s):
-        e = min(s + chunk, n)
-        parts = [x[s:e] for x in arrays]
-        if e - s < chunk:
-            parts = [np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)]) for p in parts]
-        res = jax.block_until_ready(fn(*parts))
-        res = (res,) if n_out == 1 else res
-        return [np.asarray(r)[: e - s] for r in res]
-
-    if not starts:
-        return None
-    if n_threads() > 1 and len(starts) > 1:
-        results = _pool(n_threads()).map(one, starts)       # in order, as they complete
-    else:
-        results = (one(s) for s in starts)
-    out = None
-    for s, res in zip(starts, results):
-        if out is None:
-            out = [np.empty((n,) + r.shape[1:], r.dtype) for r in res]
-        for o, r in zip(out, res):
-            o[s:s + len(r)] = r
-    return out[0] if n_out == 1 else out
-
-
-def _run_chunks_axis1(fn, positions, chunk):
-    """``fn`` (numpy in, (C, chunk, ...) out) over padded chunks of ``positions``,
-    on the thread pool, concatenated along axis 1."""
-    n = len(positions)
-    starts = list(range(0, n, chunk))
-
-    def one(s):
-        e = min(s + chunk, n)
-        p = positions[s:e]
-        if e - s < chunk:
-            p = np.concatenate([p, np.repeat(p[-1:], chunk - (e - s), axis=0)])
-        return np.asarray(fn(p))[:, : e - s]
-
-    if n_threads() > 1 and len(starts) > 1:
-        res = list(_pool(n_threads()).map(one, starts))
-    else:
-        res = [one(s) for s in starts]
-    return np.concatenate(res, axis=1)
 
 
 def _sizes(tri):
@@ -164,10 +113,10 @@ def single_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, 
     pb, wb = _qpoints(tb, far_rule)
     pbj, wbj = jnp.asarray(pb), jnp.asarray(wb)
     rows = jax.jit(lambda p, w: _far_s(p[:, None], w[:, None], pbj[None], wbj[None]))
-    S = _run_chunks(rows, [pa, wa], len(ta), chunk)
+    S = run_chunks(rows, [pa, wa], len(ta), chunk)
     a, b = near_pairs(ta, tb, near_factor)
     pn, wn = _qpoints(ta, near_rule)
-    hi = _run_chunks(_sl_pairs, [pn[a], wn[a], tb[b]], len(a), 4096)
+    hi = run_chunks(_sl_pairs, [pn[a], wn[a], tb[b]], len(a), 4096)
     S[a, b] = hi
     if same:
         S = 0.5 * (S + S.T)
@@ -213,13 +162,13 @@ def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, 
         flat = vals.reshape(vals.shape[0], -1).T                                    # (nb*3, c)
         return jax.ops.segment_sum(flat, fbj, num_segments=nv).T
 
-    D = _run_chunks(rows, [pa, wa], len(ta), chunk)
+    D = run_chunks(rows, [pa, wa], len(ta), chunk)
     a, b = near_pairs(ta, tb, near_factor)
     pn, wn = _qpoints(ta, near_rule)
-    hi = _run_chunks(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
+    hi = run_chunks(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
                      [pn[a], wn[a], tb[b], a, b], len(a), 4096)
     far_pair = jax.jit(lambda p, w, q, v, nb: _far_d(p, w, q, v, nb, lam))
-    lo = _run_chunks(far_pair, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 4096)
+    lo = run_chunks(far_pair, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 4096)
     diff = hi - lo
     for k in range(3):
         np.add.at(D, (a, fb[b, k]), diff[:, k])
@@ -297,17 +246,17 @@ def _p1_p1_matrix(mesh_a, mesh_b, far_kernel, near_pairs_fn, chunk, near_factor,
         return (p1, jnp.sum(vals, axis=(1, 3))) if with_p0 else p1
 
     if with_p0:
-        R, S0 = _run_chunks(rows, [pa, wa], len(ta), chunk, n_out=2)
+        R, S0 = run_chunks(rows, [pa, wa], len(ta), chunk, n_out=2)
     else:
-        R = _run_chunks(rows, [pa, wa], len(ta), chunk)
+        R = run_chunks(rows, [pa, wa], len(ta), chunk)
     R = R.reshape(3 * len(ta), nv_b)
     a, b = near_pairs(ta, tb, near_factor)
     pn, wn = _qpoints(ta, near_rule)
     lam_n = triangle_rule(*near_rule)[0]
-    hi = _run_chunks(lambda p, w, t, x, y: near_pairs_fn(p, w, jnp.asarray(lam_n), t, x, y),
+    hi = run_chunks(lambda p, w, t, x, y: near_pairs_fn(p, w, jnp.asarray(lam_n), t, x, y),
                      [pn[a], wn[a], tb[b], a, b], len(a), 2048)           # (P, 3, 3)
     lo_fn = jax.jit(lambda p, w, q, v, n_: _far_pairs11(p, w, q, v, n_, lam, with_normals))
-    lo = _run_chunks(lo_fn, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 2048)
+    lo = run_chunks(lo_fn, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 2048)
     diff = hi - lo
     out = np.asarray(corner_matrix(mesh_a) @ R)
     del R

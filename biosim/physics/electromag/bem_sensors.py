@@ -15,17 +15,24 @@ coil integration points of :class:`~.sensors.MEGSensors`.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from ..._core.errors import ParameterError
+from ..._core.parallel import run_chunks
 from ...geometry.mesh import TriangleMesh
 from . import bem_curved
-from ..._core.errors import ParameterError
-from .bem_integrals import double_layer_p0, double_layer_p1, single_layer_p0, single_layer_p1, triangle_rule
-from .bem_operators import _run_chunks, triangles
+from .bem_integrals import (
+    double_layer_p0,
+    double_layer_p1,
+    single_layer_p0,
+    single_layer_p1,
+    triangle_rule,
+)
+from .bem_operators import triangles
 from .sensors import MEGSensors
 
 MU0_OVER_4PI = 1e-7
@@ -176,7 +183,10 @@ def _layer_rows(x, tri, kind, chunk=8, block=512):
     nt = len(tri)
     pad = -nt % block
     tri = np.concatenate([tri, np.repeat(tri[-1:], pad, axis=0)]) if pad else tri
-    parts = [_run_chunks(lambda p, t=jnp.asarray(tri[b:b + block]): fn(p, t), [x], len(x), chunk, n_out=2)
+    def on_block(t):
+        return lambda p: fn(p, t)
+
+    parts = [run_chunks(on_block(jnp.asarray(tri[b:b + block])), [x], len(x), chunk, n_out=2)
              for b in range(0, len(tri), block)]
     first = np.concatenate([p[0] for p in parts], axis=1)[:, :nt]
     second = np.concatenate([p[1] for p in parts], axis=1)[:, :nt] if kind == "double" else None
@@ -277,9 +287,9 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None
 
         def near_rule(tt):
             return pn[tt], wn[tt], lam_n, nn[tt]
-    fn = jax.jit(lambda p, m, qp=jnp.asarray(qp), qw=jnp.asarray(qw), tn=jnp.asarray(qn):
-                 _geselowitz_rows(p, m, qp, qw, jnp.asarray(bary), tn))
-    vals = _run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
+    qp_j, qw_j, qn_j = jnp.asarray(qp), jnp.asarray(qw), jnp.asarray(qn)
+    fn = jax.jit(lambda p, m: _geselowitz_rows(p, m, qp_j, qw_j, jnp.asarray(bary), qn_j))
+    vals = run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
     # near pairs: replace the 7-point value by the subdivided rule
     cent = tri.mean(axis=1)
     size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
@@ -288,7 +298,7 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None
     if pp.size:
         tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
         qpn, qwn, lam_near, qnn = near_rule(tt)
-        hi = _run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(lam_near), tn),
+        hi = run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(lam_near), tn),
                          [pts[pp], nrm[pp], qpn, qwn, qnn], len(pp), 1024)
         vals[pp, tt] = hi
     return _to_unknowns(vals, None, "p1", surf)

@@ -1,7 +1,7 @@
 """Solving the symmetric BEM system ``A(sigma) x = b``.
 
-``A(sigma)`` (:class:`~biosim.physics.electromag.bem.BEMOperators`) is
-symmetric quasi-definite: the potential block is negative semi-definite with
+``A(sigma)`` (:mod:`.bem_system`, from the blocks of
+:class:`~biosim.physics.electromag.bem.BEMOperators`) is symmetric quasi-definite: the potential block is negative semi-definite with
 the constant as null space, removed by deflation (``A_VV - c e e^T``), the
 current block positive definite.  Three solvers:
 
@@ -21,24 +21,13 @@ from __future__ import annotations
 import threading
 import weakref
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import scipy.linalg as sla
 
 from ..._core.errors import ParameterError
-
-
-def _deflation(avv):
-    n_v = avv.shape[0]
-    return float(np.mean(np.abs(np.diag(np.asarray(avv, dtype=np.float64))))) / n_v
-
-
-def _deflation_ops(ops, sigma):
-    """The deflation constant of :func:`_deflation` from the operator blocks (float64)."""
-    s = [float(x) for x in sigma] + [0.0]
-    diag = np.concatenate([(s[i] + s[i + 1]) * np.diag(ops.N[(i, i)]) for i in range(ops.n_surfaces)])
-    return float(np.mean(np.abs(diag))) / diag.size
+from .bem_system import apply, blocks, conductivity_derivative, deflation_constant, dense
 
 
 def _factor(avv, avp, app):
@@ -46,7 +35,7 @@ def _factor(avv, avp, app):
     ``A_pp = L L^T``, ``W = L^-1 A_pV``, ``-A_VV + W^T W = U^T U``.  Returns a
     solver for right-hand sides (n_dof, k) in the factors' precision.
 
-    With the layouts of :meth:`BEMOperators._blocks` (A_VV, A_pp Fortran,
+    With the layouts of :func:`.bem_system.blocks` (A_VV, A_pp Fortran,
     A_Vp C-ordered) every LAPACK call works in place: the factors take the
     blocks' memory and nothing of their size is copied."""
     dt = avv.dtype
@@ -87,9 +76,9 @@ def factorize(ops, sigma, precision="mixed", rtol=1e-10, max_refine=6):
     (SPD) by Cholesky: n_p^3/3 + n_p^2 n_V + n_V^2 n_p / 2 + n_V^3/3 flops,
     about 0.4 of an LU of the whole system, in place (memory: the system once).
 
-    ``precision="mixed"`` (default) factors in float32 (twice the LAPACK
-    speed, half the memory) and refines iteratively with float64 residuals
-    computed from the operator blocks (:meth:`BEMOperators.apply`) until the
+    ``precision="mixed"`` (default) factors in float32 (faster LAPACK,
+    half the memory) and refines iteratively with float64 residuals
+    computed from the operator blocks (:func:`.bem_system.apply`) until the
     largest column residual is below ``rtol`` times its right-hand side
     (Wilkinson's iterative refinement; Moler 1967, J. ACM 14:316).  If float32
     Cholesky fails or the refinement stalls (a system too ill-conditioned for
@@ -102,20 +91,17 @@ def factorize(ops, sigma, precision="mixed", rtol=1e-10, max_refine=6):
     if precision not in ("mixed", "double"):
         raise ParameterError("precision", precision, "'mixed' or 'double'")
     sigma = np.asarray(sigma, float)
+    c = deflation_constant(ops, sigma)
     double = []
 
     def solve_double(rhs):
         if not double:
-            avv, avp, app = ops.blocks(sigma)
-            avv -= _deflation(avv)
-            double.append(_factor(avv, avp, app))
+            double.append(_factor(*blocks(ops, sigma, deflation=c)))
         return double[0](rhs)
 
     if precision == "double":
         return lambda rhs: solve_double(np.asarray(rhs, float))
-    avv, avp, app = ops.blocks(sigma, dtype=np.float32)
-    c = _deflation_ops(ops, sigma)
-    avv -= np.float32(c)
+    avv, avp, app = blocks(ops, sigma, dtype=np.float32, deflation=c)
     try:
         single = _factor(avv, avp, app)
     except np.linalg.LinAlgError:
@@ -128,7 +114,7 @@ def factorize(ops, sigma, precision="mixed", rtol=1e-10, max_refine=6):
         scale = np.maximum(np.linalg.norm(rhs, axis=0), np.finfo(float).tiny)
         prev = np.inf
         for _ in range(max_refine + 1):
-            r = rhs - ops.apply(sigma, x, c)
+            r = rhs - apply(ops, sigma, x, c)
             rel = float(np.max(np.linalg.norm(r, axis=0) / scale))
             if rel <= rtol:
                 return x
@@ -186,7 +172,7 @@ def solve_adjoint(ops, sigma, rhs):
     Forward: :func:`factorize` through ``jax.pure_callback``.  Backward, for a
     cotangent ``x_bar``: ``lam = A^-1 x_bar`` with the same factors (``A`` is
     symmetric), ``rhs_bar = lam`` and ``sigma_bar_k = -lam^T (dA/dsigma_k) x``
-    (:meth:`BEMOperators.conductivity_derivative`; the deflation constant is
+    (:func:`.bem_system.conductivity_derivative`; the deflation constant is
     held fixed, as in :func:`solve_traced`).  Cost: one more solve and one pass
     over the blocks; memory: that of the forward solve.  Forward-mode
     derivatives (``jvp``, ``jacfwd``) need :func:`solve_traced`.
@@ -202,7 +188,7 @@ def solve_adjoint(ops, sigma, rhs):
         solve = _CACHE.get(ops, sig)
         lam = solve(np.asarray(x_bar, float))
         _CACHE.clear()
-        return -ops.conductivity_derivative(sig, lam, np.asarray(x, float)), lam
+        return -conductivity_derivative(ops, sig, lam, np.asarray(x, float)), lam
 
     @jax.custom_vjp
     def f(sig, b):
@@ -224,12 +210,7 @@ def solve_adjoint(ops, sigma, rhs):
 
 def solve_traced(ops, sigma, rhs):
     """Differentiable dense solve (jax) of the deflated system
-    ``A(sigma) = M0 + sum_k sigma_k Ms_k + sum_k Mi_k / sigma_k``, for gradients
-    with respect to the conductivities (small meshes: the basis is dense)."""
-    m0, ms, mi = ops.basis()
-    n_v = sum(ops.n_vertices)
-    a = (jnp.asarray(m0) + jnp.tensordot(sigma, jnp.asarray(ms), 1)
-         + jnp.tensordot(1.0 / sigma, jnp.asarray(mi), 1))
-    c = jax.lax.stop_gradient(jnp.mean(jnp.abs(jnp.diag(a)[:n_v]))) / n_v
-    a = a.at[:n_v, :n_v].add(-c)
-    return jnp.linalg.solve(a, jnp.asarray(rhs))
+    ``A(sigma) = M0 + sum_k sigma_k Ms_k + sum_k Mi_k / sigma_k``
+    (:func:`.bem_system.dense`), for gradients with respect to the
+    conductivities (small meshes: the basis is dense)."""
+    return jnp.linalg.solve(dense(ops, sigma), jnp.asarray(rhs))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ...geometry.curved import CHILD_BARY
 from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1
@@ -32,7 +32,11 @@ def _source_terms_one(tri, faces, nv, r0, flux):
 
 
 @functools.partial(jax.jit, static_argnames=("nv", "flux"))
-def _source_terms(tri, faces, nv, positions, flux="p0"):
+def source_terms(tri, faces, nv, positions, flux="p0"):
+    """Exact source terms of unit dipoles along x, y, z at ``positions`` (c, 3)
+    on the triangles ``tri`` (nt, 3, 3) of the inner surface (``faces``, ``nv``
+    vertices): <phi_j, dv/dn> (nv, c, 3) and <psi_a, v> ((nt | nv), c, 3 for
+    flux "p0" | "p1"), unit conductivity; differentiable in everything."""
     return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r, flux), out_axes=(1, 1))(positions)
 
 
@@ -40,7 +44,7 @@ def _dipole_kernels(x, nrm, r0):
     """v_d(x) and dv_d/dn(x) of unit dipoles along d at r0 (unit conductivity):
     (..., 3) each; x (..., 3), nrm broadcastable to x."""
     d = x - r0
-    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))[..., None]     # rsqrt: ~2x faster than r2**-1.5 on CPU
+    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))[..., None]     # rsqrt: cheaper than r2**-1.5
     inv2 = inv * inv
     inv3 = inv2 * inv
     v = d * inv3
@@ -49,7 +53,7 @@ def _dipole_kernels(x, nrm, r0):
 
 
 @functools.partial(jax.jit, static_argnames=("nv", "flux"))
-def _source_terms_quad(qp, qw, lam, nrm, faces, nv, positions, flux="p0"):
+def source_terms_quad(qp, qw, lam, nrm, faces, nv, positions, flux="p0"):
     """Source terms by a rule on every triangle (points qp (nt, Q, 3), weights
     qw (nt, Q), hat values lam (Q, 3), normals nrm (nt, Q, 3)): (nv, c, 3),
     (nt | nv, c, 3)."""
@@ -65,7 +69,7 @@ def _source_terms_quad(qp, qw, lam, nrm, faces, nv, positions, flux="p0"):
 
 
 @functools.partial(jax.jit, static_argnames=("flux",))
-def _source_pairs_correction(tri, qp, qw, lam, nrm, pos, flux="p0"):
+def source_pairs_correction(tri, qp, qw, lam, nrm, pos, flux="p0"):
     """Exact minus quadrature source terms for (source, element) pairs:
     (P, 3k, 3d), (P, 3d) (flux "p0") or (P, 3k, 3d) (flux "p1").
 

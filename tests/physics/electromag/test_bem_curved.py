@@ -27,7 +27,7 @@ def test_curved_operator_identities():
     """On the curved surface: D 1 = -1/2 (curved areas) on the surface itself, -1
     inside another surface, 0 outside; N 1 = 0; S symmetric positive definite;
     the P1 blocks sum to the P0 ones."""
-    inner, outer = (bem_curved._Elements(curved_refinement(s))
+    inner, outer = (bem_curved.CurvedElements(curved_refinement(s))
                     for s in nested_spheres((0.05, 0.07), 2, names=("a", "b")))
     area = inner.cm.fine.areas.reshape(-1, 4).sum(axis=1)          # curved element areas
     sphere = 4 * np.pi * 0.05 ** 2                                  # four times closer than the flat mesh
@@ -56,7 +56,7 @@ def test_far_n_of_flat_terms_equals_the_general_integral():
     times curl products, hats 1-2 completed by the zero curl sum) equals the
     general per-point curl integral over all three hats."""
     s_in, s_out = (curved_refinement(s) for s in nested_spheres((0.05, 0.07), 1, names=("a", "b")))
-    ea, eb = bem_curved._Elements(s_in), bem_curved._Elements(s_out)
+    ea, eb = bem_curved.CurvedElements(s_in), bem_curved.CurvedElements(s_out)
     general = lambda e: [t[:4] + (None,) for t in e.far]        # noqa: E731  (no constant-curl terms)
     for a, b in ((ea, ea), (ea, eb)):
         s_fast, n_fast = bem_curved._far_s(a.far, b.far)
@@ -95,7 +95,7 @@ def test_condensed_distant_rule_keeps_the_far_rule_moments_and_values(monkeypatc
     (on a mesh this coarse the condensed rule is otherwise switched off:
     DISTANT_MAX_FRACTION)."""
     s_in, s_out = (curved_refinement(s) for s in nested_spheres((0.05, 0.07), 2, names=("a", "b")))
-    ea, eb = bem_curved._Elements(s_in), bem_curved._Elements(s_out)
+    ea, eb = bem_curved.CurvedElements(s_in), bem_curved.CurvedElements(s_out)
     pts, w13, w9 = (np.asarray(x) for x in ea.dist)
     cols = np.concatenate([w13, w9.reshape(len(w9), 4, 9)], axis=-1)
     cen = s_in.coarse.vertices[s_in.coarse.faces].mean(axis=1)
