@@ -62,8 +62,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-OPENMEEG_PY = Path(os.environ.get("BIOSIM_OPENMEEG_PYTHON",
-                                  HERE.parent / ".bench-venv" / "openmeeg" / "bin" / "python"))
+OPENMEEG_PY = Path(
+    os.environ.get(
+        "BIOSIM_OPENMEEG_PYTHON", HERE.parent / ".bench-venv" / "openmeeg" / "bin" / "python"
+    )
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -77,8 +80,9 @@ def _as_surfaces(surfaces):
         v = np.asarray(v, float)
         f = np.asarray(f, np.int64)
         if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
-            raise ValueError(f"surface with vertices {v.shape} / faces {f.shape}: expected (n, 3)"
-                             " and (m, 3)")
+            raise ValueError(
+                f"surface with vertices {v.shape} / faces {f.shape}: expected (n, 3) and (m, 3)"
+            )
         out.append((v, f))
     return out
 
@@ -87,8 +91,10 @@ def _check_common(surfaces, conductivities, eeg_positions, meg_sensors, src_pos,
     surfaces = _as_surfaces(surfaces)
     cond = np.atleast_1d(np.asarray(conductivities, float))
     if len(cond) != len(surfaces):
-        raise ValueError(f"{len(cond)} conductivities for {len(surfaces)} surfaces: one per "
-                         "layer, innermost first")
+        raise ValueError(
+            f"{len(cond)} conductivities for {len(surfaces)} surfaces: one per "
+            "layer, innermost first"
+        )
     if np.any(cond <= 0):
         raise ValueError(f"conductivities {cond} must be positive (S/m)")
     src_pos = np.atleast_2d(np.asarray(src_pos, float))
@@ -119,7 +125,7 @@ def _points_to_channels(point_gain, sensors):
 def _rss_mb():
     try:
         with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * resource.getpagesize() / 2 ** 20
+            return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -145,7 +151,7 @@ class _PeakRSS:
         self._thread.join()
         self.peak = max(self.peak, _rss_mb())
         maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        if maxrss > self.maxrss0:                      # a new high-water mark: exact
+        if maxrss > self.maxrss0:  # a new high-water mark: exact
             self.peak = max(self.peak, maxrss)
         self.mb = self.peak - self.start
         return False
@@ -182,11 +188,14 @@ def run_mne_bem(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, s
     """MNE-Python linear-collocation BEM (isolated skull) forward; see the module docstring."""
     import mne
 
-    surfaces, cond, eeg, src_pos, src_ori = _check_common(surfaces, conductivities, eeg_positions,
-                                                          meg_sensors, src_pos, src_ori)
+    surfaces, cond, eeg, src_pos, src_ori = _check_common(
+        surfaces, conductivities, eeg_positions, meg_sensors, src_pos, src_ori
+    )
     if len(surfaces) not in (1, 3):
-        raise ValueError(f"MNE-Python's BEM supports 1 or 3 layers, not {len(surfaces)} "
-                         "(use run_openmeeg for other layer counts)")
+        raise ValueError(
+            f"MNE-Python's BEM supports 1 or 3 layers, not {len(surfaces)} "
+            "(use run_openmeeg for other layer counts)"
+        )
     with tempfile.TemporaryDirectory() as subjects_dir:
         bem_dir = Path(subjects_dir) / "anchor" / "bem"
         bem_dir.mkdir(parents=True)
@@ -194,23 +203,38 @@ def run_mne_bem(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, s
             mne.write_surface(str(bem_dir / f"{name}.surf"), v * 1000.0, f, overwrite=True)
         with _PeakRSS() as mem:
             t0, c0 = time.perf_counter(), time.process_time()
-            model = mne.make_bem_model("anchor", ico=None, conductivity=tuple(cond),
-                                       subjects_dir=subjects_dir, verbose=False)
+            model = mne.make_bem_model(
+                "anchor",
+                ico=None,
+                conductivity=tuple(cond),
+                subjects_dir=subjects_dir,
+                verbose=False,
+            )
             bem = mne.make_bem_solution(model, verbose=False)
             t_solution, c_solution = time.perf_counter() - t0, time.process_time() - c0
 
             t0, c0 = time.perf_counter(), time.process_time()
             info, meg_names, eeg_names = _mne_info(eeg, meg_sensors)
             nn = np.tile([0.0, 0.0, 1.0], (len(src_pos), 1))
-            src = mne.setup_volume_source_space(pos=dict(rr=src_pos, nn=nn), mindist=0.0,
-                                                exclude=0.0, verbose=False)
-            fwd = mne.make_forward_solution(info, trans=None, src=src, bem=bem,
-                                            meg=bool(meg_names), eeg=bool(eeg_names),
-                                            mindist=0.0, verbose=False)
+            src = mne.setup_volume_source_space(
+                pos=dict(rr=src_pos, nn=nn), mindist=0.0, exclude=0.0, verbose=False
+            )
+            fwd = mne.make_forward_solution(
+                info,
+                trans=None,
+                src=src,
+                bem=bem,
+                meg=bool(meg_names),
+                eeg=bool(eeg_names),
+                mindist=0.0,
+                verbose=False,
+            )
             t_forward, c_forward = time.perf_counter() - t0, time.process_time() - c0
     if fwd["nsource"] != len(src_pos):
-        raise RuntimeError(f"MNE kept {fwd['nsource']} of {len(src_pos)} sources (the others lie "
-                           "outside the inner surface)")
+        raise RuntimeError(
+            f"MNE kept {fwd['nsource']} of {len(src_pos)} sources (the others lie "
+            "outside the inner surface)"
+        )
     data = fwd["sol"]["data"]
     rows = {n: i for i, n in enumerate(fwd["sol"]["row_names"])}
     meg = eeg_gain = None
@@ -218,10 +242,16 @@ def run_mne_bem(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, s
         meg = _points_to_channels(data[[rows[n] for n in meg_names]], meg_sensors)
     if eeg_names:
         eeg_gain = np.array(data[[rows[n] for n in eeg_names]])
-    return dict(eeg_gain=_orient(eeg_gain, src_ori), meg_gain=_orient(meg, src_ori),
-                times=dict(solution=t_solution, forward=t_forward, cpu_solution=c_solution,
-                           cpu_forward=c_forward), peak_mem_mb=float(mem.mb),
-                n_unknowns=int(bem["nsol"]), tool=f"MNE-Python {mne.__version__}")
+    return dict(
+        eeg_gain=_orient(eeg_gain, src_ori),
+        meg_gain=_orient(meg, src_ori),
+        times=dict(
+            solution=t_solution, forward=t_forward, cpu_solution=c_solution, cpu_forward=c_forward
+        ),
+        peak_mem_mb=float(mem.mb),
+        n_unknowns=int(bem["nsol"]),
+        tool=f"MNE-Python {mne.__version__}",
+    )
 
 
 # --------------------------------------------------------------------------- OpenMEEG
@@ -229,57 +259,77 @@ def openmeeg_available():
     return OPENMEEG_PY.exists()
 
 
-def run_openmeeg(surfaces, conductivities, eeg_positions, meg_sensors, src_pos, src_ori=None,
-                 timeout_s=600):
+def run_openmeeg(
+    surfaces, conductivities, eeg_positions, meg_sensors, src_pos, src_ori=None, timeout_s=600
+):
     """OpenMEEG symmetric-BEM forward in its own venv; None if OpenMEEG is not
     installed there, the run exceeds ``timeout_s`` or the runner is killed by a
     signal (out of memory); RuntimeError if it fails otherwise.  See the
     module docstring."""
-    surfaces, cond, eeg, src_pos, src_ori = _check_common(surfaces, conductivities, eeg_positions,
-                                                          meg_sensors, src_pos, src_ori)
+    surfaces, cond, eeg, src_pos, src_ori = _check_common(
+        surfaces, conductivities, eeg_positions, meg_sensors, src_pos, src_ori
+    )
     if not openmeeg_available():
         return None
-    if src_ori is None:       # three unit dipoles per source, source-major
+    if src_ori is None:  # three unit dipoles per source, source-major
         dip = np.c_[np.repeat(src_pos, 3, axis=0), np.tile(np.eye(3), (len(src_pos), 1))]
     else:
         dip = np.c_[src_pos, src_ori]
-    arrays = dict(n_layers=len(surfaces), conductivities=cond, dipoles=dip,
-                  eeg=np.zeros((0, 3)) if eeg is None else eeg,
-                  meg_points=np.zeros((0, 3)) if meg_sensors is None else meg_sensors.points,
-                  meg_normals=np.zeros((0, 3)) if meg_sensors is None else meg_sensors.normals)
+    arrays = dict(
+        n_layers=len(surfaces),
+        conductivities=cond,
+        dipoles=dip,
+        eeg=np.zeros((0, 3)) if eeg is None else eeg,
+        meg_points=np.zeros((0, 3)) if meg_sensors is None else meg_sensors.points,
+        meg_normals=np.zeros((0, 3)) if meg_sensors is None else meg_sensors.normals,
+    )
     for k, (v, f) in enumerate(surfaces):
         arrays[f"vertices_{k}"], arrays[f"faces_{k}"] = v, f
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, **arrays)
         try:
-            proc = subprocess.run([str(OPENMEEG_PY), str(HERE / "_openmeeg_runner.py"), str(src),
-                                   str(dst)], env={**os.environ, "PYTHONPATH": ""},
-                                  capture_output=True, text=True, timeout=timeout_s)
+            proc = subprocess.run(
+                [str(OPENMEEG_PY), str(HERE / "_openmeeg_runner.py"), str(src), str(dst)],
+                env={**os.environ, "PYTHONPATH": ""},
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
         except subprocess.TimeoutExpired:
             return None
-        if proc.returncode < 0:            # killed by a signal (e.g. out of memory)
-            warnings.warn(f"OpenMEEG runner killed by signal {-proc.returncode}; returning None")
+        if proc.returncode < 0:  # killed by a signal (e.g. out of memory)
+            warnings.warn(
+                f"OpenMEEG runner killed by signal {-proc.returncode}; returning None", stacklevel=2
+            )
             return None
         if proc.returncode != 0:
-            raise RuntimeError(f"OpenMEEG runner failed ({proc.returncode}):\n"
-                               f"{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"OpenMEEG runner failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
         out = dict(np.load(dst))
     eeg_gain = out.get("eeg_gain")
     meg = out.get("meg_gain")
     if meg is not None:
         meg = _points_to_channels(meg, meg_sensors)
-    return dict(eeg_gain=eeg_gain, meg_gain=meg,
-                times=dict(solution=float(out["t_solution"]), forward=float(out["t_forward"]),
-                           cpu_solution=float(out["c_solution"]),
-                           cpu_forward=float(out["c_forward"])),
-                peak_mem_mb=float(out["peak_rss_mb"]), n_unknowns=int(out["n_unknowns"]),
-                tool=f"OpenMEEG {out['version']}")
+    return dict(
+        eeg_gain=eeg_gain,
+        meg_gain=meg,
+        times=dict(
+            solution=float(out["t_solution"]),
+            forward=float(out["t_forward"]),
+            cpu_solution=float(out["c_solution"]),
+            cpu_forward=float(out["c_forward"]),
+        ),
+        peak_mem_mb=float(out["peak_rss_mb"]),
+        n_unknowns=int(out["n_unknowns"]),
+        tool=f"OpenMEEG {out['version']}",
+    )
 
 
 # --------------------------------------------------------------------------- self-validation
-RADII = (0.0783, 0.0828, 0.090)          # inner skull, outer skull, scalp (m)
-SIGMAS = (0.3, 0.006, 0.3)               # brain, skull, scalp (S/m)
+RADII = (0.0783, 0.0828, 0.090)  # inner skull, outer skull, scalp (m)
+SIGMAS = (0.3, 0.006, 0.3)  # brain, skull, scalp (S/m)
 ECCENTRICITIES = (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
 
 
@@ -287,7 +337,7 @@ def sphere_points(n, radius, center=(0.0, 0.0, 0.0)):
     """n near-uniform points (Fibonacci spiral) on a full sphere."""
     i = np.arange(n) + 0.5
     z = 1 - 2 * i / n
-    phi = i * np.pi * (3 - 5 ** 0.5)
+    phi = i * np.pi * (3 - 5**0.5)
     rho = np.sqrt(1 - z * z)
     return np.asarray(center) + radius * np.c_[rho * np.cos(phi), rho * np.sin(phi), z]
 
@@ -316,10 +366,18 @@ def sphere_reference(elec, meg_sensors, pos, ori, radii=RADII, sigmas=SIGMAS):
     """Analytic EEG (exact multi-shell series) and MEG (Sarvas) gains, fixed orientations."""
     from biosim.physics.electromag import SphereHead, eeg_gain, meg_gain
 
-    ge = None if elec is None else np.einsum(
-        "enk,nk->en", np.asarray(eeg_gain(SphereHead.create(radii, sigmas), elec, pos)), ori)
-    gm = None if meg_sensors is None else np.einsum(
-        "enk,nk->en", np.asarray(meg_gain(meg_sensors, pos)), ori)
+    ge = (
+        None
+        if elec is None
+        else np.einsum(
+            "enk,nk->en", np.asarray(eeg_gain(SphereHead.create(radii, sigmas), elec, pos)), ori
+        )
+    )
+    gm = (
+        None
+        if meg_sensors is None
+        else np.einsum("enk,nk->en", np.asarray(meg_gain(meg_sensors, pos)), ori)
+    )
     return ge, gm
 
 
@@ -334,10 +392,12 @@ def validate(subdivisions=3, tools=("mne", "openmeeg"), n_electrodes=128):
     pos, ori = sphere_test_dipoles()
     n = len(ECCENTRICITIES)
     ge, gm = sphere_reference(elec, meg, pos, ori)
-    print(f"# 3 x {len(surfs[0].vertices)} vertices, radii {RADII} m, sigma {SIGMAS} S/m; "
-          f"{n_electrodes} electrodes (average reference), {meg.n_channels} MEG channels "
-          f"({len(meg.weights)} integration points); one dipole per eccentricity, radial and "
-          "tangential; MEG scored on tangential dipoles")
+    print(
+        f"# 3 x {len(surfs[0].vertices)} vertices, radii {RADII} m, sigma {SIGMAS} S/m; "
+        f"{n_electrodes} electrodes (average reference), {meg.n_channels} MEG channels "
+        f"({len(meg.weights)} integration points); one dipole per eccentricity, radial and "
+        "tangential; MEG scored on tangential dipoles"
+    )
     for tool in tools:
         fn = run_mne_bem if tool == "mne" else run_openmeeg
         r = fn(surfs, SIGMAS, elec, meg, pos, ori)
@@ -346,13 +406,20 @@ def validate(subdivisions=3, tools=("mne", "openmeeg"), n_electrodes=128):
             continue
         re, me = rdm_mag(r["eeg_gain"], ge, True)
         rm, mm = rdm_mag(r["meg_gain"][:, n:], gm[:, n:])
-        print(f"{r['tool']}: {r['n_unknowns']} unknowns, solution {r['times']['solution']:.2f} s, "
-              f"forward {r['times']['forward']:.2f} s (CPU {r['times']['cpu_solution']:.1f} + "
-              f"{r['times']['cpu_forward']:.1f} s), peak memory +{r['peak_mem_mb']:.0f} MiB")
+        print(
+            f"{r['tool']}: {r['n_unknowns']} unknowns, solution {r['times']['solution']:.2f} s, "
+            f"forward {r['times']['forward']:.2f} s (CPU {r['times']['cpu_solution']:.1f} + "
+            f"{r['times']['cpu_forward']:.1f} s), peak memory +{r['peak_mem_mb']:.0f} MiB"
+        )
         print(f"  {'eccentricity':14s}" + "".join(f"{e:7.2f}" for e in ECCENTRICITIES))
-        for label, vals in (("EEG rad RDM", re[:n]), ("EEG rad MAG", me[:n]),
-                            ("EEG tan RDM", re[n:]), ("EEG tan MAG", me[n:]),
-                            ("MEG tan RDM", rm), ("MEG tan MAG", mm)):
+        for label, vals in (
+            ("EEG rad RDM", re[:n]),
+            ("EEG rad MAG", me[:n]),
+            ("EEG tan RDM", re[n:]),
+            ("EEG tan MAG", me[n:]),
+            ("MEG tan RDM", rm),
+            ("MEG tan MAG", mm),
+        ):
             print(f"  {label:14s}" + "".join(f"{x:7.3f}" for x in vals))
 
 
@@ -369,8 +436,13 @@ def time_large(subdivisions=4, n_sources=8196, tools=("mne",), timeout_s=600, se
     meg = squid_helmet_306()
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(n_sources, 3))
-    src = d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * RADII[0] * \
-        rng.uniform(0.0, 1.0, (n_sources, 1)) ** (1 / 3)
+    src = (
+        d
+        / np.linalg.norm(d, axis=1)[:, None]
+        * 0.9
+        * RADII[0]
+        * rng.uniform(0.0, 1.0, (n_sources, 1)) ** (1 / 3)
+    )
     for tool in tools:
         fn = run_mne_bem if tool == "mne" else run_openmeeg
         kw = {} if tool == "mne" else dict(timeout_s=timeout_s)
@@ -380,11 +452,13 @@ def time_large(subdivisions=4, n_sources=8196, tools=("mne",), timeout_s=600, se
         if r is None:
             print(f"{tool}: unavailable or over {timeout_s} s")
             continue
-        print(f"{r['tool']}: 3 x {len(surfs[0].vertices)} vertices ({r['n_unknowns']} unknowns), "
-              f"{meg.n_channels} MEG + {len(elec)} EEG x {n_sources} sources x 3: solution "
-              f"{r['times']['solution']:.1f} s, forward {r['times']['forward']:.1f} s, "
-              f"wall {wall:.1f} s (CPU {r['times']['cpu_solution']:.1f} + "
-              f"{r['times']['cpu_forward']:.1f} s), peak memory +{r['peak_mem_mb']:.0f} MiB")
+        print(
+            f"{r['tool']}: 3 x {len(surfs[0].vertices)} vertices ({r['n_unknowns']} unknowns), "
+            f"{meg.n_channels} MEG + {len(elec)} EEG x {n_sources} sources x 3: solution "
+            f"{r['times']['solution']:.1f} s, forward {r['times']['forward']:.1f} s, "
+            f"wall {wall:.1f} s (CPU {r['times']['cpu_solution']:.1f} + "
+            f"{r['times']['cpu_forward']:.1f} s), peak memory +{r['peak_mem_mb']:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":
@@ -393,8 +467,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="Validate / time the BEM anchors")
     ap.add_argument("--subdivisions", type=int, default=3)
     ap.add_argument("--tools", default="mne,openmeeg")
-    ap.add_argument("--time-large", action="store_true",
-                    help="one timing run, 306 MEG + 64 EEG x --n-sources sources")
+    ap.add_argument(
+        "--time-large",
+        action="store_true",
+        help="one timing run, 306 MEG + 64 EEG x --n-sources sources",
+    )
     ap.add_argument("--n-sources", type=int, default=8196)
     args = ap.parse_args()
     if args.time_large:

@@ -33,7 +33,7 @@ from openmeeg._openmeeg_wrapper import OrientedMesh, SimpleDomain
 
 def _rss_mb():
     with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2 ** 20
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def _geometry(data):
@@ -43,14 +43,20 @@ def _geometry(data):
     # OpenMEEG's triangles wind the other way round from biosim/MNE's outward
     # convention (MNE's own OpenMEEG bridge swaps two vertices too); with
     # outward winding the EEG comes out with the opposite sign (MEG unchanged)
-    meshes = {nm: (np.ascontiguousarray(data[f"vertices_{k}"], float),
-                   np.ascontiguousarray(data[f"faces_{k}"][:, ::-1], np.int64))
-              for k, nm in enumerate(names)}
+    meshes = {
+        nm: (
+            np.ascontiguousarray(data[f"vertices_{k}"], float),
+            np.ascontiguousarray(data[f"faces_{k}"][:, ::-1], np.int64),
+        )
+        for k, nm in enumerate(names)
+    }
     interfaces = {nm: [(nm, OrientedMesh.Normal)] for nm in names}
     domains = {"Brain": ([(names[0], SimpleDomain.Inside)], cond[0])}
     for k in range(1, n):
-        domains[f"Layer{k}"] = ([(names[k - 1], SimpleDomain.Outside),
-                                 (names[k], SimpleDomain.Inside)], cond[k])
+        domains[f"Layer{k}"] = (
+            [(names[k - 1], SimpleDomain.Outside), (names[k], SimpleDomain.Inside)],
+            cond[k],
+        )
     domains["Air"] = ([(names[-1], SimpleDomain.Outside)], 0.0)
     return om.make_geometry(meshes, interfaces, domains)
 
@@ -64,7 +70,7 @@ def main(src, dst):
     t0, c0 = time.perf_counter(), time.process_time()
     geom = _geometry(data)
     hm = om.HeadMat(geom)
-    hm.invert()                                  # dense symmetric (packed), in place
+    hm.invert()  # dense symmetric (packed), in place
     t_solution, c_solution = time.perf_counter() - t0, time.process_time() - c0
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -81,10 +87,18 @@ def main(src, dst):
         ds2mm = om.DipSource2MEGMat(dip, sens)
         out["meg_gain"] = np.array(om.GainMEG(hm, dsm, h2mm, ds2mm).array())
     t_forward, c_forward = time.perf_counter() - t0, time.process_time() - c0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # kB on Linux
-    np.savez(dst, t_solution=t_solution, t_forward=t_forward, c_solution=c_solution,
-             c_forward=c_forward, peak_rss_mb=peak - rss0,
-             n_unknowns=hm.nlin(), version=om.__version__, **out)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    np.savez(
+        dst,
+        t_solution=t_solution,
+        t_forward=t_forward,
+        c_solution=c_solution,
+        c_forward=c_forward,
+        peak_rss_mb=peak - rss0,
+        n_unknowns=hm.nlin(),
+        version=om.__version__,
+        **out,
+    )
 
 
 if __name__ == "__main__":

@@ -61,15 +61,18 @@ def chain(n, n_micro=NM, **kw):
     C = np.zeros((n, 2))
     C[0, 0] = 1.0
     s = DCMStructure(a, b, c, tr=TR, n_micro=n_micro, **kw)
-    return s, DCMStructure(a, b_alt, c, tr=TR, n_micro=n_micro, **kw), s.pack(
-        NeuralParams(A, B, C, np.zeros((n, n, n))))
+    return (
+        s,
+        DCMStructure(a, b_alt, c, tr=TR, n_micro=n_micro, **kw),
+        s.pack(NeuralParams(A, B, C, np.zeros((n, n, n)))),
+    )
 
 
 def ring(n):
     """n regions on a ring: forward (i -> i+1, 0.3 Hz) and backward (-0.05 Hz)
     connections, input 0 drives every fifth region (so every region carries
     signal), input 1 modulates 0 -> 1 and n/2 -> n/2+1."""
-    fwd = np.roll(np.eye(n, dtype=bool), 1, axis=0)          # a[i+1, i]
+    fwd = np.roll(np.eye(n, dtype=bool), 1, axis=0)  # a[i+1, i]
     a = np.eye(n, dtype=bool) | fwd | fwd.T
     b = np.zeros((2, n, n), bool)
     b[1, 1, 0] = b[1, n // 2 + 1, n // 2] = True
@@ -121,21 +124,29 @@ def main(n_reps=10, scans=(180, 360), snrs=(1.0, 3.0, 10.0), sizes=(10, 50), spm
     s, s_alt, theta = chain(3)
     y, _ = simulate_dcm(s, theta, u, snr=3.0, seed=0)
     r, t_fit, t_first = timed_fit(s, y, u)
-    ratio = f" -> {spm_seconds / t_fit:.0f}x faster than SPM12/Octave ({spm_seconds:.1f} s)" \
-        if spm_seconds else ""
-    print(f"3 regions x 360 scans, RK4 TR/8: {t_fit:.2f} s after compilation "
-          f"({r.vl.n_iterations} iterations, {t_fit / r.vl.n_iterations * 1e3:.0f} ms each; "
-          f"compile {t_first:.1f} s){ratio}")
+    ratio = (
+        f" -> {spm_seconds / t_fit:.0f}x faster than SPM12/Octave ({spm_seconds:.1f} s)"
+        if spm_seconds
+        else ""
+    )
+    print(
+        f"3 regions x 360 scans, RK4 TR/8: {t_fit:.2f} s after compilation "
+        f"({r.vl.n_iterations} iterations, {t_fit / r.vl.n_iterations * 1e3:.0f} ms each; "
+        f"compile {t_first:.1f} s){ratio}"
+    )
     u16 = design(n_micro=16)
-    s16, _, th16 = chain(3, n_micro=16, convention="spm12", integrator="spm", delays=TR / 2,
-                         field_strength=1.5)
+    s16, _, th16 = chain(
+        3, n_micro=16, convention="spm12", integrator="spm", delays=TR / 2, field_strength=1.5
+    )
     y16, _ = simulate_dcm(s16.replace(integrator="rk4", substeps=4), th16, u16, snr=3.0, seed=0)
     y16 = y16 - y16.mean(0)
     r, t_fit, t_first = timed_fit(s16, y16, u16, confounds=np.ones((360, 1)), max_iter=128)
     ratio = f" -> {spm_seconds / t_fit:.0f}x" if spm_seconds else ""
-    print(f"3 regions x 360 scans, SPM-style (bilinear reduction, TR/16, confound): {t_fit:.2f} s "
-          f"({r.vl.n_iterations} iterations, {t_fit / r.vl.n_iterations * 1e3:.0f} ms each; "
-          f"compile {t_first:.1f} s){ratio}")
+    print(
+        f"3 regions x 360 scans, SPM-style (bilinear reduction, TR/16, confound): {t_fit:.2f} s "
+        f"({r.vl.n_iterations} iterations, {t_fit / r.vl.n_iterations * 1e3:.0f} ms each; "
+        f"compile {t_first:.1f} s){ratio}"
+    )
     # 2. scaling
     for n in sizes:
         s_n, th_n = ring(n)
@@ -143,23 +154,28 @@ def main(n_reps=10, scans=(180, 360), snrs=(1.0, 3.0, 10.0), sizes=(10, 50), spm
         r_n, t_n, first_n = timed_fit(s_n, y_n, u)
         blk = blocks(s_n)
         err = np.concatenate([r_n.vl.mean[blk[k]] - th_n[blk[k]] for k in "ABC"])
-        print(f"{n} regions (ring, {len(s_n.free_index())} parameters), 360 scans: {t_n:.1f} s, "
-              f"{r_n.vl.n_iterations} iterations, {t_n / r_n.vl.n_iterations:.2f} s per iteration "
-              f"(compile {first_n:.1f} s); RMSE of A, B, C {np.sqrt(np.mean(err ** 2)):.3f}"
-              f", converged {r_n.vl.converged}")
+        print(
+            f"{n} regions (ring, {len(s_n.free_index())} parameters), 360 scans: {t_n:.1f} s, "
+            f"{r_n.vl.n_iterations} iterations, {t_n / r_n.vl.n_iterations:.2f} s per iteration "
+            f"(compile {first_n:.1f} s); RMSE of A, B, C {np.sqrt(np.mean(err**2)):.3f}"
+            f", converged {r_n.vl.converged}"
+        )
     # 3. recovery and model selection
     if n_reps < 1:
         return
-    print(f"recovery over {n_reps} data sets per cell (free A off-diagonal / B / C entries; "
-          f"cov90 = fraction inside the 90% posterior interval):")
+    print(
+        f"recovery over {n_reps} data sets per cell (free A off-diagonal / B / C entries; "
+        f"cov90 = fraction inside the 90% posterior interval):"
+    )
     for n_scans in scans:
         uu = design(n_scans)
         for snr in snrs:
             errs = {k: [] for k in "ABC"}
             cover, wins = [], 0
             for rep in range(n_reps):
-                y, _ = simulate_dcm(s, theta, uu, snr=snr, seed=1000 * n_scans + 100 * int(
-                    snr) + rep)
+                y, _ = simulate_dcm(
+                    s, theta, uu, snr=snr, seed=1000 * n_scans + 100 * int(snr) + rep
+                )
                 r, ra = fit_dcm(s, y, uu), fit_dcm(s_alt, y, uu)
                 blk = blocks(s)
                 for k in "ABC":
@@ -168,19 +184,32 @@ def main(n_reps=10, scans=(180, 360), snrs=(1.0, 3.0, 10.0), sizes=(10, 50), spm
                 sd = np.sqrt(np.diag(r.vl.cov))[neural]
                 cover.append(np.abs(r.vl.mean[neural] - theta[neural]) < 1.645 * sd)
                 wins += model_probabilities([r.free_energy, ra.free_energy])[0] > 0.5
-            stats = "; ".join(f"{k} bias {np.mean(errs[k]):+.3f} RMSE "
-                              f"{np.sqrt(np.mean(np.square(errs[k]))):.3f}" for k in "ABC")
-            print(f"  {n_scans} scans, SNR {snr:4.1f}: {stats}; cov90 {np.mean(cover):.2f}; "
-                  f"true model selected {wins}/{n_reps} ({100 * wins / n_reps:.0f}%)")
+            stats = "; ".join(
+                f"{k} bias {np.mean(errs[k]):+.3f} RMSE {np.sqrt(np.mean(np.square(errs[k]))):.3f}"
+                for k in "ABC"
+            )
+            print(
+                f"  {n_scans} scans, SNR {snr:4.1f}: {stats}; cov90 {np.mean(cover):.2f}; "
+                f"true model selected {wins}/{n_reps} ({100 * wins / n_reps:.0f}%)"
+            )
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=10, help="data sets per recovery cell (0: skip)")
-    ap.add_argument("--spm-seconds", type=float, default=None,
-                    help="SPM12/Octave wall time for the 3-region model (from dcm_spm_octave.py)")
-    ap.add_argument("--sizes", type=int, nargs="*", default=[10, 50],
-                    help="region counts of the scaling case (none: skip it)")
+    ap.add_argument(
+        "--spm-seconds",
+        type=float,
+        default=None,
+        help="SPM12/Octave wall time for the 3-region model (from dcm_spm_octave.py)",
+    )
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=[10, 50],
+        help="region counts of the scaling case (none: skip it)",
+    )
     ap.add_argument("--quick", action="store_true", help="2 data sets per cell, 10 regions only")
     a = ap.parse_args()
     if a.quick:

@@ -41,12 +41,11 @@ import numpy as np
 import scipy.io
 
 import biosim  # noqa: F401
-from biosim.inference.dcm import (DCMStructure, fit_dcm, predict_bold, simulate_dcm,
-                                  spm_prepare_data)
+from biosim.inference.dcm import DCMStructure, fit_dcm, predict_bold, simulate_dcm, spm_prepare_data
 from biosim.physics.neural import NeuralParams
 
 TR, T, NM, N_REG, N_IN = 3.22, 360, 16, 3, 2
-DELAY = TR / 2            # slice-timing delay of every region (SPM's DCM.delays), s
+DELAY = TR / 2  # slice-timing delay of every region (SPM's DCM.delays), s
 TE = 0.04
 SNR, SEED = 3.0, 7
 
@@ -86,11 +85,11 @@ def design():
 
 
 def masks():
-    a = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], bool)     # V1 <-> V5 <-> PFC
+    a = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], bool)  # V1 <-> V5 <-> PFC
     b = np.zeros((N_IN, N_REG, N_REG), bool)
-    b[1, 1, 0] = True                                          # attention on V1 -> V5
+    b[1, 1, 0] = True  # attention on V1 -> V5
     c = np.zeros((N_REG, N_IN), bool)
-    c[0, 0] = True                                             # motion drives V1
+    c[0, 0] = True  # motion drives V1
     return a, b, c
 
 
@@ -106,21 +105,27 @@ def truth(structure, drive=0.6):
 def names(structure):
     """Parameter names of biosim's free vector."""
     n, m = structure.n_regions, structure.n_inputs
-    full = ([f"A[{i},{j}]" for i in range(n) for j in range(n)]
-            + [f"B{k}[{i},{j}]" for k in range(m) for i in range(n) for j in range(n)]
-            + [f"C[{i},{k}]" for i in range(n) for k in range(m)]
-            + [f"D{k}[{i},{j}]" for k in range(n) for i in range(n) for j in range(n)]
-            + [f"transit[{i}]" for i in range(n)] + [f"decay[{i}]" for i in range(n)]
-            + ["epsilon"])
+    full = (
+        [f"A[{i},{j}]" for i in range(n) for j in range(n)]
+        + [f"B{k}[{i},{j}]" for k in range(m) for i in range(n) for j in range(n)]
+        + [f"C[{i},{k}]" for i in range(n) for k in range(m)]
+        + [f"D{k}[{i},{j}]" for k in range(n) for i in range(n) for j in range(n)]
+        + [f"transit[{i}]" for i in range(n)]
+        + [f"decay[{i}]" for i in range(n)]
+        + ["epsilon"]
+    )
     return [full[i] for i in structure.free_index()]
 
 
 def spm_names(n, m):
     """Names of ``spm_vec(DCM.Ep)`` (column-major A(:), B(:), C(:); D empty)."""
-    return ([f"A[{i},{j}]" for j in range(n) for i in range(n)]
-            + [f"B{k}[{i},{j}]" for k in range(m) for j in range(n) for i in range(n)]
-            + [f"C[{i},{k}]" for k in range(m) for i in range(n)]
-            + [f"transit[{i}]" for i in range(n)] + ["decay[0]", "epsilon"])
+    return (
+        [f"A[{i},{j}]" for j in range(n) for i in range(n)]
+        + [f"B{k}[{i},{j}]" for k in range(m) for j in range(n) for i in range(n)]
+        + [f"C[{i},{k}]" for k in range(m) for i in range(n)]
+        + [f"transit[{i}]" for i in range(n)]
+        + ["decay[0]", "epsilon"]
+    )
 
 
 def run_spm(y, u, a, b, c, spm_path, timeout=1800):
@@ -130,28 +135,51 @@ def run_spm(y, u, a, b, c, spm_path, timeout=1800):
         raise RuntimeError("octave not found on PATH")
     with tempfile.TemporaryDirectory(prefix="biosim_spm_") as tmp:
         data, out = os.path.join(tmp, "data.mat"), os.path.join(tmp, "out.mat")
-        scipy.io.savemat(data, dict(y=y, u=u, udt=TR / NM, tr=TR, te=TE, a=a.astype(float),
-                                    b=np.moveaxis(b, 0, -1).astype(float), c=c.astype(float),
-                                    delays=np.full(N_REG, DELAY)))
+        scipy.io.savemat(
+            data,
+            dict(
+                y=y,
+                u=u,
+                udt=TR / NM,
+                tr=TR,
+                te=TE,
+                a=a.astype(float),
+                b=np.moveaxis(b, 0, -1).astype(float),
+                c=c.astype(float),
+                delays=np.full(N_REG, DELAY),
+            ),
+        )
         with open(os.path.join(tmp, "fcnchk.m"), "w") as fh:
             fh.write(_FCNCHK)
         with open(os.path.join(tmp, "biosim_dcm_driver.m"), "w") as fh:
             fh.write(_DRIVER.format(spm=spm_path, data=data, out=out, n=N_REG))
         t0 = time.perf_counter()
-        proc = subprocess.run([octave, "--no-gui", "--quiet", "--no-window-system", "--eval",
-                               "biosim_dcm_driver"], cwd=tmp, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            [octave, "--no-gui", "--quiet", "--no-window-system", "--eval", "biosim_dcm_driver"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         total = time.perf_counter() - t0
         if proc.returncode != 0 or not os.path.exists(out):
-            raise RuntimeError(f"octave failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
-                               f"{proc.stderr[-2000:]}")
+            raise RuntimeError(
+                f"octave failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            )
         res = scipy.io.loadmat(out)
     iters = len(re.findall(r"EM:\([+-]\)", proc.stdout))
-    return dict(Ep=res["Ep"].ravel(), var=res["Cp"].ravel(), prior_var=res["pC"].ravel(),
-                prior_mean=res["pE"].ravel(), F=float(res["F"].squeeze()),
-                wall=float(res["wall"].squeeze()), total=total, iterations=iters,
-                prediction=res["yhat"],
-                scale=float(res["scale"].squeeze()))
+    return dict(
+        Ep=res["Ep"].ravel(),
+        var=res["Cp"].ravel(),
+        prior_var=res["pC"].ravel(),
+        prior_mean=res["pE"].ravel(),
+        F=float(res["F"].squeeze()),
+        wall=float(res["wall"].squeeze()),
+        total=total,
+        iterations=iters,
+        prediction=res["yhat"],
+        scale=float(res["scale"].squeeze()),
+    )
 
 
 def run_biosim(structure, y, u):
@@ -173,8 +201,18 @@ def compare(spm_path=None, verbose=True, drive=0.6, seed=SEED):
     a range of 4 and the linearisation of the Balloon model matter more)."""
     a, b, c = masks()
     u = design()
-    gen = DCMStructure(a, b, c, tr=TR, n_micro=NM, field_strength=1.5, echo_time=TE,
-                       convention="spm12", delays=DELAY, substeps=4)
+    gen = DCMStructure(
+        a,
+        b,
+        c,
+        tr=TR,
+        n_micro=NM,
+        field_strength=1.5,
+        echo_time=TE,
+        convention="spm12",
+        delays=DELAY,
+        substeps=4,
+    )
     y, _ = simulate_dcm(gen, truth(gen, drive), u, snr=SNR, seed=seed)
     s_spm = gen.replace(integrator="spm", substeps=1)
     s_exact = gen.replace(integrator="rk4", substeps=4)
@@ -184,8 +222,12 @@ def compare(spm_path=None, verbose=True, drive=0.6, seed=SEED):
     nm = names(s_spm)
     sd_b = np.sqrt(np.diag(r_b.vl.cov))
     out["biosim"] = dict(F=r_b.free_energy, wall=t_b, first=t_b1, iterations=r_b.vl.n_iterations)
-    out["exact"] = dict(F=r_e.free_energy, wall=t_e, iterations=r_e.vl.n_iterations,
-                        max_shift_sd=float(np.max(np.abs(r_e.vl.mean - r_b.vl.mean) / sd_b)))
+    out["exact"] = dict(
+        F=r_e.free_energy,
+        wall=t_e,
+        iterations=r_e.vl.n_iterations,
+        max_shift_sd=float(np.max(np.abs(r_e.vl.mean - r_b.vl.mean) / sd_b)),
+    )
     lines = []
     spm_path = spm_path or os.environ.get("SPM12_PATH")
     spm = None
@@ -193,8 +235,11 @@ def compare(spm_path=None, verbose=True, drive=0.6, seed=SEED):
         spm = run_spm(y, u, a, b, c, spm_path)
         sn = spm_names(N_REG, N_IN)
         free = spm["prior_var"] > 0
-        spm_map = {k: (m, v, pm) for k, m, v, pm, f in zip(
-            sn, spm["Ep"], spm["var"], spm["prior_mean"], free) if f}
+        spm_map = {
+            k: (m, v, pm)
+            for k, m, v, pm, f in zip(sn, spm["Ep"], spm["var"], spm["prior_mean"], free)
+            if f
+        }
         if set(spm_map) != set(nm):
             raise RuntimeError(f"free parameters differ: SPM {sorted(spm_map)} biosim {nm}")
         prior_mean, _ = s_spm.prior()
@@ -204,47 +249,79 @@ def compare(spm_path=None, verbose=True, drive=0.6, seed=SEED):
             if abs(pm_s - prior_mean[i]) > 1e-12:
                 raise RuntimeError(f"prior mean of {key}: SPM {pm_s}, biosim {prior_mean[i]}")
             sd = np.sqrt(v_s)
-            rows.append((key, m_s, r_b.vl.mean[i], r_e.vl.mean[i], sd, sd_b[i],
-                         abs(r_b.vl.mean[i] - m_s) / sd, abs(r_e.vl.mean[i] - m_s) / sd))
+            rows.append(
+                (
+                    key,
+                    m_s,
+                    r_b.vl.mean[i],
+                    r_e.vl.mean[i],
+                    sd,
+                    sd_b[i],
+                    abs(r_b.vl.mean[i] - m_s) / sd,
+                    abs(r_e.vl.mean[i] - m_s) / sd,
+                )
+            )
         # the two objectives at SPM's optimum: biosim's prediction and free energy there
         theta_spm = np.array([spm_map[key][0] for key in nm])
         pred = 100 * np.asarray(predict_bold(jnp.asarray(theta_spm), jnp.asarray(u), s_spm))
         yp, _ = spm_prepare_data(y)
         at_spm = fit_dcm(s_spm, yp, u, confounds=np.ones((T, 1)), init=theta_spm, max_iter=0)
-        out["at_spm"] = dict(F=at_spm.free_energy,
-                             prediction_rel=float(np.max(np.abs(pred - spm["prediction"]))
-                                                  / np.max(np.abs(spm["prediction"]))))
+        out["at_spm"] = dict(
+            F=at_spm.free_energy,
+            prediction_rel=float(
+                np.max(np.abs(pred - spm["prediction"])) / np.max(np.abs(spm["prediction"]))
+            ),
+        )
         out["rows"] = rows
-        out["spm"] = dict(F=spm["F"], wall=spm["wall"], total=spm["total"],
-                          iterations=spm["iterations"], scale=spm["scale"])
+        out["spm"] = dict(
+            F=spm["F"],
+            wall=spm["wall"],
+            total=spm["total"],
+            iterations=spm["iterations"],
+            scale=spm["scale"],
+        )
         out["max_diff_sd"] = max(r[6] for r in rows)
-        lines.append(f"{'parameter':12s} {'SPM12':>9s} {'biosim':>9s} {'exact':>9s} "
-                     f"{'SD(SPM)':>8s} {'SD(bio)':>8s} {'|d|/SD':>7s} {'exact|d|/SD':>11s}")
+        lines.append(
+            f"{'parameter':12s} {'SPM12':>9s} {'biosim':>9s} {'exact':>9s} "
+            f"{'SD(SPM)':>8s} {'SD(bio)':>8s} {'|d|/SD':>7s} {'exact|d|/SD':>11s}"
+        )
         for r in rows:
-            lines.append(f"{r[0]:12s} {r[1]:+9.4f} {r[2]:+9.4f} {r[3]:+9.4f} {r[4]:8.4f} "
-                         f"{r[5]:8.4f} {r[6]:7.3f} {r[7]:11.3f}")
+            lines.append(
+                f"{r[0]:12s} {r[1]:+9.4f} {r[2]:+9.4f} {r[3]:+9.4f} {r[4]:8.4f} "
+                f"{r[5]:8.4f} {r[6]:7.3f} {r[7]:11.3f}"
+            )
         lines.append(f"data scale: SPM {spm['scale']:.4f}, biosim {scale:.4f}")
-        lines.append(f"at SPM12's posterior mean: biosim's SPM-style prediction differs from SPM's "
-                     f"by {out['at_spm']['prediction_rel']:.1e} (max relative) and biosim's F there "
-                     f"is {out['at_spm']['F']:.2f} (SPM {spm['F']:.2f})")
-        lines.append(f"F: SPM12 {spm['F']:.2f}, biosim (SPM-style) {r_b.free_energy:.2f} "
-                     f"(diff {r_b.free_energy - spm['F']:+.2f} nats), biosim exact "
-                     f"{r_e.free_energy:.2f} (diff {r_e.free_energy - spm['F']:+.2f})")
-        lines.append(f"max |posterior mean difference| / posterior SD: SPM-style "
-                     f"{out['max_diff_sd']:.3f}, exact integration {max(r[7] for r in rows):.3f}")
+        lines.append(
+            f"at SPM12's posterior mean: biosim's SPM-style prediction differs from SPM's "
+            f"by {out['at_spm']['prediction_rel']:.1e} (max relative) and biosim's F there "
+            f"is {out['at_spm']['F']:.2f} (SPM {spm['F']:.2f})"
+        )
+        lines.append(
+            f"F: SPM12 {spm['F']:.2f}, biosim (SPM-style) {r_b.free_energy:.2f} "
+            f"(diff {r_b.free_energy - spm['F']:+.2f} nats), biosim exact "
+            f"{r_e.free_energy:.2f} (diff {r_e.free_energy - spm['F']:+.2f})"
+        )
+        lines.append(
+            f"max |posterior mean difference| / posterior SD: SPM-style "
+            f"{out['max_diff_sd']:.3f}, exact integration {max(r[7] for r in rows):.3f}"
+        )
         per_it = spm["wall"] / max(spm["iterations"], 1)
-        lines.append(f"3 regions x {T} scans: SPM12/Octave {spm['wall']:.1f} s "
-                     f"({spm['iterations']} iterations, {per_it:.2f} s each; Octave process "
-                     f"{spm['total']:.1f} s); biosim SPM-style {t_b:.2f} s "
-                     f"({r_b.vl.n_iterations} iterations, {t_b / r_b.vl.n_iterations * 1e3:.0f} ms "
-                     f"each; first call incl. compile {t_b1:.1f} s) -> {spm['wall'] / t_b:.0f}x")
+        lines.append(
+            f"3 regions x {T} scans: SPM12/Octave {spm['wall']:.1f} s "
+            f"({spm['iterations']} iterations, {per_it:.2f} s each; Octave process "
+            f"{spm['total']:.1f} s); biosim SPM-style {t_b:.2f} s "
+            f"({r_b.vl.n_iterations} iterations, {t_b / r_b.vl.n_iterations * 1e3:.0f} ms "
+            f"each; first call incl. compile {t_b1:.1f} s) -> {spm['wall'] / t_b:.0f}x"
+        )
     else:
         lines.append("SPM12_PATH not set: SPM12 comparison skipped")
-    lines.append(f"exact (RK4, TR/64) vs SPM-style integration in biosim: F "
-                 f"{r_e.free_energy:.2f} vs {r_b.free_energy:.2f} "
-                 f"({r_e.free_energy - r_b.free_energy:+.2f} nats); max shift of a posterior mean "
-                 f"{out['exact']['max_shift_sd']:.3f} SD; exact fit {t_e:.2f} s "
-                 f"({r_e.vl.n_iterations} iterations)")
+    lines.append(
+        f"exact (RK4, TR/64) vs SPM-style integration in biosim: F "
+        f"{r_e.free_energy:.2f} vs {r_b.free_energy:.2f} "
+        f"({r_e.free_energy - r_b.free_energy:+.2f} nats); max shift of a posterior mean "
+        f"{out['exact']['max_shift_sd']:.3f} SD; exact fit {t_e:.2f} s "
+        f"({r_e.vl.n_iterations} iterations)"
+    )
     if verbose:
         print("\n".join(lines))
     out["lines"] = lines

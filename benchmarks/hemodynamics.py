@@ -69,11 +69,19 @@ def scipy_check(u, dt, regions):
         x = np.zeros(4)
         ys = [0.0]
         for j in range(u.shape[0]):
-            sol = solve_ivp(lambda t, y: np.asarray(balloon_rhs(y, u[j, r], P)), (0, dt), x,
-                            method="DOP853", rtol=1e-11, atol=1e-13)
+            sol = solve_ivp(
+                lambda t, y: np.asarray(balloon_rhs(y, u[j, r], P)),
+                (0, dt),
+                x,
+                method="DOP853",
+                rtol=1e-11,
+                atol=1e-13,
+            )
             x = sol.y[:, -1]
             v, q = np.exp(x[2]), np.exp(x[3])
-            ys.append(float(0.02 * (7 * 0.34 * (1 - q) + 2 * (1 - q / v) + (2 * 0.34 - 0.2) * (1 - v))))
+            ys.append(
+                float(0.02 * (7 * 0.34 * (1 - q) + 2 * (1 - q / v) + (2 * 0.34 - 0.2) * (1 - v)))
+            )
         worst = max(worst, np.max(np.abs(np.array(ys[:-1]) - ref[:, k])) / np.max(np.abs(ref)))
     return worst
 
@@ -84,8 +92,11 @@ def run_neurolib(u, dt_in, dt_euler):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, u=u.T, dt_input=dt_in, dt_euler=dt_euler)
-        subprocess.run([str(NEUROLIB_PY), str(HERE / "_neurolib_bold_runner.py"), str(src),
-                        str(dst)], check=True, env={**os.environ, "PYTHONPATH": ""})
+        subprocess.run(
+            [str(NEUROLIB_PY), str(HERE / "_neurolib_bold_runner.py"), str(src), str(dst)],
+            check=True,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
         out = np.load(dst)
         return out["bold"].T, float(out["wall"]), int(out["steps"])
 
@@ -103,17 +114,26 @@ def main():
     ref = np.asarray(simulate_bold(u, dt, P, B, substeps=100).bold)
     # ref[k] is BOLD at t = k dt; compare samples 1..n-1 (the end of each input sample)
     scale = np.max(np.abs(ref))
-    print(f"# oracle: RK4 h=1 ms; its max deviation from scipy DOP853 (rtol 1e-11) on 3 regions: "
-          f"{scipy_check(u[: min(n, 600)], dt, [0, 1, 2]):.1e} (relative, first 60 s)")
+    print(
+        f"# oracle: RK4 h=1 ms; its max deviation from scipy DOP853 (rtol 1e-11) on 3 regions: "
+        f"{scipy_check(u[: min(n, 600)], dt, [0, 1, 2]):.1e} (relative, first 60 s)"
+    )
     print(f"# problem: {n_regions} regions x {duration:g} s, input on a {dt} s grid")
-    print(f"{'case':34s} {'rel. error':>11s} {'wall (s)':>10s} {'region-steps/s':>15s} {'speed-up':>9s}")
+    print(
+        f"{'case':34s} {'rel. error':>11s} {'wall (s)':>10s} {'region-steps/s':>15s} "
+        f"{'speed-up':>9s}"
+    )
 
     rows = {}
-    for name, method, sub in [("biosim rk4 h=100 ms", "rk4", 1), ("biosim rk4 h=50 ms", "rk4", 2),
-                              ("biosim heun h=10 ms", "heun", 10),
-                              ("biosim euler h=0.1 ms", "euler", 1000)]:
-        f = jax.jit(lambda uu, m=method, s=sub: simulate_bold(uu, dt, P, B, method=m,
-                                                              substeps=s).bold)
+    for name, method, sub in [
+        ("biosim rk4 h=100 ms", "rk4", 1),
+        ("biosim rk4 h=50 ms", "rk4", 2),
+        ("biosim heun h=10 ms", "heun", 10),
+        ("biosim euler h=0.1 ms", "euler", 1000),
+    ]:
+        f = jax.jit(
+            lambda uu, m=method, s=sub: simulate_bold(uu, dt, P, B, method=m, substeps=s).bold
+        )
         t0 = time.perf_counter()
         jax.block_until_ready(f(u))
         compile_s = time.perf_counter() - t0
@@ -121,8 +141,10 @@ def main():
         err = np.max(np.abs(np.asarray(y)[1:] - ref[1:])) / scale
         rows[name] = (err, wall)
         steps = n_regions * n * sub
-        print(f"{name:34s} {err:11.2e} {wall:10.4f} {steps / wall:15.3e} {'':>9s}"
-              f"  (compile+first run {compile_s:.2f} s)")
+        print(
+            f"{name:34s} {err:11.2e} {wall:10.4f} {steps / wall:15.3e} {'':>9s}"
+            f"  (compile+first run {compile_s:.2f} s)"
+        )
 
     nl = run_neurolib(u, dt, 1e-4)
     if nl is None:
@@ -130,11 +152,15 @@ def main():
     else:
         y_nl, wall_nl, steps_nl = nl
         err_nl = np.max(np.abs(y_nl[:-1] - ref[1:])) / scale
-        print(f"{'neurolib euler h=0.1 ms (numba)':34s} {err_nl:11.2e} {wall_nl:10.4f} "
-              f"{steps_nl / wall_nl:15.3e}")
+        print(
+            f"{'neurolib euler h=0.1 ms (numba)':34s} {err_nl:11.2e} {wall_nl:10.4f} "
+            f"{steps_nl / wall_nl:15.3e}"
+        )
         for name, (err, wall) in rows.items():
-            print(f"  ratio neurolib/{name}: {wall_nl / wall:8.1f}x faster, error "
-                  f"{err / err_nl:.2e} x neurolib's")
+            print(
+                f"  ratio neurolib/{name}: {wall_nl / wall:8.1f}x faster, error "
+                f"{err / err_nl:.2e} x neurolib's"
+            )
 
     # throughput at voxel scale
     n_vox = 10_000
@@ -142,8 +168,10 @@ def main():
     g = jax.jit(lambda uu: simulate_bold(uu, dt, P, B, tr=2.0).bold)
     jax.block_until_ready(g(uv))
     _, wall_v = time_call(lambda: g(uv), repeats=1)
-    print(f"biosim rk4 h=100 ms, {n_vox} voxels x {duration:g} s (BOLD at TR 2 s): {wall_v:.3f} s "
-          f"({n_vox * n / wall_v:.3e} voxel-steps/s)")
+    print(
+        f"biosim rk4 h=100 ms, {n_vox} voxels x {duration:g} s (BOLD at TR 2 s): {wall_v:.3f} s "
+        f"({n_vox * n / wall_v:.3e} voxel-steps/s)"
+    )
 
 
 if __name__ == "__main__":

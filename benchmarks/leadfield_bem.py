@@ -59,7 +59,7 @@ from biosim.physics.electromag.sensors import opm_array, squid_helmet_306
 
 try:
     import _bem_anchors as anchors
-except ImportError:            # the anchors live in another branch until merged
+except ImportError:  # the anchors live in another branch until merged
     anchors = None
 
 RADII = (0.0783, 0.0828, 0.090)
@@ -81,7 +81,7 @@ class PeakRSS:
     @staticmethod
     def _rss():
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
     def _run(self):
         while not self._stop:
@@ -136,7 +136,8 @@ def oriented(g, ori):
 
 def references(head, eeg, meg, pos):
     ge = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(
-        eeg.n_channels, -1)
+        eeg.n_channels, -1
+    )
     gm = np.asarray(meg_gain(meg, pos))
     return ge.reshape(eeg.n_channels, len(pos), 3), gm
 
@@ -156,15 +157,23 @@ def biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan):
     et, emt = rdm_mag(oriented(g[:ne], tan), oriented(ref_e, tan))
     mags = [i for i, k in enumerate(helmet.kinds) if k == "mag"]
     grads = [i for i, k in enumerate(helmet.kinds) if k == "grad"]
-    gh = oriented(g[ne:ne + nh], tan)
+    gh = oriented(g[ne : ne + nh], tan)
     rh = oriented(ref_h, tan)
     mr, mm = rdm_mag(gh[mags], rh[mags])
     gr, gm = rdm_mag(gh[grads], rh[grads])
-    orr, om = rdm_mag(oriented(g[ne + nh:], tan), oriented(ref_o, tan))
-    return [("EEG radial RDM", er), ("EEG radial MAG", emr), ("EEG tangential RDM", et),
-            ("EEG tangential MAG", emt), ("MEG mag RDM (tang.)", mr), ("MEG mag MAG", mm),
-            ("MEG grad RDM (tang.)", gr), ("MEG grad MAG", gm), ("OPM RDM (tang.)", orr),
-            ("OPM MAG", om)]
+    orr, om = rdm_mag(oriented(g[ne + nh :], tan), oriented(ref_o, tan))
+    return [
+        ("EEG radial RDM", er),
+        ("EEG radial MAG", emr),
+        ("EEG tangential RDM", et),
+        ("EEG tangential MAG", emt),
+        ("MEG mag RDM (tang.)", mr),
+        ("MEG mag MAG", mm),
+        ("MEG grad RDM (tang.)", gr),
+        ("MEG grad MAG", gm),
+        ("OPM RDM (tang.)", orr),
+        ("OPM MAG", om),
+    ]
 
 
 def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
@@ -176,7 +185,7 @@ def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
     o2 = np.r_[rad, tan]
     try:
         r = fn(surfaces, sigma, eeg.positions, helmet, p2, o2)
-    except Exception as exc:            # noqa: BLE001  (report, keep benchmarking)
+    except Exception as exc:  # noqa: BLE001  (report, keep benchmarking)
         print(f"  {tool}: failed ({type(exc).__name__}: {exc})")
         return None
     if r is None:
@@ -193,15 +202,33 @@ def anchor_rows(tool, surfaces, sigma, eeg, helmet, head, pos, rad, tan):
     rh = oriented(ref_h, tan)
     mr, mm = rdm_mag(gh[mags], rh[mags])
     gr, gm = rdm_mag(gh[grads], rh[grads])
-    print(f"  {r.get('tool', tool)}: solution {r['times']['solution']:.1f} s, forward "
-          f"{r['times']['forward']:.1f} s")
-    return [("EEG radial RDM", er), ("EEG radial MAG", emr), ("EEG tangential RDM", et),
-            ("EEG tangential MAG", emt), ("MEG mag RDM (tang.)", mr), ("MEG mag MAG", mm),
-            ("MEG grad RDM (tang.)", gr), ("MEG grad MAG", gm)]
+    print(
+        f"  {r.get('tool', tool)}: solution {r['times']['solution']:.1f} s, forward "
+        f"{r['times']['forward']:.1f} s"
+    )
+    return [
+        ("EEG radial RDM", er),
+        ("EEG radial MAG", emr),
+        ("EEG tangential RDM", et),
+        ("EEG tangential MAG", emt),
+        ("MEG mag RDM (tang.)", mr),
+        ("MEG mag MAG", mm),
+        ("MEG grad RDM (tang.)", gr),
+        ("MEG grad MAG", gm),
+    ]
 
 
-def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg"), n_vertices=None,
-          flux="p0", geometry="flat", n_directions=1, readouts=("representation", "interpolation")):
+def table(
+    subdivisions,
+    sigma=SIGMA50,
+    four_shell=False,
+    tools=("mne", "openmeeg"),
+    n_vertices=None,
+    flux="p0",
+    geometry="flat",
+    n_directions=1,
+    readouts=("representation", "interpolation"),
+):
     eeg, helmet, opms = sensors_setup()
     if four_shell:
         head = SphereHead.four_shell(RADII[-1])
@@ -219,16 +246,23 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
     t1 = time.perf_counter()
     for k, readout in enumerate(readouts):
         t1 = time.perf_counter()
-        fwd = BEMForward.from_operators(ops, sigma, eeg=eeg, meg=MEGSensors.concatenate(helmet, opms),
-                                        eeg_readout=readout)
+        fwd = BEMForward.from_operators(
+            ops, sigma, eeg=eeg, meg=MEGSensors.concatenate(helmet, opms), eeg_readout=readout
+        )
         t2 = time.perf_counter()
         if k == 0:
-            print(f"# {len(surfaces)} x {len(surfaces[0].vertices)} vertices, radii "
-                  f"{[round(r * 1e3, 1) for r in radii]} mm, sigma {list(sigma)} S/m; biosim "
-                  f"{ops.n_unknowns} unknowns (flux {flux}, {geometry} elements): assembly {t1 - t0:.1f} s, "
-                  f"solve {t2 - t1:.1f} s")
-        print_rows(f"biosim ({geometry}, {flux}, {readout[:6]}.)", ECC,
-                   biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan))
+            print(
+                f"# {len(surfaces)} x {len(surfaces[0].vertices)} vertices, radii "
+                f"{[round(r * 1e3, 1) for r in radii]} mm, sigma {list(sigma)} S/m; biosim "
+                f"{ops.n_unknowns} unknowns (flux {flux}, {geometry} elements): assembly "
+                f"{t1 - t0:.1f} s, "
+                f"solve {t2 - t1:.1f} s"
+            )
+        print_rows(
+            f"biosim ({geometry}, {flux}, {readout[:6]}.)",
+            ECC,
+            biosim_rows(fwd, eeg, helmet, opms, head, pos, rad, tan),
+        )
         if n_directions > 1:
             directions_table(fwd, eeg, helmet, head, radii[0], n_directions)
     for tool in tools:
@@ -238,11 +272,15 @@ def table(subdivisions, sigma=SIGMA50, four_shell=False, tools=("mne", "openmeeg
         if rows is not None:
             print_rows(tool, ECC, rows)
             if n_directions > 1:
-                directions_table(None, eeg, helmet, head, radii[0], n_directions, tool, surfaces, sigma)
+                directions_table(
+                    None, eeg, helmet, head, radii[0], n_directions, tool, surfaces, sigma
+                )
     return ops
 
 
-def directions_table(fwd, eeg, helmet, head, inner, n_directions, anchor=None, surfaces=None, sigma=None):
+def directions_table(
+    fwd, eeg, helmet, head, inner, n_directions, anchor=None, surfaces=None, sigma=None
+):
     """Mean and worst EEG RDM / MAG over ``n_directions`` random dipole directions
     per eccentricity (the single-draw tables above depend on the draw); with
     ``anchor`` ("mne" or "openmeeg") for that tool on ``surfaces``, one run for
@@ -253,9 +291,18 @@ def directions_table(fwd, eeg, helmet, head, inner, n_directions, anchor=None, s
         fn = anchors.run_mne_bem if anchor == "mne" else anchors.run_openmeeg
         pos_all = np.concatenate([p for p, _, _ in draws])
         try:
-            r = fn(surfaces, sigma, eeg.positions, None, np.r_[pos_all, pos_all],
-                   np.r_[np.concatenate([d for _, d, _ in draws]), np.concatenate([t for _, _, t in draws])])
-        except Exception as exc:        # noqa: BLE001
+            r = fn(
+                surfaces,
+                sigma,
+                eeg.positions,
+                None,
+                np.r_[pos_all, pos_all],
+                np.r_[
+                    np.concatenate([d for _, d, _ in draws]),
+                    np.concatenate([t for _, _, t in draws]),
+                ],
+            )
+        except Exception as exc:  # noqa: BLE001
             print(f"  {anchor}: failed ({type(exc).__name__}: {exc})")
             return
         if r is None:
@@ -265,7 +312,7 @@ def directions_table(fwd, eeg, helmet, head, inner, n_directions, anchor=None, s
     for k, (pos, rad, tan) in enumerate(draws):
         ref_e, _ = references(head, eeg, helmet, pos)
         if anchor is None:
-            g = np.asarray(fwd.gain(pos))[:eeg.n_channels]
+            g = np.asarray(fwd.gain(pos))[: eeg.n_channels]
             g_rad, g_tan = oriented(g, rad), oriented(g, tan)
         else:
             sl = slice(k * len(pos), (k + 1) * len(pos))
@@ -276,24 +323,51 @@ def directions_table(fwd, eeg, helmet, head, inner, n_directions, anchor=None, s
     for k, label in (("rad", "radial"), ("tan", "tangential")):
         r = np.array([x[0] for x in rows[k]])
         m = np.array([x[1] for x in rows[k]])
-        out += [(f"EEG {label} RDM mean", r.mean(0)), (f"EEG {label} RDM max", r.max(0)),
-                (f"EEG {label} MAG mean", m.mean(0)), (f"EEG {label} |1-MAG| max", np.abs(1 - m).max(0))]
+        out += [
+            (f"EEG {label} RDM mean", r.mean(0)),
+            (f"EEG {label} RDM max", r.max(0)),
+            (f"EEG {label} MAG mean", m.mean(0)),
+            (f"EEG {label} |1-MAG| max", np.abs(1 - m).max(0)),
+        ]
     print_rows(f"{n_directions} directions per ecc." + (f" ({anchor})" if anchor else ""), ECC, out)
 
 
-def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flux="p0", geometry="flat",
-          n_directions=1, readouts=("representation", "interpolation")):
+def large(
+    subdivisions=4,
+    n_sources=8196,
+    tools=("mne", "openmeeg"),
+    seed=0,
+    flux="p0",
+    geometry="flat",
+    n_directions=1,
+    readouts=("representation", "interpolation"),
+):
     eeg, helmet, opms = sensors_setup()
     head = SphereHead.three_shell()
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(n_sources, 3))
-    src = d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * RADII[0] * \
-        rng.uniform(0.0, 1.0, (n_sources, 1)) ** (1 / 3)
+    src = (
+        d
+        / np.linalg.norm(d, axis=1)[:, None]
+        * 0.9
+        * RADII[0]
+        * rng.uniform(0.0, 1.0, (n_sources, 1)) ** (1 / 3)
+    )
     # JAX compilation on a small mesh (same jitted kernels, other shapes compile again
     # only for the chunk shapes, which are fixed)
     tc = time.perf_counter()
-    small = BEMForward.create(nested_spheres(RADII, 1, ), SIGMA50, eeg=eeg, meg=helmet,
-                              min_gap=0.0005, flux=flux, geometry=geometry)
+    small = BEMForward.create(
+        nested_spheres(
+            RADII,
+            1,
+        ),
+        SIGMA50,
+        eeg=eeg,
+        meg=helmet,
+        min_gap=0.0005,
+        flux=flux,
+        geometry=geometry,
+    )
     small.gain(src[:300] * 0.5)
     t_compile = time.perf_counter() - tc
     surfaces = nested_spheres(RADII, subdivisions)
@@ -315,16 +389,21 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
     ref_e, ref_h = references(head, eeg, helmet, src)
     re, me = rdm_mag(g[:ne].reshape(ne, -1), ref_e.reshape(ne, -1))
     rm, mm = rdm_mag(g[ne:].reshape(helmet.n_channels, -1), ref_h.reshape(helmet.n_channels, -1))
-    print(f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, flux {flux}, "
-          f"{geometry} elements, EEG readout {readouts[0]}), "
-          f"{helmet.n_channels} MEG + {ne} EEG x {n_sources} sources x 3")
-    print(f"biosim: assembly {t1 - t0:.1f} s, factorisation + transfer {t2 - t1:.1f} s "
-          f"(solution {t2 - t0:.1f} s), gain {t3 - t2:.1f} s, total {t3 - t0:.1f} s "
-          f"(JAX compile warm-up {t_compile:.1f} s); peak RSS +{mem.delta:.0f} MiB (assembly "
-          f"+{m_asm:.0f}, factorisation + transfer +{m_sol:.0f}, gain +{m_gain:.0f}), "
-          f"tracemalloc peak {tm_peak / 2 ** 20:.0f} MiB; "
-          f"EEG RDM median {np.median(re):.4f} max {re.max():.4f}, MAG median {np.median(me):.4f}; "
-          f"MEG RDM median {np.median(rm):.4f} max {rm.max():.4f} (all x/y/z dipoles, 0 < ecc < 0.9)")
+    print(
+        f"# large: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, "
+        f"flux {flux}, "
+        f"{geometry} elements, EEG readout {readouts[0]}), "
+        f"{helmet.n_channels} MEG + {ne} EEG x {n_sources} sources x 3"
+    )
+    print(
+        f"biosim: assembly {t1 - t0:.1f} s, factorisation + transfer {t2 - t1:.1f} s "
+        f"(solution {t2 - t0:.1f} s), gain {t3 - t2:.1f} s, total {t3 - t0:.1f} s "
+        f"(JAX compile warm-up {t_compile:.1f} s); peak RSS +{mem.delta:.0f} MiB (assembly "
+        f"+{m_asm:.0f}, factorisation + transfer +{m_sol:.0f}, gain +{m_gain:.0f}), "
+        f"tracemalloc peak {tm_peak / 2**20:.0f} MiB; "
+        f"EEG RDM median {np.median(re):.4f} max {re.max():.4f}, MAG median {np.median(me):.4f}; "
+        f"MEG RDM median {np.median(rm):.4f} max {rm.max():.4f} (all x/y/z dipoles, 0 < ecc < 0.9)"
+    )
     # accuracy at the test eccentricities from the same forward model (and, after
     # the timed part, from the other readouts)
     pos, rad, tan = test_dipoles()
@@ -334,15 +413,20 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
             fwd = BEMForward.from_operators(ops, SIGMA50, eeg=eeg, meg=helmet, eeg_readout=readout)
             g = np.asarray(fwd.gain(src))
             re, me = rdm_mag(g[:ne].reshape(ne, -1), ref_full(head, eeg, src))
-            print(f"biosim, EEG readout {readout}: EEG RDM median {np.median(re):.4f} max {re.max():.4f}, "
-                  f"MAG median {np.median(me):.4f} (the same sources)")
+            print(
+                f"biosim, EEG readout {readout}: EEG RDM median {np.median(re):.4f} max "
+                f"{re.max():.4f}, "
+                f"MAG median {np.median(me):.4f} (the same sources)"
+            )
         ge = np.asarray(fwd.gain(pos))
-        rows = [("EEG radial RDM", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[0]),
-                ("EEG radial MAG", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[1]),
-                ("EEG tangential RDM", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[0]),
-                ("EEG tangential MAG", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[1]),
-                ("MEG RDM (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[0]),
-                ("MEG MAG (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[1])]
+        rows = [
+            ("EEG radial RDM", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[0]),
+            ("EEG radial MAG", rdm_mag(oriented(ge[:ne], rad), oriented(ref_e, rad))[1]),
+            ("EEG tangential RDM", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[0]),
+            ("EEG tangential MAG", rdm_mag(oriented(ge[:ne], tan), oriented(ref_e, tan))[1]),
+            ("MEG RDM (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[0]),
+            ("MEG MAG (tang.)", rdm_mag(oriented(ge[ne:], tan), oriented(ref_h, tan))[1]),
+        ]
         print_rows(f"biosim 2562 test dipoles ({geometry}, {flux}, {readout[:6]}.)", ECC, rows)
         if n_directions > 1:
             directions_table(fwd, eeg, helmet, head, RADII[0], n_directions)
@@ -355,7 +439,7 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
         ta = time.perf_counter()
         try:
             r = fn(surfaces, SIGMA50, eeg.positions, helmet, src)
-        except Exception as exc:        # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             print(f"{tool}: failed ({type(exc).__name__}: {exc})")
             continue
         wall = time.perf_counter() - ta
@@ -364,27 +448,35 @@ def large(subdivisions=4, n_sources=8196, tools=("mne", "openmeeg"), seed=0, flu
             continue
         ae = r["eeg_gain"] - r["eeg_gain"].mean(0)
         are, ame = rdm_mag(ae, ref_full(head, eeg, src))
-        arm, amm = rdm_mag(r["meg_gain"], np.asarray(meg_gain(helmet, src)).reshape(
-            helmet.n_channels, -1))
+        arm, amm = rdm_mag(
+            r["meg_gain"], np.asarray(meg_gain(helmet, src)).reshape(helmet.n_channels, -1)
+        )
         sol, fwd_t = r["times"]["solution"], r["times"]["forward"]
-        print(f"{r.get('tool', tool)}: solution {sol:.1f} s, forward {fwd_t:.1f} s (wall {wall:.1f} s), "
-              f"peak memory +{r['peak_mem_mb']:.0f} MiB; EEG RDM median {np.median(are):.4f} max "
-              f"{are.max():.4f}, MAG median {np.median(ame):.4f}; MEG RDM median {np.median(arm):.4f} "
-              f"max {arm.max():.4f}; time ratio anchor/biosim: solution {sol / (t2 - t0):.2f}, "
-              f"total {(sol + fwd_t) / (t3 - t0):.2f}")
+        print(
+            f"{r.get('tool', tool)}: solution {sol:.1f} s, forward {fwd_t:.1f} s (wall "
+            f"{wall:.1f} s), "
+            f"peak memory +{r['peak_mem_mb']:.0f} MiB; EEG RDM median {np.median(are):.4f} max "
+            f"{are.max():.4f}, MAG median {np.median(ame):.4f}; MEG RDM median "
+            f"{np.median(arm):.4f} "
+            f"max {arm.max():.4f}; time ratio anchor/biosim: solution {sol / (t2 - t0):.2f}, "
+            f"total {(sol + fwd_t) / (t3 - t0):.2f}"
+        )
 
 
 def template_flux(n_vertices=642, n_sources=300, seed=0):
     """P1 against P0 normal currents on the realistic template head (no analytic
     reference there: the two discretisations should converge to each other)."""
     from biosim.geometry.template_head import project_to_scalp, template_center, template_head
+
     surfaces = template_head(n_vertices)
     c = template_center()
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(64, 3))
     d[:, 2] = np.abs(d[:, 2]) + 0.2
     d /= np.linalg.norm(d, axis=1)[:, None]
-    eeg = EEGSensors(tuple(f"E{i}" for i in range(64)), project_to_scalp(c + 0.2 * d, n_vertices=n_vertices))
+    eeg = EEGSensors(
+        tuple(f"E{i}" for i in range(64)), project_to_scalp(c + 0.2 * d, n_vertices=n_vertices)
+    )
     s = rng.normal(size=(n_sources, 3))
     s /= np.linalg.norm(s, axis=1)[:, None]
     src = c + s * 0.045 * rng.uniform(0, 1, (n_sources, 1)) ** (1 / 3)
@@ -394,11 +486,16 @@ def template_flux(n_vertices=642, n_sources=300, seed=0):
         ops = BEMOperators.create(surfaces, flux=flux)
         fwd = BEMForward.from_operators(ops, (0.33, 0.0066, 0.33), eeg=eeg)
         gains[flux] = np.asarray(fwd.gain(src)).reshape(eeg.n_channels, -1)
-        print(f"template 3 x {n_vertices}, flux {flux}: {ops.n_unknowns} unknowns, "
-              f"{time.perf_counter() - t0:.1f} s (incl. JAX compilation)")
+        print(
+            f"template 3 x {n_vertices}, flux {flux}: {ops.n_unknowns} unknowns, "
+            f"{time.perf_counter() - t0:.1f} s (incl. JAX compilation)"
+        )
     r, m = rdm_mag(gains["p1"], gains["p0"])
-    print(f"template 3 x {n_vertices}: p1 vs p0 over {3 * n_sources} dipoles: RDM median {np.median(r):.4f} "
-          f"max {r.max():.4f}; MAG range [{m.min():.4f}, {m.max():.4f}]")
+    print(
+        f"template 3 x {n_vertices}: p1 vs p0 over {3 * n_sources} dipoles: RDM median "
+        f"{np.median(r):.4f} "
+        f"max {r.max():.4f}; MAG range [{m.min():.4f}, {m.max():.4f}]"
+    )
 
 
 def conductivity_gradient(subdivisions=4, n_sources=300, geometry="matched", seed=0, dense=None):
@@ -416,17 +513,29 @@ def conductivity_gradient(subdivisions=4, n_sources=300, geometry="matched", see
     not depend on the conductivities)."""
     import jax
     import jax.numpy as jnp
+
     from biosim.physics.electromag.bem import meg_surface_functionals
+
     eeg, helmet, _ = sensors_setup()
     head = SphereHead.create(RADII, SIGMA50)
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(n_sources, 3))
-    src = d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * RADII[0] * rng.uniform(0, 1, (n_sources, 1)) ** (1 / 3)
+    src = (
+        d
+        / np.linalg.norm(d, axis=1)[:, None]
+        * 0.9
+        * RADII[0]
+        * rng.uniform(0, 1, (n_sources, 1)) ** (1 / 3)
+    )
     ref_e, ref_h = references(head, eeg, helmet, src)
     ne = eeg.n_channels
     ref = np.concatenate([ref_e / np.linalg.norm(ref_e), ref_h / np.linalg.norm(ref_h)])
-    scale = np.concatenate([np.full(ne, 1 / np.linalg.norm(ref_e)),
-                            np.full(helmet.n_channels, 1 / np.linalg.norm(ref_h))])[:, None, None]
+    scale = np.concatenate(
+        [
+            np.full(ne, 1 / np.linalg.norm(ref_e)),
+            np.full(helmet.n_channels, 1 / np.linalg.norm(ref_h)),
+        ]
+    )[:, None, None]
     surfaces = nested_spheres(RADII, subdivisions)
     ta = time.perf_counter()
     ops = BEMOperators.create(surfaces, geometry=geometry)
@@ -435,28 +544,35 @@ def conductivity_gradient(subdivisions=4, n_sources=300, geometry="matched", see
     sig0 = np.array([0.33, 0.0042, 0.33])
 
     def loss(sig, derivatives="adjoint"):
-        fwd = BEMForward.from_operators(ops, sig, eeg=eeg, meg=helmet, meg_functionals=mf,
-                                        derivatives=derivatives)
+        fwd = BEMForward.from_operators(
+            ops, sig, eeg=eeg, meg=helmet, meg_functionals=mf, derivatives=derivatives
+        )
         return jnp.sum((fwd.gain(src) * scale - ref) ** 2)
 
-    print(f"# conductivity gradient: 3 x {len(surfaces[0].vertices)} vertices ({ops.n_unknowns} unknowns, "
-          f"{geometry}), {ne} EEG + {helmet.n_channels} MEG x {n_sources} dipoles; operators + MEG "
-          f"functionals {t_ops:.1f} s (not in the timings)")
-    loss(sig0)                                              # JAX compilation of the gain kernels
+    print(
+        f"# conductivity gradient: 3 x {len(surfaces[0].vertices)} vertices "
+        f"({ops.n_unknowns} unknowns, "
+        f"{geometry}), {ne} EEG + {helmet.n_channels} MEG x {n_sources} dipoles; operators + MEG "
+        f"functionals {t_ops:.1f} s (not in the timings)"
+    )
+    loss(sig0)  # JAX compilation of the gain kernels
     with PeakRSS() as m_f:
         t0 = time.perf_counter()
         v0 = float(loss(sig0))
         t_f = time.perf_counter() - t0
-    jax.value_and_grad(loss)(jnp.asarray(sig0 * 1.01))       # compilation of the traced path
+    jax.value_and_grad(loss)(jnp.asarray(sig0 * 1.01))  # compilation of the traced path
     with PeakRSS() as m_a:
         t0 = time.perf_counter()
         v_a, g_a = jax.value_and_grad(loss)(jnp.asarray(sig0))
         g_a = np.asarray(g_a)
         t_a = time.perf_counter() - t0
     print(f"concrete forward: {t_f:.1f} s, peak RSS +{m_f.delta:.0f} MiB; misfit {v0:.6g}")
-    print(f"adjoint value_and_grad: {t_a:.1f} s ({t_a / t_f:.2f} x the forward), peak RSS +{m_a.delta:.0f} MiB; "
-          f"grad {np.array2string(g_a, precision=6)}")
-    dense_bytes = 8 * (2 * len(sig0) + 3) * ops.n_unknowns ** 2
+    print(
+        f"adjoint value_and_grad: {t_a:.1f} s ({t_a / t_f:.2f} x the forward), peak RSS "
+        f"+{m_a.delta:.0f} MiB; "
+        f"grad {np.array2string(g_a, precision=6)}"
+    )
+    dense_bytes = 8 * (2 * len(sig0) + 3) * ops.n_unknowns**2
     if dense is None:
         dense = dense_bytes < 4e9
     if dense:
@@ -465,10 +581,13 @@ def conductivity_gradient(subdivisions=4, n_sources=300, geometry="matched", see
             v_d, g_d = jax.value_and_grad(lambda s: loss(s, "dense"))(jnp.asarray(sig0))
             g_d = np.asarray(g_d)
             t_d = time.perf_counter() - t0
-        print(f"dense value_and_grad: {t_d:.1f} s (incl. compilation), peak RSS +{m_d.delta:.0f} MiB; "
-              f"max rel. difference to adjoint {np.max(np.abs(g_d - g_a) / np.abs(g_a)):.1e}")
+        print(
+            f"dense value_and_grad: {t_d:.1f} s (incl. compilation), peak RSS "
+            f"+{m_d.delta:.0f} MiB; "
+            f"max rel. difference to adjoint {np.max(np.abs(g_d - g_a) / np.abs(g_a)):.1e}"
+        )
     else:
-        print(f"dense value_and_grad: skipped (~{dense_bytes / 2 ** 30:.0f} GiB of dense matrices)")
+        print(f"dense value_and_grad: skipped (~{dense_bytes / 2**30:.0f} GiB of dense matrices)")
     t0 = time.perf_counter()
     fd = np.zeros(3)
     for k in range(3):
@@ -478,8 +597,10 @@ def conductivity_gradient(subdivisions=4, n_sources=300, geometry="matched", see
         dn[k] -= h
         fd[k] = (float(loss(up)) - float(loss(dn))) / (2 * h)
     t_fd = time.perf_counter() - t0
-    print(f"central differences (6 forwards): {t_fd:.1f} s; ratio FD/adjoint {t_fd / t_a:.2f}; "
-          f"max rel. difference to adjoint {np.max(np.abs(fd - g_a) / np.abs(g_a)):.1e}")
+    print(
+        f"central differences (6 forwards): {t_fd:.1f} s; ratio FD/adjoint {t_fd / t_a:.2f}; "
+        f"max rel. difference to adjoint {np.max(np.abs(fd - g_a) / np.abs(g_a)):.1e}"
+    )
 
 
 def ref_full(head, eeg, src):
@@ -489,34 +610,70 @@ def ref_full(head, eeg, src):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--table", type=int, nargs="*", default=None,
-                    help="icosphere subdivisions for the accuracy tables (3: 642, 4: 2562)")
-    ap.add_argument("--vertices", type=int, nargs="*", default=None,
-                    help="Fibonacci-sphere vertex counts for more accuracy tables (e.g. 1280)")
+    ap.add_argument(
+        "--table",
+        type=int,
+        nargs="*",
+        default=None,
+        help="icosphere subdivisions for the accuracy tables (3: 642, 4: 2562)",
+    )
+    ap.add_argument(
+        "--vertices",
+        type=int,
+        nargs="*",
+        default=None,
+        help="Fibonacci-sphere vertex counts for more accuracy tables (e.g. 1280)",
+    )
     ap.add_argument("--ratio80", action="store_true", help="also the conductivity ratio 80")
     ap.add_argument("--four-shell", action="store_true", help="also the 4-shell sphere")
     ap.add_argument("--large", action="store_true", help="timing run at 3 x 2562")
     ap.add_argument("--n-sources", type=int, default=8196)
     ap.add_argument("--tools", default="mne,openmeeg")
-    ap.add_argument("--template", type=int, nargs="*", default=None,
-                    help="P1 vs P0 currents on the template head at these vertex counts (642, 2562)")
-    ap.add_argument("--flux", default="p0", choices=("p0", "p1"),
-                    help="normal-current basis of the symmetric BEM: p0 per triangle (Kybic et al. "
-                         "2005, as OpenMEEG), p1 per vertex (fewer unknowns)")
-    ap.add_argument("--geometry", default="flat", choices=("flat", "matched", "curved"),
-                    help="biosim's elements: the mesh's flat triangles (as MNE and OpenMEEG), flat "
-                         "triangles enclosing the smooth surface's volume (vertices moved 0.06 mm at "
-                         "2562) or curved elements through the same vertices "
-                         "(BEMOperators.create(geometry=...))")
-    ap.add_argument("--gradient", type=int, nargs="*", default=None,
-                    help="time conductivity gradients (adjoint, dense, finite differences) at these "
-                         "icosphere subdivisions (3: 642, 4: 2562)")
-    ap.add_argument("--readout", default="both", choices=("representation", "interpolation", "both"),
-                    help="biosim's EEG readout (BEMForward.from_operators(eeg_readout=...)): Green's "
-                         "representation in the scalp compartment (the default), the P1 interpolant "
-                         "(as MNE and OpenMEEG), or both (timing with the first)")
-    ap.add_argument("--directions", type=int, default=1,
-                    help="also mean and worst EEG RDM/MAG over this many random directions per eccentricity")
+    ap.add_argument(
+        "--template",
+        type=int,
+        nargs="*",
+        default=None,
+        help="P1 vs P0 currents on the template head at these vertex counts (642, 2562)",
+    )
+    ap.add_argument(
+        "--flux",
+        default="p0",
+        choices=("p0", "p1"),
+        help="normal-current basis of the symmetric BEM: p0 per triangle (Kybic et al. "
+        "2005, as OpenMEEG), p1 per vertex (fewer unknowns)",
+    )
+    ap.add_argument(
+        "--geometry",
+        default="flat",
+        choices=("flat", "matched", "curved"),
+        help="biosim's elements: the mesh's flat triangles (as MNE and OpenMEEG), flat "
+        "triangles enclosing the smooth surface's volume (vertices moved 0.06 mm at "
+        "2562) or curved elements through the same vertices "
+        "(BEMOperators.create(geometry=...))",
+    )
+    ap.add_argument(
+        "--gradient",
+        type=int,
+        nargs="*",
+        default=None,
+        help="time conductivity gradients (adjoint, dense, finite differences) at these "
+        "icosphere subdivisions (3: 642, 4: 2562)",
+    )
+    ap.add_argument(
+        "--readout",
+        default="both",
+        choices=("representation", "interpolation", "both"),
+        help="biosim's EEG readout (BEMForward.from_operators(eeg_readout=...)): Green's "
+        "representation in the scalp compartment (the default), the P1 interpolant "
+        "(as MNE and OpenMEEG), or both (timing with the first)",
+    )
+    ap.add_argument(
+        "--directions",
+        type=int,
+        default=1,
+        help="also mean and worst EEG RDM/MAG over this many random directions per eccentricity",
+    )
     args = ap.parse_args()
     tools = tuple(t for t in args.tools.split(",") if t)
     readouts = ("representation", "interpolation") if args.readout == "both" else (args.readout,)
@@ -524,20 +681,44 @@ if __name__ == "__main__":
         template_flux(nv)
     for sub in args.gradient or []:
         conductivity_gradient(sub, geometry=args.geometry)
-    if args.table is None and not args.large and not args.vertices and args.template is None \
-            and args.gradient is None:       # default: the 642 table and the 2562 timing run
+    if (
+        args.table is None
+        and not args.large
+        and not args.vertices
+        and args.template is None
+        and args.gradient is None
+    ):  # default: the 642 table and the 2562 timing run
         args.table, args.large = [3], True
     for sub in args.table or []:
-        kw = {"flux": args.flux, "geometry": args.geometry, "n_directions": args.directions,
-              "readouts": readouts}
+        kw = {
+            "flux": args.flux,
+            "geometry": args.geometry,
+            "n_directions": args.directions,
+            "readouts": readouts,
+        }
         table(sub, SIGMA50, tools=tools, **kw)
         if args.ratio80:
             table(sub, SIGMA80, tools=tools, **kw)
         if args.four_shell:
             table(sub, four_shell=True, tools=("openmeeg",) if "openmeeg" in tools else (), **kw)
     for nv in args.vertices or []:
-        table(None, SIGMA50, tools=tools, n_vertices=nv, flux=args.flux, geometry=args.geometry,
-              n_directions=args.directions, readouts=readouts)
+        table(
+            None,
+            SIGMA50,
+            tools=tools,
+            n_vertices=nv,
+            flux=args.flux,
+            geometry=args.geometry,
+            n_directions=args.directions,
+            readouts=readouts,
+        )
     if args.large:
-        large(4, args.n_sources, tools, flux=args.flux, geometry=args.geometry, n_directions=args.directions,
-              readouts=readouts)
+        large(
+            4,
+            args.n_sources,
+            tools,
+            flux=args.flux,
+            geometry=args.geometry,
+            n_directions=args.directions,
+            readouts=readouts,
+        )

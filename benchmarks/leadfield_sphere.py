@@ -51,10 +51,11 @@ def mne_setup(helmet, eeg_names, eeg_pos, center, radius):
         ez = normal / np.linalg.norm(normal)
         ey = np.cross(ez, ex)
         ch["loc"][:12] = np.r_[p, ex, ey, ez]
-        ch["coil_type"] = (FIFF.FIFFV_COIL_VV_PLANAR_T1 if helmet.kinds[i] == "grad"
-                           else FIFF.FIFFV_COIL_VV_MAG_T3)
+        ch["coil_type"] = (
+            FIFF.FIFFV_COIL_VV_PLANAR_T1 if helmet.kinds[i] == "grad" else FIFF.FIFFV_COIL_VV_MAG_T3
+        )
         ch["coord_frame"] = FIFF.FIFFV_COORD_HEAD
-    for ch, p in zip(info["chs"][helmet.n_channels:], eeg_pos):
+    for ch, p in zip(info["chs"][helmet.n_channels :], eeg_pos):
         ch["loc"][:3] = p
         ch["coord_frame"] = FIFF.FIFFV_COORD_HEAD
     info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
@@ -65,9 +66,16 @@ def mne_setup(helmet, eeg_names, eeg_pos, center, radius):
         nrm.append(c["cosmag"])
         w.append(c["w"])
         chan.append(np.full(len(c["w"]), i))
-    same = MEGSensors(helmet.names, helmet.kinds, np.concatenate(pts), np.concatenate(nrm),
-                      np.concatenate(w), np.concatenate(chan), helmet.positions,
-                      helmet.orientations)
+    same = MEGSensors(
+        helmet.names,
+        helmet.kinds,
+        np.concatenate(pts),
+        np.concatenate(nrm),
+        np.concatenate(w),
+        np.concatenate(chan),
+        helmet.positions,
+        helmet.orientations,
+    )
     sphere = mne.make_sphere_model(r0=tuple(center), head_radius=radius, verbose=False)
     return info, same, sphere
 
@@ -88,15 +96,20 @@ def main(n_sources=8196):
     info, meg_same, sphere = mne_setup(helmet, eeg.names, eeg.positions, center, radius)
     rng = np.random.default_rng(0)
     d = rng.normal(size=(n_sources, 3))
-    src = center + d / np.linalg.norm(d, axis=1)[:, None] * (0.9 * radius * 0.95) * \
-        rng.uniform(0.05, 1.0, (n_sources, 1)) ** (1 / 3)
+    src = center + d / np.linalg.norm(d, axis=1)[:, None] * (0.9 * radius * 0.95) * rng.uniform(
+        0.05, 1.0, (n_sources, 1)
+    ) ** (1 / 3)
     head = SphereHead.four_shell(scalp_radius=radius, center=center)
 
     # --- MNE
     t0 = time.perf_counter()
     src_mne = mne.setup_volume_source_space(
         pos=dict(rr=src, nn=np.tile([0, 0, 1.0], (n_sources, 1))),
-        sphere=tuple(center) + (0.9 * radius,), mindist=0.0, exclude=0.0, verbose=False)
+        sphere=tuple(center) + (0.9 * radius,),
+        mindist=0.0,
+        exclude=0.0,
+        verbose=False,
+    )
     fwd = mne.make_forward_solution(info, None, src_mne, sphere, meg=True, eeg=True, verbose=False)
     t_mne = time.perf_counter() - t0
     g_mne = fwd["sol"]["data"].reshape(len(info["chs"]), n_sources, 3)
@@ -118,16 +131,26 @@ def main(n_sources=8196):
     eeg_bio = g_eeg.reshape(64, -1)
     keep = np.linalg.norm(eeg_bio - eeg_bio.mean(0), axis=0) > 0
     rdm, mag = rdm_mag(eeg_mne[:, keep], eeg_bio[:, keep])
-    print(f"# {meg_same.n_channels} MEG ({len(meg_same.weights)} coil points) + 64 EEG x {n_sources} "
-          f"sources x 3, 4-shell sphere r = {radius * 1000:.1f} mm")
-    print(f"{'tool':10s} {'forward (s)':>12s} {'MEG vs Sarvas':>14s} {'EEG RDM med/max':>18s} "
-          f"{'EEG MAG min/max':>17s}")
-    print(f"{'MNE':10s} {t_mne:12.2f} {meg_err:14.1e} {np.median(rdm):8.4f}/{rdm.max():<8.4f} "
-          f"{mag.min():8.4f}/{mag.max():<8.4f}  (Berg-Scherg EEG)")
-    print(f"{'biosim':10s} {t_bio:12.2f} {'(reference)':>14s} {'exact series':>18s} {'':>17s}"
-          f"  (first call incl. compile {t_first:.2f} s)")
-    print(f"speed-up biosim vs MNE: {t_mne / t_bio:.1f}x after compilation, "
-          f"{t_mne / t_first:.1f}x including compilation")
+    print(
+        f"# {meg_same.n_channels} MEG ({len(meg_same.weights)} coil points) + 64 EEG x {n_sources} "
+        f"sources x 3, 4-shell sphere r = {radius * 1000:.1f} mm"
+    )
+    print(
+        f"{'tool':10s} {'forward (s)':>12s} {'MEG vs Sarvas':>14s} {'EEG RDM med/max':>18s} "
+        f"{'EEG MAG min/max':>17s}"
+    )
+    print(
+        f"{'MNE':10s} {t_mne:12.2f} {meg_err:14.1e} {np.median(rdm):8.4f}/{rdm.max():<8.4f} "
+        f"{mag.min():8.4f}/{mag.max():<8.4f}  (Berg-Scherg EEG)"
+    )
+    print(
+        f"{'biosim':10s} {t_bio:12.2f} {'(reference)':>14s} {'exact series':>18s} {'':>17s}"
+        f"  (first call incl. compile {t_first:.2f} s)"
+    )
+    print(
+        f"speed-up biosim vs MNE: {t_mne / t_bio:.1f}x after compilation, "
+        f"{t_mne / t_first:.1f}x including compilation"
+    )
 
 
 if __name__ == "__main__":

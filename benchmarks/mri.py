@@ -40,7 +40,7 @@ def phantom(n):
 
 def epi_sequence(n, fov, te=0.03, dwell=4e-6):
     dk = 1.0 / fov
-    g_read = dk / (GAMMA_BAR_PROTON * dwell)          # T/m
+    g_read = dk / (GAMMA_BAR_PROTON * dwell)  # T/m
     dt, flip, grad = [0.0], [np.deg2rad(90)], [[0, 0, 0]]
     esp = n * dwell
     t_pre = te - (n / 2) * esp
@@ -55,15 +55,16 @@ def epi_sequence(n, fov, te=0.03, dwell=4e-6):
             dt.append(dwell)
             flip.append(0.0)
             grad.append([sign * g_read, 0, 0])
-        dt.append(1e-6)                               # blip
+        dt.append(1e-6)  # blip
         flip.append(0.0)
         grad.append([-sign * g_read * dwell / 1e-6 * 0, dk / (GAMMA_BAR_PROTON * 1e-6), 0])
     return bloch.make_sequence(np.array(dt), flip=np.array(flip), gradient=np.array(grad))
 
 
 def numpy_bloch(pos, t1, t2, m0, seq):
-    dt, flip, phase, b1, grad = (np.asarray(a) for a in (seq.dt, seq.flip, seq.phase, seq.b1,
-                                                           seq.gradient))
+    dt, flip, phase, b1, grad = (
+        np.asarray(a) for a in (seq.dt, seq.flip, seq.phase, seq.b1, seq.gradient)
+    )
     m = np.stack([np.zeros_like(m0), np.zeros_like(m0), m0], 1)
     out = np.empty(dt.shape[0], complex)
     for k in range(dt.shape[0]):
@@ -72,7 +73,7 @@ def numpy_bloch(pos, t1, t2, m0, seq):
             a = -flip[k]
             m = m * np.cos(a) + np.cross(ax, m) * np.sin(a) + np.outer(m @ ax, ax) * (1 - np.cos(a))
         bz = pos @ grad[k]
-        ang = -GAMMA_PROTON * bz * dt[k]              # rotation about z (no RF during readout)
+        ang = -GAMMA_PROTON * bz * dt[k]  # rotation about z (no RF during readout)
         c, s = np.cos(ang), np.sin(ang)
         mx = m[:, 0] * c - m[:, 1] * s
         my = m[:, 0] * s + m[:, 1] * c
@@ -113,6 +114,7 @@ def main():
         t_np = time.perf_counter() - t0
         err = np.max(np.abs(np.asarray(sig) - ref)) / np.max(np.abs(ref))
         sps = n * n * n_steps / t_jax
+
         # event-based path: excitation + prephaser stepwise, each readout line as one block
         def blocked():
             head = bloch.Sequence(*[a[:2] for a in seq])
@@ -120,30 +122,39 @@ def main():
             parts = [sig0]
             start = 2
             for _ in range(n):
-                g, d = seq.gradient[start:start + n + 1], seq.dt[start:start + n + 1]
+                g, d = seq.gradient[start : start + n + 1], seq.dt[start : start + n + 1]
                 s_line, m = bloch.free_precession_block(m, spins, g, d)
                 parts.append(s_line)
                 start += n + 1
             return jnp.concatenate(parts)
+
         t_blk = best_of(blocked)
         err_blk = np.max(np.abs(np.asarray(blocked()) - ref)) / np.max(np.abs(ref))
-        print(f"{'Bloch GRE-EPI ' + f'{n}x{n} phantom, {n_steps} steps':52s} {t_jax:11.4f} "
-              f"{t_np:10.3f} {t_np / t_jax:7.1f} {err:10.1e}   ({sps:.2e} spin-steps/s; "
-              f"compile {compile_s:.2f} s)")
-        print(f"{'  same, readout lines as exact free-precession blocks':52s} {t_blk:11.4f} "
-              f"{t_np:10.3f} {t_np / t_blk:7.1f} {err_blk:10.1e}   "
-              f"({n * n * n_steps / t_blk:.2e} spin-steps/s)")
+        print(
+            f"{'Bloch GRE-EPI ' + f'{n}x{n} phantom, {n_steps} steps':52s} {t_jax:11.4f} "
+            f"{t_np:10.3f} {t_np / t_jax:7.1f} {err:10.1e}   ({sps:.2e} spin-steps/s; "
+            f"compile {compile_s:.2f} s)"
+        )
+        print(
+            f"{'  same, readout lines as exact free-precession blocks':52s} {t_blk:11.4f} "
+            f"{t_np:10.3f} {t_np / t_blk:7.1f} {err_blk:10.1e}   "
+            f"({n * n * n_steps / t_blk:.2e} spin-steps/s)"
+        )
     f = jax.jit(lambda t2: epg.cpmg_train(1.0, t2, 0.01, np.deg2rad(130), 100))
     t_epg = best_of(lambda: f(0.08), repeats=20)
-    print(f"{'EPG CPMG, 100 echoes (202 states)':52s} {t_epg:11.5f} {'':>10s} {'':>7s} {'':>10s}"
-          f"   ({100 / t_epg:.2e} echoes/s)")
+    print(
+        f"{'EPG CPMG, 100 echoes (202 states)':52s} {t_epg:11.5f} {'':>10s} {'':>7s} {'':>10s}"
+        f"   ({100 / t_epg:.2e} echoes/s)"
+    )
     nvox = 1_000_000
     rng = np.random.default_rng(0)
     t1v, t2v = rng.uniform(0.6, 2.0, nvox), rng.uniform(0.02, 0.08, nvox)
     g = jax.jit(lambda a, b: se.spoiled_gre(1.0, a, b, 0.02, 0.005, 0.3))
     t_cf = best_of(lambda: g(t1v, t2v))
-    print(f"{'closed-form spoiled GRE, 1e6 voxels':52s} {t_cf:11.5f} {'':>10s} {'':>7s} {'':>10s}"
-          f"   ({nvox / t_cf:.2e} voxels/s)")
+    print(
+        f"{'closed-form spoiled GRE, 1e6 voxels':52s} {t_cf:11.5f} {'':>10s} {'':>7s} {'':>10s}"
+        f"   ({nvox / t_cf:.2e} voxels/s)"
+    )
     print("KomaMRI (published, not re-measured): 2D brain spiral benchmark 3.2 s on one CPU thread")
 
 

@@ -11,10 +11,25 @@ from ._core.precision import apply_default_policy as _apply_default_policy
 
 _apply_default_policy()
 
-from ._core import (BiosimError, ConvergenceError, GeometryError,  # noqa: E402
-                    ParameterError, SpecError, set_precision, x64_enabled)
+from ._core import (  # noqa: E402
+    BiosimError,
+    ConvergenceError,
+    GeometryError,
+    ParameterError,
+    SpecError,
+    set_precision,
+    x64_enabled,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "BiosimError", "ConvergenceError", "GeometryError",
-           "ParameterError", "SpecError", "set_precision", "x64_enabled"]
+__all__ = [
+    "__version__",
+    "BiosimError",
+    "ConvergenceError",
+    "GeometryError",
+    "ParameterError",
+    "SpecError",
+    "set_precision",
+    "x64_enabled",
+]

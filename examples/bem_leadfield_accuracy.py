@@ -28,8 +28,8 @@ from biosim.geometry.mesh import nested_spheres
 from biosim.physics.electromag import EEGSensors, SphereHead, eeg_gain, meg_gain, squid_helmet_306
 from biosim.physics.electromag.bem import BEMForward
 
-RADII = (0.0783, 0.0828, 0.090)          # m: inner skull, outer skull, scalp
-SIGMA = (0.3, 0.006, 0.3)                # S/m
+RADII = (0.0783, 0.0828, 0.090)  # m: inner skull, outer skull, scalp
+SIGMA = (0.3, 0.006, 0.3)  # S/m
 
 
 def rdm_mag(u, v):
@@ -42,8 +42,10 @@ def run(subdivisions=3, eccentricities=(0.3, 0.6, 0.9), seed=0):
     """RDM / MAG per geometry and eccentricity, averaged over 3 dipole directions."""
     rng = np.random.default_rng(seed)
     e = rng.normal(size=(48, 3))
-    e[:, 2] = np.abs(e[:, 2])                                    # upper half of the scalp
-    eeg = EEGSensors(tuple(f"E{i}" for i in range(len(e))), RADII[-1] * e / np.linalg.norm(e, axis=1)[:, None])
+    e[:, 2] = np.abs(e[:, 2])  # upper half of the scalp
+    eeg = EEGSensors(
+        tuple(f"E{i}" for i in range(len(e))), RADII[-1] * e / np.linalg.norm(e, axis=1)[:, None]
+    )
     meg = squid_helmet_306(accuracy="point").select(("mag",))
     head = SphereHead.create(RADII, SIGMA)
     d = rng.normal(size=(len(eccentricities), 3))
@@ -51,21 +53,29 @@ def run(subdivisions=3, eccentricities=(0.3, 0.6, 0.9), seed=0):
     pos = np.asarray(eccentricities)[:, None] * RADII[0] * d
     tan = np.cross(d, rng.normal(size=d.shape))
     tan /= np.linalg.norm(tan, axis=1)[:, None]
-    ref_e = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(eeg.n_channels, -1)
+    ref_e = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(
+        eeg.n_channels, -1
+    )
     ref_m = np.einsum("csk,sk->cs", np.asarray(meg_gain(meg, pos)), tan)
     surfaces = nested_spheres(RADII, subdivisions)
-    for geometry in ("flat", "curved"):          # JAX compilation, outside the timings
-        BEMForward.create(nested_spheres(RADII, 1), SIGMA, eeg=eeg, meg=meg, geometry=geometry).gain(0.5 * pos)
+    for geometry in ("flat", "curved"):  # JAX compilation, outside the timings
+        BEMForward.create(
+            nested_spheres(RADII, 1), SIGMA, eeg=eeg, meg=meg, geometry=geometry
+        ).gain(0.5 * pos)
     out = {}
     for geometry in ("flat", "matched", "curved"):
         t0 = time.perf_counter()
         fwd = BEMForward.create(surfaces, SIGMA, eeg=eeg, meg=meg, geometry=geometry)
         g = np.asarray(fwd.gain(pos))
         seconds = time.perf_counter() - t0
-        r, m = rdm_mag(g[:eeg.n_channels].reshape(eeg.n_channels, -1), ref_e)
-        rm, _ = rdm_mag(np.einsum("csk,sk->cs", g[eeg.n_channels:], tan), ref_m)
-        out[geometry] = dict(seconds=seconds, eeg_rdm=r.reshape(-1, 3).mean(1),
-                             eeg_mag=m.reshape(-1, 3).mean(1), meg_rdm=rm)
+        r, m = rdm_mag(g[: eeg.n_channels].reshape(eeg.n_channels, -1), ref_e)
+        rm, _ = rdm_mag(np.einsum("csk,sk->cs", g[eeg.n_channels :], tan), ref_m)
+        out[geometry] = dict(
+            seconds=seconds,
+            eeg_rdm=r.reshape(-1, 3).mean(1),
+            eeg_mag=m.reshape(-1, 3).mean(1),
+            meg_rdm=rm,
+        )
     return dict(eccentricities=tuple(eccentricities), **out)
 
 
@@ -76,5 +86,7 @@ if __name__ == "__main__":
     for geometry in ("flat", "matched", "curved"):
         r = res[geometry]
         cells = "  ".join(f"{a:.4f} ({b:.4f})" for a, b in zip(r["eeg_rdm"], r["eeg_mag"]))
-        print(f"{geometry:8s} EEG RDM (MAG) {cells}   MEG RDM max {r['meg_rdm'].max():.4f}, "
-              f"{r['seconds']:.1f} s")
+        print(
+            f"{geometry:8s} EEG RDM (MAG) {cells}   MEG RDM max {r['meg_rdm'].max():.4f}, "
+            f"{r['seconds']:.1f} s"
+        )

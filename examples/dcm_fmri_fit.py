@@ -20,7 +20,7 @@ def run(n_scans=200, snr=3.0, seed=0):
     c = np.zeros((3, 2), bool)
     c[0, 0] = True
     b_true = np.zeros((2, 3, 3), bool)
-    b_true[1, 1, 0] = True                                     # input 2 modulates region 1 -> 2
+    b_true[1, 1, 0] = True  # input 2 modulates region 1 -> 2
     b_alt = np.zeros((2, 3, 3), bool)
     b_alt[1, 2, 1] = True
     true = DCMStructure(a, b_true, c, tr=tr, n_micro=n_micro)
@@ -31,12 +31,18 @@ def run(n_scans=200, snr=3.0, seed=0):
     C[0, 0] = 1.0
     theta = true.pack(NeuralParams(A, B, C, np.zeros((3, 3, 3))))
     y, _ = simulate_dcm(true, theta, u, snr=snr, seed=seed)
-    fits = {name: fit_dcm(DCMStructure(a, b, c, tr=tr, n_micro=n_micro), y, u)
-            for name, b in (("true", b_true), ("alternative", b_alt))}
+    fits = {
+        name: fit_dcm(DCMStructure(a, b, c, tr=tr, n_micro=n_micro), y, u)
+        for name, b in (("true", b_true), ("alternative", b_alt))
+    }
     probs = model_probabilities([f.free_energy for f in fits.values()])
     a_est, b_est, _ = fits["true"].connectivity()
-    return {"p(true model)": float(probs[0]), "A[1,0] (true 0.4)": float(a_est[1, 0]),
-            "A[2,1] (true 0.3)": float(a_est[2, 1]), "B[1,1,0] (true 0.4)": float(b_est[1, 1, 0])}
+    return {
+        "p(true model)": float(probs[0]),
+        "A[1,0] (true 0.4)": float(a_est[1, 0]),
+        "A[2,1] (true 0.3)": float(a_est[2, 1]),
+        "B[1,1,0] (true 0.4)": float(b_est[1, 1, 0]),
+    }
 
 
 # %%

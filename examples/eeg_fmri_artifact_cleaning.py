@@ -21,21 +21,37 @@ def run(out_dir=None):
 
     out = Path(out_dir or tempfile.mkdtemp()) / "eeg_fmri"
     experiment.run_experiment(experiment.load_experiment(), out, overwrite=True, progress=False)
-    raw = mne.io.read_raw_brainvision(out / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr",
-                                      preload=True, verbose="error")
+    raw = mne.io.read_raw_brainvision(
+        out / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr", preload=True, verbose="error"
+    )
     data, fs = raw.get_data(), raw.info["sfreq"]
-    slices = np.array([o for o, d in zip(raw.annotations.onset, raw.annotations.description)
-                       if d.endswith("slice")])
+    slices = np.array(
+        [
+            o
+            for o, d in zip(raw.annotations.onset, raw.annotations.description)
+            if d.endswith("slice")
+        ]
+    )
     truth = np.load(out / "truth" / "truth.npz")
     slice_len = int(round(np.diff(truth["mri_slice_times"]).mean() * fs))
-    aas = average_artifact_subtraction(data, np.round(slices * fs).astype(int), slice_len, window=30)
-    cleaned = optimal_basis_set(aas, np.round(truth["r_peaks"] * fs).astype(int),
-                                pre=int(0.1 * fs), post=int(0.6 * fs), n_components=0)
+    aas = average_artifact_subtraction(
+        data, np.round(slices * fs).astype(int), slice_len, window=30
+    )
+    cleaned = optimal_basis_set(
+        aas,
+        np.round(truth["r_peaks"] * fs).astype(int),
+        pre=int(0.1 * fs),
+        post=int(0.6 * fs),
+        n_components=0,
+    )
     keep = slice(int(5 * fs), -int(5 * fs))
     clean = truth["eeg_clean"][:, keep]
     corr = lambda x: float(np.corrcoef(x[:, keep].ravel(), clean.ravel())[0, 1])  # noqa: E731
-    return {"correlation with the neural EEG, raw": corr(data),
-            "after AAS": corr(aas), "after AAS + OBS": corr(cleaned)}
+    return {
+        "correlation with the neural EEG, raw": corr(data),
+        "after AAS": corr(aas),
+        "after AAS + OBS": corr(cleaned),
+    }
 
 
 # %%

@@ -26,8 +26,10 @@ def responses(amplitude=1.0):
     block[10:310] = 0.5 * amplitude
     out = {}
     for name, u in (("single", single), ("paired", paired), ("block", block)):
-        out[name] = (np.asarray(simulate_bold(u, DT, P, B).bold[:, 0]),
-                     np.asarray(linear_prediction(u, DT, P, B)[:, 0]))
+        out[name] = (
+            np.asarray(simulate_bold(u, DT, P, B).bold[:, 0]),
+            np.asarray(linear_prediction(u, DT, P, B)[:, 0]),
+        )
     return out
 
 

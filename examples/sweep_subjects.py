@@ -32,8 +32,9 @@ def base_spec(duration: float = 240.0) -> dict:
     not end by then are dropped)."""
     spec = experiment.load_experiment("fmri")
     spec["experiment"]["duration"] = float(duration)
-    spec["protocol"]["blocks"] = [b for b in spec["protocol"]["blocks"]
-                                  if b["onset"] + b["duration"] <= duration]
+    spec["protocol"]["blocks"] = [
+        b for b in spec["protocol"]["blocks"] if b["onset"] + b["duration"] <= duration
+    ]
     return experiment.validate_spec(spec)
 
 
@@ -45,19 +46,28 @@ def v1_peak(run_dir: Path, baseline_until: float = 20.0) -> tuple[float, float]:
     truth = np.load(run_dir / "truth" / "truth.npz")
     (img,) = (run_dir).glob("sub-*/func/*_bold.nii.gz")
     data = np.asarray(nib.load(img).dataobj, dtype=float)
-    roi = data[truth["labels"] == 1].mean(axis=0)                   # V1 is label 1
+    roi = data[truth["labels"] == 1].mean(axis=0)  # V1 is label 1
     baseline = roi[truth["scan_times"] < baseline_until].mean()
     return float(roi.max() / baseline - 1), float(truth["bold"][:, 0].max())
 
 
-def run(out_root, n_subjects: int = 4, duration: float = 240.0, scheduler=None,
-        n_workers=None) -> dict:
+def run(
+    out_root, n_subjects: int = 4, duration: float = 240.0, scheduler=None, n_workers=None
+) -> dict:
     """Sweep ``n_subjects`` subjects x the two Balloon presets; summarise V1 peaks."""
     ids = [f"{i + 1:02d}" for i in range(n_subjects)]
-    grid = {("subject.id", "experiment.seed"): [(s, i + 1) for i, s in enumerate(ids)],
-            "activity.hemodynamics": list(PRESETS)}
-    report = run_sweep(base_spec(duration), out_root, grid=grid, scheduler=scheduler,
-                       n_workers=n_workers, progress=True)
+    grid = {
+        ("subject.id", "experiment.seed"): [(s, i + 1) for i, s in enumerate(ids)],
+        "activity.hemodynamics": list(PRESETS),
+    }
+    report = run_sweep(
+        base_spec(duration),
+        out_root,
+        grid=grid,
+        scheduler=scheduler,
+        n_workers=n_workers,
+        progress=True,
+    )
     est = {p: [] for p in PRESETS}
     true = {}
     for r in report.runs:
@@ -67,8 +77,11 @@ def run(out_root, n_subjects: int = 4, duration: float = 240.0, scheduler=None,
         e, t = v1_peak(r.path)
         est[preset].append(e)
         true[preset] = t
-    return {"report": report, "peak_estimated": {p: np.array(v) for p, v in est.items()},
-            "peak_true": true}
+    return {
+        "report": report,
+        "peak_estimated": {p: np.array(v) for p, v in est.items()},
+        "peak_true": true,
+    }
 
 
 # %%
@@ -78,6 +91,8 @@ if __name__ == "__main__":  # the guard matters: Dask starts worker processes
     print(res["report"])
     for preset in PRESETS:
         e = 100 * res["peak_estimated"][preset]
-        print(f"{preset:12s} V1 peak BOLD: truth {100 * res['peak_true'][preset]:.2f} %, "
-              f"measured {e.mean():.2f} +- {e.std(ddof=1) if e.size > 1 else 0:.2f} % "
-              f"over {e.size} subjects")
+        print(
+            f"{preset:12s} V1 peak BOLD: truth {100 * res['peak_true'][preset]:.2f} %, "
+            f"measured {e.mean():.2f} +- {e.std(ddof=1) if e.size > 1 else 0:.2f} % "
+            f"over {e.size} subjects"
+        )

@@ -22,8 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1] / "biosim" / "data"
 MONTAGES = ["standard_1020", "standard_1005", "biosemi64", "easycap-M1"]
 # MNE >= 1.13 names the standard 10-20/10-05 positions after their source head (colin27)
-MNE_NAMES = {"standard_1020": ["colin27_1020", "standard_1020"],
-             "standard_1005": ["colin27_1005", "standard_1005"]}
+MNE_NAMES = {
+    "standard_1020": ["colin27_1020", "standard_1020"],
+    "standard_1005": ["colin27_1005", "standard_1005"],
+}
 
 
 def write_montages():
@@ -33,15 +35,18 @@ def write_montages():
     for name in MONTAGES:
         source = next(n for n in MNE_NAMES.get(name, [name]) if n in available)
         pos = mne.channels.make_standard_montage(source).get_positions()["ch_pos"]
-        lines = ["name\tx\ty\tz"] + [f"{k}\t{v[0]:.6f}\t{v[1]:.6f}\t{v[2]:.6f}" for k, v in pos.items()]
+        lines = ["name\tx\ty\tz"] + [
+            f"{k}\t{v[0]:.6f}\t{v[1]:.6f}\t{v[2]:.6f}" for k, v in pos.items()
+        ]
         (ROOT / "montages" / f"{name}.tsv").write_text("\n".join(lines) + "\n")
         print(f"{name}: {len(pos)} electrodes")
 
 
 def vertex_normals(vertices, faces):
     n = np.zeros_like(vertices)
-    fn = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]],
-                  vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    fn = np.cross(
+        vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]]
+    )
     for k in range(3):
         np.add.at(n, faces[:, k], fn)
     return n / np.linalg.norm(n, axis=1, keepdims=True)
@@ -69,9 +74,13 @@ def write_cortex():
     v = np.concatenate(verts)
     f = np.concatenate(faces)
     n = vertex_normals(v, f)
-    np.savez_compressed(ROOT / "cortex" / "fsaverage5.npz", vertices=v.astype(np.float32),
-                        faces=f.astype(np.int32), normals=n.astype(np.float32),
-                        hemisphere=np.concatenate(hemi).astype(np.int8))
+    np.savez_compressed(
+        ROOT / "cortex" / "fsaverage5.npz",
+        vertices=v.astype(np.float32),
+        faces=f.astype(np.int32),
+        normals=n.astype(np.float32),
+        hemisphere=np.concatenate(hemi).astype(np.int8),
+    )
     print(f"fsaverage5 white: {len(v)} vertices, {len(f)} triangles")
 
 

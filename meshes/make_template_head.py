@@ -70,15 +70,15 @@ from biosim.geometry.checks import check_head_model  # noqa: E402
 from biosim.geometry.mesh import TriangleMesh, icosphere  # noqa: E402
 
 OUT = REPO / "biosim" / "data" / "head" / "template_head.npz"
-CENTER = np.array([0.0, -0.015, 0.005])   # m, inside the inner skull (see README)
-Z_CUT = -0.115                            # m, plane closing the scalp below the skull base
-SOFT = 0.006                              # m, width of the smooth minimum at the cut
-SKULL = 0.006                             # m, nominal skull thickness
-FRACTION = 0.5                            # skull share of a thin inner-skull-to-scalp gap
+CENTER = np.array([0.0, -0.015, 0.005])  # m, inside the inner skull (see README)
+Z_CUT = -0.115  # m, plane closing the scalp below the skull base
+SOFT = 0.006  # m, width of the smooth minimum at the cut
+SKULL = 0.006  # m, nominal skull thickness
+FRACTION = 0.5  # skull share of a thin inner-skull-to-scalp gap
 SMOOTH_ITER = 20
-MIN_GAP_ENFORCED = 0.003                  # m, normal gap enforced between layers
-MIN_COS = 0.3                             # floor of cos(ray, normal) in radial-length conversions
-MIN_GAP = 0.002                           # m, checked (normal distance)
+MIN_GAP_ENFORCED = 0.003  # m, normal gap enforced between layers
+MIN_COS = 0.3  # floor of cos(ray, normal) in radial-length conversions
+MIN_GAP = 0.002  # m, checked (normal distance)
 LEVELS = {642: 3, 2562: 4, 10242: 5}
 
 
@@ -122,9 +122,14 @@ def smooth_min(a, b, k):
 def umbrella(values, faces, iterations, lam=0.5):
     """Laplacian (umbrella-operator) smoothing of a vertex function on a mesh graph."""
     n = len(values)
-    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]])
-    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0], faces[:, 1], faces[:, 2]])
+    i = np.concatenate(
+        [faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]]
+    )
+    j = np.concatenate(
+        [faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0], faces[:, 1], faces[:, 2]]
+    )
     from scipy.sparse import coo_matrix
+
     adj = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)).tocsr()
     adj.data[:] = 1.0
     deg = np.asarray(adj.sum(1)).ravel()
@@ -146,9 +151,13 @@ def load_sources():
     assert trans["to"] == mne.io.constants.FIFF.FIFFV_COORD_MRI
     assert frame == mne.io.constants.FIFF.FIFFV_COORD_MRI
     fid = {int(f["ident"]): np.asarray(f["r"], float) for f in fids}
-    fiducials = np.array([fid[1], fid[2], fid[3]])   # LPA, nasion, RPA
-    return ((inner["rr"], inner["tris"]), (head["rr"], head["tris"]),
-            np.asarray(trans["trans"], float), fiducials)
+    fiducials = np.array([fid[1], fid[2], fid[3]])  # LPA, nasion, RPA
+    return (
+        (inner["rr"], inner["tris"]),
+        (head["rr"], head["tris"]),
+        np.asarray(trans["trans"], float),
+        fiducials,
+    )
 
 
 def montage_transforms(head_to_mri):
@@ -163,8 +172,12 @@ def montage_transforms(head_to_mri):
 
     import mne
 
-    sources = {"standard_1020": "colin27_1020", "standard_1005": "colin27_1005",
-               "biosemi64": "biosemi64", "easycap-M1": "easycap-M1"}
+    sources = {
+        "standard_1020": "colin27_1020",
+        "standard_1005": "colin27_1005",
+        "biosemi64": "biosemi64",
+        "easycap-M1": "easycap-M1",
+    }
     out = {}
     available = set(mne.channels.get_builtin_montages())
     for name, source in sources.items():
@@ -174,10 +187,13 @@ def montage_transforms(head_to_mri):
             montage = mne.channels.make_standard_montage(source)
         native_head = mne.channels.compute_native_head_t(montage)["trans"]
         out[name] = head_to_mri @ native_head
-        shipped = (REPO / "biosim" / "data" / "montages" / f"{name}.tsv").read_text().splitlines()[1]
+        shipped = (
+            (REPO / "biosim" / "data" / "montages" / f"{name}.tsv").read_text().splitlines()[1]
+        )
         first = np.array([float(x) for x in shipped.split("\t")[1:]])
-        assert np.allclose(first, montage.get_positions()["ch_pos"][shipped.split("\t")[0]], atol=2e-6), \
-            f"biosim/data/montages/{name}.tsv is not MNE's {source} in its native frame"
+        assert np.allclose(
+            first, montage.get_positions()["ch_pos"][shipped.split("\t")[0]], atol=2e-6
+        ), f"biosim/data/montages/{name}.tsv is not MNE's {source} in its native frame"
     return out
 
 
@@ -194,18 +210,25 @@ def radial_layers(inner, head):
     r_is = np.array([h[-1] for h in hits_is])
     r_head = np.array([h[-1] for h in hits_sc])
     with np.errstate(divide="ignore"):
-        r_plane = np.where(u[:, 2] < -1e-12, (Z_CUT - CENTER[2]) / np.minimum(u[:, 2], -1e-12), np.inf)
-    r_sc = np.where(np.isfinite(r_plane), smooth_min(r_head, np.where(np.isfinite(r_plane), r_plane, 1.0),
-                                                     SOFT), r_head)
+        r_plane = np.where(
+            u[:, 2] < -1e-12, (Z_CUT - CENTER[2]) / np.minimum(u[:, 2], -1e-12), np.inf
+        )
+    r_sc = np.where(
+        np.isfinite(r_plane),
+        smooth_min(r_head, np.where(np.isfinite(r_plane), r_plane, 1.0), SOFT),
+        r_head,
+    )
     # radial length of a normal thickness: divide by cos(angle between ray and normal)
-    cos_is = np.maximum(np.sum(TriangleMesh(CENTER + r_is[:, None] * u, ico.faces).vertex_normals()
-                               * u, 1), MIN_COS)
+    cos_is = np.maximum(
+        np.sum(TriangleMesh(CENTER + r_is[:, None] * u, ico.faces).vertex_normals() * u, 1), MIN_COS
+    )
     gap = r_sc - r_is
     t = smooth_min(SKULL / cos_is, FRACTION * gap, 0.001)
     t = umbrella(t, ico.faces, SMOOTH_ITER)
     r_os = np.maximum(r_is + t, r_is + MIN_GAP_ENFORCED / cos_is)
-    cos_os = np.maximum(np.sum(TriangleMesh(CENTER + r_os[:, None] * u, ico.faces).vertex_normals()
-                               * u, 1), MIN_COS)
+    cos_os = np.maximum(
+        np.sum(TriangleMesh(CENTER + r_os[:, None] * u, ico.faces).vertex_normals() * u, 1), MIN_COS
+    )
     r_sc = np.maximum(r_sc, r_os + MIN_GAP_ENFORCED / cos_os)
     info = dict(multi_is=multi_is, multi_sc=multi_sc, r_head=r_head, cos_is=cos_is)
     return u, ico.faces, r_is, r_os, r_sc, info
@@ -232,10 +255,17 @@ def write_npz(path, arrays):
 def build():
     inner, head, trans, fiducials = load_sources()
     u, faces5, r_is, r_os, r_sc, info = radial_layers(inner, head)
-    print(f"centre {CENTER} m: {info['multi_is']} of {len(u)} rays cross the inner skull more than "
-          f"once, {info['multi_sc']} the scalp (outermost hit kept)")
-    data = {"center": CENTER, "head_to_mri": trans, "fiducials_mri": fiducials,
-            "z_cut": np.float64(Z_CUT), "skull_thickness": np.float64(SKULL)}
+    print(
+        f"centre {CENTER} m: {info['multi_is']} of {len(u)} rays cross the inner skull more than "
+        f"once, {info['multi_sc']} the scalp (outermost hit kept)"
+    )
+    data = {
+        "center": CENTER,
+        "head_to_mri": trans,
+        "fiducials_mri": fiducials,
+        "z_cut": np.float64(Z_CUT),
+        "skull_thickness": np.float64(SKULL),
+    }
     for name, t in montage_transforms(trans).items():
         data[f"montage_to_mri_{name}"] = t
     meshes = {}
@@ -293,22 +323,32 @@ def diagnostics(meshes, inner, head, r_is, r_os, r_sc, u):
         for mesh, orig, mask in ((mi, orig_is, None), (ms, orig_sc, keep_sc)):
             pts = orig.vertices if mask is None else orig.vertices[mask]
             d = exact_distance(mesh, pts)
-            d_back = exact_distance(orig, mesh.vertices if mask is None else
-                                    mesh.vertices[mesh.vertices[:, 2] > Z_CUT + 3 * SOFT])
-            rows.append(f"{mesh.name}: vol {mesh.volume * 1e6:.1f} cm^3, original->remeshed "
-                        f"max {d.max() * 1e3:.2f} / mean {d.mean() * 1e3:.2f} mm, "
-                        f"remeshed vertices->original max {d_back.max() * 1e3:.2f} mm")
+            d_back = exact_distance(
+                orig,
+                mesh.vertices
+                if mask is None
+                else mesh.vertices[mesh.vertices[:, 2] > Z_CUT + 3 * SOFT],
+            )
+            rows.append(
+                f"{mesh.name}: vol {mesh.volume * 1e6:.1f} cm^3, original->remeshed "
+                f"max {d.max() * 1e3:.2f} / mean {d.mean() * 1e3:.2f} mm, "
+                f"remeshed vertices->original max {d_back.max() * 1e3:.2f} mm"
+            )
         print(f"[{n}] " + "; ".join(rows) + f"; outer skull vol {mo.volume * 1e6:.1f} cm^3")
     vol = meshes[10242]
     t_sk = exact_distance(vol[1], vol[0].vertices) * 1e3
     t_sc = exact_distance(vol[2], vol[1].vertices) * 1e3
     vault = vol[0].vertices[:, 2] > 0.0
     for label, sel in (("all", slice(None)), ("vault, z > 0", vault)):
-        print(f"[10242] skull thickness (inner-skull vertex to outer skull, {label}) min "
-              f"{t_sk[sel].min():.1f} / median {np.median(t_sk[sel]):.1f} / max {t_sk[sel].max():.1f} mm;"
-              f" scalp thickness (outer-skull vertex to scalp) min {t_sc[sel].min():.1f} / median "
-              f"{np.median(t_sc[sel]):.1f} / max {t_sc[sel].max():.1f} mm")
+        print(
+            f"[10242] skull thickness (inner-skull vertex to outer skull, {label}) min "
+            f"{t_sk[sel].min():.1f} / median {np.median(t_sk[sel]):.1f} / max "
+            f"{t_sk[sel].max():.1f} mm;"
+            f" scalp thickness (outer-skull vertex to scalp) min {t_sc[sel].min():.1f} / median "
+            f"{np.median(t_sc[sel]):.1f} / max {t_sc[sel].max():.1f} mm"
+        )
     from biosim.geometry.source_space import cortical_surface
+
     for kind in ("white", "pial"):
         if kind == "white":
             cortex = cortical_surface("ico5").positions
@@ -316,21 +356,29 @@ def diagnostics(meshes, inner, head, r_is, r_os, r_sc, u):
             try:
                 import nibabel as nib
                 from nilearn import datasets
+
                 fs = datasets.fetch_surf_fsaverage("fsaverage5")
-                cortex = np.concatenate([nib.load(fs[k]).darrays[0].data.astype(float) / 1000.0
-                                         for k in ("pial_left", "pial_right")])
-            except Exception as exc:   # optional diagnostic
+                cortex = np.concatenate(
+                    [
+                        nib.load(fs[k]).darrays[0].data.astype(float) / 1000.0
+                        for k in ("pial_left", "pial_right")
+                    ]
+                )
+            except Exception as exc:  # optional diagnostic
                 print(f"(pial check skipped: {exc})")
                 continue
         for n, (mi, _, _) in meshes.items():
             ok = inside_star(mi, cortex)
             d = exact_distance(mi, cortex)
-            print(f"[{n}] cortex (fsaverage5 {kind}, {len(cortex)} vertices): {(~ok).sum()} outside "
-                  f"the inner skull, min distance {d.min() * 1e3:.2f} mm")
+            print(
+                f"[{n}] cortex (fsaverage5 {kind}, {len(cortex)} vertices): {(~ok).sum()} outside "
+                f"the inner skull, min distance {d.min() * 1e3:.2f} mm"
+            )
     try:
         from nilearn import datasets
+
         mask = datasets.load_mni152_brain_mask(resolution=2)
-    except Exception as exc:        # optional diagnostic
+    except Exception as exc:  # optional diagnostic
         print(f"(MNI152 brain-mask check skipped: {exc})")
         return
     ijk = np.argwhere(mask.get_fdata() > 0.5)
@@ -338,9 +386,11 @@ def diagnostics(meshes, inner, head, r_is, r_os, r_sc, u):
     mi = meshes[10242][0]
     out = ~inside_star(mi, xyz)
     d = exact_distance(mi, xyz[out]) if out.any() else np.zeros(1)
-    print(f"[10242] MNI152 2009 brain mask (2 mm voxel centres, identity MNI152 -> MNI305): "
-          f"{out.mean() * 100:.2f} % of {len(xyz)} outside the inner skull, "
-          f"by at most {d.max() * 1e3:.1f} mm")
+    print(
+        f"[10242] MNI152 2009 brain mask (2 mm voxel centres, identity MNI152 -> MNI305): "
+        f"{out.mean() * 100:.2f} % of {len(xyz)} outside the inner skull, "
+        f"by at most {d.max() * 1e3:.1f} mm"
+    )
 
 
 if __name__ == "__main__":

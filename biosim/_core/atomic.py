@@ -12,8 +12,8 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager
@@ -27,8 +27,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".part{suffix}",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}.", suffix=f".part{suffix}", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -69,7 +70,8 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise FileExistsError(f"output path {str(path)!r} exists and is not a folder")
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(
-            f"output folder {str(path)!r} exists and is not empty; choose another or pass overwrite")
+            f"output folder {str(path)!r} exists and is not empty; choose another or pass overwrite"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:

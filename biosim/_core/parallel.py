@@ -47,7 +47,7 @@ def map_over_sources(fn, positions, axis=1, min_per_thread=256):
     size = -(-count // n)
     pad = size * n - count
     padded = jnp.concatenate([positions, jnp.repeat(positions[-1:], pad, axis=0)])
-    chunks = [padded[i * size:(i + 1) * size] for i in range(n)]
+    chunks = [padded[i * size : (i + 1) * size] for i in range(n)]
     results = list(_pool(n).map(lambda c: jax.block_until_ready(fn(c)), chunks))
     out = jnp.concatenate(results, axis=axis)
     return jax.lax.slice_in_dim(out, 0, count, axis=axis)
@@ -76,7 +76,7 @@ def run_chunks(fn, arrays, n, chunk, n_out=1):
     if not starts:
         return None
     if n_threads() > 1 and len(starts) > 1:
-        results = _pool(n_threads()).map(one, starts)       # in order, as they complete
+        results = _pool(n_threads()).map(one, starts)  # in order, as they complete
     else:
         results = (one(s) for s in starts)
     out = None
@@ -84,7 +84,7 @@ def run_chunks(fn, arrays, n, chunk, n_out=1):
         if out is None:
             out = [np.empty((n,) + r.shape[1:], r.dtype) for r in res]
         for o, r in zip(out, res):
-            o[s:s + len(r)] = r
+            o[s : s + len(r)] = r
     return out[0] if n_out == 1 else out
 
 

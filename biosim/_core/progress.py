@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -22,8 +23,9 @@ def progress_enabled(disable: bool | None = None) -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "",
-             disable: bool | None = None) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], total: int | None = None, desc: str = "", disable: bool | None = None
+) -> Iterator[T]:
     """Wrap ``iterable`` in a tqdm bar when progress is enabled."""
     if not progress_enabled(disable):
         yield from iterable

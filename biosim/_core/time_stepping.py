@@ -38,9 +38,11 @@ from .validation import is_concrete
 
 def _rational(name, value):
     if isinstance(value, (bool, float, np.floating)) or not isinstance(
-            value, (int, np.integer, Fraction, str)):
-        raise ParameterError(name, value, "an exact rational (int, fractions.Fraction or a "
-                             "string such as '1/6')")
+        value, (int, np.integer, Fraction, str)
+    ):
+        raise ParameterError(
+            name, value, "an exact rational (int, fractions.Fraction or a string such as '1/6')"
+        )
     return Fraction(value)
 
 
@@ -84,9 +86,12 @@ class ButcherTableau:
         a = tuple(tuple(_rational("a", v) for v in row) for row in self.a)
         s = len(b)
         if s < 1 or len(c) != s or len(a) != s or any(len(row) != i for i, row in enumerate(a)):
-            raise ParameterError("a, b, c", (self.a, self.b, self.c),
-                                 "s weights, s nodes and a strictly lower-triangular "
-                                 "stage matrix with rows of length 0, 1, ..., s - 1")
+            raise ParameterError(
+                "a, b, c",
+                (self.a, self.b, self.c),
+                "s weights, s nodes and a strictly lower-triangular "
+                "stage matrix with rows of length 0, 1, ..., s - 1",
+            )
         if sum(b) != 1:
             raise ParameterError("b", self.b, "weights summing to 1")
         if any(sum(row) != ci for row, ci in zip(a, c)):
@@ -107,8 +112,13 @@ EULER = ButcherTableau("euler", a=((),), b=(1,), c=(0,), order=1)
 #: Heun's method, the explicit trapezoidal rule (order 2).
 HEUN = ButcherTableau("heun", a=((), (1,)), b=("1/2", "1/2"), c=(0, 1), order=2)
 #: Classic fourth-order Runge-Kutta.
-RK4 = ButcherTableau("rk4", a=((), ("1/2",), (0, "1/2"), (0, 0, 1)),
-                     b=("1/6", "1/3", "1/3", "1/6"), c=(0, "1/2", "1/2", 1), order=4)
+RK4 = ButcherTableau(
+    "rk4",
+    a=((), ("1/2",), (0, "1/2"), (0, 0, 1)),
+    b=("1/6", "1/3", "1/3", "1/6"),
+    c=(0, "1/2", "1/2", 1),
+    order=4,
+)
 #: Tableaux by name.
 TABLEAUX = {t.name: t for t in (EULER, HEUN, RK4)}
 
@@ -184,8 +194,9 @@ def rk_step(tableau, rhs, x, t, h, args=()):
     return _combine(x, h, tab.b, ks)
 
 
-def integrate_fixed_step(rhs, x0, inputs, dt, *, method="rk4", substeps=1, record_every=1,
-                         record="start", observe=None):
+def integrate_fixed_step(
+    rhs, x0, inputs, dt, *, method="rk4", substeps=1, record_every=1, record="start", observe=None
+):
     """Integrate ``dx/dt = rhs(x, u)`` with ``u`` held over each input sample.
 
     Parameters
@@ -226,11 +237,15 @@ def integrate_fixed_step(rhs, x0, inputs, dt, *, method="rk4", substeps=1, recor
     leaves = jax.tree_util.tree_leaves(inputs)
     n_t = leaves[0].shape[0] if leaves and np.ndim(leaves[0]) else 0
     if n_t < 1 or any(np.shape(v)[:1] != (n_t,) for v in leaves):
-        raise ParameterError("inputs", f"leaves of shapes {[np.shape(v) for v in leaves]}",
-                             "arrays sharing a leading axis n_t >= 1")
+        raise ParameterError(
+            "inputs",
+            f"leaves of shapes {[np.shape(v) for v in leaves]}",
+            "arrays sharing a leading axis n_t >= 1",
+        )
     if n_t % record_every:
-        raise ParameterError("record_every", record_every,
-                             f"a divisor of the number of input samples ({n_t})")
+        raise ParameterError(
+            "record_every", record_every, f"a divisor of the number of input samples ({n_t})"
+        )
     h = dt / substeps
 
     def one_sample(x, u):
@@ -239,8 +254,7 @@ def integrate_fixed_step(rhs, x0, inputs, dt, *, method="rk4", substeps=1, recor
 
         if substeps == 1:
             return rk_step(tab, f, x, 0.0, h), None
-        x, _ = lax.scan(lambda xx, _: (rk_step(tab, f, xx, 0.0, h), None), x, None,
-                        length=substeps)
+        x, _ = lax.scan(lambda xx, _: (rk_step(tab, f, xx, 0.0, h), None), x, None, length=substeps)
         return x, None
 
     def one_record(x, u_block):
@@ -249,6 +263,7 @@ def integrate_fixed_step(rhs, x0, inputs, dt, *, method="rk4", substeps=1, recor
 
     n_records = n_t // record_every
     blocks = jax.tree_util.tree_map(
-        lambda v: v.reshape((n_records, record_every) + v.shape[1:]), inputs)
+        lambda v: v.reshape((n_records, record_every) + v.shape[1:]), inputs
+    )
     x_final, records = lax.scan(one_record, x0, blocks)
     return records, x_final

@@ -34,8 +34,9 @@ def check_finite(name: str, value: Any) -> None:
     arr = _as_array(value)
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ParameterError(name, f"array with {bad} non-finite value(s)",
-                             "finite numbers (no NaN or inf)")
+        raise ParameterError(
+            name, f"array with {bad} non-finite value(s)", "finite numbers (no NaN or inf)"
+        )
 
 
 def check_positive(name: str, value: Any, unit: str = "") -> None:
@@ -60,8 +61,9 @@ def check_nonnegative(name: str, value: Any, unit: str = "") -> None:
         raise ParameterError(name, shown, f"a non-negative value{(' in ' + unit) if unit else ''}")
 
 
-def check_range(name: str, value: Any, low: float, high: float, unit: str = "",
-                inclusive: bool = True) -> None:
+def check_range(
+    name: str, value: Any, low: float, high: float, unit: str = "", inclusive: bool = True
+) -> None:
     """Raise unless ``low <= value <= high`` (or strict when not inclusive)."""
     if not is_concrete(value):
         return
@@ -72,8 +74,10 @@ def check_range(name: str, value: Any, low: float, high: float, unit: str = "",
         shown = arr.item() if arr.ndim == 0 else f"array in [{arr.min():g}, {arr.max():g}]"
         brackets = "[]" if inclusive else "()"
         raise ParameterError(
-            name, shown,
-            f"a value in {brackets[0]}{low:g}, {high:g}{brackets[1]}{(' ' + unit) if unit else ''}")
+            name,
+            shown,
+            f"a value in {brackets[0]}{low:g}, {high:g}{brackets[1]}{(' ' + unit) if unit else ''}",
+        )
 
 
 def check_shape(name: str, value: Any, shape: tuple) -> None:
@@ -82,8 +86,6 @@ def check_shape(name: str, value: Any, shape: tuple) -> None:
     ``None`` in ``shape`` matches any length on that axis.
     """
     actual = tuple(np.shape(value))
-    if len(actual) != len(shape) or any(
-        s is not None and s != a for s, a in zip(shape, actual)
-    ):
+    if len(actual) != len(shape) or any(s is not None and s != a for s, a in zip(shape, actual)):
         want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
         raise ShapeError(name, f"array of shape {actual}", f"shape {want}")

@@ -24,15 +24,22 @@ from .._core.errors import BiosimError
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biosim",
-        description="Differentiable physics simulation of brain measurement and stimulation.")
+        description="Differentiable physics simulation of brain measurement and stimulation.",
+    )
     parser.add_argument("--version", action="version", version=f"biosim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="simulate an experiment and write its dataset")
-    run.add_argument("experiment", nargs="?", default=None,
-                     help="experiment TOML file or shipped experiment name (default: the "
-                          "built-in simultaneous EEG-fMRI experiment)")
-    run.add_argument("-o", "--out", default="biosim_out", help="output folder (default: %(default)s)")
+    run.add_argument(
+        "experiment",
+        nargs="?",
+        default=None,
+        help="experiment TOML file or shipped experiment name (default: the "
+        "built-in simultaneous EEG-fMRI experiment)",
+    )
+    run.add_argument(
+        "-o", "--out", default="biosim_out", help="output folder (default: %(default)s)"
+    )
     run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     run.add_argument("--seed", type=int, default=None, help="override the experiment's random seed")
     run.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
@@ -69,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             spec = experiment.load_experiment(args.experiment)
             if args.seed is not None:
                 spec = experiment.with_seed(spec, args.seed)
-            out = experiment.run_experiment(spec, args.out, overwrite=args.overwrite,
-                                            progress=not args.no_progress)
+            out = experiment.run_experiment(
+                spec, args.out, overwrite=args.overwrite, progress=not args.no_progress
+            )
             print(f"biosim: wrote {out}")
         elif args.command == "validate":
             spec = experiment.load_experiment(args.experiment)

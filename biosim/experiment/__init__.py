@@ -18,5 +18,12 @@ from .devices import register_device
 from .pipeline import run_experiment
 from .spec import describe, list_examples, load_experiment, validate_spec, with_seed
 
-__all__ = ["describe", "list_examples", "load_experiment", "register_device", "run_experiment",
-           "validate_spec", "with_seed"]
+__all__ = [
+    "describe",
+    "list_examples",
+    "load_experiment",
+    "register_device",
+    "run_experiment",
+    "validate_spec",
+    "with_seed",
+]

@@ -56,8 +56,11 @@ MODELS = ("drive", "dcm", "neural_mass", "timecourses")
 def _matrix(value, shape, where):
     arr = np.asarray(value, dtype=float) if isinstance(value, list) else np.zeros(0)
     if arr.shape != shape or not np.all(np.isfinite(arr)):
-        what = (f"a finite {shape[0]} x {shape[1]} array (list of rows)" if len(shape) == 2
-                else f"a list of {shape[0]} finite numbers")
+        what = (
+            f"a finite {shape[0]} x {shape[1]} array (list of rows)"
+            if len(shape) == 2
+            else f"a list of {shape[0]} finite numbers"
+        )
         raise SpecError(f"{where} = {value!r} is invalid: expected {what}")
     return arr
 
@@ -67,65 +70,142 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
     act, regions = spec["activity"], spec["subject"]["regions"]
     n = len(regions)
     require(act, "dt", "activity", float, lambda v: v > 0, "a positive microtime step in s")
-    set_default(act, "hemodynamics", "activity", "spm", str, lambda v: v in ("spm", "friston2000"),
-                "'spm' or 'friston2000'")
+    set_default(
+        act,
+        "hemodynamics",
+        "activity",
+        "spm",
+        str,
+        lambda v: v in ("spm", "friston2000"),
+        "'spm' or 'friston2000'",
+    )
     default_model = next((m for m in ("dcm", "neural_mass", "timecourses") if m in act), "drive")
-    model = set_default(act, "model", "activity", default_model, str, lambda v: v in MODELS,
-                        f"one of {list(MODELS)}")
+    model = set_default(
+        act,
+        "model",
+        "activity",
+        default_model,
+        str,
+        lambda v: v in MODELS,
+        f"one of {list(MODELS)}",
+    )
     if model == "drive":
-        drive = require(act, "drive", "activity", dict, lambda v: len(v) > 0,
-                        "a table condition = [input per region]")
+        drive = require(
+            act,
+            "drive",
+            "activity",
+            dict,
+            lambda v: len(v) > 0,
+            "a table condition = [input per region]",
+        )
         for cond, weights in drive.items():
-            if (not isinstance(weights, list) or len(weights) != n
-                    or not all(isinstance(w, (int, float)) and np.isfinite(w) for w in weights)):
-                raise SpecError(f"activity.drive.{cond} = {weights!r} is invalid: expected a list "
-                                f"of {n} finite numbers (one per region, 1/s)")
+            if (
+                not isinstance(weights, list)
+                or len(weights) != n
+                or not all(isinstance(w, (int, float)) and np.isfinite(w) for w in weights)
+            ):
+                raise SpecError(
+                    f"activity.drive.{cond} = {weights!r} is invalid: expected a list "
+                    f"of {n} finite numbers (one per region, 1/s)"
+                )
         defined = set(drive)
     elif model == "dcm":
         dcm = require(act, "dcm", "activity", dict, None, "a table with A, B and C")
         check_keys(dcm, {"A", "B", "C"}, "activity.dcm")
         a = _matrix(require(dcm, "A", "activity.dcm", list), (n, n), "activity.dcm.A")
         if np.any(np.diag(a) >= 0):
-            raise SpecError(f"activity.dcm.A diagonal = {np.diag(a).tolist()} is invalid: expected "
-                            "negative self-connections (Hz)")
-        c = set_default(dcm, "C", "activity.dcm", {}, dict, lambda v: len(v) > 0,
-                        "a table condition = [Hz per unit input, one per region]")
+            raise SpecError(
+                f"activity.dcm.A diagonal = {np.diag(a).tolist()} is invalid: expected "
+                "negative self-connections (Hz)"
+            )
+        c = set_default(
+            dcm,
+            "C",
+            "activity.dcm",
+            {},
+            dict,
+            lambda v: len(v) > 0,
+            "a table condition = [Hz per unit input, one per region]",
+        )
         for cond, row in c.items():
             _matrix(row, (n,), f"activity.dcm.C.{cond}")
         b = set_default(dcm, "B", "activity.dcm", {}, dict)
         for cond, mat in b.items():
             m = _matrix(mat, (n, n), f"activity.dcm.B.{cond}")
             if np.any(np.diag(m) != 0):
-                raise SpecError(f"activity.dcm.B.{cond} has a non-zero diagonal: expected "
-                                "modulation of between-region connections only")
+                raise SpecError(
+                    f"activity.dcm.B.{cond} has a non-zero diagonal: expected "
+                    "modulation of between-region connections only"
+                )
         defined = set(c) | set(b)
         unused = defined - conditions
         if unused:
             cond = sorted(unused)[0]
             table = "C" if cond in c else "B"
-            raise SpecError(f"activity.dcm.{table}.{cond}: condition {cond!r} does not occur in "
-                            f"protocol.blocks (used: {sorted(conditions)})")
+            raise SpecError(
+                f"activity.dcm.{table}.{cond}: condition {cond!r} does not occur in "
+                f"protocol.blocks (used: {sorted(conditions)})"
+            )
     elif model == "neural_mass":
-        nm = require(act, "neural_mass", "activity", dict, None,
-                     "a table with forward, backward, lateral and C")
-        check_keys(nm, {"forward", "backward", "lateral", "C", "coupling", "epoch"},
-                   "activity.neural_mass")
+        nm = require(
+            act,
+            "neural_mass",
+            "activity",
+            dict,
+            None,
+            "a table with forward, backward, lateral and C",
+        )
+        check_keys(
+            nm, {"forward", "backward", "lateral", "C", "coupling", "epoch"}, "activity.neural_mass"
+        )
         for key in ("forward", "backward", "lateral"):
-            m = _matrix(set_default(nm, key, "activity.neural_mass", np.zeros((n, n)).tolist(),
-                                    list), (n, n), f"activity.neural_mass.{key}")
+            m = _matrix(
+                set_default(nm, key, "activity.neural_mass", np.zeros((n, n)).tolist(), list),
+                (n, n),
+                f"activity.neural_mass.{key}",
+            )
             if np.any(m < 0) or np.any(np.diag(m) != 0):
-                raise SpecError(f"activity.neural_mass.{key} = {m.tolist()} is invalid: expected "
-                                "non-negative scale factors with a zero diagonal")
-        c = require(nm, "C", "activity.neural_mass", dict, lambda v: len(v) > 0,
-                    "a table condition = [input gain per region]")
+                raise SpecError(
+                    f"activity.neural_mass.{key} = {m.tolist()} is invalid: expected "
+                    "non-negative scale factors with a zero diagonal"
+                )
+        c = require(
+            nm,
+            "C",
+            "activity.neural_mass",
+            dict,
+            lambda v: len(v) > 0,
+            "a table condition = [input gain per region]",
+        )
         for cond, row in c.items():
             _matrix(row, (n,), f"activity.neural_mass.C.{cond}")
-        set_default(nm, "coupling", "activity.neural_mass", 1.0, float, lambda v: v >= 0,
-                    "a non-negative neurovascular coupling (1/s per mV of RMS depolarisation)")
-        set_default(nm, "epoch", "activity.neural_mass", 0.4, float, lambda v: 0.05 <= v <= 2,
-                    "an epoch length in [0.05, 2] s")
-        set_default(act, "moment_per_mv", "activity", 1e-8, float, lambda v: v > 0,
-                    "a positive dipole moment per mV of pyramidal depolarisation, A m / mV")
+        set_default(
+            nm,
+            "coupling",
+            "activity.neural_mass",
+            1.0,
+            float,
+            lambda v: v >= 0,
+            "a non-negative neurovascular coupling (1/s per mV of RMS depolarisation)",
+        )
+        set_default(
+            nm,
+            "epoch",
+            "activity.neural_mass",
+            0.4,
+            float,
+            lambda v: 0.05 <= v <= 2,
+            "an epoch length in [0.05, 2] s",
+        )
+        set_default(
+            act,
+            "moment_per_mv",
+            "activity",
+            1e-8,
+            float,
+            lambda v: v > 0,
+            "a positive dipole moment per mV of pyramidal depolarisation, A m / mV",
+        )
         defined = set(c)
     else:
         tc = require(act, "timecourses", "activity", dict, None, "a table with file = 'x.tsv'")
@@ -135,9 +215,11 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
         defined = conditions
     missing = conditions - defined
     if missing:
-        raise SpecError(f"protocol condition {sorted(missing)[0]!r} is not defined in "
-                        f"[activity.{model if model != 'dcm' else 'dcm.C'}] (defined: "
-                        f"{sorted(defined)})")
+        raise SpecError(
+            f"protocol condition {sorted(missing)[0]!r} is not defined in "
+            f"[activity.{model if model != 'dcm' else 'dcm.C'}] (defined: "
+            f"{sorted(defined)})"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +248,13 @@ class SourceActivity:
 
     def at(self, times: np.ndarray) -> np.ndarray:
         """Moments (n_times, n_regions) in A m at ``times`` (s), linearly interpolated."""
-        return np.stack([np.interp(times, self.times, self.moments[:, r])
-                         for r in range(self.moments.shape[1])], axis=1)
+        return np.stack(
+            [
+                np.interp(times, self.times, self.moments[:, r])
+                for r in range(self.moments.shape[1])
+            ],
+            axis=1,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,8 +287,11 @@ class Activity:
 
     def truth_arrays(self) -> dict[str, np.ndarray]:
         """The arrays of the ground-truth archive (names documented in the pipeline)."""
-        out = {"times": self.times, "neural_input": self.neural_input,
-               "condition_inputs": self.condition_inputs}
+        out = {
+            "times": self.times,
+            "neural_input": self.neural_input,
+            "condition_inputs": self.condition_inputs,
+        }
         if self.dcm is not None:
             out.update(dcm_A=self.dcm.A, dcm_B=self.dcm.B, dcm_C=self.dcm.C)
         if self.pyramidal_depolarisation is not None:
@@ -216,24 +306,26 @@ def dcm_parameters(spec: dict, names: tuple[str, ...]):
     dcm, n = spec["activity"]["dcm"], len(spec["subject"]["regions"])
     a = np.asarray(dcm["A"], float)
     a_spm = a.copy()
-    np.fill_diagonal(a_spm, np.log(-2.0 * np.diag(a)))       # -exp(A_ii)/2 = a_ii
+    np.fill_diagonal(a_spm, np.log(-2.0 * np.diag(a)))  # -exp(A_ii)/2 = a_ii
     b = np.zeros((len(names), n, n))
     c = np.zeros((n, len(names)))
     for j, cond in enumerate(names):
         if cond in dcm["B"]:
             b[j] = np.asarray(dcm["B"][cond], float)
         if cond in dcm["C"]:
-            c[:, j] = 16.0 * np.asarray(dcm["C"][cond], float)   # SPM scales inputs by 1/16
-    return NeuralParams(A=jnp.asarray(a_spm), B=jnp.asarray(b), C=jnp.asarray(c),
-                        D=jnp.zeros((n, n, n)))
+            c[:, j] = 16.0 * np.asarray(dcm["C"][cond], float)  # SPM scales inputs by 1/16
+    return NeuralParams(
+        A=jnp.asarray(a_spm), B=jnp.asarray(b), C=jnp.asarray(c), D=jnp.zeros((n, n, n))
+    )
 
 
 @jax.jit
 def _integrate_bilinear(params, u, dt):
     from ..physics.neural import neural_rhs
 
-    zs, _ = integrate_fixed_step(lambda z, uk: neural_rhs(z, uk, params),
-                                 jnp.zeros(params.A.shape[0]), u, dt, method="rk4")
+    zs, _ = integrate_fixed_step(
+        lambda z, uk: neural_rhs(z, uk, params), jnp.zeros(params.A.shape[0]), u, dt, method="rk4"
+    )
     return zs
 
 
@@ -247,16 +339,22 @@ def simulate_activity(spec: dict, protocol: Protocol | None = None) -> Activity:
     u = protocol.boxcars(dt, n_t)
     names = protocol.conditions
     if act["model"] == "drive":
-        w = np.array([act["drive"][c] for c in names])              # (n_cond, n_regions)
+        w = np.array([act["drive"][c] for c in names])  # (n_cond, n_regions)
         return Activity(times, u, u @ w)
     if act["model"] == "dcm":
         params = dcm_parameters(spec, names)
         z = np.asarray(_integrate_bilinear(params, jnp.asarray(u), dt))
         if not np.all(np.isfinite(z)) or np.abs(z).max() > 1e3:
-            raise SpecError("activity.dcm: the network is unstable under this protocol "
-                            f"(|z| reaches {np.nanmax(np.abs(z)):.3g}): expected a stable A")
-        return Activity(times, u, z, dcm=DCMTruth(np.asarray(params.A), np.asarray(params.B),
-                                                  np.asarray(params.C)))
+            raise SpecError(
+                "activity.dcm: the network is unstable under this protocol "
+                f"(|z| reaches {np.nanmax(np.abs(z)):.3g}): expected a stable A"
+            )
+        return Activity(
+            times,
+            u,
+            z,
+            dcm=DCMTruth(np.asarray(params.A), np.asarray(params.B), np.asarray(params.C)),
+        )
     if act["model"] == "neural_mass":
         z, sources, x9 = _neural_mass_activity(spec, protocol, times)
         return Activity(times, u, z, sources=sources, pyramidal_depolarisation=x9)
@@ -298,9 +396,12 @@ def _neural_mass_activity(spec: dict, protocol: Protocol, times: np.ndarray):
     for j, cond in enumerate(names):
         if cond in nm["C"]:
             c[:, j] = nm["C"][cond]
-    params = ERPParams.spm(forward=32.0 * np.asarray(nm["forward"]),
-                           backward=16.0 * np.asarray(nm["backward"]),
-                           lateral=4.0 * np.asarray(nm["lateral"]), input_gain=c)
+    params = ERPParams.spm(
+        forward=32.0 * np.asarray(nm["forward"]),
+        backward=16.0 * np.asarray(nm["backward"]),
+        lateral=4.0 * np.asarray(nm["lateral"]),
+        input_gain=c,
+    )
     onsets = [protocol.onsets(cond) for cond in names]
     duration = protocol.duration
     t_ms, x9 = event_related_activity(params, onsets, duration, dt=1e-3)
@@ -315,8 +416,8 @@ def _neural_mass_activity(spec: dict, protocol: Protocol, times: np.ndarray):
     dt = act["dt"]
     for b in protocol.blocks:
         k0 = int(round(b.onset / 1e-3))
-        seg = x9[k0:k0 + n_ep]
-        rms = np.sqrt(np.mean((taper[:len(seg)] * seg) ** 2, axis=0))
+        seg = x9[k0 : k0 + n_ep]
+        rms = np.sqrt(np.mean((taper[: len(seg)] * seg) ** 2, axis=0))
         on = (times >= b.onset - 1e-9) & (times < b.onset + nm["epoch"] - 1e-9)
         z[on] += nm["coupling"] * rms / max(on.sum() * dt, dt)
     return z, SourceActivity(t_ms, act["moment_per_mv"] * x9), x9
@@ -336,11 +437,15 @@ def read_timecourses(spec: dict) -> np.ndarray:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise SpecError(f"{where}: cannot be read as UTF-8 text ({err}): expected a TSV file "
-                        "with a header of region names") from err
+        raise SpecError(
+            f"{where}: cannot be read as UTF-8 text ({err}): expected a TSV file "
+            "with a header of region names"
+        ) from err
     if not lines:
-        raise SpecError(f"{where}: the file is empty: expected a header of region names "
-                        f"{regions} and {n_t} rows")
+        raise SpecError(
+            f"{where}: the file is empty: expected a header of region names "
+            f"{regions} and {n_t} rows"
+        )
     header = lines[0].split("\t")
     if header != regions:
         raise SpecError(f"{where}: header {header} does not match subject.regions {regions}")
@@ -349,12 +454,18 @@ def read_timecourses(spec: dict) -> np.ndarray:
         try:
             values = [float(x) for x in row]
         except ValueError as err:
-            raise SpecError(f"{where}: row {i + 2} holds a value that is not a number "
-                            f"({err}): expected {len(regions)} numbers per row") from err
+            raise SpecError(
+                f"{where}: row {i + 2} holds a value that is not a number "
+                f"({err}): expected {len(regions)} numbers per row"
+            ) from err
         if len(values) != len(regions) or not all(np.isfinite(values)):
-            raise SpecError(f"{where}: row {i + 2} has {len(values)} values: expected "
-                            f"{len(regions)} finite numbers (one per region)")
+            raise SpecError(
+                f"{where}: row {i + 2} has {len(values)} values: expected "
+                f"{len(regions)} finite numbers (one per region)"
+            )
     if len(rows) != n_t:
-        raise SpecError(f"{where}: {len(rows)} rows found: expected {n_t} rows "
-                        f"(experiment.duration / activity.dt)")
+        raise SpecError(
+            f"{where}: {len(rows)} rows found: expected {n_t} rows "
+            f"(experiment.duration / activity.dt)"
+        )
     return np.array([[float(x) for x in row] for row in rows]).reshape(n_t, len(regions))

@@ -40,8 +40,9 @@ def validate_analysis(spec: dict) -> None:
         raise SpecError(f"analysis = {ana!r} is invalid: expected a table")
     unknown = set(ana) - {"dcm", "dcm_erp"}
     if unknown:
-        raise SpecError(f"analysis.{sorted(unknown)[0]} is not a known analysis: expected "
-                        "'dcm' or 'dcm_erp'")
+        raise SpecError(
+            f"analysis.{sorted(unknown)[0]} is not a known analysis: expected 'dcm' or 'dcm_erp'"
+        )
     if "dcm_erp" in ana:
         _validate_dcm_erp(spec, ana["dcm_erp"])
     if "dcm" in ana:
@@ -51,18 +52,28 @@ def validate_analysis(spec: dict) -> None:
         scanners = [k for k, _ in device_instances(spec, "mri")]
         if not scanners:
             raise SpecError(f"{where} needs an MRI device in [devices]")
-        set_default(dcm, "device", where, scanners[0], str, lambda v: v in scanners,
-                    f"one of the MRI devices {scanners}")
+        set_default(
+            dcm,
+            "device",
+            where,
+            scanners[0],
+            str,
+            lambda v: v in scanners,
+            f"one of the MRI devices {scanners}",
+        )
         set_default(dcm, "n_micro", where, 16, int, lambda v: 1 <= v <= 64, "1 to 64 steps per TR")
         n = len(spec["subject"]["regions"])
         conds = list(Protocol.from_spec(spec).conditions)
         if "models" not in dcm:
             if spec["activity"]["model"] != "dcm":
-                raise SpecError(f"{where}.models is missing: expected model masks (the activity "
-                                "is not a DCM, so there is no generating structure to fit)")
+                raise SpecError(
+                    f"{where}.models is missing: expected model masks (the activity "
+                    "is not a DCM, so there is no generating structure to fit)"
+                )
             dcm["models"] = {"generating": _true_masks(spec, conds)}
-        models = require(dcm, "models", where, dict, lambda v: len(v) > 0,
-                         "a table name = {a, b, c}")
+        models = require(
+            dcm, "models", where, dict, lambda v: len(v) > 0, "a table name = {a, b, c}"
+        )
         for name, m in models.items():
             w = f"{where}.models.{name}"
             check_keys(m, {"a", "b", "c"}, w)
@@ -75,19 +86,28 @@ def validate_analysis(spec: dict) -> None:
                     if cond not in conds:
                         raise SpecError(f"{w}.{key}.{cond}: not a protocol condition {conds}")
                     if np.asarray(mask, float).shape != shape:
-                        raise SpecError(f"{w}.{key}.{cond} has shape "
-                                        f"{np.asarray(mask).shape}: expected {shape}")
+                        raise SpecError(
+                            f"{w}.{key}.{cond} has shape {np.asarray(mask).shape}: expected {shape}"
+                        )
             if not m["c"]:
                 raise SpecError(f"{w}.c is empty: expected at least one driving input")
 
 
 def _true_masks(spec, conds):
     d = spec["activity"]["dcm"]
-    return {"a": (np.asarray(d["A"]) != 0).astype(int).tolist(),
-            "b": {c: (np.asarray(v) != 0).astype(int).tolist() for c, v in d["B"].items()
-                  if np.any(np.asarray(v) != 0)},
-            "c": {c: (np.asarray(v) != 0).astype(int).tolist() for c, v in d["C"].items()
-                  if np.any(np.asarray(v) != 0)}}
+    return {
+        "a": (np.asarray(d["A"]) != 0).astype(int).tolist(),
+        "b": {
+            c: (np.asarray(v) != 0).astype(int).tolist()
+            for c, v in d["B"].items()
+            if np.any(np.asarray(v) != 0)
+        },
+        "c": {
+            c: (np.asarray(v) != 0).astype(int).tolist()
+            for c, v in d["C"].items()
+            if np.any(np.asarray(v) != 0)
+        },
+    }
 
 
 def _structure(model, conds, tr, n_micro, field, te):
@@ -101,8 +121,15 @@ def _structure(model, conds, tr, n_micro, field, te):
             b[j] = np.asarray(model["b"][cond]) != 0
         if cond in model["c"]:
             c[:, j] = np.asarray(model["c"][cond]) != 0
-    return DCMStructure(np.asarray(model["a"]) != 0, b, c, tr=tr, n_micro=n_micro,
-                        field_strength=field, echo_time=te)
+    return DCMStructure(
+        np.asarray(model["a"]) != 0,
+        b,
+        c,
+        tr=tr,
+        n_micro=n_micro,
+        field_strength=field,
+        echo_time=te,
+    )
 
 
 def _to_hz(a, b, c):
@@ -112,8 +139,9 @@ def _to_hz(a, b, c):
     return a_hz, b, c / 16.0
 
 
-def run_dcm_analysis(spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
-                     ) -> dict:
+def run_dcm_analysis(
+    spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
+) -> dict:
     """Fit the ``[analysis.dcm]`` models to the MRI's region signals; write the summary
     into ``derivatives/biosim-dcm`` and return it."""
     from ..inference.dcm import fit_dcm, model_probabilities
@@ -121,7 +149,7 @@ def run_dcm_analysis(spec: dict, protocol: Protocol, recordings: dict, dataset: 
     cfg = spec["analysis"]["dcm"]
     meas = recordings[cfg["device"]]
     tr, n_micro = meas.tr, cfg["n_micro"]
-    signal = meas.region_signal                                      # (n_scans, n_regions)
+    signal = meas.region_signal  # (n_scans, n_regions)
     n_base = max(int(protocol.first_onset / tr), 1)
     y = 100.0 * (signal / signal[:n_base].mean(axis=0) - 1.0)
     conds = list(protocol.conditions)
@@ -134,27 +162,35 @@ def run_dcm_analysis(spec: dict, protocol: Protocol, recordings: dict, dataset: 
         sd_full = np.zeros(st.free_index().max() + 1)
         sd_full[st.free_index()] = np.sqrt(np.diag(res.vl.cov))
         n = st.n_regions
-        results[name] = {"free_energy": float(res.free_energy), "iterations": res.vl.n_iterations,
-                         "converged": bool(res.vl.converged), "A_hz": a.tolist(),
-                         "B_hz": {cd: b[j].tolist() for j, cd in enumerate(conds)},
-                         "C_hz": {cd: c[:, j].tolist() for j, cd in enumerate(conds)},
-                         "A_sd": sd_full[:n * n].reshape(n, n).tolist() if sd_full.size >= n * n
-                         else None}
+        results[name] = {
+            "free_energy": float(res.free_energy),
+            "iterations": res.vl.n_iterations,
+            "converged": bool(res.vl.converged),
+            "A_hz": a.tolist(),
+            "B_hz": {cd: b[j].tolist() for j, cd in enumerate(conds)},
+            "C_hz": {cd: c[:, j].tolist() for j, cd in enumerate(conds)},
+            "A_sd": sd_full[: n * n].reshape(n, n).tolist() if sd_full.size >= n * n else None,
+        }
         energies.append(res.free_energy)
     probs = model_probabilities(energies)
-    for (name, r), p in zip(results.items(), probs):
+    for r, p in zip(results.values(), probs):
         r["posterior_probability"] = float(p)
-    summary = {"regions": spec["subject"]["regions"], "conditions": conds,
-               "data": "region-mean MRI magnitude, percent change from the pre-stimulus scans",
-               "models": results, "best_model": list(results)[int(np.argmax(energies))]}
+    summary = {
+        "regions": spec["subject"]["regions"],
+        "conditions": conds,
+        "data": "region-mean MRI magnitude, percent change from the pre-stimulus scans",
+        "models": results,
+        "best_model": list(results)[int(np.argmax(energies))],
+    }
     if spec["activity"]["model"] == "dcm":
         true_a = np.asarray(spec["activity"]["dcm"]["A"])
         best = results[summary["best_model"]]
         est = np.asarray(best["A_hz"])
         off = ~np.eye(len(true_a), dtype=bool) & (true_a != 0)
-        summary["recovery"] = {"true_A_hz": true_a.tolist(),
-                               "sign_pattern_recovered": bool(np.all(
-                                   np.sign(est[off]) == np.sign(true_a[off])))}
+        summary["recovery"] = {
+            "true_A_hz": true_a.tolist(),
+            "sign_pattern_recovered": bool(np.all(np.sign(est[off]) == np.sign(true_a[off]))),
+        }
     _write_summary(dataset, "biosim-dcm", summary)
     return summary
 
@@ -165,25 +201,40 @@ def _validate_dcm_erp(spec: dict, cfg: dict) -> None:
     eegs = [k for k, _ in device_instances(spec, "eeg")]
     if not eegs:
         raise SpecError(f"{where} needs an EEG device in [devices]")
-    set_default(cfg, "device", where, eegs[0], str, lambda v: v in eegs,
-                f"one of the EEG devices {eegs}")
-    set_default(cfg, "n_samples", where, 64, int, lambda v: 16 <= v <= 256,
-                "16 to 256 samples of 4 ms per epoch")
+    set_default(
+        cfg, "device", where, eegs[0], str, lambda v: v in eegs, f"one of the EEG devices {eegs}"
+    )
+    set_default(
+        cfg,
+        "n_samples",
+        where,
+        64,
+        int,
+        lambda v: 16 <= v <= 256,
+        "16 to 256 samples of 4 ms per epoch",
+    )
     n = len(spec["subject"]["regions"])
     nm = spec["activity"].get("neural_mass", {})
     for key in ("forward", "backward", "lateral"):
-        default = ((np.asarray(nm[key]) != 0).astype(int).tolist() if key in nm
-                   else np.zeros((n, n), int).tolist())
+        default = (
+            (np.asarray(nm[key]) != 0).astype(int).tolist()
+            if key in nm
+            else np.zeros((n, n), int).tolist()
+        )
         mask = np.asarray(set_default(cfg, key, where, default, list), float)
         if mask.shape != (n, n) or np.any(np.diag(mask) != 0):
-            raise SpecError(f"{where}.{key} = {mask.tolist()} is invalid: expected an {n} x {n} "
-                            "mask with a zero diagonal")
+            raise SpecError(
+                f"{where}.{key} = {mask.tolist()} is invalid: expected an {n} x {n} "
+                "mask with a zero diagonal"
+            )
     if not any(np.any(np.asarray(cfg[k]) != 0) for k in ("forward", "backward", "lateral")):
         raise SpecError(f"{where}: no extrinsic connection: set forward/backward/lateral masks")
     for b in spec["protocol"]["blocks"]:
         if b["duration"] > 0.5:
-            raise SpecError(f"{where}: protocol block at {b['onset']:g} s lasts "
-                            f"{b['duration']:g} s: expected events (ERP trials)")
+            raise SpecError(
+                f"{where}: protocol block at {b['onset']:g} s lasts "
+                f"{b['duration']:g} s: expected events (ERP trials)"
+            )
 
 
 def _clean_in_scanner_eeg(data, fs, artifacts):
@@ -192,14 +243,21 @@ def _clean_in_scanner_eeg(data, fs, artifacts):
 
     slices = artifacts.slice_times
     slice_len = int(round(np.diff(slices).mean() * fs))
-    aas = average_artifact_subtraction(data, np.round(slices * fs).astype(int), slice_len,
-                                       window=30)
-    return optimal_basis_set(aas, np.round(artifacts.r_peaks * fs).astype(int),
-                             pre=int(0.1 * fs), post=int(0.6 * fs), n_components=0)
+    aas = average_artifact_subtraction(
+        data, np.round(slices * fs).astype(int), slice_len, window=30
+    )
+    return optimal_basis_set(
+        aas,
+        np.round(artifacts.r_peaks * fs).astype(int),
+        pre=int(0.1 * fs),
+        post=int(0.6 * fs),
+        n_components=0,
+    )
 
 
-def run_dcm_erp_analysis(spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
-                         ) -> dict:
+def run_dcm_erp_analysis(
+    spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
+) -> dict:
     """Fit the ``[analysis.dcm_erp]`` ERP DCM to the EEG's averaged epochs; write the
     summary into ``derivatives/biosim-dcm-erp`` and return it."""
     from ..inference.dcm import ERPStructure, fit_erp
@@ -212,43 +270,61 @@ def run_dcm_erp_analysis(spec: dict, protocol: Protocol, recordings: dict, datas
     conds = list(protocol.conditions)
     dt, n_samp, lead_in = 0.004, cfg["n_samples"], 0.06
     t_data = np.arange(data.shape[1]) / fs
-    grid = np.arange(1, n_samp + 1) * dt - lead_in                 # relative to each event
+    grid = np.arange(1, n_samp + 1) * dt - lead_in  # relative to each event
     y = []
     for cond in conds:
-        onsets = [o for o in protocol.onsets(cond)
-                  if o + grid[-1] < t_data[-1] and o - lead_in >= 0]
+        onsets = [
+            o for o in protocol.onsets(cond) if o + grid[-1] < t_data[-1] and o - lead_in >= 0
+        ]
         epochs = [np.stack([np.interp(o + grid, t_data, ch) for ch in data]) for o in onsets]
-        avg = np.mean(epochs, axis=0)                                  # (channels, samples)
+        avg = np.mean(epochs, axis=0)  # (channels, samples)
         y.append((avg - avg[:, grid < 0].mean(axis=1, keepdims=True)).T)
-    y = np.asarray(y)                                                  # (trials, samples, ch)
+    y = np.asarray(y)  # (trials, samples, ch)
     n = len(spec["subject"]["regions"])
     c = np.zeros((n, 1), bool)
     nm = spec["activity"].get("neural_mass")
-    driven = (np.any([np.asarray(v) != 0 for v in nm["C"].values()], axis=0) if nm
-              else np.eye(n, dtype=bool)[0])
+    driven = (
+        np.any([np.asarray(v) != 0 for v in nm["C"].values()], axis=0)
+        if nm
+        else np.eye(n, dtype=bool)[0]
+    )
     c[:, 0] = driven
-    n_eff = len(conds) - 1                                             # condition effects
+    n_eff = len(conds) - 1  # condition effects
     design = np.zeros((len(conds), n_eff))
     for j in range(n_eff):
         design[j + 1, j] = 1.0
-    mod = (np.asarray(cfg["forward"]) + np.asarray(cfg["backward"]) + np.asarray(cfg["lateral"])) != 0
-    structure = ERPStructure(np.asarray(cfg["forward"]) != 0, np.asarray(cfg["backward"]) != 0,
-                             np.asarray(cfg["lateral"]) != 0, np.broadcast_to(mod, (n_eff, n, n)),
-                             c, design=design if n_eff else None, dt=dt, n_samples=n_samp,
-                             onset=lead_in)
+    mod = (
+        np.asarray(cfg["forward"]) + np.asarray(cfg["backward"]) + np.asarray(cfg["lateral"])
+    ) != 0
+    structure = ERPStructure(
+        np.asarray(cfg["forward"]) != 0,
+        np.asarray(cfg["backward"]) != 0,
+        np.asarray(cfg["lateral"]) != 0,
+        np.broadcast_to(mod, (n_eff, n, n)),
+        c,
+        design=design if n_eff else None,
+        dt=dt,
+        n_samples=n_samp,
+        onset=lead_in,
+    )
     res = fit_erp(structure, y, meas.leadfield)
     blocks, sds = res.blocks(), res.posterior_sd()
     pred = np.asarray(res.vl.prediction)
     feats = (y @ res.modes / res.scale).reshape(pred.shape)
     r2 = 1.0 - float(np.sum((feats - pred) ** 2) / np.sum((feats - feats.mean(0)) ** 2))
-    summary = {"regions": spec["subject"]["regions"], "conditions": conds,
-               "data": "condition-averaged EEG epochs (cleaned of scanner artifacts when "
-                       "recorded in the MRI), 4 ms samples, baseline-corrected",
-               "n_epochs": {cd: len(protocol.onsets(cd)) for cd in conds},
-               "free_energy": float(res.free_energy), "iterations": res.vl.n_iterations,
-               "converged": bool(res.vl.converged), "explained_variance": r2,
-               "posterior_mean": {k: np.asarray(v).tolist() for k, v in blocks.items()},
-               "posterior_sd": {k: np.asarray(v).tolist() for k, v in sds.items()}}
+    summary = {
+        "regions": spec["subject"]["regions"],
+        "conditions": conds,
+        "data": "condition-averaged EEG epochs (cleaned of scanner artifacts when "
+        "recorded in the MRI), 4 ms samples, baseline-corrected",
+        "n_epochs": {cd: len(protocol.onsets(cd)) for cd in conds},
+        "free_energy": float(res.free_energy),
+        "iterations": res.vl.n_iterations,
+        "converged": bool(res.vl.converged),
+        "explained_variance": r2,
+        "posterior_mean": {k: np.asarray(v).tolist() for k, v in blocks.items()},
+        "posterior_sd": {k: np.asarray(v).tolist() for k, v in sds.items()},
+    }
     _write_summary(dataset, "biosim-dcm-erp", summary)
     return summary
 

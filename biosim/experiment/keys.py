@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 from .._core.errors import ParameterError, SpecError
 
@@ -34,11 +34,14 @@ def require(table: dict, key: str, where: str, kind, check=None, expected: str =
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise SpecError(f"{where}.{key} = {value!r} has the wrong type: expected "
-                        f"{expected or kind.__name__}")
+        raise SpecError(
+            f"{where}.{key} = {value!r} has the wrong type: expected {expected or kind.__name__}"
+        )
     if kind is float and not math.isfinite(value):
-        raise SpecError(f"{where}.{key} = {value!r} is invalid: expected a finite number"
-                        + (f" ({expected})" if expected else ""))
+        raise SpecError(
+            f"{where}.{key} = {value!r} is invalid: expected a finite number"
+            + (f" ({expected})" if expected else "")
+        )
     if check is not None and not check(value):
         raise SpecError(f"{where}.{key} = {value!r} is invalid: expected {expected}")
     table[key] = value
@@ -55,8 +58,9 @@ def check_keys(table: dict, allowed, where: str) -> None:
     """SpecError for a key of ``table`` not in ``allowed`` (a typo is never ignored)."""
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise SpecError(f"{where}.{unknown[0]} is not a known key: expected one of "
-                        f"{sorted(allowed)}")
+        raise SpecError(
+            f"{where}.{unknown[0]} is not a known key: expected one of {sorted(allowed)}"
+        )
 
 
 @contextlib.contextmanager

@@ -33,19 +33,19 @@ _TRUTH_DOC = {
     "times": "microtime axis of neural_input, s",
     "neural_input": "neural activity per region (hemodynamic input), 1/s, shape (n_t, n_regions)",
     "condition_inputs": "microtime boxcars of the protocol's conditions (alphabetical), "
-                        "shape (n_t, n_conditions)",
+    "shape (n_t, n_conditions)",
     "dcm_A": "DCM connectivity in SPM's parametrisation (off-diagonal Hz, diagonal log "
-             "self-inhibition scale)",
+    "self-inhibition scale)",
     "dcm_B": "DCM modulations per condition (Hz), shape (n_conditions, n, n)",
     "dcm_C": "DCM driving inputs per condition in SPM's scaling (x 1/16 = Hz)",
     "scan_times": "acquisition times of the volumes, s",
     "states": "Balloon states [s (1/s), ln f, ln v, ln q] at scan_times, shape "
-              "(n_scans, n_regions, 4)",
+    "(n_scans, n_regions, 4)",
     "bold": "noise-free fractional BOLD change per region at scan_times",
     "labels": "region label volume of the NIfTI (0 = background, r+1 = region r)",
     "source_times": "time axis of source_moments, s",
     "pyramidal_depolarisation": "neural-mass pyramidal depolarisation x9 per region at "
-                                "source_times, mV",
+    "source_times, mV",
     "source_moments": "dipole moment of each region, A m, shape (n, n_regions)",
     "dipole_positions": "region dipole positions (m, fsaverage frame)",
     "dipole_orientations": "region dipole unit orientations",
@@ -55,7 +55,8 @@ _TRUTH_DOC = {
 _DEVICE_TRUTH_DOC = {
     "times": "sample times of device {key} (s, true time)",
     "moments": "dipole moments at those samples, A m",
-    "leadfield": "lead field of the region dipoles (V or T or T/m per A m), (n_channels, n_regions)",
+    "leadfield": "lead field of the region dipoles (V or T or T/m per A m), "
+    "(n_channels, n_regions)",
     "clean": "noise-free, artifact-free signal of device {key}, (n_channels, n_times)",
     "gradient_artifact": "MR gradient artifact added to device {key}, V",
     "bcg_artifact": "ballistocardiogram added to device {key}, V",
@@ -73,15 +74,16 @@ def _truth_descriptions(spec: dict, names) -> dict[str, str]:
             doc[name] = _TRUTH_DOC[name]
             continue
         for key in sorted(spec["devices"], key=len, reverse=True):
-            what = name[len(key) + 1:]
+            what = name[len(key) + 1 :]
             if name.startswith(key + "_") and what in _DEVICE_TRUTH_DOC:
                 doc[name] = _DEVICE_TRUTH_DOC[what].format(key=key)
                 break
     return doc
 
 
-def _write_report(spec: dict, protocol: Protocol, activity: Activity, recordings: dict,
-                  report_dir: Path) -> list[str]:
+def _write_report(
+    spec: dict, protocol: Protocol, activity: Activity, recordings: dict, report_dir: Path
+) -> list[str]:
     """Figures of the design, the activity and each device's data (needs matplotlib)."""
     try:
         import matplotlib
@@ -101,13 +103,17 @@ def _write_report(spec: dict, protocol: Protocol, activity: Activity, recordings
         if isinstance(rec, MRIRecording):
             written.append(report.bold_figure(spec, protocol, rec, report_dir / f"{key}.png", plt))
         elif isinstance(rec, (EEGRecording, MEGRecording)):
-            written.append(report.electrophysiology_figure(spec, protocol, key, rec,
-                                                           report_dir / f"{key}.png", plt))
+            written.append(
+                report.electrophysiology_figure(
+                    spec, protocol, key, rec, report_dir / f"{key}.png", plt
+                )
+            )
     return [w.name for w in written if w is not None]
 
 
-def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
-                   progress: bool = True) -> Path:
+def run_experiment(
+    spec: dict, out_dir: str | Path, overwrite: bool = False, progress: bool = True
+) -> Path:
     """Simulate a validated experiment and write its dataset atomically.
 
     Parameters
@@ -131,8 +137,13 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
     protocol = Protocol.from_spec(spec)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         activity = simulate_activity(spec, protocol)
-        sim = Simulation(spec, protocol, activity, np.random.default_rng(spec["experiment"]["seed"]),
-                         show_progress=progress)
+        sim = Simulation(
+            spec,
+            protocol,
+            activity,
+            np.random.default_rng(spec["experiment"]["seed"]),
+            show_progress=progress,
+        )
         dataset = BIDSDataset(tmp, spec["subject"]["id"], spec["experiment"]["name"])
         dataset.subject_dir.mkdir(parents=True)
         for key, table in device_instances(spec):
@@ -153,9 +164,12 @@ def run_experiment(spec: dict, out_dir: str | Path, overwrite: bool = False,
         for key, recording in sim.recordings.items():
             truth.update(recording.truth_arrays(key))
         public = {k: v for k, v in spec.items() if not k.startswith("_")}
-        write_truth(tmp / "truth", truth, _truth_descriptions(spec, truth),
-                    {"regions": spec["subject"]["regions"], "spec": public})
+        write_truth(
+            tmp / "truth",
+            truth,
+            _truth_descriptions(spec, truth),
+            {"regions": spec["subject"]["regions"], "spec": public},
+        )
         _write_report(spec, protocol, activity, sim.recordings, tmp / "report")
-        write_dataset_description(tmp, f"biosim {spec['experiment']['name']}",
-                                  [{"Name": "biosim"}])
+        write_dataset_description(tmp, f"biosim {spec['experiment']['name']}", [{"Name": "biosim"}])
     return out_dir

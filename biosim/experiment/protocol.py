@@ -41,8 +41,10 @@ class Protocol:
     @classmethod
     def from_spec(cls, spec: dict) -> Protocol:
         """The protocol of a validated experiment specification."""
-        blocks = tuple(Block(float(b["onset"]), float(b["duration"]), b["condition"])
-                       for b in spec["protocol"]["blocks"])
+        blocks = tuple(
+            Block(float(b["onset"]), float(b["duration"]), b["condition"])
+            for b in spec["protocol"]["blocks"]
+        )
         return cls(blocks, float(spec["experiment"]["duration"]))
 
     @property

@@ -43,8 +43,10 @@ def activity_figure(spec, protocol, activity, path, plt):
     axes[1].set_ylabel("neural activity (1/s)")
     axes[1].set_xlabel("time (s)")
     axes[1].legend(loc="upper right")
-    axes[0].set_title(f"biosim experiment {spec['experiment']['name']!r}: design and "
-                      f"{spec['activity']['model']} activity")
+    axes[0].set_title(
+        f"biosim experiment {spec['experiment']['name']!r}: design and "
+        f"{spec['activity']['model']} activity"
+    )
     return _save(fig, path, plt)
 
 
@@ -95,8 +97,16 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
     else:
         pos, ori = recording.sensors.positions, recording.sensors.orientations
         center = pos.mean(0) - np.array([0, 0, 0.04])
-        radial = np.abs(np.einsum("ij,ij->i", ori, (pos - center) / np.linalg.norm(
-            pos - center, axis=1, keepdims=True))) > 0.8
+        radial = (
+            np.abs(
+                np.einsum(
+                    "ij,ij->i",
+                    ori,
+                    (pos - center) / np.linalg.norm(pos - center, axis=1, keepdims=True),
+                )
+            )
+            > 0.8
+        )
         keep = np.flatnonzero(radial)
     center = pos.mean(0) - np.array([0.0, 0.0, 0.04])
     x, y = _azimuthal(pos[keep], center)

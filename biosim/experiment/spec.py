@@ -26,6 +26,7 @@ from .subject import check_regions
 
 DEFAULT_EXPERIMENT = "eeg_fmri.toml"
 
+
 # ----------------------------------------------------------------------------- loading
 def shipped_dir():
     """The folder of the shipped experiments (a package resource)."""
@@ -40,7 +41,9 @@ def list_examples(copy_to: str | None = None) -> list[str]:
         if not entry.name.endswith(".toml"):
             continue
         text = entry.read_text(encoding="utf-8")
-        first = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), "")
+        first = next(
+            (ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), ""
+        )
         lines.append(f"{entry.name}: {first}")
         if copy_to is not None:
             dest = Path(copy_to)
@@ -69,8 +72,10 @@ def load_experiment(path: str | Path | None = None) -> dict:
         shipped = shipped_dir() / (p.name if p.suffix == ".toml" else f"{p.name}.toml")
         if p.parent != Path(".") or not shipped.is_file():
             names = [e.name for e in shipped_dir().iterdir() if e.name.endswith(".toml")]
-            raise FileNotFoundError(f"experiment file {str(path)!r} does not exist (and is not "
-                                    f"a shipped experiment: {sorted(names)})")
+            raise FileNotFoundError(
+                f"experiment file {str(path)!r} does not exist (and is not "
+                f"a shipped experiment: {sorted(names)})"
+            )
         text, source = shipped.read_text(encoding="utf-8"), f"<built-in {shipped.name}>"
     try:
         spec = tomllib.loads(text)
@@ -92,8 +97,10 @@ def describe(spec: dict) -> str:
     """One-line summary of a validated spec."""
     e, s = spec["experiment"], spec["subject"]
     devices = ", ".join(sorted(spec["devices"]))
-    return (f"experiment {e['name']!r}: {len(s['regions'])} regions, {e['duration']:g} s, "
-            f"devices: {devices}")
+    return (
+        f"experiment {e['name']!r}: {len(s['regions'])} regions, {e['duration']:g} s, "
+        f"devices: {devices}"
+    )
 
 
 def validate_spec(spec: dict, source: str = "<spec>") -> dict:
@@ -108,69 +115,198 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     for section in ("experiment", "subject", "activity", "protocol", "devices"):
         if not isinstance(spec.get(section), dict):
             raise SpecError(f"{source}: section [{section}] is missing")
-    check_keys(spec, {"experiment", "subject", "activity", "protocol", "devices", "analysis",
-                      "_source_dir"}, source)
+    check_keys(
+        spec,
+        {"experiment", "subject", "activity", "protocol", "devices", "analysis", "_source_dir"},
+        source,
+    )
     exp, subj, prot, dev = (spec[k] for k in ("experiment", "subject", "protocol", "devices"))
     check_keys(exp, {"name", "seed", "duration"}, "experiment")
-    check_keys(subj, {"id", "regions", "voxels_per_region", "voxel_size", "head",
-                      "bem_vertices", "bem_elements", "relative_radii", "conductivities"}, "subject")
+    check_keys(
+        subj,
+        {
+            "id",
+            "regions",
+            "voxels_per_region",
+            "voxel_size",
+            "head",
+            "bem_vertices",
+            "bem_elements",
+            "relative_radii",
+            "conductivities",
+        },
+        "subject",
+    )
     check_keys(prot, {"blocks"}, "protocol")
-    check_keys(spec["activity"], {"model", "dt", "hemodynamics", "drive", "dcm", "timecourses",
-                                  "neural_mass", "moment_per_input", "moment_per_mv",
-                                  "carrier_hz", "rhythm_bandwidth"},
-               "activity")
+    check_keys(
+        spec["activity"],
+        {
+            "model",
+            "dt",
+            "hemodynamics",
+            "drive",
+            "dcm",
+            "timecourses",
+            "neural_mass",
+            "moment_per_input",
+            "moment_per_mv",
+            "carrier_hz",
+            "rhythm_bandwidth",
+        },
+        "activity",
+    )
     positive = lambda v: v > 0  # noqa: E731
-    require(exp, "name", "experiment", str, lambda v: v.isidentifier(),
-            "a name of letters, digits and underscores")
+    require(
+        exp,
+        "name",
+        "experiment",
+        str,
+        lambda v: v.isidentifier(),
+        "a name of letters, digits and underscores",
+    )
     set_default(exp, "seed", "experiment", 0, int, lambda v: v >= 0, "a non-negative integer")
     duration = require(exp, "duration", "experiment", float, positive, "a positive duration in s")
     set_default(subj, "id", "subject", "01", str, lambda v: v.isalnum(), "letters and digits")
-    require(subj, "regions", "subject", list,
-            lambda v: len(v) > 0 and all(isinstance(r, str) for r in v) and len(set(v)) == len(v),
-            "a non-empty list of distinct region names")
+    require(
+        subj,
+        "regions",
+        "subject",
+        list,
+        lambda v: len(v) > 0 and all(isinstance(r, str) for r in v) and len(set(v)) == len(v),
+        "a non-empty list of distinct region names",
+    )
     check_regions(subj["regions"])
-    set_default(subj, "voxels_per_region", "subject", 27, int,
-                lambda v: v >= 1 and round(v ** (1 / 3)) ** 3 == v, "a perfect cube (1, 8, 27, ...)")
+    set_default(
+        subj,
+        "voxels_per_region",
+        "subject",
+        27,
+        int,
+        lambda v: v >= 1 and round(v ** (1 / 3)) ** 3 == v,
+        "a perfect cube (1, 8, 27, ...)",
+    )
     set_default(subj, "voxel_size", "subject", 3.0, float, positive, "a positive size in mm")
-    head = set_default(subj, "head", "subject", "sphere", str,
-                       lambda v: v in ("sphere", "template"),
-                       "'sphere' (concentric shells fitted to the 10-20 montage, exact series) "
-                       "or 'template' (the fsaverage template head, symmetric BEM)")
-    set_default(subj, "bem_vertices", "subject", 642, int, lambda v: v in (642, 2562),
-                "642 or 2562 vertices per template-head surface")
-    set_default(subj, "bem_elements", "subject", "matched", str, lambda v: v in ("flat", "matched", "curved"),
-                "'flat' (the mesh's flat triangles), 'matched' (flat triangles enclosing the smooth "
-                "surface's volume) or 'curved' (curved elements through the same vertices)")
-    set_default(subj, "relative_radii", "subject", [0.87, 0.92, 1.0], list,
-                lambda v: len(v) >= 1 and all(isinstance(x, (int, float)) for x in v)
-                and list(v) == sorted(set(v)) and v[-1] == 1.0 and v[0] > 0,
-                "increasing relative shell radii ending with 1.0")
+    head = set_default(
+        subj,
+        "head",
+        "subject",
+        "sphere",
+        str,
+        lambda v: v in ("sphere", "template"),
+        "'sphere' (concentric shells fitted to the 10-20 montage, exact series) "
+        "or 'template' (the fsaverage template head, symmetric BEM)",
+    )
+    set_default(
+        subj,
+        "bem_vertices",
+        "subject",
+        642,
+        int,
+        lambda v: v in (642, 2562),
+        "642 or 2562 vertices per template-head surface",
+    )
+    set_default(
+        subj,
+        "bem_elements",
+        "subject",
+        "matched",
+        str,
+        lambda v: v in ("flat", "matched", "curved"),
+        "'flat' (the mesh's flat triangles), 'matched' (flat triangles enclosing the smooth "
+        "surface's volume) or 'curved' (curved elements through the same vertices)",
+    )
+    set_default(
+        subj,
+        "relative_radii",
+        "subject",
+        [0.87, 0.92, 1.0],
+        list,
+        lambda v: (
+            len(v) >= 1
+            and all(isinstance(x, (int, float)) for x in v)
+            and list(v) == sorted(set(v))
+            and v[-1] == 1.0
+            and v[0] > 0
+        ),
+        "increasing relative shell radii ending with 1.0",
+    )
     n_layers = len(subj["relative_radii"]) if head == "sphere" else 3
-    set_default(subj, "conductivities", "subject", [0.33, 0.0042, 0.33], list,
-                lambda v: len(v) == n_layers and all(
-                    isinstance(x, (int, float)) and x > 0 for x in v),
-                f"one positive conductivity (S/m) per {'shell' if head == 'sphere' else 'compartment (brain, skull, scalp)'}")
-    blocks = require(prot, "blocks", "protocol", list, lambda v: len(v) > 0,
-                     "a non-empty list of {onset, duration, condition}")
+    set_default(
+        subj,
+        "conductivities",
+        "subject",
+        [0.33, 0.0042, 0.33],
+        list,
+        lambda v: len(v) == n_layers and all(isinstance(x, (int, float)) and x > 0 for x in v),
+        "one positive conductivity (S/m) per "
+        f"{'shell' if head == 'sphere' else 'compartment (brain, skull, scalp)'}",
+    )
+    blocks = require(
+        prot,
+        "blocks",
+        "protocol",
+        list,
+        lambda v: len(v) > 0,
+        "a non-empty list of {onset, duration, condition}",
+    )
     for i, b in enumerate(blocks):
         where = f"protocol.blocks[{i}]"
         if not isinstance(b, dict):
             raise SpecError(f"{where} = {b!r} is invalid: expected a table")
         check_keys(b, {"onset", "duration", "condition"}, where)
-        onset = require(b, "onset", where, float, lambda v: 0 <= v < duration,
-                        f"an onset in [0, {duration:g}) s")
-        require(b, "duration", where, float, lambda v: v >= 0 and onset + v <= duration,
-                f"a non-negative duration ending by {duration:g} s")
-        require(b, "condition", where, str, lambda v: v.isidentifier(),
-                "a condition name (letters, digits, underscores)")
+        onset = require(
+            b,
+            "onset",
+            where,
+            float,
+            lambda v: 0 <= v < duration,
+            f"an onset in [0, {duration:g}) s",
+        )
+        require(
+            b,
+            "duration",
+            where,
+            float,
+            lambda v: v >= 0 and onset + v <= duration,
+            f"a non-negative duration ending by {duration:g} s",
+        )
+        require(
+            b,
+            "condition",
+            where,
+            str,
+            lambda v: v.isidentifier(),
+            "a condition name (letters, digits, underscores)",
+        )
     validate_activity(spec, {b["condition"] for b in blocks})
     act = spec["activity"]
-    set_default(act, "moment_per_input", "activity", 1e-6, float, positive,
-                "a positive dipole moment per unit neural activity, A m s")
-    set_default(act, "carrier_hz", "activity", 10.0, float, lambda v: 0 <= v < 200,
-                "a rhythm frequency in [0, 200) Hz (0: no rhythm)")
-    set_default(act, "rhythm_bandwidth", "activity", 1.0, float, lambda v: v >= 0,
-                "a non-negative line width in Hz")
+    set_default(
+        act,
+        "moment_per_input",
+        "activity",
+        1e-6,
+        float,
+        positive,
+        "a positive dipole moment per unit neural activity, A m s",
+    )
+    set_default(
+        act,
+        "carrier_hz",
+        "activity",
+        10.0,
+        float,
+        lambda v: 0 <= v < 200,
+        "a rhythm frequency in [0, 200) Hz (0: no rhythm)",
+    )
+    set_default(
+        act,
+        "rhythm_bandwidth",
+        "activity",
+        1.0,
+        float,
+        lambda v: v >= 0,
+        "a non-negative line width in Hz",
+    )
     if not dev:
         raise SpecError(f"{source}: [devices] names no device")
     for key, table in dev.items():

@@ -22,8 +22,9 @@ def check_regions(regions: list[str], where: str = "subject.regions") -> None:
     """SpecError naming the first region that has no cortical location."""
     for name in regions:
         if name not in LANDMARKS_MNI:
-            raise SpecError(f"{where}: {name!r} is not a known region: expected names from "
-                            f"{list(REGION_NAMES)}")
+            raise SpecError(
+                f"{where}: {name!r} is not a known region: expected names from {list(REGION_NAMES)}"
+            )
 
 
 def sphere_head(spec: dict):
@@ -38,8 +39,9 @@ def sphere_head(spec: dict):
 
     subj = spec["subject"]
     center, radius = fit_sphere(standard_montage("standard_1020").positions)
-    head = SphereHead.create(np.asarray(subj["relative_radii"], float) * radius,
-                             subj["conductivities"], center)
+    head = SphereHead.create(
+        np.asarray(subj["relative_radii"], float) * radius, subj["conductivities"], center
+    )
     return head, center, radius
 
 
@@ -52,8 +54,13 @@ def template_bem(spec: dict, eeg=None, meg=None):
 
     subj = spec["subject"]
     surfaces = template_head(subj["bem_vertices"])
-    return BEMForward.create(surfaces, subj["conductivities"], eeg=eeg, meg=meg,
-                             geometry=subj.get("bem_elements", "matched"))
+    return BEMForward.create(
+        surfaces,
+        subj["conductivities"],
+        eeg=eeg,
+        meg=meg,
+        geometry=subj.get("bem_elements", "matched"),
+    )
 
 
 def region_dipoles(spec: dict):

@@ -29,22 +29,31 @@ def check_closed_manifold(mesh: TriangleMesh):
     keys, counts = np.unique(undirected, axis=0, return_counts=True)
     if np.any(counts != 2):
         e = keys[np.argmax(counts != 2)]
-        kind = "a hole (edge used once)" if counts[np.argmax(counts != 2)] == 1 else \
-            "a non-manifold edge (used by more than two faces)"
-        raise GeometryError(f"surface {mesh.name!r} is not closed: {kind} between vertices "
-                            f"{int(e[0])} and {int(e[1])} at {np.round(mesh.vertices[e[0]], 4).tolist()} m")
+        kind = (
+            "a hole (edge used once)"
+            if counts[np.argmax(counts != 2)] == 1
+            else "a non-manifold edge (used by more than two faces)"
+        )
+        raise GeometryError(
+            f"surface {mesh.name!r} is not closed: {kind} between vertices "
+            f"{int(e[0])} and {int(e[1])} at {np.round(mesh.vertices[e[0]], 4).tolist()} m"
+        )
     d_keys, d_counts = np.unique(directed, axis=0, return_counts=True)
     if np.any(d_counts != 1):
         e = d_keys[np.argmax(d_counts != 1)]
-        raise GeometryError(f"surface {mesh.name!r} has inconsistent triangle orientation at the "
-                            f"edge between vertices {int(e[0])} and {int(e[1])} at "
-                            f"{np.round(mesh.vertices[e[0]], 4).tolist()} m")
+        raise GeometryError(
+            f"surface {mesh.name!r} has inconsistent triangle orientation at the "
+            f"edge between vertices {int(e[0])} and {int(e[1])} at "
+            f"{np.round(mesh.vertices[e[0]], 4).tolist()} m"
+        )
 
 
 def check_outward(mesh: TriangleMesh):
     if mesh.volume <= 0:
-        raise GeometryError(f"surface {mesh.name!r} is oriented inward (enclosed volume "
-                            f"{mesh.volume:.3e} m^3); reverse its faces")
+        raise GeometryError(
+            f"surface {mesh.name!r} is oriented inward (enclosed volume "
+            f"{mesh.volume:.3e} m^3); reverse its faces"
+        )
 
 
 @jax.jit
@@ -53,8 +62,7 @@ def _winding_chunk(p, v):
     a, b, c = (v[None, :, k, :] - p[:, None, :] for k in range(3))
     la, lb, lc = (jnp.sqrt(jnp.sum(x * x, -1)) for x in (a, b, c))
     num = jnp.sum(a * jnp.cross(b, c), -1)
-    den = (la * lb * lc + jnp.sum(a * b, -1) * lc + jnp.sum(a * c, -1) * lb
-           + jnp.sum(b * c, -1) * la)
+    den = la * lb * lc + jnp.sum(a * b, -1) * lc + jnp.sum(a * c, -1) * lb + jnp.sum(b * c, -1) * la
     return jnp.sum(2 * jnp.arctan2(num, den), 1) / (4 * jnp.pi)
 
 
@@ -70,9 +78,11 @@ def winding_number(mesh: TriangleMesh, points, chunk=256):
     pad = (-n) % chunk
     padded = np.concatenate([p, np.repeat(p[-1:], pad, axis=0)]) if pad else p
     with jax.ensure_compile_time_eval():
-        v = jnp.asarray(mesh.vertices[mesh.faces], dtype=jnp.float64)     # (m, 3, 3)
-        out = [np.asarray(_winding_chunk(jnp.asarray(padded[s:s + chunk]), v))
-               for s in range(0, len(padded), chunk)]
+        v = jnp.asarray(mesh.vertices[mesh.faces], dtype=jnp.float64)  # (m, 3, 3)
+        out = [
+            np.asarray(_winding_chunk(jnp.asarray(padded[s : s + chunk]), v))
+            for s in range(0, len(padded), chunk)
+        ]
     return np.concatenate(out)[:n]
 
 
@@ -87,11 +97,13 @@ def _point_triangle_distance(p, a, b, c):
     denom = va + vb + vc
     v = np.where(denom != 0, vb / np.where(denom != 0, denom, 1), 0)
     w = np.where(denom != 0, vc / np.where(denom != 0, denom, 1), 0)
-    closest = a + ab * v[:, None] + ac * w[:, None]                  # interior projection
+    closest = a + ab * v[:, None] + ac * w[:, None]  # interior projection
     # regions outside the triangle: clamp onto edges / vertices
     cand = [closest]
     for s, e in ((a, b), (b, c), (c, a)):
-        t = np.clip(np.sum((p - s) * (e - s), 1) / np.maximum(np.sum((e - s) ** 2, 1), 1e-300), 0, 1)
+        t = np.clip(
+            np.sum((p - s) * (e - s), 1) / np.maximum(np.sum((e - s) ** 2, 1), 1e-300), 0, 1
+        )
         cand.append(s + (e - s) * t[:, None])
     inside = (va >= 0) & (vb >= 0) & (vc >= 0) & (denom > 0)
     dists = np.stack([np.linalg.norm(p - q, axis=1) for q in cand[1:]], 1).min(1)
@@ -124,15 +136,19 @@ def check_nested(inner: TriangleMesh, outer: TriangleMesh, min_gap=0.001):
     wn = winding_number(outer, inner.vertices)
     bad = np.flatnonzero(wn < 0.5)
     if bad.size:
-        raise GeometryError(f"surface {inner.name!r} is not completely inside {outer.name!r}: "
-                            f"{bad.size} vertices outside, e.g. vertex {int(bad[0])} at "
-                            f"{np.round(inner.vertices[bad[0]], 4).tolist()} m")
+        raise GeometryError(
+            f"surface {inner.name!r} is not completely inside {outer.name!r}: "
+            f"{bad.size} vertices outside, e.g. vertex {int(bad[0])} at "
+            f"{np.round(inner.vertices[bad[0]], 4).tolist()} m"
+        )
     d = distance_to_surface(outer, inner.vertices)
     if d.min() < min_gap:
         i = int(np.argmin(d))
-        raise GeometryError(f"surfaces {inner.name!r} and {outer.name!r} are {d[i] * 1e3:.2f} mm apart "
-                            f"at {np.round(inner.vertices[i], 4).tolist()} m, less than the minimum "
-                            f"gap of {min_gap * 1e3:.2f} mm")
+        raise GeometryError(
+            f"surfaces {inner.name!r} and {outer.name!r} are {d[i] * 1e3:.2f} mm apart "
+            f"at {np.round(inner.vertices[i], 4).tolist()} m, less than the minimum "
+            f"gap of {min_gap * 1e3:.2f} mm"
+        )
 
 
 def check_head_model(surfaces, min_gap=0.001):
@@ -148,13 +164,17 @@ def check_points_inside(mesh: TriangleMesh, points, what="source"):
     wn = winding_number(mesh, points)
     bad = np.flatnonzero(wn < 0.5)
     if bad.size:
-        raise GeometryError(f"{what} {int(bad[0])} at {np.round(np.atleast_2d(points)[bad[0]], 4).tolist()} m "
-                            f"is outside surface {mesh.name!r} ({bad.size} in all)")
+        raise GeometryError(
+            f"{what} {int(bad[0])} at {np.round(np.atleast_2d(points)[bad[0]], 4).tolist()} m "
+            f"is outside surface {mesh.name!r} ({bad.size} in all)"
+        )
 
 
 def check_points_outside(mesh: TriangleMesh, points, what="sensor"):
     wn = winding_number(mesh, points)
     bad = np.flatnonzero(wn > 0.5)
     if bad.size:
-        raise GeometryError(f"{what} {int(bad[0])} at {np.round(np.atleast_2d(points)[bad[0]], 4).tolist()} m "
-                            f"is inside surface {mesh.name!r} ({bad.size} in all)")
+        raise GeometryError(
+            f"{what} {int(bad[0])} at {np.round(np.atleast_2d(points)[bad[0]], 4).tolist()} m "
+            f"is inside surface {mesh.name!r} ({bad.size} in all)"
+        )

@@ -89,15 +89,16 @@ def icp(points, surface_vertices, surface_faces=None, init=None, max_iter=500, t
             n = normals[idx]
             closest = moved - np.sum((moved - closest) * n, 1, keepdims=True) * n
         dist = np.linalg.norm(moved - closest, axis=1)
-        rms = float(np.sqrt(np.mean(dist ** 2)))
+        rms = float(np.sqrt(np.mean(dist**2)))
         if normals is not None:
             dr, dt = _point_to_plane_step(moved, verts[idx], normals[idx])
         else:
             dr, dt = kabsch(moved, closest)
         r, t = dr @ r, dr @ t + dt
         step_angle = np.arccos(np.clip((np.trace(dr) - 1) / 2, -1, 1))
-        if abs(prev - rms) < tol * max(rms, 1e-12) or (step_angle < 1e-7 and
-                                                       np.linalg.norm(dt) < 1e-8):
+        if abs(prev - rms) < tol * max(rms, 1e-12) or (
+            step_angle < 1e-7 and np.linalg.norm(dt) < 1e-8
+        ):
             return r, t, rms
         prev = rms
     raise ConvergenceError(f"ICP did not converge in {max_iter} iterations (RMS {prev:.2e} m)")

@@ -36,12 +36,14 @@ from .mesh import TriangleMesh
 #: parametric (barycentric) coordinates of the three vertices of the four
 #: sub-triangles of a triangle (corner 0, corner 1, corner 2, centre), each
 #: counter-clockwise like its parent: CHILD_BARY[c, r] is vertex r of child c.
-CHILD_BARY = np.array([
-    [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5]],
-    [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5]],
-    [[0.5, 0.0, 0.5], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]],
-    [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5]],
-])
+CHILD_BARY = np.array(
+    [
+        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5]],
+        [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.5, 0.5]],
+        [[0.5, 0.0, 0.5], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]],
+        [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5]],
+    ]
+)
 
 
 def max_vertex_normals(mesh: TriangleMesh):
@@ -56,8 +58,10 @@ def max_vertex_normals(mesh: TriangleMesh):
     length = np.linalg.norm(n, axis=1)
     if np.any(length == 0):
         i = int(np.argmin(length))
-        raise GeometryError(f"surface {mesh.name!r}: the normal at vertex {i} "
-                            f"({np.round(v[i], 4).tolist()} m) is undefined (degenerate faces around it)")
+        raise GeometryError(
+            f"surface {mesh.name!r}: the normal at vertex {i} "
+            f"({np.round(v[i], 4).tolist()} m) is undefined (degenerate faces around it)"
+        )
     return n / length[:, None]
 
 
@@ -99,9 +103,11 @@ def curved_refinement(mesh: TriangleMesh, curved=True):
         raise ParameterError("mesh", type(mesh).__name__, "a TriangleMesh")
     v, f = mesh.vertices, mesh.faces
     nv, nt = len(v), len(f)
-    directed = np.stack([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], axis=1)        # (nt, 3, 2)
-    edges, inverse = np.unique(np.sort(directed.reshape(-1, 2), axis=1), axis=0, return_inverse=True)
-    inverse = inverse.reshape(nt, 3)                              # edge index of (01, 12, 20)
+    directed = np.stack([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]], axis=1)  # (nt, 3, 2)
+    edges, inverse = np.unique(
+        np.sort(directed.reshape(-1, 2), axis=1), axis=0, return_inverse=True
+    )
+    inverse = inverse.reshape(nt, 3)  # edge index of (01, 12, 20)
     p0, p1 = v[edges[:, 0]], v[edges[:, 1]]
     mid = 0.5 * (p0 + p1)
     if curved:
@@ -110,22 +116,31 @@ def curved_refinement(mesh: TriangleMesh, curved=True):
         d = p1 - p0
         length2 = np.einsum("ij,ij->i", d, d)
         kappa = np.einsum("ij,ij->i", n1 - n0, d) / length2
-        disc = 1.0 - kappa ** 2 * length2 / 4.0
+        disc = 1.0 - kappa**2 * length2 / 4.0
         bis = n0 + n1
         blen = np.linalg.norm(bis, axis=1)
         bad = np.flatnonzero((disc <= 0) | (blen < 1e-6))
         if bad.size:
             e = edges[bad[0]]
-            raise GeometryError(f"surface {mesh.name!r}: the edge between vertices {int(e[0])} and "
-                                f"{int(e[1])} at {np.round(v[e[0]], 4).tolist()} m is too long for the "
-                                "surface's curvature there (no arc through it); refine the mesh")
+            raise GeometryError(
+                f"surface {mesh.name!r}: the edge between vertices {int(e[0])} and "
+                f"{int(e[1])} at {np.round(v[e[0]], 4).tolist()} m is too long for the "
+                "surface's curvature there (no arc through it); refine the mesh"
+            )
         sagitta = kappa * length2 / 4.0 / (1.0 + np.sqrt(disc))
         mid = mid + sagitta[:, None] * bis / blen[:, None]
     fine_v = np.concatenate([v, mid])
     m01, m12, m20 = (nv + inverse[:, k] for k in range(3))
     a, b, c = f[:, 0], f[:, 1], f[:, 2]
-    children = np.stack([np.stack([a, m01, m20], 1), np.stack([m01, b, m12], 1),
-                         np.stack([m20, m12, c], 1), np.stack([m01, m12, m20], 1)], axis=1)
+    children = np.stack(
+        [
+            np.stack([a, m01, m20], 1),
+            np.stack([m01, b, m12], 1),
+            np.stack([m20, m12, c], 1),
+            np.stack([m01, m12, m20], 1),
+        ],
+        axis=1,
+    )
     fine = TriangleMesh(fine_v, children.reshape(-1, 3), mesh.name)
     rows = np.concatenate([np.arange(nv), np.repeat(nv + np.arange(len(edges)), 2)])
     cols = np.concatenate([np.arange(nv), edges.ravel()])
@@ -164,13 +179,15 @@ def volume_matched_surface(mesh: TriangleMesh, iterations=1):
     bent = curved_refinement(mesh).fine
     tri = v[f]
     # bend of each face's edge midpoints (01, 12, 20: its centre child) off the chords
-    bend = bent.vertices[bent.faces.reshape(-1, 4, 3)[:, 3]] - 0.5 * (tri + np.roll(tri, -1, axis=1))
+    bend = bent.vertices[bent.faces.reshape(-1, 4, 3)[:, 3]] - 0.5 * (
+        tri + np.roll(tri, -1, axis=1)
+    )
     vn = max_vertex_normals(mesh)
     nvec = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     area = 0.5 * np.linalg.norm(nvec, axis=1)
     nrm = nvec / (2 * area[:, None])
-    deficit = np.einsum("tkj,tj->t", bend, nrm) / 3.0                          # (nt,) m
-    lift = np.einsum("tkj,tj->tk", vn[f], nrm)                                  # n_i . n_T
+    deficit = np.einsum("tkj,tj->t", bend, nrm) / 3.0  # (nt,) m
+    lift = np.einsum("tkj,tj->tk", vn[f], nrm)  # n_i . n_T
     weight = np.zeros(nv)
     np.add.at(weight, f.ravel(), np.repeat(area, 3))
     delta = np.zeros(nv)

@@ -33,12 +33,17 @@ class TriangleMesh:
         v = np.asarray(self.vertices, float)
         f = np.asarray(self.faces, np.int64)
         if v.ndim != 2 or v.shape[1] != 3:
-            raise ParameterError(f"{self.name}.vertices", f"array of shape {v.shape}", "shape (n, 3)")
+            raise ParameterError(
+                f"{self.name}.vertices", f"array of shape {v.shape}", "shape (n, 3)"
+            )
         if f.ndim != 2 or f.shape[1] != 3 or f.size == 0:
             raise ParameterError(f"{self.name}.faces", f"array of shape {f.shape}", "shape (m, 3)")
         if f.min() < 0 or f.max() >= len(v):
-            raise ParameterError(f"{self.name}.faces", f"indices in [{f.min()}, {f.max()}]",
-                                 f"indices in [0, {len(v) - 1}]")
+            raise ParameterError(
+                f"{self.name}.faces",
+                f"indices in [{f.min()}, {f.max()}]",
+                f"indices in [0, {len(v) - 1}]",
+            )
         if not np.all(np.isfinite(v)):
             raise ParameterError(f"{self.name}.vertices", "non-finite coordinates", "finite values")
         object.__setattr__(self, "vertices", v)
@@ -58,7 +63,9 @@ class TriangleMesh:
     def volume(self):
         """Signed enclosed volume (m^3): positive for outward orientation."""
         v, f = self.vertices, self.faces
-        return float(np.sum(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]]))) / 6)
+        return float(
+            np.sum(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]]))) / 6
+        )
 
     def vertex_normals(self):
         n = np.zeros_like(self.vertices)
@@ -78,12 +85,43 @@ def icosphere(subdivisions=3, radius=1.0, center=(0.0, 0.0, 0.0), name="sphere")
         raise ParameterError("subdivisions", subdivisions, "a non-negative integer")
     if radius <= 0:
         raise ParameterError("radius", radius, "a positive radius in m")
-    t = (1 + 5 ** 0.5) / 2
-    v = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t), (0, -1, -t),
-         (0, 1, -t), (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
-    f = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4),
-         (11, 10, 2), (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9),
-         (4, 9, 5), (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
+    t = (1 + 5**0.5) / 2
+    v = [
+        (-1, t, 0),
+        (1, t, 0),
+        (-1, -t, 0),
+        (1, -t, 0),
+        (0, -1, t),
+        (0, 1, t),
+        (0, -1, -t),
+        (0, 1, -t),
+        (t, 0, -1),
+        (t, 0, 1),
+        (-t, 0, -1),
+        (-t, 0, 1),
+    ]
+    f = [
+        (0, 11, 5),
+        (0, 5, 1),
+        (0, 1, 7),
+        (0, 7, 10),
+        (0, 10, 11),
+        (1, 5, 9),
+        (5, 11, 4),
+        (11, 10, 2),
+        (10, 7, 6),
+        (7, 1, 8),
+        (3, 9, 4),
+        (3, 4, 2),
+        (3, 2, 6),
+        (3, 6, 8),
+        (3, 8, 9),
+        (4, 9, 5),
+        (2, 4, 11),
+        (6, 2, 10),
+        (8, 6, 7),
+        (9, 8, 1),
+    ]
     verts = [np.array(p, float) / np.linalg.norm(p) for p in v]
     faces = [tuple(x) for x in f]
     for _ in range(int(subdivisions)):
@@ -121,27 +159,39 @@ def fibonacci_sphere(n_vertices=1280, radius=1.0, center=(0.0, 0.0, 0.0), name="
     n = int(n_vertices)
     k = np.arange(n) + 0.5
     z = 1.0 - 2.0 * k / n
-    phi = np.pi * (3.0 - 5 ** 0.5) * k
+    phi = np.pi * (3.0 - 5**0.5) * k
     rho = np.sqrt(1.0 - z * z)
     unit = np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
     faces = ConvexHull(unit).simplices.copy()
     tri = unit[faces]
-    outward = np.einsum("ij,ij->i", np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
-                        tri.mean(axis=1)) > 0
+    outward = (
+        np.einsum(
+            "ij,ij->i", np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), tri.mean(axis=1)
+        )
+        > 0
+    )
     faces[~outward] = faces[~outward][:, ::-1]
     return TriangleMesh(np.asarray(center, float) + radius * unit, faces, name)
 
 
-def nested_spheres(radii, subdivisions=3, center=(0.0, 0.0, 0.0),
-                   names=("inner_skull", "outer_skull", "scalp"), n_vertices=None):
+def nested_spheres(
+    radii,
+    subdivisions=3,
+    center=(0.0, 0.0, 0.0),
+    names=("inner_skull", "outer_skull", "scalp"),
+    n_vertices=None,
+):
     """Concentric spheres, innermost first (e.g. brain, skull, scalp):
     icospheres of ``subdivisions``, or Fibonacci spheres of ``n_vertices``
     each (same angular vertex pattern on every layer)."""
     radii = list(radii)
     if any(b <= a for a, b in zip(radii, radii[1:])):
         raise ParameterError("radii", radii, "strictly increasing radii (innermost first)")
-    names = list(names)[-len(radii):] if len(names) >= len(radii) else [f"layer{i}" for i in
-                                                                        range(len(radii))]
+    names = (
+        list(names)[-len(radii) :]
+        if len(names) >= len(radii)
+        else [f"layer{i}" for i in range(len(radii))]
+    )
     if n_vertices is not None:
         return [fibonacci_sphere(n_vertices, r, center, n) for r, n in zip(radii, names)]
     return [icosphere(subdivisions, r, center, n) for r, n in zip(radii, names)]
@@ -180,6 +230,10 @@ def write_mesh(mesh: TriangleMesh, path, units="m"):
         raise ParameterError("units", units, f"one of {sorted(_UNITS)}")
     path = Path(path)
     with atomic_path(path) as tmp:
-        meshio.write(tmp, meshio.Mesh(mesh.vertices / _UNITS[units], [("triangle", mesh.faces)]),
-                     binary=True, file_format=meshio.extension_to_filetypes[path.suffix][0])
+        meshio.write(
+            tmp,
+            meshio.Mesh(mesh.vertices / _UNITS[units], [("triangle", mesh.faces)]),
+            binary=True,
+            file_format=meshio.extension_to_filetypes[path.suffix][0],
+        )
     return path

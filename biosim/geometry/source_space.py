@@ -21,9 +21,15 @@ from .._core.errors import ParameterError
 #: Landmark MNI coordinates (mm) of named regions; a region is the set of
 #: vertices of the hemisphere within ``radius`` of the landmark.
 LANDMARKS_MNI = {
-    "V1": (10.0, -92.0, 2.0), "V5": (46.0, -70.0, 2.0), "A1": (50.0, -20.0, 8.0),
-    "M1": (38.0, -22.0, 58.0), "S1": (40.0, -32.0, 56.0), "PFC": (42.0, 36.0, 28.0),
-    "FEF": (30.0, -4.0, 52.0), "IPS": (30.0, -58.0, 50.0), "FFA": (40.0, -52.0, -18.0),
+    "V1": (10.0, -92.0, 2.0),
+    "V5": (46.0, -70.0, 2.0),
+    "A1": (50.0, -20.0, 8.0),
+    "M1": (38.0, -22.0, 58.0),
+    "S1": (40.0, -32.0, 56.0),
+    "PFC": (42.0, 36.0, 28.0),
+    "FEF": (30.0, -4.0, 52.0),
+    "IPS": (30.0, -58.0, 50.0),
+    "FFA": (40.0, -52.0, -18.0),
 }
 ICO_SIZES = {"ico5": 10242, "ico4": 2562, "ico3": 642}
 
@@ -66,8 +72,11 @@ def volume_grid(spacing, radius=None, center=(0.0, 0.0, 0.0), inside=None) -> So
     extent = radius if radius is not None else 0.12
     ax = np.arange(-extent, extent + spacing / 2, spacing)
     g = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3) + np.asarray(center)
-    keep = (np.linalg.norm(g - center, axis=1) < radius) if radius is not None else np.asarray(
-        inside(g), bool)
+    keep = (
+        (np.linalg.norm(g - center, axis=1) < radius)
+        if radius is not None
+        else np.asarray(inside(g), bool)
+    )
     pos = g[keep]
     return SourceSpace(pos, None, np.full(len(pos), -1), {}, "volume")
 
@@ -89,7 +98,7 @@ def cortical_surface(decimation: str = "ico4", region_radius: float = 0.015) -> 
         v, n, hemi = (data[k].astype(float) for k in ("vertices", "normals", "hemisphere"))
     hemi = hemi.astype(int)
     per = ICO_SIZES[decimation]
-    keep = np.r_[np.arange(per), 10242 + np.arange(per)]   # nested icosahedral ordering
+    keep = np.r_[np.arange(per), 10242 + np.arange(per)]  # nested icosahedral ordering
     v, n, hemi = v[keep], n[keep], hemi[keep]
     regions = {}
     for name, (x, y, z) in LANDMARKS_MNI.items():

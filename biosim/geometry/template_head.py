@@ -67,11 +67,15 @@ def template_head(n_vertices: int = 2562, layers: int = 3) -> list[TriangleMesh]
     """
     _check_size(n_vertices)
     if layers not in (1, 3):
-        raise ParameterError("layers", layers, "3 (inner skull, outer skull, scalp) or 1 (inner skull)")
+        raise ParameterError(
+            "layers", layers, "3 (inner skull, outer skull, scalp) or 1 (inner skull)"
+        )
     d = _data()
     faces = d[f"faces_{n_vertices}"].astype(np.int64)
-    return [TriangleMesh(d[f"{name}_{n_vertices}"].astype(float), faces, name)
-            for name in LAYERS[:layers]]
+    return [
+        TriangleMesh(d[f"{name}_{n_vertices}"].astype(float), faces, name)
+        for name in LAYERS[:layers]
+    ]
 
 
 def head_to_mri() -> np.ndarray:
@@ -149,14 +153,19 @@ def project_to_scalp(points, n_vertices: int = 2562, frame: str = "mri") -> np.n
     rho = np.linalg.norm(rel, axis=1)
     if np.any(rho < 1e-6):
         i = int(np.argmin(rho))
-        raise ParameterError("points", f"point {i} at the template centre {c.tolist()} m",
-                             "points away from the centre (their direction defines the projection)")
+        raise ParameterError(
+            "points",
+            f"point {i} at the template centre {c.tolist()} m",
+            "points away from the centre (their direction defines the projection)",
+        )
     u = rel / rho[:, None]
     scalp = template_head(n_vertices)[2]
     t = _outermost_hit(scalp, c, u)
     if not np.all(np.isfinite(t)):
-        raise GeometryError(f"the ray from the template centre towards point {int(np.argmin(t))} "
-                            "misses the scalp mesh")
+        raise GeometryError(
+            f"the ray from the template centre towards point {int(np.argmin(t))} "
+            "misses the scalp mesh"
+        )
     return c + t[:, None] * u
 
 
@@ -208,8 +217,12 @@ def template_electrodes(montage="standard_1020", channels=None, n_vertices: int 
     _check_size(n_vertices)
     if isinstance(montage, str):
         if montage not in MONTAGE_FILES:
-            raise ParameterError("montage", montage, f"one of {MONTAGE_FILES} or an object with names "
-                                 "and positions (e.g. standard_montage('standard_1010'), frame='mri')")
+            raise ParameterError(
+                "montage",
+                montage,
+                f"one of {MONTAGE_FILES} or an object with names "
+                "and positions (e.g. standard_montage('standard_1010'), frame='mri')",
+            )
         if frame is not None:
             raise ParameterError("frame", frame, "None for a shipped montage (its frame is known)")
         names, pos = _read_montage(montage)
@@ -221,10 +234,15 @@ def template_electrodes(montage="standard_1020", channels=None, n_vertices: int 
         elif frame is not None and not isinstance(frame, str) and np.shape(frame) == (4, 4):
             transform = np.asarray(frame, float)
         else:
-            raise ParameterError("frame", frame, '"mri", "head" or a (4, 4) transform for an object '
-                                 "with names and positions")
+            raise ParameterError(
+                "frame",
+                frame,
+                '"mri", "head" or a (4, 4) transform for an object with names and positions',
+            )
     else:
-        raise ParameterError("montage", montage, "a montage name or an object with names and positions")
+        raise ParameterError(
+            "montage", montage, "a montage name or an object with names and positions"
+        )
     if channels is not None:
         missing = [c for c in channels if c not in names]
         if missing:

@@ -20,8 +20,8 @@ def lcmv_weights(gain, data_cov, reg=0.05):
     if g.ndim != 3:
         raise ParameterError("gain", f"shape {np.shape(gain)}", "(C, S) or (C, S, 3)")
     ci = np.linalg.inv(regularize(data_cov, reg))
-    lk = np.transpose(g, (1, 0, 2))                      # (S, C, o)
-    a = np.einsum("sca,cd,sdb->sab", lk, ci, lk)        # L' C^-1 L
+    lk = np.transpose(g, (1, 0, 2))  # (S, C, o)
+    a = np.einsum("sca,cd,sdb->sab", lk, ci, lk)  # L' C^-1 L
     return np.einsum("sab,scb,cd->sad", np.linalg.inv(a), lk, ci)
 
 

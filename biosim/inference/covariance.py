@@ -19,7 +19,9 @@ def empirical_covariance(data, demean=True):
     """Sample covariance of ``data`` (n_channels, n_times)."""
     x = np.asarray(data, float)
     if x.ndim != 2 or x.shape[1] < 2 or not np.all(np.isfinite(x)):
-        raise ParameterError("data", f"array of shape {x.shape}", "finite (n_channels, n_times >= 2)")
+        raise ParameterError(
+            "data", f"array of shape {x.shape}", "finite (n_channels, n_times >= 2)"
+        )
     if demean:
         x = x - x.mean(1, keepdims=True)
     return x @ x.T / (x.shape[1] - 1)
@@ -33,7 +35,7 @@ def ledoit_wolf(data):
     s = x @ x.T / n
     mu = np.trace(s) / n_ch
     delta = np.sum((s - mu * np.eye(n_ch)) ** 2)
-    beta = sum(np.sum((np.outer(x[:, t], x[:, t]) - s) ** 2) for t in range(n)) / n ** 2
+    beta = sum(np.sum((np.outer(x[:, t], x[:, t]) - s) ** 2) for t in range(n)) / n**2
     shrink = min(beta, delta) / delta if delta > 0 else 1.0
     return shrink * mu * np.eye(n_ch) + (1 - shrink) * s, float(shrink)
 
@@ -56,8 +58,11 @@ def whitener(cov, rank=None):
     w, u = w[order], u[:, order]
     rank = int(np.sum(w > w[0] * 1e-12)) if rank is None else int(rank)
     if w[rank - 1] <= 0:
-        raise ParameterError("cov", "a matrix with non-positive eigenvalues",
-                             "a positive definite covariance on the data subspace")
+        raise ParameterError(
+            "cov",
+            "a matrix with non-positive eigenvalues",
+            "a positive definite covariance on the data subspace",
+        )
     inv_sqrt = np.zeros_like(w)
     inv_sqrt[:rank] = 1.0 / np.sqrt(w[:rank])
     return (u * inv_sqrt) @ u.T, rank

@@ -27,12 +27,31 @@ def cosine_drifts(n_scans, tr, high_pass_period=128.0):
         raise ParameterError("high_pass_period", high_pass_period, "a positive period in s")
     k = int(np.floor(2 * n_scans * tr / high_pass_period))
     n = np.arange(n_scans)
-    return np.stack([np.sqrt(2.0 / n_scans) * np.cos(np.pi * (n + 0.5) * j / n_scans)
-                     for j in range(1, k + 1)], 1) if k > 0 else np.zeros((n_scans, 0))
+    return (
+        np.stack(
+            [
+                np.sqrt(2.0 / n_scans) * np.cos(np.pi * (n + 0.5) * j / n_scans)
+                for j in range(1, k + 1)
+            ],
+            1,
+        )
+        if k > 0
+        else np.zeros((n_scans, 0))
+    )
 
 
-def design_matrix(n_scans, tr, events, *, hrf_model="spm", oversampling=50, high_pass_period=128.0,
-                  confounds=None, confound_names=None, modulators=None):
+def design_matrix(
+    n_scans,
+    tr,
+    events,
+    *,
+    hrf_model="spm",
+    oversampling=50,
+    high_pass_period=128.0,
+    confounds=None,
+    confound_names=None,
+    modulators=None,
+):
     """Build a design matrix.
 
     Parameters
@@ -70,8 +89,11 @@ def design_matrix(n_scans, tr, events, *, hrf_model="spm", oversampling=50, high
         if tt in modulators:
             m = np.asarray(modulators[tt], float)
             if m.shape != onsets.shape:
-                raise ParameterError(f"modulators[{tt!r}]", f"{m.size} values",
-                                     f"{onsets.size} values (one per event)")
+                raise ParameterError(
+                    f"modulators[{tt!r}]",
+                    f"{m.size} values",
+                    f"{onsets.size} values (one per event)",
+                )
             heights.append(m - m.mean())
             labels.append(f"{tt}_x_mod")
         for h, lab in zip(heights, labels):

@@ -59,14 +59,14 @@ def fastica(data, n_components, max_iter=500, tol=1e-8, seed=0):
     k = int(n_components)
     if not 1 <= k <= len(s):
         raise ParameterError("n_components", n_components, f"an integer in [1, {len(s)}]")
-    z = vt[:k] * np.sqrt(x.shape[1])                    # whitened (k, n_features)
+    z = vt[:k] * np.sqrt(x.shape[1])  # whitened (k, n_features)
     w = np.linalg.qr(np.random.default_rng(seed).normal(size=(k, k)))[0]
     for _ in range(max_iter):
         wz = w @ z
         g, gp = np.tanh(wz), 1 - np.tanh(wz) ** 2
         w_new = g @ z.T / z.shape[1] - gp.mean(1)[:, None] * w
         uu, _, vv = np.linalg.svd(w_new)
-        w_new = uu @ vv                                  # symmetric decorrelation
+        w_new = uu @ vv  # symmetric decorrelation
         if np.max(np.abs(np.abs(np.diag(w_new @ w.T)) - 1)) < tol:
             w = w_new
             break
@@ -88,8 +88,10 @@ def joint_ica(eeg_features, fmri_features, n_components, seed=0):
     e = np.asarray(eeg_features, float)
     f = np.asarray(fmri_features, float)
     if e.shape[0] != f.shape[0]:
-        raise ParameterError("fmri_features", f"{f.shape[0]} rows", f"{e.shape[0]} rows like the EEG")
+        raise ParameterError(
+            "fmri_features", f"{f.shape[0]} rows", f"{e.shape[0]} rows like the EEG"
+        )
     e = e / np.linalg.norm(e)
     f = f / np.linalg.norm(f)
     src, mix = fastica(np.c_[e, f], n_components, seed=seed)
-    return src[:, :e.shape[1]], src[:, e.shape[1]:], mix
+    return src[:, : e.shape[1]], src[:, e.shape[1] :], mix

@@ -23,11 +23,11 @@ from .._core.errors import ParameterError
 
 @dataclasses.dataclass
 class GLMResult:
-    beta: np.ndarray          # (p, V)
-    dispersion: np.ndarray    # (V,)
-    xtx_inv: np.ndarray       # (p, p) or (V, p, p) for AR(1) (one per voxel, from its bin)
+    beta: np.ndarray  # (p, V)
+    dispersion: np.ndarray  # (V,)
+    xtx_inv: np.ndarray  # (p, p) or (V, p, p) for AR(1) (one per voxel, from its bin)
     df: int
-    rho: np.ndarray | None    # (V,) AR(1) coefficients used (None for OLS)
+    rho: np.ndarray | None  # (V,) AR(1) coefficients used (None for OLS)
 
     def t_contrast(self, c):
         c = np.asarray(c, float)
@@ -38,7 +38,7 @@ class GLMResult:
 
     def f_contrast(self, c):
         c = np.atleast_2d(np.asarray(c, float))
-        eff = c @ self.beta                                   # (q, V)
+        eff = c @ self.beta  # (q, V)
         if self.xtx_inv.ndim == 2:
             cov = c @ self.xtx_inv @ c.T
             inv = np.linalg.inv(cov)
@@ -46,7 +46,8 @@ class GLMResult:
         else:
             cov = np.einsum("qi,vij,rj->vqr", c, self.xtx_inv, c)
             f = np.einsum("qv,vqr,rv->v", eff, np.linalg.inv(cov), eff) / (
-                c.shape[0] * self.dispersion)
+                c.shape[0] * self.dispersion
+            )
         logp = stats.f.logsf(f, c.shape[0], self.df)
         return f, stats.norm.isf(np.exp(logp))
 
@@ -67,7 +68,7 @@ def _fit(x, y):
     beta = pinv @ y
     resid = y - x @ beta
     df = x.shape[0] - np.linalg.matrix_rank(x)
-    return beta, resid, np.sum(resid ** 2, 0) / df, pinv @ pinv.T, df
+    return beta, resid, np.sum(resid**2, 0) / df, pinv @ pinv.T, df
 
 
 def fit_glm(y, x, noise_model="ar1", bins=100, bias_correction=False) -> GLMResult:
@@ -103,14 +104,17 @@ def fit_glm(y, x, noise_model="ar1", bins=100, bias_correction=False) -> GLMResu
     if bias_correction:
         proj = np.eye(n) - x @ np.linalg.pinv(x)
         shift = np.eye(n, k=1) + np.eye(n, k=-1)
-        m = np.array([[np.trace(proj), np.trace(proj @ shift)],
-                      [np.trace(shift @ proj) / 2, np.trace(shift @ proj @ shift @ proj) / 2]])
-        g = np.linalg.solve(m, np.stack([np.sum(resid ** 2, 0),
-                                         np.sum(resid[1:] * resid[:-1], 0)]))
+        m = np.array(
+            [
+                [np.trace(proj), np.trace(proj @ shift)],
+                [np.trace(shift @ proj) / 2, np.trace(shift @ proj @ shift @ proj) / 2],
+            ]
+        )
+        g = np.linalg.solve(m, np.stack([np.sum(resid**2, 0), np.sum(resid[1:] * resid[:-1], 0)]))
         rho = np.clip(g[1] / g[0], -0.99, 0.99)
     else:
-        r = resid - resid.mean()                  # global mean, as nilearn's Yule-Walker
-        rho = (np.sum(r[1:] * r[:-1], 0) / (n - 1)) / (np.sum(r ** 2, 0) / n)
+        r = resid - resid.mean()  # global mean, as nilearn's Yule-Walker
+        rho = (np.sum(r[1:] * r[:-1], 0) / (n - 1)) / (np.sum(r**2, 0) / n)
     rho = (rho * bins).astype(int) / bins
     beta = np.empty_like(beta)
     disp = np.empty(y.shape[1])

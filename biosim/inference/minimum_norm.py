@@ -35,13 +35,13 @@ METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
 
 @dataclasses.dataclass(frozen=True)
 class InverseOperator:
-    kernel_parts: tuple          # (lead weights (n_src_cols, k), reginv (k,), U'W (k, n_ch))
+    kernel_parts: tuple  # (lead weights (n_src_cols, k), reginv (k,), U'W (k, n_ch))
     sing: np.ndarray
     source_std: np.ndarray
     whitener: np.ndarray
     n_orient: int
     lambda2: float
-    gain_whitened: np.ndarray    # G_w diag(s) (for eLORETA)
+    gain_whitened: np.ndarray  # G_w diag(s) (for eLORETA)
     rank: int
 
 
@@ -51,12 +51,23 @@ def _as_columns(gain):
         return g, 1
     if g.ndim == 3 and g.shape[2] == 3:
         return g.reshape(g.shape[0], -1), 3
-    raise ParameterError("gain", f"array of shape {g.shape}",
-                         "(n_channels, n_sources) or (n_channels, n_sources, 3)")
+    raise ParameterError(
+        "gain", f"array of shape {g.shape}", "(n_channels, n_sources) or (n_channels, n_sources, 3)"
+    )
 
 
-def make_inverse_operator(gain, noise_cov, *, depth=0.8, limit=10.0, loose=None, normals=None,
-                          snr=3.0, rank=None, source_weights=None) -> InverseOperator:
+def make_inverse_operator(
+    gain,
+    noise_cov,
+    *,
+    depth=0.8,
+    limit=10.0,
+    loose=None,
+    normals=None,
+    snr=3.0,
+    rank=None,
+    source_weights=None,
+) -> InverseOperator:
     """Build a linear inverse operator.
 
     Parameters
@@ -80,8 +91,11 @@ def make_inverse_operator(gain, noise_cov, *, depth=0.8, limit=10.0, loose=None,
     """
     g, n_orient = _as_columns(gain)
     if g.shape[0] != np.shape(noise_cov)[0]:
-        raise ParameterError("noise_cov", f"shape {np.shape(noise_cov)}",
-                             f"({g.shape[0]}, {g.shape[0]}) like the gain's channels")
+        raise ParameterError(
+            "noise_cov",
+            f"shape {np.shape(noise_cov)}",
+            f"({g.shape[0]}, {g.shape[0]}) like the gain's channels",
+        )
     if snr <= 0:
         raise ParameterError("snr", snr, "a positive SNR")
     w, r = whitener(noise_cov, rank)
@@ -97,13 +111,14 @@ def make_inverse_operator(gain, noise_cov, *, depth=0.8, limit=10.0, loose=None,
         blocks = gw.reshape(gw.shape[0], n_src, n_orient)
         norms = np.array([np.linalg.norm(blocks[:, k, :], 2) ** 2 for k in range(n_src)])
         d = norms ** (-depth)
-        d = np.minimum(d, d.min() * limit ** 2)
+        d = np.minimum(d, d.min() * limit**2)
         prior = prior * np.repeat(d, n_orient)
     if source_weights is not None:
         sw = np.asarray(source_weights, float)
         if sw.shape != (n_src,) or np.any(sw < 0):
-            raise ParameterError("source_weights", f"array of shape {sw.shape}",
-                                 f"({n_src},) non-negative weights")
+            raise ParameterError(
+                "source_weights", f"array of shape {sw.shape}", f"({n_src},) non-negative weights"
+            )
         prior = prior * np.repeat(sw, n_orient)
     std = np.sqrt(prior)
     gs = gw * std
@@ -112,8 +127,8 @@ def make_inverse_operator(gain, noise_cov, *, depth=0.8, limit=10.0, loose=None,
     u, sing, vt = np.linalg.svd(gs, full_matrices=False)
     sing = sing[:r]
     u, vt = u[:, :r], vt[:r]
-    lambda2 = 1.0 / snr ** 2
-    reginv = sing / (sing ** 2 + lambda2)
+    lambda2 = 1.0 / snr**2
+    reginv = sing / (sing**2 + lambda2)
     leads = std[:, None] * vt.T
     return InverseOperator((leads, reginv, u.T @ w), sing, std, w, n_orient, lambda2, gs, r)
 
@@ -153,7 +168,7 @@ def apply_inverse(inv: InverseOperator, data, method="dSPM", eloreta_iter=50):
         kernel = (leads * reginv) @ utw
     sol = kernel @ data
     if method in ("dSPM", "sLORETA"):
-        weight = reginv if method == "dSPM" else reginv * np.sqrt(1 + inv.sing ** 2 / inv.lambda2)
+        weight = reginv if method == "dSPM" else reginv * np.sqrt(1 + inv.sing**2 / inv.lambda2)
         nn = np.linalg.norm(leads * weight, axis=1)
         if inv.n_orient == 3:
             nn = np.repeat(np.sqrt((nn.reshape(-1, 3) ** 2).sum(1)), 3)
@@ -166,15 +181,16 @@ def apply_inverse(inv: InverseOperator, data, method="dSPM", eloreta_iter=50):
 def _eloreta_kernel(inv: InverseOperator, n_iter):
     """eLORETA (Pascual-Marqui 2011): weights W_k = (G_k' M G_k)^(1/2) with
     M = (G W^-1 G' + lambda2 I)^+, iterated to a fixed point."""
-    g = inv.gain_whitened / inv.source_std        # whitened gain without the priors
+    g = inv.gain_whitened / inv.source_std  # whitened gain without the priors
     n_ch = g.shape[0]
     n_o = inv.n_orient
     n_src = g.shape[1] // n_o
     winv = np.tile(np.eye(n_o), (n_src, 1, 1))
     lam = inv.lambda2 * np.trace(g @ g.T) / n_ch
     for _ in range(n_iter):
-        gwg = np.einsum("csa,sab,dsb->cd", g.reshape(n_ch, n_src, n_o), winv,
-                        g.reshape(n_ch, n_src, n_o))
+        gwg = np.einsum(
+            "csa,sab,dsb->cd", g.reshape(n_ch, n_src, n_o), winv, g.reshape(n_ch, n_src, n_o)
+        )
         m = np.linalg.pinv(gwg + lam * np.eye(n_ch))
         blocks = g.reshape(n_ch, n_src, n_o)
         new = np.einsum("csa,cd,dsb->sab", blocks, m, blocks)
@@ -190,6 +206,6 @@ def _eloreta_kernel(inv: InverseOperator, n_iter):
     blocks = g.reshape(n_ch, n_src, n_o)
     gwg = np.einsum("csa,sab,dsb->cd", blocks, winv, blocks)
     m = np.linalg.pinv(gwg + lam * np.eye(n_ch))
-    gk = blocks.transpose(1, 2, 0)                    # (S, o, C)
+    gk = blocks.transpose(1, 2, 0)  # (S, o, C)
     kernel = np.einsum("sab,sbc,cd->sad", winv, gk, m).reshape(n_src * n_o, n_ch)
     return kernel @ inv.whitener

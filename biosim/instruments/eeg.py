@@ -80,7 +80,10 @@ class EEGAmplifier:
         over = np.abs(v) > self.range_v
         if over.any():
             ch = int(np.argmax(over.any(axis=1)))
-            raise ParameterError("range_v", self.range_v,
-                                 f"a range above the signal of channel {names[ch]} "
-                                 f"({np.abs(v[ch]).max():.3g} V); the amplifier would saturate")
+            raise ParameterError(
+                "range_v",
+                self.range_v,
+                f"a range above the signal of channel {names[ch]} "
+                f"({np.abs(v[ch]).max():.3g} V); the amplifier would saturate",
+            )
         return np.round(v / lsb) * lsb

@@ -37,15 +37,15 @@ class EPIGradients:
     :meth:`for_sequence` builds the train of an actual EPI sequence.
     """
 
-    readout_amplitude: float = 0.025       # T/m
-    echo_spacing: float = 5e-4             # s (one readout lobe)
-    ramp_time: float = 1e-4                # s
+    readout_amplitude: float = 0.025  # T/m
+    echo_spacing: float = 5e-4  # s (one readout lobe)
+    ramp_time: float = 1e-4  # s
     n_lines: int = 16
-    slice_amplitude: float = 0.01          # T/m
-    slice_duration: float = 3e-3           # s
-    blip_amplitude: float = 0.01           # T/m
-    blip_duration: float = 1e-4            # s
-    readout_start: float | None = None     # s after excitation
+    slice_amplitude: float = 0.01  # T/m
+    slice_duration: float = 3e-3  # s
+    blip_amplitude: float = 0.01  # T/m
+    blip_duration: float = 1e-4  # s
+    readout_start: float | None = None  # s after excitation
 
     def __post_init__(self):
         for name in ("readout_amplitude", "echo_spacing", "slice_duration", "blip_duration"):
@@ -53,8 +53,11 @@ class EPIGradients:
         if int(self.n_lines) != self.n_lines or self.n_lines < 1:
             raise ParameterError("n_lines", self.n_lines, "a positive integer")
         if not 0 < self.ramp_time <= self.echo_spacing / 2:
-            raise ParameterError("ramp_time", self.ramp_time,
-                                 f"a ramp in (0, echo_spacing / 2 = {self.echo_spacing / 2:g}] s")
+            raise ParameterError(
+                "ramp_time",
+                self.ramp_time,
+                f"a ramp in (0, echo_spacing / 2 = {self.echo_spacing / 2:g}] s",
+            )
         if self.readout_start is not None:
             check_nonnegative("readout_start", self.readout_start, "s")
 
@@ -64,10 +67,13 @@ class EPIGradients:
         or ``SpinEchoEPI``): one readout lobe per phase-encode line (``matrix[1]``) at its
         echo spacing, timed so that the centre of k-space is read at TE."""
         n_lines = int(sequence.matrix[1])
-        return cls(echo_spacing=sequence.echo_spacing, n_lines=n_lines,
-                   ramp_time=min(1e-4, sequence.echo_spacing / 4),
-                   blip_duration=min(1e-4, sequence.echo_spacing / 4),
-                   readout_start=sequence.te - (n_lines // 2) * sequence.echo_spacing)
+        return cls(
+            echo_spacing=sequence.echo_spacing,
+            n_lines=n_lines,
+            ramp_time=min(1e-4, sequence.echo_spacing / 4),
+            blip_duration=min(1e-4, sequence.echo_spacing / 4),
+            readout_start=sequence.te - (n_lines // 2) * sequence.echo_spacing,
+        )
 
     def waveform(self, slice_period, fs=20_000.0):
         """Gradient (n, 3) over one slice period sampled at ``fs``."""
@@ -78,9 +84,12 @@ class EPIGradients:
         g[t < self.slice_duration, 2] = self.slice_amplitude
         start = self.slice_duration + 1e-3 if self.readout_start is None else self.readout_start
         if start + self.n_lines * self.echo_spacing > slice_period:
-            raise ParameterError("slice_period", slice_period,
-                                 f">= the EPI echo train of one slice "
-                                 f"({start + self.n_lines * self.echo_spacing:g} s)")
+            raise ParameterError(
+                "slice_period",
+                slice_period,
+                f">= the EPI echo train of one slice "
+                f"({start + self.n_lines * self.echo_spacing:g} s)",
+            )
         for k in range(self.n_lines):
             t0 = start + k * self.echo_spacing
             local = t - t0
@@ -96,17 +105,29 @@ def lead_loops(n_channels, mean_area=5e-4, seed=0):
     """Random effective loop-area vectors (n, 3) in m^2 (deterministic per seed)."""
     rng = np.random.default_rng(seed)
     v = rng.normal(size=(n_channels, 3))
-    return mean_area * v / np.linalg.norm(v, axis=1, keepdims=True) * rng.uniform(0.5, 1.5, (n_channels, 1))
+    return (
+        mean_area
+        * v
+        / np.linalg.norm(v, axis=1, keepdims=True)
+        * rng.uniform(0.5, 1.5, (n_channels, 1))
+    )
 
 
-def gradient_artifact(positions, loops, gradients: EPIGradients, slice_period, n_slices_total,
-                      sample_times, t_start=0.0):
+def gradient_artifact(
+    positions,
+    loops,
+    gradients: EPIGradients,
+    slice_period,
+    n_slices_total,
+    sample_times,
+    t_start=0.0,
+):
     """Gradient artifact (C, T) in V at EEG ``sample_times`` (true time, s).
 
     Slices are acquired back to back from ``t_start`` with period ``slice_period``.
     """
     g, fs = gradients.waveform(slice_period)
-    dgdt = np.gradient(g, 1 / fs, axis=0)                                  # (n, 3) T/m/s
+    dgdt = np.gradient(g, 1 / fs, axis=0)  # (n, 3) T/m/s
     emf_one = -(dgdt @ np.asarray(positions).T) * np.asarray(loops)[:, 2]  # (n, C) V
     period_n = emf_one.shape[0]
     t = np.asarray(sample_times) - t_start
@@ -148,6 +169,6 @@ def bcg_artifact(loops, field_strength, r_peaks, sample_times, nod=1e-3, amp_std
         s = t - tp - 0.2
         # theta = a exp(-s^2 / (2 w^2)) -> dtheta/dt
         w = 0.06
-        theta_dot += a * (-s / w ** 2) * np.exp(-s ** 2 / (2 * w ** 2))
-    coupling = np.cross([1.0, 0.0, 0.0], np.asarray(loops))[:, 2]        # (u x a_i) . z
+        theta_dot += a * (-s / w**2) * np.exp(-(s**2) / (2 * w**2))
+    coupling = np.cross([1.0, 0.0, 0.0], np.asarray(loops))[:, 2]  # (u x a_i) . z
     return -field_strength * coupling[:, None] * theta_dot[None, :]

@@ -70,14 +70,16 @@ class MEGSystem:
         """Recorded data (n_channels, n_times): ``field`` (T, T/m) plus noise."""
         field = np.asarray(field, float)
         if field.ndim != 2 or field.shape[0] != sensors.n_channels:
-            raise ParameterError("field", f"array of shape {field.shape}",
-                                 f"shape ({sensors.n_channels}, n_times)")
+            raise ParameterError(
+                "field", f"array of shape {field.shape}", f"shape ({sensors.n_channels}, n_times)"
+            )
         rng = np.random.default_rng(self.seed)
         out = field + self.channel_noise(sensors)[:, None] * rng.standard_normal(field.shape)
         if self.line_noise > 0:
             t = np.arange(field.shape[1]) / self.sample_rate
             gain = np.where([k == "grad" for k in sensors.kinds], 0.01, 1.0)
             phase = rng.uniform(0, 2 * np.pi)
-            out += (self.line_noise * gain * rng.uniform(0.5, 1.5, sensors.n_channels))[:, None] \
-                * np.sin(2 * np.pi * self.line_frequency * t + phase)
+            out += (self.line_noise * gain * rng.uniform(0.5, 1.5, sensors.n_channels))[
+                :, None
+            ] * np.sin(2 * np.pi * self.line_frequency * t + phase)
         return out

@@ -71,7 +71,7 @@ class GradientEchoEPI:
         check_range("flip_angle", self.flip_angle, 0.0, 180.0, "deg")
         if self.flip_angle == 0:
             raise ParameterError("flip_angle", 0.0, "a flip angle in (0, 180] deg")
-        if (len(self.matrix) != 2 or any(int(m) != m or m < 4 or m % 2 for m in self.matrix)):
+        if len(self.matrix) != 2 or any(int(m) != m or m < 4 or m % 2 for m in self.matrix):
             raise ParameterError("matrix", self.matrix, "two even integers >= 4")
         if len(self.fov) != 2:
             raise ParameterError("fov", self.fov, "two lengths in m")
@@ -82,15 +82,21 @@ class GradientEchoEPI:
         check_positive("echo_spacing", self.echo_spacing, "s")
         ny = self.matrix[1]
         if self.te < (ny // 2) * self.echo_spacing:
-            raise ParameterError("te", self.te, f">= {ny // 2} x echo_spacing = "
-                                 f"{(ny // 2) * self.echo_spacing:g} s (time to reach k-space centre)")
+            raise ParameterError(
+                "te",
+                self.te,
+                f">= {ny // 2} x echo_spacing = "
+                f"{(ny // 2) * self.echo_spacing:g} s (time to reach k-space centre)",
+            )
         readout = self.te + (ny - ny // 2) * self.echo_spacing
         if readout * self.n_slices > self.tr:
-            raise ParameterError("tr", self.tr, f">= n_slices x per-slice time = "
-                                 f"{readout * self.n_slices:g} s")
+            raise ParameterError(
+                "tr", self.tr, f">= n_slices x per-slice time = {readout * self.n_slices:g} s"
+            )
         if self.slice_order not in ("ascending", "descending", "interleaved"):
-            raise ParameterError("slice_order", self.slice_order,
-                                 "'ascending', 'descending' or 'interleaved'")
+            raise ParameterError(
+                "slice_order", self.slice_order, "'ascending', 'descending' or 'interleaved'"
+            )
 
     def slice_times(self):
         return imf.slice_timing(self.tr, self.n_slices, self.slice_order)
@@ -130,7 +136,9 @@ class TissueMaps:
         for f in dataclasses.fields(self):
             arr = np.asarray(getattr(self, f.name), dtype=float)
             if arr.shape != shape:
-                raise ParameterError(f.name, f"array of shape {arr.shape}", f"shape {shape} like m0")
+                raise ParameterError(
+                    f.name, f"array of shape {arr.shape}", f"shape {shape} like m0"
+                )
             if not np.all(np.isfinite(arr)):
                 raise ParameterError(f.name, "array with non-finite values", "finite values")
         for name in ("t1", "t2", "t2star"):
@@ -143,10 +151,10 @@ class TissueMaps:
 class MRIAcquisition:
     """A reconstructed time series and what a lab's file would say about it."""
 
-    magnitude: np.ndarray          # (Nx, Ny, n_slices, n_volumes)
-    phase: np.ndarray              # rad, same shape
-    affine: np.ndarray             # voxel -> mm (RAS), 4 x 4
-    sidecar: dict                  # BIDS keys
+    magnitude: np.ndarray  # (Nx, Ny, n_slices, n_volumes)
+    phase: np.ndarray  # rad, same shape
+    affine: np.ndarray  # voxel -> mm (RAS), 4 x 4
+    sidecar: dict  # BIDS keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,14 +194,22 @@ class MRIScanner:
 
     def affine(self, shape):
         seq = self.sequence
-        vox = np.array([seq.fov[0] / seq.matrix[0], seq.fov[1] / seq.matrix[1],
-                        seq.slice_thickness]) * 1e3
+        vox = (
+            np.array([seq.fov[0] / seq.matrix[0], seq.fov[1] / seq.matrix[1], seq.slice_thickness])
+            * 1e3
+        )
         aff = np.diag(np.r_[vox, 1.0])
         aff[:3, 3] = -vox * (np.array(shape[:3]) // 2)
         return aff
 
-    def acquire(self, tissue: TissueMaps, bold_fraction=None, reference_echo_time=0.04,
-                n_volumes=None, show_progress=False) -> MRIAcquisition:
+    def acquire(
+        self,
+        tissue: TissueMaps,
+        bold_fraction=None,
+        reference_echo_time=0.04,
+        n_volumes=None,
+        show_progress=False,
+    ) -> MRIAcquisition:
         """Acquire a time series.
 
         Parameters
@@ -210,18 +226,28 @@ class MRIScanner:
         seq = self.sequence
         shape = (seq.matrix[0], seq.matrix[1], seq.n_slices)
         if np.shape(tissue.m0) != shape:
-            raise ParameterError("tissue", f"maps of shape {np.shape(tissue.m0)}",
-                                 f"shape {shape} (matrix x n_slices)")
+            raise ParameterError(
+                "tissue",
+                f"maps of shape {np.shape(tissue.m0)}",
+                f"shape {shape} (matrix x n_slices)",
+            )
         if bold_fraction is None:
             if n_volumes is None:
-                raise ParameterError("n_volumes", None, "a number of volumes when bold_fraction is None")
+                raise ParameterError(
+                    "n_volumes", None, "a number of volumes when bold_fraction is None"
+                )
             bold_fraction = np.zeros((int(n_volumes),) + shape)
         bold_fraction = np.asarray(bold_fraction, dtype=float)
         if bold_fraction.shape[1:] != shape:
-            raise ParameterError("bold_fraction", f"array of shape {bold_fraction.shape}",
-                                 f"shape (n_volumes,) + {shape}")
+            raise ParameterError(
+                "bold_fraction",
+                f"array of shape {bold_fraction.shape}",
+                f"shape (n_volumes,) + {shape}",
+            )
         if np.any(bold_fraction <= -1) or not np.all(np.isfinite(bold_fraction)):
-            raise ParameterError("bold_fraction", "values <= -1 or non-finite", "finite values > -1")
+            raise ParameterError(
+                "bold_fraction", "values <= -1 or non-finite", "finite values > -1"
+            )
         check_positive("reference_echo_time", reference_echo_time, "s")
         n_vol = bold_fraction.shape[0]
         rho = np.asarray(seq.steady_state(tissue.m0, tissue.t1, tissue.t2, tissue.t2star))
@@ -232,8 +258,14 @@ class MRIScanner:
         times = np.arange(n_vol) * seq.tr
         rng = np.random.default_rng(self.seed)
         phase0 = rng.uniform(0, 2 * np.pi, 2)
-        physio = self.physio_std * (np.sin(2 * np.pi * 0.3 * times + phase0[0])
-                                    + np.sin(2 * np.pi * 1.1 * times + phase0[1])) / np.sqrt(2)
+        physio = (
+            self.physio_std
+            * (
+                np.sin(2 * np.pi * 0.3 * times + phase0[0])
+                + np.sin(2 * np.pi * 1.1 * times + phase0[1])
+            )
+            / np.sqrt(2)
+        )
         gain = (1.0 + self.drift * times) * (1.0 + physio)
         out = np.empty(shape + (n_vol,), complex)
         for v in progress(range(n_vol), total=n_vol, desc="MRI volumes", disable=not show_progress):
@@ -244,20 +276,30 @@ class MRIScanner:
                 else:
                     r2_irr = r2[..., z] + r2p[..., z] + d_r2[v, ..., z]
                     r2_rev = 0.0
-                k = imf.epi_kspace(rho[..., z] * gain[v], r2_irr, seq.fov, seq.te, seq.echo_spacing,
-                                   off_resonance=tissue.off_resonance[..., z], r2prime=r2_rev,
-                                   spin_echo=seq.spin_echo)
+                k = imf.epi_kspace(
+                    rho[..., z] * gain[v],
+                    r2_irr,
+                    seq.fov,
+                    seq.te,
+                    seq.echo_spacing,
+                    off_resonance=tissue.off_resonance[..., z],
+                    r2prime=r2_rev,
+                    spin_echo=seq.spin_echo,
+                )
                 if self.noise_std > 0:
                     key, sub = jax.random.split(key)
                     k = imf.add_thermal_noise(k, self.noise_std, sub)
                 out[..., z, v] = np.asarray(imf.reconstruct(k))
         sidecar = {
-            "RepetitionTime": float(seq.tr), "EchoTime": float(seq.te),
-            "FlipAngle": float(seq.flip_angle), "MagneticFieldStrength": float(self.field_strength),
+            "RepetitionTime": float(seq.tr),
+            "EchoTime": float(seq.te),
+            "FlipAngle": float(seq.flip_angle),
+            "MagneticFieldStrength": float(self.field_strength),
             "SliceTiming": [float(t) for t in seq.slice_times()],
             "PulseSequenceType": "SE-EPI" if seq.spin_echo else "GRE-EPI",
             "EffectiveEchoSpacing": float(seq.echo_spacing),
             "PhaseEncodingDirection": "j",
-            "Manufacturer": "biosim", "ManufacturersModelName": "virtual MRI scanner",
+            "Manufacturer": "biosim",
+            "ManufacturersModelName": "virtual MRI scanner",
         }
         return MRIAcquisition(np.abs(out), np.angle(out), self.affine(shape), sidecar)

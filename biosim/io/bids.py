@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -92,30 +93,49 @@ def write_tsv(path: Path, columns: Mapping[str, Sequence], formats: Mapping[str,
 def write_events(path: Path, events: Sequence[EventRow]) -> Path:
     """``events.tsv``: onset, duration (s) and trial type, sorted by onset."""
     rows = sorted(events, key=lambda e: e.onset)
-    return write_tsv(path, {"onset": [e.onset for e in rows],
-                            "duration": [e.duration for e in rows],
-                            "trial_type": [e.trial_type for e in rows]},
-                     formats={"onset": ".4f", "duration": ".4f"})
+    return write_tsv(
+        path,
+        {
+            "onset": [e.onset for e in rows],
+            "duration": [e.duration for e in rows],
+            "trial_type": [e.trial_type for e in rows],
+        },
+        formats={"onset": ".4f", "duration": ".4f"},
+    )
 
 
 def write_electrodes(path: Path, names: Sequence[str], positions_m: np.ndarray) -> Path:
     """``electrodes.tsv``: electrode names and positions in m."""
     pos = np.asarray(positions_m, float)
-    return write_tsv(path, {"name": list(names), "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2]},
-                     formats={"x": ".5f", "y": ".5f", "z": ".5f"})
+    return write_tsv(
+        path,
+        {"name": list(names), "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2]},
+        formats={"x": ".5f", "y": ".5f", "z": ".5f"},
+    )
 
 
-def write_coordsystem(path: Path, modality: str, system: str, units: str,
-                      description: str) -> Path:
+def write_coordsystem(path: Path, modality: str, system: str, units: str, description: str) -> Path:
     """``coordsystem.json`` of an EEG or MEG recording (``modality`` ``"EEG"``/``"MEG"``)."""
-    return write_json(path, {f"{modality}CoordinateSystem": system,
-                             f"{modality}CoordinateUnits": units,
-                             f"{modality}CoordinateSystemDescription": description})
+    return write_json(
+        path,
+        {
+            f"{modality}CoordinateSystem": system,
+            f"{modality}CoordinateUnits": units,
+            f"{modality}CoordinateSystemDescription": description,
+        },
+    )
 
 
-def write_dataset_description(root: Path, name: str, generated_by: Sequence[Mapping[str, str]],
-                              dataset_type: str = "raw") -> Path:
+def write_dataset_description(
+    root: Path, name: str, generated_by: Sequence[Mapping[str, str]], dataset_type: str = "raw"
+) -> Path:
     """``dataset_description.json`` of a raw or derivative dataset."""
-    return write_json(root / "dataset_description.json",
-                      {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": dataset_type,
-                       "GeneratedBy": list(generated_by)})
+    return write_json(
+        root / "dataset_description.json",
+        {
+            "Name": name,
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": dataset_type,
+            "GeneratedBy": list(generated_by),
+        },
+    )

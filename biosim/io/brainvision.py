@@ -32,8 +32,9 @@ def write_brainvision(vhdr_path, data, sfreq, ch_names, events=(), unit="uV"):
         raise ParameterError("vhdr_path", str(vhdr), "a path ending in .vhdr")
     data = np.asarray(data, dtype=float)
     if data.ndim != 2 or data.shape[0] != len(ch_names):
-        raise ParameterError("data", f"array of shape {data.shape}",
-                             f"shape ({len(ch_names)}, n_times)")
+        raise ParameterError(
+            "data", f"array of shape {data.shape}", f"shape ({len(ch_names)}, n_times)"
+        )
     if not np.all(np.isfinite(data)):
         raise ParameterError("data", "array with non-finite values", "finite values")
     scale = {"uV": 1e6, "V": 1.0}[unit]
@@ -41,17 +42,36 @@ def write_brainvision(vhdr_path, data, sfreq, ch_names, events=(), unit="uV"):
     eeg_name, vmrk_name = stem + ".eeg", stem + ".vmrk"
     with atomic_path(vhdr.with_name(eeg_name)) as tmp:
         (data.T * scale).astype("<f4").tofile(tmp)
-    markers = ["Brain Vision Data Exchange Marker File, Version 1.0", "", "[Common Infos]",
-               "Codepage=UTF-8", f"DataFile={eeg_name}", "", "[Marker Infos]",
-               "Mk1=New Segment,,1,1,0"]
+    markers = [
+        "Brain Vision Data Exchange Marker File, Version 1.0",
+        "",
+        "[Common Infos]",
+        "Codepage=UTF-8",
+        f"DataFile={eeg_name}",
+        "",
+        "[Marker Infos]",
+        "Mk1=New Segment,,1,1,0",
+    ]
     for i, (onset, desc) in enumerate(events, start=2):
         markers.append(f"Mk{i}=Stimulus,{desc},{int(round(onset * sfreq)) + 1},1,0")
     atomic_write_text(vhdr.with_name(vmrk_name), "\n".join(markers) + "\n")
-    header = ["Brain Vision Data Exchange Header File Version 1.0", "", "[Common Infos]",
-              "Codepage=UTF-8", f"DataFile={eeg_name}", f"MarkerFile={vmrk_name}",
-              "DataFormat=BINARY", "DataOrientation=MULTIPLEXED", f"NumberOfChannels={len(ch_names)}",
-              f"SamplingInterval={1e6 / sfreq:.6f}", "", "[Binary Infos]", "BinaryFormat=IEEE_FLOAT_32",
-              "", "[Channel Infos]"]
+    header = [
+        "Brain Vision Data Exchange Header File Version 1.0",
+        "",
+        "[Common Infos]",
+        "Codepage=UTF-8",
+        f"DataFile={eeg_name}",
+        f"MarkerFile={vmrk_name}",
+        "DataFormat=BINARY",
+        "DataOrientation=MULTIPLEXED",
+        f"NumberOfChannels={len(ch_names)}",
+        f"SamplingInterval={1e6 / sfreq:.6f}",
+        "",
+        "[Binary Infos]",
+        "BinaryFormat=IEEE_FLOAT_32",
+        "",
+        "[Channel Infos]",
+    ]
     unit_txt = "µV" if unit == "uV" else "V"
     header += [f"Ch{i + 1}={name},,1,{unit_txt}" for i, name in enumerate(ch_names)]
     atomic_write_text(vhdr, "\n".join(header) + "\n")

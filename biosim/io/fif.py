@@ -15,8 +15,12 @@ import numpy as np
 
 from .._core.errors import ParameterError
 
-_COIL = {"mag": "FIFFV_COIL_VV_MAG_T3", "grad": "FIFFV_COIL_VV_PLANAR_T1",
-         "axial": "FIFFV_COIL_CTF_GRAD", "opm": "FIFFV_COIL_QUSPIN_ZFOPM_MAG2"}
+_COIL = {
+    "mag": "FIFFV_COIL_VV_MAG_T3",
+    "grad": "FIFFV_COIL_VV_PLANAR_T1",
+    "axial": "FIFFV_COIL_CTF_GRAD",
+    "opm": "FIFFV_COIL_QUSPIN_ZFOPM_MAG2",
+}
 
 
 def _frame(z, x=None):
@@ -62,8 +66,9 @@ def write_meg_fif(path, data, sfreq, sensors, events=(), line_freq=None):
 
     data = np.asarray(data, float)
     if data.ndim != 2 or data.shape[0] != sensors.n_channels:
-        raise ParameterError("data", f"array of shape {data.shape}",
-                             f"shape ({sensors.n_channels}, n_times)")
+        raise ParameterError(
+            "data", f"array of shape {data.shape}", f"shape ({sensors.n_channels}, n_times)"
+        )
     info = meg_info(sensors, sfreq)
     if line_freq is not None:
         with info._unlock():
@@ -71,7 +76,8 @@ def write_meg_fif(path, data, sfreq, sensors, events=(), line_freq=None):
     raw = mne.io.RawArray(data, info, verbose="error")
     if len(events):
         onsets, desc = zip(*events)
-        raw.set_annotations(mne.Annotations(np.asarray(onsets, float), np.zeros(len(onsets)),
-                                            list(desc)))
+        raw.set_annotations(
+            mne.Annotations(np.asarray(onsets, float), np.zeros(len(onsets)), list(desc))
+        )
     raw.save(Path(path), overwrite=True, verbose="error")
     return Path(path)

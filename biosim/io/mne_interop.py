@@ -22,8 +22,9 @@ def point_magnetometer_info(sensors, sfreq=1000.0, names=None):
 
     bad = [k for k in sensors.kinds if k not in ("mag", "opm")]
     if bad:
-        raise ParameterError("sensors", f"channels of kind {bad[0]!r}",
-                             "magnetometers or OPMs (point sensors)")
+        raise ParameterError(
+            "sensors", f"channels of kind {bad[0]!r}", "magnetometers or OPMs (point sensors)"
+        )
     names = list(names) if names is not None else [f"M{i:03d}" for i in range(sensors.n_channels)]
     info = mne.create_info(names, sfreq, "mag")
     for ch, p, n in zip(info["chs"], sensors.positions, sensors.orientations):

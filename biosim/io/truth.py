@@ -8,16 +8,21 @@ with its units, and keeps the full specification that produced it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .._core.atomic import atomic_path, atomic_write_text
 
 
-def write_truth(folder: Path, arrays: Mapping[str, Any], descriptions: Mapping[str, str],
-                extra: Mapping[str, Any]) -> None:
+def write_truth(
+    folder: Path,
+    arrays: Mapping[str, Any],
+    descriptions: Mapping[str, str],
+    extra: Mapping[str, Any],
+) -> None:
     """Write ``truth.npz`` (compressed) and ``truth.json`` into ``folder``.
 
     Parameters
@@ -36,5 +41,6 @@ def write_truth(folder: Path, arrays: Mapping[str, Any], descriptions: Mapping[s
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
     doc = {name: descriptions[name] for name in arrays if name in descriptions}
-    atomic_write_text(folder / "truth.json", json.dumps(
-        {**extra, "arrays": doc}, indent=2, default=float) + "\n")
+    atomic_write_text(
+        folder / "truth.json", json.dumps({**extra, "arrays": doc}, indent=2, default=float) + "\n"
+    )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -39,8 +39,17 @@ from ..._core.errors import SpecError
 from ..activity import Activity, SourceActivity, source_activity
 from ..protocol import Protocol
 
-__all__ = ["DeviceType", "DeviceContext", "Recording", "Simulation", "register_device",
-           "device_type", "device_types", "device_instances", "acq_label"]
+__all__ = [
+    "DeviceType",
+    "DeviceContext",
+    "Recording",
+    "Simulation",
+    "register_device",
+    "device_type",
+    "device_types",
+    "device_instances",
+    "acq_label",
+]
 
 
 class Recording:
@@ -122,7 +131,7 @@ class DeviceContext:
 
     def new_seed(self) -> int:
         """A seed for one of this device's random generators."""
-        return int(self.rng.integers(2 ** 31))
+        return int(self.rng.integers(2**31))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,8 +163,16 @@ class DeviceType:
 _REGISTRY: dict[str, DeviceType] = {}
 
 
-def register_device(name: str, *, validate: Callable, simulate: Callable, write: Callable,
-                    description: str, order: int = 50, replace: bool = False) -> DeviceType:
+def register_device(
+    name: str,
+    *,
+    validate: Callable,
+    simulate: Callable,
+    write: Callable,
+    description: str,
+    order: int = 50,
+    replace: bool = False,
+) -> DeviceType:
     """Register a device type under ``name`` (the ``type`` of a devices table)."""
     if not name.isidentifier():
         raise SpecError(f"device type name {name!r} is invalid: expected an identifier")
@@ -174,8 +191,9 @@ def device_types() -> dict[str, DeviceType]:
 def device_type(name: str, where: str = "devices") -> DeviceType:
     """The device type ``name``; SpecError listing the known ones otherwise."""
     if name not in _REGISTRY:
-        raise SpecError(f"{where}: {name!r} is not a known device type: expected one of "
-                        f"{sorted(_REGISTRY)}")
+        raise SpecError(
+            f"{where}: {name!r} is not a known device type: expected one of {sorted(_REGISTRY)}"
+        )
     return _REGISTRY[name]
 
 
@@ -186,8 +204,14 @@ def device_instances(spec: dict, type_name: str | None = None) -> list[tuple[str
         t = table.get("type", key)
         if type_name is None or t == type_name:
             out.append((key, table))
-    return sorted(out, key=lambda kv: (_REGISTRY[kv[1].get("type", kv[0])].order
-                                       if kv[1].get("type", kv[0]) in _REGISTRY else 99))
+    return sorted(
+        out,
+        key=lambda kv: (
+            _REGISTRY[kv[1].get("type", kv[0])].order
+            if kv[1].get("type", kv[0]) in _REGISTRY
+            else 99
+        ),
+    )
 
 
 def acq_label(key: str, type_name: str) -> str | None:

@@ -5,7 +5,8 @@ field (integrated over each coil's points) to the sensors; the system adds
 white noise at each sensor type's floor and mains interference
 (:class:`biosim.instruments.meg.MEGSystem`).  Systems:
 
-``"squid306"``  102 triple sensors (magnetometer + two planar gradiometers), Elekta/MEGIN-like helmet
+``"squid306"``  102 triple sensors (magnetometer + two planar gradiometers),
+                Elekta/MEGIN-like helmet
 ``"axial275"``  275 first-order axial gradiometers (CTF-like)
 ``"opm"``       ``n_sensors`` on-scalp OPM cells, ``standoff`` m above the scalp,
                 ``opm_axes`` "radial", "dual" or "triaxial"
@@ -32,39 +33,75 @@ SYSTEMS = ("squid306", "axial275", "opm")
 _BIDS_TYPE = {"mag": "MEGMAG", "grad": "MEGGRADPLANAR", "axial": "MEGGRADAXIAL", "opm": "MEGMAG"}
 
 
-KEYS = {"type", "system", "sample_rate", "noise_scale", "noise_floor", "line_noise",
-        "line_frequency", "helmet_gap", "n_sensors", "standoff", "opm_axes"}
+KEYS = {
+    "type",
+    "system",
+    "sample_rate",
+    "noise_scale",
+    "noise_floor",
+    "line_noise",
+    "line_frequency",
+    "helmet_gap",
+    "n_sensors",
+    "standoff",
+    "opm_axes",
+}
 
 
 def build_system(meg: dict, seed: int = 0) -> MEGSystem:
     """The acquisition system of a validated ``[devices.<key>]`` table (fT in the
     table, T in the system)."""
-    return MEGSystem(sample_rate=meg["sample_rate"], noise_scale=meg["noise_scale"],
-                     noise_floor=meg["noise_floor"] * 1e-15 if "noise_floor" in meg else None,
-                     line_noise=meg["line_noise"] * 1e-15, line_frequency=meg["line_frequency"],
-                     seed=seed)
+    return MEGSystem(
+        sample_rate=meg["sample_rate"],
+        noise_scale=meg["noise_scale"],
+        noise_floor=meg["noise_floor"] * 1e-15 if "noise_floor" in meg else None,
+        line_noise=meg["line_noise"] * 1e-15,
+        line_frequency=meg["line_frequency"],
+        seed=seed,
+    )
 
 
 def validate(meg: dict, spec: dict, where: str):
     """Defaults, types and the sensor layout here; the system checks its own limits."""
     check_keys(meg, KEYS, where)
-    system = set_default(meg, "system", where, "squid306", str, lambda v: v in SYSTEMS,
-                         f"one of {list(SYSTEMS)}")
+    system = set_default(
+        meg, "system", where, "squid306", str, lambda v: v in SYSTEMS, f"one of {list(SYSTEMS)}"
+    )
     set_default(meg, "sample_rate", where, 1000.0, float)
     set_default(meg, "noise_scale", where, 1.0, float)
     if "noise_floor" in meg:
         require(meg, "noise_floor", where, float, None, "a noise floor in fT/sqrt(Hz)")
     set_default(meg, "line_noise", where, 0.0, float, None, "a mains amplitude in fT")
     set_default(meg, "line_frequency", where, 50.0, float)
-    set_default(meg, "helmet_gap", where, 0.03, float, lambda v: 0.005 <= v <= 0.1,
-                "a scalp-to-helmet distance in [0.005, 0.1] m")
+    set_default(
+        meg,
+        "helmet_gap",
+        where,
+        0.03,
+        float,
+        lambda v: 0.005 <= v <= 0.1,
+        "a scalp-to-helmet distance in [0.005, 0.1] m",
+    )
     if system == "opm":
         set_default(meg, "n_sensors", where, 64, int, lambda v: 4 <= v <= 512, "4 to 512 cells")
-        set_default(meg, "standoff", where, 0.006, float, lambda v: 0 <= v <= 0.05,
-                    "a sensor-to-scalp distance in [0, 0.05] m")
-        set_default(meg, "opm_axes", where, "radial", str,
-                    lambda v: v in ("radial", "dual", "triaxial"),
-                    "'radial', 'dual' or 'triaxial'")
+        set_default(
+            meg,
+            "standoff",
+            where,
+            0.006,
+            float,
+            lambda v: 0 <= v <= 0.05,
+            "a sensor-to-scalp distance in [0, 0.05] m",
+        )
+        set_default(
+            meg,
+            "opm_axes",
+            where,
+            "radial",
+            str,
+            lambda v: v in ("radial", "dual", "triaxial"),
+            "'radial', 'dual' or 'triaxial'",
+        )
     with instrument_errors(where, meg):
         build_system(meg)
 
@@ -73,8 +110,13 @@ def sensors_for(meg: dict, spec: dict):
     """The device's :class:`~biosim.physics.electromag.sensors.MEGSensors`, placed
     around the subject's head: a helmet ``helmet_gap`` beyond the scalp, or OPM
     cells ``standoff`` above it (on the template scalp for the template head)."""
-    from ...physics.electromag.sensors import (MEGSensors, axial_system_275, opm, opm_array,
-                                              squid_helmet_306)
+    from ...physics.electromag.sensors import (
+        MEGSensors,
+        axial_system_275,
+        opm,
+        opm_array,
+        squid_helmet_306,
+    )
 
     if spec["subject"]["head"] == "template":
         from ...geometry.template_head import project_to_scalp, template_center, template_head
@@ -82,7 +124,7 @@ def sensors_for(meg: dict, spec: dict):
         center = template_center()
         scalp = template_head(spec["subject"]["bem_vertices"])[-1].vertices - center
         dist = np.linalg.norm(scalp, axis=1)
-        cap = scalp[:, 2] / dist > np.cos(np.deg2rad(105))     # the helmet's coverage
+        cap = scalp[:, 2] / dist > np.cos(np.deg2rad(105))  # the helmet's coverage
         radius = float(dist[cap].max())
     else:
         _, center, radius = sphere_head(spec)
@@ -91,15 +133,21 @@ def sensors_for(meg: dict, spec: dict):
     if meg["system"] == "axial275":
         return axial_system_275(radius=radius + meg["helmet_gap"], center=center)
     if spec["subject"]["head"] != "template":
-        return opm_array(meg["n_sensors"], scalp_radius=radius, standoff=meg["standoff"],
-                         center=center, axes=meg["opm_axes"])
+        return opm_array(
+            meg["n_sensors"],
+            scalp_radius=radius,
+            standoff=meg["standoff"],
+            center=center,
+            axes=meg["opm_axes"],
+        )
     # on-scalp cells: directions of the standard OPM layout, projected onto the template scalp
     unit = opm_array(meg["n_sensors"], scalp_radius=1.0, standoff=0.0, axes=meg["opm_axes"])
     cells = project_to_scalp(center + unit.positions, spec["subject"]["bem_vertices"])
     radial = unit.positions / np.linalg.norm(unit.positions, axis=1, keepdims=True)
-    placed = cells + (meg["standoff"] + 0.002) * radial     # 2 mm clearance over the flat facets
-    return MEGSensors.concatenate(*[opm(n, p, a) for n, p, a in zip(
-        unit.names, placed, unit.orientations)])
+    placed = cells + (meg["standoff"] + 0.002) * radial  # 2 mm clearance over the flat facets
+    return MEGSensors.concatenate(
+        *[opm(n, p, a) for n, p, a in zip(unit.names, placed, unit.orientations)]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,12 +184,16 @@ class MEGRecording(Recording):
         return self.system.sample_rate
 
     def truth_arrays(self, key: str) -> dict[str, np.ndarray]:
-        return {f"{key}_times": self.times, f"{key}_leadfield": self.leadfield,
-                f"{key}_clean": self.clean, f"{key}_sensor_positions": self.sensors.positions,
-                f"{key}_sensor_orientations": self.sensors.orientations,
-                f"{key}_noise_std": self.system.channel_noise(self.sensors),
-                "dipole_positions": self.dipole_positions,
-                "dipole_orientations": self.dipole_orientations}
+        return {
+            f"{key}_times": self.times,
+            f"{key}_leadfield": self.leadfield,
+            f"{key}_clean": self.clean,
+            f"{key}_sensor_positions": self.sensors.positions,
+            f"{key}_sensor_orientations": self.sensors.orientations,
+            f"{key}_noise_std": self.system.channel_noise(self.sensors),
+            "dipole_positions": self.dipole_positions,
+            "dipole_orientations": self.dipole_orientations,
+        }
 
 
 def simulate(ctx: DeviceContext) -> MEGRecording:
@@ -152,17 +204,18 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
     try:
         import mne  # noqa: F401  (only to fail early with a clear message)
     except ImportError as err:
-        raise SpecError(f"devices.{key}: writing MEG (FIF) needs MNE-Python: "
-                        "pip install 'biosim[io]'") from err
+        raise SpecError(
+            f"devices.{key}: writing MEG (FIF) needs MNE-Python: pip install 'biosim[io]'"
+        ) from err
     system = build_system(meg, seed=ctx.new_seed())
     sensors = sensors_for(meg, spec)
     pos, ori = region_dipoles(spec)
-    if spec["subject"]["head"] == "template":                             # BEM (Geselowitz)
+    if spec["subject"]["head"] == "template":  # BEM (Geselowitz)
         g = np.asarray(template_bem(spec, meg=sensors).meg_gain(pos))
-    else:                                                                 # Sarvas sphere
+    else:  # Sarvas sphere
         _, center, _ = sphere_head(spec)
-        g = np.asarray(meg_gain(sensors, pos, center=center))            # (C, R, 3)
-    lead = np.einsum("csk,sk->cs", g, ori)                               # (C, R) T/(A m)
+        g = np.asarray(meg_gain(sensors, pos, center=center))  # (C, R, 3)
+    lead = np.einsum("csk,sk->cs", g, ori)  # (C, R) T/(A m)
     times = system.sample_times(ctx.protocol.duration)
     clean = lead @ ctx.simulation.sources.at(times).T
     data = system.record(clean, sensors)
@@ -176,29 +229,55 @@ def write(rec: MEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
     meg, acq = ctx.table, acq_label(ctx.key, "meg")
     sensors, fs = rec.sensors, rec.sample_rate
     events = [(b.onset, b.condition) for b in ctx.protocol.blocks]
-    write_meg_fif(dataset.path("meg", "meg.fif", acq), rec.data, fs, sensors, events,
-                  line_freq=meg["line_frequency"])
-    write_json(dataset.path("meg", "meg.json", acq), {
-        "TaskName": ctx.spec["experiment"]["name"], "SamplingFrequency": fs,
-        "PowerLineFrequency": meg["line_frequency"], "DewarPosition": "upright",
-        "SoftwareFilters": "n/a", "DigitizedLandmarks": False, "DigitizedHeadPoints": False,
-        "MEGChannelCount": sensors.n_channels,
-        "RecordingDuration": float(len(rec.times) / fs),
-        "Manufacturer": "biosim",
-        "ManufacturersModelName": {"squid306": "virtual 306-channel SQUID helmet",
-                                   "axial275": "virtual 275-channel axial gradiometer system",
-                                   "opm": f"virtual {meg.get('n_sensors')}-cell OPM array"}[
-                                       meg["system"]]})
+    write_meg_fif(
+        dataset.path("meg", "meg.fif", acq),
+        rec.data,
+        fs,
+        sensors,
+        events,
+        line_freq=meg["line_frequency"],
+    )
+    write_json(
+        dataset.path("meg", "meg.json", acq),
+        {
+            "TaskName": ctx.spec["experiment"]["name"],
+            "SamplingFrequency": fs,
+            "PowerLineFrequency": meg["line_frequency"],
+            "DewarPosition": "upright",
+            "SoftwareFilters": "n/a",
+            "DigitizedLandmarks": False,
+            "DigitizedHeadPoints": False,
+            "MEGChannelCount": sensors.n_channels,
+            "RecordingDuration": float(len(rec.times) / fs),
+            "Manufacturer": "biosim",
+            "ManufacturersModelName": {
+                "squid306": "virtual 306-channel SQUID helmet",
+                "axial275": "virtual 275-channel axial gradiometer system",
+                "opm": f"virtual {meg.get('n_sensors')}-cell OPM array",
+            }[meg["system"]],
+        },
+    )
     noise = rec.system.channel_noise(sensors) / np.sqrt(fs / 2)
     kinds = sensors.kinds
-    write_tsv(dataset.path("meg", "channels.tsv", acq), {
-        "name": list(sensors.names), "type": [_BIDS_TYPE[k] for k in kinds],
-        "units": ["T/m" if k == "grad" else "T" for k in kinds],
-        "sampling_frequency": [fs] * len(kinds), "noise_floor": noise},
-        formats={"sampling_frequency": "g", "noise_floor": ".3e"})
+    write_tsv(
+        dataset.path("meg", "channels.tsv", acq),
+        {
+            "name": list(sensors.names),
+            "type": [_BIDS_TYPE[k] for k in kinds],
+            "units": ["T/m" if k == "grad" else "T" for k in kinds],
+            "sampling_frequency": [fs] * len(kinds),
+            "noise_floor": noise,
+        },
+        formats={"sampling_frequency": "g", "noise_floor": ".3e"},
+    )
     write_events(dataset.path("meg", "events.tsv", acq), ctx.protocol.events())
 
 
-register_device("meg", validate=validate, simulate=simulate, write=write, order=30,
-                description="MEG system: SQUID helmet (306 or 275 channels) or OPM array "
-                            "(FIF via MNE-Python)")
+register_device(
+    "meg",
+    validate=validate,
+    simulate=simulate,
+    write=write,
+    order=30,
+    description="MEG system: SQUID helmet (306 or 275 channels) or OPM array (FIF via MNE-Python)",
+)

@@ -20,8 +20,20 @@ from ...physics.hemodynamics.balloon import preset as balloon_preset
 from ..keys import check_keys, instrument_errors, require, set_default
 from . import DeviceContext, Recording, register_device
 
-KEYS = {"type", "field_strength", "tr", "te", "baseline_signal", "noise_std", "sequence",
-        "flip_angle", "matrix", "n_slices", "echo_spacing", "slice_order"}
+KEYS = {
+    "type",
+    "field_strength",
+    "tr",
+    "te",
+    "baseline_signal",
+    "noise_std",
+    "sequence",
+    "flip_angle",
+    "matrix",
+    "n_slices",
+    "echo_spacing",
+    "slice_order",
+}
 
 
 def build_scanner(mri: dict, spec: dict, seed: int = 0) -> MRIScanner:
@@ -30,21 +42,32 @@ def build_scanner(mri: dict, spec: dict, seed: int = 0) -> MRIScanner:
     vs = spec["subject"]["voxel_size"] * 1e-3
     matrix = tuple(mri["matrix"])
     seq_cls = SpinEchoEPI if mri["sequence"] == "se" else GradientEchoEPI
-    seq = seq_cls(tr=mri["tr"], te=mri["te"], flip_angle=mri["flip_angle"], matrix=matrix,
-                  fov=(matrix[0] * vs, matrix[1] * vs), n_slices=mri["n_slices"],
-                  slice_thickness=vs, echo_spacing=mri["echo_spacing"],
-                  slice_order=mri["slice_order"])
-    return MRIScanner(field_strength=mri["field_strength"], sequence=seq,
-                      noise_std=mri["noise_std"], seed=seed)
+    seq = seq_cls(
+        tr=mri["tr"],
+        te=mri["te"],
+        flip_angle=mri["flip_angle"],
+        matrix=matrix,
+        fov=(matrix[0] * vs, matrix[1] * vs),
+        n_slices=mri["n_slices"],
+        slice_thickness=vs,
+        echo_spacing=mri["echo_spacing"],
+        slice_order=mri["slice_order"],
+    )
+    return MRIScanner(
+        field_strength=mri["field_strength"], sequence=seq, noise_std=mri["noise_std"], seed=seed
+    )
 
 
 def bold_params(mri: dict, spec: dict) -> BOLDParams:
     """The BOLD signal model at the scanner's field strength and echo time."""
     balloon = balloon_preset(spec["activity"]["hemodynamics"])
     b0 = mri["field_strength"]
-    return BOLDParams(field_strength=b0, echo_time=mri["te"],
-                      resting_extraction=balloon.resting_extraction,
-                      r0=None if 1.5 <= b0 <= 7.0 else extrapolated_r0(b0))
+    return BOLDParams(
+        field_strength=b0,
+        echo_time=mri["te"],
+        resting_extraction=balloon.resting_extraction,
+        r0=None if 1.5 <= b0 <= 7.0 else extrapolated_r0(b0),
+    )
 
 
 def validate(mri: dict, spec: dict, where: str):
@@ -58,17 +81,28 @@ def validate(mri: dict, spec: dict, where: str):
     require(mri, "te", where, float, None, "an echo time in s")
     ratio = tr / dt
     if abs(ratio - round(ratio)) > 1e-9 * ratio:
-        raise SpecError(f"{where}.tr = {tr!r} is invalid: expected a multiple of "
-                        f"activity.dt = {dt:g} s")
+        raise SpecError(
+            f"{where}.tr = {tr!r} is invalid: expected a multiple of activity.dt = {dt:g} s"
+        )
     if abs(duration / tr - round(duration / tr)) > 1e-9 * duration / tr:
-        raise SpecError(f"experiment.duration = {duration!r} is invalid: expected a whole "
-                        f"number of TRs ({tr:g} s) for {where}")
+        raise SpecError(
+            f"experiment.duration = {duration!r} is invalid: expected a whole "
+            f"number of TRs ({tr:g} s) for {where}"
+        )
     set_default(mri, "baseline_signal", where, 1000.0, float, positive, "a positive signal")
     set_default(mri, "noise_std", where, 0.0, float, None, "a noise level")
-    seq = set_default(mri, "sequence", where, "gre", str, lambda v: v in ("gre", "se"),
-                      "'gre' or 'se'")
-    set_default(mri, "flip_angle", where, 77.0 if seq == "gre" else 90.0, float, None,
-                "a flip angle in degrees")
+    seq = set_default(
+        mri, "sequence", where, "gre", str, lambda v: v in ("gre", "se"), "'gre' or 'se'"
+    )
+    set_default(
+        mri,
+        "flip_angle",
+        where,
+        77.0 if seq == "gre" else 90.0,
+        float,
+        None,
+        "a flip angle in degrees",
+    )
     set_default(mri, "matrix", where, [16, 16], list, lambda v: len(v) == 2, "two integers")
     set_default(mri, "n_slices", where, 3, int, None, "an integer")
     set_default(mri, "echo_spacing", where, 5e-4, float, None, "a spacing in s")
@@ -76,27 +110,35 @@ def validate(mri: dict, spec: dict, where: str):
     with instrument_errors(where, mri, {"echo_time": "te"}):
         build_scanner(mri, spec)
         bold_params(mri, spec)
-    region_volume(len(spec["subject"]["regions"]), spec["subject"]["voxels_per_region"],
-                  mri["matrix"], mri["n_slices"], where)
+    region_volume(
+        len(spec["subject"]["regions"]),
+        spec["subject"]["voxels_per_region"],
+        mri["matrix"],
+        mri["n_slices"],
+        where,
+    )
 
 
-def region_volume(n_regions: int, voxels_per_region: int, matrix, n_slices: int,
-                  where: str = "devices.mri"):
+def region_volume(
+    n_regions: int, voxels_per_region: int, matrix, n_slices: int, where: str = "devices.mri"
+):
     """Label volume (Nx, Ny, n_slices): region r is a cube of voxels (label r+1)
     placed along x in the middle slices; 0 elsewhere."""
     side = round(voxels_per_region ** (1 / 3))
     need_x = n_regions * (side + 1) + 1
     if matrix[0] < need_x or matrix[1] < side + 2 or n_slices < side:
-        raise SpecError(f"{where}.matrix = {list(matrix)} / n_slices = {n_slices} is too small: "
-                        f"expected at least [{need_x}, {side + 2}] and {side} slices for "
-                        f"{n_regions} regions of {voxels_per_region} voxels")
+        raise SpecError(
+            f"{where}.matrix = {list(matrix)} / n_slices = {n_slices} is too small: "
+            f"expected at least [{need_x}, {side + 2}] and {side} slices for "
+            f"{n_regions} regions of {voxels_per_region} voxels"
+        )
     labels = np.zeros((matrix[0], matrix[1], n_slices), dtype=np.int16)
     y0 = (matrix[1] - side) // 2
     z0 = (n_slices - side) // 2
     x_start = (matrix[0] - need_x) // 2 + 1
     for r in range(n_regions):
         x0 = x_start + r * (side + 1)
-        labels[x0:x0 + side, y0:y0 + side, z0:z0 + side] = r + 1
+        labels[x0 : x0 + side, y0 : y0 + side, z0 : z0 + side] = r + 1
     return labels
 
 
@@ -170,53 +212,94 @@ class MRIRecording(Recording):
         return self.scanner.field_strength
 
     def truth_arrays(self, key: str) -> dict[str, np.ndarray]:
-        return {"states": self.states, "bold": self.bold, "scan_times": self.scan_times,
-                "labels": self.labels}
+        return {
+            "states": self.states,
+            "bold": self.bold,
+            "scan_times": self.scan_times,
+            "labels": self.labels,
+        }
 
 
 def simulate(ctx: DeviceContext) -> MRIRecording:
     """Balloon-Windkessel BOLD of each region, acquired by the EPI scanner."""
     mri, spec, act = ctx.table, ctx.spec, ctx.activity
-    res = simulate_bold(act.neural_input, spec["activity"]["dt"],
-                        balloon_preset(spec["activity"]["hemodynamics"]), bold_params(mri, spec),
-                        tr=mri["tr"])
-    bold = np.asarray(res.bold)                               # (n_scans, n_regions)
+    res = simulate_bold(
+        act.neural_input,
+        spec["activity"]["dt"],
+        balloon_preset(spec["activity"]["hemodynamics"]),
+        bold_params(mri, spec),
+        tr=mri["tr"],
+    )
+    bold = np.asarray(res.bold)  # (n_scans, n_regions)
     if not np.all(np.isfinite(bold)) or np.any(bold <= -1):
-        raise SpecError(f"activity: the hemodynamic response of this neural activity is not "
-                        f"physical (BOLD change {np.nanmin(bold):.3g} to {np.nanmax(bold):.3g}): "
-                        f"expected a neural input the Balloon model follows (about 0.01-1 1/s)")
-    labels = region_volume(bold.shape[1], spec["subject"]["voxels_per_region"], mri["matrix"],
-                           mri["n_slices"], f"devices.{ctx.key}")
+        raise SpecError(
+            f"activity: the hemodynamic response of this neural activity is not "
+            f"physical (BOLD change {np.nanmin(bold):.3g} to {np.nanmax(bold):.3g}): "
+            f"expected a neural input the Balloon model follows (about 0.01-1 1/s)"
+        )
+    labels = region_volume(
+        bold.shape[1],
+        spec["subject"]["voxels_per_region"],
+        mri["matrix"],
+        mri["n_slices"],
+        f"devices.{ctx.key}",
+    )
     scanner = build_scanner(mri, spec, seed=ctx.new_seed())
     voxel_bold = np.zeros((bold.shape[0],) + labels.shape)
     for r in range(bold.shape[1]):
         voxel_bold[:, labels == r + 1] = bold[:, r][:, None]
-    acq = scanner.acquire(tissue_maps(labels, mri["baseline_signal"]), voxel_bold,
-                          reference_echo_time=mri["te"], show_progress=ctx.show_progress)
-    region_signal = np.stack([np.asarray(acq.magnitude)[labels == r + 1].mean(axis=0)
-                              for r in range(bold.shape[1])], axis=1)
-    return MRIRecording(scanner, acq, labels, region_signal, np.asarray(res.times),
-                        np.asarray(res.states), bold)
+    acq = scanner.acquire(
+        tissue_maps(labels, mri["baseline_signal"]),
+        voxel_bold,
+        reference_echo_time=mri["te"],
+        show_progress=ctx.show_progress,
+    )
+    region_signal = np.stack(
+        [np.asarray(acq.magnitude)[labels == r + 1].mean(axis=0) for r in range(bold.shape[1])],
+        axis=1,
+    )
+    return MRIRecording(
+        scanner, acq, labels, region_signal, np.asarray(res.times), np.asarray(res.states), bold
+    )
 
 
 def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
     """4D NIfTI (or, without nibabel, region-mean TSV), BIDS sidecar and events."""
-    sidecar = dict(rec.acquisition.sidecar, TaskName=ctx.spec["experiment"]["name"],
-                   GeneratedBy=[{"Name": "biosim", "Description":
-                                 "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)"}])
+    sidecar = dict(
+        rec.acquisition.sidecar,
+        TaskName=ctx.spec["experiment"]["name"],
+        GeneratedBy=[
+            {
+                "Name": "biosim",
+                "Description": "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)",
+            }
+        ],
+    )
     write_events(dataset.path("func", "events.tsv"), ctx.protocol.events())
     try:
         from ...io.nifti import write_nifti
 
-        write_nifti(dataset.path("func", "bold.nii.gz"), rec.acquisition.magnitude,
-                    rec.acquisition.affine, tr=rec.tr)
+        write_nifti(
+            dataset.path("func", "bold.nii.gz"),
+            rec.acquisition.magnitude,
+            rec.acquisition.affine,
+            tr=rec.tr,
+        )
     except ImportError:  # nibabel absent: per-region TSV
         regions = ctx.spec["subject"]["regions"]
-        write_tsv(dataset.path("func", "bold.tsv"),
-                  {name: rec.region_signal[:, r] for r, name in enumerate(regions)},
-                  formats=dict.fromkeys(regions, ".6f"))
+        write_tsv(
+            dataset.path("func", "bold.tsv"),
+            {name: rec.region_signal[:, r] for r, name in enumerate(regions)},
+            formats=dict.fromkeys(regions, ".6f"),
+        )
     write_json(dataset.path("func", "bold.json"), sidecar)
 
 
-register_device("mri", validate=validate, simulate=simulate, write=write, order=10,
-                description="MRI scanner: BOLD fMRI with GRE- or SE-EPI (4D NIfTI + sidecar)")
+register_device(
+    "mri",
+    validate=validate,
+    simulate=simulate,
+    write=write,
+    order=10,
+    description="MRI scanner: BOLD fMRI with GRE- or SE-EPI (4D NIfTI + sidecar)",
+)

@@ -6,9 +6,29 @@ runs them (a local Dask cluster, an existing scheduler, or one after another
 in this process), resumably, and reports what happened.
 """
 
-from .execute import (COMPLETE_MARKER, STAMP_FILE, SWEEP_FILE, WORKER_ENV, RunResult,
-                      SweepReport, run_state, run_sweep)
+from .execute import (
+    COMPLETE_MARKER,
+    STAMP_FILE,
+    SWEEP_FILE,
+    WORKER_ENV,
+    RunResult,
+    SweepReport,
+    run_state,
+    run_sweep,
+)
 from .plan import SweepRun, apply_overrides, expand_sweep, spec_hash
 
-__all__ = ["COMPLETE_MARKER", "STAMP_FILE", "SWEEP_FILE", "WORKER_ENV", "RunResult", "SweepReport",
-           "SweepRun", "apply_overrides", "expand_sweep", "run_state", "run_sweep", "spec_hash"]
+__all__ = [
+    "COMPLETE_MARKER",
+    "STAMP_FILE",
+    "SWEEP_FILE",
+    "WORKER_ENV",
+    "RunResult",
+    "SweepReport",
+    "SweepRun",
+    "apply_overrides",
+    "expand_sweep",
+    "run_state",
+    "run_sweep",
+    "spec_hash",
+]

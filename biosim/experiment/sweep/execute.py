@@ -53,10 +53,11 @@ import tempfile
 import time
 import traceback
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ... import __version__
 from ..._core.atomic import atomic_write_text
@@ -70,11 +71,14 @@ SWEEP_FILE = "sweep.json"
 STAMP_FILE = "sweep_run.json"
 COMPLETE_MARKER = "dataset_description.json"
 #: environment of local worker processes: one thread per worker for XLA, BLAS and biosim
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-              "BIOSIM_NUM_THREADS": "1", "BIOSIM_PROGRESS": "0"}
+WORKER_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "BIOSIM_NUM_THREADS": "1",
+    "BIOSIM_PROGRESS": "0",
+}
 _XLA_SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
-
 
 
 # ----------------------------------------------------------------------------- results
@@ -95,10 +99,17 @@ class RunResult:
     path: Path | None = None
 
     def to_json(self) -> dict:
-        return {"run_id": self.run_id, "path": self.run_id, "seed": self.seed,
-                "overrides": self.overrides, "spec_hash": self.spec_hash, "status": self.status,
-                "seconds": round(self.seconds, 3), "error": self.error,
-                "traceback": self.traceback}
+        return {
+            "run_id": self.run_id,
+            "path": self.run_id,
+            "seed": self.seed,
+            "overrides": self.overrides,
+            "spec_hash": self.spec_hash,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "traceback": self.traceback,
+        }
 
 
 @dataclass(frozen=True)
@@ -134,9 +145,11 @@ class SweepReport:
 
     def __str__(self) -> str:
         c = self.counts
-        text = (f"sweep of {len(self.runs)} run(s) in {self.out_root} ({self.scheduler}, "
-                f"{self.seconds:.1f} s): {c['done']} done, {c['skipped']} skipped, "
-                f"{c['failed']} failed")
+        text = (
+            f"sweep of {len(self.runs)} run(s) in {self.out_root} ({self.scheduler}, "
+            f"{self.seconds:.1f} s): {c['done']} done, {c['skipped']} skipped, "
+            f"{c['failed']} failed"
+        )
         return text + (f", {c['pending']} not run" if c["pending"] else "")
 
 
@@ -157,8 +170,10 @@ def run_state(out_root: str | Path, run: SweepRun) -> str:
     except (OSError, ValueError, AttributeError):
         return f"{folder / STAMP_FILE} is unreadable"
     if recorded != run.spec_hash:
-        return (f"{folder} holds a different spec (hash {recorded}, this sweep's run has "
-                f"{run.spec_hash})")
+        return (
+            f"{folder} holds a different spec (hash {recorded}, this sweep's run has "
+            f"{run.spec_hash})"
+        )
     return "complete"
 
 
@@ -188,17 +203,28 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
         if state != "missing" and not overwrite:
             raise FileExistsError(f"{state}; pass overwrite to replace it")
         root.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.", suffix=".sweep-partial",
-                                      dir=root))
+        stage = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.", suffix=".sweep-partial", dir=root))
         try:
             built = stage / run.run_id
             _pipeline.run_experiment(run.spec, built, overwrite=False, progress=progress)
             seconds = time.perf_counter() - t0
-            atomic_write_text(built / STAMP_FILE, json.dumps({
-                "run_id": run.run_id, "spec_hash": run.spec_hash, "seed": run.seed,
-                "overrides": run.overrides, "seconds": round(seconds, 3),
-                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "biosim_version": __version__, "spec": run.spec}, indent=2) + "\n")
+            atomic_write_text(
+                built / STAMP_FILE,
+                json.dumps(
+                    {
+                        "run_id": run.run_id,
+                        "spec_hash": run.spec_hash,
+                        "seed": run.seed,
+                        "overrides": run.overrides,
+                        "seconds": round(seconds, 3),
+                        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "biosim_version": __version__,
+                        "spec": run.spec,
+                    },
+                    indent=2,
+                )
+                + "\n",
+            )
             final = root / run.run_id
             if final.exists():
                 old = stage / f"{run.run_id}.old"
@@ -206,11 +232,19 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
             os.replace(built, final)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-        return {"status": "done", "seconds": time.perf_counter() - t0, "error": None,
-                "traceback": None}
+        return {
+            "status": "done",
+            "seconds": time.perf_counter() - t0,
+            "error": None,
+            "traceback": None,
+        }
     except Exception as err:  # noqa: BLE001  (reported, not swallowed)
-        return {"status": "failed", "seconds": time.perf_counter() - t0,
-                "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+        return {
+            "status": "failed",
+            "seconds": time.perf_counter() - t0,
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        }
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -221,7 +255,8 @@ def _import_distributed():
         raise ImportError(
             "biosim sweeps on a Dask cluster need dask.distributed: "
             "pip install 'biosim[distributed]' (or pass scheduler='sequential' to run the "
-            "sweep one run after another in this process)") from err
+            "sweep one run after another in this process)"
+        ) from err
     return Client, LocalCluster, as_completed
 
 
@@ -253,25 +288,48 @@ class _Bar:
             self._bar.close()
 
 
-def _write_sweep_json(out_root: Path, base_hash: str, name: str, scheduler: str, seeds, grid,
-                      results: dict[str, RunResult], started: str) -> None:
+def _write_sweep_json(
+    out_root: Path,
+    base_hash: str,
+    name: str,
+    scheduler: str,
+    seeds,
+    grid,
+    results: dict[str, RunResult],
+    started: str,
+) -> None:
     counts = {s: 0 for s in ("done", "skipped", "failed", "pending")}
     for r in results.values():
         counts[r.status] += 1
-    grid_json = {(",".join(k) if isinstance(k, tuple) else k): list(v)
-                 for k, v in (grid or {}).items()}
-    doc = {"biosim_version": __version__, "experiment": name, "base_spec_hash": base_hash,
-           "scheduler": scheduler, "started": started,
-           "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "seeds": None if seeds is None else list(seeds), "grid": grid_json,
-           "summary": counts, "runs": [r.to_json() for r in results.values()]}
+    grid_json = {
+        (",".join(k) if isinstance(k, tuple) else k): list(v) for k, v in (grid or {}).items()
+    }
+    doc = {
+        "biosim_version": __version__,
+        "experiment": name,
+        "base_spec_hash": base_hash,
+        "scheduler": scheduler,
+        "started": started,
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seeds": None if seeds is None else list(seeds),
+        "grid": grid_json,
+        "summary": counts,
+        "runs": [r.to_json() for r in results.values()],
+    }
     atomic_write_text(out_root / SWEEP_FILE, json.dumps(doc, indent=2, default=str) + "\n")
 
 
-def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
-              seeds: Iterable[int] | None = None, grid: Mapping[Any, Sequence] | None = None,
-              scheduler: Any = None, n_workers: int | None = None, overwrite: bool = False,
-              progress: bool = True) -> SweepReport:
+def run_sweep(
+    spec_or_path: dict | str | Path | None,
+    out_root: str | Path,
+    *,
+    seeds: Iterable[int] | None = None,
+    grid: Mapping[Any, Sequence] | None = None,
+    scheduler: Any = None,
+    n_workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SweepReport:
     """Run every combination of a sweep, each run independent and resumable.
 
     Parameters
@@ -315,13 +373,18 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
         When a Dask scheduler is asked for and ``dask.distributed`` is missing.
     """
     t0 = time.perf_counter()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if n_workers is not None and (isinstance(n_workers, bool) or not isinstance(n_workers, int)
-                                  or n_workers < 1):
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    if n_workers is not None and (
+        isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1
+    ):
         raise ParameterError("n_workers", n_workers, "a positive number of worker processes")
     if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
-        raise ParameterError("scheduler", scheduler, "None (a local Dask cluster), "
-                             "'sequential', a scheduler address or a dask.distributed.Client")
+        raise ParameterError(
+            "scheduler",
+            scheduler,
+            "None (a local Dask cluster), "
+            "'sequential', a scheduler address or a dask.distributed.Client",
+        )
     if isinstance(spec_or_path, dict):
         base = _spec.validate_spec(spec_or_path)
     else:
@@ -335,20 +398,29 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
     stale = [s for s in states.values() if s not in ("complete", "missing")]
     if stale and not overwrite:
         more = f" (and {len(stale) - 5} more)" if len(stale) > 5 else ""
-        raise FileExistsError(f"{len(stale)} run folder(s) in {out_root} do not match this "
-                              f"sweep: {'; '.join(stale[:5])}{more}. Pass overwrite (--overwrite) "
-                              "to replace them, or choose another output folder")
+        raise FileExistsError(
+            f"{len(stale)} run folder(s) in {out_root} do not match this "
+            f"sweep: {'; '.join(stale[:5])}{more}. Pass overwrite (--overwrite) "
+            "to replace them, or choose another output folder"
+        )
     out_root.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, RunResult] = {}
     todo: list[SweepRun] = []
     for run in runs:
         if states[run.run_id] == "complete":
-            results[run.run_id] = RunResult(run.run_id, run.seed, run.overrides, run.spec_hash,
-                                            "skipped", path=out_root / run.run_id)
+            results[run.run_id] = RunResult(
+                run.run_id,
+                run.seed,
+                run.overrides,
+                run.spec_hash,
+                "skipped",
+                path=out_root / run.run_id,
+            )
         else:
-            results[run.run_id] = RunResult(run.run_id, run.seed, run.overrides, run.spec_hash,
-                                            "pending")
+            results[run.run_id] = RunResult(
+                run.run_id, run.seed, run.overrides, run.spec_hash, "pending"
+            )
             todo.append(run)
     _clean_partials(out_root, {run.run_id for run in runs})
 
@@ -370,15 +442,25 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
         status = outcome["status"]
         if status == "done" and not (out_root / run.run_id / STAMP_FILE).is_file():
             status = "failed"
-            outcome = dict(outcome, error=(
-                f"the run finished on its worker but {out_root / run.run_id} is not visible "
-                "here: is the output folder on a filesystem shared by every worker?"))
+            outcome = dict(
+                outcome,
+                error=(
+                    f"the run finished on its worker but {out_root / run.run_id} is not visible "
+                    "here: is the output folder on a filesystem shared by every worker?"
+                ),
+            )
         results[run.run_id] = RunResult(
-            run.run_id, run.seed, run.overrides, run.spec_hash, status,
-            seconds=outcome["seconds"], error=outcome["error"],
+            run.run_id,
+            run.seed,
+            run.overrides,
+            run.spec_hash,
+            status,
+            seconds=outcome["seconds"],
+            error=outcome["error"],
             traceback=outcome.get("traceback"),
-            path=out_root / run.run_id if status in ("done", "skipped") else None)
-        if time.monotonic() - last_write[0] > 2.0:     # keep it current, not O(runs^2)
+            path=out_root / run.run_id if status in ("done", "skipped") else None,
+        )
+        if time.monotonic() - last_write[0] > 2.0:  # keep it current, not O(runs^2)
             _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
             last_write[0] = time.monotonic()
         bar.update(f"{run.run_id}: {status}")
@@ -393,11 +475,17 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
         elif todo:
             _, _, as_completed = _import_distributed()
             if scheduler is None:
-                workers = n_workers if n_workers is not None else min(os.cpu_count() or 1,
-                                                                      len(todo))
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, env=_worker_env(),
-                                       silence_logs=logging.ERROR)
+                workers = (
+                    n_workers if n_workers is not None else min(os.cpu_count() or 1, len(todo))
+                )
+                cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    env=_worker_env(),
+                    silence_logs=logging.ERROR,
+                )
                 client = Client(cluster)
                 label = f"local Dask cluster of {workers} process(es)"
                 active = client
@@ -405,17 +493,25 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
                 try:
                     client = Client(scheduler)
                 except Exception as err:  # noqa: BLE001  (re-raised with the address named)
-                    raise OSError(f"could not connect to the Dask scheduler {scheduler!r}: {err} "
-                                  "(expected an address such as tcp://host:8786, or "
-                                  "'sequential')") from err
+                    raise OSError(
+                        f"could not connect to the Dask scheduler {scheduler!r}: {err} "
+                        "(expected an address such as tcp://host:8786, or "
+                        "'sequential')"
+                    ) from err
                 active = client
             else:
                 active = scheduler
             futures = {}
             for run in todo:
-                fut = active.submit(_execute, run, str(out_root), overwrite, False,
-                                    key=f"biosim-sweep-{run.run_id}-{uuid.uuid4().hex[:8]}",
-                                    pure=False)
+                fut = active.submit(
+                    _execute,
+                    run,
+                    str(out_root),
+                    overwrite,
+                    False,
+                    key=f"biosim-sweep-{run.run_id}-{uuid.uuid4().hex[:8]}",
+                    pure=False,
+                )
                 futures[fut] = run
             try:
                 for fut in as_completed(futures):
@@ -423,9 +519,12 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
                     try:
                         outcome = fut.result()
                     except Exception as err:  # noqa: BLE001  (a worker died, a task was lost)
-                        outcome = {"status": "failed", "seconds": 0.0,
-                                   "error": f"{type(err).__name__}: {err}",
-                                   "traceback": traceback.format_exc()}
+                        outcome = {
+                            "status": "failed",
+                            "seconds": 0.0,
+                            "error": f"{type(err).__name__}: {err}",
+                            "traceback": traceback.format_exc(),
+                        }
                     record(run, outcome)
             except BaseException:
                 for fut in futures:
@@ -440,5 +539,9 @@ def run_sweep(spec_or_path: dict | str | Path | None, out_root: str | Path, *,
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close()
-    return SweepReport(out_root=out_root, runs=tuple(results[r.run_id] for r in runs),
-                       scheduler=label, seconds=time.perf_counter() - t0)
+    return SweepReport(
+        out_root=out_root,
+        runs=tuple(results[r.run_id] for r in runs),
+        scheduler=label,
+        seconds=time.perf_counter() - t0,
+    )

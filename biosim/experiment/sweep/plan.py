@@ -17,8 +17,9 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..._core.errors import SpecError
 from .. import spec as _spec
@@ -34,14 +35,17 @@ _PART_RE = re.compile(r"^([^.\[\]]+)((?:\[\d+\])*)$")
 def _parse_key(key: str) -> list[str | int]:
     """``"protocol.blocks[0].onset"`` -> ``["protocol", "blocks", 0, "onset"]``."""
     if not isinstance(key, str) or not key:
-        raise SpecError(f"sweep key {key!r} is invalid: expected a dotted key such as "
-                        "'devices.mri.te'")
+        raise SpecError(
+            f"sweep key {key!r} is invalid: expected a dotted key such as 'devices.mri.te'"
+        )
     tokens: list[str | int] = []
     for part in key.split("."):
         match = _PART_RE.match(part)
         if match is None:
-            raise SpecError(f"sweep key {key!r} is invalid: expected a dotted key such as "
-                            "'devices.mri.te' or 'protocol.blocks[0].onset'")
+            raise SpecError(
+                f"sweep key {key!r} is invalid: expected a dotted key such as "
+                "'devices.mri.te' or 'protocol.blocks[0].onset'"
+            )
         tokens.append(match.group(1))
         tokens.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
     return tokens
@@ -57,14 +61,18 @@ def _set_key(spec: dict, key: str, value: Any) -> None:
         if isinstance(tok, int):
             if not isinstance(node, list) or not 0 <= tok < len(node):
                 size = len(node) if isinstance(node, list) else "no"
-                raise SpecError(f"{key} is not a key of the experiment: {where or 'the spec'} "
-                                f"has {size} entries, expected an index below it")
+                raise SpecError(
+                    f"{key} is not a key of the experiment: {where or 'the spec'} "
+                    f"has {size} entries, expected an index below it"
+                )
             where = f"{where}[{tok}]"
         else:
             if not isinstance(node, dict) or tok not in node:
                 known = sorted(node) if isinstance(node, dict) else []
-                raise SpecError(f"{key} is not a key of the experiment: expected one of "
-                                f"{[f'{where}.{k}'.lstrip('.') for k in known]}")
+                raise SpecError(
+                    f"{key} is not a key of the experiment: expected one of "
+                    f"{[f'{where}.{k}'.lstrip('.') for k in known]}"
+                )
             where = f"{where}.{tok}".lstrip(".")
         if last:
             node[tok] = copy.deepcopy(value)
@@ -102,7 +110,7 @@ def _canonical(obj: Any) -> Any:
     # ints become floats for hashing so that 0 and 0.0 (same physics) hash alike
     if isinstance(obj, bool):
         return obj
-    if isinstance(obj, int) and abs(obj) < 2 ** 53:
+    if isinstance(obj, int) and abs(obj) < 2**53:
         return float(obj)
     if isinstance(obj, dict):
         return {str(k): _canonical(v) for k, v in obj.items()}
@@ -156,7 +164,7 @@ def run_id_for(seed: int, overrides: dict) -> str:
         if len(safe) > _MAX_VALUE_CHARS:
             safe = safe[:_MAX_VALUE_CHARS]
         lossy |= safe != text
-        plain = re.sub(r"\[(\d+)\]", r".\1", label)     # blocks[1] -> blocks.1
+        plain = re.sub(r"\[(\d+)\]", r".\1", label)  # blocks[1] -> blocks.1
         key = _SAFE.sub("_", plain)
         lossy |= key != plain
         pieces.append(f"{key}-{safe}")
@@ -164,8 +172,9 @@ def run_id_for(seed: int, overrides: dict) -> str:
     if len(run_id) > _MAX_ID_CHARS:
         run_id, lossy = run_id[:_MAX_ID_CHARS], True
     if lossy:
-        digest = hashlib.sha256(json.dumps(_canonical({"seed": seed, **overrides}),
-                                           sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha256(
+            json.dumps(_canonical({"seed": seed, **overrides}), sort_keys=True).encode()
+        ).hexdigest()[:8]
         run_id = f"{run_id}_h{digest}"
     return run_id
 
@@ -183,17 +192,22 @@ def _axes(seeds, grid) -> list[tuple[tuple[str, ...], list[tuple]]]:
                 raise SpecError(f"sweep key {k!r} appears twice in the grid")
             seen.add(k)
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise SpecError(f"grid[{keys[0] if not zipped else keys!r}] = {values!r} is invalid: "
-                            "expected a list of values")
+            raise SpecError(
+                f"grid[{keys[0] if not zipped else keys!r}] = {values!r} is invalid: "
+                "expected a list of values"
+            )
         values = list(values)
         if not values:
-            raise SpecError(f"grid[{keys[0] if not zipped else keys!r}] is empty: expected at "
-                            "least one value")
+            raise SpecError(
+                f"grid[{keys[0] if not zipped else keys!r}] is empty: expected at least one value"
+            )
         if zipped:
             for v in values:
                 if not isinstance(v, (tuple, list)) or len(v) != len(keys):
-                    raise SpecError(f"grid[{keys!r}] entry {v!r} is invalid: expected "
-                                    f"{len(keys)} values changed together")
+                    raise SpecError(
+                        f"grid[{keys!r}] entry {v!r} is invalid: expected "
+                        f"{len(keys)} values changed together"
+                    )
             values = [tuple(v) for v in values]
         else:
             values = [(v,) for v in values]
@@ -204,14 +218,16 @@ def _axes(seeds, grid) -> list[tuple[tuple[str, ...], list[tuple]]]:
         seeds = list(seeds)
         bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
         if not seeds or bad:
-            raise SpecError(f"seeds = {seeds!r} is invalid: expected a non-empty list of "
-                            "non-negative integers")
+            raise SpecError(
+                f"seeds = {seeds!r} is invalid: expected a non-empty list of non-negative integers"
+            )
         axes.append((("experiment.seed",), [(s,) for s in seeds]))
     return axes
 
 
-def expand_sweep(spec: dict, seeds: Iterable[int] | None = None,
-                 grid: Mapping[Any, Sequence] | None = None) -> list[SweepRun]:
+def expand_sweep(
+    spec: dict, seeds: Iterable[int] | None = None, grid: Mapping[Any, Sequence] | None = None
+) -> list[SweepRun]:
     """Every run of a sweep, validated, in a deterministic order.
 
     Parameters
@@ -256,9 +272,18 @@ def expand_sweep(spec: dict, seeds: Iterable[int] | None = None,
         seed = run_spec["experiment"]["seed"]
         run_id = run_id_for(seed, shown)
         if run_id in ids:
-            raise SpecError(f"sweep runs {ids[run_id]!r} and {overrides!r} have the same id "
-                            f"{run_id!r}: a seed or grid value is repeated")
+            raise SpecError(
+                f"sweep runs {ids[run_id]!r} and {overrides!r} have the same id "
+                f"{run_id!r}: a seed or grid value is repeated"
+            )
         ids[run_id] = overrides
-        runs.append(SweepRun(run_id=run_id, seed=seed, overrides=shown, spec=run_spec,
-                             spec_hash=spec_hash(run_spec)))
+        runs.append(
+            SweepRun(
+                run_id=run_id,
+                seed=seed,
+                overrides=shown,
+                spec=run_spec,
+                spec_hash=spec_hash(run_spec),
+            )
+        )
     return runs

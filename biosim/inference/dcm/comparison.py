@@ -43,7 +43,9 @@ def bayesian_model_average(means, covs, free_energies):
     p = model_probabilities(free_energies)
     means = [np.asarray(m, float) for m in means]
     mean = sum(pi * m for pi, m in zip(p, means))
-    cov = sum(pi * (np.asarray(c) + np.outer(m - mean, m - mean)) for pi, m, c in zip(p, means, covs))
+    cov = sum(
+        pi * (np.asarray(c) + np.outer(m - mean, m - mean)) for pi, m, c in zip(p, means, covs)
+    )
     return mean, cov
 
 
@@ -59,13 +61,17 @@ def reduce_model(post_mean, post_cov, prior_mean, prior_cov, reduced_mean, reduc
     mu, mp, mr = (np.asarray(a, float) for a in (post_mean, prior_mean, reduced_mean))
     c, cp, cr = (np.atleast_2d(np.asarray(a, float)) for a in (post_cov, prior_cov, reduced_cov))
     if not (c.shape == cp.shape == cr.shape == (mu.size, mu.size)):
-        raise ParameterError("covariances", f"shapes {c.shape}, {cp.shape}, {cr.shape}",
-                             f"({mu.size}, {mu.size}) each")
+        raise ParameterError(
+            "covariances",
+            f"shapes {c.shape}, {cp.shape}, {cr.shape}",
+            f"({mu.size}, {mu.size}) each",
+        )
     pi, pp, pr = np.linalg.inv(c), np.linalg.inv(cp), np.linalg.inv(cr)
     pq = pi + pr - pp
     cq = np.linalg.inv(pq)
     mq = cq @ (pi @ mu + pr @ mr - pp @ mp)
     ld = lambda m: np.linalg.slogdet(m)[1]  # noqa: E731
     df = 0.5 * (ld(pi) + ld(pr) - ld(pp) - ld(pq)) - 0.5 * (
-        mu @ pi @ mu + mr @ pr @ mr - mp @ pp @ mp - mq @ pq @ mq)
+        mu @ pi @ mu + mr @ pr @ mr - mp @ pp @ mp - mq @ pq @ mq
+    )
     return float(df), mq, cq

@@ -64,9 +64,21 @@ from ...physics.neural.neural_mass import (
 )
 from .variational_laplace import VLResult, invert
 
-PRIOR_VAR = {"A_forward": 1 / 16, "A_backward": 1 / 16, "A_lateral": 1 / 16, "B": 1 / 8,
-             "C": 1 / 32, "T": 1 / 16, "G": 1 / 16, "S": 1 / 16, "H": 1 / 16, "D": 1 / 16,
-             "R": 1 / 16, "J": 1 / 32, "L": 64.0}
+PRIOR_VAR = {
+    "A_forward": 1 / 16,
+    "A_backward": 1 / 16,
+    "A_lateral": 1 / 16,
+    "B": 1 / 8,
+    "C": 1 / 32,
+    "T": 1 / 16,
+    "G": 1 / 16,
+    "S": 1 / 16,
+    "H": 1 / 16,
+    "D": 1 / 16,
+    "R": 1 / 16,
+    "J": 1 / 32,
+    "L": 64.0,
+}
 #: Dipole moment per mV of source signal for a unit gain L (A m / mV).
 MOMENT_PER_MV = 1e-8
 
@@ -116,48 +128,80 @@ class ERPStructure:
             if a.shape != (n, n):
                 raise ParameterError(name, f"mask of shape {a.shape}", f"shape ({n}, {n})")
             if np.any(np.diag(a)):
-                raise ParameterError(name, "a mask with diagonal entries",
-                                     "extrinsic connections between different sources only")
+                raise ParameterError(
+                    name,
+                    "a mask with diagonal entries",
+                    "extrinsic connections between different sources only",
+                )
             object.__setattr__(self, name, a)
         b, c = np.asarray(self.b, bool), np.asarray(self.c, bool)
         if b.ndim != 3 or b.shape[1:] != (n, n):
             raise ParameterError("b", f"mask of shape {b.shape}", f"shape (n_effects, {n}, {n})")
         off = ~np.eye(n, dtype=bool)
         if np.any(b & off & ~(f | self.backward | self.lateral)):
-            raise ParameterError("b", "a modulated connection that is absent from A",
-                                 "B only on connections present in forward/backward/lateral")
+            raise ParameterError(
+                "b",
+                "a modulated connection that is absent from A",
+                "B only on connections present in forward/backward/lateral",
+            )
         if c.ndim != 2 or c.shape[0] != n or c.shape[1] < 1:
             raise ParameterError("c", f"mask of shape {c.shape}", f"shape ({n}, m >= 1)")
-        x = (np.zeros((1, b.shape[0])) if self.design is None
-             else np.atleast_2d(np.asarray(self.design, float)))
+        x = (
+            np.zeros((1, b.shape[0]))
+            if self.design is None
+            else np.atleast_2d(np.asarray(self.design, float))
+        )
         if x.shape[1] != b.shape[0] or not np.all(np.isfinite(x)):
-            raise ParameterError("design", f"array of shape {x.shape}",
-                                 f"finite (n_trials, {b.shape[0]}) between-trial design")
+            raise ParameterError(
+                "design",
+                f"array of shape {x.shape}",
+                f"finite (n_trials, {b.shape[0]}) between-trial design",
+            )
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "c", c)
         object.__setattr__(self, "design", x)
         if not (self.dt > 0 and self.n_samples >= 2 and self.n_sub >= 1):
-            raise ParameterError("dt, n_samples, n_sub", (self.dt, self.n_samples, self.n_sub),
-                                 "dt > 0 s, n_samples >= 2, n_sub >= 1")
+            raise ParameterError(
+                "dt, n_samples, n_sub",
+                (self.dt, self.n_samples, self.n_sub),
+                "dt > 0 s, n_samples >= 2, n_sub >= 1",
+            )
         if self.dt / self.n_sub > DELAY[0] + 1e-12:
-            raise ParameterError("n_sub", self.n_sub,
-                                 f"at least {int(np.ceil(self.dt / DELAY[0] - 1e-9))} steps per "
-                                 "sample (integration step <= the 2 ms intrinsic delay)")
+            raise ParameterError(
+                "n_sub",
+                self.n_sub,
+                f"at least {int(np.ceil(self.dt / DELAY[0] - 1e-9))} steps per "
+                "sample (integration step <= the 2 ms intrinsic delay)",
+            )
         if self.duration <= 0:
             raise ParameterError("duration", self.duration, "a positive input width in s")
         if self.delays not in ("exact", "operator", "none"):
             raise ParameterError("delays", self.delays, "'exact', 'operator' or 'none'")
         if self.max_delay is not None and not self.max_delay >= DELAY[1]:
-            raise ParameterError("max_delay", self.max_delay,
-                                 f"None or at least SPM's extrinsic delay {DELAY[1]} s")
+            raise ParameterError(
+                "max_delay", self.max_delay, f"None or at least SPM's extrinsic delay {DELAY[1]} s"
+            )
 
     # -- identity (static argument of jitted functions) ---------------------------------------
     def _key(self):
-        return (self.forward.tobytes(), self.backward.tobytes(), self.lateral.tobytes(),
-                self.b.tobytes(), self.b.shape, self.c.tobytes(), self.c.shape,
-                self.design.tobytes(), self.design.shape, float(self.dt), int(self.n_samples),
-                int(self.n_sub), float(self.onset), float(self.duration), self.delays,
-                self.max_delay)
+        return (
+            self.forward.tobytes(),
+            self.backward.tobytes(),
+            self.lateral.tobytes(),
+            self.b.tobytes(),
+            self.b.shape,
+            self.c.tobytes(),
+            self.c.shape,
+            self.design.tobytes(),
+            self.design.shape,
+            float(self.dt),
+            int(self.n_samples),
+            int(self.n_sub),
+            float(self.onset),
+            float(self.duration),
+            self.delays,
+            self.max_delay,
+        )
 
     def __hash__(self):
         return hash(self._key())
@@ -198,15 +242,24 @@ class ERPStructure:
     def blocks(self):
         """[(name, shape, free mask)] in parameter-vector order."""
         n, m, e = self.n_sources, self.n_inputs, self.n_effects
-        conn = (self.forward | self.backward | self.lateral
-                | np.any(self.b, axis=0)) & ~np.eye(n, dtype=bool)
-        return [("A_forward", (n, n), self.forward), ("A_backward", (n, n), self.backward),
-                ("A_lateral", (n, n), self.lateral), ("B", (e, n, n), self.b),
-                ("C", (n, m), self.c), ("T", (n, 2), np.ones((n, 2), bool)),
-                ("G", (n, 2), np.ones((n, 2), bool)), ("S", (2,), np.ones(2, bool)),
-                ("H", (4,), np.ones(4, bool)), ("D", (n, n), conn),
-                ("R", (m, 2), np.ones((m, 2), bool)), ("J", (2,), np.ones(2, bool)),
-                ("L", (n,), np.ones(n, bool))]
+        conn = (self.forward | self.backward | self.lateral | np.any(self.b, axis=0)) & ~np.eye(
+            n, dtype=bool
+        )
+        return [
+            ("A_forward", (n, n), self.forward),
+            ("A_backward", (n, n), self.backward),
+            ("A_lateral", (n, n), self.lateral),
+            ("B", (e, n, n), self.b),
+            ("C", (n, m), self.c),
+            ("T", (n, 2), np.ones((n, 2), bool)),
+            ("G", (n, 2), np.ones((n, 2), bool)),
+            ("S", (2,), np.ones(2, bool)),
+            ("H", (4,), np.ones(4, bool)),
+            ("D", (n, n), conn),
+            ("R", (m, 2), np.ones((m, 2), bool)),
+            ("J", (2,), np.ones(2, bool)),
+            ("L", (n,), np.ones(n, bool)),
+        ]
 
     def free_index(self):
         return np.flatnonzero(np.concatenate([mask.ravel() for _, _, mask in self.blocks()]))
@@ -217,20 +270,22 @@ class ERPStructure:
 
     def prior(self):
         """(mean, variance) of the free parameters (SPM's priors; all means 0)."""
-        var = np.concatenate([np.full(int(np.prod(shape)), PRIOR_VAR[name])
-                              for name, shape, _ in self.blocks()])
+        var = np.concatenate(
+            [np.full(int(np.prod(shape)), PRIOR_VAR[name]) for name, shape, _ in self.blocks()]
+        )
         idx = self.free_index()
         return np.zeros(idx.size), var[idx]
 
     def unpack(self, theta):
         """Free-parameter vector -> dict of full blocks (absent entries 0)."""
         total = sum(int(np.prod(shape)) for _, shape, _ in self.blocks())
-        full = jnp.zeros(total, dtype=jnp.result_type(theta, float)).at[
-            self.free_index()].set(theta)
+        full = (
+            jnp.zeros(total, dtype=jnp.result_type(theta, float)).at[self.free_index()].set(theta)
+        )
         out, o = {}, 0
         for name, shape, _ in self.blocks():
             size = int(np.prod(shape))
-            out[name] = full[o:o + size].reshape(shape)
+            out[name] = full[o : o + size].reshape(shape)
             o += size
         return out
 
@@ -250,13 +305,17 @@ class ERPStructure:
         mod = jnp.einsum("e,eij->ij", x_row, blocks["B"])
         off = 1.0 - jnp.eye(n)
         conn = []
-        for name, mask, scale in zip(("A_forward", "A_backward", "A_lateral"),
-                                     (self.forward, self.backward, self.lateral),
-                                     EXTRINSIC_SCALE):
+        for name, mask, scale in zip(
+            ("A_forward", "A_backward", "A_lateral"),
+            (self.forward, self.backward, self.lateral),
+            EXTRINSIC_SCALE,
+        ):
             conn.append(jnp.asarray(mask, float) * scale * jnp.exp(blocks[name] + mod * off))
         g = blocks["G"]
         return ERPParams(
-            forward=conn[0], backward=conn[1], lateral=conn[2],
+            forward=conn[0],
+            backward=conn[1],
+            lateral=conn[2],
             intrinsic=jnp.tile(jnp.asarray(INTRINSIC_SCALE) * jnp.exp(blocks["H"]), (n, 1)),
             h_e=RECEPTOR_DENSITY[0] * jnp.exp(g[:, 0] + jnp.diagonal(mod)),
             h_i=RECEPTOR_DENSITY[1] * jnp.exp(g[:, 1]),
@@ -265,7 +324,8 @@ class ERPStructure:
             sigmoid=jnp.asarray(SIGMOID) * jnp.exp(blocks["S"]),
             input_gain=jnp.asarray(self.c, float) * jnp.exp(blocks["C"]),
             delay_extrinsic=DELAY[1] * jnp.exp(blocks["D"]) * off,
-            delay_intrinsic=jnp.asarray(DELAY[0]))
+            delay_intrinsic=jnp.asarray(DELAY[0]),
+        )
 
     def inputs(self, blocks):
         """(2 n_samples n_sub + 1, m) exogenous inputs at the RK4 half steps."""
@@ -283,8 +343,15 @@ def source_states(theta, structure: ERPStructure):
 
     def one(x_row):
         p = structure.trial_params(blocks, x_row)
-        return integrate_erp(p, u, h, structure.n_samples * structure.n_sub, structure.n_sub,
-                             structure.delays, structure.history_window)
+        return integrate_erp(
+            p,
+            u,
+            h,
+            structure.n_samples * structure.n_sub,
+            structure.n_sub,
+            structure.delays,
+            structure.history_window,
+        )
 
     return jax.vmap(one)(jnp.asarray(structure.design))
 
@@ -314,8 +381,11 @@ def check_lead_field(structure, lead_field):
     n_sources) lead field (V/(A m)) for ``structure``; ParameterError otherwise."""
     lf = np.asarray(lead_field, float)
     if lf.ndim != 2 or lf.shape[1] != structure.n_sources or not np.all(np.isfinite(lf)):
-        raise ParameterError("lead_field", f"array of shape {lf.shape}",
-                             f"finite (n_channels, {structure.n_sources}) lead field in V/(A m)")
+        raise ParameterError(
+            "lead_field",
+            f"array of shape {lf.shape}",
+            f"finite (n_channels, {structure.n_sources}) lead field in V/(A m)",
+        )
     return lf
 
 
@@ -376,8 +446,8 @@ class ERPResult:
 
     structure: ERPStructure
     vl: VLResult
-    modes: np.ndarray          # (n_channels, n_modes)
-    scale: float               # data features were divided by this (V)
+    modes: np.ndarray  # (n_channels, n_modes)
+    scale: float  # data features were divided by this (V)
 
     @property
     def free_energy(self):
@@ -385,7 +455,9 @@ class ERPResult:
 
     def blocks(self):
         """Posterior means as named blocks (see the module docstring)."""
-        return {k: np.asarray(v) for k, v in self.structure.unpack(jnp.asarray(self.vl.mean)).items()}
+        return {
+            k: np.asarray(v) for k, v in self.structure.unpack(jnp.asarray(self.vl.mean)).items()
+        }
 
     def posterior_sd(self):
         """Posterior standard deviations as named blocks (fixed entries 0)."""
@@ -403,14 +475,26 @@ def mode_features(y, modes, scale):
 @functools.lru_cache(maxsize=32)
 def _model_for(structure):
     """Data features (n_trials n_samples, n_modes) for (theta, modes' lead field, scale)."""
+
     def model(theta, lf_modes, scale):
         m = dipole_moments(theta, structure)
         return (jnp.einsum("tsr,kr->tsk", m, lf_modes) / scale).reshape(-1, lf_modes.shape[0])
+
     return model
 
 
-def fit_erp(structure: ERPStructure, y, lead_field, *, n_modes=None, modes="leadfield",
-            hyper_mean=6.0, hyper_var=1 / 128, prior=None, **vl_kwargs) -> ERPResult:
+def fit_erp(
+    structure: ERPStructure,
+    y,
+    lead_field,
+    *,
+    n_modes=None,
+    modes="leadfield",
+    hyper_mean=6.0,
+    hyper_var=1 / 128,
+    prior=None,
+    **vl_kwargs,
+) -> ERPResult:
     """Invert an ERP DCM by variational Laplace.
 
     Parameters
@@ -430,8 +514,11 @@ def fit_erp(structure: ERPStructure, y, lead_field, *, n_modes=None, modes="lead
     y = np.asarray(y, float)
     expected = (structure.n_trials, structure.n_samples, lf.shape[0])
     if y.shape != expected or not np.all(np.isfinite(y)):
-        raise ParameterError("y", f"array of shape {y.shape}",
-                             f"finite data of shape {expected} (trials, samples, channels)")
+        raise ParameterError(
+            "y",
+            f"array of shape {y.shape}",
+            f"finite data of shape {expected} (trials, samples, channels)",
+        )
     u = spatial_modes(lf, n_modes, y, modes)
     feats = y @ u
     scale = float(np.std(feats))
@@ -439,16 +526,31 @@ def fit_erp(structure: ERPStructure, y, lead_field, *, n_modes=None, modes="lead
         raise ParameterError("y", "data with zero variance", "an ERP")
     mean, var = structure.prior() if prior is None else (np.asarray(p, float) for p in prior)
     if mean.shape != (structure.n_params,) or var.shape != (structure.n_params,):
-        raise ParameterError("prior", f"arrays of shapes {mean.shape}, {var.shape}",
-                             f"(mean, variance) of shape ({structure.n_params},)")
-    vl = invert(_model_for(structure), mode_features(y, u, scale), mean, var,
-                args=(jnp.asarray(u.T @ lf), jnp.asarray(scale)), hyper_mean=hyper_mean,
-                hyper_var=hyper_var, **vl_kwargs)
+        raise ParameterError(
+            "prior",
+            f"arrays of shapes {mean.shape}, {var.shape}",
+            f"(mean, variance) of shape ({structure.n_params},)",
+        )
+    vl = invert(
+        _model_for(structure),
+        mode_features(y, u, scale),
+        mean,
+        var,
+        args=(jnp.asarray(u.T @ lf), jnp.asarray(scale)),
+        hyper_mean=hyper_mean,
+        hyper_var=hyper_var,
+        **vl_kwargs,
+    )
     return ERPResult(structure, vl, u, scale)
 
 
-def region_lead_field(regions, n_channels=None, montage="standard_1020",
-                      relative_radii=(0.87, 0.92, 1.0), conductivities=(0.33, 0.0042, 0.33)):
+def region_lead_field(
+    regions,
+    n_channels=None,
+    montage="standard_1020",
+    relative_radii=(0.87, 0.92, 1.0),
+    conductivities=(0.33, 0.0042, 0.33),
+):
     """Fixed-orientation, average-referenced lead field (n_channels, n_regions), V / (A m),
     of cortical landmark regions (e.g. ``"V1-lh"``) in a three-shell sphere fitted to a
     standard montage: each region is one dipole at its patch centroid along its mean
@@ -474,5 +576,5 @@ def region_lead_field(regions, n_channels=None, montage="standard_1020",
         nrm = space.normals[idx].mean(0)
         pos.append(space.positions[idx].mean(0))
         ori.append(nrm / np.linalg.norm(nrm))
-    g = np.asarray(eeg_gain(head, sensors.positions, np.array(pos)))          # (C, R, 3)
+    g = np.asarray(eeg_gain(head, sensors.positions, np.array(pos)))  # (C, R, 3)
     return sensors.reference_matrix() @ np.einsum("csk,sk->cs", g, np.array(ori))

@@ -32,8 +32,9 @@ def _check_inputs(structure, inputs, n_scans):
     u = np.asarray(inputs, float)
     expected = (n_scans * structure.n_micro, structure.n_inputs)
     if u.shape != expected:
-        raise ParameterError("inputs", f"array of shape {u.shape}",
-                             f"shape {expected} (n_scans x n_micro, n_inputs)")
+        raise ParameterError(
+            "inputs", f"array of shape {u.shape}", f"shape {expected} (n_scans x n_micro, n_inputs)"
+        )
     return u
 
 
@@ -45,7 +46,7 @@ def simulate_dcm(structure: DCMStructure, theta, inputs, snr=3.0, ar=0.2, seed=0
     rng = np.random.default_rng(seed)
     e = rng.normal(size=clean.shape)
     for t in range(1, e.shape[0]):
-        e[t] = ar * e[t - 1] + np.sqrt(1 - ar ** 2) * e[t]
+        e[t] = ar * e[t - 1] + np.sqrt(1 - ar**2) * e[t]
     e *= clean.std(0) / snr / e.std(0)
     return clean + e, clean
 
@@ -84,8 +85,7 @@ def fit_dcm(structure: DCMStructure, y, inputs, **vl_kwargs) -> DCMResult:
         raise ParameterError("y", f"array of shape {y.shape}", f"(n_scans, {structure.n_regions})")
     u = jnp.asarray(_check_inputs(structure, inputs, y.shape[0]))
     mean, var = structure.prior()
-    return DCMResult(structure, invert(_model_for(structure), y, mean, var, args=(u,),
-                                       **vl_kwargs))
+    return DCMResult(structure, invert(_model_for(structure), y, mean, var, args=(u,), **vl_kwargs))
 
 
 @functools.lru_cache(maxsize=64)

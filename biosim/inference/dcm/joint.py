@@ -84,21 +84,31 @@ class JointStructure:
     def __post_init__(self):
         ons = tuple(np.asarray(o, float).ravel() for o in self.onsets)
         if len(ons) != self.erp.n_trials:
-            raise ParameterError("onsets", f"{len(ons)} onset lists",
-                                 f"one per trial type ({self.erp.n_trials})")
+            raise ParameterError(
+                "onsets", f"{len(ons)} onset lists", f"one per trial type ({self.erp.n_trials})"
+            )
         duration = self.n_scans * self.tr
         for o in ons:
             if o.size and (o.min() < 0 or o.max() >= duration or not np.all(np.isfinite(o))):
                 raise ParameterError("onsets", o, f"times in [0, {duration}) s")
         object.__setattr__(self, "onsets", ons)
         if self.tr <= 0 or self.n_scans < 2 or self.n_micro < 1:
-            raise ParameterError("tr, n_scans, n_micro", (self.tr, self.n_scans, self.n_micro),
-                                 "tr > 0 s, n_scans >= 2, n_micro >= 1")
+            raise ParameterError(
+                "tr, n_scans, n_micro",
+                (self.tr, self.n_scans, self.n_micro),
+                "tr > 0 s, n_scans >= 2, n_micro >= 1",
+            )
 
     def _key(self):
-        return (self.erp, tuple(o.tobytes() for o in self.onsets), int(self.n_scans),
-                float(self.tr), int(self.n_micro), float(self.field_strength),
-                float(self.echo_time))
+        return (
+            self.erp,
+            tuple(o.tobytes() for o in self.onsets),
+            int(self.n_scans),
+            float(self.tr),
+            int(self.n_micro),
+            float(self.field_strength),
+            float(self.echo_time),
+        )
 
     def __hash__(self):
         return hash(self._key())
@@ -119,22 +129,33 @@ class JointStructure:
         log decay (n), log epsilon (1)."""
         m, v = self.erp.prior()
         n = self.n_sources
-        return (np.concatenate([m, np.zeros(3 * n + 1)]),
-                np.concatenate([v, np.full(n, PRIOR_VAR_COUPLING),
-                                np.full(2 * n + 1, PRIOR_VAR_HEMO)]))
+        return (
+            np.concatenate([m, np.zeros(3 * n + 1)]),
+            np.concatenate([v, np.full(n, PRIOR_VAR_COUPLING), np.full(2 * n + 1, PRIOR_VAR_HEMO)]),
+        )
 
     def pack(self, coupling, transit=None, decay=None, epsilon=0.0, **erp_blocks):
         n = self.n_sources
-        return np.concatenate([self.erp.pack(**erp_blocks), np.broadcast_to(coupling, (n,)),
-                               np.zeros(n) if transit is None else np.asarray(transit, float),
-                               np.zeros(n) if decay is None else np.asarray(decay, float),
-                               [epsilon]])
+        return np.concatenate(
+            [
+                self.erp.pack(**erp_blocks),
+                np.broadcast_to(coupling, (n,)),
+                np.zeros(n) if transit is None else np.asarray(transit, float),
+                np.zeros(n) if decay is None else np.asarray(decay, float),
+                [epsilon],
+            ]
+        )
 
     def unpack(self, theta):
         """theta -> (ERP parameter vector, beta, log transit, log decay, log epsilon)."""
         p, n = self.erp.n_params, self.n_sources
-        return (theta[:p], theta[p:p + n], theta[p + n:p + 2 * n], theta[p + 2 * n:p + 3 * n],
-                theta[p + 3 * n])
+        return (
+            theta[:p],
+            theta[p : p + n],
+            theta[p + n : p + 2 * n],
+            theta[p + 2 * n : p + 3 * n],
+            theta[p + 3 * n],
+        )
 
     def stimulus(self):
         """(n_scans n_micro, n_trial_types) unit-area epoch boxcars, averaged over each
@@ -145,8 +166,9 @@ class JointStructure:
         s = np.zeros((edges.size - 1, len(self.onsets)))
         for c, ons in enumerate(self.onsets):
             for o in ons:
-                overlap = np.clip(np.minimum(edges[1:], o + epoch) - np.maximum(edges[:-1], o),
-                                  0.0, None)
+                overlap = np.clip(
+                    np.minimum(edges[1:], o + epoch) - np.maximum(edges[:-1], o), 0.0, None
+                )
                 s[:, c] += overlap / (epoch * h)
         return s
 
@@ -172,21 +194,27 @@ def predict_joint(theta, structure: JointStructure, lf_modes, stimulus):
     (``structure.stimulus()``)."""
     th_erp, beta, transit, decay, eps = structure.unpack(theta)
     erp = structure.erp
-    x = source_states(th_erp, erp)                                  # (trials, samples, n, 9)
+    x = source_states(th_erp, erp)  # (trials, samples, n, 9)
     blocks = erp.unpack(th_erp)
     j, gain = blocks["J"], blocks["L"]
     sig = x[..., 8] + j[0] * x[..., 0] + j[1] * x[..., 6]
     eeg = jnp.einsum("tsr,kr->tsk", sig * gain * MOMENT_PER_MV, lf_modes)
-    r = neuronal_drive_amplitude(x[..., 8])                         # (trials, n)
-    z = stimulus @ r * beta                                         # (n_scans n_micro, n)
+    r = neuronal_drive_amplitude(x[..., 8])  # (trials, n)
+    z = stimulus @ r * beta  # (n_scans n_micro, n)
     balloon = BalloonParams.spm(log_decay=decay, log_transit=transit)
-    bold_p = BOLDParams.spm(field_strength=structure.field_strength,
-                            echo_time=structure.echo_time, log_epsilon=eps)
+    bold_p = BOLDParams.spm(
+        field_strength=structure.field_strength, echo_time=structure.echo_time, log_epsilon=eps
+    )
     bold, _ = integrate_fixed_step(
-        lambda state, zz: balloon_rhs(state, zz, balloon), jnp.zeros((erp.n_sources, 4)),
-        z, structure.tr / structure.n_micro, method="rk4",
-        record_every=int(structure.n_micro), record="end",
-        observe=lambda state: bold_from_states(state, bold_p))
+        lambda state, zz: balloon_rhs(state, zz, balloon),
+        jnp.zeros((erp.n_sources, 4)),
+        z,
+        structure.tr / structure.n_micro,
+        method="rk4",
+        record_every=int(structure.n_micro),
+        record="end",
+        observe=lambda state: bold_from_states(state, bold_p),
+    )
     return eeg, 100.0 * bold
 
 
@@ -200,8 +228,11 @@ def _chunk(a, g):
 def _model_for(structure, g):
     def model(theta, lf_modes, stimulus, scale_eeg, scale_bold):
         eeg, bold = predict_joint(theta, structure, lf_modes, stimulus)
-        return jnp.concatenate([_chunk(eeg.reshape(-1, eeg.shape[-1]) / scale_eeg, g),
-                                _chunk(bold / scale_bold, g)], axis=1)
+        return jnp.concatenate(
+            [_chunk(eeg.reshape(-1, eeg.shape[-1]) / scale_eeg, g), _chunk(bold / scale_bold, g)],
+            axis=1,
+        )
+
     return model
 
 
@@ -231,8 +262,9 @@ class JointResult:
         return out
 
 
-def simulate_joint(structure: JointStructure, theta, lead_field, *, eeg_noise_std=0.0,
-                   bold_snr=np.inf, seed=0):
+def simulate_joint(
+    structure: JointStructure, theta, lead_field, *, eeg_noise_std=0.0, bold_snr=np.inf, seed=0
+):
     """Simulated simultaneous ERP and BOLD data with known truth.
 
     Returns (y_eeg (n_trials, n_samples, n_channels) V, y_bold (n_scans, n) percent,
@@ -242,8 +274,9 @@ def simulate_joint(structure: JointStructure, theta, lead_field, *, eeg_noise_st
     theta = np.asarray(theta, float)
     if theta.shape != (structure.n_params,):
         raise ParameterError("theta", f"array of shape {theta.shape}", f"({structure.n_params},)")
-    eeg, bold = predict_joint(jnp.asarray(theta), structure, jnp.asarray(lf),
-                              jnp.asarray(structure.stimulus()))
+    eeg, bold = predict_joint(
+        jnp.asarray(theta), structure, jnp.asarray(lf), jnp.asarray(structure.stimulus())
+    )
     eeg, bold = np.asarray(eeg), np.asarray(bold)
     rng = np.random.default_rng(seed)
     y_eeg = eeg + eeg_noise_std * rng.normal(size=eeg.shape)
@@ -251,9 +284,19 @@ def simulate_joint(structure: JointStructure, theta, lead_field, *, eeg_noise_st
     return y_eeg, y_bold, eeg, bold
 
 
-def fit_joint(structure: JointStructure, y_eeg, lead_field, y_bold, *, n_modes=None,
-              modes="leadfield", hyper_mean=6.0, hyper_var=1 / 128, prior=None,
-              **vl_kwargs) -> JointResult:
+def fit_joint(
+    structure: JointStructure,
+    y_eeg,
+    lead_field,
+    y_bold,
+    *,
+    n_modes=None,
+    modes="leadfield",
+    hyper_mean=6.0,
+    hyper_var=1 / 128,
+    prior=None,
+    **vl_kwargs,
+) -> JointResult:
     """Invert the joint EEG-fMRI DCM by one variational Laplace.
 
     Parameters
@@ -269,30 +312,54 @@ def fit_joint(structure: JointStructure, y_eeg, lead_field, y_bold, *, n_modes=N
     y_eeg = np.asarray(y_eeg, float)
     y_bold = np.asarray(y_bold, float)
     if y_eeg.shape != (erp.n_trials, erp.n_samples, lf.shape[0]) or not np.all(np.isfinite(y_eeg)):
-        raise ParameterError("y_eeg", f"array of shape {y_eeg.shape}",
-                             f"finite {(erp.n_trials, erp.n_samples, lf.shape[0])}")
+        raise ParameterError(
+            "y_eeg",
+            f"array of shape {y_eeg.shape}",
+            f"finite {(erp.n_trials, erp.n_samples, lf.shape[0])}",
+        )
     if y_bold.shape != (structure.n_scans, erp.n_sources) or not np.all(np.isfinite(y_bold)):
-        raise ParameterError("y_bold", f"array of shape {y_bold.shape}",
-                             f"finite ({structure.n_scans}, {erp.n_sources}) in percent")
+        raise ParameterError(
+            "y_bold",
+            f"array of shape {y_bold.shape}",
+            f"finite ({structure.n_scans}, {erp.n_sources}) in percent",
+        )
     g = math.gcd(erp.n_trials * erp.n_samples, structure.n_scans)
     if g < MIN_CHUNK:
-        raise ParameterError("n_scans", structure.n_scans,
-                             f"a number sharing a factor >= {MIN_CHUNK} with n_trials x "
-                             f"n_samples = {erp.n_trials * erp.n_samples} (the stacked data "
-                             "need a common column length)")
+        raise ParameterError(
+            "n_scans",
+            structure.n_scans,
+            f"a number sharing a factor >= {MIN_CHUNK} with n_trials x "
+            f"n_samples = {erp.n_trials * erp.n_samples} (the stacked data "
+            "need a common column length)",
+        )
     u = spatial_modes(lf, n_modes, y_eeg, modes)
     scale_eeg = float(np.std(y_eeg @ u))
     scale_bold = float(np.std(y_bold))
     if not (scale_eeg > 0 and scale_bold > 0):
         raise ParameterError("y_eeg, y_bold", "data with zero variance", "responses")
-    y = np.concatenate([_chunk(mode_features(y_eeg, u, scale_eeg), g),
-                        _chunk(y_bold / scale_bold, g)], axis=1)
+    y = np.concatenate(
+        [_chunk(mode_features(y_eeg, u, scale_eeg), g), _chunk(y_bold / scale_bold, g)], axis=1
+    )
     mean, var = structure.prior() if prior is None else (np.asarray(p, float) for p in prior)
     if mean.shape != (structure.n_params,) or var.shape != (structure.n_params,):
-        raise ParameterError("prior", f"arrays of shapes {mean.shape}, {var.shape}",
-                             f"(mean, variance) of shape ({structure.n_params},)")
-    vl = invert(_model_for(structure, g), y, mean, var,
-                args=(jnp.asarray(u.T @ lf), jnp.asarray(structure.stimulus()),
-                      jnp.asarray(scale_eeg), jnp.asarray(scale_bold)),
-                hyper_mean=hyper_mean, hyper_var=hyper_var, **vl_kwargs)
+        raise ParameterError(
+            "prior",
+            f"arrays of shapes {mean.shape}, {var.shape}",
+            f"(mean, variance) of shape ({structure.n_params},)",
+        )
+    vl = invert(
+        _model_for(structure, g),
+        y,
+        mean,
+        var,
+        args=(
+            jnp.asarray(u.T @ lf),
+            jnp.asarray(structure.stimulus()),
+            jnp.asarray(scale_eeg),
+            jnp.asarray(scale_bold),
+        ),
+        hyper_mean=hyper_mean,
+        hyper_var=hyper_var,
+        **vl_kwargs,
+    )
     return JointResult(structure, vl, u, scale_eeg, scale_bold)

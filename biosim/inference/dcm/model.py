@@ -80,8 +80,16 @@ from ...physics.hemodynamics.balloon import balloon_rhs
 from ...physics.hemodynamics.bold import bold_from_states
 from ...physics.neural import NeuralParams, neural_rhs
 
-PRIOR_VAR = {"A_off": 1 / 64, "A_diag": 1 / 64, "B": 1.0, "C": 1.0, "D": 1.0,
-             "transit": 1 / 256, "decay": 1 / 256, "epsilon": 1 / 256}
+PRIOR_VAR = {
+    "A_off": 1 / 64,
+    "A_diag": 1 / 64,
+    "B": 1.0,
+    "C": 1.0,
+    "D": 1.0,
+    "transit": 1 / 256,
+    "decay": 1 / 256,
+    "epsilon": 1 / 256,
+}
 #: Prior mean of switched-on extrinsic connections in SPM12 (``pE.A = A/128``).
 SPM12_A_PRIOR_MEAN = 1 / 128
 #: Prior mean and variance of the log noise precision per region (SPM: 6, 1/128).
@@ -143,33 +151,54 @@ class DCMStructure:
         d = np.zeros((n, n, n), bool) if self.d is None else np.asarray(self.d, bool)
         if d.shape != (n, n, n):
             raise ParameterError("d", f"mask of shape {d.shape}", f"shape ({n}, {n}, {n})")
-        object.__setattr__(self, "a", a | np.eye(n, dtype=bool))   # self-connections always free
+        object.__setattr__(self, "a", a | np.eye(n, dtype=bool))  # self-connections always free
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "c", c)
         object.__setattr__(self, "d", d)
         if self.tr <= 0:
             raise ParameterError("tr", self.tr, "a positive TR in s")
         if int(self.n_micro) < 1 or int(self.substeps) < 1:
-            raise ParameterError("n_micro/substeps", (self.n_micro, self.substeps),
-                                 "positive integers")
+            raise ParameterError(
+                "n_micro/substeps", (self.n_micro, self.substeps), "positive integers"
+            )
         if self.integrator not in INTEGRATORS:
             raise ParameterError("integrator", self.integrator, f"one of {INTEGRATORS}")
         if self.convention not in CONVENTIONS:
             raise ParameterError("convention", self.convention, f"one of {CONVENTIONS}")
         if self.delays is not None:
-            dl = np.broadcast_to(np.asarray(self.delays, float), (n,)) if np.ndim(
-                self.delays) == 0 else np.asarray(self.delays, float)
-            if dl.shape != (n,) or np.any(~np.isfinite(dl)) or np.any(dl < 0) or np.any(
-                    dl > self.tr):
-                raise ParameterError("delays", self.delays,
-                                     f"None, or one delay or {n} delays in [0, TR] s")
+            dl = (
+                np.broadcast_to(np.asarray(self.delays, float), (n,))
+                if np.ndim(self.delays) == 0
+                else np.asarray(self.delays, float)
+            )
+            if (
+                dl.shape != (n,)
+                or np.any(~np.isfinite(dl))
+                or np.any(dl < 0)
+                or np.any(dl > self.tr)
+            ):
+                raise ParameterError(
+                    "delays", self.delays, f"None, or one delay or {n} delays in [0, TR] s"
+                )
             object.__setattr__(self, "delays", tuple(float(x) for x in dl))
 
     def _key(self):
-        return (self.a.tobytes(), self.a.shape, self.b.tobytes(), self.b.shape, self.c.tobytes(),
-                self.d.tobytes(), float(self.tr), int(self.n_micro), float(self.field_strength),
-                float(self.echo_time), self.integrator, self.convention, self.delays,
-                int(self.substeps))
+        return (
+            self.a.tobytes(),
+            self.a.shape,
+            self.b.tobytes(),
+            self.b.shape,
+            self.c.tobytes(),
+            self.d.tobytes(),
+            float(self.tr),
+            int(self.n_micro),
+            float(self.field_strength),
+            float(self.echo_time),
+            self.integrator,
+            self.convention,
+            self.delays,
+            int(self.substeps),
+        )
 
     def __hash__(self):  # static argument of jitted functions
         return hash(self._key())
@@ -177,7 +206,7 @@ class DCMStructure:
     def __eq__(self, other):
         return isinstance(other, DCMStructure) and self._key() == other._key()
 
-    def replace(self, **changes) -> "DCMStructure":
+    def replace(self, **changes) -> DCMStructure:
         """A copy with some fields changed (e.g. ``integrator="rk4"``)."""
         return dataclasses.replace(self, **changes)
 
@@ -200,8 +229,17 @@ class DCMStructure:
         decay = np.ones(n, bool)
         if self.shared_decay:
             decay[1:] = False
-        mask = np.concatenate([self.a.ravel(), self.b.ravel(), self.c.ravel(), self.d.ravel(),
-                               np.ones(n, bool), decay, [True]])
+        mask = np.concatenate(
+            [
+                self.a.ravel(),
+                self.b.ravel(),
+                self.c.ravel(),
+                self.d.ravel(),
+                np.ones(n, bool),
+                decay,
+                [True],
+            ]
+        )
         return np.flatnonzero(mask)
 
     def prior(self):
@@ -209,31 +247,38 @@ class DCMStructure:
         n, m = self.n_regions, self.n_inputs
         eye = np.eye(n, dtype=bool)
         var_a = np.where(eye, PRIOR_VAR["A_diag"], PRIOR_VAR["A_off"]).ravel()
-        var = np.concatenate([var_a, np.full(m * n * n, PRIOR_VAR["B"]),
-                              np.full(n * m, PRIOR_VAR["C"]), np.full(n ** 3, PRIOR_VAR["D"]),
-                              np.full(n, PRIOR_VAR["transit"]), np.full(n, PRIOR_VAR["decay"]),
-                              [PRIOR_VAR["epsilon"]]])
+        var = np.concatenate(
+            [
+                var_a,
+                np.full(m * n * n, PRIOR_VAR["B"]),
+                np.full(n * m, PRIOR_VAR["C"]),
+                np.full(n**3, PRIOR_VAR["D"]),
+                np.full(n, PRIOR_VAR["transit"]),
+                np.full(n, PRIOR_VAR["decay"]),
+                [PRIOR_VAR["epsilon"]],
+            ]
+        )
         mean = np.zeros_like(var)
         if self.convention == "spm12":
-            mean[:n * n] = np.where(self.a & ~eye, SPM12_A_PRIOR_MEAN, 0.0).ravel()
+            mean[: n * n] = np.where(self.a & ~eye, SPM12_A_PRIOR_MEAN, 0.0).ravel()
         idx = self.free_index()
         return mean[idx], var[idx]
 
     def unpack(self, theta):
         """Free-parameter vector -> (NeuralParams, log_transit, log_decay, log_epsilon)."""
         n, m = self.n_regions, self.n_inputs
-        total = n * n + m * n * n + n * m + n ** 3 + 2 * n + 1
+        total = n * n + m * n * n + n * m + n**3 + 2 * n + 1
         full = jnp.zeros(total).at[self.free_index()].set(theta)
         o = 0
-        a = full[o:o + n * n].reshape(n, n)
+        a = full[o : o + n * n].reshape(n, n)
         o += n * n
-        b = full[o:o + m * n * n].reshape(m, n, n)
+        b = full[o : o + m * n * n].reshape(m, n, n)
         o += m * n * n
-        c = full[o:o + n * m].reshape(n, m)
+        c = full[o : o + n * m].reshape(n, m)
         o += n * m
-        d = full[o:o + n ** 3].reshape(n, n, n)
-        o += n ** 3
-        transit, decay, eps = full[o:o + n], full[o + n:o + 2 * n], full[o + 2 * n]
+        d = full[o : o + n**3].reshape(n, n, n)
+        o += n**3
+        transit, decay, eps = full[o : o + n], full[o + n : o + 2 * n], full[o + 2 * n]
         if self.shared_decay:
             decay = jnp.full(n, decay[0])
         return NeuralParams(a, b, c, d), transit, decay, eps
@@ -244,18 +289,33 @@ class DCMStructure:
         n = self.n_regions
         transit = np.zeros(n) if transit is None else np.asarray(transit)
         decay = np.zeros(n) if decay is None else np.broadcast_to(np.asarray(decay, float), (n,))
-        full = np.concatenate([np.ravel(neural.A), np.ravel(neural.B), np.ravel(neural.C),
-                               np.ravel(neural.D), transit, decay, [epsilon]])
+        full = np.concatenate(
+            [
+                np.ravel(neural.A),
+                np.ravel(neural.B),
+                np.ravel(neural.C),
+                np.ravel(neural.D),
+                transit,
+                decay,
+                [epsilon],
+            ]
+        )
         return full[self.free_index()]
 
     def bold_params(self, log_epsilon=0.0) -> BOLDParams:
         """Observation constants of the structure's convention."""
         if self.convention == "spm12":
-            return BOLDParams(field_strength=SPM12_NU0 / 28.265, echo_time=self.echo_time,
-                              resting_venous_volume=0.04, epsilon=jnp.exp(log_epsilon),
-                              resting_extraction=0.4, r0=SPM12_R0)
-        return BOLDParams.spm(field_strength=self.field_strength, echo_time=self.echo_time,
-                              log_epsilon=log_epsilon)
+            return BOLDParams(
+                field_strength=SPM12_NU0 / 28.265,
+                echo_time=self.echo_time,
+                resting_venous_volume=0.04,
+                epsilon=jnp.exp(log_epsilon),
+                resting_extraction=0.4,
+                r0=SPM12_R0,
+            )
+        return BOLDParams.spm(
+            field_strength=self.field_strength, echo_time=self.echo_time, log_epsilon=log_epsilon
+        )
 
     def sample_index(self, n_scans):
         """(n_scans, n) indices into the microtime state trajectory (state i at
@@ -273,8 +333,8 @@ def _hemodynamic_parameters(theta, structure: DCMStructure):
     """(log_transit (n,), log_decay (n,), log_epsilon): the tail of the free vector."""
     n = structure.n_regions
     nd = 1 if structure.shared_decay else n
-    transit = theta[-(n + nd + 1):-(nd + 1)]
-    decay = theta[-(nd + 1):-1]
+    transit = theta[-(n + nd + 1) : -(nd + 1)]
+    decay = theta[-(nd + 1) : -1]
     if structure.shared_decay:
         decay = jnp.full(n, decay[0])
     return transit, decay, theta[-1]
@@ -295,13 +355,24 @@ def _sparse_layout(structure: DCMStructure):
     bj, rest = np.divmod(idx[ib] - n_a, n * n)
     br, bc = np.divmod(rest, n)
     cr, cj = np.divmod(idx[ic] - n_a - n_b, m)
-    diag_a = ar == ac                        # all n self-connections, in region order
+    diag_a = ar == ac  # all n self-connections, in region order
     diag_b = br == bc
     return dict(
-        a_self=pos[ia][diag_a], a_off=pos[ia][~diag_a], a_r=ar[~diag_a], a_c=ac[~diag_a],
-        bs=pos[ib][diag_b], bs_r=br[diag_b], bs_j=bj[diag_b],
-        bo=pos[ib][~diag_b], bo_r=br[~diag_b], bo_c=bc[~diag_b], bo_j=bj[~diag_b],
-        c=pos[ic], c_r=cr, c_j=cj)
+        a_self=pos[ia][diag_a],
+        a_off=pos[ia][~diag_a],
+        a_r=ar[~diag_a],
+        a_c=ac[~diag_a],
+        bs=pos[ib][diag_b],
+        bs_r=br[diag_b],
+        bs_j=bj[diag_b],
+        bo=pos[ib][~diag_b],
+        bo_r=br[~diag_b],
+        bo_c=bc[~diag_b],
+        bo_j=bj[~diag_b],
+        c=pos[ic],
+        c_r=cr,
+        c_j=cj,
+    )
 
 
 def _equations(theta, structure: DCMStructure):
@@ -368,7 +439,7 @@ def expm_augmented(c, jac, h):
     n = c.shape[0]
     aug = jnp.zeros((n + 1, n + 1), c.dtype).at[1:, 0].set(c).at[1:, 1:].set(jac) * h
     norm = jnp.max(jnp.sum(jnp.abs(aug), axis=0))
-    small = aug / 2.0 ** EXPM_SQUARINGS
+    small = aug / 2.0**EXPM_SQUARINGS
     term = jnp.eye(n + 1, dtype=c.dtype)
     e = term
     for k in range(1, EXPM_ORDER + 1):
@@ -400,14 +471,17 @@ def trajectory(theta, inputs, structure: DCMStructure):
             new = e[1:, 0] + e[1:, 1:] @ state
             return (new, u, e), state
 
-        carry0 = (jnp.zeros(5 * n), jnp.full(inputs.shape[-1], jnp.nan),
-                  jnp.zeros((5 * n + 1, 5 * n + 1)))
+        carry0 = (
+            jnp.zeros(5 * n),
+            jnp.full(inputs.shape[-1], jnp.nan),
+            jnp.zeros((5 * n + 1, 5 * n + 1)),
+        )
         (final, _, _), states = lax.scan(step, carry0, inputs)
         return jnp.concatenate([states, final[None]], axis=0)
 
-    states, final = integrate_fixed_step(rhs, jnp.zeros(5 * n), inputs,
-                                         structure.tr / structure.n_micro,
-                                         method="rk4", substeps=ns)
+    states, final = integrate_fixed_step(
+        rhs, jnp.zeros(5 * n), inputs, structure.tr / structure.n_micro, method="rk4", substeps=ns
+    )
     return jnp.concatenate([states, final[None]], axis=0)
 
 
@@ -425,7 +499,7 @@ def predict_bold(theta, inputs, structure: DCMStructure):
     states = trajectory(theta, inputs, structure)
     idx = structure.sample_index(n_scans)
     hs = states[:, n:].reshape(-1, n, 4)
-    sampled = hs[idx, np.arange(n)[None, :]]                   # (n_scans, n, 4)
+    sampled = hs[idx, np.arange(n)[None, :]]  # (n_scans, n, 4)
     return bold_from_states(sampled, structure.bold_params(theta[-1]))
 
 
@@ -434,7 +508,14 @@ def _predict_tr_blocks(theta, inputs, structure):
     rhs, bold_p = _equations(theta, structure)
     n = structure.n_regions
     y, _ = integrate_fixed_step(
-        rhs, jnp.zeros(5 * n), inputs, structure.tr / structure.n_micro, method="rk4",
-        substeps=int(structure.substeps), record_every=int(structure.n_micro), record="end",
-        observe=lambda state: bold_from_states(state[n:].reshape(n, 4), bold_p))
+        rhs,
+        jnp.zeros(5 * n),
+        inputs,
+        structure.tr / structure.n_micro,
+        method="rk4",
+        substeps=int(structure.substeps),
+        record_every=int(structure.n_micro),
+        record="end",
+        observe=lambda state: bold_from_states(state[n:].reshape(n, 4), bold_p),
+    )
     return y

@@ -51,20 +51,27 @@ class SamplingResult:
         return np.cov(self.theta, rowvar=False)
 
 
-def log_joint(model, y, prior_mean, prior_var, hyper_mean=6.0, hyper_var=1 / 128, args=(),
-              fixed_log_precision=None):
+def log_joint(
+    model,
+    y,
+    prior_mean,
+    prior_var,
+    hyper_mean=6.0,
+    hyper_var=1 / 128,
+    args=(),
+    fixed_log_precision=None,
+):
     """The unnormalised log posterior density as a function of a flat vector
     ``[theta, lambda]`` (or ``theta`` alone when the log precisions are fixed)."""
     y = jnp.asarray(y, float)
     mu, var = jnp.asarray(prior_mean, float), jnp.asarray(prior_var, float)
-    p, (n, k) = mu.size, y.shape
+    p, n = mu.size, y.shape[0]
 
     def logdensity(x):
         theta = x[:p]
-        lam = (jnp.asarray(fixed_log_precision, float) if fixed_log_precision is not None
-               else x[p:])
+        lam = jnp.asarray(fixed_log_precision, float) if fixed_log_precision is not None else x[p:]
         resid = y - model(theta, *args)
-        ll = 0.5 * n * jnp.sum(lam) - 0.5 * jnp.sum(jnp.exp(lam) * jnp.sum(resid ** 2, axis=0))
+        ll = 0.5 * n * jnp.sum(lam) - 0.5 * jnp.sum(jnp.exp(lam) * jnp.sum(resid**2, axis=0))
         lp = -0.5 * jnp.sum((theta - mu) ** 2 / var)
         if fixed_log_precision is None:
             lp = lp - 0.5 * jnp.sum((lam - hyper_mean) ** 2) / hyper_var
@@ -73,9 +80,21 @@ def log_joint(model, y, prior_mean, prior_var, hyper_mean=6.0, hyper_var=1 / 128
     return logdensity
 
 
-def sample_posterior(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0,
-                     hyper_var=1 / 128, fixed_log_precision=None, init=None, n_samples=1000,
-                     n_warmup=500, seed=0) -> SamplingResult:
+def sample_posterior(
+    model,
+    y,
+    prior_mean,
+    prior_var,
+    *,
+    args=(),
+    hyper_mean=6.0,
+    hyper_var=1 / 128,
+    fixed_log_precision=None,
+    init=None,
+    n_samples=1000,
+    n_warmup=500,
+    seed=0,
+) -> SamplingResult:
     """Draw from the posterior of ``y ~ model(theta, *args)`` with NUTS.
 
     Parameters
@@ -94,16 +113,18 @@ def sample_posterior(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0
     try:
         import blackjax
     except ImportError as err:
-        raise ImportError("posterior sampling needs BlackJAX: pip install 'biosim[sampling]'") \
-            from err
+        raise ImportError(
+            "posterior sampling needs BlackJAX: pip install 'biosim[sampling]'"
+        ) from err
     y = np.asarray(y, float)
     if y.ndim != 2 or not np.all(np.isfinite(y)):
         raise ParameterError("y", f"array of shape {y.shape}", "finite data of shape (T, k)")
     if n_samples < 1 or n_warmup < 0:
         raise ParameterError("n_samples", n_samples, "a positive number of draws")
     p, k = np.size(prior_mean), y.shape[1]
-    logdensity = log_joint(model, y, prior_mean, prior_var, hyper_mean, hyper_var, args,
-                           fixed_log_precision)
+    logdensity = log_joint(
+        model, y, prior_mean, prior_var, hyper_mean, hyper_var, args, fixed_log_precision
+    )
     if init is None:
         init = np.asarray(prior_mean, float)
         if fixed_log_precision is None:
@@ -120,7 +141,15 @@ def sample_posterior(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0
 
     _, (pos, acc, div) = jax.lax.scan(one, state, jax.random.split(key_draw, n_samples))
     pos = np.asarray(pos)
-    lam = (np.tile(np.asarray(fixed_log_precision, float), (n_samples, 1))
-           if fixed_log_precision is not None else pos[:, p:])
-    return SamplingResult(theta=pos[:, :p], log_precision=lam, acceptance=float(np.mean(acc)),
-                          divergences=int(np.sum(div)), step_size=float(params["step_size"]))
+    lam = (
+        np.tile(np.asarray(fixed_log_precision, float), (n_samples, 1))
+        if fixed_log_precision is not None
+        else pos[:, p:]
+    )
+    return SamplingResult(
+        theta=pos[:, :p],
+        log_precision=lam,
+        acceptance=float(np.mean(acc)),
+        divergences=int(np.sum(div)),
+        step_size=float(params["step_size"]),
+    )

@@ -41,15 +41,15 @@ from ..._core.precision import require_float64
 class VLResult:
     """Posterior of a variational Laplace inversion."""
 
-    mean: np.ndarray              # posterior mean of theta
-    cov: np.ndarray               # posterior covariance of theta
-    log_precision: np.ndarray     # posterior mean of lambda (per column)
+    mean: np.ndarray  # posterior mean of theta
+    cov: np.ndarray  # posterior covariance of theta
+    log_precision: np.ndarray  # posterior mean of lambda (per column)
     free_energy: float
     n_iterations: int
     converged: bool
-    history: list                 # F after each accepted iteration
-    prediction: np.ndarray        # model prediction (confounds included)
-    confound_mean: np.ndarray | None = None   # (c, k) posterior mean of the confound weights
+    history: list  # F after each accepted iteration
+    prediction: np.ndarray  # model prediction (confounds included)
+    confound_mean: np.ndarray | None = None  # (c, k) posterior mean of the confound weights
 
 
 _COMPILED = {}
@@ -60,13 +60,27 @@ CONFOUND_PRIOR_VAR = 1e8
 def _compiled(model):
     """jit(theta, *args) -> (prediction, Jacobian), cached per model callable."""
     if model not in _COMPILED:
-        _COMPILED[model] = jax.jit(lambda theta, *args: (model(theta, *args),
-                                                         jax.jacfwd(model)(theta, *args)))
+        _COMPILED[model] = jax.jit(
+            lambda theta, *args: (model(theta, *args), jax.jacfwd(model)(theta, *args))
+        )
     return _COMPILED[model]
 
 
-def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_var=1 / 128,
-           max_iter=64, tol=1e-2, verbose=False, confounds=None, init=None) -> VLResult:
+def invert(
+    model,
+    y,
+    prior_mean,
+    prior_var,
+    *,
+    args=(),
+    hyper_mean=6.0,
+    hyper_var=1 / 128,
+    max_iter=64,
+    tol=1e-2,
+    verbose=False,
+    confounds=None,
+    init=None,
+) -> VLResult:
     """Invert ``y ~ model(theta)`` by variational Laplace.
 
     Parameters
@@ -110,16 +124,17 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
         x0 = np.asarray(confounds, float)
         x0 = x0[:, None] if x0.ndim == 1 else x0
         if x0.ndim != 2 or x0.shape[0] != n_t or not np.all(np.isfinite(x0)):
-            raise ParameterError("confounds", f"array of shape {x0.shape}",
-                                 f"finite regressors of shape ({n_t}, c)")
+            raise ParameterError(
+                "confounds", f"array of shape {x0.shape}", f"finite regressors of shape ({n_t}, c)"
+            )
         n_c = x0.shape[1]
-        beta0 = np.linalg.lstsq(x0, y, rcond=None)[0]                # (c, k), SPM's pinv(X0) y
+        beta0 = np.linalg.lstsq(x0, y, rcond=None)[0]  # (c, k), SPM's pinv(X0) y
         mu_p = np.concatenate([mu_p, np.zeros(n_c * k)])
         var_p = np.concatenate([var_p, np.full(n_c * k, CONFOUND_PRIOR_VAR)])
         jac_conf = np.zeros((n_t, k, k, n_c))
         for i in range(k):
             jac_conf[:, i, i, :] = x0
-        jac_conf = jac_conf.reshape(n_t, k, k * n_c)             # parameter order (k, c)
+        jac_conf = jac_conf.reshape(n_t, k, k * n_c)  # parameter order (k, c)
     ip = np.diag(1.0 / var_p)
     lam_p = np.full(k, hyper_mean)
 
@@ -135,10 +150,10 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
             jac = np.concatenate([jac, jac_conf], axis=2)
         e = y - pred
         n_p = jac.shape[2]
-        if k * n_p * n_p <= 2 ** 26:
+        if k * n_p * n_p <= 2**26:
             # per-column Gram matrices G_k = J_k' J_k (BLAS), reused by the M-step
-            jk = np.ascontiguousarray(jac.transpose(1, 0, 2))            # (k, T, p)
-            gram = np.matmul(jk.transpose(0, 2, 1), jk)                  # (k, p, p)
+            jk = np.ascontiguousarray(jac.transpose(1, 0, 2))  # (k, T, p)
+            gram = np.matmul(jk.transpose(0, 2, 1), jk)  # (k, p, p)
 
             def curvature(prec):
                 return np.tensordot(prec, gram, axes=1) + ip
@@ -154,14 +169,15 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
 
             def traces(s):
                 return ((flat @ s) * flat).reshape(n_t, k, n_p).sum(axis=(0, 2))
+
         ee = np.einsum("tk,tk->k", e, e)
         # M-step: Fisher scoring of the log precisions
         for _ in range(8):
             prec = np.exp(lam)
             s = np.linalg.inv(curvature(prec))
-            tr = traces(s)      # tr(J_k S J_k') per column
+            tr = traces(s)  # tr(J_k S J_k') per column
             grad = 0.5 * (n_t - prec * (ee + tr)) - (lam - lam_p) / hyper_var
-            curv = -0.5 * n_t - 1.0 / hyper_var        # expected curvature (Fisher)
+            curv = -0.5 * n_t - 1.0 / hyper_var  # expected curvature (Fisher)
             d_lam = np.clip(-grad / curv, -1.0, 1.0)
             lam = lam + d_lam
             if np.max(np.abs(d_lam)) < 1e-4:
@@ -171,12 +187,17 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
         s = np.linalg.inv(h)
         dth = theta - mu_p
         s_lam = 1.0 / (0.5 * n_t + 1.0 / hyper_var)
-        f = (-0.5 * np.sum(prec * ee) + 0.5 * n_t * np.sum(lam)
-             - 0.5 * n_t * k * np.log(2 * np.pi)
-             - 0.5 * np.sum(dth ** 2 / var_p) - 0.5 * np.sum(np.log(var_p))
-             + 0.5 * np.linalg.slogdet(s)[1]
-             - 0.5 * np.sum((lam - lam_p) ** 2) / hyper_var - 0.5 * k * np.log(hyper_var)
-             + 0.5 * k * np.log(s_lam))
+        f = (
+            -0.5 * np.sum(prec * ee)
+            + 0.5 * n_t * np.sum(lam)
+            - 0.5 * n_t * k * np.log(2 * np.pi)
+            - 0.5 * np.sum(dth**2 / var_p)
+            - 0.5 * np.sum(np.log(var_p))
+            + 0.5 * np.linalg.slogdet(s)[1]
+            - 0.5 * np.sum((lam - lam_p) ** 2) / hyper_var
+            - 0.5 * k * np.log(hyper_var)
+            + 0.5 * k * np.log(s_lam)
+        )
         grad_theta = np.einsum("tkp,tk->p", jac, e * prec[None, :]) - dth / var_p
         return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred)
 
@@ -187,7 +208,7 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
             raise ParameterError("init", f"array of shape {init.shape}", f"finite ({n_theta},)")
         theta[:n_theta] = init
     if confounds is not None:
-        if init is not None:    # confound weights at their conditional optimum given init
+        if init is not None:  # confound weights at their conditional optimum given init
             resid = y - np.asarray(g_and_j(jnp.asarray(theta[:n_theta]), *args)[0])
             beta0 = np.linalg.lstsq(x0, resid, rcond=None)[0]
         theta[n_theta:] = beta0.T.ravel()
@@ -226,7 +247,14 @@ def invert(model, y, prior_mean, prior_var, *, args=(), hyper_mean=6.0, hyper_va
     conf = None
     if confounds is not None:
         conf = best_theta[n_theta:].reshape(k, n_c).T
-    return VLResult(mean=best_theta[:n_theta], cov=best["s"][:n_theta, :n_theta],
-                    log_precision=best["lam"], free_energy=float(best["f"]), n_iterations=it,
-                    converged=converged, history=history, prediction=best["pred"],
-                    confound_mean=conf)
+    return VLResult(
+        mean=best_theta[:n_theta],
+        cov=best["s"][:n_theta, :n_theta],
+        log_precision=best["lam"],
+        free_energy=float(best["f"]),
+        n_iterations=it,
+        converged=converged,
+        history=history,
+        prediction=best["pred"],
+        confound_mean=conf,
+    )

@@ -22,7 +22,9 @@ def _epochs(signal, onsets, length):
     onsets = np.asarray(onsets, int)
     ok = (onsets >= 0) & (onsets + length <= signal.shape[-1])
     if not ok.any():
-        raise ParameterError("onsets", "no complete epoch", "triggers with a full epoch in the data")
+        raise ParameterError(
+            "onsets", "no complete epoch", "triggers with a full epoch in the data"
+        )
     return onsets[ok]
 
 
@@ -38,11 +40,11 @@ def average_artifact_subtraction(data, triggers, epoch_length, window=30):
     """
     x = np.asarray(data, float).copy()
     on = _epochs(x, triggers, epoch_length)
-    ep = np.stack([x[:, o:o + epoch_length] for o in on])            # (E, C, L)
+    ep = np.stack([x[:, o : o + epoch_length] for o in on])  # (E, C, L)
     half = window // 2
     for i, o in enumerate(on):
         lo, hi = max(0, i - half), min(len(on), i + half + 1)
-        x[:, o:o + epoch_length] -= ep[lo:hi].mean(0)
+        x[:, o : o + epoch_length] -= ep[lo:hi].mean(0)
     return x
 
 
@@ -60,14 +62,14 @@ def optimal_basis_set(data, r_peaks, pre, post, n_components=3):
     length = pre + post
     on = _epochs(x, np.asarray(r_peaks) - pre, length)
     for c in range(x.shape[0]):
-        ep = np.stack([x[c, o:o + length] for o in on])               # (E, L)
+        ep = np.stack([x[c, o : o + length] for o in on])  # (E, L)
         mean = ep.mean(0)
         _, _, vt = np.linalg.svd(ep - mean, full_matrices=False)
-        basis = np.c_[mean, vt[:n_components].T]                      # (L, k+1)
+        basis = np.c_[mean, vt[:n_components].T]  # (L, k+1)
         coef, *_ = np.linalg.lstsq(basis, ep.T, rcond=None)
         fitted = (basis @ coef).T
         for e, o in enumerate(on):
-            x[c, o:o + length] -= fitted[e]
+            x[c, o : o + length] -= fitted[e]
     return x
 
 

@@ -21,12 +21,15 @@ def estimate_clock_drift(mri_trigger_times, eeg_trigger_times):
     tm = np.asarray(mri_trigger_times, float)
     te = np.asarray(eeg_trigger_times, float)
     if tm.shape != te.shape or tm.size < 2:
-        raise ParameterError("eeg_trigger_times", f"{te.size} triggers",
-                             f"{tm.size} triggers matching the MRI triggers (at least 2)")
+        raise ParameterError(
+            "eeg_trigger_times",
+            f"{te.size} triggers",
+            f"{tm.size} triggers matching the MRI triggers (at least 2)",
+        )
     a = np.c_[tm, np.ones_like(tm)]
     (alpha, beta), *_ = np.linalg.lstsq(a, te, rcond=None)
     resid = te - (alpha * tm + beta)
-    return float(alpha), float(beta), float(np.sqrt(np.mean(resid ** 2)))
+    return float(alpha), float(beta), float(np.sqrt(np.mean(resid**2)))
 
 
 def resample_to_mri_clock(data, eeg_times, alpha, beta, sfreq):

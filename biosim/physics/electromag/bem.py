@@ -50,8 +50,9 @@ head model's operators and the forward model.
 EEG: V_N at each electrode's closest point on the scalp mesh, by Green's
 representation in the scalp compartment (default: the integrals of V_N,
 V_N-1 and p_N-1 against the analytic layer potentials at the electrode) or
-by P1 interpolation (``eeg_readout``).  MEG: Geselowitz (1970), ``B(r) = B0(r) - mu0/(4 pi) sum_i (s_i - s_{i+1})
-int_{S_i} V(r') n' x (r - r') / |r - r'|^3 dS'`` with
+by P1 interpolation (``eeg_readout``).  MEG: Geselowitz (1970),
+``B(r) = B0(r) - mu0/(4 pi) sum_i (s_i - s_{i+1}) int_{S_i} V(r') n' x (r - r') / |r - r'|^3
+dS'`` with
 ``B0 = mu0/(4 pi) q x (r - r0) / |r - r0|^3``, integrated with a degree-5 rule on
 each triangle, subdivided for triangles close to a coil point, at the coil
 integration points of :class:`MEGSensors`.
@@ -178,40 +179,54 @@ class BEMOperators:
         """
         require_float64("BEM assembly")
         if flux not in ("p0", "p1"):
-            raise ParameterError("flux", flux, "'p0' (one current per triangle) or 'p1' (per vertex)")
+            raise ParameterError(
+                "flux", flux, "'p0' (one current per triangle) or 'p1' (per vertex)"
+            )
         if geometry not in ("flat", "matched", "curved"):
-            raise ParameterError("geometry", geometry, "'flat' (the mesh's triangles), 'matched' (flat "
-                                 "triangles enclosing the smooth surface's volume) or 'curved' (curved elements)")
+            raise ParameterError(
+                "geometry",
+                geometry,
+                "'flat' (the mesh's triangles), 'matched' (flat "
+                "triangles enclosing the smooth surface's volume) or 'curved' (curved elements)",
+            )
         surfaces = tuple(surfaces)
         if len(surfaces) < 1:
             raise ParameterError("surfaces", "an empty list", "at least one closed surface")
         for s in surfaces:
             if not isinstance(s, TriangleMesh):
-                raise ParameterError("surfaces", type(s).__name__, "TriangleMesh objects, inner to outer")
+                raise ParameterError(
+                    "surfaces", type(s).__name__, "TriangleMesh objects, inner to outer"
+                )
         if check:
             check_head_model(surfaces, min_gap)
         if geometry == "curved":
             return cls._create_curved(surfaces, min_gap, check, flux, **quad)
         if geometry == "matched":
             surfaces = tuple(volume_matched_surface(s) for s in surfaces)
-            if check:        # still nested with the gap after the (sub-mm) moves
+            if check:  # still nested with the gap after the (sub-mm) moves
                 check_head_model(surfaces, min_gap)
         n = len(surfaces)
         curls = [curl_matrices(s) for s in surfaces]
+
         def single_and_hypersingular(i, j):
             """S_ij (kept where it is an unknowns' block, else None) and N_ij
             from the same P0 single layer, which is then dropped (memory)."""
-            if flux == "p1" and j < n - 1:      # P1 and P0 blocks from one kernel pass
-                keep, s_p0 = single_layer_matrix_p1(surfaces[i], surfaces[j], same=i == j, with_p0=True,
-                                                    **quad)
+            if flux == "p1" and j < n - 1:  # P1 and P0 blocks from one kernel pass
+                keep, s_p0 = single_layer_matrix_p1(
+                    surfaces[i], surfaces[j], same=i == j, with_p0=True, **quad
+                )
             else:
                 s_p0 = single_layer_matrix(surfaces[i], surfaces[j], same=i == j, **quad)
                 keep = s_p0 if flux == "p0" and j < n - 1 else None
             nb = hypersingular_matrix(s_p0, curls[i], curls[j])
             return keep, (0.5 * (nb + nb.T) if i == j else nb)
 
-        tasks = {("SN", i, j): (single_and_hypersingular, (i, j), {})
-                 for i in range(n) for j in (i, i + 1) if j < n}
+        tasks = {
+            ("SN", i, j): (single_and_hypersingular, (i, j), {})
+            for i in range(n)
+            for j in (i, i + 1)
+            if j < n
+        }
         dl = double_layer_matrix_p1 if flux == "p1" else double_layer_matrix
         for i in range(n - 1):
             for j in (i - 1, i, i + 1):
@@ -235,7 +250,7 @@ class BEMOperators:
         keeps the sub-triangles flat (the flat surface, integrated like curved
         elements: a check of the machinery)."""
         curved = tuple(curved_refinement(s, curved=bend) for s in surfaces)
-        if check:            # the curved surfaces must still be nested with the gap
+        if check:  # the curved surfaces must still be nested with the gap
             check_head_model([c.fine for c in curved], min_gap)
         n = len(surfaces)
         rules = {k: quad.pop(k) for k in ("far_rule", "near_rule", "far_base") if k in quad}
@@ -245,15 +260,19 @@ class BEMOperators:
         for i in range(n):
             for j in (i, i + 1):
                 if j < n:
-                    tasks[("SN", i, j)] = (bem_curved.single_layer_and_hypersingular,
-                                           {"same": i == j, "p1": p1 and j < n - 1})
+                    tasks[("SN", i, j)] = (
+                        bem_curved.single_layer_and_hypersingular,
+                        {"same": i == j, "p1": p1 and j < n - 1},
+                    )
         for i in range(n - 1):
             for j in (i - 1, i, i + 1):
                 if 0 <= j < n:
                     tasks[("D", i, j)] = (bem_curved.double_layer, {"same": i == j, "p1": p1})
         with ThreadPoolExecutor(max_workers=n_threads()) as pool:
-            futures = {k: pool.submit(f, elems[k[1]], elems[k[2]], **kw, **quad)
-                       for k, (f, kw) in tasks.items()}
+            futures = {
+                k: pool.submit(f, elems[k[1]], elems[k[2]], **kw, **quad)
+                for k, (f, kw) in tasks.items()
+            }
             res = {k: fut.result() for k, fut in futures.items()}
         S = {k[1:]: v[0] for k, v in res.items() if k[0] == "SN" and k[1] < n - 1 and k[2] < n - 1}
         N = {k[1:]: v[1] for k, v in res.items() if k[0] == "SN"}
@@ -283,21 +302,39 @@ class BEMForward:
     conductivities: object
     eeg: EEGSensors | None
     meg: MEGSensors | None
-    transfer: object            # (n_sensors, n_dof of S_1): T = F A^-1 restricted to S_1
+    transfer: object  # (n_sensors, n_dof of S_1): T = F A^-1 restricted to S_1
 
     @classmethod
-    def create(cls, surfaces, conductivities, eeg=None, meg=None, min_gap=0.001, derivatives="adjoint",
-               eeg_readout=None, **quad):
+    def create(
+        cls,
+        surfaces,
+        conductivities,
+        eeg=None,
+        meg=None,
+        min_gap=0.001,
+        derivatives="adjoint",
+        eeg_readout=None,
+        **quad,
+    ):
         """Assemble :class:`BEMOperators` for ``surfaces`` (``quad``: ``flux``,
         ``geometry`` and the quadrature options of :meth:`BEMOperators.create`)
         and build the forward model (:meth:`from_operators`)."""
         ops = BEMOperators.create(surfaces, min_gap=min_gap, **quad)
-        return cls.from_operators(ops, conductivities, eeg, meg, derivatives=derivatives,
-                                  eeg_readout=eeg_readout)
+        return cls.from_operators(
+            ops, conductivities, eeg, meg, derivatives=derivatives, eeg_readout=eeg_readout
+        )
 
     @classmethod
-    def from_operators(cls, ops: BEMOperators, conductivities, eeg=None, meg=None,
-                       meg_functionals=None, derivatives="adjoint", eeg_readout=None):
+    def from_operators(
+        cls,
+        ops: BEMOperators,
+        conductivities,
+        eeg=None,
+        meg=None,
+        meg_functionals=None,
+        derivatives="adjoint",
+        eeg_readout=None,
+    ):
         """The forward model of ``ops`` for ``conductivities`` (N,) S/m and the
         sensors.
 
@@ -318,8 +355,11 @@ class BEMForward:
         of the system's size, so small meshes only).
         """
         if derivatives not in ("adjoint", "dense"):
-            raise ParameterError("derivatives", derivatives, "'adjoint' (reverse mode, any size) "
-                                 "or 'dense' (any mode, small meshes)")
+            raise ParameterError(
+                "derivatives",
+                derivatives,
+                "'adjoint' (reverse mode, any size) or 'dense' (any mode, small meshes)",
+            )
         if eeg is None and meg is None:
             raise ParameterError("eeg/meg", None, "at least one sensor set")
         n = ops.n_surfaces
@@ -340,13 +380,18 @@ class BEMForward:
             _, _, d = closest_points(scalp, eeg.positions)
             far = np.flatnonzero(d > 0.01)
             if far.size:
-                raise GeometryError(f"electrode {int(far[0])} is {d[far[0]] * 1e3:.1f} mm from the "
-                                    f"scalp surface {scalp.name!r} (more than 10 mm): check units and "
-                                    "coordinate frame")
+                raise GeometryError(
+                    f"electrode {int(far[0])} is {d[far[0]] * 1e3:.1f} mm from the "
+                    f"scalp surface {scalp.name!r} (more than 10 mm): check units and "
+                    "coordinate frame"
+                )
             f_v, f_p = eeg_functional(ops, eeg.positions, eeg_readout)
         if meg is not None:
-            check_points_outside(scalp if ops.curved is None else ops.curved[-1].fine, meg.points,
-                                 "MEG integration point")
+            check_points_outside(
+                scalp if ops.curved is None else ops.curved[-1].fine,
+                meg.points,
+                "MEG integration point",
+            )
             if meg_functionals is None:
                 meg_functionals = meg_surface_functionals(ops, meg)
         xp = np if concrete else jnp
@@ -362,8 +407,12 @@ class BEMForward:
         else:
             y = solve_traced(ops, sig, f.T)
         v_off, p_off = ops.offsets()
-        idx = np.concatenate([np.arange(v_off[0], v_off[1]),
-                              np.arange(p_off[0], p_off[1]) if n > 1 else np.zeros(0, int)])
+        idx = np.concatenate(
+            [
+                np.arange(v_off[0], v_off[1]),
+                np.arange(p_off[0], p_off[1]) if n > 1 else np.zeros(0, int),
+            ]
+        )
         transfer = jnp.asarray(y[idx].T)
         return cls(ops, sig, eeg, meg, transfer)
 
@@ -374,7 +423,8 @@ class BEMForward:
     @property
     def channel_kinds(self):
         return (("eeg",) * self.eeg.n_channels if self.eeg else ()) + (
-            self.meg.kinds if self.meg else ())
+            self.meg.kinds if self.meg else ()
+        )
 
     def _inner_surface(self, expand=True):
         """The surface the source terms are integrated over (the sub-triangles
@@ -387,7 +437,7 @@ class BEMForward:
             return ops.surfaces[0], t_v, t_p
         cm = ops.curved[0]
         flux_map = cm.prolongation if ops.flux == "p1" else cm.aggregation
-        if is_concrete(t_v):          # (slices of a concrete transfer are traced under jit)
+        if is_concrete(t_v):  # (slices of a concrete transfer are traced under jit)
             expand = lambda t, m: np.asarray((m @ np.asarray(t).T).T)
         else:
             expand = lambda t, m: t @ jnp.asarray(m.toarray()).T
@@ -444,7 +494,7 @@ class BEMForward:
             tri, faces = jnp.asarray(tri_np), jnp.asarray(faces_np)
             out = []
             for s in range(0, positions.shape[0], chunk):
-                rv, rp = source_terms(tri, faces, nv, positions[s:s + chunk], flux)
+                rv, rp = source_terms(tri, faces, nv, positions[s : s + chunk], flux)
                 g = jnp.einsum("ej,jck->eck", t_v, rv)
                 if n > 1:
                     g = g - jnp.einsum("ej,jck->eck", t_p, rp) / sig1
@@ -459,7 +509,7 @@ class BEMForward:
         def one(p):
             rv, rp = source_terms_quad(*args, nv, jnp.asarray(p), flux)
             c = len(p)
-            g = tv_np @ np.asarray(rv).reshape(nv, 3 * c)          # BLAS GEMM, not einsum
+            g = tv_np @ np.asarray(rv).reshape(nv, 3 * c)  # BLAS GEMM, not einsum
             if n > 1:
                 g -= (tp_np @ np.asarray(rp).reshape(n_p1, 3 * c)) / s1
             return g.reshape(-1, c, 3)
@@ -472,10 +522,20 @@ class BEMForward:
         src = np.repeat(np.arange(len(pos)), [len(x) for x in lists])
         if src.size:
             tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
-            ddl, dsl = run_chunks(lambda *a: source_pairs_correction(*a, flux),
-                                   [elem[tt], qp[tt], qw[tt],
-                                    np.broadcast_to(bary, (len(tt),) + bary.shape), nrm[tt], pos[src]],
-                                   len(tt), 512 if elem.ndim == 4 else 2048, n_out=2)
+            ddl, dsl = run_chunks(
+                lambda *a: source_pairs_correction(*a, flux),
+                [
+                    elem[tt],
+                    qp[tt],
+                    qw[tt],
+                    np.broadcast_to(bary, (len(tt),) + bary.shape),
+                    nrm[tt],
+                    pos[src],
+                ],
+                len(tt),
+                512 if elem.ndim == 4 else 2048,
+                n_out=2,
+            )
             # correction matrix: rows = S_1 unknowns, columns = (source, direction)
             rows = [faces_np[tt, k] for k in range(3)]
             if n > 1:
@@ -486,7 +546,11 @@ class BEMForward:
             for d in range(3):
                 vals = [ddl[:, k, d] for k in range(3)]
                 if n > 1:
-                    vals += ([-dsl[:, k, d] / s1 for k in range(3)] if flux == "p1" else [-dsl[:, d] / s1])
+                    vals += (
+                        [-dsl[:, k, d] / s1 for k in range(3)]
+                        if flux == "p1"
+                        else [-dsl[:, d] / s1]
+                    )
                 vals = np.concatenate(vals)
                 corr = sp.csr_matrix((vals, (rows, cols)), shape=(nv + n_p1, len(pos)))
                 g[:, :, d] += np.asarray((corr.T @ t_all.T).T)
@@ -501,7 +565,9 @@ class BEMForward:
         parts = []
         n_e = self.eeg.n_channels if self.eeg is not None else 0
         if self.eeg is not None:
-            parts.append(jnp.einsum("ij,jsk->isk", jnp.asarray(self.eeg.reference_matrix()), g[:n_e]))
+            parts.append(
+                jnp.einsum("ij,jsk->isk", jnp.asarray(self.eeg.reference_matrix()), g[:n_e])
+            )
         if self.meg is not None:
             parts.append(g[n_e:] + primary_meg_gain(self.meg, positions))
         return jnp.concatenate(parts, axis=0)

@@ -25,8 +25,8 @@ logarithms are guarded with the double-``where`` idiom).
 
 from __future__ import annotations
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 FOUR_PI = 4.0 * np.pi
 
@@ -68,9 +68,9 @@ def _edge_terms(x, tri):
         e = b - a
         le = _safe_norm(e)
         t = e / le[..., None]
-        me = jnp.cross(t, n)                        # outward in-plane normal
-        lm = _dot(a - x, t)                          # l- (signed, edge start)
-        lp = _dot(b - x, t)                          # l+ (edge end)
+        me = jnp.cross(t, n)  # outward in-plane normal
+        lm = _dot(a - x, t)  # l- (signed, edge start)
+        lp = _dot(b - x, t)  # l+ (edge end)
         rm = _safe_norm(a - x)
         rp = _safe_norm(b - x)
         pe = _dot(a - x, me)
@@ -114,8 +114,8 @@ def single_layer_p1(x, tri):
         lm, lp = _dot(a - x, t), _dot(b - x, t)
         ends.append(lp * _safe_norm(b - x) - lm * _safe_norm(a - x))
     ends = jnp.stack(ends, -1)
-    coef = 0.5 * ((P * P + (h * h)[..., None]) * gamma + ends)              # (..., 3 edges)
-    moment = jnp.sum(m * coef[..., None], axis=-2) / FOUR_PI                # (..., 3)
+    coef = 0.5 * ((P * P + (h * h)[..., None]) * gamma + ends)  # (..., 3 edges)
+    moment = jnp.sum(m * coef[..., None], axis=-2) / FOUR_PI  # (..., 3)
     grads = hat_gradients(tri)
     lam = jnp.stack([_dot(grads[..., k, :], x - tri[..., (k + 1) % 3, :]) for k in range(3)], -1)
     return lam * i0[..., None] + jnp.einsum("...kj,...j->...k", grads, moment)
@@ -127,8 +127,10 @@ def hat_gradients(tri):
     nvec = jnp.cross(y[1] - y[0], y[2] - y[0])
     two_area = _safe_norm(nvec)
     n = nvec / two_area[..., None]
-    return jnp.stack([jnp.cross(n, y[(k + 2) % 3] - y[(k + 1) % 3]) / two_area[..., None]
-                      for k in range(3)], axis=-2)
+    return jnp.stack(
+        [jnp.cross(n, y[(k + 2) % 3] - y[(k + 1) % 3]) / two_area[..., None] for k in range(3)],
+        axis=-2,
+    )
 
 
 def double_layer_p1(x, tri):
@@ -139,9 +141,9 @@ def double_layer_p1(x, tri):
     """
     P, gamma, m, n, h, two_area = _edge_terms(x, tri)
     omega = solid_angle(x, tri)
-    grads = hat_gradients(tri)                       # (..., 3, 3)
+    grads = hat_gradients(tri)  # (..., 3, 3)
     lam = jnp.stack([_dot(grads[..., k, :], x - tri[..., (k + 1) % 3, :]) for k in range(3)], -1)
-    mg = jnp.sum(m * gamma[..., None], axis=-2)      # sum_e m_e gamma_e  (..., 3)
+    mg = jnp.sum(m * gamma[..., None], axis=-2)  # sum_e m_e gamma_e  (..., 3)
     corr = h[..., None] * jnp.einsum("...kj,...j->...k", grads, mg)
     return -(lam * omega[..., None] + corr) / FOUR_PI
 
@@ -153,6 +155,7 @@ def double_layer_p0(x, tri):
 
 # --------------------------------------------------------------------------
 # quadrature on triangles (barycentric points, weights summing to 1)
+
 
 def _radon7():
     s15 = np.sqrt(15.0)
@@ -180,8 +183,12 @@ def _subdivide(pts, wts, level):
         new_p, new_w = [], []
         corners = np.eye(3)
         mids = [(corners[i] + corners[j]) / 2 for i, j in ((0, 1), (1, 2), (2, 0))]
-        subs = [(corners[0], mids[0], mids[2]), (mids[0], corners[1], mids[1]),
-                (mids[2], mids[1], corners[2]), (mids[1], mids[2], mids[0])]
+        subs = [
+            (corners[0], mids[0], mids[2]),
+            (mids[0], corners[1], mids[1]),
+            (mids[2], mids[1], corners[2]),
+            (mids[1], mids[2], mids[0]),
+        ]
         for s in subs:
             s = np.array(s)
             new_p.append(pts @ s)

@@ -81,10 +81,10 @@ def _far_d(pa, wa, pb, wb, nb, lam):
     d = pa[..., :, None, :] - pb[..., None, :, :]
     r2 = jnp.sum(d * d, -1)
     ok = r2 > 0
-    inv = jax.lax.rsqrt(jnp.where(ok, r2, 1.0))           # rsqrt: cheaper than r2**-1.5
+    inv = jax.lax.rsqrt(jnp.where(ok, r2, 1.0))  # rsqrt: cheaper than r2**-1.5
     inv3 = jnp.where(ok, inv * inv * inv, 0.0)
-    k = jnp.sum(d * nb[..., None, None, :], -1) * inv3            # (..., Qa, Qb)
-    t = jnp.sum(wa[..., :, None] * k, axis=-2) * wb                # (..., Qb)
+    k = jnp.sum(d * nb[..., None, None, :], -1) * inv3  # (..., Qa, Qb)
+    t = jnp.sum(wa[..., :, None] * k, axis=-2) * wb  # (..., Qb)
     return (t @ lam) / (4 * np.pi)
 
 
@@ -101,12 +101,23 @@ def near_pairs(tri_a, tri_b, near_factor):
     radius = near_factor * (ra.max() + rb.max())
     lists = cKDTree(cb).query_ball_point(ca, radius)
     a = np.repeat(np.arange(len(ca)), [len(x) for x in lists])
-    b = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if len(a) else np.zeros(0, int)
+    b = (
+        np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
+        if len(a)
+        else np.zeros(0, int)
+    )
     return a.astype(np.int64), b
 
 
-def single_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=64,
-                        near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+def single_layer_matrix(
+    mesh_a: TriangleMesh,
+    mesh_b: TriangleMesh,
+    same=False,
+    chunk=64,
+    near_factor=1.5,
+    far_rule=FAR_RULE,
+    near_rule=NEAR_RULE,
+):
     """P0-P0 single-layer Galerkin matrix ``S_AB`` (nt_a, nt_b), m^3."""
     ta, tb = triangles(mesh_a), triangles(mesh_b)
     pa, wa = _qpoints(ta, far_rule)
@@ -144,12 +155,29 @@ def _far_setup(mesh_a, mesh_b, far_rule):
     pa, wa = _qpoints(ta, far_rule)
     pb, wb = _qpoints(tb, far_rule)
     lam = jnp.asarray(triangle_rule(*far_rule)[0])
-    return (ta, tb, np.asarray(mesh_b.faces), len(mesh_b.vertices), pa, wa, pb, wb, lam,
-            _unit_normals(tb))
+    return (
+        ta,
+        tb,
+        np.asarray(mesh_b.faces),
+        len(mesh_b.vertices),
+        pa,
+        wa,
+        pb,
+        wb,
+        lam,
+        _unit_normals(tb),
+    )
 
 
-def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
-                        near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+def double_layer_matrix(
+    mesh_a: TriangleMesh,
+    mesh_b: TriangleMesh,
+    same=False,
+    chunk=32,
+    near_factor=1.5,
+    far_rule=FAR_RULE,
+    near_rule=NEAR_RULE,
+):
     """P0-P1 double-layer Galerkin matrix ``D_AB`` (nt_a, nv_b), m^2 (zero
     self-triangle terms: the principal value on a flat triangle)."""
     ta, tb, fb, nv, pa, wa, pb, wb, lam, nb_ = _far_setup(mesh_a, mesh_b, far_rule)
@@ -159,14 +187,18 @@ def double_layer_matrix(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, 
     @jax.jit
     def rows(p, w):
         vals = _far_d(p[:, None], w[:, None], pbj[None], wbj[None], nbj[None], lam)  # (c, nb, 3)
-        flat = vals.reshape(vals.shape[0], -1).T                                    # (nb*3, c)
+        flat = vals.reshape(vals.shape[0], -1).T  # (nb*3, c)
         return jax.ops.segment_sum(flat, fbj, num_segments=nv).T
 
     D = run_chunks(rows, [pa, wa], len(ta), chunk)
     a, b = near_pairs(ta, tb, near_factor)
     pn, wn = _qpoints(ta, near_rule)
-    hi = run_chunks(lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
-                     [pn[a], wn[a], tb[b], a, b], len(a), 4096)
+    hi = run_chunks(
+        lambda p, w, t, x, y: _dl_pairs(p, w, t, x, y, same),
+        [pn[a], wn[a], tb[b], a, b],
+        len(a),
+        4096,
+    )
     far_pair = jax.jit(lambda p, w, q, v, nb: _far_d(p, w, q, v, nb, lam))
     lo = run_chunks(far_pair, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 4096)
     diff = hi - lo
@@ -189,9 +221,9 @@ def _far_s11(pa, wa, lam_a, pb, wb, lam_b):
     d = pa[:, :, None, None, :] - pb[None, None]
     r2 = jnp.sum(d * d, -1)
     ok = r2 > 0
-    k = jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, r2, 1.0)), 0.0) / (4 * np.pi)   # (c, Qa, nb, Qb)
-    left = wa[:, :, None] * lam_a[None]                                          # (c, Qa, 3)
-    right = wb[:, :, None] * lam_b[None]                                         # (nb, Qb, 3)
+    k = jnp.where(ok, jax.lax.rsqrt(jnp.where(ok, r2, 1.0)), 0.0) / (4 * np.pi)  # (c, Qa, nb, Qb)
+    left = wa[:, :, None] * lam_a[None]  # (c, Qa, 3)
+    right = wb[:, :, None] * lam_b[None]  # (nb, Qb, 3)
     return jnp.einsum("cqk,cqbr,brl->ckbl", left, k, right)
 
 
@@ -224,8 +256,18 @@ def _far_pairs11(pa, wa, pb, wb, nb, lam, with_normals):
     return jnp.einsum("pqk,pqr,prl->pkl", left, k, right) / (4 * np.pi)
 
 
-def _p1_p1_matrix(mesh_a, mesh_b, far_kernel, near_pairs_fn, chunk, near_factor,
-                  far_rule, near_rule, with_normals, with_p0=False):
+def _p1_p1_matrix(
+    mesh_a,
+    mesh_b,
+    far_kernel,
+    near_pairs_fn,
+    chunk,
+    near_factor,
+    far_rule,
+    near_rule,
+    with_normals,
+    with_p0=False,
+):
     """Shared driver for the P1-P1 blocks: far rule on all pairs, then near
     pairs replaced by outer rule x analytic inner integral; corner values
     summed to vertices on both sides.  ``with_p0`` also returns the P0-P0
@@ -239,9 +281,9 @@ def _p1_p1_matrix(mesh_a, mesh_b, far_kernel, near_pairs_fn, chunk, near_factor,
         if with_normals:
             vals = far_kernel(p, w, lam, pbj, wbj, nbj, lam)
         else:
-            vals = far_kernel(p, w, lam, pbj, wbj, lam)                  # (c, 3, nb, 3)
+            vals = far_kernel(p, w, lam, pbj, wbj, lam)  # (c, 3, nb, 3)
         c = vals.shape[0]
-        flat = vals.reshape(c * 3, -1).T                                  # (nb*3, 3c)
+        flat = vals.reshape(c * 3, -1).T  # (nb*3, 3c)
         p1 = jax.ops.segment_sum(flat, fbj, num_segments=nv_b).T.reshape(c, 3, nv_b)
         return (p1, jnp.sum(vals, axis=(1, 3))) if with_p0 else p1
 
@@ -253,8 +295,12 @@ def _p1_p1_matrix(mesh_a, mesh_b, far_kernel, near_pairs_fn, chunk, near_factor,
     a, b = near_pairs(ta, tb, near_factor)
     pn, wn = _qpoints(ta, near_rule)
     lam_n = triangle_rule(*near_rule)[0]
-    hi = run_chunks(lambda p, w, t, x, y: near_pairs_fn(p, w, jnp.asarray(lam_n), t, x, y),
-                     [pn[a], wn[a], tb[b], a, b], len(a), 2048)           # (P, 3, 3)
+    hi = run_chunks(
+        lambda p, w, t, x, y: near_pairs_fn(p, w, jnp.asarray(lam_n), t, x, y),
+        [pn[a], wn[a], tb[b], a, b],
+        len(a),
+        2048,
+    )  # (P, 3, 3)
     lo_fn = jax.jit(lambda p, w, q, v, n_: _far_pairs11(p, w, q, v, n_, lam, with_normals))
     lo = run_chunks(lo_fn, [pa[a], wa[a], pb[b], wb[b], nb_[b]], len(a), 2048)
     diff = hi - lo
@@ -263,16 +309,16 @@ def _p1_p1_matrix(mesh_a, mesh_b, far_kernel, near_pairs_fn, chunk, near_factor,
     fa = np.asarray(mesh_a.faces)
     rows = np.broadcast_to(fa[a][:, :, None], diff.shape).ravel()
     cols = np.broadcast_to(fb[b][:, None, :], diff.shape).ravel()
-    out += sp.csr_matrix((diff.ravel(), (rows, cols)), shape=out.shape).toarray()   # sums duplicates
+    out += sp.csr_matrix((diff.ravel(), (rows, cols)), shape=out.shape).toarray()  # sums duplicates
     if with_p0:
-        S0[a, b] += diff.sum(axis=(1, 2))                 # (a, b) pairs are unique
+        S0[a, b] += diff.sum(axis=(1, 2))  # (a, b) pairs are unique
         return out, S0
     return out
 
 
 @jax.jit
 def _sl11_pairs(pts, wts, lam_a, tri_b, a, b):
-    inner = single_layer_p1(pts, tri_b[:, None])                          # (P, Q, 3b)
+    inner = single_layer_p1(pts, tri_b[:, None])  # (P, Q, 3b)
     return jnp.einsum("pq,qk,pql->pkl", wts, lam_a, inner)
 
 
@@ -284,25 +330,58 @@ def _dl11_pairs(pts, wts, lam_a, tri_b, a, b, same):
     return vals
 
 
-def single_layer_matrix_p1(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
-                           near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE, with_p0=False):
+def single_layer_matrix_p1(
+    mesh_a: TriangleMesh,
+    mesh_b: TriangleMesh,
+    same=False,
+    chunk=32,
+    near_factor=1.5,
+    far_rule=FAR_RULE,
+    near_rule=NEAR_RULE,
+    with_p0=False,
+):
     """P1-P1 single-layer Galerkin matrix (nv_a, nv_b), m^3:
     ``int_A int_B phi_i(x) G(x - y) phi_j(y) dy dx``; with ``with_p0`` also
     the P0-P0 matrix of :func:`single_layer_matrix` from the same kernel
     evaluations."""
-    out = _p1_p1_matrix(mesh_a, mesh_b, _far_s11, _sl11_pairs, chunk, near_factor,
-                        far_rule, near_rule, with_normals=False, with_p0=with_p0)
+    out = _p1_p1_matrix(
+        mesh_a,
+        mesh_b,
+        _far_s11,
+        _sl11_pairs,
+        chunk,
+        near_factor,
+        far_rule,
+        near_rule,
+        with_normals=False,
+        with_p0=with_p0,
+    )
     sym = (lambda m: 0.5 * (m + m.T)) if same else (lambda m: m)
     return (sym(out[0]), sym(out[1])) if with_p0 else sym(out)
 
 
-def double_layer_matrix_p1(mesh_a: TriangleMesh, mesh_b: TriangleMesh, same=False, chunk=32,
-                           near_factor=1.5, far_rule=FAR_RULE, near_rule=NEAR_RULE):
+def double_layer_matrix_p1(
+    mesh_a: TriangleMesh,
+    mesh_b: TriangleMesh,
+    same=False,
+    chunk=32,
+    near_factor=1.5,
+    far_rule=FAR_RULE,
+    near_rule=NEAR_RULE,
+):
     """P1-P1 double-layer Galerkin matrix (nv_a, nv_b), m^2:
     ``int_A phi_i(x) int_B phi_j(y) dG(x - y)/dn_y dy dx`` (zero self-triangle terms)."""
-    return _p1_p1_matrix(mesh_a, mesh_b, _far_d11,
-                         lambda p, w, l, t, x, y: _dl11_pairs(p, w, l, t, x, y, same), chunk,
-                         near_factor, far_rule, near_rule, with_normals=True)
+    return _p1_p1_matrix(
+        mesh_a,
+        mesh_b,
+        _far_d11,
+        lambda p, w, length, t, x, y: _dl11_pairs(p, w, length, t, x, y, same),
+        chunk,
+        near_factor,
+        far_rule,
+        near_rule,
+        with_normals=True,
+    )
 
 
 def curl_matrices(mesh: TriangleMesh):
@@ -316,8 +395,9 @@ def curl_matrices(mesh: TriangleMesh):
     rows = np.repeat(np.arange(nt), 3)
     out = []
     # n x grad(lambda_k) = -(y_{k+2} - y_{k+1}) / (2 A)
-    curls = np.stack([-(tri[:, (k + 2) % 3] - tri[:, (k + 1) % 3]) / two_area[:, None]
-                      for k in range(3)], axis=1)                      # (nt, 3, 3)
+    curls = np.stack(
+        [-(tri[:, (k + 2) % 3] - tri[:, (k + 1) % 3]) / two_area[:, None] for k in range(3)], axis=1
+    )  # (nt, 3, 3)
     for c in range(3):
         out.append(sp.csr_matrix((curls[:, :, c].ravel(), (rows, f.ravel())), shape=(nt, nv)))
     return out
@@ -327,6 +407,6 @@ def hypersingular_matrix(S_ab, curls_a, curls_b):
     """P1-P1 hypersingular Galerkin matrix from the P0 single-layer block (1/m)."""
     out = 0.0
     for ca, cb in zip(curls_a, curls_b):
-        left = np.asarray(ca.T @ S_ab)                 # (nv_a, nt_b)
-        out = out - np.asarray((cb.T @ left.T).T)      # (nv_a, nv_b)
+        left = np.asarray(ca.T @ S_ab)  # (nv_a, nt_b)
+        out = out - np.asarray((cb.T @ left.T).T)  # (nv_a, nv_b)
     return out

@@ -72,7 +72,7 @@ def _closest_on_triangle(p, a, b, c):
     q = a + v[:, None] * ab + w[:, None] * ac
     best_q, best_b = q.copy(), bary.copy()
     best_d = np.where(inside, np.linalg.norm(p - q, axis=1), np.inf)
-    for (i, j) in ((0, 1), (1, 2), (2, 0)):
+    for i, j in ((0, 1), (1, 2), (2, 0)):
         x0, x1 = (a, b, c)[i], (a, b, c)[j]
         e = x1 - x0
         t = np.clip(np.einsum("ij,ij->i", p - x0, e) / np.einsum("ij,ij->i", e, e), 0, 1)
@@ -120,13 +120,21 @@ def eeg_functional(ops, electrodes, readout="representation"):
     compartment to be free of sources, i.e. two or more surfaces.
     """
     if readout not in EEG_READOUTS:
-        raise ParameterError("eeg_readout", readout, "'representation' (Green's representation in the "
-                             "scalp compartment) or 'interpolation' (P1 interpolation at the electrode)")
+        raise ParameterError(
+            "eeg_readout",
+            readout,
+            "'representation' (Green's representation in the "
+            "scalp compartment) or 'interpolation' (P1 interpolation at the electrode)",
+        )
     n = ops.n_surfaces
     if readout == "representation" and n == 1:
-        raise ParameterError("eeg_readout", readout, "'interpolation' for a single-surface head (its "
-                             "scalp compartment holds the sources, whose direct potential the "
-                             "representation would need)")
+        raise ParameterError(
+            "eeg_readout",
+            readout,
+            "'interpolation' for a single-surface head (its "
+            "scalp compartment holds the sources, whose direct potential the "
+            "representation would need)",
+        )
     scalp_cm = None if ops.curved is None else ops.curved[-1]
     scalp = ops.surfaces[-1] if scalp_cm is None else scalp_cm.fine
     f, bary, _ = closest_points(scalp, np.asarray(electrodes, float))
@@ -140,19 +148,19 @@ def eeg_functional(ops, electrodes, readout="representation"):
             np.add.at(w, (np.arange(len(f)), faces[f, k]), bary[:, k])
         if scalp_cm is not None:
             w = np.asarray((scalp_cm.prolongation.T @ w.T).T)
-        f_v[:, v_off[-2]:v_off[-1]] = w
+        f_v[:, v_off[-2] : v_off[-1]] = w
         return f_v, f_p
     x = np.einsum("ek,ekj->ej", bary, np.asarray(scalp.vertices)[faces[f]])
     dl, dl0 = _layer_rows(x, triangles(scalp), "double")
-    c = -dl0.sum(axis=1)                          # interior solid-angle fraction at x
-    f_v[:, v_off[-2]:v_off[-1]] = -_to_unknowns(dl, scalp_cm, "p1", ops.surfaces[-1]) / c[:, None]
-    cm = None if ops.curved is None else ops.curved[-2]       # the scalp compartment's inner boundary
+    c = -dl0.sum(axis=1)  # interior solid-angle fraction at x
+    f_v[:, v_off[-2] : v_off[-1]] = -_to_unknowns(dl, scalp_cm, "p1", ops.surfaces[-1]) / c[:, None]
+    cm = None if ops.curved is None else ops.curved[-2]  # the scalp compartment's inner boundary
     inner = ops.surfaces[-2]
     tri = triangles(inner if cm is None else cm.fine)
     dl, _ = _layer_rows(x, tri, "double")
-    f_v[:, v_off[-3]:v_off[-2]] = _to_unknowns(dl, cm, "p1", inner) / c[:, None]
+    f_v[:, v_off[-3] : v_off[-2]] = _to_unknowns(dl, cm, "p1", inner) / c[:, None]
     sl, _ = _layer_rows(x, tri, "single_" + ops.flux)
-    f_p[:, p_off[-2]:p_off[-1]] = -_to_unknowns(sl, cm, ops.flux, inner) / c[:, None]
+    f_p[:, p_off[-2] : p_off[-1]] = -_to_unknowns(sl, cm, ops.flux, inner) / c[:, None]
     return f_v, f_p
 
 
@@ -167,8 +175,12 @@ def _to_unknowns(vals, cm, basis, mesh):
     nv = len(tri_mesh.vertices)
     out = np.zeros((vals.shape[0], nv))
     for k in range(3):
-        out += np.asarray(sp.csr_matrix((np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))),
-                                        shape=(nv, len(faces))) @ vals[:, :, k].T).T
+        out += np.asarray(
+            sp.csr_matrix(
+                (np.ones(len(faces)), (faces[:, k], np.arange(len(faces)))), shape=(nv, len(faces))
+            )
+            @ vals[:, :, k].T
+        ).T
     return out if cm is None else np.asarray((cm.prolongation.T @ out.T).T)
 
 
@@ -183,11 +195,14 @@ def _layer_rows(x, tri, kind, chunk=8, block=512):
     nt = len(tri)
     pad = -nt % block
     tri = np.concatenate([tri, np.repeat(tri[-1:], pad, axis=0)]) if pad else tri
+
     def on_block(t):
         return lambda p: fn(p, t)
 
-    parts = [run_chunks(on_block(jnp.asarray(tri[b:b + block])), [x], len(x), chunk, n_out=2)
-             for b in range(0, len(tri), block)]
+    parts = [
+        run_chunks(on_block(jnp.asarray(tri[b : b + block])), [x], len(x), chunk, n_out=2)
+        for b in range(0, len(tri), block)
+    ]
     first = np.concatenate([p[0] for p in parts], axis=1)[:, :nt]
     second = np.concatenate([p[1] for p in parts], axis=1)[:, :nt] if kind == "double" else None
     return first, second
@@ -217,9 +232,9 @@ _LAYER_KERNELS = {
 @jax.jit
 def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
     """(chunk, nt, 3): int_T phi_k (m_p . (n' x (r_p - r'))) / |r_p - r'|^3 dS'."""
-    d = pts[:, None, None, :] - qp[None]                  # (c, nt, Q, 3)
+    d = pts[:, None, None, :] - qp[None]  # (c, nt, Q, 3)
     inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
-    cr = jnp.cross(tri_normals[None], d)                  # n' x (r - r'), normals (nt, Q, 3)
+    cr = jnp.cross(tri_normals[None], d)  # n' x (r - r'), normals (nt, Q, 3)
     val = jnp.einsum("cj,ctqj->ctq", nrm, cr) * (inv * inv * inv) * qw[None]
     return jnp.einsum("ctq,qk->ctk", val, lam)
 
@@ -227,15 +242,14 @@ def _geselowitz_rows(pts, nrm, qp, qw, lam, tri_normals):
 @jax.jit
 def _geselowitz_pairs(pts, nrm, qp, qw, lam, tri_normals):
     """(npairs, 3): the same for a list of (point, triangle) pairs."""
-    d = pts[:, None, :] - qp                              # (P, Q, 3)
+    d = pts[:, None, :] - qp  # (P, Q, 3)
     inv = jax.lax.rsqrt(jnp.sum(d * d, -1))
-    cr = jnp.cross(tri_normals, d)                        # normals (P, Q, 3)
+    cr = jnp.cross(tri_normals, d)  # normals (P, Q, 3)
     val = jnp.einsum("pj,pqj->pq", nrm, cr) * (inv * inv * inv) * qw
     return val @ lam
 
 
-def meg_surface_functionals(ops, sensors: MEGSensors, near_factor=4.0, chunk=32,
-                            near_level=3):
+def meg_surface_functionals(ops, sensors: MEGSensors, near_factor=4.0, chunk=32, near_level=3):
     """Per surface i, the (n_channels, nv_i) matrix
     ``mu0/(4 pi) sum_p w_p int_{S_i} phi_j (m_p . (n' x (r_p - r')))/|r_p - r'|^3``.
 
@@ -279,17 +293,22 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None
         qn = np.broadcast_to(unit[:, None], qp.shape)
 
         def near_rule(tt):
-            return (np.einsum("qk,tkj->tqj", bary_n, tri[tt]), area[tt, None] * w_n[None], bary_n,
-                    np.broadcast_to(unit[tt, None], (len(tt), len(w_n), 3)))
+            return (
+                np.einsum("qk,tkj->tqj", bary_n, tri[tt]),
+                area[tt, None] * w_n[None],
+                bary_n,
+                np.broadcast_to(unit[tt, None], (len(tt), len(w_n), 3)),
+            )
     else:
         qp, qw, bary, qn = bem_curved.smooth_rule(cm)
         pn, wn, lam_n, _, nn, _ = bem_curved.element_rule(cm, ("7", near_level - 1))
 
         def near_rule(tt):
             return pn[tt], wn[tt], lam_n, nn[tt]
+
     qp_j, qw_j, qn_j = jnp.asarray(qp), jnp.asarray(qw), jnp.asarray(qn)
     fn = jax.jit(lambda p, m: _geselowitz_rows(p, m, qp_j, qw_j, jnp.asarray(bary), qn_j))
-    vals = run_chunks(fn, [pts, nrm], len(pts), chunk)          # (P, nt, 3)
+    vals = run_chunks(fn, [pts, nrm], len(pts), chunk)  # (P, nt, 3)
     # near pairs: replace the 7-point value by the subdivided rule
     cent = tri.mean(axis=1)
     size = np.max(np.linalg.norm(tri - cent[:, None], axis=2), axis=1)
@@ -298,8 +317,12 @@ def _geselowitz_vertices(surf, pts, nrm, near_factor, chunk, near_level, cm=None
     if pp.size:
         tt = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists])
         qpn, qwn, lam_near, qnn = near_rule(tt)
-        hi = run_chunks(lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(lam_near), tn),
-                         [pts[pp], nrm[pp], qpn, qwn, qnn], len(pp), 1024)
+        hi = run_chunks(
+            lambda p, m, q, ww, tn: _geselowitz_pairs(p, m, q, ww, jnp.asarray(lam_near), tn),
+            [pts[pp], nrm[pp], qpn, qwn, qnn],
+            len(pp),
+            1024,
+        )
         vals[pp, tt] = hi
     return _to_unknowns(vals, None, "p1", surf)
 
@@ -328,7 +351,5 @@ def primary_meg_gain(sensors: MEGSensors, positions):
     nrm = jnp.asarray(sensors.normals, float)
     w = jnp.asarray(sensors.weights, float)
     chan = jnp.asarray(sensors.channel)
-    per = jax.vmap(lambda p: _primary_rows(pts, nrm, p), out_axes=1)(positions)   # (P, S, 3)
+    per = jax.vmap(lambda p: _primary_rows(pts, nrm, p), out_axes=1)(positions)  # (P, S, 3)
     return jax.ops.segment_sum(w[:, None, None] * per, chan, num_segments=sensors.n_channels)
-
-

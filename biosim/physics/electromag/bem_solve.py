@@ -1,9 +1,9 @@
 """Solving the symmetric BEM system ``A(sigma) x = b``.
 
 ``A(sigma)`` (:mod:`.bem_system`, from the blocks of
-:class:`~biosim.physics.electromag.bem.BEMOperators`) is symmetric quasi-definite: the potential block is negative semi-definite with
-the constant as null space, removed by deflation (``A_VV - c e e^T``), the
-current block positive definite.  Three solvers:
+:class:`~biosim.physics.electromag.bem.BEMOperators`) is symmetric quasi-definite: the
+potential block is negative semi-definite with the constant as null space, removed by
+deflation (``A_VV - c e e^T``), the current block positive definite.  Three solvers:
 
 * :func:`factorize` / :func:`solve_concrete`: block LDL^T by LAPACK in
   place, in float32 with float64 iterative refinement (default) or float64;
@@ -42,15 +42,16 @@ def _factor(avv, avp, app):
     n_v = avv.shape[0]
     syrk = sla.blas.dsyrk if dt == np.float64 else sla.blas.ssyrk
     # symmetric blocks: a C-ordered one is its own transpose, in Fortran order
-    fortran = (lambda a: a if a.flags.f_contiguous else a.T)
+    fortran = lambda a: a if a.flags.f_contiguous else a.T
     avv, app = fortran(avv), fortran(app)
     if app.shape[0] == 0:
         avv *= -1.0
         ls = sla.cholesky(avv, lower=False, overwrite_a=True, check_finite=False)
         return lambda f: -sla.cho_solve((ls, False), f.astype(dt), check_finite=False)
     lp = sla.cholesky(app, lower=True, overwrite_a=True, check_finite=False)
-    w = sla.solve_triangular(lp, avp.T, lower=True, check_finite=False,
-                             overwrite_b=True)                       # (n_p, n_v), in avp's memory
+    w = sla.solve_triangular(
+        lp, avp.T, lower=True, check_finite=False, overwrite_b=True
+    )  # (n_p, n_v), in avp's memory
     avv *= -1.0
     schur = syrk(1.0, w, beta=1.0, c=avv, trans=1, lower=0, overwrite_c=1)
     ls = sla.cholesky(schur, lower=False, overwrite_a=True, check_finite=False)
@@ -119,7 +120,7 @@ def factorize(ops, sigma, precision="mixed", rtol=1e-10, max_refine=6):
             if rel <= rtol:
                 return x
             if not np.isfinite(rel) or rel > 0.5 * prev:
-                break                                   # stalled: single precision not enough
+                break  # stalled: single precision not enough
             prev = rel
             x += single(r)
         return solve_double(rhs)
@@ -142,7 +143,7 @@ class _FactorCache:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._ops = None            # weak reference: an id could be reused after collection
+        self._ops = None  # weak reference: an id could be reused after collection
         self._sigma = None
         self._solve = None
 
@@ -200,8 +201,9 @@ def solve_adjoint(ops, sigma, rhs):
 
     def f_bwd(res, x_bar):
         sig, x = res
-        sig_bar, b_bar = jax.pure_callback(backward, (grad_shape, shape), sig, x, x_bar,
-                                           vmap_method="sequential")
+        sig_bar, b_bar = jax.pure_callback(
+            backward, (grad_shape, shape), sig, x, x_bar, vmap_method="sequential"
+        )
         return sig_bar, b_bar
 
     f.defvjp(f_fwd, f_bwd)

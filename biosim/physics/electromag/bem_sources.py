@@ -22,13 +22,13 @@ from .bem_integrals import double_layer_p1, single_layer_p0, single_layer_p1
 def _source_terms_one(tri, faces, nv, r0, flux):
     """(nv, 3) and (nt | nv, 3): <phi_j, dv/dn> and <psi_a, v> for unit dipoles
     along x, y, z at r0 (unit conductivity), exact."""
-    jdl = jax.jacfwd(lambda r: double_layer_p1(r, tri))(r0)        # (nt, 3k, 3dir)
+    jdl = jax.jacfwd(lambda r: double_layer_p1(r, tri))(r0)  # (nt, 3k, 3dir)
     # d/dr0 of int phi dG(r0 - y)/dn_y = int phi dn_y [q . grad_r0 G]; v = q . grad_r0 G(x - r0)
     rv = jax.ops.segment_sum(jdl.reshape(-1, 3), faces.ravel(), num_segments=nv)
     if flux == "p1":
-        jsl = jax.jacfwd(lambda r: single_layer_p1(r, tri))(r0)    # (nt, 3k, 3dir)
+        jsl = jax.jacfwd(lambda r: single_layer_p1(r, tri))(r0)  # (nt, 3k, 3dir)
         return rv, jax.ops.segment_sum(jsl.reshape(-1, 3), faces.ravel(), num_segments=nv)
-    return rv, jax.jacfwd(lambda r: single_layer_p0(r, tri))(r0)    # (nt, 3dir)
+    return rv, jax.jacfwd(lambda r: single_layer_p0(r, tri))(r0)  # (nt, 3dir)
 
 
 @functools.partial(jax.jit, static_argnames=("nv", "flux"))
@@ -37,14 +37,16 @@ def source_terms(tri, faces, nv, positions, flux="p0"):
     on the triangles ``tri`` (nt, 3, 3) of the inner surface (``faces``, ``nv``
     vertices): <phi_j, dv/dn> (nv, c, 3) and <psi_a, v> ((nt | nv), c, 3 for
     flux "p0" | "p1"), unit conductivity; differentiable in everything."""
-    return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r, flux), out_axes=(1, 1))(positions)
+    return jax.vmap(lambda r: _source_terms_one(tri, faces, nv, r, flux), out_axes=(1, 1))(
+        positions
+    )
 
 
 def _dipole_kernels(x, nrm, r0):
     """v_d(x) and dv_d/dn(x) of unit dipoles along d at r0 (unit conductivity):
     (..., 3) each; x (..., 3), nrm broadcastable to x."""
     d = x - r0
-    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))[..., None]     # rsqrt: cheaper than r2**-1.5
+    inv = jax.lax.rsqrt(jnp.sum(d * d, -1))[..., None]  # rsqrt: cheaper than r2**-1.5
     inv2 = inv * inv
     inv3 = inv2 * inv
     v = d * inv3
@@ -57,10 +59,11 @@ def source_terms_quad(qp, qw, lam, nrm, faces, nv, positions, flux="p0"):
     """Source terms by a rule on every triangle (points qp (nt, Q, 3), weights
     qw (nt, Q), hat values lam (Q, 3), normals nrm (nt, Q, 3)): (nv, c, 3),
     (nt | nv, c, 3)."""
-    v, dn = _dipole_kernels(qp[:, :, None, :], nrm[:, :, None, :],
-                            positions[None, None])                    # (nt, Q, c, 3)
+    v, dn = _dipole_kernels(
+        qp[:, :, None, :], nrm[:, :, None, :], positions[None, None]
+    )  # (nt, Q, c, 3)
     c = positions.shape[0]
-    rv_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, dn)              # (nt, 3, c, 3)
+    rv_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, dn)  # (nt, 3, c, 3)
     rv = jax.ops.segment_sum(rv_tri.reshape(-1, c, 3), faces.ravel(), num_segments=nv)
     if flux == "p1":
         rp_tri = jnp.einsum("tq,qk,tqcd->tkcd", qw, lam, v)
@@ -81,12 +84,12 @@ def source_pairs_correction(tri, qp, qw, lam, nrm, pos, flux="p0"):
     else:
         sub, child = tri, jnp.asarray(CHILD_BARY)
 
-    def exact(fn, t, r):                       # summed over sub-triangles, coarse hats
+    def exact(fn, t, r):  # summed over sub-triangles, coarse hats
         jac = jax.vmap(lambda tc: jax.jacfwd(lambda x: fn(x, tc))(r))(t)
         return jnp.einsum("cr...,crk->k...", jac, child) if jac.ndim == 3 else jnp.sum(jac, axis=0)
 
     exact_dl = jax.vmap(lambda t, r: exact(double_layer_p1, t, r))(sub, pos)
-    v, dn = _dipole_kernels(qp, nrm, pos[:, None, :])                 # (P, Q, 3)
+    v, dn = _dipole_kernels(qp, nrm, pos[:, None, :])  # (P, Q, 3)
     if flux == "p1":
         exact_sl = jax.vmap(lambda t, r: exact(single_layer_p1, t, r))(sub, pos)
         approx_sl = jnp.einsum("pq,pqk,pqd->pkd", qw, lam, v)
@@ -95,5 +98,3 @@ def source_pairs_correction(tri, qp, qw, lam, nrm, pos, flux="p0"):
         approx_sl = jnp.einsum("pq,pqd->pd", qw, v)
     approx_dl = jnp.einsum("pq,pqk,pqd->pkd", qw, lam, dn)
     return exact_dl - approx_dl, exact_sl - approx_sl
-
-

@@ -97,7 +97,9 @@ def _slices(ops):
     """Unknown-vector slice of every ("V", i) and ("p", i)."""
     v_off, p_off = ops.offsets()
     out = {("V", i): slice(int(v_off[i]), int(v_off[i + 1])) for i in range(ops.n_surfaces)}
-    out.update({("p", i): slice(int(p_off[i]), int(p_off[i + 1])) for i in range(ops.n_surfaces - 1)})
+    out.update(
+        {("p", i): slice(int(p_off[i]), int(p_off[i + 1])) for i in range(ops.n_surfaces - 1)}
+    )
     return out
 
 
@@ -105,8 +107,13 @@ def deflation_constant(ops, sigma):
     """The deflation constant ``c = mean |diag A_VV| / n_V`` of ``A(sigma)``
     (float64, from the operator blocks)."""
     s, inv = _padded(sigma)
-    diag = np.concatenate([t.weight(s, inv) * np.diag(t.matrix) for t in terms(ops)
-                           if t.row == t.col and t.row[0] == "V"])
+    diag = np.concatenate(
+        [
+            t.weight(s, inv) * np.diag(t.matrix)
+            for t in terms(ops)
+            if t.row == t.col and t.row[0] == "V"
+        ]
+    )
     return float(_mean_abs_over_size(diag))
 
 
@@ -127,13 +134,15 @@ def _assemble(ops, s, inv, const, dtype=np.float64):
     v_off, p_off = ops.offsets()
     n_v, n_p = int(v_off[-1]), int(p_off[-1] - p_off[0])
     sl = _slices(ops)
-    out = {("V", "V"): np.zeros((n_v, n_v), dtype, order="F"),
-           ("V", "p"): np.zeros((n_v, n_p), dtype),
-           ("p", "p"): np.zeros((n_p, n_p), dtype, order="F")}
+    out = {
+        ("V", "V"): np.zeros((n_v, n_v), dtype, order="F"),
+        ("V", "p"): np.zeros((n_v, n_p), dtype),
+        ("p", "p"): np.zeros((n_p, n_p), dtype, order="F"),
+    }
 
     def put(row, col, blk, coef):
         if (row[0], col[0]) == ("p", "V"):
-            return                       # the lower triangle A_pV = A_Vp^T is not stored
+            return  # the lower triangle A_pV = A_Vp^T is not stored
         r, c = sl[row], sl[col]
         if row[0] == "p":
             r = slice(r.start - n_v, r.stop - n_v)
@@ -193,8 +202,8 @@ def conductivity_derivative(ops, sigma, lam, x):
     def pair(a, blk, b):
         return float(np.sum(a * (blk @ b)))
 
-    d_s = np.zeros(n + 1)       # d/ds_k (s_N = 0 outside is fixed)
-    d_inv = np.zeros(n + 1)     # d/d(1/s_k)
+    d_s = np.zeros(n + 1)  # d/ds_k (s_N = 0 outside is fixed)
+    d_inv = np.zeros(n + 1)  # d/d(1/s_k)
     for t in terms(ops):
         if not (t.s or t.inv):
             continue
@@ -206,7 +215,7 @@ def conductivity_derivative(ops, sigma, lam, x):
             d_s[k] += w * v
         for k, w in t.inv:
             d_inv[k] += w * v
-    return d_s[:n] - d_inv[:n] / sig ** 2
+    return d_s[:n] - d_inv[:n] / sig**2
 
 
 def basis(ops):
@@ -233,7 +242,10 @@ def dense(ops, sigma):
     dense matrices of the system's size, so small meshes only."""
     m0, ms, mi = basis(ops)
     n_v = sum(ops.n_vertices)
-    a = (jnp.asarray(m0) + jnp.tensordot(sigma, jnp.asarray(ms), 1)
-         + jnp.tensordot(1.0 / sigma, jnp.asarray(mi), 1))
+    a = (
+        jnp.asarray(m0)
+        + jnp.tensordot(sigma, jnp.asarray(ms), 1)
+        + jnp.tensordot(1.0 / sigma, jnp.asarray(mi), 1)
+    )
     c = jax.lax.stop_gradient(_mean_abs_over_size(jnp.diag(a)[:n_v]))
     return a.at[:n_v, :n_v].add(-c)

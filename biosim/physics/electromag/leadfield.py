@@ -69,7 +69,8 @@ class SphereForward:
     @property
     def channel_kinds(self):
         return (("eeg",) * self.eeg.n_channels if self.eeg else ()) + (
-            self.meg.kinds if self.meg else ())
+            self.meg.kinds if self.meg else ()
+        )
 
     def gain(self, positions):
         parts = []

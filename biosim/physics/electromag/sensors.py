@@ -25,8 +25,13 @@ from ..._core.errors import ParameterError
 from ..._core.units import FT
 
 #: Typical white-noise floors, T / sqrt(Hz).
-NOISE_FLOOR = {"mag": 3.0 * FT, "grad": 3.0 * FT / 0.01, "axial": 5.0 * FT, "opm": 15.0 * FT,
-               "eeg": 5e-9}
+NOISE_FLOOR = {
+    "mag": 3.0 * FT,
+    "grad": 3.0 * FT / 0.01,
+    "axial": 5.0 * FT,
+    "opm": 15.0 * FT,
+    "eeg": 5e-9,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +52,17 @@ class EEGSensors:
     def __post_init__(self):
         pos = np.asarray(self.positions, dtype=float)
         if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] != len(self.names):
-            raise ParameterError("positions", f"array of shape {pos.shape}",
-                                 f"shape ({len(self.names)}, 3), one row per name")
+            raise ParameterError(
+                "positions",
+                f"array of shape {pos.shape}",
+                f"shape ({len(self.names)}, 3), one row per name",
+            )
         if len(set(self.names)) != len(self.names):
             raise ParameterError("names", "duplicate names", "distinct electrode names")
         if self.reference != "average" and self.reference not in self.names:
-            raise ParameterError("reference", self.reference, "'average' or one of the electrode names")
+            raise ParameterError(
+                "reference", self.reference, "'average' or one of the electrode names"
+            )
         object.__setattr__(self, "positions", pos)
 
     @property
@@ -111,23 +121,33 @@ class MEGSensors:
         keep = [i for i, k in enumerate(self.kinds) if k in kinds]
         remap = {old: new for new, old in enumerate(keep)}
         pts = np.isin(self.channel, keep)
-        return MEGSensors(tuple(self.names[i] for i in keep), tuple(self.kinds[i] for i in keep),
-                          self.points[pts], self.normals[pts], self.weights[pts],
-                          np.array([remap[c] for c in self.channel[pts]]), self.positions[keep],
-                          self.orientations[keep])
+        return MEGSensors(
+            tuple(self.names[i] for i in keep),
+            tuple(self.kinds[i] for i in keep),
+            self.points[pts],
+            self.normals[pts],
+            self.weights[pts],
+            np.array([remap[c] for c in self.channel[pts]]),
+            self.positions[keep],
+            self.orientations[keep],
+        )
 
     @staticmethod
-    def concatenate(*groups: "MEGSensors") -> "MEGSensors":
+    def concatenate(*groups: MEGSensors) -> MEGSensors:
         offset, chans = 0, []
         for g in groups:
             chans.append(g.channel + offset)
             offset += g.n_channels
-        return MEGSensors(sum((g.names for g in groups), ()), sum((g.kinds for g in groups), ()),
-                          np.concatenate([g.points for g in groups]),
-                          np.concatenate([g.normals for g in groups]),
-                          np.concatenate([g.weights for g in groups]), np.concatenate(chans),
-                          np.concatenate([g.positions for g in groups]),
-                          np.concatenate([g.orientations for g in groups]))
+        return MEGSensors(
+            sum((g.names for g in groups), ()),
+            sum((g.kinds for g in groups), ()),
+            np.concatenate([g.points for g in groups]),
+            np.concatenate([g.normals for g in groups]),
+            np.concatenate([g.weights for g in groups]),
+            np.concatenate(chans),
+            np.concatenate([g.positions for g in groups]),
+            np.concatenate([g.orientations for g in groups]),
+        )
 
 
 def _frame(normal):
@@ -157,8 +177,16 @@ def magnetometer(name, position, normal, side=0.0258, accuracy=4):
     offs, w = _square_rule(side, _MAG_POINTS[accuracy])
     pts = np.asarray(position) + offs[:, :1] * u + offs[:, 1:] * v
     n = np.asarray(normal, float) / np.linalg.norm(normal)
-    return MEGSensors((name,), ("mag",), pts, np.tile(n, (len(w), 1)), w,
-                      np.zeros(len(w), int), np.asarray(position, float)[None], n[None])
+    return MEGSensors(
+        (name,),
+        ("mag",),
+        pts,
+        np.tile(n, (len(w), 1)),
+        w,
+        np.zeros(len(w), int),
+        np.asarray(position, float)[None],
+        n[None],
+    )
 
 
 def planar_gradiometer(name, position, normal, axis, baseline=0.0168, side=0.0084, accuracy=4):
@@ -179,13 +207,24 @@ def planar_gradiometer(name, position, normal, axis, baseline=0.0168, side=0.008
     for sign in (+1, -1):
         for x1, w1 in zip(xa, wa):
             for x2, w2 in zip(xb, wb):
-                pts.append(np.asarray(position) + (sign * baseline / 2 + x1 * side / 2) * a
-                           + x2 * side / 2 * b)
+                pts.append(
+                    np.asarray(position)
+                    + (sign * baseline / 2 + x1 * side / 2) * a
+                    + x2 * side / 2 * b
+                )
                 # Gauss weights on [-1, 1] sum to 2 per axis: each loop averages B.n
                 wts.append(sign * w1 * w2 / 4.0 / baseline)
     w = np.array(wts)
-    return MEGSensors((name,), ("grad",), np.array(pts), np.tile(n, (len(w), 1)), w,
-                      np.zeros(len(w), int), np.asarray(position, float)[None], a[None])
+    return MEGSensors(
+        (name,),
+        ("grad",),
+        np.array(pts),
+        np.tile(n, (len(w), 1)),
+        w,
+        np.zeros(len(w), int),
+        np.asarray(position, float)[None],
+        a[None],
+    )
 
 
 def axial_gradiometer(name, position, normal, baseline=0.05, radius=0.009, accuracy=1):
@@ -204,8 +243,16 @@ def axial_gradiometer(name, position, normal, baseline=0.05, radius=0.009, accur
     k = offs.shape[0]
     pts = np.concatenate([np.asarray(position) + offs, np.asarray(position) + baseline * n + offs])
     w = np.r_[np.full(k, 1.0 / k), np.full(k, -1.0 / k)]
-    return MEGSensors((name,), ("axial",), pts, np.tile(n, (2 * k, 1)), w, np.zeros(2 * k, int),
-                      np.asarray(position, float)[None], n[None])
+    return MEGSensors(
+        (name,),
+        ("axial",),
+        pts,
+        np.tile(n, (2 * k, 1)),
+        w,
+        np.zeros(2 * k, int),
+        np.asarray(position, float)[None],
+        n[None],
+    )
 
 
 def opm(name, position, axis):
@@ -221,7 +268,7 @@ def _cap_points(n, radius, center, max_polar_deg):
     cos_max = np.cos(np.deg2rad(max_polar_deg))
     z = 1 - i / n * (1 - cos_max)
     phi = i * np.pi * (3 - np.sqrt(5))
-    rho = np.sqrt(1 - z ** 2)
+    rho = np.sqrt(1 - z**2)
     dirs = np.stack([rho * np.cos(phi), rho * np.sin(phi), z], 1)
     return np.asarray(center) + radius * dirs, dirs
 
@@ -235,21 +282,33 @@ def squid_helmet_306(radius=0.12, center=(0.0, 0.0, 0.04), accuracy="normal"):
     groups = []
     for k, (p, n) in enumerate(zip(pos, dirs)):
         u, v = _frame(n)
-        groups += [magnetometer(f"MEG{k:03d}1", p, n, accuracy=acc[0]),
-                   planar_gradiometer(f"MEG{k:03d}2", p, n, u, accuracy=acc[1]),
-                   planar_gradiometer(f"MEG{k:03d}3", p, n, v, accuracy=acc[1])]
+        groups += [
+            magnetometer(f"MEG{k:03d}1", p, n, accuracy=acc[0]),
+            planar_gradiometer(f"MEG{k:03d}2", p, n, u, accuracy=acc[1]),
+            planar_gradiometer(f"MEG{k:03d}3", p, n, v, accuracy=acc[1]),
+        ]
     return MEGSensors.concatenate(*groups)
 
 
 def axial_system_275(radius=0.115, center=(0.0, 0.0, 0.04), accuracy=1):
     """275-channel first-order axial-gradiometer system (CTF-like)."""
     pos, dirs = _cap_points(275, radius, center, 105)
-    return MEGSensors.concatenate(*[axial_gradiometer(f"M{k:03d}", p, n, accuracy=accuracy)
-                                    for k, (p, n) in enumerate(zip(pos, dirs))])
+    return MEGSensors.concatenate(
+        *[
+            axial_gradiometer(f"M{k:03d}", p, n, accuracy=accuracy)
+            for k, (p, n) in enumerate(zip(pos, dirs))
+        ]
+    )
 
 
-def opm_array(n_sensors, scalp_radius=0.09, standoff=0.006, center=(0.0, 0.0, 0.0),
-              axes="radial", max_polar_deg=100):
+def opm_array(
+    n_sensors,
+    scalp_radius=0.09,
+    standoff=0.006,
+    center=(0.0, 0.0, 0.0),
+    axes="radial",
+    max_polar_deg=100,
+):
     """On-scalp OPM array: ``n_sensors`` cells ``standoff`` m above a spherical scalp.
 
     ``axes``: "radial", "tangential", "dual" (radial + one tangential) or

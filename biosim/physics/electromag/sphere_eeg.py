@@ -70,35 +70,43 @@ class SphereHead:
     center: jax.Array
 
     @classmethod
-    def create(cls, radii, conductivities, center=(0.0, 0.0, 0.0)) -> "SphereHead":
+    def create(cls, radii, conductivities, center=(0.0, 0.0, 0.0)) -> SphereHead:
         """Validated constructor."""
         radii = np.atleast_1d(np.asarray(radii, dtype=float)) if is_concrete(radii) else radii
-        cond = (np.atleast_1d(np.asarray(conductivities, dtype=float))
-                if is_concrete(conductivities) else conductivities)
+        cond = (
+            np.atleast_1d(np.asarray(conductivities, dtype=float))
+            if is_concrete(conductivities)
+            else conductivities
+        )
         if is_concrete((radii, cond)):
             if radii.ndim != 1 or cond.shape != radii.shape:
-                raise ParameterError("conductivities", f"{cond.shape[0]} values",
-                                     f"one per shell ({radii.shape[0]} radii)")
+                raise ParameterError(
+                    "conductivities",
+                    f"{cond.shape[0]} values",
+                    f"one per shell ({radii.shape[0]} radii)",
+                )
             check_positive("radii", radii, "m")
             if np.any(np.diff(radii) <= 0):
-                raise GeometryError(f"radii = {radii.tolist()} must be strictly increasing "
-                                    "(innermost shell first)")
+                raise GeometryError(
+                    f"radii = {radii.tolist()} must be strictly increasing (innermost shell first)"
+                )
             check_positive("conductivities", cond, "S/m")
-        return cls(jnp.asarray(radii, float), jnp.asarray(cond, float),
-                   jnp.asarray(center, float))
+        return cls(jnp.asarray(radii, float), jnp.asarray(cond, float), jnp.asarray(center, float))
 
     @classmethod
-    def three_shell(cls, radii=(0.0783, 0.0828, 0.090), conductivities=(0.3, 0.006, 0.3),
-                    center=(0.0, 0.0, 0.0)) -> "SphereHead":
+    def three_shell(
+        cls, radii=(0.0783, 0.0828, 0.090), conductivities=(0.3, 0.006, 0.3), center=(0.0, 0.0, 0.0)
+    ) -> SphereHead:
         """Brain / skull / scalp (the BEM benchmark's sphere by default)."""
         return cls.create(radii, conductivities, center)
 
     @classmethod
-    def four_shell(cls, scalp_radius=0.09, center=(0.0, 0.0, 0.0)) -> "SphereHead":
+    def four_shell(cls, scalp_radius=0.09, center=(0.0, 0.0, 0.0)) -> SphereHead:
         """Brain / CSF / skull / scalp with MNE's default relative radii and
         conductivities (0.90, 0.92, 0.97, 1.0; 0.33, 1.0, 0.004, 0.33 S/m)."""
-        return cls.create(np.array(DEFAULT_RELATIVE_RADII) * scalp_radius,
-                          DEFAULT_CONDUCTIVITIES, center)
+        return cls.create(
+            np.array(DEFAULT_RELATIVE_RADII) * scalp_radius, DEFAULT_CONDUCTIVITIES, center
+        )
 
 
 def transfer_weights(head: SphereHead, n_max: int):
@@ -106,18 +114,18 @@ def transfer_weights(head: SphereHead, n_max: int):
     n = jnp.arange(1, n_max + 1, dtype=float)
     radii, sig = head.radii, head.conductivities
     n_shells = radii.shape[0]
-    rho = (n + 1.0) / n              # u/v ratio just inside the scalp (zero normal current)
-    log_ratio = jnp.zeros_like(n)    # log(c_1 / c_N)
-    for k in range(n_shells - 1, 0, -1):           # interface between shell k-1 and k (0-based)
+    rho = (n + 1.0) / n  # u/v ratio just inside the scalp (zero normal current)
+    log_ratio = jnp.zeros_like(n)  # log(c_1 / c_N)
+    for k in range(n_shells - 1, 0, -1):  # interface between shell k-1 and k (0-based)
         # move inward through shell k from R_k to R_{k-1}
         rho = rho * jnp.exp((2 * n + 1) * jnp.log(radii[k - 1] / radii[k]))
         s_in, s_out = sig[k - 1], sig[k]
         ratio = (s_in * n * (1 + rho) - s_out * (n * rho - n - 1)) / ((2 * n + 1) * s_in)
-        v_in = ratio                                 # v_{k-1} per unit v_k at R_{k-1}
+        v_in = ratio  # v_{k-1} per unit v_k at R_{k-1}
         u_in = (1 + rho) - v_in
         log_ratio = log_ratio + jnp.log(ratio)
         rho = u_in / v_in
-    return jnp.exp(-log_ratio)                       # c_N / c_1
+    return jnp.exp(-log_ratio)  # c_N / c_1
 
 
 def asymptotic_weight(head: SphereHead):
@@ -152,15 +160,15 @@ def homogeneous_lead_vectors(electrodes, dipole_position, radius, conductivity):
     r_hat, r0_hat, x, b, s = _geometry(r, r0, radius)
     d = r - r0
     dn = jnp.linalg.norm(d, axis=-1, keepdims=True)
-    term_inf = 2.0 * d / dn ** 3
-    g = 1.0 / jnp.sqrt(1.0 - 2.0 * x * s + s ** 2)
+    term_inf = 2.0 * d / dn**3
+    g = 1.0 / jnp.sqrt(1.0 - 2.0 * x * s + s**2)
     b_safe = jnp.where(b > 0, b, 1.0)
     radial = ((g - 1.0) / (b_safe * radius))[:, None] * r0_hat
-    one_m_x2 = 1.0 - x ** 2
+    one_m_x2 = 1.0 - x**2
     safe = jnp.where(one_m_x2 > 1e-14, one_m_x2, 1.0)
     coef = jnp.where(one_m_x2 > 1e-14, ((s - x) * g + x) / (safe * b_safe * radius), 0.0)
     tang = coef[:, None] * (r_hat - x[:, None] * r0_hat)
-    centre = 3.0 * r_hat / radius ** 2          # dipole at the centre: only n = 1 survives
+    centre = 3.0 * r_hat / radius**2  # dipole at the centre: only n = 1 survives
     total = jnp.where(b > 0, term_inf + radial + tang, centre)
     return total / (4.0 * jnp.pi * conductivity)
 
@@ -168,8 +176,9 @@ def homogeneous_lead_vectors(electrodes, dipole_position, radius, conductivity):
 def homogeneous_sphere_potential(electrodes, dipole_position, moment, radius, conductivity):
     """Closed-form scalp potential (V) of a dipole (moment in A m) in a
     homogeneous sphere; see :func:`homogeneous_lead_vectors`."""
-    return homogeneous_lead_vectors(electrodes, dipole_position, radius, conductivity) @ jnp.asarray(
-        moment)
+    return homogeneous_lead_vectors(
+        electrodes, dipole_position, radius, conductivity
+    ) @ jnp.asarray(moment)
 
 
 def _legendre_sums(x, coeffs):
@@ -177,6 +186,7 @@ def _legendre_sums(x, coeffs):
 
     Upward recurrences (Bonnet) for P_n and P_n' = n P_{n-1} + x P_{n-1}'.
     """
+
     def body(carry, inp):
         p_nm1, p_n, dp_n, acc_a, acc_b = carry
         n, c = inp
@@ -204,11 +214,17 @@ def _series_terms(electrodes, r0, q, radius, n_max):
         return a, bb
 
     a_all, b_all = jax.vmap(one)(jnp.arange(n_max))
-    s_pow = jnp.where(s > 0, jnp.exp((n - 1) * jnp.log(jnp.where(s > 0, s, 1.0))),
-                      jnp.where(n == 1, 1.0, 0.0))[:, None]
+    s_pow = jnp.where(
+        s > 0, jnp.exp((n - 1) * jnp.log(jnp.where(s > 0, s, 1.0))), jnp.where(n == 1, 1.0, 0.0)
+    )[:, None]
     tang = (r_hat - x[:, None] * r0_hat) @ q
-    return (2 * n[:, None] + 1) / n[:, None] * s_pow / radius ** 2 * (
-        (q @ r0_hat) * a_all + b_all * tang)
+    return (
+        (2 * n[:, None] + 1)
+        / n[:, None]
+        * s_pow
+        / radius**2
+        * ((q @ r0_hat) * a_all + b_all * tang)
+    )
 
 
 def default_n_terms(head: SphereHead, tol: float = 1e-12) -> int:
@@ -235,7 +251,7 @@ def _lead_vectors(head, electrodes, r0, w_diff, w_inf):
     n = jnp.arange(1, w_diff.shape[0] + 1, dtype=float)
     s_safe = jnp.where(s > 0, s, 1.0)
     s_pow = jnp.where(s > 0, jnp.exp((n - 1) * jnp.log(s_safe)), jnp.where(n == 1, 1.0, 0.0))
-    coeffs = w_diff * (2 * n + 1) / n * s_pow / radius ** 2
+    coeffs = w_diff * (2 * n + 1) / n * s_pow / radius**2
     a, bb = _legendre_sums(x, coeffs)
     series = a[:, None] * r0_hat + bb[:, None] * (r_hat - x[:, None] * r0_hat)
     return lead + series / (4 * jnp.pi * head.conductivities[0])
@@ -246,8 +262,10 @@ def _gain(head, electrodes, positions, n_terms):
     w_inf = asymptotic_weight(head)
     w_diff = transfer_weights(head, n_terms) - w_inf
     rel_e = electrodes - head.center
-    leads = jax.vmap(lambda p: _lead_vectors(head, rel_e, p - head.center, w_diff, w_inf))(positions)
-    return jnp.transpose(leads, (1, 0, 2))            # (n_elec, n_src, 3)
+    leads = jax.vmap(lambda p: _lead_vectors(head, rel_e, p - head.center, w_diff, w_inf))(
+        positions
+    )
+    return jnp.transpose(leads, (1, 0, 2))  # (n_elec, n_src, 3)
 
 
 def _check_inputs(head, electrodes, positions):
@@ -264,14 +282,18 @@ def _check_inputs(head, electrodes, positions):
     floor = 0.75 * radii[-1]
     inside = np.flatnonzero(de < floor)
     if inside.size:
-        raise GeometryError(f"electrode {int(inside[0])} is inside the head ({de[inside[0]]:.4f} m "
-                            f"from the centre, deeper than 75% of the scalp radius "
-                            f"{radii[-1]:.4f} m); check units (m) and coordinate frame")
+        raise GeometryError(
+            f"electrode {int(inside[0])} is inside the head ({de[inside[0]]:.4f} m "
+            f"from the centre, deeper than 75% of the scalp radius "
+            f"{radii[-1]:.4f} m); check units (m) and coordinate frame"
+        )
     dp = np.linalg.norm(p, axis=1)
     outside = np.flatnonzero(dp >= radii[0])
     if outside.size:
-        raise GeometryError(f"dipole {int(outside[0])} at {dp[outside[0]]:.4f} m from the centre is "
-                            f"outside the innermost shell (radius {radii[0]:.4f} m)")
+        raise GeometryError(
+            f"dipole {int(outside[0])} at {dp[outside[0]]:.4f} m from the centre is "
+            f"outside the innermost shell (radius {radii[0]:.4f} m)"
+        )
 
 
 def eeg_potential(head: SphereHead, electrodes, dipole_position, moment, n_terms=None):
@@ -304,8 +326,10 @@ def eeg_gain(head: SphereHead, electrodes, positions, n_terms=None):
     _check_inputs(head, electrodes, positions)
     n_terms = default_n_terms(head) if n_terms is None else int(n_terms)
     electrodes = jnp.asarray(electrodes, float)
-    return map_over_sources(lambda pos: _gain(head, electrodes, pos, n_terms),
-                            jnp.atleast_2d(jnp.asarray(positions, float)))
+    return map_over_sources(
+        lambda pos: _gain(head, electrodes, pos, n_terms),
+        jnp.atleast_2d(jnp.asarray(positions, float)),
+    )
 
 
 # --------------------------------------------------------------------------- Berg-Scherg
@@ -331,9 +355,14 @@ def fit_berg_parameters(head: SphereHead, n_dipoles: int = 3, n_fit: int = 100):
 
     mu0 = np.linspace(0.5, 0.95, n_dipoles)
     lam0 = np.full(n_dipoles, w[0] / n_dipoles)
-    sol = least_squares(resid, np.r_[mu0, lam0],
-                        bounds=(np.r_[np.zeros(n_dipoles), -np.inf * np.ones(n_dipoles)],
-                                np.r_[np.ones(n_dipoles), np.inf * np.ones(n_dipoles)]))
+    sol = least_squares(
+        resid,
+        np.r_[mu0, lam0],
+        bounds=(
+            np.r_[np.zeros(n_dipoles), -np.inf * np.ones(n_dipoles)],
+            np.r_[np.ones(n_dipoles), np.inf * np.ones(n_dipoles)],
+        ),
+    )
     return sol.x[:n_dipoles], sol.x[n_dipoles:]
 
 
@@ -354,6 +383,7 @@ def berg_scherg_potential(head: SphereHead, electrodes, dipole_position, moment,
     rel_0 = jnp.asarray(dipole_position) - c
     v = 0.0
     for m_i, l_i in zip(mu, lam):
-        v = v + l_i * homogeneous_sphere_potential(rel_e, m_i * rel_0, jnp.asarray(moment), radius,
-                                                   head.conductivities[0])
+        v = v + l_i * homogeneous_sphere_potential(
+            rel_e, m_i * rel_0, jnp.asarray(moment), radius, head.conductivities[0]
+        )
     return v

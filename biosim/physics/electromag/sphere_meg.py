@@ -32,8 +32,8 @@ def _sarvas_f(r, r0):
     a = jnp.linalg.norm(a_vec, axis=-1)
     rn = jnp.linalg.norm(r, axis=-1)
     adotr = jnp.sum(a_vec * r, -1)
-    f = a * (rn * a + rn ** 2 - r @ r0)
-    c_r = a ** 2 / rn + adotr / a + 2 * a + 2 * rn
+    f = a * (rn * a + rn**2 - r @ r0)
+    c_r = a**2 / rn + adotr / a + 2 * a + 2 * rn
     c_0 = a + 2 * rn + adotr / a
     return f, c_r, c_0
 
@@ -45,13 +45,13 @@ def sarvas_field_matrix(points, r0):
     """
     r = points
     f, c_r, c_0 = _sarvas_f(r, r0)
-    grad_f = c_r[:, None] * r - c_0[:, None] * r0                   # (P, 3)
+    grad_f = c_r[:, None] * r - c_0[:, None] * r0  # (P, 3)
     eye = jnp.eye(3)
-    q_x_r0 = jnp.cross(eye, r0)                                     # (3 dipole axes, 3)
-    term1 = f[:, None, None] * q_x_r0[None]                         # (P, axes, 3)
-    term2 = (r @ q_x_r0.T)[:, :, None] * grad_f[:, None, :]         # (P, axes, 3)
-    b = MU0 / (4 * jnp.pi) * (term1 - term2) / (f ** 2)[:, None, None]
-    return jnp.transpose(b, (0, 2, 1))                              # (P, field, axis)
+    q_x_r0 = jnp.cross(eye, r0)  # (3 dipole axes, 3)
+    term1 = f[:, None, None] * q_x_r0[None]  # (P, axes, 3)
+    term2 = (r @ q_x_r0.T)[:, :, None] * grad_f[:, None, :]  # (P, axes, 3)
+    b = MU0 / (4 * jnp.pi) * (term1 - term2) / (f**2)[:, None, None]
+    return jnp.transpose(b, (0, 2, 1))  # (P, field, axis)
 
 
 def _point_leads(rel, normals, p):
@@ -64,7 +64,7 @@ def _point_leads(rel, normals, p):
     f, c_r, c_0 = _sarvas_f(rel, p)
     gradf_n = c_r * jnp.sum(rel * normals, -1) - c_0 * (normals @ p)
     lead = f[:, None] * jnp.cross(p, normals) - gradf_n[:, None] * jnp.cross(p, rel)
-    return MU0 / (4 * jnp.pi) * lead / (f ** 2)[:, None]
+    return MU0 / (4 * jnp.pi) * lead / (f**2)[:, None]
 
 
 @partial(jax.jit, static_argnames=("n_channels", "chunk"))
@@ -73,15 +73,16 @@ def _meg_gain(points, normals, weights, channel, positions, center, n_channels, 
 
     def one(p):
         lead = _point_leads(rel, normals, p - center) * weights[:, None]
-        return jax.ops.segment_sum(lead, channel, num_segments=n_channels)   # (C, 3)
+        return jax.ops.segment_sum(lead, channel, num_segments=n_channels)  # (C, 3)
 
     n = positions.shape[0]
     pad = (-n) % chunk
-    padded = jnp.concatenate([positions, jnp.broadcast_to(center + jnp.array([0, 0, 1e-3]),
-                                                          (pad, 3))])
+    padded = jnp.concatenate(
+        [positions, jnp.broadcast_to(center + jnp.array([0, 0, 1e-3]), (pad, 3))]
+    )
     blocks = padded.reshape(-1, chunk, 3)
     out = jax.lax.map(jax.vmap(one), blocks).reshape(-1, n_channels, 3)[:n]
-    return jnp.transpose(out, (1, 0, 2))                             # (C, n_src, 3)
+    return jnp.transpose(out, (1, 0, 2))  # (C, n_src, 3)
 
 
 def meg_gain(sensors, positions, center=(0.0, 0.0, 0.0), inner_radius=None):
@@ -103,11 +104,21 @@ def meg_gain(sensors, positions, center=(0.0, 0.0, 0.0), inner_radius=None):
         r_src = np.linalg.norm(rel, axis=1)
         if inner_radius is not None and np.any(r_src >= inner_radius):
             i = int(np.argmax(r_src >= inner_radius))
-            raise GeometryError(f"dipole {i} at {r_src[i]:.4f} m from the centre is outside the "
-                                f"innermost shell (radius {inner_radius:.4f} m)")
+            raise GeometryError(
+                f"dipole {i} at {r_src[i]:.4f} m from the centre is outside the "
+                f"innermost shell (radius {inner_radius:.4f} m)"
+            )
         if np.any(r_src[:, None] >= r_pts.min()):
-            raise GeometryError("a dipole lies farther from the sphere centre than a MEG coil point; "
-                                "sensors must be outside the head")
-    args = (jnp.asarray(sensors.points, float), jnp.asarray(sensors.normals, float),
-            jnp.asarray(sensors.weights, float), jnp.asarray(sensors.channel))
-    return map_over_sources(lambda pos: _meg_gain(*args, pos, center, sensors.n_channels), positions)
+            raise GeometryError(
+                "a dipole lies farther from the sphere centre than a MEG coil point; "
+                "sensors must be outside the head"
+            )
+    args = (
+        jnp.asarray(sensors.points, float),
+        jnp.asarray(sensors.normals, float),
+        jnp.asarray(sensors.weights, float),
+        jnp.asarray(sensors.channel),
+    )
+    return map_over_sources(
+        lambda pos: _meg_gain(*args, pos, center, sensors.n_channels), positions
+    )

@@ -75,25 +75,32 @@ class BalloonParams:
     resting_extraction: float = 0.4
 
     @classmethod
-    def spm(cls, log_decay=0.0, log_transit=0.0) -> "BalloonParams":
+    def spm(cls, log_decay=0.0, log_transit=0.0) -> BalloonParams:
         """SPM12 ``spm_fx_fmri`` constants with SPM's free-parameter scaling.
 
         ``decay_rate = 0.64 exp(log_decay)``, ``transit_time = 2 exp(log_transit)``
         (the DCM hemodynamic parameters ``P.decay`` and ``P.transit``).
         """
-        return cls(decay_rate=0.64 * jnp.exp(log_decay),
-                   autoregulation_rate=0.32,
-                   transit_time=2.0 * jnp.exp(log_transit),
-                   grubb_exponent=0.32,
-                   resting_extraction=0.4)
+        return cls(
+            decay_rate=0.64 * jnp.exp(log_decay),
+            autoregulation_rate=0.32,
+            transit_time=2.0 * jnp.exp(log_transit),
+            grubb_exponent=0.32,
+            resting_extraction=0.4,
+        )
 
     @classmethod
-    def friston2000(cls) -> "BalloonParams":
+    def friston2000(cls) -> BalloonParams:
         """Constants of Friston, Mechelli, Turner & Price (2000), NeuroImage 12:466."""
-        return cls(decay_rate=0.65, autoregulation_rate=0.41, transit_time=0.98,
-                   grubb_exponent=0.32, resting_extraction=0.34)
+        return cls(
+            decay_rate=0.65,
+            autoregulation_rate=0.41,
+            transit_time=0.98,
+            grubb_exponent=0.32,
+            resting_extraction=0.34,
+        )
 
-    def validate(self) -> "BalloonParams":
+    def validate(self) -> BalloonParams:
         """Raise :class:`ParameterError` for non-physical constants (concrete values only)."""
         check_positive("decay_rate", self.decay_rate, "1/s")
         check_positive("autoregulation_rate", self.autoregulation_rate, "1/s")
@@ -162,8 +169,11 @@ def steady_state(z, params: BalloonParams):
         import numpy as np
 
         if np.any(np.asarray(z) <= -np.asarray(params.autoregulation_rate)):
-            raise ParameterError("z", z, "input greater than -autoregulation_rate "
-                                 "(no positive steady-state flow otherwise)")
+            raise ParameterError(
+                "z",
+                z,
+                "input greater than -autoregulation_rate (no positive steady-state flow otherwise)",
+            )
     z = jnp.asarray(z, dtype=float)
     f = 1.0 + z / params.autoregulation_rate
     v = jnp.power(f, params.grubb_exponent)

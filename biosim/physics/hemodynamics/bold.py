@@ -49,8 +49,10 @@ def intravascular_relaxation_slope(field_strength):
         b0 = np.asarray(field_strength, dtype=float)
         if np.any((b0 < R0_TABLE_B0[0]) | (b0 > R0_TABLE_B0[-1])):
             raise ParameterError(
-                "field_strength", float(b0.min()) if b0.ndim else float(b0),
-                "a value in [1.5, 7] T for the tabulated r0; pass r0 explicitly otherwise")
+                "field_strength",
+                float(b0.min()) if b0.ndim else float(b0),
+                "a value in [1.5, 7] T for the tabulated r0; pass r0 explicitly otherwise",
+            )
     return jnp.interp(field_strength, jnp.asarray(R0_TABLE_B0), jnp.asarray(R0_TABLE_VALUES))
 
 
@@ -87,25 +89,28 @@ class BOLDParams:
     model: str = static_field(default="revised")
 
     @classmethod
-    def spm(cls, field_strength=1.5, echo_time=0.04, log_epsilon=0.0) -> "BOLDParams":
+    def spm(cls, field_strength=1.5, echo_time=0.04, log_epsilon=0.0) -> BOLDParams:
         """SPM12 ``spm_gx_fmri`` settings (V0 = 4 %, E0 = 0.4, eps = exp(P.epsilon))."""
-        return cls(field_strength=field_strength, echo_time=echo_time,
-                   resting_venous_volume=0.04, epsilon=jnp.exp(log_epsilon),
-                   resting_extraction=0.4)
+        return cls(
+            field_strength=field_strength,
+            echo_time=echo_time,
+            resting_venous_volume=0.04,
+            epsilon=jnp.exp(log_epsilon),
+            resting_extraction=0.4,
+        )
 
     @classmethod
-    def friston2000(cls) -> "BOLDParams":
+    def friston2000(cls) -> BOLDParams:
         """The classic coefficients with V0 = 2 % and E0 = 0.34."""
         return cls(resting_venous_volume=0.02, resting_extraction=0.34, model="classic")
 
-    def validate(self) -> "BOLDParams":
+    def validate(self) -> BOLDParams:
         """Raise :class:`ParameterError` for invalid values (concrete values only)."""
         if self.model not in BOLD_MODELS:
             raise ParameterError("model", self.model, f"one of {BOLD_MODELS}")
         check_positive("field_strength", self.field_strength, "T")
         check_positive("echo_time", self.echo_time, "s")
-        check_range("resting_venous_volume", self.resting_venous_volume, 0.0, 1.0,
-                    inclusive=False)
+        check_range("resting_venous_volume", self.resting_venous_volume, 0.0, 1.0, inclusive=False)
         check_positive("epsilon", self.epsilon)
         check_range("resting_extraction", self.resting_extraction, 0.0, 1.0, inclusive=False)
         if self.r0 is not None:
@@ -127,8 +132,7 @@ def bold_signal(v, q, params: BOLDParams):
     """Fractional BOLD signal change from normalised volume ``v`` and
     deoxyhemoglobin ``q`` (same shapes).  Zero at rest (v = q = 1)."""
     k1, k2, k3 = params.coefficients()
-    return params.resting_venous_volume * (
-        k1 * (1.0 - q) + k2 * (1.0 - q / v) + k3 * (1.0 - v))
+    return params.resting_venous_volume * (k1 * (1.0 - q) + k2 * (1.0 - q / v) + k3 * (1.0 - v))
 
 
 def bold_from_states(x, params: BOLDParams):

@@ -37,24 +37,30 @@ from jax.scipy.special import gammaln
 from ..._core.errors import ParameterError
 from ..._core.validation import check_finite, check_positive
 
-HRF_MODELS = ("spm", "spm + derivative", "spm + derivative + dispersion",
-              "glover", "glover + derivative", "glover + derivative + dispersion")
+HRF_MODELS = (
+    "spm",
+    "spm + derivative",
+    "spm + derivative + dispersion",
+    "glover",
+    "glover + derivative",
+    "glover + derivative + dispersion",
+)
 
 _SHAPES = {
-    "spm": dict(delay=6.0, undershoot=16.0, dispersion=1.0, undershoot_dispersion=1.0,
-                ratio=0.167),
-    "glover": dict(delay=6.0, undershoot=12.0, dispersion=0.9, undershoot_dispersion=0.9,
-                   ratio=0.48),
+    "spm": dict(delay=6.0, undershoot=16.0, dispersion=1.0, undershoot_dispersion=1.0, ratio=0.167),
+    "glover": dict(
+        delay=6.0, undershoot=12.0, dispersion=0.9, undershoot_dispersion=0.9, ratio=0.48
+    ),
 }
 # nilearn's dispersion derivatives vary the peak dispersion and keep the
 # undershoot dispersion at 1 for both models.
 _DISPERSION_BASE = {
-    "spm": dict(delay=6.0, undershoot=16.0, dispersion=1.0, undershoot_dispersion=1.0,
-                ratio=0.167),
-    "glover": dict(delay=6.0, undershoot=12.0, dispersion=0.9, undershoot_dispersion=1.0,
-                   ratio=0.48),
+    "spm": dict(delay=6.0, undershoot=16.0, dispersion=1.0, undershoot_dispersion=1.0, ratio=0.167),
+    "glover": dict(
+        delay=6.0, undershoot=12.0, dispersion=0.9, undershoot_dispersion=1.0, ratio=0.48
+    ),
 }
-TIME_DERIVATIVE_STEP = 0.1      # s
+TIME_DERIVATIVE_STEP = 0.1  # s
 DISPERSION_DERIVATIVE_STEP = 0.01
 
 
@@ -75,8 +81,17 @@ def _gamma_pdf(x, shape, scale):
     return jnp.where(x > 0, jnp.exp(logpdf), 0.0)
 
 
-def gamma_difference_hrf(times, dt, *, onset=0.0, delay=6.0, undershoot=16.0, dispersion=1.0,
-                         undershoot_dispersion=1.0, ratio=0.167):
+def gamma_difference_hrf(
+    times,
+    dt,
+    *,
+    onset=0.0,
+    delay=6.0,
+    undershoot=16.0,
+    dispersion=1.0,
+    undershoot_dispersion=1.0,
+    ratio=0.167,
+):
     """Difference-of-gammas HRF on ``times`` (s), normalised to unit sum.
 
     Parameters
@@ -217,6 +232,5 @@ def convolve_kernels(signal, kernels):
 def sample_at(signal, times, sample_times):
     """Linearly interpolate a microtime signal (last axis) at ``sample_times``."""
     signal = jnp.atleast_2d(jnp.asarray(signal))
-    out = jnp.stack([jnp.interp(jnp.asarray(sample_times), jnp.asarray(times), s)
-                     for s in signal])
+    out = jnp.stack([jnp.interp(jnp.asarray(sample_times), jnp.asarray(times), s) for s in signal])
     return out

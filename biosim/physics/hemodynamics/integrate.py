@@ -41,13 +41,27 @@ METHOD_ORDER = {name: tab.order for name, tab in TABLEAUX.items()}
 
 @partial(jax.jit, static_argnames=("method", "substeps", "record_every"))
 def _integrate(x0, u, dt, params, method, substeps, record_every):
-    return integrate_fixed_step(lambda x, z: balloon_rhs(x, z, params), x0, u, dt,
-                                method=method, substeps=substeps, record_every=record_every)
+    return integrate_fixed_step(
+        lambda x, z: balloon_rhs(x, z, params),
+        x0,
+        u,
+        dt,
+        method=method,
+        substeps=substeps,
+        record_every=record_every,
+    )
 
 
-def integrate_balloon(neural_input, dt, params: BalloonParams | None = None, *,
-                      method: str = "rk4", substeps: int = 1, record_every: int = 1,
-                      x0=None):
+def integrate_balloon(
+    neural_input,
+    dt,
+    params: BalloonParams | None = None,
+    *,
+    method: str = "rk4",
+    substeps: int = 1,
+    record_every: int = 1,
+    x0=None,
+):
     """Integrate the hemodynamic states driven by ``neural_input``.
 
     Parameters
@@ -89,14 +103,17 @@ def integrate_balloon(neural_input, dt, params: BalloonParams | None = None, *,
         params.validate()
     u = jnp.asarray(neural_input, dtype=float)
     if u.ndim < 1 or u.shape[0] < 1:
-        raise ParameterError("neural_input", f"array of shape {u.shape}",
-                             "shape (n_t, ...) with n_t >= 1")
+        raise ParameterError(
+            "neural_input", f"array of shape {u.shape}", "shape (n_t, ...) with n_t >= 1"
+        )
     if u.shape[0] % record_every:
-        raise ParameterError("record_every", record_every,
-                             f"a divisor of the number of input samples ({u.shape[0]})")
+        raise ParameterError(
+            "record_every", record_every, f"a divisor of the number of input samples ({u.shape[0]})"
+        )
     x0 = resting_state(u.shape[1:]) if x0 is None else jnp.asarray(x0, dtype=float)
-    return _integrate(x0, u, jnp.asarray(dt, dtype=float), params, method, int(substeps),
-                      int(record_every))
+    return _integrate(
+        x0, u, jnp.asarray(dt, dtype=float), params, method, int(substeps), int(record_every)
+    )
 
 
 class HemodynamicResponse(NamedTuple):
@@ -126,14 +143,25 @@ def _record_stride(dt, tr, n_t):
     if stride < 1 or abs(ratio - stride) > 1e-9 * max(1.0, ratio):
         raise ParameterError("tr", tr, f"an integer multiple of dt = {dt} s")
     if n_t % stride:
-        raise ParameterError("neural_input", f"{n_t} samples",
-                             f"a whole number of TRs ({stride} samples of dt per TR)")
+        raise ParameterError(
+            "neural_input",
+            f"{n_t} samples",
+            f"a whole number of TRs ({stride} samples of dt per TR)",
+        )
     return stride
 
 
-def simulate_bold(neural_input, dt, balloon: BalloonParams | None = None,
-                  bold: BOLDParams | None = None, *, tr: float | None = None,
-                  method: str = "rk4", substeps: int = 1, x0=None) -> HemodynamicResponse:
+def simulate_bold(
+    neural_input,
+    dt,
+    balloon: BalloonParams | None = None,
+    bold: BOLDParams | None = None,
+    *,
+    tr: float | None = None,
+    method: str = "rk4",
+    substeps: int = 1,
+    x0=None,
+) -> HemodynamicResponse:
     """Neural input -> hemodynamic states -> BOLD, sampled every TR.
 
     Parameters
@@ -163,12 +191,17 @@ def simulate_bold(neural_input, dt, balloon: BalloonParams | None = None,
     u = jnp.asarray(neural_input, dtype=float)
     stride = _record_stride(dt, tr, u.shape[0] if u.ndim else 0)
     if is_concrete((balloon.resting_extraction, bold.resting_extraction)) and not np.allclose(
-            balloon.resting_extraction, bold.resting_extraction):
-        raise ParameterError("bold.resting_extraction", bold.resting_extraction,
-                             f"the Balloon model's E0 = {balloon.resting_extraction}")
+        balloon.resting_extraction, bold.resting_extraction
+    ):
+        raise ParameterError(
+            "bold.resting_extraction",
+            bold.resting_extraction,
+            f"the Balloon model's E0 = {balloon.resting_extraction}",
+        )
     if tr is not None and is_concrete(bold.echo_time) and float(bold.echo_time) >= float(tr):
         raise ParameterError("echo_time", float(bold.echo_time), f"less than TR = {tr} s")
-    states, _ = integrate_balloon(u, dt, balloon, method=method, substeps=substeps,
-                                  record_every=stride, x0=x0)
+    states, _ = integrate_balloon(
+        u, dt, balloon, method=method, substeps=substeps, record_every=stride, x0=x0
+    )
     times = jnp.arange(states.shape[0]) * (stride * dt)
     return HemodynamicResponse(times=times, states=states, bold=bold_from_states(states, bold))

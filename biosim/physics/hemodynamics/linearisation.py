@@ -63,7 +63,7 @@ def linear_prediction(neural_input, dt: float, balloon: BalloonParams, bold: BOL
     u = jnp.asarray(neural_input, dtype=float)
     n = u.shape[0]
     k = first_order_kernel(balloon, bold, dt, n + 1)
-    w = 0.5 * (k[:-1] + k[1:]) * dt          # response at lag j+1/2 of one held sample
+    w = 0.5 * (k[:-1] + k[1:]) * dt  # response at lag j+1/2 of one held sample
     flat = u.reshape(n, -1)
     # y[m] = sum_{j < m} w[m-1-j] u[j]: the state at t = m dt sees samples 0..m-1
     conv = jax.vmap(lambda col: jnp.convolve(col, w, mode="full")[:n], in_axes=1, out_axes=1)(flat)

@@ -67,9 +67,14 @@ def make_sequence(dt, flip=None, phase=None, b1=None, gradient=None, spoil=None)
         out = np.zeros(shape, dtype) if x is None else np.broadcast_to(np.asarray(x, dtype), shape)
         return jnp.asarray(out)
 
-    seq = Sequence(dt=jnp.asarray(dt), flip=arr(flip, (n,), float), phase=arr(phase, (n,), float),
-                   b1=arr(b1, (n,), complex), gradient=arr(gradient, (n, 3), float),
-                   spoil=arr(spoil, (n,), bool))
+    seq = Sequence(
+        dt=jnp.asarray(dt),
+        flip=arr(flip, (n,), float),
+        phase=arr(phase, (n,), float),
+        b1=arr(b1, (n,), complex),
+        gradient=arr(gradient, (n, 3), float),
+        spoil=arr(spoil, (n,), bool),
+    )
     check_finite("flip", seq.flip)
     check_finite("gradient", seq.gradient)
     return seq
@@ -114,8 +119,9 @@ def _hard_pulse(m, flip, ph):
 
 
 def _precess_rf(m, bz, b1, dt):
-    bvec = jnp.stack([jnp.broadcast_to(b1.real, bz.shape), jnp.broadcast_to(b1.imag, bz.shape), bz],
-                     axis=-1)
+    bvec = jnp.stack(
+        [jnp.broadcast_to(b1.real, bz.shape), jnp.broadcast_to(b1.imag, bz.shape), bz], axis=-1
+    )
     bnorm = jnp.linalg.norm(bvec, axis=-1)
     safe = jnp.where(bnorm > 0, bnorm, 1.0)
     axis = jnp.where((bnorm > 0)[..., None], bvec / safe[..., None], jnp.array([0.0, 0.0, 1.0]))
@@ -177,8 +183,17 @@ def simulate_per_spin(spins: Spins, seq: Sequence):
     return m
 
 
-def spoiled_gre_sequence(flip_angle, tr, te, n_tr, *, rf_spoiling_increment=None,
-                         ideal_spoiling=False, dephasing_gradient=0.0, dephasing_axis=2):
+def spoiled_gre_sequence(
+    flip_angle,
+    tr,
+    te,
+    n_tr,
+    *,
+    rf_spoiling_increment=None,
+    ideal_spoiling=False,
+    dephasing_gradient=0.0,
+    dephasing_axis=2,
+):
     """Steps of a gradient-spoiled GRE: per TR, a hard pulse, TE of free
     precession (the echo is read at the end of this step), then the rest of the
     TR with a dephasing gradient of ``dephasing_gradient`` T/m.
@@ -191,8 +206,11 @@ def spoiled_gre_sequence(flip_angle, tr, te, n_tr, *, rf_spoiling_increment=None
     if not 0 <= te < tr:
         raise ParameterError("TE", te, f"0 <= TE < TR = {tr} s")
     n = np.arange(n_tr)
-    phases = (np.zeros(n_tr) if rf_spoiling_increment is None
-              else rf_spoiling_increment * n * (n + 1) / 2.0)
+    phases = (
+        np.zeros(n_tr)
+        if rf_spoiling_increment is None
+        else rf_spoiling_increment * n * (n + 1) / 2.0
+    )
     dt = np.tile([te, tr - te], n_tr)
     flip = np.zeros(2 * n_tr)
     flip[0::2] = flip_angle
@@ -233,13 +251,15 @@ def free_precession_block(m, spins: Spins, gradient, dt):
         Sum over spins of Mx + i My at the end of each step (as :func:`simulate`).
     m_final : array (n_spins, 3)
     """
-    t_cum = jnp.cumsum(dt)                                        # (L,)
-    k_cum = jnp.cumsum(gradient * dt[:, None], axis=0)            # (L, 3) T s / m
-    phase = -GAMMA_PROTON * (spins.positions @ k_cum.T) \
+    t_cum = jnp.cumsum(dt)  # (L,)
+    k_cum = jnp.cumsum(gradient * dt[:, None], axis=0)  # (L, 3) T s / m
+    phase = (
+        -GAMMA_PROTON * (spins.positions @ k_cum.T)
         - 2 * jnp.pi * spins.off_resonance[:, None] * t_cum[None, :]
+    )
     decay = jnp.exp(-t_cum[None, :] / spins.t2[:, None])
     mxy0 = m[:, 0] + 1j * m[:, 1]
-    evol = jnp.exp(1j * phase) * decay                            # (n, L)
+    evol = jnp.exp(1j * phase) * decay  # (n, L)
     signal = mxy0 @ evol
     mxy = mxy0 * evol[:, -1]
     e1 = jnp.exp(-t_cum[-1] / spins.t1)

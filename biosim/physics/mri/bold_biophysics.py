@@ -74,30 +74,31 @@ def _mc(key, radius, volume_fraction, omega_c, diffusion, echo_time, n_spins, n_
     k_theta, k_phi, k_pos, k_walk = jax.random.split(key, 4)
     cell = radius * jnp.sqrt(jnp.pi / volume_fraction)
     cos_t = jax.random.uniform(k_theta, (n_spins,), minval=-1.0, maxval=1.0)
-    w_amp = omega_c * (1.0 - cos_t ** 2)                    # omega_c sin^2(theta)
+    w_amp = omega_c * (1.0 - cos_t**2)  # omega_c sin^2(theta)
     rot = jax.random.uniform(k_phi, (n_spins,), maxval=jnp.pi)
     rng_img = range(-images, images + 1)
     offsets = jnp.array([[i, j] for i in rng_img for j in rng_img], float) * cell
 
     def inside(p):
-        return jnp.sum(p ** 2, -1) < radius ** 2
+        return jnp.sum(p**2, -1) < radius**2
 
     def wrap(p):
         return (p + cell / 2) % cell - cell / 2
 
     def freq(p):
         q = p[:, None, :] - offsets[None]
-        r2 = jnp.sum(q ** 2, -1)
-        r2 = jnp.maximum(r2, radius ** 2)
+        r2 = jnp.sum(q**2, -1)
+        r2 = jnp.maximum(r2, radius**2)
         c, s = jnp.cos(2 * rot)[:, None], jnp.sin(2 * rot)[:, None]
         cos2 = ((q[..., 0] ** 2 - q[..., 1] ** 2) * c + 2 * q[..., 0] * q[..., 1] * s) / r2
-        return w_amp * jnp.sum(radius ** 2 / r2 * cos2, -1)
+        return w_amp * jnp.sum(radius**2 / r2 * cos2, -1)
 
     # start uniformly outside the vessel (rejection by resampling a few times)
     p = jax.random.uniform(k_pos, (n_spins, 2), minval=-cell / 2, maxval=cell / 2)
     for i in range(8):
-        redo = jax.random.uniform(jax.random.fold_in(k_pos, i), (n_spins, 2), minval=-cell / 2,
-                                  maxval=cell / 2)
+        redo = jax.random.uniform(
+            jax.random.fold_in(k_pos, i), (n_spins, 2), minval=-cell / 2, maxval=cell / 2
+        )
         p = jnp.where(inside(p)[:, None], redo, p)
     valid = ~inside(p)
     dt = echo_time / n_steps
@@ -124,9 +125,19 @@ def _mc(key, radius, volume_fraction, omega_c, diffusion, echo_time, n_spins, n_
     return (1.0 - s_gre) / echo_time, (1.0 - s_se) / echo_time
 
 
-def monte_carlo_relaxation(radius, volume_fraction, saturation, field_strength, echo_time,
-                           diffusion=1e-9, hematocrit=0.4, n_spins=4000, n_steps=200, seed=0,
-                           images=1):
+def monte_carlo_relaxation(
+    radius,
+    volume_fraction,
+    saturation,
+    field_strength,
+    echo_time,
+    diffusion=1e-9,
+    hematocrit=0.4,
+    n_spins=4000,
+    n_steps=200,
+    seed=0,
+    images=1,
+):
     """Extravascular GRE R2* and SE R2 (1/s) around randomly oriented vessels.
 
     Parameters
@@ -156,17 +167,29 @@ def monte_carlo_relaxation(radius, volume_fraction, saturation, field_strength, 
     check_range("volume_fraction", volume_fraction, 0.0, 0.5, inclusive=False)
     check_positive("echo_time", echo_time, "s")
     check_range("diffusion", diffusion, 0.0, 1e-8)
-    omega_c = 1.5 * characteristic_frequency(saturation, field_strength, hematocrit)  # gamma dchi B0/2
-    return _mc(jax.random.PRNGKey(seed), radius, volume_fraction, omega_c, diffusion, echo_time,
-               int(n_spins), int(n_steps), int(images))
+    omega_c = 1.5 * characteristic_frequency(
+        saturation, field_strength, hematocrit
+    )  # gamma dchi B0/2
+    return _mc(
+        jax.random.PRNGKey(seed),
+        radius,
+        volume_fraction,
+        omega_c,
+        diffusion,
+        echo_time,
+        int(n_spins),
+        int(n_steps),
+        int(images),
+    )
 
 
 #: Donahue et al. (2011), NMR Biomed 24:25: total GRE Delta R2* on activation, 1/s.
 DONAHUE_2011_DR2STAR = {1.5: -0.6, 3.0: -0.7, 7.0: -1.4}
 
 
-def bold_contributions(v, q, field_strength, echo_time, epsilon=1.0, resting_extraction=0.4,
-                       resting_venous_volume=0.04):
+def bold_contributions(
+    v, q, field_strength, echo_time, epsilon=1.0, resting_extraction=0.4, resting_venous_volume=0.04
+):
     """Extra- and intravascular parts of the revised BOLD model (Stephan et al. 2007).
 
     The k1 term of :mod:`biosim.physics.hemodynamics.bold` is the extravascular
@@ -176,10 +199,19 @@ def bold_contributions(v, q, field_strength, echo_time, epsilon=1.0, resting_ext
     """
     from ..hemodynamics.bold import BOLDParams
 
-    b = BOLDParams(field_strength=field_strength, echo_time=echo_time, epsilon=epsilon,
-                   resting_extraction=resting_extraction, resting_venous_volume=resting_venous_volume)
+    b = BOLDParams(
+        field_strength=field_strength,
+        echo_time=echo_time,
+        epsilon=epsilon,
+        resting_extraction=resting_extraction,
+        resting_venous_volume=resting_venous_volume,
+    )
     k1, k2, k3 = b.coefficients()
     ev = resting_venous_volume * k1 * (1 - q)
     iv = resting_venous_volume * (k2 * (1 - q / v) + k3 * (1 - v))
-    return {"extravascular": ev, "intravascular": iv,
-            "dR2star_extravascular": -ev / echo_time, "dR2star_intravascular": -iv / echo_time}
+    return {
+        "extravascular": ev,
+        "intravascular": iv,
+        "dR2star_extravascular": -ev / echo_time,
+        "dR2star_intravascular": -iv / echo_time,
+    }

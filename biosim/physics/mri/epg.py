@@ -32,9 +32,13 @@ def rf_matrix(alpha, phi):
     c2, s2 = jnp.cos(alpha / 2) ** 2, jnp.sin(alpha / 2) ** 2
     sa, ca = jnp.sin(alpha), jnp.cos(alpha)
     e = jnp.exp(1j * phi)
-    return jnp.array([[c2, e ** 2 * s2, -1j * e * sa],
-                      [jnp.conj(e) ** 2 * s2, c2, 1j * jnp.conj(e) * sa],
-                      [-0.5j * jnp.conj(e) * sa, 0.5j * e * sa, ca]])
+    return jnp.array(
+        [
+            [c2, e**2 * s2, -1j * e * sa],
+            [jnp.conj(e) ** 2 * s2, c2, 1j * jnp.conj(e) * sa],
+            [-0.5j * jnp.conj(e) * sa, 0.5j * e * sa, ca],
+        ]
+    )
 
 
 def apply_rf(states, alpha, phi):
@@ -66,7 +70,7 @@ def _spoiled_gre(t1, t2, tr, te, flip, increment, n_tr, n_states):
     def body(states, phi):
         states = apply_rf(states, flip, phi)
         states = relax(states, te, t1, t2)
-        echo = states[0, 0] * jnp.exp(-1j * phi)      # receiver follows the RF phase
+        echo = states[0, 0] * jnp.exp(-1j * phi)  # receiver follows the RF phase
         states = relax(states, tr - te, t1, t2)
         return dephase(states), echo
 
@@ -74,8 +78,9 @@ def _spoiled_gre(t1, t2, tr, te, flip, increment, n_tr, n_states):
     return echoes
 
 
-def spoiled_gre_train(t1, t2, tr, te, flip_angle, n_tr, rf_spoiling_increment=117.0 * jnp.pi / 180,
-                      n_states=200):
+def spoiled_gre_train(
+    t1, t2, tr, te, flip_angle, n_tr, rf_spoiling_increment=117.0 * jnp.pi / 180, n_states=200
+):
     """Echo after each of ``n_tr`` pulses of an RF- and gradient-spoiled GRE.
 
     Parameters
@@ -99,8 +104,7 @@ def spoiled_gre_train(t1, t2, tr, te, flip_angle, n_tr, rf_spoiling_increment=11
     check_positive("TR", tr, "s")
     if not 0 <= te < tr:
         raise ParameterError("TE", te, f"0 <= TE < TR = {tr} s")
-    return _spoiled_gre(t1, t2, tr, te, flip_angle, rf_spoiling_increment, int(n_tr),
-                        int(n_states))
+    return _spoiled_gre(t1, t2, tr, te, flip_angle, rf_spoiling_increment, int(n_tr), int(n_states))
 
 
 @partial(jax.jit, static_argnames=("n_echoes", "n_states"))
@@ -117,8 +121,9 @@ def _cpmg(t1, t2, esp, refocus, excitation, n_echoes, n_states):
     return echoes
 
 
-def cpmg_train(t1, t2, echo_spacing, refocus_angle, n_echoes, excitation_angle=jnp.pi / 2,
-               n_states=None):
+def cpmg_train(
+    t1, t2, echo_spacing, refocus_angle, n_echoes, excitation_angle=jnp.pi / 2, n_states=None
+):
     """Echo amplitudes of a CPMG train (90x - [ESP/2 - a_y - ESP/2 - echo] x n).
 
     With perfect 180 deg refocusing the echoes are ``exp(-n ESP / T2)``;

@@ -46,19 +46,27 @@ def sampling_times(matrix, echo_time, echo_spacing):
 @partial(jax.jit, static_argnames=("spin_echo",))
 def _kspace(rho, r2, r2prime, df, times, xs, ys, kx, ky, echo_time, spin_echo):
     # phase of each (k, r) pair: separable encoding, non-separable decay
-    enc_x = jnp.exp(-2j * jnp.pi * jnp.outer(kx, xs))        # (Nkx, Nx)
-    enc_y = jnp.exp(-2j * jnp.pi * jnp.outer(ky, ys))        # (Nky, Ny)
-    t = times[:, :, None, None]                              # (Nkx, Nky, 1, 1)
+    enc_x = jnp.exp(-2j * jnp.pi * jnp.outer(kx, xs))  # (Nkx, Nx)
+    enc_y = jnp.exp(-2j * jnp.pi * jnp.outer(ky, ys))  # (Nky, Ny)
+    t = times[:, :, None, None]  # (Nkx, Nky, 1, 1)
     if spin_echo:
         decay = jnp.exp(-t * r2 - jnp.abs(t - echo_time) * r2prime - 2j * jnp.pi * df * t)
     else:
         decay = jnp.exp(-t * (r2 + r2prime) - 2j * jnp.pi * df * t)
-    weighted = rho * decay                                   # (Nkx, Nky, Nx, Ny)
+    weighted = rho * decay  # (Nkx, Nky, Nx, Ny)
     return jnp.einsum("abxy,ax,by->ab", weighted, enc_x, enc_y)
 
 
-def epi_kspace(proton_density, r2, fov, echo_time, echo_spacing, off_resonance=0.0, r2prime=0.0,
-               spin_echo=False):
+def epi_kspace(
+    proton_density,
+    r2,
+    fov,
+    echo_time,
+    echo_spacing,
+    off_resonance=0.0,
+    r2prime=0.0,
+    spin_echo=False,
+):
     """Simulated EPI k-space of one slice.
 
     Parameters
@@ -89,15 +97,29 @@ def epi_kspace(proton_density, r2, fov, echo_time, echo_spacing, off_resonance=0
     check_positive("echo_spacing", echo_spacing, "s")
     check_nonnegative("r2", r2, "1/s")
     if echo_time < (ny // 2) * echo_spacing:
-        raise ParameterError("echo_time", echo_time,
-                             f">= {ny // 2} x echo_spacing = {(ny // 2) * echo_spacing:g} s so the "
-                             "centre of k-space can be reached")
+        raise ParameterError(
+            "echo_time",
+            echo_time,
+            f">= {ny // 2} x echo_spacing = {(ny // 2) * echo_spacing:g} s so the "
+            "centre of k-space can be reached",
+        )
     xs, kx = _axis(nx, fov[0])
     ys, ky = _axis(ny, fov[1])
     times = sampling_times((nx, ny), echo_time, echo_spacing)
     bc = lambda a: jnp.broadcast_to(jnp.asarray(a, float), rho.shape)  # noqa: E731
-    return _kspace(rho, bc(r2), bc(r2prime), bc(off_resonance), jnp.asarray(times), jnp.asarray(xs),
-                   jnp.asarray(ys), jnp.asarray(kx), jnp.asarray(ky), echo_time, bool(spin_echo))
+    return _kspace(
+        rho,
+        bc(r2),
+        bc(r2prime),
+        bc(off_resonance),
+        jnp.asarray(times),
+        jnp.asarray(xs),
+        jnp.asarray(ys),
+        jnp.asarray(kx),
+        jnp.asarray(ky),
+        echo_time,
+        bool(spin_echo),
+    )
 
 
 def add_thermal_noise(kspace, noise_std, key):
@@ -106,13 +128,16 @@ def add_thermal_noise(kspace, noise_std, key):
     n = kspace.shape[0] * kspace.shape[1]
     kr, ki = jax.random.split(key)
     scale = noise_std * jnp.sqrt(n)
-    return kspace + scale * (jax.random.normal(kr, kspace.shape) + 1j * jax.random.normal(ki, kspace.shape))
+    return kspace + scale * (
+        jax.random.normal(kr, kspace.shape) + 1j * jax.random.normal(ki, kspace.shape)
+    )
 
 
 def reconstruct(kspace):
     """Inverse FFT of centred k-space to the complex image (same centring)."""
-    return jnp.fft.fftshift(jnp.fft.ifft2(jnp.fft.ifftshift(kspace, axes=(0, 1)), axes=(0, 1)),
-                            axes=(0, 1))
+    return jnp.fft.fftshift(
+        jnp.fft.ifft2(jnp.fft.ifftshift(kspace, axes=(0, 1)), axes=(0, 1)), axes=(0, 1)
+    )
 
 
 def slice_timing(tr, n_slices, order="ascending"):

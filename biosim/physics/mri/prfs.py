@@ -24,8 +24,12 @@ from ..._core.validation import check_positive
 #: PRF thermal coefficient of water, 1/degC (i.e. -0.01 ppm/degC).
 ALPHA_WATER = -0.01 * PPM
 #: Tissue coefficients (1/degC); fat has essentially no PRF shift.
-ALPHA_TISSUE = {"water": -0.01 * PPM, "brain": -0.0097 * PPM, "muscle": -0.0097 * PPM,
-                "fat": -0.00018 * PPM}
+ALPHA_TISSUE = {
+    "water": -0.01 * PPM,
+    "brain": -0.0097 * PPM,
+    "muscle": -0.0097 * PPM,
+    "fat": -0.00018 * PPM,
+}
 
 
 def prfs_phase(delta_t, field_strength, echo_time, alpha=ALPHA_WATER):
@@ -35,8 +39,9 @@ def prfs_phase(delta_t, field_strength, echo_time, alpha=ALPHA_WATER):
     return GAMMA_PROTON * alpha * field_strength * echo_time * jnp.asarray(delta_t)
 
 
-def temperature_change(image, baseline, field_strength, echo_time, alpha=ALPHA_WATER,
-                       reference_mask=None):
+def temperature_change(
+    image, baseline, field_strength, echo_time, alpha=ALPHA_WATER, reference_mask=None
+):
     """Temperature change (degC) from complex images by baseline subtraction.
 
     Parameters
@@ -52,7 +57,9 @@ def temperature_change(image, baseline, field_strength, echo_time, alpha=ALPHA_W
     """
     image, baseline = jnp.asarray(image), jnp.asarray(baseline)
     if image.shape != baseline.shape:
-        raise ParameterError("baseline", f"shape {baseline.shape}", f"shape {image.shape} like image")
+        raise ParameterError(
+            "baseline", f"shape {baseline.shape}", f"shape {image.shape} like image"
+        )
     if alpha == 0:
         raise ParameterError("alpha", alpha, "a non-zero PRF coefficient")
     diff = image * jnp.conj(baseline)

@@ -42,7 +42,7 @@ def sinc_pulse(flip_angle, duration, time_bandwidth=4.0, n_samples=256, window="
     env = np.sinc(time_bandwidth * t / duration)
     if window == "hann":
         env = env * (0.5 + 0.5 * np.cos(2 * np.pi * t / duration))
-    area = flip_angle / GAMMA_PROTON                     # T s
+    area = flip_angle / GAMMA_PROTON  # T s
     return env * area / (env.sum() * dt), dt
 
 

@@ -26,7 +26,9 @@ def _check_te_tr(te, tr):
         import numpy as np
 
         if np.any(np.asarray(te) < 0) or np.any(np.asarray(te) >= np.asarray(tr)):
-            raise ParameterError("TE", np.asarray(te).tolist(), f"0 <= TE < TR = {np.asarray(tr).tolist()} s")
+            raise ParameterError(
+                "TE", np.asarray(te).tolist(), f"0 <= TE < TR = {np.asarray(tr).tolist()} s"
+            )
 
 
 def spoiled_gre(m0, t1, t2star, tr, te, flip_angle):
@@ -38,7 +40,9 @@ def spoiled_gre(m0, t1, t2star, tr, te, flip_angle):
     check_positive("T1", t1, "s")
     check_positive("T2*", t2star, "s")
     e1 = jnp.exp(-tr / t1)
-    return m0 * jnp.sin(flip_angle) * (1 - e1) / (1 - e1 * jnp.cos(flip_angle)) * jnp.exp(-te / t2star)
+    return (
+        m0 * jnp.sin(flip_angle) * (1 - e1) / (1 - e1 * jnp.cos(flip_angle)) * jnp.exp(-te / t2star)
+    )
 
 
 def spin_echo(m0, t1, t2, tr, te):
@@ -65,8 +69,11 @@ def inversion_recovery(m0, t1, t2, ti, tr, te):
 
         if np.any(np.asarray(ti) >= np.asarray(tr)):
             raise ParameterError("TI", np.asarray(ti).tolist(), "TI < TR")
-    return m0 * (1 - 2 * jnp.exp(-ti / t1) + 2 * jnp.exp(-(tr - te / 2) / t1)
-                 - jnp.exp(-tr / t1)) * jnp.exp(-te / t2)
+    return (
+        m0
+        * (1 - 2 * jnp.exp(-ti / t1) + 2 * jnp.exp(-(tr - te / 2) / t1) - jnp.exp(-tr / t1))
+        * jnp.exp(-te / t2)
+    )
 
 
 def bssfp(m0, t1, t2, tr, flip_angle, te=None):
@@ -78,8 +85,13 @@ def bssfp(m0, t1, t2, tr, flip_angle, te=None):
     te = tr / 2 if te is None else te
     _check_te_tr(te, tr)
     e1, e2 = jnp.exp(-tr / t1), jnp.exp(-tr / t2)
-    return (m0 * jnp.sin(flip_angle) * (1 - e1)
-            / (1 - (e1 - e2) * jnp.cos(flip_angle) - e1 * e2) * jnp.exp(-te / t2))
+    return (
+        m0
+        * jnp.sin(flip_angle)
+        * (1 - e1)
+        / (1 - (e1 - e2) * jnp.cos(flip_angle) - e1 * e2)
+        * jnp.exp(-te / t2)
+    )
 
 
 def multi_echo(s0, t2star, echo_times):

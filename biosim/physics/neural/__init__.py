@@ -4,8 +4,20 @@ from .bilinear import NeuralParams, effective_connectivity, neural_rhs
 
 __all__ = ["NeuralParams", "effective_connectivity", "neural_rhs"]
 
-from .neural_mass import (ERPParams, erp_rhs, event_related_activity,  # noqa: E402
-                          gaussian_input, integrate_erp, simulate_neural_mass)
+from .neural_mass import (  # noqa: E402
+    ERPParams,
+    erp_rhs,
+    event_related_activity,
+    gaussian_input,
+    integrate_erp,
+    simulate_neural_mass,
+)
 
-__all__ += ["ERPParams", "erp_rhs", "event_related_activity", "gaussian_input",
-            "integrate_erp", "simulate_neural_mass"]
+__all__ += [
+    "ERPParams",
+    "erp_rhs",
+    "event_related_activity",
+    "gaussian_input",
+    "integrate_erp",
+    "simulate_neural_mass",
+]

@@ -64,12 +64,12 @@ from ..._core.time_stepping import RK4, rk_step
 from ..._core.validation import is_concrete
 
 #: SPM12 ``spm_fx_erp`` fixed constants.
-EXTRINSIC_SCALE = (32.0, 16.0, 4.0)                      # forward, backward, lateral, Hz
-INTRINSIC_SCALE = (128.0, 128.0 * 4 / 5, 128.0 / 4, 128.0 / 4)   # G1..G4, Hz
-RECEPTOR_DENSITY = (4.0, 32.0)                           # H_e, H_i, mV
-TIME_CONSTANT = (8e-3, 16e-3)                            # tau_e, tau_i, s
-DELAY = (2e-3, 16e-3)                                    # intrinsic, extrinsic, s
-SIGMOID = (2.0 / 3.0, 1.0 / 3.0)                         # slope 1/mV, threshold mV
+EXTRINSIC_SCALE = (32.0, 16.0, 4.0)  # forward, backward, lateral, Hz
+INTRINSIC_SCALE = (128.0, 128.0 * 4 / 5, 128.0 / 4, 128.0 / 4)  # G1..G4, Hz
+RECEPTOR_DENSITY = (4.0, 32.0)  # H_e, H_i, mV
+TIME_CONSTANT = (8e-3, 16e-3)  # tau_e, tau_i, s
+DELAY = (2e-3, 16e-3)  # intrinsic, extrinsic, s
+SIGMOID = (2.0 / 3.0, 1.0 / 3.0)  # slope 1/mV, threshold mV
 N_STATES = 9
 DELAY_MODES = ("exact", "operator", "none")
 
@@ -104,18 +104,24 @@ class ERPParams:
     delay_intrinsic: jnp.ndarray
 
     @classmethod
-    def spm(cls, forward, backward, lateral, input_gain) -> "ERPParams":
+    def spm(cls, forward, backward, lateral, input_gain) -> ERPParams:
         """SPM's default constants with the given extrinsic couplings (Hz) and C."""
         f = jnp.asarray(forward, float)
         n = f.shape[0]
-        return cls(forward=f, backward=jnp.asarray(backward, float),
-                   lateral=jnp.asarray(lateral, float),
-                   intrinsic=jnp.tile(jnp.asarray(INTRINSIC_SCALE), (n, 1)),
-                   h_e=jnp.full(n, RECEPTOR_DENSITY[0]), h_i=jnp.full(n, RECEPTOR_DENSITY[1]),
-                   tau_e=jnp.full(n, TIME_CONSTANT[0]), tau_i=jnp.full(n, TIME_CONSTANT[1]),
-                   sigmoid=jnp.asarray(SIGMOID), input_gain=jnp.asarray(input_gain, float),
-                   delay_extrinsic=jnp.full((n, n), DELAY[1]) * (1 - jnp.eye(n)),
-                   delay_intrinsic=jnp.asarray(DELAY[0]))
+        return cls(
+            forward=f,
+            backward=jnp.asarray(backward, float),
+            lateral=jnp.asarray(lateral, float),
+            intrinsic=jnp.tile(jnp.asarray(INTRINSIC_SCALE), (n, 1)),
+            h_e=jnp.full(n, RECEPTOR_DENSITY[0]),
+            h_i=jnp.full(n, RECEPTOR_DENSITY[1]),
+            tau_e=jnp.full(n, TIME_CONSTANT[0]),
+            tau_i=jnp.full(n, TIME_CONSTANT[1]),
+            sigmoid=jnp.asarray(SIGMOID),
+            input_gain=jnp.asarray(input_gain, float),
+            delay_extrinsic=jnp.full((n, n), DELAY[1]) * (1 - jnp.eye(n)),
+            delay_intrinsic=jnp.asarray(DELAY[0]),
+        )
 
     @property
     def n_sources(self):
@@ -156,24 +162,27 @@ def erp_rhs(x, u, params: ERPParams, s9_ext, s9_int, s1_int, s7_int):
     fwd = jnp.sum((p.forward + p.lateral) * s9_ext, axis=1)
     bwd = jnp.sum((p.backward + p.lateral) * s9_ext, axis=1)
     drive = 2.0 * p.input_gain @ u
-    return jnp.stack([
-        x[:, 3],
-        x[:, 4],
-        x[:, 5],
-        (p.h_e * (fwd + g[:, 0] * s9_int + drive) - 2 * x[:, 3] - x[:, 0] / te) / te,
-        (p.h_e * (bwd + g[:, 1] * s1_int) - 2 * x[:, 4] - x[:, 1] / te) / te,
-        (p.h_i * g[:, 3] * s7_int - 2 * x[:, 5] - x[:, 2] / ti) / ti,
-        x[:, 7],
-        (p.h_e * (bwd + g[:, 2] * s9_int) - 2 * x[:, 7] - x[:, 6] / te) / te,
-        x[:, 4] - x[:, 5]], axis=1)
+    return jnp.stack(
+        [
+            x[:, 3],
+            x[:, 4],
+            x[:, 5],
+            (p.h_e * (fwd + g[:, 0] * s9_int + drive) - 2 * x[:, 3] - x[:, 0] / te) / te,
+            (p.h_e * (bwd + g[:, 1] * s1_int) - 2 * x[:, 4] - x[:, 1] / te) / te,
+            (p.h_i * g[:, 3] * s7_int - 2 * x[:, 5] - x[:, 2] / ti) / ti,
+            x[:, 7],
+            (p.h_e * (bwd + g[:, 2] * s9_int) - 2 * x[:, 7] - x[:, 6] / te) / te,
+            x[:, 4] - x[:, 5],
+        ],
+        axis=1,
+    )
 
 
 def _instantaneous_rhs(x, u, params):
     """The right-hand side with all delays set to zero."""
     s = sigmoid(x, params)
     n = x.shape[0]
-    return erp_rhs(x, u, params, jnp.broadcast_to(s[None, :, 8], (n, n)), s[:, 8], s[:, 0],
-                   s[:, 6])
+    return erp_rhs(x, u, params, jnp.broadcast_to(s[None, :, 8], (n, n)), s[:, 8], s[:, 0], s[:, 6])
 
 
 def delay_operator(params: ERPParams, m: int):
@@ -197,8 +206,15 @@ def delay_operator(params: ERPParams, m: int):
 
 
 @partial(jax.jit, static_argnames=("n_steps", "record_every", "delays", "window"))
-def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int = 1,
-                  delays: str = "exact", window: int | None = None):
+def integrate_erp(
+    params: ERPParams,
+    u_half,
+    h,
+    n_steps: int,
+    record_every: int = 1,
+    delays: str = "exact",
+    window: int | None = None,
+):
     """Integrate the neural mass from rest over ``n_steps`` steps of ``h`` s.
 
     Parameters
@@ -226,8 +242,11 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
     n = params.n_sources
     m = u_half.shape[-1]
     if u_half.shape[0] != 2 * n_steps + 1:
-        raise ParameterError("u_half", f"array of shape {u_half.shape}",
-                             f"({2 * n_steps + 1}, m): inputs at the half steps")
+        raise ParameterError(
+            "u_half",
+            f"array of shape {u_half.shape}",
+            f"({2 * n_steps + 1}, m): inputs at the half steps",
+        )
     x0 = jnp.zeros((n, N_STATES))
 
     if delays != "exact":
@@ -240,7 +259,7 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
             return (q @ f.T.ravel()).reshape(N_STATES, n).T
     else:
         w = n_steps + 1 if window is None else int(window) + 1
-        rows = jnp.arange(w) - (w - 1.0)               # time of each row relative to now
+        rows = jnp.arange(w) - (w - 1.0)  # time of each row relative to now
 
         def weights(q):
             """Cubic Hermite weights of every history row for the value and the
@@ -250,10 +269,13 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
             left = (dist >= 0) & (dist < 1)
             right = (dist >= -1) & (dist < 0)
             s_l, s_r = jnp.where(left, dist, 0.0), jnp.where(right, dist + 1, 0.0)
-            wy = (jnp.where(left, 2 * s_l ** 3 - 3 * s_l ** 2 + 1, 0.0)
-                  + jnp.where(right, -2 * s_r ** 3 + 3 * s_r ** 2, 0.0))
-            wd = h * (jnp.where(left, s_l ** 3 - 2 * s_l ** 2 + s_l, 0.0)
-                      + jnp.where(right, s_r ** 3 - s_r ** 2, 0.0))
+            wy = jnp.where(left, 2 * s_l**3 - 3 * s_l**2 + 1, 0.0) + jnp.where(
+                right, -2 * s_r**3 + 3 * s_r**2, 0.0
+            )
+            wd = h * (
+                jnp.where(left, s_l**3 - 2 * s_l**2 + s_l, 0.0)
+                + jnp.where(right, s_r**3 - s_r**2, 0.0)
+            )
             return wy, wd
 
         def lookup(hist, k, c, delay, idx):
@@ -264,16 +286,24 @@ def integrate_erp(params: ERPParams, u_half, h, n_steps: int, record_every: int 
             q = jnp.clip(c - delay / h, 1.0 - w, 0.0)
             wy, wd = weights(q)
             if q.ndim == 2:
-                return (jnp.einsum("ijr,rj->ij", wy, hv[:, idx])
-                        + jnp.einsum("ijr,rj->ij", wd, hd[:, idx]))
+                return jnp.einsum("ijr,rj->ij", wy, hv[:, idx]) + jnp.einsum(
+                    "ijr,rj->ij", wd, hd[:, idx]
+                )
             return jnp.einsum("ir,ri->i", wy, hv[:, idx]) + jnp.einsum("ir,ri->i", wd, hd[:, idx])
 
         def rhs(x, u, k, c, hist):
-            v9e = lookup(hist, k, c, params.delay_extrinsic, 0)          # (n, n)
+            v9e = lookup(hist, k, c, params.delay_extrinsic, 0)  # (n, n)
             di = jnp.broadcast_to(params.delay_intrinsic, (n,))
             v9i, v1i, v7i = (lookup(hist, k, c, di, j) for j in range(3))
-            return erp_rhs(x, u, params, sigmoid(v9e, params), sigmoid(v9i, params),
-                           sigmoid(v1i, params), sigmoid(v7i, params))
+            return erp_rhs(
+                x,
+                u,
+                params,
+                sigmoid(v9e, params),
+                sigmoid(v9i, params),
+                sigmoid(v1i, params),
+                sigmoid(v7i, params),
+            )
 
     def record(hist, x):
         """Shift the history by one step and store the newest state."""
@@ -310,13 +340,15 @@ def _history_window(params, h, n_steps):
     """Shortest exact history (steps) for concrete delays; None (whole run) if traced."""
     if not (is_concrete(params.delay_extrinsic) and is_concrete(params.delay_intrinsic)):
         return None
-    d_max = max(float(np.max(np.asarray(params.delay_extrinsic))),
-                float(np.asarray(params.delay_intrinsic)))
+    d_max = max(
+        float(np.max(np.asarray(params.delay_extrinsic))), float(np.asarray(params.delay_intrinsic))
+    )
     return min(n_steps, int(np.ceil(d_max / h)) + 2)
 
 
-def simulate_neural_mass(params: ERPParams, inputs, dt: float, n_samples: int,
-                         n_sub: int = 2, delays: str = "exact"):
+def simulate_neural_mass(
+    params: ERPParams, inputs, dt: float, n_samples: int, n_sub: int = 2, delays: str = "exact"
+):
     """States (n_samples, n, 9) at t = dt, 2 dt, ..., n_samples dt, from rest at t = 0.
 
     ``inputs`` is a callable t (s, array) -> (len(t), m) dimensionless input
@@ -324,19 +356,34 @@ def simulate_neural_mass(params: ERPParams, inputs, dt: float, n_samples: int,
     the RK4 half steps of h = dt / n_sub (keep h <= 2 ms).
     """
     if n_sub < 1 or dt <= 0 or n_samples < 1:
-        raise ParameterError("dt, n_sub, n_samples", (dt, n_sub, n_samples),
-                             "dt > 0 s, n_sub >= 1, n_samples >= 1")
+        raise ParameterError(
+            "dt, n_sub, n_samples", (dt, n_sub, n_samples), "dt > 0 s, n_sub >= 1, n_samples >= 1"
+        )
     h = dt / n_sub
     n_steps = n_samples * n_sub
     t = jnp.arange(2 * n_steps + 1) * (h / 2)
     u = jnp.asarray(inputs(t))
     u = u[:, None] if u.ndim == 1 else u
-    return integrate_erp(params, u, h, n_steps, n_sub, delays,
-                         _history_window(params, h, n_steps) if delays == "exact" else None)
+    return integrate_erp(
+        params,
+        u,
+        h,
+        n_steps,
+        n_sub,
+        delays,
+        _history_window(params, h, n_steps) if delays == "exact" else None,
+    )
 
 
-def event_related_activity(params: ERPParams, onsets, duration: float, dt: float = 1e-3,
-                           width: float = 0.016, n_sub: int = 1, delays: str = "exact"):
+def event_related_activity(
+    params: ERPParams,
+    onsets,
+    duration: float,
+    dt: float = 1e-3,
+    width: float = 0.016,
+    n_sub: int = 1,
+    delays: str = "exact",
+):
     """Continuous neural-mass activity over a whole run with stimulus events.
 
     Each event of input j adds SPM's Gaussian bump (:func:`gaussian_input`,
@@ -363,8 +410,11 @@ def event_related_activity(params: ERPParams, onsets, duration: float, dt: float
     if len(onsets) != m:
         raise ParameterError("onsets", f"{len(onsets)} onset lists", f"one per input ({m})")
     if duration <= 0 or dt <= 0 or n_sub < 1 or dt / n_sub > DELAY[0] + 1e-12:
-        raise ParameterError("duration, dt, n_sub", (duration, dt, n_sub),
-                             "duration > 0 s and a step dt / n_sub <= 2 ms")
+        raise ParameterError(
+            "duration, dt, n_sub",
+            (duration, dt, n_sub),
+            "duration > 0 s and a step dt / n_sub <= 2 ms",
+        )
     n_samples = int(round(duration / dt))
     h = dt / n_sub
     t_half = np.arange(2 * n_samples * n_sub + 1) * (h / 2)
