@@ -101,7 +101,9 @@ def _write_report(
     written = [report.activity_figure(spec, protocol, activity, report_dir / "activity.png", plt)]
     for key, rec in recordings.items():
         if isinstance(rec, MRIRecording):
-            written.append(report.bold_figure(spec, protocol, rec, report_dir / f"{key}.png", plt))
+            written.append(
+                report.mri_figure(spec, protocol, key, rec, report_dir / f"{key}.png", plt)
+            )
         elif isinstance(rec, (EEGRecording, MEGRecording)):
             written.append(
                 report.electrophysiology_figure(
