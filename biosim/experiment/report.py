@@ -47,25 +47,33 @@ def _condition_colors(plt, protocol) -> dict:
 
 
 def _shade_blocks(protocol, axes, plt, window=None):
-    """Shade each block in its condition's colour (limited to ``window`` = (t0, t1))."""
+    """Shade each block in its condition's colour (a line for an event of zero
+    duration), limited to ``window`` = (t0, t1)."""
     colors = _condition_colors(plt, protocol)
     for b in protocol.blocks:
         t0, t1 = b.onset, b.onset + b.duration
         if window is not None:
             t0, t1 = max(t0, window[0]), min(t1, window[1])
-            if t1 <= t0:
+            if t1 < t0:
                 continue
         for ax in axes:
-            ax.axvspan(t0, t1, color=colors[b.condition], alpha=0.25, lw=0, zorder=0)
+            if t1 > t0:
+                ax.axvspan(t0, t1, color=colors[b.condition], alpha=0.25, lw=0, zorder=0)
+            else:
+                ax.axvline(t0, color=colors[b.condition], alpha=0.8, lw=1, zorder=0)
 
 
 def _condition_handles(protocol, plt):
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    return [
-        Patch(color=c, alpha=0.4, label=f"{name} block")
-        for name, c in _condition_colors(plt, protocol).items()
-    ]
+    handles = []
+    for name, c in _condition_colors(plt, protocol).items():
+        if any(b.duration > 0 for b in protocol.blocks if b.condition == name):
+            handles.append(Patch(color=c, alpha=0.4, label=f"{name} block"))
+        else:
+            handles.append(Line2D([], [], color=c, lw=1, label=f"{name} event"))
+    return handles
 
 
 def activity_figure(spec, protocol, activity, path, plt):
@@ -88,6 +96,9 @@ def activity_figure(spec, protocol, activity, path, plt):
         axes[0].fill_between(
             activity.times, level, level + 0.8 * u[:, j], step="post", color=ccol[c], alpha=0.9
         )
+        for b in protocol.blocks:  # events of zero duration
+            if b.condition == c and b.duration == 0:
+                axes[0].plot([b.onset] * 2, [level, level + 0.8], color=ccol[c], lw=1.5)
     axes[0].set_yticks(np.arange(len(conditions)) + 0.4, conditions[::-1])
     axes[0].set_ylim(-0.1, len(conditions))
     axes[0].set_ylabel("condition")
@@ -251,6 +262,9 @@ def _trace_panel(ax, t, x, names, unit, title, marks=()):
         if t0 <= tm <= t1:
             ax.axvline(tm, color="C0", lw=1, ls="--")
             ax.text(tm, spacing * 0.95, f" {label}", color="C0", fontsize=8, va="top")
+    peak = float(np.abs(y).max()) if y.size else 0.0
+    if peak > 1.2 * spacing:  # traces cross their neighbours' rows: say how far
+        title += f"\n(row spacing {spacing:.3g} {unit}; peaks reach {peak:.3g} {unit})"
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("time (s)")
     for side in ("top", "right"):
@@ -279,14 +293,20 @@ def _groups(recording, sphere):
     """Channel groups to draw: (label, unit, scale to the unit, trace picks, topography
     picks or None, number of channels).  EEG: one group; MEG: field channels (magnetometers, axial
     gradiometers, OPM) and planar gradiometers."""
-    lead = np.asarray(recording.leadfield)
-    strength = np.linalg.norm(lead, axis=1)
+    lead = np.abs(np.asarray(recording.leadfield))
 
     def strongest(idx, n):
+        """Up to ``n`` of ``idx``: the strongest channels of each region in turn."""
         idx = np.asarray(idx)
         if len(idx) <= n:
             return idx
-        return np.sort(idx[np.argsort(strength[idx])[::-1][:n]])
+        ranked = [idx[np.argsort(lead[idx, r])[::-1]] for r in range(lead.shape[1])]
+        chosen = []
+        for row in zip(*ranked):
+            for c in row:
+                if c not in chosen and len(chosen) < n:
+                    chosen.append(c)
+        return np.sort(chosen)
 
     if isinstance(recording, EEGRecording):
         idx = np.arange(lead.shape[0])
@@ -420,7 +440,7 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
             marks,
         )
         sub[g].suptitle(
-            f"{key}: {len(picks)} of {n_all} channels (strongest lead field), "
+            f"{key}: {len(picks)} of {n_all} channels (each region's strongest), "
             f"{recording.sample_rate:g} Hz, channel means removed",
             fontsize=10,
         )
@@ -441,11 +461,9 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
                 f"{regions[r]}",
                 show_names=eeg and len(topo) <= 32,
             )
-        where = (
-            "the electrodes"
-            if eeg
-            else f"the {label}" + (" (radial axes)" if "OPM" in label else "")
-        )
+        where = "the electrodes" if eeg else f"the {label}"
+        if label == "OPM":
+            where = "the OPM radial axes"
         sub[-1].suptitle(
             f"lead field: signal of each region's 100 nA m dipole at {where} "
             f"({len(topo)} sensors, seen from above, nose up)",
