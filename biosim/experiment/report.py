@@ -145,8 +145,10 @@ def mri_figure(spec, protocol, key, recording, path, plt):
     n_cols = min(nz, 6)
     n_mosaic_rows = -(-nz // n_cols)
     n_reg = len(regions)
-    fig = plt.figure(figsize=(11, 2.3 * n_mosaic_rows + 1.5 * n_reg + 1.0), layout="constrained")
-    sub = fig.subfigures(2, 1, height_ratios=[2.3 * n_mosaic_rows, 1.5 * n_reg + 0.6])
+    row_h = 9.5 / n_cols * mag.shape[1] / mag.shape[0] + 0.45  # in: a slice's aspect + title
+    mosaic_h = row_h * n_mosaic_rows + 0.3
+    fig = plt.figure(figsize=(11, mosaic_h + 1.5 * n_reg + 0.6), layout="constrained")
+    sub = fig.subfigures(2, 1, height_ratios=[mosaic_h, 1.5 * n_reg + 0.6])
     mean = mag.mean(axis=3)
     vmax = np.percentile(mean, 99.5) or 1.0
     axes = np.atleast_1d(sub[0].subplots(n_mosaic_rows, n_cols)).ravel()
