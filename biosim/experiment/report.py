@@ -441,9 +441,13 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
             f"{label}: clean signal (noise- and artifact-free truth)",
             marks,
         )
+        shown = (
+            f"all {n_all} channels"
+            if len(picks) == n_all
+            else f"{len(picks)} of {n_all} channels (each region's strongest)"
+        )
         sub[g].suptitle(
-            f"{key}: {len(picks)} of {n_all} channels (each region's strongest), "
-            f"{recording.sample_rate:g} Hz, channel means removed",
+            f"{key}: {shown}, {recording.sample_rate:g} Hz, channel means removed",
             fontsize=10,
         )
     if topo_groups:
