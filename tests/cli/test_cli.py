@@ -31,14 +31,14 @@ def default_run(tmp_path_factory):
 
 def test_default_run_writes_dataset(default_run):
     func = default_run / "sub-01" / "func"
-    stem = "sub-01_task-eeg_fmri"
+    stem = "sub-01_task-eegfmri"
     for path in [func / f"{stem}_bold.json", func / f"{stem}_events.tsv",
-                 default_run / "truth" / "truth.npz", default_run / "truth" / "truth.json",
-                 default_run / "report" / "mri.png", default_run / "report" / "activity.png", default_run / "dataset_description.json"]:
+                 default_run / "derivatives" / "biosim-truth" / "truth.npz", default_run / "derivatives" / "biosim-truth" / "truth.json",
+                 default_run / "derivatives" / "biosim-report" / "mri.png", default_run / "derivatives" / "biosim-report" / "activity.png", default_run / "dataset_description.json"]:
         assert path.is_file(), path
     sidecar = json.loads((func / f"{stem}_bold.json").read_text())
     assert sidecar["RepetitionTime"] == 2.0 and sidecar["EchoTime"] == 0.03
-    truth = np.load(default_run / "truth" / "truth.npz")
+    truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
     assert truth["neural_input"].shape == (2400, 3)
     assert truth["states"].shape == (120, 3, 4)
     # BOLD in the physiological range (a few percent at 3 T)
@@ -47,12 +47,12 @@ def test_default_run_writes_dataset(default_run):
 
 def test_default_nifti_has_truth_in_regions(default_run):
     nib = pytest.importorskip("nibabel")
-    img = nib.load(default_run / "sub-01" / "func" / "sub-01_task-eeg_fmri_bold.nii.gz")
+    img = nib.load(default_run / "sub-01" / "func" / "sub-01_task-eegfmri_bold.nii.gz")
     data = np.asarray(img.dataobj)
     assert data.ndim == 4 and data.shape[-1] == 120
     assert img.header.get_zooms()[3] == pytest.approx(2.0)
     assert img.header.get_xyzt_units() == ("mm", "sec")
-    truth = np.load(default_run / "truth" / "truth.npz")
+    truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
     labels = truth["labels"]
     for r in range(3):
         ts = data[labels == r + 1].mean(axis=0)
@@ -124,9 +124,9 @@ def test_console_script_runs(tmp_path):
 
 def test_default_eeg_recording_reads_back_with_mne(default_run):
     mne = pytest.importorskip("mne")
-    vhdr = default_run / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr"
+    vhdr = default_run / "sub-01" / "eeg" / "sub-01_task-eegfmri_eeg.vhdr"
     raw = mne.io.read_raw_brainvision(vhdr, preload=True, verbose=False)
-    truth = np.load(default_run / "truth" / "truth.npz")
+    truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
     data = raw.get_data()
     assert data.shape == truth["eeg_clean"].shape and raw.info["sfreq"] == 250.0
     # the recording is the noise-free truth plus amplifier noise and mains: the residual is
@@ -148,7 +148,7 @@ def test_default_eeg_recording_reads_back_with_mne(default_run):
     rest = (t >= 0) & (t < 20)
     neural = data - truth["eeg_gradient_artifact"] - truth["eeg_bcg_artifact"]
     assert neural[occ][:, vis].std() > 3 * neural[occ][:, rest].std()
-    for f in ("sub-01_electrodes.tsv", "sub-01_task-eeg_fmri_channels.tsv",
-              "sub-01_task-eeg_fmri_eeg.json"):
+    for f in ("sub-01_electrodes.tsv", "sub-01_task-eegfmri_channels.tsv",
+              "sub-01_task-eegfmri_eeg.json"):
         assert (default_run / "sub-01" / "eeg" / f).is_file()
-    assert (default_run / "report" / "eeg.png").is_file()
+    assert (default_run / "derivatives" / "biosim-report" / "eeg.png").is_file()

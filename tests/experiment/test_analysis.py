@@ -13,7 +13,7 @@ from biosim.cli import main
 def test_dcm_analysis_selects_the_generating_model(tmp_path):
     assert main(["run", "dcm_fmri", "-o", str(tmp_path / "ds"), "--no-progress"]) == 0
     doc = json.loads((tmp_path / "ds" / "derivatives" / "biosim-dcm" /
-                      "sub-01_task-dcm_fmri_dcm.json").read_text())
+                      "sub-01_task-dcmfmri_dcm.json").read_text())
     assert doc["best_model"] == "attention_on_forward"
     assert doc["models"]["attention_on_forward"]["posterior_probability"] > 0.95
     assert doc["recovery"]["sign_pattern_recovered"]

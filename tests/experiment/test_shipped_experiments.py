@@ -8,6 +8,7 @@ import pytest
 
 from biosim import experiment
 from biosim.cli import main
+from biosim.io.bids import bids_label
 
 SHIPPED = sorted(p.name for p in experiment.spec.shipped_dir().iterdir() if p.name.endswith(".toml"))
 OUTPUTS = {"mri": ["func/{stem}_bold.nii.gz", "func/{stem}_bold.json", "func/{stem}_events.tsv"],
@@ -29,14 +30,14 @@ def test_shipped_experiment_runs(name, tmp_path, capsys):
     spec = experiment.load_experiment(name)
     out = tmp_path / "ds"
     for key, table in spec["devices"].items():
-        stem = f"sub-01_task-{spec['experiment']['name']}"
+        stem = f"sub-01_task-{bids_label(spec['experiment']['name'])}"
         if key != table["type"]:
             stem += "_acq-" + "".join(c for c in key if c.isalnum())
         for pattern in OUTPUTS[table["type"]]:
             assert (out / "sub-01" / pattern.format(stem=stem)).is_file(), pattern
-    truth = json.loads((out / "truth" / "truth.json").read_text())
+    truth = json.loads((out / "derivatives" / "biosim-truth" / "truth.json").read_text())
     assert truth["spec"]["experiment"]["name"] == spec["experiment"]["name"]
-    arrays = np.load(out / "truth" / "truth.npz").files
+    arrays = np.load(out / "derivatives" / "biosim-truth" / "truth.npz").files
     assert sorted(truth["arrays"]) == sorted(arrays)             # every array is documented
 
 

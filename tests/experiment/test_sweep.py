@@ -184,7 +184,7 @@ def test_sweep_writes_every_run_and_sweep_json(done_sweep, tiny):
         assert (folder / "sub-01" / "func" / "sub-01_task-tiny_events.tsv").is_file()
         stamp = json.loads((folder / "sweep_run.json").read_text())
         assert stamp["spec_hash"] == run.spec_hash and sw.spec_hash(stamp["spec"]) == run.spec_hash
-        truth = json.loads((folder / "truth" / "truth.json").read_text())
+        truth = json.loads((folder / "derivatives" / "biosim-truth" / "truth.json").read_text())
         assert truth["spec"]["devices"]["mri"]["te"] == run.overrides["devices.mri.te"]
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["sweep.json"] + [r.run_id for r in runs])
@@ -196,8 +196,8 @@ def test_outputs_are_deterministic_per_seed(done_sweep, tiny, tmp_path):
                           scheduler="sequential", progress=False)
     run_id = "seed-1_devices.mri.te-0.02"
     assert report[run_id].status == "done"
-    a = np.load(out / run_id / "truth" / "truth.npz")
-    b = np.load(tmp_path / run_id / "truth" / "truth.npz")
+    a = np.load(out / run_id / "derivatives" / "biosim-truth" / "truth.npz")
+    b = np.load(tmp_path / run_id / "derivatives" / "biosim-truth" / "truth.npz")
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key])
     nib = pytest.importorskip("nibabel")
@@ -206,7 +206,7 @@ def test_outputs_are_deterministic_per_seed(done_sweep, tiny, tmp_path):
     np.testing.assert_array_equal(y1, np.asarray(nib.load(tmp_path / run_id / img).dataobj))
     # another seed: the same noise-free BOLD, another thermal-noise realisation
     y0 = np.asarray(nib.load(out / "seed-0_devices.mri.te-0.02" / img).dataobj)
-    t0 = np.load(out / "seed-0_devices.mri.te-0.02" / "truth" / "truth.npz")
+    t0 = np.load(out / "seed-0_devices.mri.te-0.02" / "derivatives" / "biosim-truth" / "truth.npz")
     np.testing.assert_array_equal(t0["bold"], a["bold"])
     assert np.abs(y0 - y1).max() > 0.5
 
@@ -388,7 +388,7 @@ def test_local_dask_cluster_matches_sequential(done_sweep, tiny, tmp_path):
     for seed in (0, 1):
         ours = tmp_path / sw.plan.run_id_for(seed, good)
         ref = out / f"seed-{seed}_devices.mri.te-0.02"
-        a, b = np.load(ours / "truth" / "truth.npz"), np.load(ref / "truth" / "truth.npz")
+        a, b = np.load(ours / "derivatives" / "biosim-truth" / "truth.npz"), np.load(ref / "derivatives" / "biosim-truth" / "truth.npz")
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key])
         assert (json.loads((ours / "sweep_run.json").read_text())["spec_hash"]

@@ -267,7 +267,7 @@ def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
     """4D NIfTI (or, without nibabel, region-mean TSV), BIDS sidecar and events."""
     sidecar = dict(
         rec.acquisition.sidecar,
-        TaskName=ctx.spec["experiment"]["name"],
+        TaskName=dataset.task,
         GeneratedBy=[
             {
                 "Name": "biosim",

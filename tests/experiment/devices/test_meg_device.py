@@ -19,12 +19,12 @@ def both(tmp_path_factory):
     spec = experiment.load_experiment("opm_vs_squid")
     out = tmp_path_factory.mktemp("meg") / "ds"
     experiment.run_experiment(spec, out, progress=False)
-    return spec, out, np.load(out / "truth" / "truth.npz")
+    return spec, out, np.load(out / "derivatives" / "biosim-truth" / "truth.npz")
 
 
-def _raw(out, acq):
-    return mne.io.read_raw_fif(out / "sub-01" / "meg" / f"sub-01_task-opm_vs_squid_acq-{acq}_meg.fif",
-                               preload=True, verbose="error")
+def _raw(out, acq, picks="meg"):
+    return mne.io.read_raw_fif(out / "sub-01" / "meg" / f"sub-01_task-opmvssquid_acq-{acq}_meg.fif",
+                               preload=True, verbose="error").pick(picks)
 
 
 def test_fif_channels_coils_and_noise(both):
@@ -58,7 +58,7 @@ def test_opm_and_squid_see_the_same_sources(both):
     # on-scalp sensors are closer: the peak field of the same cortical dipole is larger
     # for the radial OPMs than for the helmet magnetometers (Boto et al. 2017: 2-4x)
     mags = np.array([k == "MEGMAG" for k in np.loadtxt(
-        out / "sub-01" / "meg" / "sub-01_task-opm_vs_squid_acq-megsquid_channels.tsv",
+        out / "sub-01" / "meg" / "sub-01_task-opmvssquid_acq-megsquid_channels.tsv",
         dtype=str, skiprows=1, usecols=1)])
     radial_opm = np.arange(0, 160, 2)                       # dual-axis cells: radial first
     for r in range(2):
