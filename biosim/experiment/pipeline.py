@@ -32,7 +32,9 @@ from ..io.bids import (
     derivative_dataset,
     generated_by,
     write_dataset_description,
+    write_json,
     write_readme,
+    write_tsv,
 )
 from ..io.truth import write_truth
 from .activity import Activity, simulate_activity
@@ -107,6 +109,11 @@ def _write_description(root: Path, spec: dict, task: str) -> None:
         f"biosim simulation: {name}",
         generated_by("virtual experiment: simulated activity recorded by virtual devices"),
         Authors=["biosim (simulated data)"],
+    )
+    write_tsv(root / "participants.tsv", {"participant_id": [f"sub-{spec['subject']['id']}"]})
+    write_json(
+        root / "participants.json",
+        {"participant_id": {"Description": "simulated subject (fsaverage template anatomy)"}},
     )
     devices = ", ".join(f"{k} ({t['type']})" for k, t in spec["devices"].items())
     write_readme(

@@ -175,16 +175,41 @@ def write_electrodes(path: Path, names: Sequence[str], positions_m: np.ndarray) 
     )
 
 
-def write_coordsystem(path: Path, modality: str, system: str, units: str, description: str) -> Path:
-    """``coordsystem.json`` of an EEG or MEG recording (``modality`` ``"EEG"``/``"MEG"``)."""
-    return write_json(
-        path,
-        {
-            f"{modality}CoordinateSystem": system,
-            f"{modality}CoordinateUnits": units,
-            f"{modality}CoordinateSystemDescription": description,
-        },
-    )
+FSAVERAGE_LANDMARKS = {
+    "NAS": [0.00147, 0.08507, -0.03484],
+    "LPA": [-0.08062, -0.02909, -0.04131],
+    "RPA": [0.08436, -0.02850, -0.04128],
+}
+"""Anatomical landmarks of fsaverage (m, surface RAS): MNE-Python's
+``fsaverage-fiducials.fif``."""
+
+
+def write_coordsystem(
+    path: Path,
+    modality: str,
+    system: str,
+    units: str,
+    description: str,
+    landmarks: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """``coordsystem.json`` of an EEG or MEG recording (``modality`` ``"EEG"``/``"MEG"``).
+
+    ``landmarks``: anatomical landmarks (``NAS``, ``LPA``, ``RPA``) in the same
+    system and units.
+    """
+    doc: dict[str, Any] = {
+        f"{modality}CoordinateSystem": system,
+        f"{modality}CoordinateUnits": units,
+        f"{modality}CoordinateSystemDescription": description,
+    }
+    if landmarks:
+        doc.update(
+            AnatomicalLandmarkCoordinates={k: list(v) for k, v in landmarks.items()},
+            AnatomicalLandmarkCoordinateSystem=system,
+            AnatomicalLandmarkCoordinateUnits=units,
+            AnatomicalLandmarkCoordinateSystemDescription=description,
+        )
+    return write_json(path, doc)
 
 
 def write_dataset_description(

@@ -21,6 +21,7 @@ from ... import __version__
 from ..._core.errors import ParameterError, SpecError
 from ...instruments.eeg import EEGAmplifier
 from ...io.bids import (
+    FSAVERAGE_LANDMARKS,
     BIDSDataset,
     EventRow,
     events_sidecar,
@@ -336,6 +337,7 @@ def write(rec: EEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
         "fsaverage",
         "m",
         "fsaverage MRI (FreeSurfer surface RAS) frame, the frame of the cortex and template head",
+        FSAVERAGE_LANDMARKS,
     )
     write_events(dataset.path("eeg", "events.tsv", acq), _event_rows(rec, ctx))
     triggers = {}

@@ -12,6 +12,7 @@ import dataclasses
 
 import numpy as np
 
+from ... import __version__
 from ..._core.errors import SpecError
 from ...instruments.mri import GradientEchoEPI, MRIAcquisition, MRIScanner, SpinEchoEPI
 from ...io.bids import BIDSDataset, write_events, write_json, write_tsv
@@ -268,9 +269,18 @@ def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
     sidecar = dict(
         rec.acquisition.sidecar,
         TaskName=dataset.task,
+        TaskDescription=f"simulated experiment {ctx.spec['experiment']['name']!r} "
+        f"(conditions: {', '.join(ctx.protocol.conditions)})",
+        MRAcquisitionType="2D",
+        ScanningSequence=["SE" if rec.sequence.spin_echo else "GR", "EP"],
+        SequenceVariant="NONE",
+        SequenceName="biosim " + ("SE-EPI" if rec.sequence.spin_echo else "GRE-EPI"),
+        NonlinearGradientCorrection=False,
+        SoftwareVersions=f"biosim {__version__}",
         GeneratedBy=[
             {
                 "Name": "biosim",
+                "Version": __version__,
                 "Description": "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)",
             }
         ],
