@@ -155,7 +155,13 @@ def events_sidecar(
     levels = {c: f"condition {c!r} of the protocol" for c in conditions}
     levels.update(trial_types or {})
     doc: dict[str, Any] = {
-        "trial_type": {"LongName": "event type", "Description": "what happened", "Levels": levels}
+        "trial_type": {"LongName": "event type", "Description": "what happened", "Levels": levels},
+        "StimulusPresentation": {
+            "SoftwareName": "biosim",
+            "SoftwareVersion": __version__,
+            "Description": "no stimulus was shown: the protocol's conditions drive simulated "
+            "neural activity",
+        },
     }
     if codes:
         doc["value"] = {

@@ -15,7 +15,7 @@ import numpy as np
 from ... import __version__
 from ..._core.errors import SpecError
 from ...instruments.mri import GradientEchoEPI, MRIAcquisition, MRIScanner, SpinEchoEPI
-from ...io.bids import BIDSDataset, write_events, write_json, write_tsv
+from ...io.bids import BIDSDataset, events_sidecar, write_events, write_json, write_tsv
 from ...physics.hemodynamics import BOLDParams, simulate_bold
 from ...physics.hemodynamics.balloon import preset as balloon_preset
 from ..keys import check_keys, instrument_errors, require, set_default
@@ -286,6 +286,7 @@ def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
         ],
     )
     write_events(dataset.path("func", "events.tsv"), ctx.protocol.events())
+    write_json(dataset.path("func", "events.json"), events_sidecar(ctx.protocol.conditions))
     try:
         from ...io.nifti import write_nifti
 
