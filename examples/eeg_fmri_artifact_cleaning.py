@@ -22,7 +22,7 @@ def run(out_dir=None):
     out = Path(out_dir or tempfile.mkdtemp()) / "eeg_fmri"
     experiment.run_experiment(experiment.load_experiment(), out, overwrite=True, progress=False)
     raw = mne.io.read_raw_brainvision(
-        out / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr", preload=True, verbose="error"
+        out / "sub-01" / "eeg" / "sub-01_task-eegfmri_eeg.vhdr", preload=True, verbose="error"
     )
     data, fs = raw.get_data(), raw.info["sfreq"]
     slices = np.array(
@@ -32,7 +32,7 @@ def run(out_dir=None):
             if d.endswith("slice")
         ]
     )
-    truth = np.load(out / "truth" / "truth.npz")
+    truth = np.load(out / "derivatives" / "biosim-truth" / "truth.npz")
     slice_len = int(round(np.diff(truth["mri_slice_times"]).mean() * fs))
     aas = average_artifact_subtraction(
         data, np.round(slices * fs).astype(int), slice_len, window=30

@@ -26,10 +26,10 @@ def run(out_dir=None):
     out = Path(out_dir or tempfile.mkdtemp()) / "meg_squid"
     experiment.run_experiment(spec, out, overwrite=True, progress=False)
     raw = mne.io.read_raw_fif(
-        out / "sub-01" / "meg" / "sub-01_task-meg_squid_meg.fif", preload=True, verbose="error"
+        out / "sub-01" / "meg" / "sub-01_task-megsquid_meg.fif", preload=True, verbose="error"
     )
-    data, fs = raw.get_data(), raw.info["sfreq"]
-    truth = np.load(out / "truth" / "truth.npz")
+    data, fs = raw.get_data(picks="meg"), raw.info["sfreq"]
+    truth = np.load(out / "derivatives" / "biosim-truth" / "truth.npz")
     src = cortical_surface("ico3")
     sensors = sensors_for(spec["devices"]["meg"], spec)
     _, center, _ = sphere_head(spec)

@@ -43,7 +43,7 @@ def v1_peak(run_dir: Path, baseline_until: float = 20.0) -> tuple[float, float]:
     noise-free peak BOLD of V1 from its ground truth."""
     import nibabel as nib
 
-    truth = np.load(run_dir / "truth" / "truth.npz")
+    truth = np.load(run_dir / "derivatives" / "biosim-truth" / "truth.npz")
     (img,) = (run_dir).glob("sub-*/func/*_bold.nii.gz")
     data = np.asarray(nib.load(img).dataobj, dtype=float)
     roi = data[truth["labels"] == 1].mean(axis=0)  # V1 is label 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.errors import SpecError
-from ..io.bids import BIDSDataset, write_json
+from ..io.bids import BIDSDataset, derivative_dataset, write_json
 from .devices import device_instances
 from .keys import check_keys, require, set_default
 from .protocol import Protocol
@@ -330,7 +330,15 @@ def run_dcm_erp_analysis(
 
 
 def _write_summary(dataset: BIDSDataset, pipeline: str, summary: dict) -> None:
-    """``derivatives/<pipeline>/sub-<id>_task-<task>_dcm.json``."""
-    folder = dataset.root / "derivatives" / pipeline
-    folder.mkdir(parents=True, exist_ok=True)
+    """``derivatives/<pipeline>/sub-<id>_task-<task>_dcm.json``, in a derivative dataset
+    (its ``dataset_description.json``; the summary, outside BIDS derivative naming,
+    listed in its ``.bidsignore``)."""
+    what = {"biosim-dcm": "DCM for fMRI", "biosim-dcm-erp": "DCM for ERPs"}.get(pipeline, pipeline)
+    folder = derivative_dataset(
+        dataset.root,
+        pipeline,
+        f"biosim {what}: task {dataset.task}",
+        f"{what} fitted to the simulated data: estimates, truth and model comparison",
+        ignore=["*_dcm.json"],
+    )
     write_json(folder / f"sub-{dataset.subject}_task-{dataset.task}_dcm.json", summary)

@@ -4,7 +4,9 @@
 kind, coil type, unit and the 12-number ``loc`` of each channel: position,
 then the coil's x, y, z axes; for planar gradiometers x is the gradient
 direction, as in Elekta/MEGIN files), with the MEG device frame equal to the
-head frame.  :func:`write_meg_fif` writes a ``RawArray`` with annotations.
+head frame.  :func:`write_meg_fif` writes a ``RawArray`` with annotations and a
+trigger channel ``STI101`` (as on a MEGIN TRIUX system) carrying the events as
+integer codes, so that ``mne.find_events(raw)`` returns them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .._core.errors import ParameterError
+
+STIM_CHANNEL = "STI101"
+"""Name of the trigger channel of written FIF files."""
 
 _COIL = {
     "mag": "FIFFV_COIL_VV_MAG_T3",
@@ -55,12 +60,50 @@ def meg_info(sensors, sfreq):
     return info
 
 
-def write_meg_fif(path, data, sfreq, sensors, events=(), line_freq=None):
+def event_codes(descriptions):
+    """Trigger codes of event descriptions: 1, 2, ... in alphabetical order."""
+    return {d: i + 1 for i, d in enumerate(sorted(set(descriptions)))}
+
+
+def stim_channel(events, codes, sfreq, n_times, pulse=0.01):
+    """Trigger channel samples: a pulse of ``codes[description]`` at each event.
+
+    Each pulse lasts ``pulse`` s (at least 2 samples, MNE's shortest event) or
+    up to the next event's sample, whichever is shorter.
+
+    Parameters
+    ----------
+    events : sequence of (onset s, description)
+    codes : mapping description -> positive int
+    sfreq : float, Hz
+    n_times : int
+    pulse : float, s
+
+    Returns
+    -------
+    ndarray (n_times,)
+    """
+    stim = np.zeros(n_times)
+    rows = sorted((int(round(t * sfreq)), codes[d]) for t, d in events)
+    width = max(2, int(round(pulse * sfreq)))
+    for i, (start, code) in enumerate(rows):
+        if not 0 <= start < n_times:
+            continue
+        stop = start + width
+        if i + 1 < len(rows):
+            stop = min(stop, rows[i + 1][0])
+        stim[start : min(stop, n_times)] = code
+    return stim
+
+
+def write_meg_fif(path, data, sfreq, sensors, events=(), line_freq=None, codes=None):
     """Write MEG ``data`` (n_channels, n_times; T and T/m) to a FIF file.
 
-    ``events``: (onset s, description) pairs stored as annotations.  The
-    caller is responsible for atomicity (biosim writes whole datasets into a
-    temporary folder that is renamed when complete).
+    ``events``: (onset s, description) pairs, stored as annotations and as
+    pulses on the trigger channel :data:`STIM_CHANNEL` (``codes``: description
+    -> trigger code, default :func:`event_codes`).  The caller is responsible
+    for atomicity (biosim writes whole datasets into a temporary folder that is
+    renamed when complete).
     """
     import mne
 
@@ -69,11 +112,17 @@ def write_meg_fif(path, data, sfreq, sensors, events=(), line_freq=None):
         raise ParameterError(
             "data", f"array of shape {data.shape}", f"shape ({sensors.n_channels}, n_times)"
         )
+    codes = event_codes([d for _, d in events]) if codes is None else codes
     info = meg_info(sensors, sfreq)
     if line_freq is not None:
         with info._unlock():
             info["line_freq"] = float(line_freq)
     raw = mne.io.RawArray(data, info, verbose="error")
+    stim = stim_channel(events, codes, sfreq, data.shape[1])
+    trigger = mne.io.RawArray(
+        stim[None], mne.create_info([STIM_CHANNEL], float(sfreq), "stim"), verbose="error"
+    )
+    raw.add_channels([trigger], force_update_info=True)
     if len(events):
         onsets, desc = zip(*events)
         raw.set_annotations(

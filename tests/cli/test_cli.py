@@ -31,14 +31,20 @@ def default_run(tmp_path_factory):
 
 def test_default_run_writes_dataset(default_run):
     func = default_run / "sub-01" / "func"
-    stem = "sub-01_task-eeg_fmri"
-    for path in [func / f"{stem}_bold.json", func / f"{stem}_events.tsv",
-                 default_run / "truth" / "truth.npz", default_run / "truth" / "truth.json",
-                 default_run / "report" / "mri.png", default_run / "report" / "activity.png", default_run / "dataset_description.json"]:
+    stem = "sub-01_task-eegfmri"
+    for path in [
+        func / f"{stem}_bold.json",
+        func / f"{stem}_events.tsv",
+        default_run / "derivatives" / "biosim-truth" / "truth.npz",
+        default_run / "derivatives" / "biosim-truth" / "truth.json",
+        default_run / "derivatives" / "biosim-report" / "mri.png",
+        default_run / "derivatives" / "biosim-report" / "activity.png",
+        default_run / "dataset_description.json",
+    ]:
         assert path.is_file(), path
     sidecar = json.loads((func / f"{stem}_bold.json").read_text())
     assert sidecar["RepetitionTime"] == 2.0 and sidecar["EchoTime"] == 0.03
-    truth = np.load(default_run / "truth" / "truth.npz")
+    truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
     assert truth["neural_input"].shape == (2400, 3)
     assert truth["states"].shape == (120, 3, 4)
     # BOLD in the physiological range (a few percent at 3 T)
@@ -47,12 +53,12 @@ def test_default_run_writes_dataset(default_run):
 
 def test_default_nifti_has_truth_in_regions(default_run):
     nib = pytest.importorskip("nibabel")
-    img = nib.load(default_run / "sub-01" / "func" / "sub-01_task-eeg_fmri_bold.nii.gz")
+    img = nib.load(default_run / "sub-01" / "func" / "sub-01_task-eegfmri_bold.nii.gz")
     data = np.asarray(img.dataobj)
     assert data.ndim == 4 and data.shape[-1] == 120
     assert img.header.get_zooms()[3] == pytest.approx(2.0)
     assert img.header.get_xyzt_units() == ("mm", "sec")
-    truth = np.load(default_run / "truth" / "truth.npz")
+    truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
     labels = truth["labels"]
     for r in range(3):
         ts = data[labels == r + 1].mean(axis=0)
@@ -72,26 +78,47 @@ def test_validate_and_examples(tmp_path, capsys):
     assert "is valid" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: s.replace("te = 0.03", "te = 2.5"), r"devices.mri.te = 2.5 is invalid"),
-    (lambda s: s.replace("tr = 2.0", "tr = -2.0"), r"devices.mri.tr = -2.0 is invalid"),
-    (lambda s: s.replace('condition = "visual" }', 'condition = "auditory" }', 1),
-     r"protocol condition 'auditory' is not defined in \[activity.dcm.C\]"),
-    (lambda s: s.replace("C.visual = [0.06, 0.0, 0.0]", "C.visual = [0.06, 0.0]"),
-     r"activity.dcm.C.visual = \[0.06, 0.0\] is invalid"),
-    (lambda s: s.replace("B.attention", "B.atention"),
-     r"activity.dcm.B.atention: condition 'atention' does not occur"),
-    (lambda s: s.replace("[ 0.0,  0.5, -0.5]]", "[ 0.0,  0.5, 0.5]]"),
-     r"activity.dcm.A diagonal"),
-    (lambda s: s.replace('sequence = "gre"', 'sequence = "gre"\ntype = "pet"'),
-     r"devices.mri: 'pet' is not a known device type"),
-    (lambda s: s.replace("[devices.mri]", "[devices.pet]"), r"devices.pet: 'pet' is not a known device type"),
-    (lambda s: s.replace("duration = 240.0", "duration = 241.0"), r"whole number of TRs"),
-    (lambda s: s + "\n[[[", r"not valid TOML"),
-    (lambda s: s.replace("noise_std = 2.0", "noise_sdt = 2.0"),
-     r"devices.mri.noise_sdt is not a known key: expected one of"),
-    (lambda s: s.replace("carrier_hz = 10.0", "carier_hz = 10.0"), r"activity.carier_hz is not a known key"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.replace("te = 0.03", "te = 2.5"), r"devices.mri.te = 2.5 is invalid"),
+        (lambda s: s.replace("tr = 2.0", "tr = -2.0"), r"devices.mri.tr = -2.0 is invalid"),
+        (
+            lambda s: s.replace('condition = "visual" }', 'condition = "auditory" }', 1),
+            r"protocol condition 'auditory' is not defined in \[activity.dcm.C\]",
+        ),
+        (
+            lambda s: s.replace("C.visual = [0.06, 0.0, 0.0]", "C.visual = [0.06, 0.0]"),
+            r"activity.dcm.C.visual = \[0.06, 0.0\] is invalid",
+        ),
+        (
+            lambda s: s.replace("B.attention", "B.atention"),
+            r"activity.dcm.B.atention: condition 'atention' does not occur",
+        ),
+        (
+            lambda s: s.replace("[ 0.0,  0.5, -0.5]]", "[ 0.0,  0.5, 0.5]]"),
+            r"activity.dcm.A diagonal",
+        ),
+        (
+            lambda s: s.replace('sequence = "gre"', 'sequence = "gre"\ntype = "pet"'),
+            r"devices.mri: 'pet' is not a known device type",
+        ),
+        (
+            lambda s: s.replace("[devices.mri]", "[devices.pet]"),
+            r"devices.pet: 'pet' is not a known device type",
+        ),
+        (lambda s: s.replace("duration = 240.0", "duration = 241.0"), r"whole number of TRs"),
+        (lambda s: s + "\n[[[", r"not valid TOML"),
+        (
+            lambda s: s.replace("noise_std = 2.0", "noise_sdt = 2.0"),
+            r"devices.mri.noise_sdt is not a known key: expected one of",
+        ),
+        (
+            lambda s: s.replace("carrier_hz = 10.0", "carier_hz = 10.0"),
+            r"activity.carier_hz is not a known key",
+        ),
+    ],
+)
 def test_bad_spec_names_the_key(tmp_path, edit, message):
     text = (Path(experiment.__file__).parent / "shipped" / "eeg_fmri.toml").read_text()
     bad = tmp_path / "bad.toml"
@@ -124,9 +151,9 @@ def test_console_script_runs(tmp_path):
 
 def test_default_eeg_recording_reads_back_with_mne(default_run):
     mne = pytest.importorskip("mne")
-    vhdr = default_run / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr"
+    vhdr = default_run / "sub-01" / "eeg" / "sub-01_task-eegfmri_eeg.vhdr"
     raw = mne.io.read_raw_brainvision(vhdr, preload=True, verbose=False)
-    truth = np.load(default_run / "truth" / "truth.npz")
+    truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
     data = raw.get_data()
     assert data.shape == truth["eeg_clean"].shape and raw.info["sfreq"] == 250.0
     # the recording is the noise-free truth plus amplifier noise and mains: the residual is
@@ -139,7 +166,7 @@ def test_default_eeg_recording_reads_back_with_mne(default_run):
     assert abs(freqs[np.argmax(spec[1:]) + 1] - 50.0) < 0.1
     descriptions = list(raw.annotations.description)
     assert sum(d.endswith(("visual", "attention")) for d in descriptions) == 6
-    assert sum(d.endswith("volume") for d in descriptions) == 120      # one per fMRI volume
+    assert sum(d.endswith("volume") for d in descriptions) == 120  # one per fMRI volume
     # visual blocks drive V1/V5: 10 Hz power at occipital electrodes rises in visual blocks
     names = raw.ch_names
     occ = [names.index(n) for n in ("O1", "Oz", "O2")]
@@ -148,7 +175,53 @@ def test_default_eeg_recording_reads_back_with_mne(default_run):
     rest = (t >= 0) & (t < 20)
     neural = data - truth["eeg_gradient_artifact"] - truth["eeg_bcg_artifact"]
     assert neural[occ][:, vis].std() > 3 * neural[occ][:, rest].std()
-    for f in ("sub-01_electrodes.tsv", "sub-01_task-eeg_fmri_channels.tsv",
-              "sub-01_task-eeg_fmri_eeg.json"):
+    for f in (
+        "sub-01_electrodes.tsv",
+        "sub-01_task-eegfmri_channels.tsv",
+        "sub-01_task-eegfmri_eeg.json",
+    ):
         assert (default_run / "sub-01" / "eeg" / f).is_file()
-    assert (default_run / "report" / "eeg.png").is_file()
+    assert (default_run / "derivatives" / "biosim-report" / "eeg.png").is_file()
+
+
+def test_default_run_is_valid_bids_and_mne_bids_reads_it(default_run, bids_errors):
+    """Zero validator errors; MNE-BIDS reads the EEG with its montage (fsaverage frame, m)
+    and with the blocks and the scanner's slice and volume triggers of events.tsv."""
+    assert bids_errors(default_run) == []
+    mne = pytest.importorskip("mne")
+    mne_bids = pytest.importorskip("mne_bids")
+    path = mne_bids.BIDSPath(
+        subject="01",
+        task="eegfmri",
+        datatype="eeg",
+        suffix="eeg",
+        extension=".vhdr",
+        root=default_run,
+    )
+    raw = mne_bids.read_raw_bids(path, verbose="error")
+    montage = raw.get_montage()
+    assert montage is not None and montage.ch_names == raw.ch_names
+    truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
+    dig = np.array(
+        [d["r"] for d in montage.dig if d["kind"] == mne.io.constants.FIFF.FIFFV_POINT_EEG]
+    )
+    np.testing.assert_allclose(dig, truth["eeg_sensor_positions"], atol=1e-5)  # m, as placed
+    events, ids = mne.events_from_annotations(raw, verbose="error")
+    counts = {k: int((events[:, 2] == v).sum()) for k, v in ids.items()}
+    bold = json.loads(
+        (default_run / "sub-01" / "func" / "sub-01_task-eegfmri_bold.json").read_text()
+    )
+    assert counts["volume"] == 120 and counts["slice"] == 120 * len(bold["SliceTiming"])
+    assert counts["visual"] + counts["attention"] == 6
+    description = json.loads((default_run / "dataset_description.json").read_text())
+    assert description["GeneratedBy"][0] == {
+        "Name": "biosim",
+        "Version": biosim.__version__,
+        "Description": description["GeneratedBy"][0]["Description"],
+    }
+    assert description["License"] and (default_run / "README").is_file()
+    for sub in ("biosim-truth", "biosim-report"):
+        doc = json.loads(
+            (default_run / "derivatives" / sub / "dataset_description.json").read_text()
+        )
+        assert doc["DatasetType"] == "derivative" and doc["GeneratedBy"][0]["Name"] == "biosim"

@@ -24,13 +24,13 @@ def test_dcm_recovers_the_connectivity_sign_pattern(fmri_only):
     nib = pytest.importorskip("nibabel")
     spec, out = fmri_only
     func = out / "sub-01" / "func"
-    img = nib.load(func / "sub-01_task-eeg_fmri_bold.nii.gz")
-    sidecar = json.loads((func / "sub-01_task-eeg_fmri_bold.json").read_text())
+    img = nib.load(func / "sub-01_task-eegfmri_bold.nii.gz")
+    sidecar = json.loads((func / "sub-01_task-eegfmri_bold.json").read_text())
     tr, te = sidecar["RepetitionTime"], sidecar["EchoTime"]
     events = [line.split("\t") for line in
-              (func / "sub-01_task-eeg_fmri_events.tsv").read_text().splitlines()[1:]]
+              (func / "sub-01_task-eegfmri_events.tsv").read_text().splitlines()[1:]]
     # regions: the analyst's ROI masks (the label volume plays the atlas here)
-    labels = np.load(out / "truth" / "truth.npz")["labels"]
+    labels = np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["labels"]
     vol = np.asarray(img.dataobj, float)
     n_scans = vol.shape[-1]
     signal = np.stack([vol[labels == r + 1].mean(axis=0) for r in range(3)], axis=1)

@@ -17,8 +17,8 @@ def _short_meg_spec(seed):
 def test_same_seed_same_dataset(tmp_path):
     outs = [experiment.run_experiment(_short_meg_spec(s), tmp_path / f"run{i}", progress=False)
             for i, s in enumerate((3, 3, 4))]
-    fif = "sub-01/meg/sub-01_task-meg_opm_meg.fif"
-    t = [np.load(o / "truth" / "truth.npz") for o in outs]
+    fif = "sub-01/meg/sub-01_task-megopm_meg.fif"
+    t = [np.load(o / "derivatives" / "biosim-truth" / "truth.npz") for o in outs]
     assert (outs[0] / fif).read_bytes() == (outs[1] / fif).read_bytes()
     for k in t[0].files:
         np.testing.assert_array_equal(t[0][k], t[1][k])

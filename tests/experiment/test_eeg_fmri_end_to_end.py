@@ -22,7 +22,7 @@ def dataset(tmp_path_factory):
 
 def _read_eeg(path):
     mne = pytest.importorskip("mne")
-    raw = mne.io.read_raw_brainvision(path / "sub-01" / "eeg" / "sub-01_task-eeg_fmri_eeg.vhdr",
+    raw = mne.io.read_raw_brainvision(path / "sub-01" / "eeg" / "sub-01_task-eegfmri_eeg.vhdr",
                                       preload=True, verbose=False)
     slices = np.array([o for o, d in zip(raw.annotations.onset, raw.annotations.description)
                        if d.endswith("slice")])
@@ -33,7 +33,7 @@ def test_artifact_subtraction_restores_the_neural_eeg(dataset):
     """Amplifier synchronised to the scanner (the default): AAS on the slice markers,
     then OBS on the R peaks, recover the noise-free neural EEG."""
     data, fs, slice_onsets = _read_eeg(dataset)
-    truth = np.load(dataset / "truth" / "truth.npz")
+    truth = np.load(dataset / "derivatives" / "biosim-truth" / "truth.npz")
     slice_len = int(round(np.diff(truth["mri_slice_times"]).mean() * fs))
     trig = np.round(slice_onsets * fs).astype(int)
     aas = average_artifact_subtraction(data, trig, slice_len, window=30)
@@ -59,7 +59,7 @@ def test_clock_drift_is_recovered_from_the_triggers(tmp_path):
     spec["devices"]["eeg"]["clock_drift_ppm"] = 10.0
     out = experiment.run_experiment(spec, tmp_path / "drift", progress=False)
     data, fs, slice_onsets = _read_eeg(out)
-    slice_mri = np.load(out / "truth" / "truth.npz")["mri_slice_times"]
+    slice_mri = np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["mri_slice_times"]
     alpha, beta, rms = estimate_clock_drift(slice_mri, slice_onsets)
     assert alpha > 1
     assert np.max(np.abs(alpha * slice_mri + beta - slice_mri * (1 + 10e-6))) < 0.5 / fs
@@ -70,13 +70,13 @@ def test_clock_drift_is_recovered_from_the_triggers(tmp_path):
 def test_glm_finds_the_active_regions(dataset):
     nib = pytest.importorskip("nibabel")
     func = dataset / "sub-01" / "func"
-    img = nib.load(func / "sub-01_task-eeg_fmri_bold.nii.gz")
-    sidecar = json.loads((func / "sub-01_task-eeg_fmri_bold.json").read_text())
+    img = nib.load(func / "sub-01_task-eegfmri_bold.nii.gz")
+    sidecar = json.loads((func / "sub-01_task-eegfmri_bold.json").read_text())
     events = [dict(onset=float(o), duration=float(d), trial_type=t) for o, d, t in
               (line.split("\t") for line in
-               (func / "sub-01_task-eeg_fmri_events.tsv").read_text().splitlines()[1:])]
+               (func / "sub-01_task-eegfmri_events.tsv").read_text().splitlines()[1:])]
     y = np.asarray(img.dataobj).reshape(-1, img.shape[-1]).T
-    truth = np.load(dataset / "truth" / "truth.npz")
+    truth = np.load(dataset / "derivatives" / "biosim-truth" / "truth.npz")
     labels = truth["labels"].ravel()
     inside = y.mean(0) > 50                                   # brain voxels
     x, names = design_matrix(img.shape[-1], sidecar["RepetitionTime"], events)

@@ -11,13 +11,13 @@ from biosim import experiment
 def erp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("erp") / "ds"
     experiment.run_experiment(experiment.load_experiment("erp_eeg_fmri"), out, progress=False)
-    return out, np.load(out / "truth" / "truth.npz")
+    return out, np.load(out / "derivatives" / "biosim-truth" / "truth.npz")
 
 
 def test_recorded_erp_matches_the_neural_mass(erp_run):
     mne = pytest.importorskip("mne")
     out, truth = erp_run
-    raw = mne.io.read_raw_brainvision(out / "sub-01" / "eeg" / "sub-01_task-erp_eeg_fmri_eeg.vhdr",
+    raw = mne.io.read_raw_brainvision(out / "sub-01" / "eeg" / "sub-01_task-erpeegfmri_eeg.vhdr",
                                       preload=True, verbose="error")
     fs = raw.info["sfreq"]
     # the scanner's artifacts are known here; remove them to look at the neural EEG
@@ -56,7 +56,7 @@ def test_dcm_for_erps_runs_inside_biosim_run(erp_run):
 
     out, _ = erp_run
     doc = json.loads((out / "derivatives" / "biosim-dcm-erp" /
-                      "sub-01_task-erp_eeg_fmri_dcm.json").read_text())
+                      "sub-01_task-erpeegfmri_dcm.json").read_text())
     assert doc["converged"] and np.isfinite(doc["free_energy"])
     assert doc["explained_variance"] > 0.9
     assert doc["n_epochs"] == {"visual": 36}

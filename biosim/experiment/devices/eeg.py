@@ -17,11 +17,14 @@ import dataclasses
 
 import numpy as np
 
+from ... import __version__
 from ..._core.errors import ParameterError, SpecError
 from ...instruments.eeg import EEGAmplifier
 from ...io.bids import (
+    FSAVERAGE_LANDMARKS,
     BIDSDataset,
     EventRow,
+    events_sidecar,
     write_coordsystem,
     write_electrodes,
     write_events,
@@ -265,6 +268,17 @@ def simulate(ctx: DeviceContext) -> EEGRecording:
     )
 
 
+def _event_rows(rec: EEGRecording, ctx: DeviceContext) -> list[EventRow]:
+    """``events.tsv`` rows on the amplifier's clock (as the BrainVision markers): the
+    protocol's blocks with their durations, and the scanner's slice and volume triggers."""
+    drift = 1 + rec.amplifier.clock_drift_ppm * 1e-6
+    rows = [
+        EventRow(e.onset * drift, e.duration * drift, e.trial_type) for e in ctx.protocol.events()
+    ]
+    rows += [e for e in rec.events if e.trial_type in ("slice", "volume")]
+    return rows
+
+
 def write(rec: EEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
     """BrainVision data and markers, sidecar, channels, electrodes, coordinate system, events."""
     from ...io.brainvision import write_brainvision
@@ -278,19 +292,38 @@ def write(rec: EEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
         names,
         [(e.onset, e.trial_type) for e in rec.events],
     )
+    in_scanner = rec.artifacts is not None
     write_json(
         dataset.path("eeg", "eeg.json", acq),
         {
-            "TaskName": ctx.spec["experiment"]["name"],
+            "TaskName": dataset.task,
+            "TaskDescription": f"simulated experiment {ctx.spec['experiment']['name']!r} "
+            f"(conditions: {', '.join(ctx.protocol.conditions)})",
             "SamplingFrequency": rec.sample_rate,
             "EEGReference": eeg["reference"],
+            "EEGGround": "n/a",
             "PowerLineFrequency": rec.amplifier.line_frequency,
             "SoftwareFilters": "n/a",
+            "HardwareFilters": "n/a",
             "EEGChannelCount": len(names),
+            "ECGChannelCount": 0,
+            "EMGChannelCount": 0,
+            "EOGChannelCount": 0,
+            "MISCChannelCount": 0,
+            "TriggerChannelCount": 0,
+            "RecordingType": "continuous",
             "RecordingDuration": float(len(rec.times) / rec.sample_rate),
             "EEGPlacementScheme": eeg["montage"],
+            "CapManufacturer": "n/a",
+            "CapManufacturersModelName": "n/a",
             "Manufacturer": "biosim",
             "ManufacturersModelName": "virtual EEG amplifier",
+            "SoftwareVersions": f"biosim {__version__}",
+            "SubjectArtefactDescription": (
+                "MR gradient artifact and ballistocardiogram (recorded in the MRI scanner)"
+                if in_scanner
+                else "n/a"
+            ),
         },
     )
     write_tsv(
@@ -301,11 +334,22 @@ def write(rec: EEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
     write_coordsystem(
         dataset.subject_path("eeg", "coordsystem.json"),
         "EEG",
-        "Other",
+        "fsaverage",
         "m",
         "fsaverage MRI (FreeSurfer surface RAS) frame, the frame of the cortex and template head",
+        FSAVERAGE_LANDMARKS,
     )
-    write_events(dataset.path("eeg", "events.tsv", acq), ctx.protocol.events())
+    write_events(dataset.path("eeg", "events.tsv", acq), _event_rows(rec, ctx))
+    triggers = {}
+    if in_scanner:
+        triggers = {
+            "slice": "MR scanner slice trigger (start of a slice acquisition)",
+            "volume": "MR scanner volume trigger (start of a volume, its first slice)",
+        }
+    write_json(
+        dataset.path("eeg", "events.json", acq),
+        events_sidecar(ctx.protocol.conditions, triggers),
+    )
 
 
 register_device(

@@ -21,9 +21,17 @@ import dataclasses
 
 import numpy as np
 
+from ... import __version__
 from ..._core.errors import SpecError
 from ...instruments.meg import MEGSystem
-from ...io.bids import BIDSDataset, write_events, write_json, write_tsv
+from ...io.bids import (
+    BIDSDataset,
+    EventRow,
+    events_sidecar,
+    write_events,
+    write_json,
+    write_tsv,
+)
 from ...physics.electromag.sensors import MEGSensors
 from ..keys import check_keys, instrument_errors, require, set_default
 from ..subject import region_dipoles, sphere_head, template_bem
@@ -223,12 +231,13 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
 
 
 def write(rec: MEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
-    """FIF (through MNE-Python), sidecar, channels and events."""
-    from ...io.fif import write_meg_fif
+    """FIF (through MNE-Python) with a trigger channel, sidecar, channels and events."""
+    from ...io.fif import STIM_CHANNEL, event_codes, write_meg_fif
 
     meg, acq = ctx.table, acq_label(ctx.key, "meg")
     sensors, fs = rec.sensors, rec.sample_rate
     events = [(b.onset, b.condition) for b in ctx.protocol.blocks]
+    codes = event_codes(ctx.protocol.conditions)
     write_meg_fif(
         dataset.path("meg", "meg.fif", acq),
         rec.data,
@@ -236,18 +245,30 @@ def write(rec: MEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
         sensors,
         events,
         line_freq=meg["line_frequency"],
+        codes=codes,
     )
     write_json(
         dataset.path("meg", "meg.json", acq),
         {
-            "TaskName": ctx.spec["experiment"]["name"],
+            "TaskName": dataset.task,
+            "TaskDescription": f"simulated experiment {ctx.spec['experiment']['name']!r} "
+            f"(conditions: {', '.join(ctx.protocol.conditions)})",
             "SamplingFrequency": fs,
             "PowerLineFrequency": meg["line_frequency"],
             "DewarPosition": "upright",
             "SoftwareFilters": "n/a",
+            "HardwareFilters": "n/a",
             "DigitizedLandmarks": False,
             "DigitizedHeadPoints": False,
             "MEGChannelCount": sensors.n_channels,
+            "MEGREFChannelCount": 0,
+            "EEGChannelCount": 0,
+            "EOGChannelCount": 0,
+            "ECGChannelCount": 0,
+            "EMGChannelCount": 0,
+            "MiscChannelCount": 0,
+            "TriggerChannelCount": 1,
+            "RecordingType": "continuous",
             "RecordingDuration": float(len(rec.times) / fs),
             "Manufacturer": "biosim",
             "ManufacturersModelName": {
@@ -255,6 +276,7 @@ def write(rec: MEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
                 "axial275": "virtual 275-channel axial gradiometer system",
                 "opm": f"virtual {meg.get('n_sensors')}-cell OPM array",
             }[meg["system"]],
+            "SoftwareVersions": f"biosim {__version__}",
         },
     )
     noise = rec.system.channel_noise(sensors) / np.sqrt(fs / 2)
@@ -262,15 +284,40 @@ def write(rec: MEGRecording, ctx: DeviceContext, dataset: BIDSDataset):
     write_tsv(
         dataset.path("meg", "channels.tsv", acq),
         {
-            "name": list(sensors.names),
-            "type": [_BIDS_TYPE[k] for k in kinds],
-            "units": ["T/m" if k == "grad" else "T" for k in kinds],
-            "sampling_frequency": [fs] * len(kinds),
-            "noise_floor": noise,
+            "name": [*sensors.names, STIM_CHANNEL],
+            "type": [_BIDS_TYPE[k] for k in kinds] + ["TRIG"],
+            "units": ["T/m" if k == "grad" else "T" for k in kinds] + ["n/a"],
+            "sampling_frequency": [fs] * (len(kinds) + 1),
+            "noise_floor": [f"{v:.3e}" for v in noise] + ["n/a"],
         },
-        formats={"sampling_frequency": "g", "noise_floor": ".3e"},
+        formats={"sampling_frequency": "g"},
     )
-    write_events(dataset.path("meg", "events.tsv", acq), ctx.protocol.events())
+    write_json(
+        dataset.path("meg", "channels.json", acq),
+        {
+            "noise_floor": {
+                "LongName": "white-noise floor",
+                "Description": "Amplitude spectral density of the channel's simulated white "
+                "sensor noise, in the channel's units per square root of hertz (T/sqrt(Hz) for "
+                "magnetometers and OPMs, T/m/sqrt(Hz) for planar gradiometers).",
+            },
+        },
+    )
+    write_events(
+        dataset.path("meg", "events.tsv", acq),
+        [
+            EventRow(e.onset, e.duration, e.trial_type, codes[e.trial_type])
+            for e in ctx.protocol.events()
+        ],
+    )
+    write_json(
+        dataset.path("meg", "events.json", acq),
+        events_sidecar(
+            ctx.protocol.conditions,
+            codes=codes,
+            value_description=f"trigger code on the {STIM_CHANNEL} channel of the FIF file",
+        ),
+    )
 
 
 register_device(

@@ -12,9 +12,10 @@ import dataclasses
 
 import numpy as np
 
+from ... import __version__
 from ..._core.errors import SpecError
 from ...instruments.mri import GradientEchoEPI, MRIAcquisition, MRIScanner, SpinEchoEPI
-from ...io.bids import BIDSDataset, write_events, write_json, write_tsv
+from ...io.bids import BIDSDataset, events_sidecar, write_events, write_json, write_tsv
 from ...physics.hemodynamics import BOLDParams, simulate_bold
 from ...physics.hemodynamics.balloon import preset as balloon_preset
 from ..keys import check_keys, instrument_errors, require, set_default
@@ -267,15 +268,25 @@ def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
     """4D NIfTI (or, without nibabel, region-mean TSV), BIDS sidecar and events."""
     sidecar = dict(
         rec.acquisition.sidecar,
-        TaskName=ctx.spec["experiment"]["name"],
+        TaskName=dataset.task,
+        TaskDescription=f"simulated experiment {ctx.spec['experiment']['name']!r} "
+        f"(conditions: {', '.join(ctx.protocol.conditions)})",
+        MRAcquisitionType="2D",
+        ScanningSequence=["SE" if rec.sequence.spin_echo else "GR", "EP"],
+        SequenceVariant="NONE",
+        SequenceName="biosim " + ("SE-EPI" if rec.sequence.spin_echo else "GRE-EPI"),
+        NonlinearGradientCorrection=False,
+        SoftwareVersions=f"biosim {__version__}",
         GeneratedBy=[
             {
                 "Name": "biosim",
+                "Version": __version__,
                 "Description": "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)",
             }
         ],
     )
     write_events(dataset.path("func", "events.tsv"), ctx.protocol.events())
+    write_json(dataset.path("func", "events.json"), events_sidecar(ctx.protocol.conditions))
     try:
         from ...io.nifti import write_nifti
 

@@ -11,7 +11,8 @@ address), or one after another in this process (``scheduler="sequential"``)::
       sweep.json                             every run: changes, spec hash, status, seconds
       seed-0_devices.mri.te-0.02/            one complete BIDS-style dataset per run
         sweep_run.json                       stamp: run id, spec hash, the full spec
-        dataset_description.json, sub-01/, truth/, report/
+        .bidsignore                          lists sweep_run.json (not a BIDS file)
+        dataset_description.json, README, sub-01/, derivatives/
       seed-0_devices.mri.te-0.03/
       ...
 
@@ -63,6 +64,7 @@ from ... import __version__
 from ..._core.atomic import atomic_write_text
 from ..._core.errors import ParameterError
 from ..._core.progress import progress_enabled
+from ...io.bids import add_bidsignore
 from .. import pipeline as _pipeline
 from .. import spec as _spec
 from .plan import SweepRun, expand_sweep, spec_hash
@@ -225,6 +227,7 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
                 )
                 + "\n",
             )
+            add_bidsignore(built, STAMP_FILE)  # the run folder stays a valid BIDS dataset
             final = root / run.run_id
             if final.exists():
                 old = stage / f"{run.run_id}.old"

@@ -273,30 +273,79 @@ def _cap_points(n, radius, center, max_polar_deg):
     return np.asarray(center) + radius * dirs, dirs
 
 
+# Vendor channel names.  The Fibonacci-cap locations of the model helmets are
+# matched one to one (least total squared distance, scipy's linear_sum_assignment)
+# to the sensor locations of MNE-Python's 2D layouts "Vectorview-all" and
+# "CTF-275" (azimuthal projection about the vertex, both clouds centred and
+# scaled to unit RMS radius), so that each channel carries the name of the
+# vendor sensor at about the same place and MNE's layouts and topographic plots
+# find every channel.  Entry k names location k of ``_cap_points``.
+_VECTORVIEW_LOCATIONS = (
+    "071 074 073 063 183 072 043 221 104 182 114 042 224 111 181 222 064 201 112 044 223 103 "
+    "184 113 041 202 124 023 244 062 191 134 022 203 102 162 241 033 204 131 024 231 101 163 "
+    "133 032 211 123 161 243 061 194 132 021 234 094 164 242 054 192 122 151 232 082 173 261 "
+    "034 233 093 152 263 053 193 141 013 251 091 172 262 031 212 121 154 252 052 174 144 011 "
+    "254 092 153 264 051 214 142 014 253 081 171 143 012 213"
+).split()
+"""Neuromag/MEGIN location codes: channels ``MEG<code>1`` (magnetometer),
+``MEG<code>2`` and ``MEG<code>3`` (the two planar gradiometers)."""
+
+_CTF275_NAMES = (
+    "MZC03 MLC62 MRC62 MLC61 MLC63 MRC61 MLC53 MRC63 MZC02 MLC54 MRC53 MLC52 MZC04 MRC52 MLC42 "
+    "MRC54 MLC51 MLC55 MRC41 MLC41 MRC55 MRC51 MLP12 MRC42 MLC21 MLP11 MRC22 MLC31 MRP12 MZC01 "
+    "MLP22 MRC31 MLC22 MRP11 MRC21 MLP23 MRP23 MLC12 MLP21 MRC23 MLC24 MRP22 MRC11 MLP34 MRC32 "
+    "MLC13 MRP21 MRC13 MLC32 MRP34 MLC11 MLP32 MRC15 MLC23 MRP32 MRC12 MLP35 MRP35 MLF62 MLP31 "
+    "MRC14 MLC25 MRP33 MZF03 MLP33 MRC24 MLC14 MRP31 MRF62 MLP45 MRP44 MLF61 MLP41 MRF65 MLC15 "
+    "MRP42 MRF61 MLP44 MRC25 MLF63 MZP01 MRF63 MLC17 MRP43 MLF51 MLP42 MRC16 MLF64 MRP41 MRF52 "
+    "MLP56 MRP45 MLF53 MLP52 MRF64 MLC16 MRP54 MRF51 MLP43 MRC17 MLF54 MRP51 MRF53 MLP57 MRP55 "
+    "MLF52 MLP53 MRF56 MLF65 MRP53 MRF42 MLP55 MRP57 MLF44 MLP51 MRF54 MLF67 MRO14 MLF41 MLP54 "
+    "MRF66 MLF55 MRP52 MRF44 MLT15 MRP56 MLF43 MLO12 MRF55 MLF66 MRO13 MRF41 MLO14 MRT14 MLF45 "
+    "MZO01 MRF45 MLT14 MRT16 MLF42 MLO13 MRT13 MLF56 MRO12 MRF43 MLT16 MRT15 MLF33 MLO11 MRF46 "
+    "MLT13 MRO24 MZF02 MLO24 MRF67 MLF46 MRO11 MRF34 MLT25 MRT26 MLF32 MLO22 MRT12 MLT12 MRO23 "
+    "MRF32 MLT27 MRT25 MLF34 MLO21 MRF35 MLT24 MRT27 MLF31 MLO33 MRT23 MLT11 MRO22 MRF33 MLT26 "
+    "MRT36 MLF24 MLO31 MRT11 MLT23 MRO33 MRF31 MLO34 MRT24 MLF35 MRO21 MRF25 MLT35 MRT37 MLF22 "
+    "MLO23 MRT33 MLT22 MRO32 MRF22 MLT37 MRT35 MLF25 MLO41 MRT21 MLT34 MRO34 MLF21 MLO44 MRT34 "
+    "MLT32 MRO31 MRF24 MLT36 MRT46 MLF23 MLO32 MRT22 MLT33 MRO43 MRF11 MLT47 MRT44 MLT21 MZO02 "
+    "MRT31 MLT54 MRT47 MLF11 MLO43 MRT52 MLT42 MRO42 MRF23 MLT46 MRT45 MLF14 MLO51 MRT32 MLT53 "
+    "MRO44 MRF21 MLT57 MRT53 MLT41 MRO41 MRF14 MLT45 MRT56 MLF12 MLO52 MRT42 MLT52 MRO52 MRF12 "
+    "MLT56 MRT54 MLT31 MZO03 MRT41 MLT44 MRT57 MZF01 MLO53 MRT43 MLT51 MRO51 MRF13 MLT55 MRT55 "
+    "MLF13 MLO42 MRT51 MLT43 MRO53"
+).split()
+"""CTF 275-channel axial gradiometer names (``MLC11``: left central 11, ...)."""
+
+
 def squid_helmet_306(radius=0.12, center=(0.0, 0.0, 0.04), accuracy="normal"):
     """306-channel-like helmet: 102 locations, each a magnetometer and two
     orthogonal planar gradiometers ("normal": 4/4 points; "accurate": 16/8;
-    "point": 1/2)."""
+    "point": 1/2).
+
+    Channels are named as on a Neuromag/MEGIN Vectorview/TRIUX system
+    (``MEG0111`` magnetometer, ``MEG0112`` and ``MEG0113`` gradiometers of
+    location ``011``), each location taking the code of the vendor location
+    nearest to it on MNE's ``Vectorview-all`` layout.
+    """
     acc = {"point": (1, 2), "normal": (4, 4), "accurate": (16, 8)}[accuracy]
     pos, dirs = _cap_points(102, radius, center, 105)
     groups = []
-    for k, (p, n) in enumerate(zip(pos, dirs)):
+    for code, p, n in zip(_VECTORVIEW_LOCATIONS, pos, dirs):
         u, v = _frame(n)
         groups += [
-            magnetometer(f"MEG{k:03d}1", p, n, accuracy=acc[0]),
-            planar_gradiometer(f"MEG{k:03d}2", p, n, u, accuracy=acc[1]),
-            planar_gradiometer(f"MEG{k:03d}3", p, n, v, accuracy=acc[1]),
+            magnetometer(f"MEG{code}1", p, n, accuracy=acc[0]),
+            planar_gradiometer(f"MEG{code}2", p, n, u, accuracy=acc[1]),
+            planar_gradiometer(f"MEG{code}3", p, n, v, accuracy=acc[1]),
         ]
     return MEGSensors.concatenate(*groups)
 
 
 def axial_system_275(radius=0.115, center=(0.0, 0.0, 0.04), accuracy=1):
-    """275-channel first-order axial-gradiometer system (CTF-like)."""
+    """275-channel first-order axial-gradiometer system (CTF-like), channels named
+    as on a CTF system (``MLC11``, ``MRF42``, ``MZO01``, ...), each the name of
+    the vendor sensor nearest to it on MNE's ``CTF-275`` layout."""
     pos, dirs = _cap_points(275, radius, center, 105)
     return MEGSensors.concatenate(
         *[
-            axial_gradiometer(f"M{k:03d}", p, n, accuracy=accuracy)
-            for k, (p, n) in enumerate(zip(pos, dirs))
+            axial_gradiometer(name, p, n, accuracy=accuracy)
+            for name, p, n in zip(_CTF275_NAMES, pos, dirs)
         ]
     )
 

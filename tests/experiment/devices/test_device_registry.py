@@ -43,7 +43,7 @@ def test_a_new_device_plugs_in(tmp_path):
     out = experiment.run_experiment(spec, tmp_path / "ds", progress=False)
     doc = json.loads((out / "sub-01" / "beh" / "sub-01_task-fmri_beh.json").read_text())
     assert doc["peak"] == pytest.approx(0.3)                     # 2 x the 0.15 1/s drive
-    assert float(np.load(out / "truth" / "truth.npz")["meter_peak"]) == pytest.approx(0.3)
+    assert float(np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["meter_peak"]) == pytest.approx(0.3)
     spec["devices"]["meter"]["gain"] = -1.0
     with pytest.raises(SpecError, match=r"devices.meter.gain = -1.0 is invalid"):
         experiment.validate_spec(spec)

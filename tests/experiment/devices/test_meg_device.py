@@ -19,12 +19,15 @@ def both(tmp_path_factory):
     spec = experiment.load_experiment("opm_vs_squid")
     out = tmp_path_factory.mktemp("meg") / "ds"
     experiment.run_experiment(spec, out, progress=False)
-    return spec, out, np.load(out / "truth" / "truth.npz")
+    return spec, out, np.load(out / "derivatives" / "biosim-truth" / "truth.npz")
 
 
-def _raw(out, acq):
-    return mne.io.read_raw_fif(out / "sub-01" / "meg" / f"sub-01_task-opm_vs_squid_acq-{acq}_meg.fif",
-                               preload=True, verbose="error")
+def _raw(out, acq, picks="meg"):
+    return mne.io.read_raw_fif(
+        out / "sub-01" / "meg" / f"sub-01_task-opmvssquid_acq-{acq}_meg.fif",
+        preload=True,
+        verbose="error",
+    ).pick(picks)
 
 
 def test_fif_channels_coils_and_noise(both):
@@ -33,8 +36,10 @@ def test_fif_channels_coils_and_noise(both):
     assert len(squid.ch_names) == 306 and squid.get_channel_types().count("grad") == 204
     assert len(opm.ch_names) == 160 and set(opm.get_channel_types()) == {"mag"}
     coils = {ch["coil_type"] for ch in squid.info["chs"]}
-    assert coils == {mne.io.constants.FIFF.FIFFV_COIL_VV_MAG_T3,
-                     mne.io.constants.FIFF.FIFFV_COIL_VV_PLANAR_T1}
+    assert coils == {
+        mne.io.constants.FIFF.FIFFV_COIL_VV_MAG_T3,
+        mne.io.constants.FIFF.FIFFV_COIL_VV_PLANAR_T1,
+    }
     # channel positions in the file are biosim's sensor positions
     locs = np.array([ch["loc"][:3] for ch in squid.info["chs"]])
     np.testing.assert_allclose(locs, truth["meg_squid_sensor_positions"], atol=1e-6)
@@ -50,20 +55,36 @@ def test_opm_and_squid_see_the_same_sources(both):
     spec, out, truth = both
     # one set of source moments feeds both systems
     for key in ("meg_squid", "meg_opm"):
-        np.testing.assert_allclose(truth[f"{key}_clean"],
-                                   truth[f"{key}_leadfield"] @ np.stack(
-                                       [np.interp(truth[f"{key}_times"], truth["source_times"],
-                                                  truth["source_moments"][:, r])
-                                        for r in range(2)]), rtol=1e-9, atol=1e-20)
+        np.testing.assert_allclose(
+            truth[f"{key}_clean"],
+            truth[f"{key}_leadfield"]
+            @ np.stack(
+                [
+                    np.interp(
+                        truth[f"{key}_times"], truth["source_times"], truth["source_moments"][:, r]
+                    )
+                    for r in range(2)
+                ]
+            ),
+            rtol=1e-9,
+            atol=1e-20,
+        )
     # on-scalp sensors are closer: the peak field of the same cortical dipole is larger
     # for the radial OPMs than for the helmet magnetometers (Boto et al. 2017: 2-4x)
-    mags = np.array([k == "MEGMAG" for k in np.loadtxt(
-        out / "sub-01" / "meg" / "sub-01_task-opm_vs_squid_acq-megsquid_channels.tsv",
-        dtype=str, skiprows=1, usecols=1)])
-    radial_opm = np.arange(0, 160, 2)                       # dual-axis cells: radial first
+    types = np.loadtxt(
+        out / "sub-01" / "meg" / "sub-01_task-opmvssquid_acq-megsquid_channels.tsv",
+        dtype=str,
+        skiprows=1,
+        usecols=1,
+    )
+    assert types[-1] == "TRIG"  # the trigger channel comes last
+    mags = types[:-1] == "MEGMAG"
+    radial_opm = np.arange(0, 160, 2)  # dual-axis cells: radial first
     for r in range(2):
-        gain_ratio = (np.abs(truth["meg_opm_leadfield"][radial_opm, r]).max()
-                      / np.abs(truth["meg_squid_leadfield"][mags, r]).max())
+        gain_ratio = (
+            np.abs(truth["meg_opm_leadfield"][radial_opm, r]).max()
+            / np.abs(truth["meg_squid_leadfield"][mags, r]).max()
+        )
         assert 1.5 < gain_ratio < 8, gain_ratio
 
 
@@ -82,8 +103,8 @@ def test_source_imaging_localises_the_active_region(both, key, acq):
     gain = np.asarray(meg_gain(sensors, src.positions, center=center))
     g = np.einsum("csk,sk->cs", gain, src.normals)
     inv = make_inverse_operator(g, cov, snr=3.0)
-    for r, (onset, stop) in enumerate(((5.5, 12.5), (17.5, 24.5))):   # visual -> V1, motor -> M1
-        seg = data[:, int(onset * fs):int(stop * fs)]
+    for r, (onset, stop) in enumerate(((5.5, 12.5), (17.5, 24.5))):  # visual -> V1, motor -> M1
+        seg = data[:, int(onset * fs) : int(stop * fs)]
         power = (apply_inverse(inv, seg, "sLORETA") ** 2).mean(axis=1)
         peak = src.positions[np.argmax(power)]
         err = np.linalg.norm(peak - truth["dipole_positions"][r])

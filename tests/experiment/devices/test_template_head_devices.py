@@ -23,7 +23,7 @@ def eeg_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tmpl")
     outs = {h: experiment.run_experiment(_short("eeg", h), root / h, progress=False)
             for h in ("template", "sphere")}
-    return {h: np.load(o / "truth" / "truth.npz") for h, o in outs.items()}, outs
+    return {h: np.load(o / "derivatives" / "biosim-truth" / "truth.npz") for h, o in outs.items()}, outs
 
 
 def test_template_eeg_electrodes_sit_on_the_scalp(eeg_runs):
@@ -50,7 +50,7 @@ def test_template_and_sphere_eeg_topographies_agree(eeg_runs):
 def test_template_opm_sensors_are_outside_the_scalp(tmp_path):
     spec = _short("meg_opm", "template")
     out = experiment.run_experiment(spec, tmp_path / "opm", progress=False)
-    truth = np.load(out / "truth" / "truth.npz")
+    truth = np.load(out / "derivatives" / "biosim-truth" / "truth.npz")
     d = distance_to_surface(template_head(642)[-1], truth["meg_sensor_positions"])
     assert d.min() > spec["devices"]["meg"]["standoff"] * 0.9
     assert np.all(np.isfinite(truth["meg_leadfield"])) and np.abs(truth["meg_leadfield"]).max() > 0
