@@ -1,7 +1,41 @@
-"""Shared test configuration: float64 on, progress bars off."""
+"""Shared test configuration: float64 on, progress bars off, compiled XLA
+executables cached on disk.
+
+Most of the suite's time is JAX compilation, and much of it is repeated: the
+two xdist workers compile the same functions, and functions rebuilt around new
+closures (a BEM forward per geometry, a model per fit) retrace to the same
+program.  JAX's persistent compilation cache lets every later compilation of
+an identical program load the executable instead (the key is the program, the
+compile options, the backend and the JAX version, so a hit is the same
+machine code).  It lives in pytest's cache directory
+(``.pytest_cache/d/jax-compilation``; capped at 1 GiB, least recently used
+first out, where ``filelock`` is installed; ``--cache-clear`` empties it); ``BIOSIM_TEST_JAX_CACHE=0`` turns it
+off, ``BIOSIM_TEST_JAX_CACHE=/some/dir`` puts it elsewhere.
+"""
 
 import os
+import tempfile
 
 os.environ.setdefault("BIOSIM_PROGRESS", "0")
 
+import jax  # noqa: E402
+
 import biosim  # noqa: E402,F401  (applies the float64 policy)
+
+
+def pytest_configure(config):
+    where = os.environ.get("BIOSIM_TEST_JAX_CACHE", "")
+    if where == "0":
+        return
+    if not where:
+        cache = getattr(config, "cache", None)          # None under -p no:cacheprovider
+        where = (str(cache.mkdir("jax-compilation")) if cache is not None
+                 else os.path.join(tempfile.gettempdir(), "biosim-test-jax-compilation"))
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    try:
+        import filelock  # noqa: F401  (JAX needs it to evict; without it the cache is unbounded)
+        jax.config.update("jax_compilation_cache_max_size", 1 << 30)
+    except ImportError:
+        pass
