@@ -11,10 +11,19 @@ machine code).  It lives in pytest's cache directory
 (``.pytest_cache/d/jax-compilation``; capped at 1 GiB, least recently used
 first out, where ``filelock`` is installed; ``--cache-clear`` empties it); ``BIOSIM_TEST_JAX_CACHE=0`` turns it
 off, ``BIOSIM_TEST_JAX_CACHE=/some/dir`` puts it elsewhere.
+
+After each test module (its module fixtures torn down) the in-memory JAX
+caches are dropped and freed heap returned to the system, so that a worker's
+resident memory does not grow with every module it has run (a later module
+compiling the same program loads it from the disk cache).
 """
 
+import ctypes
+import gc
 import os
 import tempfile
+
+import pytest
 
 os.environ.setdefault("BIOSIM_PROGRESS", "0")
 
@@ -61,3 +70,19 @@ def pytest_configure(config):
         jax.config.update("jax_compilation_cache_max_size", 1 << 30)
     except ImportError:
         pass
+
+
+try:
+    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):          # not glibc
+    _malloc_trim = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield
+    if nextitem is None or nextitem.module is not item.module:
+        jax.clear_caches()
+        gc.collect()
+        if _malloc_trim is not None:
+            _malloc_trim(0)
