@@ -9,8 +9,9 @@ an identical program load the executable instead (the key is the program, the
 compile options, the backend and the JAX version, so a hit is the same
 machine code).  It lives in pytest's cache directory
 (``.pytest_cache/d/jax-compilation``; capped at 1 GiB, least recently used
-first out, where ``filelock`` is installed; ``--cache-clear`` empties it); ``BIOSIM_TEST_JAX_CACHE=0`` turns it
-off, ``BIOSIM_TEST_JAX_CACHE=/some/dir`` puts it elsewhere.
+first out, where ``filelock`` is installed; ``--cache-clear`` empties it);
+``BIOSIM_TEST_JAX_CACHE=0`` turns it off, ``BIOSIM_TEST_JAX_CACHE=/some/dir``
+puts it elsewhere.
 
 After each test module (its module fixtures torn down) the in-memory JAX
 caches are dropped and freed heap returned to the system, so that a worker's
