@@ -57,8 +57,14 @@ def test_dcm_fmri_fit_example():
     assert abs(out["B[1,1,0] (true 0.4)"] - 0.4) < 0.2
 
 
+@pytest.mark.slow
 def test_bem_leadfield_accuracy_example():
-    """162-vertex spheres, eccentricities 0.2-0.4 (where the geometric bias
+    """(slow: ~45 s of CPU, nearly all JAX compilation of three geometries; the
+    same comparison, flat / matched / curved at 3 x 162 vertices with these
+    assertions, runs in CI as
+    physics/electromag/test_bem_curved.py::test_curved_elements_remove_the_magnitude_bias.)
+
+    162-vertex spheres, eccentricities 0.2-0.4 (where the geometric bias
     dominates): the inscribed flat mesh overestimates EEG magnitudes by ~2 %;
     the volume-matched one and curved elements do not, with the same
     topography; MEG stays accurate."""

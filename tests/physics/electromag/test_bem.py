@@ -409,11 +409,14 @@ def test_gradient_wrt_skull_conductivity(small):
     assert grad == pytest.approx(fd, rel=1e-5)
 
 
-@pytest.mark.parametrize("flux, geometry", [("p1", "flat"), ("p0", "curved"), ("p0", "matched")])
+@pytest.mark.parametrize("flux, geometry", [("p1", "flat"), ("p0", "curved"),
+                                           pytest.param("p0", "matched", marks=pytest.mark.slow)])
 def test_gradients_p1_flux_and_curved_elements(flux, geometry):
     """Conductivity and position gradients with per-vertex currents, and on
     curved elements and volume-matched surfaces, against finite differences of
-    the concrete (LAPACK) path."""
+    the concrete (LAPACK) path.  (The matched geometry is the flat P0 BEM on
+    moved vertices, the traced path of test_gradient_wrt_skull_conductivity and
+    test_gradient_wrt_source_position: slow only, 11-34 s of CPU.)"""
     surfaces = nested_spheres((0.06, 0.075, 0.09), 1)
     ops = BEMOperators.create(surfaces, flux=flux, geometry=geometry)
     meg = opm_array(8, axes="radial")

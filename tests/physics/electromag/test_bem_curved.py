@@ -227,8 +227,13 @@ def test_bad_geometry_raises():
         BEMOperators.create(nested_spheres((0.06, 0.075, 0.09), 1), geometry="quadratic")
 
 
+@pytest.mark.slow
 def test_curved_elements_on_the_template_head():
-    """On the realistic head (concave and convex regions) curved elements run
+    """(slow: three 3 x 642-vertex assemblies, ~55 s of CPU and +0.4 GB; in CI
+    the curved and matched geometries are checked on spheres above and the
+    template head by test_bem_user_meshes.py::test_bem_on_the_template_head.)
+
+    On the realistic head (concave and convex regions) curved elements run
     through the same checks and change the EEG lead fields by a magnitude
     correction of a fraction of a percent, like on spheres, with the same maps."""
     from biosim.geometry.template_head import project_to_scalp, template_center, template_head
