@@ -49,7 +49,7 @@ def _violations(source: str, module: str, is_package: bool = False):
     """(line, what, name) of every private name of another biosim module that
     ``source``, the text of ``module``, imports or reaches as an attribute."""
     tree = ast.parse(source)
-    aliases = {}                    # local name -> biosim module it stands for
+    aliases = {}  # local name -> biosim module it stands for
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -58,7 +58,7 @@ def _violations(source: str, module: str, is_package: bool = False):
                 continue
             for alias in node.names:
                 full = f"{target}.{alias.name}"
-                if full in MODULES:                 # a (sub)module, private or not
+                if full in MODULES:  # a (sub)module, private or not
                     aliases[alias.asname or alias.name] = full
                 elif _private(alias.name) and target != module:
                     found.append((node.lineno, f"from {target} import {alias.name}", alias.name))
@@ -93,18 +93,25 @@ def test_no_private_names_cross_module_boundaries():
                 used.add(key)
                 continue
             violations.append(f"{rel}:{line}: {what}")
-    assert not violations, ("private names used across modules (make them public in their "
-                            "home module):\n" + "\n".join(violations))
+    assert not violations, (
+        "private names used across modules (make them public in their "
+        "home module):\n" + "\n".join(violations)
+    )
     assert used == set(TEMPORARY_APP_EXCEPTIONS), (
-        f"stale TEMPORARY_APP_EXCEPTIONS entries: {sorted(set(TEMPORARY_APP_EXCEPTIONS) - used)}")
+        f"stale TEMPORARY_APP_EXCEPTIONS entries: {sorted(set(TEMPORARY_APP_EXCEPTIONS) - used)}"
+    )
 
 
 def test_the_check_sees_private_imports():
     """The walker flags a relative private import and a private attribute of an
     imported module, and lets private module names and the module's own names
     through."""
-    source = ("from . import bem_solve\nfrom .bem_solve import _factor\nfrom ..._core import errors\n"
-              "from ... import _core\nfrom .probe import _own\nx = bem_solve._factor\n")
+    source = (
+        "from . import bem_solve\nfrom .bem_solve import _factor\nfrom ..._core import errors\n"
+        "from ... import _core\nfrom .probe import _own\nx = bem_solve._factor\n"
+    )
     found = {what for _, what, _ in _violations(source, "biosim.physics.electromag.probe")}
-    assert found == {"from biosim.physics.electromag.bem_solve import _factor",
-                     "biosim.physics.electromag.bem_solve._factor"}
+    assert found == {
+        "from biosim.physics.electromag.bem_solve import _factor",
+        "biosim.physics.electromag.bem_solve._factor",
+    }

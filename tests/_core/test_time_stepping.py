@@ -27,14 +27,21 @@ def _order_conditions(tab):
     """Butcher's order conditions up to order 4 (Hairer et al. I, Table II.2.1)."""
     b, c = np.array(tab.b, object), np.array(tab.c, object)
     s = tab.stages
-    a = np.array([[tab.a[i][j] if j < i else Fraction(0) for j in range(s)] for i in range(s)],
-                 object)
+    a = np.array(
+        [[tab.a[i][j] if j < i else Fraction(0) for j in range(s)] for i in range(s)], object
+    )
     ac, ac2 = a.dot(c), a.dot(c * c)
-    return {1: [(b.sum(), Fraction(1))],
-            2: [(b.dot(c), Fraction(1, 2))],
-            3: [(b.dot(c * c), Fraction(1, 3)), (b.dot(ac), Fraction(1, 6))],
-            4: [(b.dot(c ** 3), Fraction(1, 4)), (b.dot(c * ac), Fraction(1, 8)),
-                (b.dot(ac2), Fraction(1, 12)), (b.dot(a.dot(ac)), Fraction(1, 24))]}
+    return {
+        1: [(b.sum(), Fraction(1))],
+        2: [(b.dot(c), Fraction(1, 2))],
+        3: [(b.dot(c * c), Fraction(1, 3)), (b.dot(ac), Fraction(1, 6))],
+        4: [
+            (b.dot(c**3), Fraction(1, 4)),
+            (b.dot(c * ac), Fraction(1, 8)),
+            (b.dot(ac2), Fraction(1, 12)),
+            (b.dot(a.dot(ac)), Fraction(1, 24)),
+        ],
+    }
 
 
 @pytest.mark.parametrize("tab", [EULER, HEUN, RK4], ids=lambda t: t.name)
@@ -45,7 +52,7 @@ def test_tableau_consistency(tab):
     conds = _order_conditions(tab)
     for p in range(1, tab.order + 1):
         assert all(lhs == rhs for lhs, rhs in conds[p]), p
-    if tab.order < 4:       # the order is exact: some condition of the next order fails
+    if tab.order < 4:  # the order is exact: some condition of the next order fails
         assert any(lhs != rhs for lhs, rhs in conds[tab.order + 1])
     assert TABLEAUX[tab.name] is tab and get_tableau(tab.name) is tab
 
@@ -107,23 +114,45 @@ def test_driver_zero_order_hold_substeps_and_records():
     k, dt = 1.5, 0.2
     u = np.array([0.0, 1.0, 1.0, 0.5, 0.0, 0.0, 2.0, 0.0])
     ref = _decay_reference(k, 0.3, u, dt)
-    start, final = integrate_fixed_step(lambda x, uk: -k * x + uk, jnp.asarray(0.3),
-                                        jnp.asarray(u), dt, substeps=4, record_every=2)
+    start, final = integrate_fixed_step(
+        lambda x, uk: -k * x + uk, jnp.asarray(0.3), jnp.asarray(u), dt, substeps=4, record_every=2
+    )
     np.testing.assert_allclose(start, ref[:-1:2], rtol=1e-6)
     np.testing.assert_allclose(final, ref[-1], rtol=1e-6)
-    end, _ = integrate_fixed_step(lambda x, uk: -k * x + uk, jnp.asarray(0.3), jnp.asarray(u),
-                                  dt, substeps=4, record_every=2, record="end",
-                                  observe=lambda x: 2 * x)
+    end, _ = integrate_fixed_step(
+        lambda x, uk: -k * x + uk,
+        jnp.asarray(0.3),
+        jnp.asarray(u),
+        dt,
+        substeps=4,
+        record_every=2,
+        record="end",
+        observe=lambda x: 2 * x,
+    )
     np.testing.assert_allclose(end, 2 * ref[2::2], rtol=1e-6)
     # substeps refine the step: Euler's error falls about 4x from 1 to 4 substeps
-    errs = [abs(float(integrate_fixed_step(lambda x, uk: -k * x + uk, jnp.asarray(0.3),
-                                           jnp.asarray(u), dt, method="euler",
-                                           substeps=s)[1]) - ref[-1]) for s in (1, 4)]
+    errs = [
+        abs(
+            float(
+                integrate_fixed_step(
+                    lambda x, uk: -k * x + uk,
+                    jnp.asarray(0.3),
+                    jnp.asarray(u),
+                    dt,
+                    method="euler",
+                    substeps=s,
+                )[1]
+            )
+            - ref[-1]
+        )
+        for s in (1, 4)
+    ]
     assert 3 < errs[0] / errs[1] < 5
 
 
 def test_pytree_state_matches_flat_state():
     """A dict/tuple state steps exactly as the same state packed in one array."""
+
     def rhs_tree(x, uk):
         return {"p": x["v"][0], "v": (-x["p"] - 0.1 * x["v"][0] + uk,)}
 
@@ -133,8 +162,9 @@ def test_pytree_state_matches_flat_state():
     u = jnp.sin(jnp.arange(12.0))
     x0 = {"p": jnp.asarray(1.0), "v": (jnp.asarray(0.0),)}
     rec, fin = integrate_fixed_step(rhs_tree, x0, u, 0.1, substeps=2, record_every=3)
-    rec_f, fin_f = integrate_fixed_step(rhs_flat, jnp.array([1.0, 0.0]), u, 0.1, substeps=2,
-                                        record_every=3)
+    rec_f, fin_f = integrate_fixed_step(
+        rhs_flat, jnp.array([1.0, 0.0]), u, 0.1, substeps=2, record_every=3
+    )
     assert rec["p"].shape == (4,) and rec["v"][0].shape == (4,)
     np.testing.assert_array_equal(rec["p"], rec_f[:, 0])
     np.testing.assert_array_equal(rec["v"][0], rec_f[:, 1])
@@ -145,8 +175,15 @@ def test_gradient_of_driver():
     u = jnp.array([0.0, 1.0, 1.0, 0.0, 0.5, 0.0])
 
     def f(k, x0):
-        rec, fin = integrate_fixed_step(lambda x, uk: -k * x + uk * x ** 2 / (1 + x ** 2), x0,
-                                        u, 0.25, method="heun", substeps=2, record_every=3)
+        rec, fin = integrate_fixed_step(
+            lambda x, uk: -k * x + uk * x**2 / (1 + x**2),
+            x0,
+            u,
+            0.25,
+            method="heun",
+            substeps=2,
+            record_every=3,
+        )
         return jnp.sum(rec) + fin
 
     check_grads(f, (1.3, 0.4), order=1, modes=("fwd", "rev"))
@@ -159,9 +196,12 @@ def test_bad_input():
         integrate_fixed_step(f, 0.0, u, 0.1, method="rk5")
     with pytest.raises(ParameterError, match="method = 'rk5'"):
         get_tableau("rk5")
-    for name, kw in [("substeps", {"substeps": 0}), ("substeps", {"substeps": 1.5}),
-                     ("record_every", {"record_every": -1}),
-                     ("record_every", {"record_every": 4})]:
+    for name, kw in [
+        ("substeps", {"substeps": 0}),
+        ("substeps", {"substeps": 1.5}),
+        ("record_every", {"record_every": -1}),
+        ("record_every", {"record_every": 4}),
+    ]:
         with pytest.raises(ParameterError, match=f"{name} = {kw[name]}"):
             integrate_fixed_step(f, 0.0, u, 0.1, **kw)
     with pytest.raises(ParameterError, match="dt = -0.1"):

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -20,34 +19,34 @@ def _load(name):
 def test_hemodynamics_nonlinearity_example():
     res = _load("hemodynamics_nonlinearity").responses()
     y, y_lin = res["paired"]
-    assert y.max() < 0.9 * y_lin.max()                    # refractory, sub-additive
+    assert y.max() < 0.9 * y_lin.max()  # refractory, sub-additive
 
 
 def test_sphere_leadfield_example():
     out = _load("sphere_leadfield_meg_eeg").run()
-    assert 0.05 < out["eeg_peak_uv"] < 5                  # ~0.1-1 uV for 10 nA m
+    assert 0.05 < out["eeg_peak_uv"] < 5  # ~0.1-1 uV for 10 nA m
     assert out["berg_rdm"] < 0.02
-    assert out["opm_ft"] > 2 * out["squid_ft"]            # on-scalp sensors see more field
+    assert out["opm_ft"] > 2 * out["squid_ft"]  # on-scalp sensors see more field
 
 
 def test_mri_signal_physics_example():
     out = _load("mri_signal_physics").run()
-    assert abs(out["ernst_deg"] - 9.9) < 0.1              # arccos(exp(-TR/T1))
-    assert out["max_rf_spoiling_deviation"] < 0.05        # RF spoiling ~ ideal within 5 %
-    assert abs(out["fitted_t1"] - 1.33) < 1e-6            # noise-free VFA fit is exact
+    assert abs(out["ernst_deg"] - 9.9) < 0.1  # arccos(exp(-TR/T1))
+    assert out["max_rf_spoiling_deviation"] < 0.05  # RF spoiling ~ ideal within 5 %
+    assert abs(out["fitted_t1"] - 1.33) < 1e-6  # noise-free VFA fit is exact
 
 
 def test_meg_source_imaging_example(tmp_path):
     pytest.importorskip("mne")
     out = _load("meg_source_imaging").run(tmp_path)
-    assert all(v < 20 for v in out.values()), out         # measured 2.6 and 9.3 mm
+    assert all(v < 20 for v in out.values()), out  # measured 2.6 and 9.3 mm
 
 
 def test_eeg_fmri_artifact_cleaning_example(tmp_path):
     pytest.importorskip("mne")
     out = _load("eeg_fmri_artifact_cleaning").run(tmp_path)
     assert out["correlation with the neural EEG, raw"] < 0.5
-    assert out["after AAS + OBS"] > 0.9                   # measured 0.37 -> 0.95
+    assert out["after AAS + OBS"] > 0.9  # measured 0.37 -> 0.95
 
 
 def test_dcm_fmri_fit_example():
@@ -82,7 +81,7 @@ def test_bem_skull_conductivity_fit_example():
     the skull conductivity from the ratio-25 value to the truth (ratio ~80)
     within the coarse mesh's error, down to the noise floor, in a few steps."""
     out = _load("bem_skull_conductivity_fit").run(subdivisions=2)
-    assert abs(out["skull"] / out["skull_true"] - 1) < 0.03          # measured 1.3 %
-    assert out["misfit"] < 2 * out["noise"] ** 2                       # noise floor 4e-4
+    assert abs(out["skull"] / out["skull_true"] - 1) < 0.03  # measured 1.3 %
+    assert out["misfit"] < 2 * out["noise"] ** 2  # noise floor 4e-4
     assert out["path"][0][1] > 100 * out["misfit"]
     assert out["evaluations"] <= 12

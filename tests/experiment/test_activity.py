@@ -11,7 +11,7 @@ from biosim.experiment.protocol import Protocol
 
 
 def test_dcm_activity_matches_an_independent_ode_solution():
-    spec = experiment.load_experiment()                          # the default DCM network
+    spec = experiment.load_experiment()  # the default DCM network
     act = simulate_activity(spec)
     times, u, names = act.times, act.condition_inputs, Protocol.from_spec(spec).conditions
     dcm = spec["activity"]["dcm"]
@@ -19,7 +19,7 @@ def test_dcm_activity_matches_an_independent_ode_solution():
     b = {c: np.asarray(dcm["B"].get(c, np.zeros_like(a))) for c in names}
     c = np.stack([np.asarray(dcm["C"].get(k, np.zeros(3))) for k in names], axis=1)
 
-    def rhs(t, z):   # in Hz, exactly as written in the TOML
+    def rhs(t, z):  # in Hz, exactly as written in the TOML
         k = min(int(t / 0.1 + 1e-9), len(times) - 1)
         m = a + sum(u[k, j] * b[n] for j, n in enumerate(names))
         return m @ z + c @ u[k]
@@ -27,13 +27,20 @@ def test_dcm_activity_matches_an_independent_ode_solution():
     # integrate block by block (inputs are piecewise constant on the 0.1 s grid)
     z, ref = np.zeros(3), [np.zeros(3)]
     for k in range(len(times) - 1):
-        sol = solve_ivp(rhs, (times[k], times[k + 1]), z, rtol=1e-10, atol=1e-13,
-                        t_eval=[times[k + 1]], first_step=1e-3)
+        sol = solve_ivp(
+            rhs,
+            (times[k], times[k + 1]),
+            z,
+            rtol=1e-10,
+            atol=1e-13,
+            t_eval=[times[k + 1]],
+            first_step=1e-3,
+        )
         z = sol.y[:, -1]
         ref.append(z)
     ref = np.array(ref)
     assert np.max(np.abs(act.neural_input - ref)) < 1e-6 * np.abs(ref).max()
-    assert act.neural_input[:, 0].max() == pytest.approx(0.12, rel=0.01)   # 0.06 Hz / 0.5 Hz
+    assert act.neural_input[:, 0].max() == pytest.approx(0.12, rel=0.01)  # 0.06 Hz / 0.5 Hz
 
 
 def test_given_time_courses_are_used(tmp_path):
@@ -44,13 +51,15 @@ def test_given_time_courses_are_used(tmp_path):
     rows = "\n".join("\t".join(f"{v:g}" for v in row) for row in tc)
     (tmp_path / "tc.tsv").write_text("V1\tV5\tPFC\n" + rows + "\n")
     text = (experiment.spec.shipped_dir() / "fmri.toml").read_text()
-    text = text.replace('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }')
+    text = text.replace(
+        'model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }'
+    )
     (tmp_path / "exp.toml").write_text(text)
     spec = experiment.load_experiment(tmp_path / "exp.toml")
     np.testing.assert_array_equal(simulate_activity(spec).neural_input, tc)
     (tmp_path / "tc.tsv").write_text("V1\tV5\tPFC\n0\t0\t0\n")
     with pytest.raises(SpecError, match=r"activity.timecourses.file = 'tc.tsv': 1 rows found"):
-        experiment.load_experiment(tmp_path / "exp.toml")   # refused when validated
+        experiment.load_experiment(tmp_path / "exp.toml")  # refused when validated
 
 
 def test_unstable_network_is_refused():

@@ -13,7 +13,7 @@ from biosim.inference.dcm import DCMStructure, fit_dcm
 
 @pytest.fixture(scope="module")
 def fmri_only(tmp_path_factory):
-    spec = experiment.load_experiment()                       # default 3-region network
+    spec = experiment.load_experiment()  # default 3-region network
     del spec["devices"]["eeg"]
     out = tmp_path_factory.mktemp("dcm") / "ds"
     experiment.run_experiment(spec, out, progress=False)
@@ -27,8 +27,10 @@ def test_dcm_recovers_the_connectivity_sign_pattern(fmri_only):
     img = nib.load(func / "sub-01_task-eegfmri_bold.nii.gz")
     sidecar = json.loads((func / "sub-01_task-eegfmri_bold.json").read_text())
     tr, te = sidecar["RepetitionTime"], sidecar["EchoTime"]
-    events = [line.split("\t") for line in
-              (func / "sub-01_task-eegfmri_events.tsv").read_text().splitlines()[1:]]
+    events = [
+        line.split("\t")
+        for line in (func / "sub-01_task-eegfmri_events.tsv").read_text().splitlines()[1:]
+    ]
     # regions: the analyst's ROI masks (the label volume plays the atlas here)
     labels = np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["labels"]
     vol = np.asarray(img.dataobj, float)
@@ -36,7 +38,7 @@ def test_dcm_recovers_the_connectivity_sign_pattern(fmri_only):
     signal = np.stack([vol[labels == r + 1].mean(axis=0) for r in range(3)], axis=1)
     first_onset = min(float(e[0]) for e in events)
     baseline = signal[: int(first_onset / tr)].mean(axis=0)
-    y = 100 * (signal / baseline - 1)                           # percent signal change
+    y = 100 * (signal / baseline - 1)  # percent signal change
     n_micro = 16
     t = np.arange(n_scans * n_micro) * tr / n_micro
     names = ["attention", "visual"]
@@ -45,9 +47,9 @@ def test_dcm_recovers_the_connectivity_sign_pattern(fmri_only):
         u[(t >= float(onset)) & (t < float(onset) + float(dur)), names.index(cond)] = 1.0
     a = np.ones((3, 3), bool) & ~np.array([[0, 0, 1], [0, 0, 0], [1, 0, 0]], bool)  # no V1<->PFC
     b = np.zeros((2, 3, 3), bool)
-    b[0, 1, 0] = True                                            # attention on V1 -> V5
+    b[0, 1, 0] = True  # attention on V1 -> V5
     c = np.zeros((3, 2), bool)
-    c[0, 1] = True                                               # visual drives V1
+    c[0, 1] = True  # visual drives V1
     structure = DCMStructure(a, b, c, tr=tr, n_micro=n_micro, field_strength=3.0, echo_time=te)
     res = fit_dcm(structure, y, u)
     A, B, C = res.connectivity()
@@ -55,12 +57,12 @@ def test_dcm_recovers_the_connectivity_sign_pattern(fmri_only):
     truth_a = np.asarray(spec["activity"]["dcm"]["A"])
     # the simulated network: V1 -> V5 (+0.4), V5 -> PFC (+0.5), PFC -> V5 (-0.2), no V5 -> V1;
     # measured posterior means 0.27 / 0.33 / -0.23 (shrunk towards the prior at this SNR)
-    for (i, j) in [(1, 0), (2, 1), (1, 2)]:
+    for i, j in [(1, 0), (2, 1), (1, 2)]:
         assert np.sign(A[i, j]) == np.sign(truth_a[i, j]), (i, j, A[i, j])
-    assert abs(A[0, 1]) < 0.1                                    # the absent backward link
-    assert B[0, 1, 0] > 0.1 and C[0, 1] > 0                       # attention gain, visual drive
+    assert abs(A[0, 1]) < 0.1  # the absent backward link
+    assert B[0, 1, 0] > 0.1 and C[0, 1] > 0  # attention gain, visual drive
     # posterior means of the present forward links lie within 3 SD of zero's far side
     idx = structure.free_index()
-    for (i, j) in [(1, 0), (2, 1)]:
+    for i, j in [(1, 0), (2, 1)]:
         k = list(idx).index(i * 3 + j)
         assert res.vl.mean[k] / sd[k] > 3

@@ -15,8 +15,10 @@ def _short_meg_spec(seed):
 
 
 def test_same_seed_same_dataset(tmp_path):
-    outs = [experiment.run_experiment(_short_meg_spec(s), tmp_path / f"run{i}", progress=False)
-            for i, s in enumerate((3, 3, 4))]
+    outs = [
+        experiment.run_experiment(_short_meg_spec(s), tmp_path / f"run{i}", progress=False)
+        for i, s in enumerate((3, 3, 4))
+    ]
     fif = "sub-01/meg/sub-01_task-megopm_meg.fif"
     t = [np.load(o / "derivatives" / "biosim-truth" / "truth.npz") for o in outs]
     assert (outs[0] / fif).read_bytes() == (outs[1] / fif).read_bytes()

@@ -22,10 +22,16 @@ def dataset(tmp_path_factory):
 
 def _read_eeg(path):
     mne = pytest.importorskip("mne")
-    raw = mne.io.read_raw_brainvision(path / "sub-01" / "eeg" / "sub-01_task-eegfmri_eeg.vhdr",
-                                      preload=True, verbose=False)
-    slices = np.array([o for o, d in zip(raw.annotations.onset, raw.annotations.description)
-                       if d.endswith("slice")])
+    raw = mne.io.read_raw_brainvision(
+        path / "sub-01" / "eeg" / "sub-01_task-eegfmri_eeg.vhdr", preload=True, verbose=False
+    )
+    slices = np.array(
+        [
+            o
+            for o, d in zip(raw.annotations.onset, raw.annotations.description)
+            if d.endswith("slice")
+        ]
+    )
     return raw.get_data(), raw.info["sfreq"], slices
 
 
@@ -37,7 +43,7 @@ def test_artifact_subtraction_restores_the_neural_eeg(dataset):
     slice_len = int(round(np.diff(truth["mri_slice_times"]).mean() * fs))
     trig = np.round(slice_onsets * fs).astype(int)
     aas = average_artifact_subtraction(data, trig, slice_len, window=30)
-    r = np.round(truth["r_peaks"] * fs).astype(int)         # from the ECG in a real lab
+    r = np.round(truth["r_peaks"] * fs).astype(int)  # from the ECG in a real lab
     # the simulated pulse artifact varies little from beat to beat (10 %) compared with the
     # EEG, so principal components would absorb neural signal (measured: r = 0.94 / 0.83 /
     # 0.71 / 0.64 with 0 / 1 / 2 / 3 components); the mean template is the optimal basis here
@@ -46,8 +52,10 @@ def test_artifact_subtraction_restores_the_neural_eeg(dataset):
     keep = slice(int(5 * fs), -int(5 * fs))
     r_raw = np.corrcoef(data[:, keep].ravel(), clean[:, keep].ravel())[0, 1]
     r_clean = np.corrcoef(cleaned[:, keep].ravel(), clean[:, keep].ravel())[0, 1]
-    db = 10 * np.log10(np.sum((data[:, keep] - clean[:, keep]) ** 2)
-                       / np.sum((cleaned[:, keep] - clean[:, keep]) ** 2))
+    db = 10 * np.log10(
+        np.sum((data[:, keep] - clean[:, keep]) ** 2)
+        / np.sum((cleaned[:, keep] - clean[:, keep]) ** 2)
+    )
     # measured: r 0.40 -> 0.94, artifact power -16.8 dB (amplifier noise and mains remain)
     assert r_raw < 0.5 and r_clean > 0.9 and db > 15, (r_raw, r_clean, db)
 
@@ -72,13 +80,17 @@ def test_glm_finds_the_active_regions(dataset):
     func = dataset / "sub-01" / "func"
     img = nib.load(func / "sub-01_task-eegfmri_bold.nii.gz")
     sidecar = json.loads((func / "sub-01_task-eegfmri_bold.json").read_text())
-    events = [dict(onset=float(o), duration=float(d), trial_type=t) for o, d, t in
-              (line.split("\t") for line in
-               (func / "sub-01_task-eegfmri_events.tsv").read_text().splitlines()[1:])]
+    events = [
+        dict(onset=float(o), duration=float(d), trial_type=t)
+        for o, d, t in (
+            line.split("\t")
+            for line in (func / "sub-01_task-eegfmri_events.tsv").read_text().splitlines()[1:]
+        )
+    ]
     y = np.asarray(img.dataobj).reshape(-1, img.shape[-1]).T
     truth = np.load(dataset / "derivatives" / "biosim-truth" / "truth.npz")
     labels = truth["labels"].ravel()
-    inside = y.mean(0) > 50                                   # brain voxels
+    inside = y.mean(0) > 50  # brain voxels
     x, names = design_matrix(img.shape[-1], sidecar["RepetitionTime"], events)
     res = fit_glm(y[:, inside], x, "ar1")
     lab = labels[inside]
@@ -88,4 +100,4 @@ def test_glm_finds_the_active_regions(dataset):
         c[names.index(cond)] = 1
         _, z = res.t_contrast(c)
         assert np.median(z[lab == region]) > 5
-        assert np.mean(z[lab == 0] > 3.09) < 0.01            # white matter: false-positive control
+        assert np.mean(z[lab == 0] > 3.09) < 0.01  # white matter: false-positive control

@@ -27,36 +27,84 @@ def _edit(name: str, *replacements: tuple[str, str]) -> str:
 
 #: (id, shipped experiment, edits, pattern the error must match)
 CASES = [
-    ("epi-te-before-k-space-centre", "fmri",
-     [("te = 0.03 ", "te = 0.012 "), ("matrix = [16, 16]", "matrix = [64, 64]")],
-     r"devices\.mri\.te = 0\.012 is invalid: expected >= 32 x echo_spacing"),
-    ("epi-slices-do-not-fit-the-tr", "fmri",
-     [("matrix = [16, 16]", "matrix = [80, 80]"), ("n_slices = 5", "n_slices = 48")],
-     r"devices\.mri\.tr = 2\.0 is invalid: expected >= n_slices x per-slice time"),
-    ("unknown-region-fmri-only", "fmri",
-     [('regions = ["V1", "V5", "PFC"]', 'regions = ["V1", "V5", "XYZ"]')],
-     r"subject\.regions: 'XYZ' is not a known region"),
-    ("infinite-duration", "fmri", [("duration = 240.0", "duration = inf")],
-     r"experiment\.duration = inf is invalid: expected a finite number"),
-    ("nan-echo-time", "fmri", [("te = 0.03 ", "te = nan ")],
-     r"devices\.mri\.te = nan is invalid: expected a finite number"),
-    ("field-strength-below-the-scanner", "fmri",
-     [("field_strength = 3.0", "field_strength = 0.01")],
-     r"devices\.mri\.field_strength = 0\.01 is invalid: expected a value in \[0\.05, 11\.7\]"),
-    ("flip-angle-above-180", "fmri", [("flip_angle = 77.0", "flip_angle = 200.0")],
-     r"devices\.mri\.flip_angle = 200\.0 is invalid"),
-    ("odd-matrix", "fmri", [("matrix = [16, 16]", "matrix = [15, 16]")],
-     r"devices\.mri\.matrix = \[15, 16\] is invalid: expected two even integers"),
-    ("volume-too-small-for-the-regions", "fmri", [("n_slices = 5", "n_slices = 2")],
-     r"devices\.mri\.matrix = \[16, 16\] / n_slices = 2 is too small"),
-    ("eeg-negative-range", "eeg", [("[devices.eeg]", "[devices.eeg]\nrange = -1.0")],
-     r"devices\.eeg\.range = -1\.0 is invalid"),
-    ("eeg-bit-depth", "eeg", [("bit_depth = 24", "bit_depth = 40")],
-     r"devices\.eeg\.bit_depth = 40 is invalid: expected an integer from 8 to 32"),
-    ("meg-negative-sample-rate", "meg_squid", [("sample_rate = 1000.0", "sample_rate = -5.0")],
-     r"devices\.meg\.sample_rate = -5\.0 is invalid"),
-    ("meg-line-frequency", "meg_squid", [("line_frequency = 50.0", "line_frequency = 55.0")],
-     r"devices\.meg\.line_frequency = 55\.0 is invalid: expected 50 or 60 Hz"),
+    (
+        "epi-te-before-k-space-centre",
+        "fmri",
+        [("te = 0.03 ", "te = 0.012 "), ("matrix = [16, 16]", "matrix = [64, 64]")],
+        r"devices\.mri\.te = 0\.012 is invalid: expected >= 32 x echo_spacing",
+    ),
+    (
+        "epi-slices-do-not-fit-the-tr",
+        "fmri",
+        [("matrix = [16, 16]", "matrix = [80, 80]"), ("n_slices = 5", "n_slices = 48")],
+        r"devices\.mri\.tr = 2\.0 is invalid: expected >= n_slices x per-slice time",
+    ),
+    (
+        "unknown-region-fmri-only",
+        "fmri",
+        [('regions = ["V1", "V5", "PFC"]', 'regions = ["V1", "V5", "XYZ"]')],
+        r"subject\.regions: 'XYZ' is not a known region",
+    ),
+    (
+        "infinite-duration",
+        "fmri",
+        [("duration = 240.0", "duration = inf")],
+        r"experiment\.duration = inf is invalid: expected a finite number",
+    ),
+    (
+        "nan-echo-time",
+        "fmri",
+        [("te = 0.03 ", "te = nan ")],
+        r"devices\.mri\.te = nan is invalid: expected a finite number",
+    ),
+    (
+        "field-strength-below-the-scanner",
+        "fmri",
+        [("field_strength = 3.0", "field_strength = 0.01")],
+        r"devices\.mri\.field_strength = 0\.01 is invalid: expected a value in \[0\.05, 11\.7\]",
+    ),
+    (
+        "flip-angle-above-180",
+        "fmri",
+        [("flip_angle = 77.0", "flip_angle = 200.0")],
+        r"devices\.mri\.flip_angle = 200\.0 is invalid",
+    ),
+    (
+        "odd-matrix",
+        "fmri",
+        [("matrix = [16, 16]", "matrix = [15, 16]")],
+        r"devices\.mri\.matrix = \[15, 16\] is invalid: expected two even integers",
+    ),
+    (
+        "volume-too-small-for-the-regions",
+        "fmri",
+        [("n_slices = 5", "n_slices = 2")],
+        r"devices\.mri\.matrix = \[16, 16\] / n_slices = 2 is too small",
+    ),
+    (
+        "eeg-negative-range",
+        "eeg",
+        [("[devices.eeg]", "[devices.eeg]\nrange = -1.0")],
+        r"devices\.eeg\.range = -1\.0 is invalid",
+    ),
+    (
+        "eeg-bit-depth",
+        "eeg",
+        [("bit_depth = 24", "bit_depth = 40")],
+        r"devices\.eeg\.bit_depth = 40 is invalid: expected an integer from 8 to 32",
+    ),
+    (
+        "meg-negative-sample-rate",
+        "meg_squid",
+        [("sample_rate = 1000.0", "sample_rate = -5.0")],
+        r"devices\.meg\.sample_rate = -5\.0 is invalid",
+    ),
+    (
+        "meg-line-frequency",
+        "meg_squid",
+        [("line_frequency = 50.0", "line_frequency = 55.0")],
+        r"devices\.meg\.line_frequency = 55\.0 is invalid: expected 50 or 60 Hz",
+    ),
 ]
 
 #: Time-course files that cannot be used, (id, bytes, pattern)
@@ -73,6 +121,7 @@ BAD_TIMECOURSES = [
 
 def _no_simulation(monkeypatch):
     """Make any simulation fail loudly: validation must stop the run first."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("the run simulated activity before validating the spec")
 
@@ -109,13 +158,23 @@ def test_validate_rejects_what_run_would(case, tmp_path, monkeypatch, capsys):
 def test_unusable_timecourse_files_are_refused(case, tmp_path, monkeypatch, capsys):
     _, content, pattern = case
     (tmp_path / "tc.tsv").write_bytes(content)
-    text = _edit("fmri", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }'))
+    text = _edit(
+        "fmri", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }')
+    )
     _check(tmp_path, monkeypatch, capsys, text, pattern)
 
 
 def test_missing_timecourse_file_is_refused(tmp_path, monkeypatch, capsys):
-    text = _edit("fmri", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "no.tsv" }'))
-    _check(tmp_path, monkeypatch, capsys, text, r"activity\.timecourses\.file = 'no\.tsv': .* does not exist")
+    text = _edit(
+        "fmri", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "no.tsv" }')
+    )
+    _check(
+        tmp_path,
+        monkeypatch,
+        capsys,
+        text,
+        r"activity\.timecourses\.file = 'no\.tsv': .* does not exist",
+    )
 
 
 def test_shipped_experiments_still_validate():

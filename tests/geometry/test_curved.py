@@ -6,13 +6,21 @@ import pytest
 
 from biosim._core.errors import GeometryError, ParameterError
 from biosim.geometry.checks import check_head_model
-from biosim.geometry.curved import CHILD_BARY, curved_refinement, max_vertex_normals, volume_matched_surface
+from biosim.geometry.curved import (
+    CHILD_BARY,
+    curved_refinement,
+    max_vertex_normals,
+    volume_matched_surface,
+)
 from biosim.geometry.mesh import TriangleMesh, fibonacci_sphere, icosphere
 from biosim.geometry.template_head import template_head
 
 
-@pytest.mark.parametrize("mesh", [icosphere(2, 0.08), fibonacci_sphere(300, 0.08, center=(0.01, 0, 0.02))],
-                         ids=["icosphere", "fibonacci"])
+@pytest.mark.parametrize(
+    "mesh",
+    [icosphere(2, 0.08), fibonacci_sphere(300, 0.08, center=(0.01, 0, 0.02))],
+    ids=["icosphere", "fibonacci"],
+)
 def test_vertex_normals_and_arc_midpoints_are_exact_on_spheres(mesh):
     c = np.asarray((0.01, 0, 0.02) if abs(mesh.vertices.mean(0)[0]) > 1e-3 else (0, 0, 0))
     radial = (mesh.vertices - c) / np.linalg.norm(mesh.vertices - c, axis=1)[:, None]
@@ -25,7 +33,7 @@ def test_vertex_normals_and_arc_midpoints_are_exact_on_spheres(mesh):
     assert np.linalg.norm(flat.fine.vertices - c, axis=1).min() < 0.08 * (1 - 1e-3)
     assert abs(flat.fine.volume - mesh.volume) < 1e-12 * abs(mesh.volume)
     # bent edges enclose more of the sphere's volume than the chords
-    sphere = 4 / 3 * np.pi * 0.08 ** 3
+    sphere = 4 / 3 * np.pi * 0.08**3
     assert abs(cm.fine.volume - sphere) < 0.3 * abs(mesh.volume - sphere)
 
 
@@ -35,7 +43,7 @@ def test_layout_prolongation_and_aggregation():
     nv, nt = len(mesh.vertices), len(mesh.faces)
     assert len(cm.fine.faces) == 4 * nt and len(cm.fine.vertices) == nv + 3 * nt // 2
     np.testing.assert_array_equal(cm.fine.vertices[:nv], mesh.vertices)
-    assert cm.fine.volume > 0                                   # children keep the orientation
+    assert cm.fine.volume > 0  # children keep the orientation
     # children of face k: fine faces 4k..4k+3 with CHILD_BARY's parametric vertices;
     # with the flat refinement they are exactly the barycentric points
     flat = curved_refinement(mesh, curved=False)
@@ -44,8 +52,9 @@ def test_layout_prolongation_and_aggregation():
     np.testing.assert_allclose(sub, np.einsum("crk,tkj->tcrj", CHILD_BARY, tri), atol=1e-14)
     # prolongation: coarse hat values at the fine vertices; linear functions are reproduced
     lin = mesh.vertices @ np.array([0.3, -1.0, 2.0]) + 0.5
-    np.testing.assert_allclose(flat.prolongation @ lin, flat.fine.vertices @ np.array([0.3, -1.0, 2.0]) + 0.5,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        flat.prolongation @ lin, flat.fine.vertices @ np.array([0.3, -1.0, 2.0]) + 0.5, atol=1e-12
+    )
     np.testing.assert_allclose(np.asarray(cm.prolongation.sum(axis=1)).ravel(), 1.0)
     agg = cm.aggregation
     assert agg.shape == (4 * nt, nt)
@@ -59,8 +68,9 @@ def test_curved_template_head_stays_close_to_its_surfaces():
     for mesh in template_head(642):
         cm = curved_refinement(mesh)
         nv = len(mesh.vertices)
-        shift = np.linalg.norm(cm.fine.vertices[nv:] - curved_refinement(mesh, curved=False).fine.vertices[nv:],
-                               axis=1)
+        shift = np.linalg.norm(
+            cm.fine.vertices[nv:] - curved_refinement(mesh, curved=False).fine.vertices[nv:], axis=1
+        )
         assert 0 < np.median(shift) < 5e-4 and shift.max() < 3e-3
         assert cm.fine.volume > 0
 
@@ -102,7 +112,8 @@ def test_bad_meshes_raise():
     with pytest.raises(ParameterError, match="mesh"):
         volume_matched_surface(np.zeros((3, 3)))
     # a sheet of two back-to-back triangles: no normal at its vertices
-    sheet = TriangleMesh(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0.0]]), np.array([[0, 1, 2], [0, 2, 1]]),
-                         "sheet")
+    sheet = TriangleMesh(
+        np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0.0]]), np.array([[0, 1, 2], [0, 2, 1]]), "sheet"
+    )
     with pytest.raises(GeometryError, match="'sheet'.*normal at vertex 0"):
         curved_refinement(sheet)

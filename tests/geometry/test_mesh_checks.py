@@ -4,11 +4,24 @@ import numpy as np
 import pytest
 
 from biosim import GeometryError, ParameterError
-from biosim.geometry.checks import (check_closed_manifold, check_head_model, check_nested,
-                                    check_outward, check_points_inside, check_points_outside,
-                                    distance_to_surface, winding_number)
-from biosim.geometry.mesh import (TriangleMesh, fibonacci_sphere, icosphere, nested_spheres, read_mesh,
-                                  write_mesh)
+from biosim.geometry.checks import (
+    check_closed_manifold,
+    check_head_model,
+    check_nested,
+    check_outward,
+    check_points_inside,
+    check_points_outside,
+    distance_to_surface,
+    winding_number,
+)
+from biosim.geometry.mesh import (
+    TriangleMesh,
+    fibonacci_sphere,
+    icosphere,
+    nested_spheres,
+    read_mesh,
+    write_mesh,
+)
 
 
 @pytest.mark.parametrize("sub, n", [(0, 12), (1, 42), (2, 162), (3, 642), (4, 2562)])
@@ -19,8 +32,8 @@ def test_icosphere_counts_area_and_volume(sub, n):
     check_closed_manifold(s)
     check_outward(s)
     if sub >= 3:
-        assert s.volume == pytest.approx(4 / 3 * np.pi * 0.09 ** 3, rel=0.02)
-        assert s.areas.sum() == pytest.approx(4 * np.pi * 0.09 ** 2, rel=0.01)
+        assert s.volume == pytest.approx(4 / 3 * np.pi * 0.09**3, rel=0.02)
+        assert s.areas.sum() == pytest.approx(4 * np.pi * 0.09**2, rel=0.01)
 
 
 @pytest.mark.parametrize("n", [12, 500, 1280])
@@ -30,8 +43,8 @@ def test_fibonacci_sphere_any_vertex_count(n):
     np.testing.assert_allclose(np.linalg.norm(s.vertices - [0.01, 0.0, 0.0], axis=1), 0.08)
     check_closed_manifold(s)
     check_outward(s)
-    if n >= 500:      # inscribed near-uniform polyhedron: volume deficit ~ 6/n (icospheres alike)
-        assert 4 / n < 1 - s.volume / (4 / 3 * np.pi * 0.08 ** 3) < 8 / n
+    if n >= 500:  # inscribed near-uniform polyhedron: volume deficit ~ 6/n (icospheres alike)
+        assert 4 / n < 1 - s.volume / (4 / 3 * np.pi * 0.08**3) < 8 / n
     layers = nested_spheres([0.078, 0.083, 0.09], n_vertices=n)
     assert [len(x.vertices) for x in layers] == [n] * 3
     if n >= 500:
@@ -76,7 +89,7 @@ def test_winding_number_and_distance():
     # of its edges, e^2 / (8 R)
     v, f = s.vertices, s.faces
     edge = np.linalg.norm(v[f[:, 0]] - v[f[:, 1]], axis=1).max()
-    sagitta = edge ** 2 / (8 * 0.09)
+    sagitta = edge**2 / (8 * 0.09)
     exact = np.abs(0.09 - np.linalg.norm(pts, axis=1))
     assert np.all(np.abs(d - exact) <= sagitta)
 

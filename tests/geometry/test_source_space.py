@@ -30,6 +30,6 @@ def test_cortical_surface_decimation_normals_and_regions():
 def test_volume_grid():
     g = volume_grid(0.01, radius=0.07)
     assert np.all(np.linalg.norm(g.positions, axis=1) < 0.07)
-    assert abs(g.n_sources * 1e-6 - 4 / 3 * np.pi * 0.07 ** 3) < 0.1 * 4 / 3 * np.pi * 0.07 ** 3
+    assert abs(g.n_sources * 1e-6 - 4 / 3 * np.pi * 0.07**3) < 0.1 * 4 / 3 * np.pi * 0.07**3
     with pytest.raises(ParameterError, match="spacing"):
         volume_grid(-0.01, radius=0.07)

@@ -10,13 +10,23 @@ from biosim._core.errors import ParameterError
 from biosim.geometry.checks import _point_triangle_distance, check_head_model, winding_number
 from biosim.geometry.mesh import TriangleMesh, icosphere
 from biosim.geometry.source_space import cortical_surface
-from biosim.geometry.template_head import (LAYERS, MONTAGE_FILES, SIZES, head_to_mri, montage_to_mri,
-                                          project_to_scalp, template_center, template_electrodes,
-                                          template_fiducials, template_head)
+from biosim.geometry.template_head import (
+    LAYERS,
+    MONTAGE_FILES,
+    SIZES,
+    head_to_mri,
+    montage_to_mri,
+    project_to_scalp,
+    template_center,
+    template_electrodes,
+    template_fiducials,
+    template_head,
+)
 
 
 def exact_distance(mesh, points):
-    """Exact point-to-mesh distance: nearest-vertex bound, then every triangle that may be closer."""
+    """Exact point-to-mesh distance: nearest-vertex bound, then every triangle that may be
+    closer."""
     tri = mesh.vertices[mesh.faces]
     cen = tri.mean(1)
     reach = np.max(np.linalg.norm(tri - cen[:, None], axis=2))
@@ -85,10 +95,13 @@ def test_cortex_inside_inner_skull_with_margin(heads, n):
     assert np.all(winding_number(inner, cortex[::16]) > 0.5)
     # exact distances for the points that can be closest (nearest vertex within the bound)
     bound, _ = cKDTree(inner.vertices).query(cortex)
-    reach = np.max(np.linalg.norm(inner.vertices[inner.faces] - inner.vertices[inner.faces].mean(1)[:, None],
-                                  axis=2))
+    reach = np.max(
+        np.linalg.norm(
+            inner.vertices[inner.faces] - inner.vertices[inner.faces].mean(1)[:, None], axis=2
+        )
+    )
     margin = exact_distance(inner, cortex[bound < bound.min() + 2 * reach])
-    assert margin.min() > 3e-3           # measured 3.7 mm (642), 4.2 mm (2562)
+    assert margin.min() > 3e-3  # measured 3.7 mm (642), 4.2 mm (2562)
 
 
 @pytest.mark.crosscheck
@@ -104,7 +117,7 @@ def test_remeshed_surfaces_match_mne_fsaverage(heads):
     dist = exact_distance(inner, orig.vertices)
     assert dist.max() < 4e-3 and dist.mean() < 0.3e-3
     head = mne.read_bem_surfaces(d / "fsaverage-head.fif", verbose=False)[0]
-    keep = head["rr"][:, 2] > -0.095                     # above the neck cut and its rounding
+    keep = head["rr"][:, 2] > -0.095  # above the neck cut and its rounding
     dist = exact_distance(heads[2562][2], head["rr"][keep])
     assert dist.max() < 4e-3 and dist.mean() < 0.4e-3
     np.testing.assert_allclose(head_to_mri(), mne.read_trans(d / "fsaverage-trans.fif")["trans"])
@@ -131,11 +144,14 @@ def test_electrodes_lie_on_the_scalp(heads, montage):
     assert exact_distance(scalp, pos).max() < 1e-9
     u = pos - template_center()
     u /= np.linalg.norm(u, axis=1, keepdims=True)
-    assert np.all(winding_number(scalp, pos + 1e-4 * u) < 0.5)     # just outside
-    assert np.all(winding_number(scalp, pos - 1e-4 * u) > 0.5)     # just inside
+    assert np.all(winding_number(scalp, pos + 1e-4 * u) < 0.5)  # just outside
+    assert np.all(winding_number(scalp, pos - 1e-4 * u) > 0.5)  # just inside
     # the montage's own positions, mapped to the MRI frame, are near the scalp
-    native = np.loadtxt(resources.files("biosim") / "data" / "montages" / f"{montage}.tsv",
-                        skiprows=1, usecols=(1, 2, 3))
+    native = np.loadtxt(
+        resources.files("biosim") / "data" / "montages" / f"{montage}.tsv",
+        skiprows=1,
+        usecols=(1, 2, 3),
+    )
     t = montage_to_mri(montage)
     moved = np.linalg.norm(native @ t[:3, :3].T + t[:3, 3] - pos, axis=1)
     assert np.median(moved) < 8e-3 and moved.max() < 25e-3
@@ -144,7 +160,7 @@ def test_electrodes_lie_on_the_scalp(heads, montage):
 def test_electrode_selection_frames_and_resolution():
     names, pos = template_electrodes("standard_1020", channels=["Cz", "Oz", "Fpz"])
     assert names == ["Cz", "Oz", "Fpz"]
-    assert pos[0, 2] > 0.09 and pos[1, 1] < -0.09 and pos[2, 1] > 0.08      # vertex, back, front
+    assert pos[0, 2] > 0.09 and pos[1, 1] < -0.09 and pos[2, 1] > 0.08  # vertex, back, front
 
     class Sensors:
         names = ("A", "B")

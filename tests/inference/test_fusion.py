@@ -10,11 +10,11 @@ from biosim.inference.fusion import cca, joint_ica
 def test_cca_recovers_the_shared_component():
     rng = np.random.default_rng(0)
     n = 400
-    shared = rng.normal(size=n)                         # e.g. trial-wise neural gain
+    shared = rng.normal(size=n)  # e.g. trial-wise neural gain
     x = np.c_[shared + 0.5 * rng.normal(size=n), rng.normal(size=(n, 4))] @ rng.normal(size=(5, 5))
     y = np.c_[shared + 0.5 * rng.normal(size=n), rng.normal(size=(n, 7))] @ rng.normal(size=(8, 8))
     rho, a, b = cca(x, y, 2)
-    expected = 1 / (1 + 0.25)                           # corr of two noisy copies (var 1 + 0.25)
+    expected = 1 / (1 + 0.25)  # corr of two noisy copies (var 1 + 0.25)
     assert rho[0] == pytest.approx(expected, abs=0.05) and rho[1] < 0.3
     assert abs(np.corrcoef(x @ a[:, 0], shared)[0, 1]) > 0.85
     with pytest.raises(ParameterError, match="y"):

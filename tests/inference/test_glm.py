@@ -9,19 +9,21 @@ from biosim.inference.glm import fit_glm
 
 TR, N = 2.0, 200
 EVENTS = [dict(onset=o, duration=15.0, trial_type="task") for o in range(20, 380, 60)] + [
-    dict(onset=o + 30, duration=0.0, trial_type="flash") for o in range(20, 380, 60)]
+    dict(onset=o + 30, duration=0.0, trial_type="flash") for o in range(20, 380, 60)
+]
 
 
 def _ar1_noise(rng, n, v, rho):
     e = rng.normal(size=(n, v))
     for t in range(1, n):
-        e[t] = rho * e[t - 1] + np.sqrt(1 - rho ** 2) * e[t]
+        e[t] = rho * e[t - 1] + np.sqrt(1 - rho**2) * e[t]
     return e
 
 
 def test_design_matrix_columns():
-    x, names = design_matrix(N, TR, EVENTS, hrf_model="spm + derivative",
-                             confounds=np.zeros((N, 6)))
+    x, names = design_matrix(
+        N, TR, EVENTS, hrf_model="spm + derivative", confounds=np.zeros((N, 6))
+    )
     assert names[:4] == ["flash", "flash_derivative", "task", "task_derivative"]
     assert names[-1] == "constant" and x.shape == (N, len(names))
     d = cosine_drifts(N, TR, 128.0)
@@ -54,17 +56,18 @@ def test_recovers_betas_and_detects_activation():
 
 def test_false_positive_rate_on_null_ar1_data():
     rng = np.random.default_rng(1)
-    x, names = design_matrix(360, TR, [dict(onset=o, duration=15.0, trial_type="task")
-                                       for o in range(20, 700, 60)])
+    x, names = design_matrix(
+        360, TR, [dict(onset=o, duration=15.0, trial_type="task") for o in range(20, 700, 60)]
+    )
     y = _ar1_noise(rng, 360, 4000, 0.3)
     c = np.zeros(x.shape[1])
     c[names.index("task")] = 1
     rates = {m: np.mean(fit_glm(y, x, m).t_contrast(c)[1] > 3.09) for m in ("ols", "ar1")}
     corrected = fit_glm(y, x, "ar1", bias_correction=True)
     rates["ar1_corrected"] = np.mean(corrected.t_contrast(c)[1] > 3.09)
-    assert rates["ar1"] < 2.5 * 0.001 + 0.001          # near nominal (binomial sd ~ 0.0005)
-    assert rates["ols"] > rates["ar1"]                 # OLS is liberal under AR(1) noise
-    assert rates["ar1_corrected"] <= rates["ar1"]      # the bias-corrected rho is less liberal
+    assert rates["ar1"] < 2.5 * 0.001 + 0.001  # near nominal (binomial sd ~ 0.0005)
+    assert rates["ols"] > rates["ar1"]  # OLS is liberal under AR(1) noise
+    assert rates["ar1_corrected"] <= rates["ar1"]  # the bias-corrected rho is less liberal
     assert abs(np.mean(corrected.rho) - 0.3) < abs(np.mean(fit_glm(y, x, "ar1").rho) - 0.3)
 
 
@@ -88,7 +91,9 @@ def test_equals_nilearn_run_glm():
         con = compute_contrast(labels, results, c, stat_type="t")
         t_ours, _ = ours.t_contrast(c)
         tol = 1e-6 if model == "ols" else 1e-2
-        np.testing.assert_allclose(ours.beta, theirs_beta, rtol=tol, atol=tol * np.abs(theirs_beta).max())
+        np.testing.assert_allclose(
+            ours.beta, theirs_beta, rtol=tol, atol=tol * np.abs(theirs_beta).max()
+        )
         np.testing.assert_allclose(t_ours, con.stat(), rtol=tol)
 
 

@@ -22,7 +22,7 @@ def setup():
     g = np.asarray(meg_gain(helmet, pos))
     tang = np.cross(pos, [0.0, 0.0, 1.0])
     tang /= np.linalg.norm(tang, axis=1, keepdims=True)
-    gf = np.einsum("csk,sk->cs", g, tang)                   # tangential fixed orientation
+    gf = np.einsum("csk,sk->cs", g, tang)  # tangential fixed orientation
     noise = np.diag(rng.uniform(0.5, 2.0, helmet.n_channels) * (20e-15) ** 2)
     return helmet, pos, g, gf, tang, noise
 
@@ -43,12 +43,12 @@ def test_localisation_over_source_grid(setup, method):
     inv = make_inverse_operator(gf, noise, depth=0.8, snr=3.0)
     errs, disp = [], []
     for k in range(0, 150, 10):
-        y = gf[:, k:k + 1] * 1e-8                          # 10 nA m, noiseless
+        y = gf[:, k : k + 1] * 1e-8  # 10 nA m, noiseless
         est = apply_inverse(inv, y, method)[:, 0]
         errs.append(localization_error(est, pos, k))
         disp.append(spatial_dispersion(est, pos, k))
     if method == "eLORETA":
-        assert max(errs) < 1e-12                            # exact localisation (Pascual-Marqui)
+        assert max(errs) < 1e-12  # exact localisation (Pascual-Marqui)
     if method in ("dSPM", "sLORETA"):
         assert np.median(errs) < 0.015
     assert np.all(np.isfinite(disp))
@@ -63,19 +63,24 @@ def test_equals_mne_python(setup, method):
 
     info = point_magnetometer_info(helmet)
     names = info["ch_names"]
-    src = mne.setup_volume_source_space(pos=dict(rr=pos, nn=tang), sphere=(0, 0, 0, 0.09),
-                                        mindist=0.0, exclude=0.0, verbose=False)
-    fwd = mne.make_forward_solution(info, None, src, mne.make_sphere_model((0, 0, 0), None),
-                                    eeg=False, verbose=False)
-    gain = fwd["sol"]["data"].reshape(len(names), -1, 3)     # same gain for both packages
+    src = mne.setup_volume_source_space(
+        pos=dict(rr=pos, nn=tang), sphere=(0, 0, 0, 0.09), mindist=0.0, exclude=0.0, verbose=False
+    )
+    fwd = mne.make_forward_solution(
+        info, None, src, mne.make_sphere_model((0, 0, 0), None), eeg=False, verbose=False
+    )
+    gain = fwd["sol"]["data"].reshape(len(names), -1, 3)  # same gain for both packages
     cov = mne.Covariance(noise, names, [], [], nfree=1000)
-    inv_mne = mne.minimum_norm.make_inverse_operator(info, fwd, cov, loose=1.0, depth=None,
-                                                     verbose=False)
+    inv_mne = mne.minimum_norm.make_inverse_operator(
+        info, fwd, cov, loose=1.0, depth=None, verbose=False
+    )
     y = gain[:, [3, 40, 77], 0].copy() * 1e-8 + 1e-13 * np.random.default_rng(2).normal(
-        size=(len(names), 3))
+        size=(len(names), 3)
+    )
     evoked = mne.EvokedArray(y, info, nave=1, verbose=False)
-    stc = mne.minimum_norm.apply_inverse(evoked, inv_mne, lambda2=1 / 9, method=method,
-                                         pick_ori="vector", verbose=False)
+    stc = mne.minimum_norm.apply_inverse(
+        evoked, inv_mne, lambda2=1 / 9, method=method, pick_ori="vector", verbose=False
+    )
     ours = apply_inverse(make_inverse_operator(gain, noise, depth=None, snr=3.0), y, method)
     np.testing.assert_allclose(ours, stc.data, rtol=1e-6, atol=1e-6 * np.abs(stc.data).max())
 

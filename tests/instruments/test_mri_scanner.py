@@ -5,24 +5,32 @@ import json
 import numpy as np
 import pytest
 
-from biosim.io.bids import write_json
-from biosim.io.nifti import write_nifti
 from biosim import ParameterError
 from biosim.instruments.mri import GradientEchoEPI, MRIScanner, SpinEchoEPI, TissueMaps
+from biosim.io.bids import write_json
+from biosim.io.nifti import write_nifti
 
 SEQ = dict(matrix=(8, 8), fov=(0.032, 0.032), n_slices=2, echo_spacing=5e-4, tr=1.0)
 
 
 def _tissue(shape=(8, 8, 2)):
     ones = np.ones(shape)
-    return TissueMaps(m0=ones, t1=1.4 * ones, t2=0.08 * ones, t2star=0.045 * ones,
-                      off_resonance=0 * ones)
+    return TissueMaps(
+        m0=ones, t1=1.4 * ones, t2=0.08 * ones, t2star=0.045 * ones, off_resonance=0 * ones
+    )
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(te=1.5), "te"), (dict(flip_angle=200.0), "flip_angle"), (dict(matrix=(7, 8)), "matrix"),
-    (dict(te=0.001), "te"), (dict(n_slices=200), "tr"), (dict(slice_order="spiral"), "slice_order"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(te=1.5), "te"),
+        (dict(flip_angle=200.0), "flip_angle"),
+        (dict(matrix=(7, 8)), "matrix"),
+        (dict(te=0.001), "te"),
+        (dict(n_slices=200), "tr"),
+        (dict(slice_order="spiral"), "slice_order"),
+    ],
+)
 def test_bad_sequence_parameters(kwargs, name):
     with pytest.raises(ParameterError, match=name):
         GradientEchoEPI(**{**SEQ, **kwargs})
@@ -31,11 +39,13 @@ def test_bad_sequence_parameters(kwargs, name):
 def test_bold_contrast_gre_vs_se_and_te():
     tissue = _tissue()
     bold = np.zeros((2, 8, 8, 2))
-    bold[1] = 0.02                     # 2 % at the reference TE (40 ms)
+    bold[1] = 0.02  # 2 % at the reference TE (40 ms)
     changes = {}
-    for name, seq in [("gre30", GradientEchoEPI(**SEQ, te=0.03)),
-                      ("gre40", GradientEchoEPI(**SEQ, te=0.04)),
-                      ("se", SpinEchoEPI(**SEQ, te=0.04))]:
+    for name, seq in [
+        ("gre30", GradientEchoEPI(**SEQ, te=0.03)),
+        ("gre40", GradientEchoEPI(**SEQ, te=0.04)),
+        ("se", SpinEchoEPI(**SEQ, te=0.04)),
+    ]:
         acq = MRIScanner(sequence=seq).acquire(tissue, bold)
         centre = acq.magnitude[4, 4, 0]
         changes[name] = centre[1] / centre[0] - 1
@@ -51,8 +61,12 @@ def test_noise_drift_and_nifti(tmp_path):
     assert acq.magnitude.shape == (8, 8, 2, 5)
     mean = acq.magnitude[2:6, 2:6, 0].mean(axis=(0, 1))
     assert mean[-1] / mean[0] == pytest.approx(1.04, rel=0.01)
-    path = write_nifti(tmp_path / "sub-01_task-x_bold.nii.gz", acq.magnitude, acq.affine,
-                       tr=acq.sidecar["RepetitionTime"])
+    path = write_nifti(
+        tmp_path / "sub-01_task-x_bold.nii.gz",
+        acq.magnitude,
+        acq.affine,
+        tr=acq.sidecar["RepetitionTime"],
+    )
     write_json(tmp_path / "sub-01_task-x_bold.json", acq.sidecar)
     img = nib.load(path)
     assert img.shape == (8, 8, 2, 5) and img.header.get_zooms()[3] == pytest.approx(1.0)

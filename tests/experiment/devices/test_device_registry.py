@@ -9,8 +9,8 @@ import pytest
 
 from biosim import SpecError, experiment
 from biosim.experiment.devices import Recording, device_types, register_device
-from biosim.io.bids import write_json
 from biosim.experiment.keys import require
+from biosim.io.bids import write_json
 
 
 def test_builtin_devices_are_registered():
@@ -36,20 +36,29 @@ def test_a_new_device_plugs_in(tmp_path):
     def write(rec, ctx, dataset):
         write_json(dataset.path("beh", "beh.json"), {"peak": rec.peak})
 
-    register_device("toy_meter", validate=validate, simulate=simulate, write=write,
-                    description="test device", replace=True)
+    register_device(
+        "toy_meter",
+        validate=validate,
+        simulate=simulate,
+        write=write,
+        description="test device",
+        replace=True,
+    )
     spec = experiment.load_experiment("fmri")
     spec["devices"] = {"meter": {"type": "toy_meter", "gain": 2.0}}
     out = experiment.run_experiment(spec, tmp_path / "ds", progress=False)
     doc = json.loads((out / "sub-01" / "beh" / "sub-01_task-fmri_beh.json").read_text())
-    assert doc["peak"] == pytest.approx(0.3)                     # 2 x the 0.15 1/s drive
-    assert float(np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["meter_peak"]) == pytest.approx(0.3)
+    assert doc["peak"] == pytest.approx(0.3)  # 2 x the 0.15 1/s drive
+    assert float(
+        np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["meter_peak"]
+    ) == pytest.approx(0.3)
     spec["devices"]["meter"]["gain"] = -1.0
     with pytest.raises(SpecError, match=r"devices.meter.gain = -1.0 is invalid"):
         experiment.validate_spec(spec)
     with pytest.raises(SpecError, match="already registered"):
-        register_device("toy_meter", validate=validate, simulate=simulate, write=write,
-                        description="again")
+        register_device(
+            "toy_meter", validate=validate, simulate=simulate, write=write, description="again"
+        )
 
 
 def test_unknown_and_duplicate_devices_are_refused():

@@ -19,12 +19,15 @@ FS = 20_000.0  # EEG sampling fast enough to resolve the readout lobes
 def _spec(matrix, echo_spacing, te):
     spec = experiment.load_experiment("eeg_fmri")
     spec["experiment"]["duration"] = 4.0
-    spec["protocol"]["blocks"] = [{"onset": 1.0, "duration": 1.0, "condition": "visual"},
-                                  {"onset": 2.0, "duration": 1.0, "condition": "attention"}]
+    spec["protocol"]["blocks"] = [
+        {"onset": 1.0, "duration": 1.0, "condition": "visual"},
+        {"onset": 2.0, "duration": 1.0, "condition": "attention"},
+    ]
     mri = spec["devices"]["mri"]
     mri.update(matrix=matrix, echo_spacing=echo_spacing, te=te)
-    spec["devices"]["eeg"].update(sample_rate=FS, channels=["Fz", "Cz", "Pz", "Oz"], line_noise=0.0,
-                                  noise_density=0.0)
+    spec["devices"]["eeg"].update(
+        sample_rate=FS, channels=["Fz", "Cz", "Pz", "Oz"], line_noise=0.0, noise_density=0.0
+    )
     return experiment.validate_spec(spec)
 
 
@@ -61,13 +64,16 @@ def test_gradient_artifact_follows_the_epi_sequence():
         period = int(round(seq.tr / seq.n_slices * FS))
         channel = grad[np.argmax(np.abs(grad).max(axis=1))]
         # slice-locked: one slice period later the artifact repeats
-        np.testing.assert_allclose(channel[period:3 * period], channel[2 * period:4 * period],
-                                   atol=1e-9 * np.abs(channel).max())
+        np.testing.assert_allclose(
+            channel[period : 3 * period],
+            channel[2 * period : 4 * period],
+            atol=1e-9 * np.abs(channel).max(),
+        )
         # the echo train ends at TE plus the lines read after the centre of k-space
         one = np.abs(channel[:period])
         last = np.flatnonzero(one > 1e-3 * one.max()).max() / FS
         assert last == pytest.approx(te + (matrix[1] - matrix[1] // 2) * echo_spacing, abs=2 / FS)
-        channels.append(channel[:8 * period])
+        channels.append(channel[: 8 * period])
     # spectrum: each artifact's power sits on its own sequence's readout harmonics
     for k, (matrix, echo_spacing, _) in enumerate(SEQUENCES):
         own = _harmonic_power_fraction(channels[k], echo_spacing, matrix[1])

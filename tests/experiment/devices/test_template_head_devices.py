@@ -13,17 +13,22 @@ def _short(name, head, duration=16.0):
     spec = experiment.load_experiment(name)
     spec["subject"]["head"] = head
     spec["experiment"]["duration"] = duration
-    spec["protocol"]["blocks"] = [b for b in spec["protocol"]["blocks"]
-                                  if b["onset"] + b["duration"] <= duration]
+    spec["protocol"]["blocks"] = [
+        b for b in spec["protocol"]["blocks"] if b["onset"] + b["duration"] <= duration
+    ]
     return experiment.validate_spec(spec)
 
 
 @pytest.fixture(scope="module")
 def eeg_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tmpl")
-    outs = {h: experiment.run_experiment(_short("eeg", h), root / h, progress=False)
-            for h in ("template", "sphere")}
-    return {h: np.load(o / "derivatives" / "biosim-truth" / "truth.npz") for h, o in outs.items()}, outs
+    outs = {
+        h: experiment.run_experiment(_short("eeg", h), root / h, progress=False)
+        for h in ("template", "sphere")
+    }
+    return {
+        h: np.load(o / "derivatives" / "biosim-truth" / "truth.npz") for h, o in outs.items()
+    }, outs
 
 
 def test_template_eeg_electrodes_sit_on_the_scalp(eeg_runs):
@@ -31,7 +36,7 @@ def test_template_eeg_electrodes_sit_on_the_scalp(eeg_runs):
     rows = (outs["template"] / "sub-01" / "eeg" / "sub-01_electrodes.tsv").read_text().splitlines()
     pos = np.array([[float(v) for v in r.split("\t")[1:]] for r in rows[1:]])
     scalp = template_head(642)[-1]
-    assert np.max(distance_to_surface(scalp, pos)) < 1e-4    # 0.1 mm (5-digit tsv rounding)
+    assert np.max(distance_to_surface(scalp, pos)) < 1e-4  # 0.1 mm (5-digit tsv rounding)
     # the truth (and the report, which reads the recording) hold the electrodes as placed
     np.testing.assert_allclose(truth["template"]["eeg_sensor_positions"], pos, atol=5e-6)
 
@@ -66,7 +71,9 @@ def test_template_head_needs_three_conductivities():
 
 def test_bem_elements_key():
     spec = experiment.load_experiment("eeg")
-    assert experiment.validate_spec(spec)["subject"]["bem_elements"] == "matched"   # no cost, no inscribed bias
+    assert (
+        experiment.validate_spec(spec)["subject"]["bem_elements"] == "matched"
+    )  # no cost, no inscribed bias
     spec["subject"]["bem_elements"] = "quadratic"
     with pytest.raises(SpecError, match="subject.bem_elements"):
         experiment.validate_spec(spec)

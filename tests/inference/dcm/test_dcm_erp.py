@@ -7,26 +7,41 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.inference.dcm import (ERPStructure, fit_erp, predict_eeg, region_lead_field,
-                                  simulate_erp, source_signals)
+from biosim.inference.dcm import (
+    ERPStructure,
+    fit_erp,
+    predict_eeg,
+    region_lead_field,
+    simulate_erp,
+    source_signals,
+)
 from biosim.inference.dcm.erp import _model_for
 from biosim.inference.dcm.variational_laplace import _compiled
 
 
 def _structure():
-    f = np.array([[0, 0], [1, 0]], bool)              # source 0 -> 1 forward
+    f = np.array([[0, 0], [1, 0]], bool)  # source 0 -> 1 forward
     b = np.zeros((1, 2, 2), bool)
-    b[0, 1, 0] = b[0, 0, 1] = True                    # trial 2 modulates both connections
+    b[0, 1, 0] = b[0, 0, 1] = True  # trial 2 modulates both connections
     c = np.array([[True], [False]])
-    return ERPStructure(f, f.T, np.zeros((2, 2), bool), b, c, design=[[0.0], [1.0]],
-                        dt=0.004, n_samples=40, n_sub=2, onset=0.04)
+    return ERPStructure(
+        f,
+        f.T,
+        np.zeros((2, 2), bool),
+        b,
+        c,
+        design=[[0.0], [1.0]],
+        dt=0.004,
+        n_samples=40,
+        n_sub=2,
+        onset=0.04,
+    )
 
 
 def _truth(s):
     b = np.zeros((1, 2, 2))
     b[0, 1, 0], b[0, 0, 1] = 0.6, -0.4
-    return s.pack(A_forward=[[0, 0], [0.3, 0]], A_backward=[[0, -0.2], [0, 0]], B=b,
-                  L=[3.0, 8.0])
+    return s.pack(A_forward=[[0, 0], [0.3, 0]], A_backward=[[0, -0.2], [0, 0]], B=b, L=[3.0, 8.0])
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +58,8 @@ def test_recovery_of_trial_modulation(fitted):
     s, lf, truth, y, res = fitted
     assert res.vl.converged
     bl, sd = res.blocks(), res.posterior_sd()
-    assert bl["B"][0, 1, 0] == pytest.approx(0.6, abs=0.1)       # forward modulation
-    assert sd["B"][0, 1, 0] < 0.5 * np.sqrt(1 / 8)                # data are informative
+    assert bl["B"][0, 1, 0] == pytest.approx(0.6, abs=0.1)  # forward modulation
+    assert sd["B"][0, 1, 0] < 0.5 * np.sqrt(1 / 8)  # data are informative
     # the extrinsic log scales and the backward modulation stay consistent with the truth
     # (the absolute scales trade off with the dipole gains, and the weak second source
     # barely feeds back; see the notes): within 3 posterior SD
@@ -102,7 +117,8 @@ def test_gradient_of_log_likelihood_reverse_mode():
     for _ in range(3):
         v = jnp.asarray(rng.normal(size=theta0.size))
         assert float(grad @ np.asarray(v)) == pytest.approx(
-            _central_difference(loglik, theta0, v), rel=1e-5, abs=1e-6)
+            _central_difference(loglik, theta0, v), rel=1e-5, abs=1e-6
+        )
 
 
 def test_source_signal_shape_and_bad_input():
@@ -115,7 +131,12 @@ def test_source_signal_shape_and_bad_input():
     with pytest.raises(ParameterError, match="y"):
         fit_erp(s, np.zeros((2, 39, 5)), lf)
     with pytest.raises(ParameterError, match="b"):
-        ERPStructure(np.zeros((2, 2), bool), np.zeros((2, 2), bool), np.zeros((2, 2), bool),
-                     np.ones((1, 2, 2), bool), np.ones((2, 1), bool))
+        ERPStructure(
+            np.zeros((2, 2), bool),
+            np.zeros((2, 2), bool),
+            np.zeros((2, 2), bool),
+            np.ones((1, 2, 2), bool),
+            np.ones((2, 1), bool),
+        )
     with pytest.raises(ParameterError, match="n_sub"):
         ERPStructure(s.forward, s.backward, s.lateral, s.b, s.c, dt=0.004, n_sub=1)

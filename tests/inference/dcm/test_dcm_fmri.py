@@ -6,8 +6,13 @@ import pytest
 from jax.test_util import check_grads
 
 from biosim import ParameterError
-from biosim.inference.dcm import (DCMStructure, fit_dcm, model_probabilities, predict_bold,
-                                  simulate_dcm)
+from biosim.inference.dcm import (
+    DCMStructure,
+    fit_dcm,
+    model_probabilities,
+    predict_bold,
+    simulate_dcm,
+)
 from biosim.physics.neural import NeuralParams
 
 T, NM, TR = 160, 4, 3.22
@@ -16,8 +21,8 @@ T, NM, TR = 160, 4, 3.22
 def _design():
     t = np.arange(T * NM) * TR / NM
     u = np.zeros((T * NM, 2))
-    u[:, 0] = (t % 40) < 20                      # visual motion blocks
-    u[:, 1] = ((t % 80) < 40) * u[:, 0]          # attention during half of them
+    u[:, 0] = (t % 40) < 20  # visual motion blocks
+    u[:, 1] = ((t % 80) < 40) * u[:, 0]  # attention during half of them
     return u
 
 
@@ -26,11 +31,13 @@ def _structures():
     c = np.zeros((3, 2), bool)
     c[0, 0] = True
     b_true = np.zeros((2, 3, 3), bool)
-    b_true[1, 1, 0] = True                        # attention modulates region 1 -> 2
+    b_true[1, 1, 0] = True  # attention modulates region 1 -> 2
     b_alt = np.zeros((2, 3, 3), bool)
-    b_alt[1, 2, 1] = True                         # ... or region 2 -> 3
-    return (DCMStructure(a, b_true, c, tr=TR, n_micro=NM),
-            DCMStructure(a, b_alt, c, tr=TR, n_micro=NM))
+    b_alt[1, 2, 1] = True  # ... or region 2 -> 3
+    return (
+        DCMStructure(a, b_true, c, tr=TR, n_micro=NM),
+        DCMStructure(a, b_alt, c, tr=TR, n_micro=NM),
+    )
 
 
 TRUE_A = np.array([[0.0, -0.1, 0.0], [0.4, 0.0, -0.1], [0.0, 0.3, 0.0]])

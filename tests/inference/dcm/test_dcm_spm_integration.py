@@ -37,7 +37,7 @@ def _structure(**kw):
     a = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], bool)
     b = np.zeros((2, 3, 3), bool)
     b[1, 1, 0] = True
-    b[1, 1, 1] = True                    # a modulated self-connection (log scale)
+    b[1, 1, 1] = True  # a modulated self-connection (log scale)
     c = np.zeros((3, 2), bool)
     c[0, 0] = True
     return DCMStructure(a, b, c, tr=TR, n_micro=NM, **kw)
@@ -49,8 +49,14 @@ def _theta(s, c_scale=1.0, self_mod=-0.3):
     b[1, 1, 0], b[1, 1, 1] = 0.4, self_mod
     c = np.zeros((3, 2))
     c[0, 0] = c_scale
-    return jnp.asarray(s.pack(NeuralParams(a, b, c, np.zeros((3, 3, 3))),
-                              transit=[0.05, -0.05, 0.02], decay=0.03, epsilon=0.1))
+    return jnp.asarray(
+        s.pack(
+            NeuralParams(a, b, c, np.zeros((3, 3, 3))),
+            transit=[0.05, -0.05, 0.02],
+            decay=0.03,
+            epsilon=0.1,
+        )
+    )
 
 
 def test_exponential_step_is_exact():
@@ -83,14 +89,22 @@ def test_bilinear_reduction_matches_spm_analytic_jacobian():
     k_expected = b1 - np.diag(np.diag(b1)) + np.diag(np.diag(ee) * np.diag(b1))
     np.testing.assert_allclose(kk[1, :n, :n], k_expected, rtol=1e-13, atol=1e-15)
     # hemodynamic block of region 0 (s, ln f, ln v, ln q) at rest, SPM12 closed forms
-    sd, tt, h2, a_, e0 = 0.64 * np.exp(float(decay[0])), 2.0 * np.exp(float(transit[0])), 0.32, \
-        0.32, 0.4
-    blk = np.asarray(j0[n:n + 4, n:n + 4])
-    expected = np.array([
-        [-sd, -h2, 0, 0],
-        [1, 0, 0, 0],
-        [0, 1 / tt, -1 / (tt * a_), 0],
-        [0, (e0 + (1 - e0) * np.log(1 - e0)) / (tt * e0), (1 - 1 / a_) / tt, -1 / tt]])
+    sd, tt, h2, a_, e0 = (
+        0.64 * np.exp(float(decay[0])),
+        2.0 * np.exp(float(transit[0])),
+        0.32,
+        0.32,
+        0.4,
+    )
+    blk = np.asarray(j0[n : n + 4, n : n + 4])
+    expected = np.array(
+        [
+            [-sd, -h2, 0, 0],
+            [1, 0, 0, 0],
+            [0, 1 / tt, -1 / (tt * a_), 0],
+            [0, (e0 + (1 - e0) * np.log(1 - e0)) / (tt * e0), (1 - 1 / a_) / tt, -1 / tt],
+        ]
+    )
     np.testing.assert_allclose(blk, expected, rtol=1e-12, atol=1e-14)
 
 
@@ -116,6 +130,7 @@ def test_rk4_on_the_bilinear_system_converges_to_the_spm_integrator():
                 k4 = f(x + h * k3)
                 x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
             return x, x
+
         _, xs = jax.lax.scan(step, jnp.zeros(15), u)
         return xs
 
@@ -161,8 +176,7 @@ def test_gradient_through_spm_integrator():
     def loglik(theta):
         return -0.5 * jnp.sum((100 * (y - predict_bold(theta, u, s))) ** 2)
 
-    check_grads(loglik, (theta0 * 0.9 + 0.01,), order=1, modes=["fwd", "rev"], atol=1e-5,
-                rtol=1e-4)
+    check_grads(loglik, (theta0 * 0.9 + 0.01,), order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-4)
 
 
 def test_spm12_convention():
@@ -227,7 +241,7 @@ def test_confounds_match_linear_gaussian_posterior():
     for i in range(k):
         blk = np.zeros((n_t, 3 + 2 * k))
         blk[:, :3] = x * ws[i]
-        blk[:, 3 + 2 * i:5 + 2 * i] = x0
+        blk[:, 3 + 2 * i : 5 + 2 * i] = x0
         rows.append(blk)
         rhs_y.append(y[:, i])
         pw.append(np.full(n_t, prec[i]))
@@ -249,7 +263,7 @@ def test_spm_prepare_data():
     y = np.array([[1.0, 10.0], [3.0, 14.0], [2.0, 12.0]])
     yp, scale = spm_prepare_data(y)
     np.testing.assert_allclose(yp.mean(0), 0, atol=1e-14)
-    assert scale == pytest.approx(4 / 4)                     # range 4: unchanged
+    assert scale == pytest.approx(4 / 4)  # range 4: unchanged
     yp, scale = spm_prepare_data(2 * y)
     assert scale == pytest.approx(0.5) and yp.max() - yp.min() == pytest.approx(4.0)
 
@@ -258,8 +272,11 @@ def test_spm_prepare_data():
 @pytest.mark.crosscheck
 def test_against_spm12_under_octave():
     spm = os.environ.get("SPM12_PATH")
-    if shutil.which("octave") is None or not spm or not os.path.isfile(
-            os.path.join(spm, "spm_dcm_estimate.m")):
+    if (
+        shutil.which("octave") is None
+        or not spm
+        or not os.path.isfile(os.path.join(spm, "spm_dcm_estimate.m"))
+    ):
         pytest.skip("needs octave on PATH and SPM12 at $SPM12_PATH")
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[3] / "benchmarks"))
     import dcm_spm_octave

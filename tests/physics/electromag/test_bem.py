@@ -2,23 +2,38 @@
 against the exact multi-shell sphere (EEG) and Sarvas (MEG), gradients, and
 errors for broken head models."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import biosim  # noqa: F401  (float64)
 from biosim._core.errors import GeometryError, ParameterError
 from biosim.geometry.mesh import TriangleMesh, icosphere, nested_spheres
 from biosim.physics.electromag.bem import BEMForward, BEMOperators, meg_surface_functionals
+from biosim.physics.electromag.bem_integrals import (
+    double_layer_p0,
+    double_layer_p1,
+    single_layer_p0,
+    single_layer_p1,
+    solid_angle,
+    triangle_rule,
+)
+from biosim.physics.electromag.bem_operators import (
+    corner_matrix,
+    curl_matrices,
+    double_layer_matrix,
+    double_layer_matrix_p1,
+    single_layer_matrix,
+    single_layer_matrix_p1,
+)
 from biosim.physics.electromag.bem_solve import _factor, solve_concrete
-from biosim.physics.electromag.bem_system import apply, blocks, conductivity_derivative, deflation_constant
-from biosim.physics.electromag.bem_integrals import (double_layer_p0, double_layer_p1,
-                                                     single_layer_p0, single_layer_p1, solid_angle,
-                                                     triangle_rule)
-from biosim.physics.electromag.bem_operators import (corner_matrix, curl_matrices, double_layer_matrix,
-                                                     double_layer_matrix_p1, single_layer_matrix,
-                                                     single_layer_matrix_p1)
+from biosim.physics.electromag.bem_system import (
+    apply,
+    blocks,
+    conductivity_derivative,
+    deflation_constant,
+)
 from biosim.physics.electromag.sensors import EEGSensors, opm_array, squid_helmet_306
 from biosim.physics.electromag.sphere_eeg import SphereHead, eeg_gain
 from biosim.physics.electromag.sphere_meg import meg_gain
@@ -29,8 +44,10 @@ SIGMA = (0.3, 0.006, 0.3)
 
 def rdm_mag(u, v):
     u, v = np.ravel(u), np.ravel(v)
-    return (np.linalg.norm(u / np.linalg.norm(u) - v / np.linalg.norm(v)),
-            np.linalg.norm(u) / np.linalg.norm(v))
+    return (
+        np.linalg.norm(u / np.linalg.norm(u) - v / np.linalg.norm(v)),
+        np.linalg.norm(u) / np.linalg.norm(v),
+    )
 
 
 def _electrodes(n=64, seed=0):
@@ -58,20 +75,25 @@ def _brute(x, tri=TRI, level=6):
     area, n = np.linalg.norm(nvec) / 2, nvec / np.linalg.norm(nvec)
     r = np.linalg.norm(x - y, axis=1)
     sl = area * np.sum(w / r) / (4 * np.pi)
-    dl = area * np.sum(bary * (w * ((x - y) @ n) / (4 * np.pi * r ** 3))[:, None], axis=0)
+    dl = area * np.sum(bary * (w * ((x - y) @ n) / (4 * np.pi * r**3))[:, None], axis=0)
     sl1 = area * np.sum(bary * (w / r)[:, None], axis=0) / (4 * np.pi)
     return sl, dl, sl1
 
 
-@pytest.mark.parametrize("x", [(0.4, 0.3, 0.5), (2.0, 1.0, -0.3), (1.5, 1.5, 0.0), (0.2, -0.4, -0.2)])
+@pytest.mark.parametrize(
+    "x", [(0.4, 0.3, 0.5), (2.0, 1.0, -0.3), (1.5, 1.5, 0.0), (0.2, -0.4, -0.2)]
+)
 def test_analytic_triangle_potentials_match_fine_quadrature(x):
     x = np.array(x)
     sl, dl, sl1 = _brute(x)
     assert float(single_layer_p0(jnp.asarray(x), TRI)) == pytest.approx(sl, rel=1e-9)
     np.testing.assert_allclose(np.asarray(single_layer_p1(jnp.asarray(x), TRI)), sl1, rtol=1e-9)
-    np.testing.assert_allclose(np.asarray(double_layer_p1(jnp.asarray(x), TRI)), dl, rtol=1e-8,
-                               atol=1e-14)
-    assert float(double_layer_p0(jnp.asarray(x), TRI)) == pytest.approx(dl.sum(), rel=1e-8, abs=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(double_layer_p1(jnp.asarray(x), TRI)), dl, rtol=1e-8, atol=1e-14
+    )
+    assert float(double_layer_p0(jnp.asarray(x), TRI)) == pytest.approx(
+        dl.sum(), rel=1e-8, abs=1e-14
+    )
 
 
 def test_solid_angles_of_a_closed_surface():
@@ -88,7 +110,7 @@ def test_operator_identities_on_closed_surfaces():
     area_in = inner.areas
     d_self = double_layer_matrix(inner, inner, same=True)
     np.testing.assert_allclose(d_self.sum(axis=1), -0.5 * area_in, rtol=2e-3)
-    d_out = double_layer_matrix(inner, outer)          # test on inner, trial on outer
+    d_out = double_layer_matrix(inner, outer)  # test on inner, trial on outer
     # far pairs use a 3 x 3 point Gauss rule: ~1e-4 relative quadrature error
     np.testing.assert_allclose(d_out.sum(axis=1), -area_in, rtol=3e-4)
     d_in = double_layer_matrix(outer, inner)
@@ -108,18 +130,22 @@ def test_p1_flux_operators_reduce_to_p0_ones():
     np.testing.assert_allclose(s0, single_layer_matrix(inner, inner, same=True), rtol=1e-12, atol=0)
     assert np.allclose(s1, s1.T) and np.linalg.eigvalsh(s1).min() > 0
     assert s1.sum() == pytest.approx(s0.sum(), rel=1e-12)
-    corner = corner_matrix(inner)                              # (nv, 3 nt)
+    corner = corner_matrix(inner)  # (nv, 3 nt)
     vertex_areas = corner @ np.repeat(inner.areas / 3, 3)
     s1_cross = single_layer_matrix_p1(inner, outer)
-    np.testing.assert_allclose(s1_cross.sum(axis=0) @ np.ones(len(outer.vertices)),
-                               single_layer_matrix(inner, outer).sum(), rtol=1e-12)
+    np.testing.assert_allclose(
+        s1_cross.sum(axis=0) @ np.ones(len(outer.vertices)),
+        single_layer_matrix(inner, outer).sum(),
+        rtol=1e-12,
+    )
     d1_self = double_layer_matrix_p1(inner, inner, same=True)
     np.testing.assert_allclose(d1_self.sum(axis=1), -0.5 * vertex_areas, rtol=3e-3)
     d1_out = double_layer_matrix_p1(inner, outer)
     np.testing.assert_allclose(d1_out.sum(axis=1), -vertex_areas, rtol=3e-4)
     # summing over the test vertices gives the P0-test double layer
-    np.testing.assert_allclose(d1_out.sum(axis=0), double_layer_matrix(inner, outer).sum(axis=0),
-                               rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        d1_out.sum(axis=0), double_layer_matrix(inner, outer).sum(axis=0), rtol=1e-10, atol=1e-14
+    )
 
 
 # ---------------------------------------------------------------- sphere accuracy
@@ -153,7 +179,9 @@ def test_mixed_precision_solve_equals_double(sphere162):
     assert c == pytest.approx(np.mean(np.abs(np.diag(avv))) / len(avv), rel=1e-12)
     a = np.block([[avv - c, avp], [avp.T, app]])
     rhs = np.random.default_rng(1).normal(size=(ops.n_unknowns, 5))
-    np.testing.assert_allclose(apply(ops, sig, rhs, c), a @ rhs, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+    np.testing.assert_allclose(
+        apply(ops, sig, rhs, c), a @ rhs, rtol=1e-12, atol=1e-12 * np.abs(a).max()
+    )
     x_d = solve_concrete(ops, sig, rhs, precision="double")
     np.testing.assert_allclose(a @ x_d, rhs, atol=1e-9 * np.abs(rhs).max())
     x_m = solve_concrete(ops, sig, rhs)
@@ -173,12 +201,15 @@ def test_factorisation_works_in_place(sphere162, dtype):
     avv, avp, app = blocks(ops, np.asarray(SIGMA), dtype=dtype)
     a = np.block([[avv, avp], [avp.T, app]]).astype(np.float64)
     c = deflation_constant(ops, SIGMA)
-    a[:len(avv), :len(avv)] -= c
+    a[: len(avv), : len(avv)] -= c
     avv -= dtype(c)
     memory = [avv, avp, app]
     solve = _factor(avv, avp, app)
-    factors = [cell.cell_contents for cell in solve.__closure__
-               if isinstance(cell.cell_contents, np.ndarray) and cell.cell_contents.ndim == 2]
+    factors = [
+        cell.cell_contents
+        for cell in solve.__closure__
+        if isinstance(cell.cell_contents, np.ndarray) and cell.cell_contents.ndim == 2
+    ]
     assert len(factors) == 3
     assert all(any(np.shares_memory(f, m) for m in memory) for f in factors)
     rhs = np.random.default_rng(2).normal(size=(ops.n_unknowns, 3))
@@ -213,7 +244,10 @@ def test_meg_matches_sarvas(sphere162, ecc):
     tang /= np.linalg.norm(tang)
     # measured on 3 x 162 vertices: SQUID RDM 0.0042/0.0037/0.0080, OPM (6 mm above
     # the scalp) 0.0092/0.0017/0.0011; |1 - MAG| < 0.001
-    tols = {"squid": {0.1: 0.006, 0.5: 0.006, 0.8: 0.012}, "opm": {0.1: 0.012, 0.5: 0.004, 0.8: 0.004}}
+    tols = {
+        "squid": {0.1: 0.006, 0.5: 0.006, 0.8: 0.012},
+        "opm": {0.1: 0.012, 0.5: 0.004, 0.8: 0.004},
+    }
     for f, sens, kind in ((fwd, meg, "squid"), (fwd_opm, opms, "opm")):
         g = np.asarray(f.meg_gain(pos))[:, 0] @ tang
         ref = np.asarray(meg_gain(sens, pos))[:, 0] @ tang
@@ -228,8 +262,12 @@ def test_meg_matches_sarvas(sphere162, ecc):
 
 def test_unstructured_fibonacci_spheres_match_analytic():
     """Unstructured (Fibonacci-lattice) layers of 400 vertices, not icospheres."""
-    fwd = BEMForward.create(nested_spheres(RADII, n_vertices=400), SIGMA, eeg=_electrodes(),
-                            meg=squid_helmet_306(accuracy="point").select(("mag", "grad")))
+    fwd = BEMForward.create(
+        nested_spheres(RADII, n_vertices=400),
+        SIGMA,
+        eeg=_electrodes(),
+        meg=squid_helmet_306(accuracy="point").select(("mag", "grad")),
+    )
     eeg, meg = fwd.eeg, fwd.meg
     # measured: EEG radial RDM 0.0047 / 0.0129, MAG 1.010 / 1.012; MEG RDM 0.0009 / 0.0019
     for ecc, tol_eeg, tol_meg in ((0.5, 0.007, 0.0015), (0.8, 0.018, 0.003)):
@@ -238,19 +276,26 @@ def test_unstructured_fibonacci_spheres_match_analytic():
         tang = np.cross(radial, [0.0, 0.0, 1.0])
         tang /= np.linalg.norm(tang)
         g = np.asarray(fwd.gain(pos))[:, 0]
-        ref_e = eeg.reference_matrix() @ np.asarray(eeg_gain(SphereHead.three_shell(), eeg.positions, pos))[:, 0]
+        ref_e = (
+            eeg.reference_matrix()
+            @ np.asarray(eeg_gain(SphereHead.three_shell(), eeg.positions, pos))[:, 0]
+        )
         ref_m = np.asarray(meg_gain(meg, pos))[:, 0]
-        rdm, mag = rdm_mag(g[:eeg.n_channels] @ radial, ref_e @ radial)
+        rdm, mag = rdm_mag(g[: eeg.n_channels] @ radial, ref_e @ radial)
         assert rdm < tol_eeg and abs(mag - 1) < 0.02
-        rdm, mag = rdm_mag(g[eeg.n_channels:] @ tang, ref_m @ tang)
+        rdm, mag = rdm_mag(g[eeg.n_channels :] @ tang, ref_m @ tang)
         assert rdm < tol_meg and abs(mag - 1) < 0.001
 
 
 @pytest.fixture(scope="module")
 def sphere162_p1():
     ops = BEMOperators.create(nested_spheres(RADII, 2), flux="p1")
-    return ops, BEMForward.from_operators(ops, SIGMA, eeg=_electrodes(),
-                                          meg=squid_helmet_306(accuracy="point").select(("mag", "grad")))
+    return ops, BEMForward.from_operators(
+        ops,
+        SIGMA,
+        eeg=_electrodes(),
+        meg=squid_helmet_306(accuracy="point").select(("mag", "grad")),
+    )
 
 
 @pytest.mark.parametrize("ecc", [0.5, 0.8])
@@ -268,7 +313,10 @@ def test_p1_flux_matches_analytic_and_p0(sphere162, sphere162_p1, ecc):
     tang /= np.linalg.norm(tang)
     g1 = np.asarray(fwd1.gain(pos))[:, 0]
     g0 = np.asarray(fwd0.gain(pos))[:, 0]
-    ref_e = eeg.reference_matrix() @ np.asarray(eeg_gain(SphereHead.three_shell(), eeg.positions, pos))[:, 0]
+    ref_e = (
+        eeg.reference_matrix()
+        @ np.asarray(eeg_gain(SphereHead.three_shell(), eeg.positions, pos))[:, 0]
+    )
     ref_m = np.asarray(meg_gain(meg, pos))[:, 0]
     ne = eeg.n_channels
     # measured at 162 vertices, p1 / p0: radial EEG RDM 0.0091 / 0.0089 (ecc 0.5), 0.0244 / 0.0236
@@ -297,7 +345,7 @@ def _shell_field(x, outer=RADII[-1]):
     current leaves the head); returns u and du/dr."""
     r = np.linalg.norm(x, axis=-1)
     z = x[..., 2]
-    return z * (1 + outer ** 3 / (2 * r ** 3)), z / r * (1 - outer ** 3 / r ** 3)
+    return z * (1 + outer**3 / (2 * r**3)), z / r * (1 - outer**3 / r**3)
 
 
 @pytest.mark.parametrize("flux, geometry", [("p0", "flat"), ("p1", "matched"), ("p0", "curved")])
@@ -310,6 +358,7 @@ def test_representation_readout_reads_exact_traces(flux, geometry):
     P1 interpolant of this smooth field 1.1e-2 / 2.6e-3), and reads a constant potential exactly
     wherever the electrode sits on its face (inside, on an edge, on a vertex)."""
     from biosim.physics.electromag.bem_sensors import eeg_functional
+
     e = _electrodes(24).positions
     errors = []
     for sub in (2, 3) if geometry != "curved" else (2,):
@@ -319,11 +368,14 @@ def test_representation_readout_reads_exact_traces(flux, geometry):
         x = np.zeros(int(p_off[-1]))
         for i in (1, 2):
             v = np.asarray(ops.surfaces[i].vertices)
-            x[v_off[i]:v_off[i + 1]] = _shell_field(v / np.linalg.norm(v, axis=1)[:, None] * RADII[i])[0]
+            x[v_off[i] : v_off[i + 1]] = _shell_field(
+                v / np.linalg.norm(v, axis=1)[:, None] * RADII[i]
+            )[0]
         mesh = ops.surfaces[1]
         nodes = mesh.vertices if flux == "p1" else mesh.vertices[mesh.faces].mean(axis=1)
-        x[p_off[1]:p_off[2]] = SIGMA[2] * _shell_field(
-            nodes / np.linalg.norm(nodes, axis=1)[:, None] * RADII[1])[1]
+        x[p_off[1] : p_off[2]] = (
+            SIGMA[2] * _shell_field(nodes / np.linalg.norm(nodes, axis=1)[:, None] * RADII[1])[1]
+        )
         exact = _shell_field(e)[0]
         errors.append(np.abs((f_v + f_p / SIGMA[2]) @ x - exact).max() / np.abs(exact).max())
         # constants, with electrodes on a vertex and on an edge midpoint of the scalp
@@ -331,7 +383,7 @@ def test_representation_readout_reads_exact_traces(flux, geometry):
         on_mesh = np.array([scalp.vertices[0], scalp.vertices[scalp.faces[5, :2]].mean(axis=0)])
         for pts in (e, on_mesh):
             f_v, f_p = eeg_functional(ops, pts)
-            np.testing.assert_allclose(f_v[:, :v_off[-1]].sum(axis=1), 1.0, rtol=1e-10)
+            np.testing.assert_allclose(f_v[:, : v_off[-1]].sum(axis=1), 1.0, rtol=1e-10)
     assert errors[0] < 0.013
     if len(errors) > 1:
         assert errors[1] < 0.3 * errors[0]
@@ -348,10 +400,14 @@ def test_representation_readout_beats_interpolation_near_the_surface(sphere162):
     d = rng.normal(size=(12, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     pos = 0.8 * RADII[0] * d
-    ref = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(eeg.n_channels, -1)
+    ref = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(
+        eeg.n_channels, -1
+    )
     scores = {}
     for readout in ("interpolation", "representation"):
-        g = np.asarray(BEMForward.from_operators(ops, SIGMA, eeg=eeg, eeg_readout=readout).gain(pos))
+        g = np.asarray(
+            BEMForward.from_operators(ops, SIGMA, eeg=eeg, eeg_readout=readout).gain(pos)
+        )
         g = g.reshape(eeg.n_channels, -1)
         scores[readout] = np.array([rdm_mag(g[:, k], ref[:, k]) for k in range(g.shape[1])])
     rep, itp = scores["representation"], scores["interpolation"]
@@ -367,9 +423,14 @@ def test_eeg_readout_choices():
     eeg = _electrodes(8)
     eeg = EEGSensors(eeg.names, eeg.positions / RADII[-1] * 0.09)
     ops = BEMOperators.create(surfaces)
-    default = np.asarray(BEMForward.from_operators(ops, SIGMA, eeg=eeg).eeg_gain(_dipole(0.5) * 0.7))
-    rep = np.asarray(BEMForward.from_operators(ops, SIGMA, eeg=eeg, eeg_readout="representation")
-                     .eeg_gain(_dipole(0.5) * 0.7))
+    default = np.asarray(
+        BEMForward.from_operators(ops, SIGMA, eeg=eeg).eeg_gain(_dipole(0.5) * 0.7)
+    )
+    rep = np.asarray(
+        BEMForward.from_operators(ops, SIGMA, eeg=eeg, eeg_readout="representation").eeg_gain(
+            _dipole(0.5) * 0.7
+        )
+    )
     np.testing.assert_array_equal(default, rep)
     with pytest.raises(ParameterError, match="eeg_readout"):
         BEMForward.from_operators(ops, SIGMA, eeg=eeg, eeg_readout="nearest")
@@ -405,12 +466,14 @@ def test_gradient_wrt_skull_conductivity(small):
 
     grad = float(jax.grad(loss)(0.006))
     h = 1e-5
-    fd = (float(loss(0.006 + h)) - float(loss(0.006 - h))) / (2 * h)   # concrete (LAPACK) path
+    fd = (float(loss(0.006 + h)) - float(loss(0.006 - h))) / (2 * h)  # concrete (LAPACK) path
     assert grad == pytest.approx(fd, rel=1e-5)
 
 
-@pytest.mark.parametrize("flux, geometry", [("p1", "flat"), ("p0", "curved"),
-                                           pytest.param("p0", "matched", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "flux, geometry",
+    [("p1", "flat"), ("p0", "curved"), pytest.param("p0", "matched", marks=pytest.mark.slow)],
+)
 def test_gradients_p1_flux_and_curved_elements(flux, geometry):
     """Conductivity and position gradients with per-vertex currents, and on
     curved elements and volume-matched surfaces, against finite differences of
@@ -421,7 +484,9 @@ def test_gradients_p1_flux_and_curved_elements(flux, geometry):
     ops = BEMOperators.create(surfaces, flux=flux, geometry=geometry)
     meg = opm_array(8, axes="radial")
     e = np.random.default_rng(3).normal(size=(12, 3))
-    eeg = EEGSensors(tuple(f"E{i}" for i in range(12)), e / np.linalg.norm(e, axis=1, keepdims=True) * 0.09)
+    eeg = EEGSensors(
+        tuple(f"E{i}" for i in range(12)), e / np.linalg.norm(e, axis=1, keepdims=True) * 0.09
+    )
     mf = meg_surface_functionals(ops, meg)
     w = np.random.default_rng(0).normal(size=(20, 2, 3))
     scale = np.concatenate([np.full(12, 1e2), np.full(8, 1e10)])
@@ -437,7 +502,9 @@ def test_gradients_p1_flux_and_curved_elements(flux, geometry):
     fd = (float(loss(0.006 + h, pos)) - float(loss(0.006 - h, pos))) / (2 * h)
     assert float(g_sig) == pytest.approx(fd, rel=1e-5)
     h = 1e-6
-    fd_pos = (float(loss(0.006, pos.at[1, 2].add(h))) - float(loss(0.006, pos.at[1, 2].add(-h)))) / (2 * h)
+    fd_pos = (
+        float(loss(0.006, pos.at[1, 2].add(h))) - float(loss(0.006, pos.at[1, 2].add(-h)))
+    ) / (2 * h)
     assert float(g_pos[1, 2]) == pytest.approx(fd_pos, rel=1e-5)
 
 
@@ -487,8 +554,9 @@ def test_adjoint_and_dense_conductivity_gradients_agree(small):
     scale = np.concatenate([np.full(eeg.n_channels, 1e2), np.full(meg.n_channels, 1e10)])
 
     def loss(sig, derivatives):
-        g = BEMForward.from_operators(ops, sig, eeg=eeg, meg=meg, meg_functionals=mf,
-                                      derivatives=derivatives).gain(pos)
+        g = BEMForward.from_operators(
+            ops, sig, eeg=eeg, meg=meg, meg_functionals=mf, derivatives=derivatives
+        ).gain(pos)
         return jnp.sum(w * g * scale[:, None, None]) ** 2
 
     sig = jnp.array([0.33, 0.0042, 0.3])
@@ -514,14 +582,16 @@ def test_gradient_wrt_source_position(small):
     p0 = jnp.array([0.01, 0.02, 0.03])
     grad = np.asarray(jax.grad(loss)(p0))
     h = 1e-6
-    fd = [(float(loss(p0.at[k].add(h))) - float(loss(p0.at[k].add(-h)))) / (2 * h) for k in range(3)]
+    fd = [
+        (float(loss(p0.at[k].add(h))) - float(loss(p0.at[k].add(-h)))) / (2 * h) for k in range(3)
+    ]
     np.testing.assert_allclose(grad, fd, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- errors
 def test_broken_head_models_raise():
     good = nested_spheres((0.06, 0.075, 0.09), 1)
-    with pytest.raises(GeometryError):            # not nested (order swapped)
+    with pytest.raises(GeometryError):  # not nested (order swapped)
         BEMOperators.create([good[1], good[0], good[2]])
     inward = TriangleMesh(good[0].vertices, good[0].faces[:, ::-1], "inner_skull")
     with pytest.raises(GeometryError):
@@ -537,7 +607,7 @@ def test_broken_head_models_raise():
 
 def test_bad_sensors_sources_and_conductivities_raise(small):
     ops, eeg, meg, _ = small
-    with pytest.raises(GeometryError):            # MEG sensors inside the scalp
+    with pytest.raises(GeometryError):  # MEG sensors inside the scalp
         BEMForward.from_operators(ops, SIGMA, meg=opm_array(4, scalp_radius=0.07, standoff=0.0))
     inside = EEGSensors(("a", "b"), np.array([[0.0, 0.0, 0.05], [0.0, 0.0, 0.09]]))
     with pytest.raises(GeometryError):
@@ -547,7 +617,7 @@ def test_bad_sensors_sources_and_conductivities_raise(small):
     with pytest.raises(ParameterError):
         BEMForward.from_operators(ops, (0.3, -0.006, 0.3), eeg=eeg)
     fwd = BEMForward.from_operators(ops, SIGMA, eeg=eeg)
-    with pytest.raises(GeometryError):            # source outside the inner surface
+    with pytest.raises(GeometryError):  # source outside the inner surface
         fwd.gain(np.array([[0.0, 0.0, 0.07]]))
 
 
@@ -570,8 +640,10 @@ def test_convergence_642_vs_162_three_shell():
             tang /= np.linalg.norm(tang)
             g = np.asarray(fwd.gain(pos))[:, 0]
             ref = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos))[:, 0]
-            rdm, mag = rdm_mag(g[:eeg.n_channels] @ radial, ref @ radial)
-            mrdm, _ = rdm_mag(g[eeg.n_channels:] @ tang, np.asarray(meg_gain(meg, pos))[:, 0] @ tang)
+            rdm, mag = rdm_mag(g[: eeg.n_channels] @ radial, ref @ radial)
+            mrdm, _ = rdm_mag(
+                g[eeg.n_channels :] @ tang, np.asarray(meg_gain(meg, pos))[:, 0] @ tang
+            )
             errs[sub].append((rdm, abs(mag - 1), mrdm))
     e2, e3 = np.array(errs[2]), np.array(errs[3])
     assert np.all(e3 < e2)

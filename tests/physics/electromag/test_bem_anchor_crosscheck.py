@@ -40,7 +40,7 @@ def problem():
     d = np.array([[0.3, -0.5, 0.8], [-0.7, 0.2, 0.4], [0.1, 0.9, -0.3]])
     d /= np.linalg.norm(d, axis=1)[:, None]
     src = np.array([0.2, 0.5, 0.7])[:, None] * RADII[0] * d
-    ge = np.asarray(eeg_gain(SphereHead.create(RADII, SIGMAS), elec, src))   # (n, src, 3)
+    ge = np.asarray(eeg_gain(SphereHead.create(RADII, SIGMAS), elec, src))  # (n, src, 3)
     gm = np.asarray(meg_gain(meg, src))
     return surfs, elec, meg, src, ge, gm
 
@@ -106,8 +106,12 @@ def test_openmeeg_against_sphere(problem, openmeeg):
     ori = np.array([[0.0, 0.6, 0.8], [1.0, 0, 0], [0, -0.8, 0.6]])
     fixed = anchors.run_openmeeg(surfs, SIGMAS, elec, meg, src, src_ori=ori)
     for key in ("eeg_gain", "meg_gain"):
-        np.testing.assert_allclose(fixed[key], anchors._orient(res[key], ori), rtol=1e-9,
-                                   atol=1e-12 * np.abs(res[key]).max())
+        np.testing.assert_allclose(
+            fixed[key],
+            anchors._orient(res[key], ori),
+            rtol=1e-9,
+            atol=1e-12 * np.abs(res[key]).max(),
+        )
 
 
 def test_openmeeg_four_layers_against_sphere(openmeeg):

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_bem import RADII, SIGMA, _electrodes, rdm_mag  # the flat-BEM tests' sphere and helpers
 
 import biosim  # noqa: F401  (float64)
 from biosim._core.errors import ParameterError
@@ -20,17 +21,17 @@ from biosim.physics.electromag.sensors import EEGSensors, squid_helmet_306
 from biosim.physics.electromag.sphere_eeg import SphereHead, eeg_gain
 from biosim.physics.electromag.sphere_meg import meg_gain
 
-from test_bem import RADII, SIGMA, _electrodes, rdm_mag    # the flat-BEM tests' sphere and helpers
-
 
 def test_curved_operator_identities():
     """On the curved surface: D 1 = -1/2 (curved areas) on the surface itself, -1
     inside another surface, 0 outside; N 1 = 0; S symmetric positive definite;
     the P1 blocks sum to the P0 ones."""
-    inner, outer = (bem_curved.CurvedElements(curved_refinement(s))
-                    for s in nested_spheres((0.05, 0.07), 2, names=("a", "b")))
-    area = inner.cm.fine.areas.reshape(-1, 4).sum(axis=1)          # curved element areas
-    sphere = 4 * np.pi * 0.05 ** 2                                  # four times closer than the flat mesh
+    inner, outer = (
+        bem_curved.CurvedElements(curved_refinement(s))
+        for s in nested_spheres((0.05, 0.07), 2, names=("a", "b"))
+    )
+    area = inner.cm.fine.areas.reshape(-1, 4).sum(axis=1)  # curved element areas
+    sphere = 4 * np.pi * 0.05**2  # four times closer than the flat mesh
     assert abs(area.sum() - sphere) < 0.3 * abs(inner.cm.coarse.areas.sum() - sphere)
     d_self = bem_curved.double_layer(inner, inner, same=True)
     np.testing.assert_allclose(d_self.sum(axis=1), -0.5 * area, rtol=2e-3)
@@ -39,7 +40,7 @@ def test_curved_operator_identities():
     s0, n = bem_curved.single_layer_and_hypersingular(inner, inner, same=True)
     assert np.allclose(s0, s0.T) and np.linalg.eigvalsh(s0).min() > 0
     assert np.max(np.abs(n @ np.ones(n.shape[1]))) < 1e-12 * np.abs(n).max()
-    assert np.linalg.eigvalsh(n).max() < 1e-12 * np.abs(n).max()    # -N is positive semi-definite
+    assert np.linalg.eigvalsh(n).max() < 1e-12 * np.abs(n).max()  # -N is positive semi-definite
     s1, n1 = bem_curved.single_layer_and_hypersingular(inner, inner, same=True, p1=True)
     np.testing.assert_allclose(n1, n, rtol=1e-12, atol=0)
     assert s1.sum() == pytest.approx(s0.sum(), rel=1e-12)
@@ -47,8 +48,9 @@ def test_curved_operator_identities():
     d1 = bem_curved.double_layer(inner, outer, p1=True)
     vertex_area = corner_matrix(inner.cm.coarse) @ np.repeat(area / 3, 3)
     np.testing.assert_allclose(d1.sum(axis=1), -vertex_area, rtol=5e-3)
-    np.testing.assert_allclose(d1.sum(axis=0), bem_curved.double_layer(inner, outer).sum(axis=0),
-                               rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        d1.sum(axis=0), bem_curved.double_layer(inner, outer).sum(axis=0), rtol=1e-10, atol=1e-14
+    )
 
 
 def test_far_n_of_flat_terms_equals_the_general_integral():
@@ -57,7 +59,7 @@ def test_far_n_of_flat_terms_equals_the_general_integral():
     general per-point curl integral over all three hats."""
     s_in, s_out = (curved_refinement(s) for s in nested_spheres((0.05, 0.07), 1, names=("a", "b")))
     ea, eb = bem_curved.CurvedElements(s_in), bem_curved.CurvedElements(s_out)
-    general = lambda e: [t[:4] + (None,) for t in e.far]        # noqa: E731  (no constant-curl terms)
+    general = lambda e: [t[:4] + (None,) for t in e.far]  # noqa: E731  (no constant-curl terms)
     for a, b in ((ea, ea), (ea, eb)):
         s_fast, n_fast = bem_curved._far_s(a.far, b.far)
         s_ref, n_ref = 0.0, 0.0
@@ -77,8 +79,11 @@ def _far_rule_moments(cm):
     signed far rule (flat base + curved - flat sub-triangles), per weight column."""
     cen = cm.coarse.vertices[cm.coarse.faces].mean(axis=1)
     m0 = m1 = 0.0
-    for mesh, rule, flat, sign in ((cm, bem_curved.FAR_BASE, True, 1.0), (cm, bem_curved.FAR_RULE, False, 1.0),
-                                   (curved_refinement(cm.coarse, curved=False), bem_curved.FAR_RULE, False, -1.0)):
+    for mesh, rule, flat, sign in (
+        (cm, bem_curved.FAR_BASE, True, 1.0),
+        (cm, bem_curved.FAR_RULE, False, 1.0),
+        (curved_refinement(cm.coarse, curved=False), bem_curved.FAR_RULE, False, -1.0),
+    ):
         p, w, lam, curl, nrm, _ = bem_curved.element_rule(mesh, rule, flat)
         col = sign * bem_curved._columns(w, lam, curl, nrm)
         m0 = m0 + col.sum(axis=1)
@@ -102,12 +107,18 @@ def test_condensed_distant_rule_keeps_the_far_rule_moments_and_values(monkeypatc
     m0, m1 = _far_rule_moments(s_in)
     scale = np.abs(m0).max(axis=0)
     np.testing.assert_allclose(cols.sum(axis=1) / scale, m0 / scale, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(np.einsum("tqc,tqd->tcd", cols, pts - cen[:, None]) / scale[:, None],
-                               m1 / scale[:, None], rtol=0, atol=1e-12 * 0.05)
+    np.testing.assert_allclose(
+        np.einsum("tqc,tqd->tcd", cols, pts - cen[:, None]) / scale[:, None],
+        m1 / scale[:, None],
+        rtol=0,
+        atol=1e-12 * 0.05,
+    )
     for a, b in ((ea, ea), (ea, eb)):
         ca, cb = a.coarse_tri.mean(axis=1), b.coarse_tri.mean(axis=1)
-        rho = max(np.linalg.norm(a.coarse_tri - ca[:, None], axis=2).max(),
-                  np.linalg.norm(b.coarse_tri - cb[:, None], axis=2).max())
+        rho = max(
+            np.linalg.norm(a.coarse_tri - ca[:, None], axis=2).max(),
+            np.linalg.norm(b.coarse_tri - cb[:, None], axis=2).max(),
+        )
         x, y = (g.ravel() for g in np.meshgrid(np.arange(a.nt), np.arange(b.nt), indexing="ij"))
         far = np.linalg.norm(ca[x] - cb[y], axis=1) > bem_curved.DISTANT_FACTOR * 2 * rho
         assert far.mean() > 0.1
@@ -122,7 +133,9 @@ def test_condensed_distant_rule_keeps_the_far_rule_moments_and_values(monkeypatc
                 assert np.abs(val - ref).max() < tol * np.abs(ref).max()
     # the dense condensed pass with every pair corrected back to the far rule
     monkeypatch.setattr(bem_curved, "DISTANT_MAX_FRACTION", 1.0)
-    s_all, n_all = bem_curved.single_layer_and_hypersingular(ea, ea, same=True, distant_factor=100.0)
+    s_all, n_all = bem_curved.single_layer_and_hypersingular(
+        ea, ea, same=True, distant_factor=100.0
+    )
     s_far, n_far = bem_curved.single_layer_and_hypersingular(ea, ea, same=True, distant_factor=None)
     d_all = bem_curved.double_layer(ea, eb, distant_factor=100.0)
     d_far = bem_curved.double_layer(ea, eb, distant_factor=None)
@@ -136,13 +149,17 @@ def setups():
     eeg = _electrodes()
     meg = squid_helmet_306(accuracy="point").select(("mag", "grad"))
     out = {}
-    for name, ops in (("flat", BEMOperators.create(surfaces)),
-                      ("subflat", BEMOperators._create_curved(surfaces, 0.001, True, "p0", bend=False)),
-                      ("curved", BEMOperators.create(surfaces, geometry="curved")),
-                      ("matched", BEMOperators.create(surfaces, geometry="matched"))):
+    for name, ops in (
+        ("flat", BEMOperators.create(surfaces)),
+        ("subflat", BEMOperators._create_curved(surfaces, 0.001, True, "p0", bend=False)),
+        ("curved", BEMOperators.create(surfaces, geometry="curved")),
+        ("matched", BEMOperators.create(surfaces, geometry="matched")),
+    ):
         # the geometries are compared with the readout the magnitudes below were
         # measured with (the representation readout: test_bem.py)
-        out[name] = BEMForward.from_operators(ops, SIGMA, eeg=eeg, meg=meg, eeg_readout="interpolation")
+        out[name] = BEMForward.from_operators(
+            ops, SIGMA, eeg=eeg, meg=meg, eeg_readout="interpolation"
+        )
     return out, eeg, meg
 
 
@@ -177,7 +194,8 @@ def test_curved_source_terms_match_the_exact_path(setups):
     g = np.asarray(fwd.gain(pos))
     g_exact = np.asarray(jax.jit(fwd.gain)(jnp.asarray(pos)))
     err = np.linalg.norm((g - g_exact).reshape(len(g), -1), axis=0) / np.linalg.norm(
-        g_exact.reshape(len(g), -1), axis=0)
+        g_exact.reshape(len(g), -1), axis=0
+    )
     assert err.max() < 1e-4
 
 
@@ -191,20 +209,22 @@ def test_curved_elements_remove_the_magnitude_bias(setups, geometry):
     fwd, eeg, meg = setups
     head = SphereHead.create(RADII, SIGMA)
     pos = _positions()
-    ref = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(eeg.n_channels, -1)
+    ref = eeg.reference_matrix() @ np.asarray(eeg_gain(head, eeg.positions, pos)).reshape(
+        eeg.n_channels, -1
+    )
     ref_m = np.asarray(meg_gain(meg, pos)).reshape(meg.n_channels, -1)
     ne = eeg.n_channels
     ecc = np.linalg.norm(pos, axis=1) / RADII[0]
     for k in range(ref.shape[1]):
         if np.linalg.norm(ref_m[:, k]) < 1e-3 * np.abs(ref_m).max():
-            continue                                        # (near-)radial: no MEG field
+            continue  # (near-)radial: no MEG field
         scores = {}
         for name in ("flat", geometry):
             g = np.asarray(fwd[name].gain(pos)).reshape(ne + meg.n_channels, -1)
             scores[name] = rdm_mag(g[:ne, k], ref[:, k]), rdm_mag(g[ne:, k], ref_m[:, k])
         (rf, mf), (rfm, _) = scores["flat"]
         (rc, mc), (rcm, mcm) = scores[geometry]
-        if ecc[k // 3] <= 0.5:       # where the geometric bias dominates the error
+        if ecc[k // 3] <= 0.5:  # where the geometric bias dominates the error
             assert abs(1 - mf) > 0.015 and abs(1 - mc) < 0.35 * abs(1 - mf)
         assert rc < 1.3 * rf + 1e-3
         assert rcm < 1.3 * rfm + 1e-3 and abs(1 - mcm) < 0.01
@@ -214,11 +234,14 @@ def test_matched_geometry_keeps_its_surfaces():
     """geometry="matched" assembles on the volume-matched surfaces, says so, and
     its sensors and sources are checked against them."""
     from biosim.geometry.curved import volume_matched_surface
+
     surfaces = nested_spheres(RADII, 1)
     ops = BEMOperators.create(surfaces, geometry="matched")
     assert ops.geometry == "matched" and ops.curved is None
     for a, b in zip(ops.surfaces, surfaces):
-        np.testing.assert_allclose(a.vertices, volume_matched_surface(b).vertices, rtol=0, atol=1e-15)
+        np.testing.assert_allclose(
+            a.vertices, volume_matched_surface(b).vertices, rtol=0, atol=1e-15
+        )
     assert BEMOperators.create(surfaces).geometry == "flat"
 
 
@@ -237,15 +260,22 @@ def test_curved_elements_on_the_template_head():
     through the same checks and change the EEG lead fields by a magnitude
     correction of a fraction of a percent, like on spheres, with the same maps."""
     from biosim.geometry.template_head import project_to_scalp, template_center, template_head
+
     surfaces = template_head(642)
     c = template_center()
     d = np.random.default_rng(0).normal(size=(32, 3))
     d[:, 2] = np.abs(d[:, 2]) + 0.2
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    eeg = EEGSensors(tuple(f"E{i}" for i in range(32)), project_to_scalp(c + 0.2 * d, n_vertices=642))
+    eeg = EEGSensors(
+        tuple(f"E{i}" for i in range(32)), project_to_scalp(c + 0.2 * d, n_vertices=642)
+    )
     src = c + np.array([[0.0, 0.0, 0.03], [0.02, -0.01, 0.0], [-0.03, 0.01, 0.02]])
-    g = {geom: np.asarray(BEMForward.create(surfaces, (0.33, 0.0066, 0.33), eeg=eeg, geometry=geom)
-                          .gain(src)).reshape(32, -1) for geom in ("flat", "curved", "matched")}
+    g = {
+        geom: np.asarray(
+            BEMForward.create(surfaces, (0.33, 0.0066, 0.33), eeg=eeg, geometry=geom).gain(src)
+        ).reshape(32, -1)
+        for geom in ("flat", "curved", "matched")
+    }
     for geom in ("curved", "matched"):
         for k in range(g["flat"].shape[1]):
             r, m = rdm_mag(g[geom][:, k], g["flat"][:, k])

@@ -17,9 +17,12 @@ def _electrodes(n=32, r=0.09):
     i = np.arange(n) + 0.5
     z = 1 - i / n * 1.3
     phi = i * np.pi * (3 - np.sqrt(5))
-    rho = np.sqrt(1 - z ** 2)
-    return EEGSensors(tuple(f"E{k}" for k in range(n)),
-                      r * np.stack([rho * np.cos(phi), rho * np.sin(phi), z], 1), "average")
+    rho = np.sqrt(1 - z**2)
+    return EEGSensors(
+        tuple(f"E{k}" for k in range(n)),
+        r * np.stack([rho * np.cos(phi), rho * np.sin(phi), z], 1),
+        "average",
+    )
 
 
 def test_bem_from_mesh_files_equals_in_memory(tmp_path):
@@ -33,11 +36,12 @@ def test_bem_from_mesh_files_equals_in_memory(tmp_path):
     g_file = np.asarray(BEMForward.create(loaded, SIGMA, eeg=eeg).eeg_gain(src))
     g_mem = np.asarray(BEMForward.create(surfaces, SIGMA, eeg=eeg).eeg_gain(src))
     np.testing.assert_allclose(g_file, g_mem, rtol=1e-5, atol=1e-9 * np.abs(g_mem).max())
-    exact = eeg.reference_matrix() @ np.asarray(eeg_gain(SphereHead.create(RADII, SIGMA),
-                                                         eeg.positions, src)).reshape(32, -1)
+    exact = eeg.reference_matrix() @ np.asarray(
+        eeg_gain(SphereHead.create(RADII, SIGMA), eeg.positions, src)
+    ).reshape(32, -1)
     u, v = g_file.reshape(32, -1), exact
     rdm = np.linalg.norm(u / np.linalg.norm(u, axis=0) - v / np.linalg.norm(v, axis=0), axis=0)
-    assert rdm.max() < 0.05                                    # 3 x 162 vertices
+    assert rdm.max() < 0.05  # 3 x 162 vertices
 
 
 def test_inward_mesh_file_is_refused_by_name(tmp_path):
@@ -55,8 +59,8 @@ def test_bem_on_the_template_head():
     names, pos = template_electrodes("standard_1020", n_vertices=642)
     eeg = EEGSensors(tuple(names), pos, "average")
     fwd = BEMForward.create(template_head(642), (0.33, 0.0042, 0.33), eeg=eeg)
-    occipital = np.array([[0.0, -0.075, 0.01]])                # under O1/Oz/O2
+    occipital = np.array([[0.0, -0.075, 0.01]])  # under O1/Oz/O2
     g = np.asarray(fwd.eeg_gain(occipital))[:, 0, :]
-    v = g @ np.array([0.0, -1.0, 0.0])                         # moment pointing backwards
+    v = g @ np.array([0.0, -1.0, 0.0])  # moment pointing backwards
     top = [names[k] for k in np.argsort(v)[-3:]]
     assert set(top) & {"O1", "Oz", "O2", "P7", "P8"}, top

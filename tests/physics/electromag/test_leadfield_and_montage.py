@@ -4,15 +4,22 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.physics.electromag import (SphereForward, SphereHead, apply_moments, fixed_orientation,
-                                       sensors)
+from biosim.physics.electromag import (
+    SphereForward,
+    SphereHead,
+    apply_moments,
+    fixed_orientation,
+    sensors,
+)
 from biosim.physics.electromag.montage import fit_sphere, standard_montage
 
 
 def test_montages_and_reference():
     m = standard_montage("standard_1020")
     assert "Cz" in m.names and m.positions.shape == (m.n_channels, 3)
-    assert standard_montage("standard_1010").n_channels < standard_montage("standard_1005").n_channels
+    assert (
+        standard_montage("standard_1010").n_channels < standard_montage("standard_1005").n_channels
+    )
     c, r = fit_sphere(m.positions)
     assert 0.08 < r < 0.11
     cz = standard_montage("standard_1020", reference="Cz", channels=["Fz", "Cz", "Pz"])
@@ -51,14 +58,19 @@ def test_meg_matches_mne_sphere_forward():
     helmet = sensors.squid_helmet_306(accuracy="point").select(["mag"])
     from biosim.io.mne_interop import point_magnetometer_info
     from biosim.physics.electromag import meg_gain
+
     info = point_magnetometer_info(helmet)
     rng = np.random.default_rng(0)
     src_pos = rng.normal(size=(30, 3))
     src_pos = src_pos / np.linalg.norm(src_pos, axis=1)[:, None] * rng.uniform(0.01, 0.07, (30, 1))
     sphere = mne.make_sphere_model(r0=(0.0, 0.0, 0.0), head_radius=None)
     src = mne.setup_volume_source_space(
-        pos=dict(rr=src_pos, nn=np.tile([0, 0, 1.0], (30, 1))), sphere=(0.0, 0.0, 0.0, 0.09),
-        mindist=0.0, exclude=0.0, verbose=False)
+        pos=dict(rr=src_pos, nn=np.tile([0, 0, 1.0], (30, 1))),
+        sphere=(0.0, 0.0, 0.0, 0.09),
+        mindist=0.0,
+        exclude=0.0,
+        verbose=False,
+    )
     fwd = mne.make_forward_solution(info, None, src, sphere, meg=True, eeg=False, verbose=False)
     assert fwd["nsource"] == 30
     g_mne = fwd["sol"]["data"].reshape(helmet.n_channels, 30, 3)
@@ -79,14 +91,22 @@ def test_eeg_matches_mne_berg_scherg_within_its_approximation_error():
     info["dev_head_t"] = mne.transforms.Transform("meg", "head", np.eye(4))
     rng = np.random.default_rng(0)
     d = rng.normal(size=(40, 3))
-    pos = center + d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * radius * rng.uniform(0.1, 0.9, (40, 1))
-    src = mne.setup_volume_source_space(pos=dict(rr=pos, nn=np.tile([0, 0, 1.0], (40, 1))),
-                                        sphere=tuple(center) + (0.9 * radius,), mindist=0.0,
-                                        exclude=0.0, verbose=False)
+    pos = center + d / np.linalg.norm(d, axis=1)[:, None] * 0.9 * radius * rng.uniform(
+        0.1, 0.9, (40, 1)
+    )
+    src = mne.setup_volume_source_space(
+        pos=dict(rr=pos, nn=np.tile([0, 0, 1.0], (40, 1))),
+        sphere=tuple(center) + (0.9 * radius,),
+        mindist=0.0,
+        exclude=0.0,
+        verbose=False,
+    )
     sphere = mne.make_sphere_model(r0=tuple(center), head_radius=radius, verbose=False)
     fwd = mne.make_forward_solution(info, None, src, sphere, meg=False, verbose=False)
     g_mne = fwd["sol"]["data"].reshape(64, -1)
-    g_ours = np.asarray(eeg_gain(SphereHead.four_shell(radius, center), m.positions, pos)).reshape(64, -1)
+    g_ours = np.asarray(eeg_gain(SphereHead.four_shell(radius, center), m.positions, pos)).reshape(
+        64, -1
+    )
     a, b = g_mne - g_mne.mean(0), g_ours - g_ours.mean(0)
     rdm = np.linalg.norm(a / np.linalg.norm(a, axis=0) - b / np.linalg.norm(b, axis=0), axis=0)
     mag = np.linalg.norm(a, axis=0) / np.linalg.norm(b, axis=0)

@@ -1,4 +1,5 @@
-"""Multi-shell sphere EEG: closed form, series, shells, truncation, Berg-Scherg, gradients, errors."""
+"""Multi-shell sphere EEG: closed form, series, shells, truncation, Berg-Scherg, gradients,
+errors."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -28,8 +29,9 @@ def test_one_shell_series_equals_closed_form(ecc):
     e = _electrodes()
     r0 = np.array([0.3, 0.2, 0.9]) / np.linalg.norm([0.3, 0.2, 0.9]) * ecc * 0.09
     closed = np.asarray(se.homogeneous_sphere_potential(e, r0, Q, 0.09, 0.33))
-    series = np.asarray(se._series_terms(jnp.asarray(e), jnp.asarray(r0), jnp.asarray(Q), 0.09,
-                                         800)).sum(0) / (4 * np.pi * 0.33)
+    series = np.asarray(
+        se._series_terms(jnp.asarray(e), jnp.asarray(r0), jnp.asarray(Q), 0.09, 800)
+    ).sum(0) / (4 * np.pi * 0.33)
     assert np.max(np.abs(closed - series)) < 1e-10 * np.max(np.abs(closed))
 
 
@@ -37,7 +39,7 @@ def test_homogeneous_sphere_against_infinite_medium_plus_image_limit():
     # a dipole at the centre: V = 3 q.r_hat / (4 pi sigma R^2)
     e = _electrodes()
     v = np.asarray(se.homogeneous_sphere_potential(e, np.zeros(3), Q, 0.09, 0.33))
-    np.testing.assert_allclose(v, 3 * (e / 0.09) @ Q / (4 * np.pi * 0.33 * 0.09 ** 2), rtol=1e-12)
+    np.testing.assert_allclose(v, 3 * (e / 0.09) @ Q / (4 * np.pi * 0.33 * 0.09**2), rtol=1e-12)
 
 
 def test_equal_conductivity_shells_equal_one_shell():
@@ -45,8 +47,9 @@ def test_equal_conductivity_shells_equal_one_shell():
     one = se.SphereHead.create([0.092], [0.33])
     three = se.SphereHead.create([0.085, 0.09, 0.092], [0.33, 0.33, 0.33])
     r0 = np.array([0.0, 0.05, 0.06])
-    np.testing.assert_allclose(se.eeg_potential(three, e, r0, Q), se.eeg_potential(one, e, r0, Q),
-                               rtol=1e-12, atol=1e-20)
+    np.testing.assert_allclose(
+        se.eeg_potential(three, e, r0, Q), se.eeg_potential(one, e, r0, Q), rtol=1e-12, atol=1e-20
+    )
 
 
 def test_truncation_converges_to_eccentricity_0999():
@@ -54,19 +57,27 @@ def test_truncation_converges_to_eccentricity_0999():
     e = _electrodes()
     r0 = np.array([0.3, 0.2, 0.9]) / np.linalg.norm([0.3, 0.2, 0.9]) * 0.999 * 0.0783
     ref = np.asarray(se.eeg_potential(head, e, r0, Q, n_terms=1500))
-    errs = [np.max(np.abs(np.asarray(se.eeg_potential(head, e, r0, Q, n_terms=n)) - ref))
-            / np.max(np.abs(ref)) for n in (50, 100)]
+    errs = [
+        np.max(np.abs(np.asarray(se.eeg_potential(head, e, r0, Q, n_terms=n)) - ref))
+        / np.max(np.abs(ref))
+        for n in (50, 100)
+    ]
     assert errs[0] < 1e-4 and errs[1] < 1e-9
     default = np.asarray(se.eeg_potential(head, e, r0, Q))
     assert np.max(np.abs(default - ref)) < 1e-12 * np.max(np.abs(ref))
     # and the accelerated sum equals the plain series where the latter converges
     r0b = r0 / 0.999 * 0.8
     w = se.transfer_weights(head, 1500)
-    plain = np.asarray((w[:, None] * se._series_terms(jnp.asarray(e), jnp.asarray(r0b),
-                                                       jnp.asarray(Q), 0.09, 1500)).sum(0))
+    plain = np.asarray(
+        (
+            w[:, None]
+            * se._series_terms(jnp.asarray(e), jnp.asarray(r0b), jnp.asarray(Q), 0.09, 1500)
+        ).sum(0)
+    )
     plain = plain / (4 * np.pi * 0.3)
-    np.testing.assert_allclose(se.eeg_potential(head, e, r0b, Q), plain, rtol=1e-10,
-                               atol=1e-12 * np.abs(plain).max())
+    np.testing.assert_allclose(
+        se.eeg_potential(head, e, r0b, Q), plain, rtol=1e-10, atol=1e-12 * np.abs(plain).max()
+    )
 
 
 def test_skull_attenuates_and_smears():
@@ -79,8 +90,10 @@ def test_skull_attenuates_and_smears():
     assert np.ptp(v_s) < 0.7 * np.ptp(v_h)
     # radial dipole near the surface: the skull spreads the peak over more electrodes
     r0, q = np.array([0.0, 0.0, 0.07]), np.array([0.0, 0.0, 1e-8])
-    spread = [np.mean(np.abs(v) > 0.5 * np.abs(v).max()) for v in
-              (np.asarray(se.eeg_potential(h, e, r0, q)) for h in (hom, skull))]
+    spread = [
+        np.mean(np.abs(v) > 0.5 * np.abs(v).max())
+        for v in (np.asarray(se.eeg_potential(h, e, r0, q)) for h in (hom, skull))
+    ]
     assert spread[1] > 2 * spread[0]
 
 
@@ -107,12 +120,21 @@ def test_gradients_wrt_position_and_conductivity():
     e = _electrodes(12)
 
     def f(pos, log_skull):
-        head = se.SphereHead(jnp.array([0.0783, 0.0828, 0.09]),
-                             jnp.array([0.3, 0.3 * jnp.exp(log_skull), 0.3]), jnp.zeros(3))
+        head = se.SphereHead(
+            jnp.array([0.0783, 0.0828, 0.09]),
+            jnp.array([0.3, 0.3 * jnp.exp(log_skull), 0.3]),
+            jnp.zeros(3),
+        )
         return jnp.sum(se._gain(head, jnp.asarray(e), pos[None], 60)[:, 0, :] @ Q) * 1e6
 
-    check_grads(f, (jnp.array([0.01, 0.02, 0.05]), jnp.log(0.02)), order=1, modes=["rev"],
-                atol=1e-6, rtol=1e-4)
+    check_grads(
+        f,
+        (jnp.array([0.01, 0.02, 0.05]), jnp.log(0.02)),
+        order=1,
+        modes=["rev"],
+        atol=1e-6,
+        rtol=1e-4,
+    )
 
 
 def test_bad_input():

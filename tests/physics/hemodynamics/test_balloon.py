@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.physics.hemodynamics import (BalloonParams, BOLDParams, balloon_rhs, simulate_bold,
-                                         spm_hrf, steady_state)
+from biosim.physics.hemodynamics import (
+    BalloonParams,
+    BOLDParams,
+    balloon_rhs,
+    simulate_bold,
+    spm_hrf,
+    steady_state,
+)
 from biosim.physics.hemodynamics.balloon import preset
 from biosim.physics.hemodynamics.linearisation import first_order_kernel
 
@@ -24,8 +30,9 @@ def test_steady_state_is_fixed_point_and_limit(params):
     np.testing.assert_allclose(x_end, xs, atol=1e-9)
     # closed form: f* = 1 + z/gamma, v* = f*^alpha
     np.testing.assert_allclose(np.exp(xs[:, 1]), 1 + z / params.autoregulation_rate, rtol=1e-14)
-    np.testing.assert_allclose(np.exp(xs[:, 2]), np.exp(xs[:, 1]) ** params.grubb_exponent,
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        np.exp(xs[:, 2]), np.exp(xs[:, 1]) ** params.grubb_exponent, rtol=1e-14
+    )
 
 
 def _impulse_response(params, bold, dt=0.01, duration=40.0):
@@ -41,7 +48,7 @@ def test_spm_impulse_response_peak_and_undershoot():
     t_peak = t[np.argmax(y)]
     assert 4.0 <= t_peak <= 6.0
     after = y[t > t_peak + 2.0]
-    assert after.min() < -0.05 * y.max()          # post-stimulus undershoot
+    assert after.min() < -0.05 * y.max()  # post-stimulus undershoot
     assert t[np.argmin(y)] > t_peak
 
 
@@ -67,7 +74,11 @@ def test_presets_and_rate_names():
     assert (spm.decay_rate, spm.autoregulation_rate, spm.transit_time) == (0.64, 0.32, 2.0)
     f = preset("friston2000")
     assert (f.decay_rate, f.autoregulation_rate, f.transit_time, f.resting_extraction) == (
-        0.65, 0.41, 0.98, 0.34)
+        0.65,
+        0.41,
+        0.98,
+        0.34,
+    )
     scaled = BalloonParams.spm(log_decay=np.log(2.0), log_transit=np.log(0.5))
     assert float(scaled.decay_rate) == pytest.approx(1.28)
     assert float(scaled.transit_time) == pytest.approx(1.0)
@@ -82,7 +93,8 @@ def test_bold_coefficients_field_dependence():
     assert float(k2) == pytest.approx(110.0 * 0.4 * 0.03)
     assert float(k3) == pytest.approx(0.0)
     assert float(BOLDParams(field_strength=7.0).coefficients()[1]) == pytest.approx(
-        340.0 * 0.4 * 0.04)
+        340.0 * 0.4 * 0.04
+    )
     c = BOLDParams.friston2000().coefficients()
     np.testing.assert_allclose(c, (7 * 0.34, 2.0, 2 * 0.34 - 0.2))
     with pytest.raises(ParameterError, match="field_strength"):
@@ -90,15 +102,18 @@ def test_bold_coefficients_field_dependence():
     assert float(BOLDParams(field_strength=9.4, r0=500.0).coefficients()[1]) > 0
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(balloon=BalloonParams(transit_time=-1.0)), "transit_time"),
-    (dict(balloon=BalloonParams(decay_rate=0.0)), "decay_rate"),
-    (dict(balloon=BalloonParams(autoregulation_rate=-0.3)), "autoregulation_rate"),
-    (dict(tr=0.0), "tr"),
-    (dict(tr=-2.0), "tr"),
-    (dict(tr=0.25), "tr"),                  # not a multiple of dt = 0.1... (0.25/0.1)
-    (dict(tr=0.1, bold=BOLDParams(echo_time=0.2, field_strength=3.0)), "echo_time"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(balloon=BalloonParams(transit_time=-1.0)), "transit_time"),
+        (dict(balloon=BalloonParams(decay_rate=0.0)), "decay_rate"),
+        (dict(balloon=BalloonParams(autoregulation_rate=-0.3)), "autoregulation_rate"),
+        (dict(tr=0.0), "tr"),
+        (dict(tr=-2.0), "tr"),
+        (dict(tr=0.25), "tr"),  # not a multiple of dt = 0.1... (0.25/0.1)
+        (dict(tr=0.1, bold=BOLDParams(echo_time=0.2, field_strength=3.0)), "echo_time"),
+    ],
+)
 def test_bad_input_raises_clear_error(kwargs, name):
     u = np.zeros((20, 2))
     with pytest.raises(ParameterError, match=name):

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.physics.hemodynamics import (convolve_kernels, event_boxcar, hrf_kernels,
-                                         hrf_time_grid, sample_at, spm_hrf)
+from biosim.physics.hemodynamics import (
+    convolve_kernels,
+    event_boxcar,
+    hrf_kernels,
+    hrf_time_grid,
+    sample_at,
+    spm_hrf,
+)
 
 
 def test_spm_hrf_shape():
@@ -14,7 +20,7 @@ def test_spm_hrf_shape():
     t = hrf_time_grid(1.0, 10)
     assert h.sum() == pytest.approx(1.0)
     assert 4.5 < t[np.argmax(h)] < 5.5
-    assert h[t > 10].min() < 0                          # undershoot
+    assert h[t > 10].min() < 0  # undershoot
     assert 14 < t[np.argmin(h)] < 17
 
 
@@ -33,8 +39,9 @@ def test_zero_duration_event_and_gradient():
     times = np.arange(0, 40, 0.1)
     box = event_boxcar([5.0, 12.0], [0.0, 0.0], [1.0, 2.0], times)
     assert np.asarray(box).sum() == pytest.approx(3.0)
-    g = jax.grad(lambda a: convolve_kernels(event_boxcar([5.0], [2.0], a, times),
-                                            spm_hrf(2.0, 20)).sum())(1.0)
+    g = jax.grad(
+        lambda a: convolve_kernels(event_boxcar([5.0], [2.0], a, times), spm_hrf(2.0, 20)).sum()
+    )(1.0)
     assert float(g) > 0
     with pytest.raises(ParameterError, match="durations"):
         event_boxcar([1.0], [-1.0], [1.0], times)
@@ -46,13 +53,22 @@ def test_zero_duration_event_and_gradient():
 @pytest.mark.parametrize("tr, oversampling", [(2.0, 50), (0.72, 16), (3.22, 1)])
 def test_hrfs_equal_nilearn(tr, oversampling):
     hm = pytest.importorskip("nilearn.glm.first_level.hemodynamic_models")
-    ours = np.concatenate([np.asarray(hrf_kernels("spm + derivative + dispersion", tr, oversampling)),
-                           np.asarray(hrf_kernels("glover + derivative + dispersion", tr,
-                                                  oversampling))])
-    theirs = np.stack([hm.spm_hrf(tr, oversampling), hm.spm_time_derivative(tr, oversampling),
-                       hm.spm_dispersion_derivative(tr, oversampling),
-                       hm.glover_hrf(tr, oversampling), hm.glover_time_derivative(tr, oversampling),
-                       hm.glover_dispersion_derivative(tr, oversampling)])
+    ours = np.concatenate(
+        [
+            np.asarray(hrf_kernels("spm + derivative + dispersion", tr, oversampling)),
+            np.asarray(hrf_kernels("glover + derivative + dispersion", tr, oversampling)),
+        ]
+    )
+    theirs = np.stack(
+        [
+            hm.spm_hrf(tr, oversampling),
+            hm.spm_time_derivative(tr, oversampling),
+            hm.spm_dispersion_derivative(tr, oversampling),
+            hm.glover_hrf(tr, oversampling),
+            hm.glover_time_derivative(tr, oversampling),
+            hm.glover_dispersion_derivative(tr, oversampling),
+        ]
+    )
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6 * np.abs(theirs).max())
     # in fact they agree to round-off
     assert np.abs(ours - theirs).max() < 1e-10

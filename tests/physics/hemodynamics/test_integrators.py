@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from biosim.physics.hemodynamics import (BalloonParams, BOLDParams, integrate_balloon,
-                                         simulate_bold)
+from biosim.physics.hemodynamics import BalloonParams, BOLDParams, integrate_balloon, simulate_bold
 from biosim.physics.hemodynamics.integrate import METHOD_ORDER
 
 
@@ -48,8 +47,13 @@ _U[20:30, 1] = 0.8
 
 
 def _bold_of(log_decay, log_transit, log_eps, amp):
-    res = simulate_bold(_U * amp, 0.25, BalloonParams.spm(log_decay, log_transit),
-                        BOLDParams.spm(field_strength=3.0, log_epsilon=log_eps), tr=2.5)
+    res = simulate_bold(
+        _U * amp,
+        0.25,
+        BalloonParams.spm(log_decay, log_transit),
+        BOLDParams.spm(field_strength=3.0, log_epsilon=log_eps),
+        tr=2.5,
+    )
     return res.bold
 
 

@@ -27,10 +27,10 @@ def test_paired_stimuli_are_subadditive():
     single = np.zeros((n, 1))
     single[10:20] = 1.0
     paired = single.copy()
-    paired[30:40] = 1.0                      # second stimulus 2 s later
+    paired[30:40] = 1.0  # second stimulus 2 s later
     y1, _ = _both(single)
     y2, y2_lin = _both(paired)
-    second = y2 - y1                          # response attributable to the second stimulus
+    second = y2 - y1  # response attributable to the second stimulus
     shifted_first = np.roll(y1, 20, axis=0)
     # the second response is smaller than the first (refractoriness)...
     assert second.max() < 0.9 * shifted_first.max()
@@ -40,8 +40,8 @@ def test_paired_stimuli_are_subadditive():
 
 def test_long_block_saturates_below_linear_prediction():
     u = np.zeros((900, 1))
-    u[10:310] = 0.5                           # 30 s block
+    u[10:310] = 0.5  # 30 s block
     y, y_lin = _both(u)
     plateau = slice(200, 300)
     assert np.mean(y[plateau]) < 0.8 * np.mean(y_lin[plateau])
-    assert np.argmax(y) != np.argmax(y_lin)   # the shape differs too (initial overshoot)
+    assert np.argmax(y) != np.argmax(y_lin)  # the shape differs too (initial overshoot)

@@ -27,9 +27,10 @@ def test_off_resonance_shifts_along_phase_encode():
     n, esp = 16, 5e-4
     rho = np.zeros((n, n))
     rho[8, 8] = 1.0
-    df = 2.0 / (n * esp)                       # expected shift: df * Ny * ESP = 2 pixels
-    img = np.abs(np.asarray(imf.reconstruct(imf.epi_kspace(rho, 0.0, FOV, 0.03, esp,
-                                                           off_resonance=df))))
+    df = 2.0 / (n * esp)  # expected shift: df * Ny * ESP = 2 pixels
+    img = np.abs(
+        np.asarray(imf.reconstruct(imf.epi_kspace(rho, 0.0, FOV, 0.03, esp, off_resonance=df)))
+    )
     ix, iy = np.unravel_index(np.argmax(img), img.shape)
     assert ix == 8 and abs(iy - 8) == 2
 

@@ -7,7 +7,8 @@ from jax.test_util import check_grads
 
 from biosim import ParameterError
 from biosim._core.units import GAMMA_BAR_PROTON
-from biosim.physics.mri import bloch, epg, rf, signal_equations as se
+from biosim.physics.mri import bloch, epg, rf
+from biosim.physics.mri import signal_equations as se
 
 T1, T2 = 1.0, 0.08
 DEG = np.pi / 180
@@ -30,7 +31,7 @@ def test_ernst_formula_with_ideal_spoiling():
     for flip in (5 * DEG, 15 * DEG, 40 * DEG):
         seq, _ = bloch.spoiled_gre_sequence(flip, tr, te, 600, ideal_spoiling=True)
         sig, _ = bloch.simulate(spins, seq)
-        s_ss = np.abs(sig[-2])                      # the last echo (end of a TE step)
+        s_ss = np.abs(sig[-2])  # the last echo (end of a TE step)
         # no dephasing during TE for a single on-resonance spin: T2 decay only
         expected = se.spoiled_gre(1.0, T1, T2, tr, te, flip)
         assert s_ss == pytest.approx(float(expected), rel=1e-3)
@@ -46,8 +47,9 @@ def test_rf_spoiled_isochromats_match_epg():
     n_spins = 400
     spins, length = _voxel_spins(n_spins)
     g = _full_turn_gradient(length, tr - te)
-    seq, phases = bloch.spoiled_gre_sequence(flip, tr, te, n_tr, rf_spoiling_increment=117 * DEG,
-                                             dephasing_gradient=g)
+    seq, phases = bloch.spoiled_gre_sequence(
+        flip, tr, te, n_tr, rf_spoiling_increment=117 * DEG, dephasing_gradient=g
+    )
     sig, _ = bloch.simulate(spins, seq)
     iso = np.asarray(sig[0::2]) * np.exp(-1j * phases)
     ep = np.asarray(epg.spoiled_gre_train(T1, T2, tr, te, flip, n_tr, n_states=300))
@@ -105,8 +107,11 @@ def test_small_tip_sinc_slice_profile_is_fourier_transform():
     spins = bloch.make_spins(np.stack([0 * z, 0 * z, z], 1), 10.0, 10.0)
     n = b1.size
     # pulse under gradient, then a rephasing lobe of half the area
-    seq = bloch.make_sequence(np.r_[np.full(n, dt), dur / 2], b1=np.r_[b1, 0.0],
-                              gradient=np.r_[np.tile([0, 0, g], (n, 1)), [[0, 0, -g]]])
+    seq = bloch.make_sequence(
+        np.r_[np.full(n, dt), dur / 2],
+        b1=np.r_[b1, 0.0],
+        gradient=np.r_[np.tile([0, 0, g], (n, 1)), [[0, 0, -g]]],
+    )
     m = np.asarray(bloch.simulate_per_spin(spins, seq))
     mxy = np.abs(m[:, 0] + 1j * m[:, 1])
     prof = rf.small_tip_profile(b1, dt, GAMMA_BAR_PROTON * g * z)
@@ -140,19 +145,31 @@ def test_gradients_of_signal_models():
     seq, _ = bloch.spoiled_gre_sequence(0.3, 0.02, 0.005, 50, ideal_spoiling=True)
 
     def bloch_signal(t1):
-        sig, _ = bloch.simulate(bloch.Spins(jnp.zeros((1, 3)), jnp.zeros(1), jnp.array([t1]),
-                                            jnp.array([T2]), jnp.ones(1)), seq)
+        sig, _ = bloch.simulate(
+            bloch.Spins(
+                jnp.zeros((1, 3)), jnp.zeros(1), jnp.array([t1]), jnp.array([T2]), jnp.ones(1)
+            ),
+            seq,
+        )
         return jnp.abs(sig[-2])
 
     check_grads(bloch_signal, (1.1,), order=1, modes=["rev"], atol=1e-6, rtol=1e-5)
-    check_grads(lambda t2: jnp.abs(epg.cpmg_train(T1, t2, 0.01, 2.5, 8)).sum(), (0.08,), order=1,
-                modes=["rev"])
+    check_grads(
+        lambda t2: jnp.abs(epg.cpmg_train(T1, t2, 0.01, 2.5, 8)).sum(),
+        (0.08,),
+        order=1,
+        modes=["rev"],
+    )
 
 
 def test_free_precession_block_equals_stepwise_simulation():
     rng = np.random.default_rng(0)
-    spins = bloch.make_spins(rng.normal(scale=0.05, size=(50, 3)), rng.uniform(0.5, 2, 50),
-                             rng.uniform(0.03, 0.1, 50), off_resonance=rng.normal(scale=20, size=50))
+    spins = bloch.make_spins(
+        rng.normal(scale=0.05, size=(50, 3)),
+        rng.uniform(0.5, 2, 50),
+        rng.uniform(0.03, 0.1, 50),
+        off_resonance=rng.normal(scale=20, size=50),
+    )
     grad = rng.normal(scale=5e-3, size=(40, 3))
     dt = rng.uniform(1e-6, 1e-5, 40)
     m0 = np.asarray(bloch.simulate(spins, bloch.make_sequence([0.0], flip=[0.7]))[1])

@@ -25,7 +25,7 @@ def test_drift_correction_with_reference_region():
     ref = np.zeros(100, bool)
     ref[60:] = True
     base = np.ones(100, complex)
-    img = np.exp(1j * (np.asarray(prfs.prfs_phase(dT, b0, te)) + 0.2))   # 0.2 rad field drift
+    img = np.exp(1j * (np.asarray(prfs.prfs_phase(dT, b0, te)) + 0.2))  # 0.2 rad field drift
     t_raw = np.asarray(prfs.temperature_change(img, base, b0, te))
     t_cor = np.asarray(prfs.temperature_change(img, base, b0, te, reference_mask=ref))
     assert abs(t_raw[80]) > 1.0

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.physics.neural import (ERPParams, event_related_activity, gaussian_input,
-                                   integrate_erp)
+from biosim.physics.neural import ERPParams, event_related_activity, gaussian_input, integrate_erp
 
 
 def _two_sources(delay=0.016):
@@ -29,24 +28,32 @@ def test_rest_is_fixed_point_and_delays_are_exact():
     # the input reaches source 0's stellate cells at once, its pyramidal cells (x9) only
     # through the 2 ms intrinsic delay, and source 1 only through a further 16 ms
     # extrinsic delay, read from a history at rest before t = 0: exactly zero until then
-    x = np.abs(_run(p, 1e-3))                           # samples at t = 1, 2, ... ms
+    x = np.abs(_run(p, 1e-3))  # samples at t = 1, 2, ... ms
     assert x[0, 0, 0] > 0
     assert x[:2, 0, 8].max() == 0.0 and x[2, 0, 8] > 0
     assert x[:18, 1].max() == 0.0 and x[18, 1].max() > 0
 
 
 def test_exact_delays_converge_at_fourth_order():
-    p = _two_sources(0.0137)                            # delay off the step grid
+    p = _two_sources(0.0137)  # delay off the step grid
     ref = _run(p, 2.5e-4)[7::8, :, 8]
-    err = [np.abs(_run(p, 2e-3)[:, :, 8] - ref).max(), np.abs(_run(p, 1e-3)[1::2, :, 8] - ref).max()]
+    err = [
+        np.abs(_run(p, 2e-3)[:, :, 8] - ref).max(),
+        np.abs(_run(p, 1e-3)[1::2, :, 8] - ref).max(),
+    ]
     assert err[1] < 1e-4 * np.abs(ref).max()
-    assert np.log2(err[0] / err[1]) > 3.5               # RK4 + cubic Hermite history: order 4
+    assert np.log2(err[0] / err[1]) > 3.5  # RK4 + cubic Hermite history: order 4
 
 
 def test_delay_operator_reduces_to_instantaneous_model_without_delays():
     p = _two_sources()
-    p0 = ERPParams(**{**p.__dict__, "delay_extrinsic": p.delay_extrinsic * 0,
-                      "delay_intrinsic": jnp.asarray(0.0)})
+    p0 = ERPParams(
+        **{
+            **p.__dict__,
+            "delay_extrinsic": p.delay_extrinsic * 0,
+            "delay_intrinsic": jnp.asarray(0.0),
+        }
+    )
     none = _run(p, 1e-3, "none")[..., 8]
     np.testing.assert_allclose(_run(p0, 1e-3, "operator")[..., 8], none, atol=1e-14)
     # with SPM's delays the delayed responses differ from the instantaneous ones
@@ -60,7 +67,7 @@ def test_event_related_activity_over_a_run_matches_epochs():
     1 s) give the same response again."""
     p = _two_sources()
     t, x9 = event_related_activity(p, [np.array([0.03])], duration=0.25, dt=1e-3)
-    epoch = _run(p, 1e-3, t_end=0.25)[..., 8]                  # whole history, same input
+    epoch = _run(p, 1e-3, t_end=0.25)[..., 8]  # whole history, same input
     assert x9.shape == (250, 2) and t[0] == pytest.approx(1e-3)
     np.testing.assert_allclose(x9, epoch, atol=1e-12 * np.abs(epoch).max())
     _, x9 = event_related_activity(p, [np.array([0.15, 1.15])], duration=2.0, dt=1e-3)
@@ -79,8 +86,13 @@ def test_response_is_differentiable_in_the_delays():
     u = gaussian_input(jnp.arange(2 * n + 1) * (h / 2), 0.03, 0.016)[:, None]
 
     def response(d, a):
-        q = ERPParams(**{**p.__dict__, "delay_extrinsic": p.delay_extrinsic / 0.0137 * d,
-                         "forward": p.forward * a})
+        q = ERPParams(
+            **{
+                **p.__dict__,
+                "delay_extrinsic": p.delay_extrinsic / 0.0137 * d,
+                "forward": p.forward * a,
+            }
+        )
         return integrate_erp(q, u, h, n, 1, "exact")[:, 1, 8]
 
     f = jax.jit(response)
