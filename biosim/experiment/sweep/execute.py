@@ -49,7 +49,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import traceback
 import uuid
@@ -60,8 +59,16 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
-from ..._core.atomic import atomic_write_text
+from ..._core.atomic import (
+    add_to_marker,
+    atomic_write_text,
+    make_temp_dir,
+    remove_tree,
+    why_not_replaceable,
+)
 from ..._core.errors import ParameterError
+from ..._core.interrupt import check as _check_interrupt
+from ..._core.interrupt import deferred
 from ..._core.progress import progress_enabled
 from .. import pipeline as _pipeline
 from .. import spec as _spec
@@ -188,6 +195,14 @@ def _clean_partials(out_root: Path, run_ids: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _check_replaceable(folder: Path) -> None:
+    """Raise ``FileExistsError`` unless ``folder`` holds only what biosim wrote."""
+    if folder.is_dir():
+        why = why_not_replaceable(folder)
+        if why is not None:
+            raise FileExistsError(f"refusing to overwrite {folder}: {why}")
+
+
 def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> dict:
     """Run one experiment into ``out_root/run_id`` (atomically, stamp included).
 
@@ -202,8 +217,11 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
             return {"status": "skipped", "seconds": 0.0, "error": None, "traceback": None}
         if state != "missing" and not overwrite:
             raise FileExistsError(f"{state}; pass overwrite to replace it")
+        if state != "missing":
+            _check_replaceable(root / run.run_id)
+        _check_interrupt()
         root.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.", suffix=".sweep-partial", dir=root))
+        stage = make_temp_dir(root, f".{run.run_id}.", ".sweep-partial")
         try:
             built = stage / run.run_id
             _pipeline.run_experiment(run.spec, built, overwrite=False, progress=progress)
@@ -225,13 +243,15 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
                 )
                 + "\n",
             )
+            add_to_marker(built, [STAMP_FILE])
             final = root / run.run_id
-            if final.exists():
-                old = stage / f"{run.run_id}.old"
-                os.replace(final, old)
-            os.replace(built, final)
+            with deferred(raise_after=False):  # the run is complete: move it in whole
+                if final.exists():
+                    old = stage / f"{run.run_id}.old"
+                    os.replace(final, old)
+                os.replace(built, final)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            remove_tree(stage)
         return {
             "status": "done",
             "seconds": time.perf_counter() - t0,
@@ -403,6 +423,10 @@ def run_sweep(
             f"sweep: {'; '.join(stale[:5])}{more}. Pass overwrite (--overwrite) "
             "to replace them, or choose another output folder"
         )
+    if stale:  # --overwrite replaces only run folders biosim wrote
+        for run in runs:
+            if states[run.run_id] not in ("complete", "missing"):
+                _check_replaceable(out_root / run.run_id)
     out_root.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, RunResult] = {}
@@ -468,6 +492,7 @@ def run_sweep(
     _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
     last_write = [time.monotonic()]
     bar = _Bar(len(todo), progress and progress_enabled())
+    stopped = False
     try:
         if todo and label == "sequential":
             for run in todo:
@@ -530,15 +555,22 @@ def run_sweep(
                 for fut in futures:
                     fut.cancel()
                 raise
+    except BaseException:
+        stopped = True  # interrupted (SIGINT/SIGTERM) or the cluster failed
+        raise
     finally:
         bar.close()
-        _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close()
+        with deferred(raise_after=False):  # a second Ctrl-C must not leave workers behind
+            _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close()
+            if stopped and (label == "sequential" or cluster is not None):
+                # the local workers are gone: remove what their unfinished runs staged
+                _clean_partials(out_root, {run.run_id for run in runs})
     return SweepReport(
         out_root=out_root,
         runs=tuple(results[r.run_id] for r in runs),
