@@ -22,7 +22,10 @@ sibling and renamed into place, stamp included), so a sweep that is killed can
 be started again with the same arguments: runs whose folder is complete and
 whose stamp records the same spec hash are skipped, and only the missing (or
 failed) ones execute.  A folder left by a *different* spec under the same run id is an
-error unless ``overwrite`` is set.  One run failing does not stop the others;
+error unless ``overwrite`` is set (and even then a folder holding files biosim
+did not write is refused).  SIGINT/SIGTERM stop the sweep (see
+:mod:`biosim._core.interrupt`): the hidden build folders of unfinished runs are
+removed and ``sweep.json`` marks them pending.  One run failing does not stop the others;
 failures are collected in the report and in ``sweep.json``.
 
 Run ids are readable and stable: ``sub-<id>`` when the subject id is swept,
@@ -370,7 +373,9 @@ def run_sweep(
         Worker processes of the local cluster (default: one per CPU, at most one
         per run to execute).  Ignored for other schedulers.
     overwrite : bool
-        Replace run folders that hold a different spec or an incomplete run.
+        Replace run folders that hold a different spec or an incomplete run,
+        provided biosim wrote everything in them (their ``.biosim`` marker lists
+        it); a run folder holding any other file is refused (``FileExistsError``).
         Complete runs of the same spec are always skipped (delete a run's folder
         to compute it again).
     progress : bool
