@@ -22,6 +22,12 @@ Two places would lose the exception, and the handler avoids both:
 Signals are recorded even when an exception is raised, so :func:`check` (called
 by the atomic writers before every file and before the final rename) raises
 again if some library did catch it.
+
+A signal during an XLA compile surfaces as the exception when JAX's compile call
+checks for signals, while the compile itself goes on in the background; letting
+the interpreter shut down around it ended in a segmentation fault (exit status
+139) in our tests.  The ``biosim`` command therefore leaves with ``os._exit``
+once the staging folders are removed (:func:`biosim.cli.main`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _pending: int | None = None
 _defer_depth = 0
 _redeliver_scheduled = False
+_raised = False
 
 
 class Interrupted(KeyboardInterrupt):
@@ -69,7 +76,9 @@ def pending() -> int | None:
 
 def check() -> None:
     """Raise :class:`Interrupted` if a signal was received (outside :func:`deferred`)."""
+    global _raised
     if _pending is not None and _defer_depth == 0:
+        _raised = True
         raise Interrupted(_pending)
 
 
@@ -111,8 +120,9 @@ def _redeliver(signum: int) -> None:
     def fire():
         global _redeliver_scheduled
         _redeliver_scheduled = False
-        with contextlib.suppress(Exception):
-            _thread.interrupt_main(signum)
+        if not _raised and _pending is not None:  # not raised elsewhere meanwhile
+            with contextlib.suppress(Exception):
+                _thread.interrupt_main(signum)
 
     if not _redeliver_scheduled:
         _redeliver_scheduled = True
@@ -122,7 +132,7 @@ def _redeliver(signum: int) -> None:
 
 
 def _handler(signum, frame) -> None:
-    global _pending
+    global _pending, _raised
     if _pending is None or _pending == signal.SIGINT:
         _pending = signum  # a SIGTERM after a SIGINT is reported as SIGTERM
     if _defer_depth:
@@ -130,6 +140,7 @@ def _handler(signum, frame) -> None:
     if _in_swallowing_frame(frame):
         _redeliver(signum)
         return
+    _raised = True
     raise Interrupted(signum)
 
 
@@ -141,7 +152,7 @@ def handle_signals() -> Iterator[None]:
     runs unchanged), and not for a signal that is ignored (``nohup``, a
     background job of a script).  The previous handlers are restored afterwards.
     """
-    global _pending
+    global _pending, _raised
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -149,10 +160,10 @@ def handle_signals() -> Iterator[None]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is not signal.SIG_IGN:
             previous[sig] = signal.signal(sig, _handler)
-    _pending = None
+    _pending, _raised = None, False
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        _pending = None
+        _pending, _raised = None, False

@@ -21,7 +21,7 @@ import sys
 
 from .. import __version__
 from .._core.errors import BiosimError
-from .._core.interrupt import Interrupted, handle_signals, pending
+from .._core.interrupt import Interrupted, deferred, handle_signals, pending
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             signum = err.signum if isinstance(err, Interrupted) else pending()
             if signum is None:
                 raise
-            status = _report_interrupt(args, signum)
+            with deferred(raise_after=False):  # a second Ctrl-C: still one line
+                status = _report_interrupt(args, signum)
     if argv is None:
         # console use: exit at once, without the interpreter's teardown of JAX/XLA
         # threads that may still be busy (the work is already cleaned up)
@@ -113,6 +114,8 @@ def _report_interrupt(args, signum: int) -> int:
         what = f"; files already copied to {args.copy} are complete"
     else:
         what = ""
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        print("\r\033[K", end="", file=sys.stderr)  # clear a half-drawn progress bar
     print(f"biosim: interrupted ({name}){what}", file=sys.stderr)
     return 128 + signum
 

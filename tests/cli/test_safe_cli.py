@@ -271,3 +271,55 @@ def test_sigterm_stops_a_sweep_without_hidden_folders(tiny, tmp_path):
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     doc = json.loads((out / "sweep.json").read_text())
     assert doc["summary"]["pending"] >= 1
+
+
+_SLOW_COMPILE = """
+import os, pathlib, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import jax, jax.numpy as jnp
+from biosim.cli import main
+from biosim.experiment import pipeline
+
+def slow_compile(*args, **kwargs):  # an XLA compile of several seconds
+    def body(i, x):
+        return jnp.linalg.solve(jnp.eye(40) + 0.01 * jnp.outer(x, x), x) * jnp.sin(x).sum()
+    def f(x):
+        for k in range(60):
+            x = jax.lax.fori_loop(0, 3, body, x) + k
+        return x
+    lowered = jax.jit(f).lower(jnp.ones(40))
+    pathlib.Path(os.environ["MARK"]).touch()
+    lowered.compile()
+    raise AssertionError("the compile was not interrupted")
+
+pipeline.simulate_activity = slow_compile
+sys.argv = ["biosim", "run", os.environ["SPEC"], "-o", os.environ["OUT"], "--no-progress"]
+main()
+"""
+
+
+def test_sigint_during_an_xla_compile(tiny, tmp_path):
+    """Ctrl-C during an XLA compile once ended in a segmentation fault (rc 139) as
+    the interpreter shut down around the still-running compile; biosim now leaves
+    with os._exit after removing the staging folder."""
+    out, mark = tmp_path / "out", tmp_path / "compiling"
+    env = dict(os.environ, BIOSIM_PROGRESS="0", SPEC=str(tiny), OUT=str(out), MARK=str(mark))
+    root = str(Path(biosim.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_COMPILE],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(proc, mark.exists)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [
+        f"biosim: interrupted (SIGINT); nothing was written to {out}"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compiling"]
