@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             with deferred(raise_after=False):  # a second Ctrl-C: still one line
                 status = _report_interrupt(args, signum)
-    if argv is None:
-        # console use: exit at once, without the interpreter's teardown of JAX/XLA
-        # threads that may still be busy (the work is already cleaned up)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+                if argv is None:
+                    # console use: exit at once, without the interpreter's teardown around
+                    # an XLA compile that may still run (it segfaulted); staging is removed
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(status)
     return status
 
 
