@@ -74,11 +74,17 @@ def list_examples(copy_to: str | None = None, overwrite: bool = False) -> list[s
         if target.exists() and target.read_bytes() != text.encode():
             differ.append(name)
     if differ and not overwrite:
+        one = len(differ) == 1
         raise FileExistsError(
             f"examples --copy {str(copy_to)!r}: {', '.join(str(dest / n) for n in differ)} "
-            f"already exist{'s' if len(differ) == 1 else ''} and differ from the shipped "
-            "experiment (edited copies?); nothing was copied. Pass overwrite "
-            "(--overwrite) to replace them, or copy into another folder"
+            + (
+                "already exists and differs from the shipped experiment (an edited copy?)"
+                if one
+                else "already exist and differ from the shipped experiments (edited copies?)"
+            )
+            + "; nothing was copied. Pass overwrite (--overwrite) to replace "
+            + ("it" if one else "them")
+            + ", or copy into another folder"
         )
     dest.mkdir(parents=True, exist_ok=True)
     copied = 0
