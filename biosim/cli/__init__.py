@@ -15,10 +15,13 @@ default when no file is given) and write its dataset, ground truth and report.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 from .. import __version__
 from .._core.errors import BiosimError
+from .._core.interrupt import Interrupted, deferred, handle_signals, pending
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -40,7 +43,12 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-o", "--out", default="biosim_out", help="output folder (default: %(default)s)"
     )
-    run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an output folder that holds an earlier biosim dataset (a folder "
+        "with other files is never replaced)",
+    )
     run.add_argument("--seed", type=int, default=None, help="override the experiment's random seed")
     run.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
 
@@ -49,6 +57,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("examples", help="list or copy the shipped example experiments")
     ex.add_argument("--copy", metavar="DIR", default=None, help="copy the examples into DIR")
+    ex.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --copy: replace copies in DIR that differ from the shipped files",
+    )
 
     sub.add_parser("devices", help="list the device types an experiment can use")
 
@@ -59,12 +72,55 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``biosim`` console script; returns the exit status."""
+    """Entry point of the ``biosim`` console script; returns the exit status.
+
+    SIGINT (Ctrl-C) and SIGTERM (``timeout``, SLURM, ``docker stop``) stop a
+    command cleanly: whatever was being written is removed, one line says so on
+    standard error, and the status is 130 or 143 (128 + the signal number).
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    with handle_signals():
+        try:
+            return _run_command(args)
+        except BaseException as err:
+            signum = err.signum if isinstance(err, Interrupted) else pending()
+            if signum is None:
+                raise
+            with deferred(raise_after=False):  # a second Ctrl-C: still one line
+                status = _report_interrupt(args, signum)
+                if argv is None:
+                    # console use: exit at once, without the interpreter's teardown around
+                    # an XLA compile that may still run (it segfaulted); staging is removed
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(status)
+    return status
+
+
+def _report_interrupt(args, signum: int) -> int:
+    """Print the one line saying what an interrupt left; return the exit status."""
+    name = signal.Signals(signum).name
+    if args.command == "run":
+        what = f"; nothing was written to {args.out}"
+    elif args.command == "sweep":
+        what = (
+            f"; complete runs are kept in {args.out}, run the same command again to do the others"
+        )
+    elif args.command == "examples" and args.copy:
+        what = f"; files already copied to {args.copy} are complete"
+    else:
+        what = ""
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        print("\r\033[K", end="", file=sys.stderr)  # clear a half-drawn progress bar
+    print(f"biosim: interrupted ({name}){what}", file=sys.stderr)
+    return 128 + signum
+
+
+def _run_command(args) -> int:
     if args.command == "sweep":
         from .sweep import main_sweep
 
@@ -84,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = experiment.load_experiment(args.experiment)
             print(f"biosim: {args.experiment} is valid ({experiment.describe(spec)})")
         elif args.command == "examples":
-            for line in experiment.list_examples(copy_to=args.copy):
+            lines = experiment.list_examples(copy_to=args.copy, overwrite=args.overwrite)
+            for line in lines:
                 print(line)
         elif args.command == "devices":
             from ..experiment.devices import device_types

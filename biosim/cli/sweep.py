@@ -137,7 +137,9 @@ def add_sweep_parser(subparsers) -> Any:
         help="worker processes of the local cluster (default: one per CPU)",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="replace run folders that hold a different spec"
+        "--overwrite",
+        action="store_true",
+        help="replace run folders that hold a different spec (only folders biosim wrote)",
     )
     p.add_argument(
         "--dry-run",

@@ -20,6 +20,8 @@ dataset whose ground truth, report and analyses are derivative datasets
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +180,12 @@ def run_experiment(
     spec : dict
         From :func:`~biosim.experiment.load_experiment`.
     out_dir : path-like
-        Output folder; it appears only once complete.
+        Output folder; the dataset appears in it only once complete.
     overwrite : bool
-        Replace an existing, non-empty ``out_dir``.
+        Replace an existing, non-empty ``out_dir`` that holds an earlier biosim
+        dataset (its ``.biosim`` marker lists every file in it); any other
+        non-empty folder is refused (``FileExistsError``) before simulating.
+        An existing empty folder (a mount point, ``.``) is filled in place.
     progress : bool
         Show progress bars on a terminal.
 
@@ -192,7 +197,17 @@ def run_experiment(
     spec = validate_spec(spec)
     out_dir = Path(out_dir)
     protocol = Protocol.from_spec(spec)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    # the marker (.biosim, hidden: BIDS tools skip it) lets a later --overwrite tell a
+    # dataset biosim wrote from a folder of someone else's files
+    public = {k: v for k, v in spec.items() if not k.startswith("_")}
+    marker = {
+        "biosim_version": __version__,
+        "experiment": spec["experiment"]["name"],
+        "spec_sha256": hashlib.sha256(
+            json.dumps(public, sort_keys=True, default=str).encode("utf-8")
+        ).hexdigest(),
+    }
+    with atomic_directory(out_dir, overwrite=overwrite, marker=marker) as tmp:
         activity = simulate_activity(spec, protocol)
         sim = Simulation(
             spec,
@@ -220,7 +235,6 @@ def run_experiment(
             truth.update(source_times=sources.times, source_moments=sources.moments)
         for key, recording in sim.recordings.items():
             truth.update(recording.truth_arrays(key))
-        public = {k: v for k, v in spec.items() if not k.startswith("_")}
         write_truth(
             derivative_dataset(
                 tmp,

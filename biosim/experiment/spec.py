@@ -33,10 +33,25 @@ def shipped_dir():
     return resources.files("biosim.experiment") / "shipped"
 
 
-def list_examples(copy_to: str | None = None) -> list[str]:
-    """Names and one-line descriptions of the shipped experiments; copy them
-    into ``copy_to`` when given."""
-    lines = []
+def list_examples(copy_to: str | None = None, overwrite: bool = False) -> list[str]:
+    """Names and one-line descriptions of the shipped experiments.
+
+    Parameters
+    ----------
+    copy_to : path-like, optional
+        Copy the experiments into this folder (created if needed).  Copies that
+        are already there and identical are left as they are.
+    overwrite : bool
+        Replace copies in ``copy_to`` that differ from the shipped files (edited
+        copies).  When False such a copy is an error and nothing is copied.
+
+    Raises
+    ------
+    FileExistsError
+        When ``copy_to`` holds a different file of the same name as a shipped
+        experiment (naming them) and ``overwrite`` is False.
+    """
+    lines, texts = [], {}
     for entry in sorted(shipped_dir().iterdir(), key=lambda p: p.name):
         if not entry.name.endswith(".toml"):
             continue
@@ -45,12 +60,45 @@ def list_examples(copy_to: str | None = None) -> list[str]:
             (ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), ""
         )
         lines.append(f"{entry.name}: {first}")
-        if copy_to is not None:
-            dest = Path(copy_to)
-            dest.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(dest / entry.name, text)
-    if copy_to is not None:
-        lines.append(f"copied {len(lines)} experiment(s) to {copy_to}")
+        texts[entry.name] = text
+    if copy_to is None:
+        return lines
+    dest = Path(copy_to)
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"examples --copy {str(copy_to)!r}: it exists and is not a folder")
+    differ = []
+    for name, text in texts.items():
+        target = dest / name
+        if target.exists() and not target.is_file():
+            raise FileExistsError(f"examples --copy: {str(target)!r} exists and is not a file")
+        if target.exists() and target.read_bytes() != text.encode():
+            differ.append(name)
+    if differ and not overwrite:
+        one = len(differ) == 1
+        raise FileExistsError(
+            f"examples --copy {str(copy_to)!r}: {', '.join(str(dest / n) for n in differ)} "
+            + (
+                "already exists and differs from the shipped experiment (an edited copy?)"
+                if one
+                else "already exist and differ from the shipped experiments (edited copies?)"
+            )
+            + "; nothing was copied. Pass overwrite (--overwrite) to replace "
+            + ("it" if one else "them")
+            + ", or copy into another folder"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for name, text in texts.items():
+        target = dest / name
+        if target.is_file() and target.read_bytes() == text.encode():
+            continue
+        atomic_write_text(target, text)
+        copied += 1
+    lines.append(
+        f"copied {copied} experiment(s) to {copy_to}"
+        + (f" ({len(texts) - copied} already there)" if copied < len(texts) else "")
+        + (f", replacing {', '.join(differ)}" if differ else "")
+    )
     return lines
 
 

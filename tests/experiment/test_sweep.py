@@ -324,9 +324,13 @@ def test_stale_folders_need_overwrite(done_sweep, tiny, tmp_path):
     (tmp_path / "seed-0" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not a complete sweep run"):
         sw.run_sweep(tiny, tmp_path, scheduler="sequential", progress=False)
+    # overwrite replaces only run folders biosim wrote: notes.txt is kept
+    with pytest.raises(FileExistsError, match=r"refusing to overwrite .*notes\.txt"):
+        sw.run_sweep(tiny, tmp_path, scheduler="sequential", overwrite=True, progress=False)
+    assert (tmp_path / "seed-0" / "notes.txt").read_text() == "mine"
+    (tmp_path / "seed-0" / "notes.txt").unlink()
     report = sw.run_sweep(tiny, tmp_path, scheduler="sequential", overwrite=True, progress=False)
     assert report.ok and report["seed-0"].status == "done"
-    assert not (tmp_path / "seed-0" / "notes.txt").exists()
     stamp = json.loads((tmp_path / "seed-0" / "sweep_run.json").read_text())
     assert stamp["spec_hash"] == sw.spec_hash(tiny)
 

@@ -23,7 +23,10 @@ sibling and renamed into place, stamp included), so a sweep that is killed can
 be started again with the same arguments: runs whose folder is complete and
 whose stamp records the same spec hash are skipped, and only the missing (or
 failed) ones execute.  A folder left by a *different* spec under the same run id is an
-error unless ``overwrite`` is set.  One run failing does not stop the others;
+error unless ``overwrite`` is set (and even then a folder holding files biosim
+did not write is refused).  SIGINT/SIGTERM stop the sweep (see
+:mod:`biosim._core.interrupt`): the hidden build folders of unfinished runs are
+removed and ``sweep.json`` marks them pending.  One run failing does not stop the others;
 failures are collected in the report and in ``sweep.json``.
 
 Run ids are readable and stable: ``sub-<id>`` when the subject id is swept,
@@ -50,7 +53,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import traceback
 import uuid
@@ -61,8 +63,16 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
-from ..._core.atomic import atomic_write_text
+from ..._core.atomic import (
+    add_to_marker,
+    atomic_write_text,
+    make_temp_dir,
+    remove_tree,
+    why_not_replaceable,
+)
 from ..._core.errors import ParameterError
+from ..._core.interrupt import check as _check_interrupt
+from ..._core.interrupt import deferred
 from ..._core.progress import progress_enabled
 from ...io.bids import add_bidsignore
 from .. import pipeline as _pipeline
@@ -190,6 +200,14 @@ def _clean_partials(out_root: Path, run_ids: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+def _check_replaceable(folder: Path) -> None:
+    """Raise ``FileExistsError`` unless ``folder`` holds only what biosim wrote."""
+    if folder.is_dir():
+        why = why_not_replaceable(folder)
+        if why is not None:
+            raise FileExistsError(f"refusing to overwrite {folder}: {why}")
+
+
 def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> dict:
     """Run one experiment into ``out_root/run_id`` (atomically, stamp included).
 
@@ -204,8 +222,11 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
             return {"status": "skipped", "seconds": 0.0, "error": None, "traceback": None}
         if state != "missing" and not overwrite:
             raise FileExistsError(f"{state}; pass overwrite to replace it")
+        if state != "missing":
+            _check_replaceable(root / run.run_id)
+        _check_interrupt()
         root.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{run.run_id}.", suffix=".sweep-partial", dir=root))
+        stage = make_temp_dir(root, f".{run.run_id}.", ".sweep-partial")
         try:
             built = stage / run.run_id
             _pipeline.run_experiment(run.spec, built, overwrite=False, progress=progress)
@@ -228,13 +249,15 @@ def _execute(run: SweepRun, out_root: str, overwrite: bool, progress: bool) -> d
                 + "\n",
             )
             add_bidsignore(built, STAMP_FILE)  # the run folder stays a valid BIDS dataset
+            add_to_marker(built, [STAMP_FILE, ".bidsignore"])
             final = root / run.run_id
-            if final.exists():
-                old = stage / f"{run.run_id}.old"
-                os.replace(final, old)
-            os.replace(built, final)
+            with deferred(raise_after=False):  # the run is complete: move it in whole
+                if final.exists():
+                    old = stage / f"{run.run_id}.old"
+                    os.replace(final, old)
+                os.replace(built, final)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            remove_tree(stage)
         return {
             "status": "done",
             "seconds": time.perf_counter() - t0,
@@ -353,7 +376,9 @@ def run_sweep(
         Worker processes of the local cluster (default: one per CPU, at most one
         per run to execute).  Ignored for other schedulers.
     overwrite : bool
-        Replace run folders that hold a different spec or an incomplete run.
+        Replace run folders that hold a different spec or an incomplete run,
+        provided biosim wrote everything in them (their ``.biosim`` marker lists
+        it); a run folder holding any other file is refused (``FileExistsError``).
         Complete runs of the same spec are always skipped (delete a run's folder
         to compute it again).
     progress : bool
@@ -406,6 +431,10 @@ def run_sweep(
             f"sweep: {'; '.join(stale[:5])}{more}. Pass overwrite (--overwrite) "
             "to replace them, or choose another output folder"
         )
+    if stale:  # --overwrite replaces only run folders biosim wrote
+        for run in runs:
+            if states[run.run_id] not in ("complete", "missing"):
+                _check_replaceable(out_root / run.run_id)
     out_root.mkdir(parents=True, exist_ok=True)
 
     results: dict[str, RunResult] = {}
@@ -471,6 +500,7 @@ def run_sweep(
     _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
     last_write = [time.monotonic()]
     bar = _Bar(len(todo), progress and progress_enabled())
+    stopped = False
     try:
         if todo and label == "sequential":
             for run in todo:
@@ -533,15 +563,22 @@ def run_sweep(
                 for fut in futures:
                     fut.cancel()
                 raise
+    except BaseException:
+        stopped = True  # interrupted (SIGINT/SIGTERM) or the cluster failed
+        raise
     finally:
         bar.close()
-        _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close()
+        with deferred(raise_after=False):  # a second Ctrl-C must not leave workers behind
+            _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close()
+            if stopped and (label == "sequential" or cluster is not None):
+                # the local workers are gone: remove what their unfinished runs staged
+                _clean_partials(out_root, {run.run_id for run in runs})
     return SweepReport(
         out_root=out_root,
         runs=tuple(results[r.run_id] for r in runs),

@@ -1,0 +1,7 @@
+"""``python -m biosim.cli``: the ``biosim`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
