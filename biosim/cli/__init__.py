@@ -42,7 +42,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     run.add_argument("--seed", type=int, default=None, help="override the experiment's random seed")
-    run.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
+    run.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they are drawn only on a terminal, and never with "
+        "BIOSIM_PROGRESS=0)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="the same as --quiet")
 
     val = sub.add_parser("validate", help="check an experiment specification")
     val.add_argument("experiment", help="experiment TOML file")
@@ -77,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.seed is not None:
                 spec = experiment.with_seed(spec, args.seed)
             out = experiment.run_experiment(
-                spec, args.out, overwrite=args.overwrite, progress=not args.no_progress
+                spec,
+                args.out,
+                overwrite=args.overwrite,
+                progress=not (args.quiet or args.no_progress),
             )
             print(f"biosim: wrote {out}")
         elif args.command == "validate":

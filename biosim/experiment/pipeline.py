@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .._core.atomic import atomic_directory
+from .._core.progress import phase, quiet
 from ..io.bids import BIDSDataset, write_dataset_description
 from ..io.truth import write_truth
 from .activity import Activity, simulate_activity
@@ -125,7 +126,8 @@ def run_experiment(
     overwrite : bool
         Replace an existing, non-empty ``out_dir``.
     progress : bool
-        Show progress bars on a terminal.
+        Show progress bars on a terminal (never into a log, nor with
+        ``BIOSIM_PROGRESS=0``); False silences every bar of the run.
 
     Returns
     -------
@@ -135,8 +137,9 @@ def run_experiment(
     spec = validate_spec(spec)
     out_dir = Path(out_dir)
     protocol = Protocol.from_spec(spec)
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        activity = simulate_activity(spec, protocol)
+    with quiet(not progress), atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        with phase("activity"):
+            activity = simulate_activity(spec, protocol)
         sim = Simulation(
             spec,
             protocol,
@@ -149,9 +152,10 @@ def run_experiment(
         for key, table in device_instances(spec):
             device = device_type(table["type"])
             ctx = DeviceContext(key, table, sim)
-            recording = device.simulate(ctx)
-            sim.recordings[key] = recording
-            device.write(recording, ctx, dataset)
+            with phase(f"devices.{key}"):
+                recording = device.simulate(ctx)
+                sim.recordings[key] = recording
+                device.write(recording, ctx, dataset)
         analysis = spec.get("analysis", {})
         if "dcm" in analysis:
             run_dcm_analysis(spec, protocol, sim.recordings, dataset)
