@@ -65,6 +65,24 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(experiment, name):
+    """Load a spec; its warnings (aliasing) are printed as one line each."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = experiment.load_experiment(name)
+    for msg in dict.fromkeys(str(w.message) for w in caught):
+        print(f"biosim: warning: {msg}", file=sys.stderr)
+    return spec
+
+
+def _estimate(spec) -> str:
+    from ..experiment.estimate import estimate_resources
+
+    return estimate_resources(spec).summary()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``biosim`` console script; returns the exit status."""
     parser = _build_parser()
@@ -80,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "run":
-            spec = experiment.load_experiment(args.experiment)
+            spec = _load(experiment, args.experiment)
             if args.seed is not None:
                 spec = experiment.with_seed(spec, args.seed)
+            print(f"biosim: {_estimate(spec)}", flush=True)
             out = experiment.run_experiment(
                 spec,
                 args.out,
@@ -91,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"biosim: wrote {out}")
         elif args.command == "validate":
-            spec = experiment.load_experiment(args.experiment)
+            spec = _load(experiment, args.experiment)
             print(f"biosim: {args.experiment} is valid ({experiment.describe(spec)})")
+            print(f"biosim: {_estimate(spec)}")
         elif args.command == "examples":
             for line in experiment.list_examples(copy_to=args.copy):
                 print(line)

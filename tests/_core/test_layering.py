@@ -6,7 +6,8 @@ Packages, lowest first::
 
 and inside the application (``biosim.experiment``), lowest first::
 
-    keys < protocol < subject < activity < devices < analysis < report < spec < pipeline < sweep
+    keys < protocol < subject < activity < devices < analysis < report < estimate < spec
+    < pipeline < sweep
 
 A module may import from its own layer or a lower one, never from a higher one;
 ``cli`` is the top and nothing imports it.  Package ``__init__`` files that only
@@ -20,8 +21,19 @@ import biosim
 
 ROOT = Path(biosim.__file__).parent
 PACKAGES = ["_core", "geometry", "physics", "instruments", "inference", "io", "experiment", "cli"]
-APPLICATION = ["keys", "protocol", "subject", "activity", "devices", "analysis", "report", "spec",
-               "pipeline", "sweep"]
+APPLICATION = [
+    "keys",
+    "protocol",
+    "subject",
+    "activity",
+    "devices",
+    "analysis",
+    "report",
+    "estimate",
+    "spec",
+    "pipeline",
+    "sweep",
+]
 
 
 def rank(module: str) -> tuple[int, int]:
@@ -66,8 +78,15 @@ def _imports(path: Path, module: str, root: Path = ROOT):
                 for name in names:
                     full = f"{target}.{name}"
                     # `from biosim.experiment import spec` imports the submodule spec
-                    yield (full if (root.parent / full.replace(".", "/")).with_suffix(".py").exists()
-                           or (root.parent / full.replace(".", "/")).is_dir() else target), node.lineno
+                    yield (
+                        (
+                            full
+                            if (root.parent / full.replace(".", "/")).with_suffix(".py").exists()
+                            or (root.parent / full.replace(".", "/")).is_dir()
+                            else target
+                        ),
+                        node.lineno,
+                    )
 
 
 def _violations(root: Path = ROOT):
@@ -113,5 +132,7 @@ def test_a_reversed_import_is_caught(tmp_path):
         (fake / rel).parent.mkdir(parents=True, exist_ok=True)
         (fake / rel).write_text(text)
     found = _violations(fake)
-    assert found == ["biosim/experiment/keys.py:1 imports biosim.experiment.pipeline",
-                     "biosim/geometry/mesh.py:1 imports biosim.experiment.keys"]
+    assert found == [
+        "biosim/experiment/keys.py:1 imports biosim.experiment.pipeline",
+        "biosim/geometry/mesh.py:1 imports biosim.experiment.keys",
+    ]
