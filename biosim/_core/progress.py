@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -69,6 +70,13 @@ def quiet(active: bool = True):
             _QUIET -= 1
 
 
+def _size() -> dict:
+    """Bar size: the terminal's, or 80 x 24 where it reports none (a pseudo-terminal
+    without a size, where tqdm would hide every bar)."""
+    cols, rows = shutil.get_terminal_size((80, 24))
+    return {"ncols": cols if cols > 0 else 80, "nrows": rows if rows > 0 else 24}
+
+
 def _tqdm():
     try:
         from tqdm.auto import tqdm
@@ -85,7 +93,7 @@ def progress(
     if tqdm is None:
         yield from iterable
         return
-    yield from tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr)
+    yield from tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, **_size())
 
 
 class _NoBar:
@@ -99,7 +107,13 @@ class _NoBar:
 
 
 @contextlib.contextmanager
-def task(desc: str, total: int | None = None, unit: str = "it", disable: bool | None = None):
+def task(
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    disable: bool | None = None,
+    bar_format: str | None = None,
+):
     """A bar advanced by hand: ``with task("DCM", total=64) as bar: bar.update()``.
 
     The bar's elapsed time is refreshed about once a second even between
@@ -109,7 +123,15 @@ def task(desc: str, total: int | None = None, unit: str = "it", disable: bool | 
     if tqdm is None:
         yield _NoBar()
         return
-    bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=False,
+        file=sys.stderr,
+        bar_format=bar_format,
+        **_size(),
+    )
     stop = threading.Event()
 
     def tick():
@@ -129,5 +151,5 @@ def task(desc: str, total: int | None = None, unit: str = "it", disable: bool | 
 @contextlib.contextmanager
 def phase(desc: str, disable: bool | None = None):
     """One step of unknown length, shown with its elapsed time while it runs."""
-    with task(desc, total=None, unit="step", disable=disable):
+    with task(desc, disable=disable, bar_format="{desc}: running, {elapsed} elapsed"):
         yield
