@@ -36,9 +36,8 @@ def check_finite(name: str, value: Any) -> None:
         arr = arr.astype(float)
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ParameterError(
-            name, f"array with {bad} non-finite value(s)", "finite numbers (no NaN or inf)"
-        )
+        shown = arr.tolist() if arr.size <= 8 else f"array with {bad} non-finite value(s)"
+        raise ParameterError(name, shown, "finite numbers (no NaN or inf)")
 
 
 def check_positive(name: str, value: Any, unit: str = "") -> None:
