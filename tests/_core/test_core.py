@@ -21,20 +21,24 @@ def test_x64_enabled_by_import():
 def test_x64_opt_out_by_environment():
     code = "import biosim, jax.numpy as jnp; print(jnp.zeros(1).dtype)"
     env = dict(os.environ, BIOSIM_X64="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "float32"
 
 
 def test_require_float64_warns_in_float32():
-    code = ("import warnings, biosim; from biosim._core import require_float64, PrecisionError\n"
-            "with warnings.catch_warnings(record=True) as w:\n"
-            "    warnings.simplefilter('always'); require_float64('BEM solve')\n"
-            "assert 'BEM solve' in str(w[0].message)\n"
-            "try:\n    require_float64('BEM solve', strict=True)\nexcept PrecisionError: print('raised')\n")
+    code = (
+        "import warnings, biosim; from biosim._core import require_float64, PrecisionError\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always'); require_float64('BEM solve')\n"
+        "assert 'BEM solve' in str(w[0].message)\n"
+        "try:\n    require_float64('BEM solve', strict=True)\nexcept PrecisionError: print('raised')\n"
+    )
     env = dict(os.environ, BIOSIM_X64="0")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "raised"
 
 
@@ -46,14 +50,16 @@ def test_pytree_dataclass_leaves_and_static():
 
     p = P(a=2.0)
     assert jax.tree_util.tree_leaves(p) == [2.0]
-    g = jax.grad(lambda q: q.a ** 2 * q.n)(p)
+    g = jax.grad(lambda q: q.a**2 * q.n)(p)
     assert g.a == pytest.approx(12.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.a = 3.0
 
 
 def test_checks_name_argument_value_and_expectation():
-    with pytest.raises(ParameterError, match=r"TR = -1.0 is invalid: expected a positive value in s"):
+    with pytest.raises(
+        ParameterError, match=r"TR = -1.0 is invalid: expected a positive value in s"
+    ):
         check_positive("TR", -1.0, "s")
     with pytest.raises(ParameterError, match=r"data = \[1.0, nan\] is invalid: expected finite"):
         check_finite("data", np.array([1.0, np.nan]))
