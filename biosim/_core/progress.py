@@ -105,6 +105,35 @@ class _NoBar:
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         pass
 
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_bar(
+    desc: str,
+    total: int | None = None,
+    unit: str = "it",
+    disable: bool | None = None,
+    bar_format: str | None = None,
+):
+    """A tqdm bar on standard error when progress is enabled, else a no-op stand-in
+    (``update``, ``set_postfix_str``, ``refresh``, ``close``); the caller closes it."""
+    tqdm = _tqdm() if progress_enabled(disable) else None
+    if tqdm is None:
+        return _NoBar()
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        leave=False,
+        file=sys.stderr,
+        bar_format=bar_format,
+        **_size(),
+    )
+
 
 @contextlib.contextmanager
 def task(
@@ -119,19 +148,10 @@ def task(
     The bar's elapsed time is refreshed about once a second even between
     updates, so a slow step still shows the run is alive.
     """
-    tqdm = _tqdm() if progress_enabled(disable) else None
-    if tqdm is None:
-        yield _NoBar()
+    bar = open_bar(desc, total, unit, disable, bar_format)
+    if isinstance(bar, _NoBar):
+        yield bar
         return
-    bar = tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        leave=False,
-        file=sys.stderr,
-        bar_format=bar_format,
-        **_size(),
-    )
     stop = threading.Event()
 
     def tick():

@@ -150,3 +150,22 @@ te = 0.03
 matrix = [8, 8]
 n_slices = 1
 """
+
+
+def test_sweep_bar_follows_the_same_rule(monkeypatch):
+    from biosim.experiment.sweep.execute import _Bar
+
+    def draw():
+        bar = _Bar(2, True)
+        bar.update("seed-0 done")
+        bar.close()
+
+    term = _stderr(monkeypatch, True)
+    draw()
+    assert "biosim sweep" in term.getvalue()
+    pipe = _stderr(monkeypatch, False)
+    draw()
+    term = _stderr(monkeypatch, True)
+    monkeypatch.setenv("BIOSIM_PROGRESS", "0")
+    draw()
+    assert pipe.getvalue() == "" and term.getvalue() == ""

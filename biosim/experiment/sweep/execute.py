@@ -62,7 +62,7 @@ from typing import Any
 from ... import __version__
 from ..._core.atomic import atomic_write_text
 from ..._core.errors import ParameterError
-from ..._core.progress import progress_enabled
+from ..._core.progress import open_bar
 from .. import pipeline as _pipeline
 from .. import spec as _spec
 from .plan import SweepRun, expand_sweep, spec_hash
@@ -268,24 +268,19 @@ def _worker_env() -> dict:
 
 
 class _Bar:
-    def __init__(self, total: int, enabled: bool):
-        self._bar = None
-        if enabled and total:
-            try:
-                from tqdm.auto import tqdm
+    """The bar over runs (on a terminal only: :mod:`biosim._core.progress`)."""
 
-                self._bar = tqdm(total=total, desc="biosim sweep", unit="run")
-            except ImportError:
-                pass
+    def __init__(self, total: int, enabled: bool):
+        self._bar = open_bar(
+            "biosim sweep", total=total, unit="run", disable=not (enabled and total)
+        )
 
     def update(self, text: str):
-        if self._bar is not None:
-            self._bar.set_postfix_str(text[-40:], refresh=False)
-            self._bar.update(1)
+        self._bar.set_postfix_str(text[-40:], refresh=False)
+        self._bar.update(1)
 
     def close(self):
-        if self._bar is not None:
-            self._bar.close()
+        self._bar.close()
 
 
 def _write_sweep_json(
@@ -467,7 +462,7 @@ def run_sweep(
 
     _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
     last_write = [time.monotonic()]
-    bar = _Bar(len(todo), progress and progress_enabled())
+    bar = _Bar(len(todo), progress)
     try:
         if todo and label == "sequential":
             for run in todo:
