@@ -123,8 +123,6 @@ CASES = [
     ("integrate_balloon", "x0", lambda b: hd.integrate_balloon(U, 0.1, x0=np.full((1, 4), b))),
     ("BalloonParams", "decay_rate", lambda b: hd.simulate_bold(U, 0.1, hd.BalloonParams(b))),
     ("BOLDParams", "field_strength", lambda b: hd.simulate_bold(U, 0.1, None, hd.BOLDParams(b))),
-    ("bold_signal", "v", lambda b: hd.bold_signal(np.array([b]), np.array([1.0]), hd.BOLDParams())),
-    ("bold_from_states", "x", lambda b: hd.bold_from_states(np.full((3, 4), b), hd.BOLDParams())),
     ("spm_hrf", "onset", lambda b: hd.spm_hrf(1.0, onset=b)),
     ("glover_hrf", "tr", lambda b: hd.glover_hrf(b)),
     ("event_boxcar", "amplitudes", lambda b: hd.event_boxcar([1.0], [2.0], [b], np.arange(10.0))),
