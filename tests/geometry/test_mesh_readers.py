@@ -1,12 +1,19 @@
 """Corrupt or truncated mesh files give a ParameterError naming the file, not a
 third-party UnicodeDecodeError / numpy ValueError / meshio error."""
 
-import os
-
+import numpy as np
 import pytest
 
 from biosim import ParameterError
 from biosim.geometry.mesh import icosphere, read_mesh, write_mesh
+
+_RNG = np.random.default_rng(0)
+
+
+def _noise(n):
+    """Deterministic random bytes."""
+    return _RNG.integers(0, 256, n, dtype=np.uint8).tobytes()
+
 
 PLY_HEADER = (
     "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
@@ -14,20 +21,21 @@ PLY_HEADER = (
 )
 
 CORRUPT = {
-    "random.stl": os.urandom(300),  # before: UnicodeDecodeError
+    "random.stl": _noise(300),  # before: UnicodeDecodeError
     "text.stl": b"solid x\nfacet normal 0 0 1\n outer loop\n vertex 0 0 x\nendloop\n",  # ValueError
     "truncated.ply": (PLY_HEADER + "0 0 0\n1 0\n").encode(),  # numpy ValueError
     "random_body.ply": b"ply\nformat binary_little_endian 1.0\nelement vertex 1000\n"
-    b"property float x\nproperty float y\nproperty float z\nend_header\n" + os.urandom(50),
+    b"property float x\nproperty float y\nproperty float z\nend_header\n" + _noise(50),
     "latin1.ply": b"ply\nformat ascii 1.0\ncomment \xff\xfe\xe9\nelement vertex 1\n",
     "random.obj": bytes(range(128, 256)) * 2,
     "bad.off": b"OFF\n3 1 0\n0 0 0\nx y z\n",
     "random.vtk": bytes(range(128, 256)) * 2,
-    "lh.white": os.urandom(200),  # not a meshio format, not a FreeSurfer surface
+    "lh.white": _noise(200),  # not a meshio format, not a FreeSurfer surface
     "empty.stl": b"",
 }
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # meshio's STL size test overflows
 @pytest.mark.parametrize("filename", sorted(CORRUPT))
 def test_corrupt_mesh_names_the_file(tmp_path, filename):
     path = tmp_path / filename
