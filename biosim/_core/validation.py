@@ -31,12 +31,13 @@ def check_finite(name: str, value: Any) -> None:
     """Raise :class:`ParameterError` if ``value`` contains NaN or infinity."""
     if not is_concrete(value):
         return
-    arr = _as_array(value)
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.number):  # lists of numbers, booleans
+        arr = arr.astype(float)
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ParameterError(
-            name, f"array with {bad} non-finite value(s)", "finite numbers (no NaN or inf)"
-        )
+        shown = arr.tolist() if arr.size <= 8 else f"array with {bad} non-finite value(s)"
+        raise ParameterError(name, shown, "finite numbers (no NaN or inf)")
 
 
 def check_positive(name: str, value: Any, unit: str = "") -> None:
@@ -89,3 +90,11 @@ def check_shape(name: str, value: Any, shape: tuple) -> None:
     if len(actual) != len(shape) or any(s is not None and s != a for s, a in zip(shape, actual)):
         want = "(" + ", ".join("n" if s is None else str(s) for s in shape) + ")"
         raise ShapeError(name, f"array of shape {actual}", f"shape {want}")
+
+
+def check_all_finite(**arrays: Any) -> None:
+    """:func:`check_finite` on each keyword argument (``None`` is skipped), named by
+    its keyword: ``check_all_finite(m0=m0, flip_angle=flip_angle)``."""
+    for name, value in arrays.items():
+        if value is not None:
+            check_finite(name, value)

@@ -50,7 +50,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "with other files is never replaced)",
     )
     run.add_argument("--seed", type=int, default=None, help="override the experiment's random seed")
-    run.add_argument("--no-progress", action="store_true", help="do not draw progress bars")
+    run.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars (they are drawn only on a terminal, and never with "
+        "BIOSIM_PROGRESS=0)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="the same as --quiet")
 
     val = sub.add_parser("validate", help="check an experiment specification")
     val.add_argument("experiment", help="experiment TOML file")
@@ -69,6 +76,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
     return parser
+
+
+def _load(experiment, name):
+    """Load a spec; its warnings (aliasing) are printed as one line each."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec = experiment.load_experiment(name)
+    for msg in dict.fromkeys(str(w.message) for w in caught):
+        print(f"biosim: warning: {msg}", file=sys.stderr)
+    return spec
+
+
+def _estimate(spec) -> str:
+    from ..experiment.estimate import estimate_resources
+
+    return estimate_resources(spec).summary()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,16 +154,21 @@ def _run_command(args) -> int:
 
     try:
         if args.command == "run":
-            spec = experiment.load_experiment(args.experiment)
+            spec = _load(experiment, args.experiment)
             if args.seed is not None:
                 spec = experiment.with_seed(spec, args.seed)
+            print(f"biosim: {_estimate(spec)}", flush=True)
             out = experiment.run_experiment(
-                spec, args.out, overwrite=args.overwrite, progress=not args.no_progress
+                spec,
+                args.out,
+                overwrite=args.overwrite,
+                progress=not (args.quiet or args.no_progress),
             )
             print(f"biosim: wrote {out}")
         elif args.command == "validate":
-            spec = experiment.load_experiment(args.experiment)
+            spec = _load(experiment, args.experiment)
             print(f"biosim: {args.experiment} is valid ({experiment.describe(spec)})")
+            print(f"biosim: {_estimate(spec)}")
         elif args.command == "examples":
             lines = experiment.list_examples(copy_to=args.copy, overwrite=args.overwrite)
             for line in lines:

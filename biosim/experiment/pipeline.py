@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import __version__
 from .._core.atomic import atomic_directory
+from .._core.progress import phase, quiet
 from ..io.bids import (
     BIDSDataset,
     bids_label,
@@ -187,7 +188,8 @@ def run_experiment(
         non-empty folder is refused (``FileExistsError``) before simulating.
         An existing empty folder (a mount point, ``.``) is filled in place.
     progress : bool
-        Show progress bars on a terminal.
+        Show progress bars on a terminal (never into a log, nor with
+        ``BIOSIM_PROGRESS=0``); False silences every bar of the run.
 
     Returns
     -------
@@ -207,8 +209,9 @@ def run_experiment(
             json.dumps(public, sort_keys=True, default=str).encode("utf-8")
         ).hexdigest(),
     }
-    with atomic_directory(out_dir, overwrite=overwrite, marker=marker) as tmp:
-        activity = simulate_activity(spec, protocol)
+    with quiet(not progress), atomic_directory(out_dir, overwrite=overwrite, marker=marker) as tmp:
+        with phase("activity"):
+            activity = simulate_activity(spec, protocol)
         sim = Simulation(
             spec,
             protocol,
@@ -221,9 +224,10 @@ def run_experiment(
         for key, table in device_instances(spec):
             device = device_type(table["type"])
             ctx = DeviceContext(key, table, sim)
-            recording = device.simulate(ctx)
-            sim.recordings[key] = recording
-            device.write(recording, ctx, dataset)
+            with phase(f"devices.{key}"):
+                recording = device.simulate(ctx)
+                sim.recordings[key] = recording
+                device.write(recording, ctx, dataset)
         analysis = spec.get("analysis", {})
         if "dcm" in analysis:
             run_dcm_analysis(spec, protocol, sim.recordings, dataset)

@@ -21,6 +21,7 @@ from .._core.errors import SpecError
 from .activity import validate_activity
 from .analysis import validate_analysis
 from .devices import device_instances, device_type
+from .estimate import check_resources, check_sampling
 from .keys import check_keys, require, set_default
 from .subject import check_regions
 
@@ -157,7 +158,14 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     Raises
     ------
     SpecError
-        Naming the key (``devices.mri.te``) and what was expected.
+        Naming the key (``devices.mri.te``) and what was expected, or the keys
+        that drive a memory estimate beyond what this machine has
+        (:func:`~biosim.experiment.estimate.check_resources`).
+
+    Warns
+    -----
+    AliasingWarning
+        When a device samples slower than twice the rhythm or the mains frequency.
     """
     spec = copy.deepcopy(spec)
     for section in ("experiment", "subject", "activity", "protocol", "devices"):
@@ -368,4 +376,6 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     if len(device_instances(spec, "mri")) > 1:
         raise SpecError("[devices] holds more than one MRI scanner: expected at most one")
     validate_analysis(spec)
+    check_sampling(spec)  # AliasingWarning
+    check_resources(spec)  # SpecError when the memory estimate exceeds what is available
     return spec

@@ -13,6 +13,7 @@ surface format (nibabel), with unit conversion at the boundary.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -197,27 +198,67 @@ def nested_spheres(
     return [icosphere(subdivisions, r, center, n) for r, n in zip(radii, names)]
 
 
+# what third-party readers raise on a corrupt or truncated file
+_PARSE_ERRORS = (
+    ValueError,
+    UnicodeDecodeError,
+    IndexError,
+    KeyError,
+    TypeError,
+    EOFError,
+    AssertionError,
+    struct.error,
+)
+
+
 def read_mesh(path, units="m", name=None):
-    """Read a surface (meshio formats, or FreeSurfer geometry via nibabel) in ``units``."""
+    """Read a surface (meshio formats, or FreeSurfer geometry via nibabel) in ``units``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ParameterError
+        Naming the file, when it is not a triangle mesh that can be read (a corrupt
+        or truncated STL/PLY/OBJ/..., an unknown format, no triangles, bad faces).
+    """
     if units not in _UNITS:
         raise ParameterError("units", units, f"one of {sorted(_UNITS)}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"mesh file {str(path)!r} does not exist")
     name = name or path.stem
+    import meshio
+
     try:
-        import meshio
+        try:
+            m = meshio.read(path)
+        except meshio.ReadError as err:  # not a meshio format: FreeSurfer geometry?
+            import nibabel.freesurfer as fs
 
-        m = meshio.read(path)
-        tri = [c.data for c in m.cells if c.type == "triangle"]
-        if not tri:
-            raise ParameterError("path", str(path), "a file with triangle cells")
-        return TriangleMesh(m.points[:, :3] * _UNITS[units], np.concatenate(tri), name)
-    except meshio.ReadError:
-        import nibabel.freesurfer as fs
-
-        v, f = fs.read_geometry(str(path))
-        return TriangleMesh(v * _UNITS[units], f, name)
+            try:
+                v, f = fs.read_geometry(str(path))
+            except _PARSE_ERRORS as fs_err:
+                raise ParameterError(
+                    "path",
+                    str(path),
+                    "a mesh file meshio reads (.stl, .ply, .obj, .off, .vtk, .msh, ...) or a "
+                    f"FreeSurfer surface (meshio: {err}; FreeSurfer: {fs_err})",
+                ) from fs_err
+            return TriangleMesh(v * _UNITS[units], f, name)
+    except ParameterError:
+        raise
+    except _PARSE_ERRORS as err:
+        raise ParameterError(
+            "path",
+            str(path),
+            f"a readable mesh file; it is corrupt or truncated ({type(err).__name__}: "
+            f"{str(err).strip()[:200]})",
+        ) from err
+    tri = [c.data for c in m.cells if c.type == "triangle"]
+    if not tri or len(m.points) == 0:
+        raise ParameterError("path", str(path), "a file with triangle cells")
+    return TriangleMesh(m.points[:, :3] * _UNITS[units], np.concatenate(tri), name)
 
 
 def write_mesh(mesh: TriangleMesh, path, units="m"):

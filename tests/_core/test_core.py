@@ -62,8 +62,10 @@ def test_checks_name_argument_value_and_expectation():
         ParameterError, match=r"TR = -1.0 is invalid: expected a positive value in s"
     ):
         check_positive("TR", -1.0, "s")
-    with pytest.raises(ParameterError, match="non-finite"):
+    with pytest.raises(ParameterError, match=r"data = \[1.0, nan\] is invalid: expected finite"):
         check_finite("data", np.array([1.0, np.nan]))
+    with pytest.raises(ParameterError, match="array with 1 non-finite"):
+        check_finite("data", np.r_[np.ones(9), np.inf])
     with pytest.raises(ParameterError, match=r"flip_angle"):
         check_range("flip_angle", 200.0, 0.0, 180.0, "deg")
     with pytest.raises(ParameterError, match=r"shape \(n, 3\)"):

@@ -6,7 +6,8 @@ Packages, lowest first::
 
 and inside the application (``biosim.experiment``), lowest first::
 
-    keys < protocol < subject < activity < devices < analysis < report < spec < pipeline < sweep
+    keys < protocol < subject < activity < devices < analysis < report < estimate < spec
+    < pipeline < sweep
 
 A module may import from its own layer or a lower one, never from a higher one;
 ``cli`` is the top and nothing imports it.  Package ``__init__`` files that only
@@ -28,6 +29,7 @@ APPLICATION = [
     "devices",
     "analysis",
     "report",
+    "estimate",
     "spec",
     "pipeline",
     "sweep",

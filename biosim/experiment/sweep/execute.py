@@ -73,7 +73,7 @@ from ..._core.atomic import (
 from ..._core.errors import ParameterError
 from ..._core.interrupt import check as _check_interrupt
 from ..._core.interrupt import deferred
-from ..._core.progress import progress_enabled
+from ..._core.progress import open_bar
 from ...io.bids import add_bidsignore
 from .. import pipeline as _pipeline
 from .. import spec as _spec
@@ -294,24 +294,19 @@ def _worker_env() -> dict:
 
 
 class _Bar:
-    def __init__(self, total: int, enabled: bool):
-        self._bar = None
-        if enabled and total:
-            try:
-                from tqdm.auto import tqdm
+    """The bar over runs (on a terminal only: :mod:`biosim._core.progress`)."""
 
-                self._bar = tqdm(total=total, desc="biosim sweep", unit="run")
-            except ImportError:
-                pass
+    def __init__(self, total: int, enabled: bool):
+        self._bar = open_bar(
+            "biosim sweep", total=total, unit="run", disable=not (enabled and total)
+        )
 
     def update(self, text: str):
-        if self._bar is not None:
-            self._bar.set_postfix_str(text[-40:], refresh=False)
-            self._bar.update(1)
+        self._bar.set_postfix_str(text[-40:], refresh=False)
+        self._bar.update(1)
 
     def close(self):
-        if self._bar is not None:
-            self._bar.close()
+        self._bar.close()
 
 
 def _write_sweep_json(
@@ -499,7 +494,7 @@ def run_sweep(
 
     _write_sweep_json(out_root, base_hash, name, label, seeds, grid, results, started)
     last_write = [time.monotonic()]
-    bar = _Bar(len(todo), progress and progress_enabled())
+    bar = _Bar(len(todo), progress)
     stopped = False
     try:
         if todo and label == "sequential":

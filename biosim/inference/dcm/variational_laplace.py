@@ -35,6 +35,7 @@ import numpy as np
 
 from ..._core.errors import ConvergenceError, ParameterError
 from ..._core.precision import require_float64
+from ..._core.progress import task
 
 
 @dataclasses.dataclass
@@ -222,28 +223,32 @@ def invert(
     gains = []
     converged = False
     it = 0
-    for it in range(1, max_iter + 1):
-        w, vec = np.linalg.eigh(best["h"])
-        t = np.exp(v)
-        step = vec @ (((1.0 - np.exp(-t * w)) / w) * (vec.T @ best["grad"]))
-        cand = best_theta + step
-        state = evaluate(cand, best["lam"])
-        if state is not None and state["f"] > best["f"]:
-            gains.append(state["f"] - best["f"])
-            best_theta, best = cand, state
-            history.append(state["f"])
-            v = min(v + 0.5, 4.0)
-        else:
-            gains.append(0.0)
-            v = max(v - 2.0, -16.0)
-        if verbose:
-            print(f"VL iteration {it}: F = {best['f']:.3f}, log step {v:.1f}")
-        accepted_small = len(history) > 4 and history[-1] - history[-5] < tol
-        if (accepted_small and gains[-1] > 0) or v <= -12:
-            # F gained < tol over four accepted steps, or no step improves F even when
-            # shrunk to a gradient step of size exp(-12): a (local) maximum
-            converged = True
-            break
+    with task("variational Laplace", total=max_iter, unit="iter") as bar:
+        bar.set_postfix_str(f"F = {best['f']:.2f}")
+        for it in range(1, max_iter + 1):
+            w, vec = np.linalg.eigh(best["h"])
+            t = np.exp(v)
+            step = vec @ (((1.0 - np.exp(-t * w)) / w) * (vec.T @ best["grad"]))
+            cand = best_theta + step
+            state = evaluate(cand, best["lam"])
+            if state is not None and state["f"] > best["f"]:
+                gains.append(state["f"] - best["f"])
+                best_theta, best = cand, state
+                history.append(state["f"])
+                v = min(v + 0.5, 4.0)
+            else:
+                gains.append(0.0)
+                v = max(v - 2.0, -16.0)
+            bar.set_postfix_str(f"F = {best['f']:.2f}", refresh=False)
+            bar.update()
+            if verbose:
+                print(f"VL iteration {it}: F = {best['f']:.3f}, log step {v:.1f}")
+            accepted_small = len(history) > 4 and history[-1] - history[-5] < tol
+            if (accepted_small and gains[-1] > 0) or v <= -12:
+                # F gained < tol over four accepted steps, or no step improves F even when
+                # shrunk to a gradient step of size exp(-12): a (local) maximum
+                converged = True
+                break
     conf = None
     if confounds is not None:
         conf = best_theta[n_theta:].reshape(k, n_c).T

@@ -61,7 +61,7 @@ integration points of :class:`MEGSensors`.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import jax.numpy as jnp
 import numpy as np
@@ -71,7 +71,8 @@ from scipy.spatial import cKDTree
 from ..._core.errors import GeometryError, ParameterError
 from ..._core.parallel import n_threads, run_chunks, run_chunks_axis1
 from ..._core.precision import require_float64
-from ..._core.validation import is_concrete
+from ..._core.progress import phase, task
+from ..._core.validation import check_finite, is_concrete
 from ...geometry.checks import check_head_model, check_points_inside, check_points_outside
 from ...geometry.curved import curved_refinement, volume_matched_surface
 from ...geometry.mesh import TriangleMesh
@@ -97,6 +98,17 @@ from .bem_sensors import (
 from .bem_solve import solve_adjoint, solve_concrete, solve_traced
 from .bem_sources import source_pairs_correction, source_terms, source_terms_quad
 from .sensors import EEGSensors, MEGSensors
+
+
+def _gather(futures, desc):
+    """Results of the block futures (in submission order), with a bar over blocks done."""
+    done = {}
+    keys = {fut: k for k, fut in futures.items()}
+    with task(desc, total=len(futures), unit="block") as bar:
+        for fut in as_completed(keys):
+            done[keys[fut]] = fut.result()
+            bar.update()
+    return {k: done[k] for k in futures}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +250,7 @@ class BEMOperators:
         # pool could deadlock.
         with ThreadPoolExecutor(max_workers=n_threads()) as pool:
             futures = {k: pool.submit(f, *a, **kw) for k, (f, a, kw) in tasks.items()}
-            res = {k: fut.result() for k, fut in futures.items()}
+            res = _gather(futures, "BEM assembly")
         D = {k[1:]: v for k, v in res.items() if k[0] == "D"}
         S = {k[1:]: v[0] for k, v in res.items() if k[0] == "SN" and v[0] is not None}
         N = {k[1:]: v[1] for k, v in res.items() if k[0] == "SN"}
@@ -273,7 +285,7 @@ class BEMOperators:
                 k: pool.submit(f, elems[k[1]], elems[k[2]], **kw, **quad)
                 for k, (f, kw) in tasks.items()
             }
-            res = {k: fut.result() for k, fut in futures.items()}
+            res = _gather(futures, "BEM assembly (curved)")
         S = {k[1:]: v[0] for k, v in res.items() if k[0] == "SN" and k[1] < n - 1 and k[2] < n - 1}
         N = {k[1:]: v[1] for k, v in res.items() if k[0] == "SN"}
         D = {k[1:]: v for k, v in res.items() if k[0] == "D"}
@@ -319,6 +331,7 @@ class BEMForward:
         """Assemble :class:`BEMOperators` for ``surfaces`` (``quad``: ``flux``,
         ``geometry`` and the quadrature options of :meth:`BEMOperators.create`)
         and build the forward model (:meth:`from_operators`)."""
+        check_finite("conductivities", conductivities)  # before the assembly, not after
         ops = BEMOperators.create(surfaces, min_gap=min_gap, **quad)
         return cls.from_operators(
             ops, conductivities, eeg, meg, derivatives=derivatives, eeg_readout=eeg_readout
@@ -371,6 +384,8 @@ class BEMForward:
         sig = np.asarray(conductivities, float) if concrete else jnp.asarray(conductivities)
         if sig.shape != (n,):
             raise ParameterError("conductivities", f"shape {sig.shape}", f"one per surface ({n},)")
+        if concrete:
+            check_finite("conductivities", sig)
         if concrete and np.any(sig <= 0):
             raise ParameterError("conductivities", sig.tolist(), "positive values in S/m")
         scalp = ops.surfaces[-1]
@@ -401,7 +416,8 @@ class BEMForward:
             rows.append(meg_functional(ops, sig, meg_functionals, xp))
         f = xp.concatenate([xp.asarray(r) for r in rows], axis=0)
         if concrete:
-            y = solve_concrete(ops, sig, np.ascontiguousarray(f.T))
+            with phase(f"BEM factorisation ({ops.n_unknowns} unknowns)"):
+                y = solve_concrete(ops, sig, np.ascontiguousarray(f.T))
         elif derivatives == "adjoint":
             y = solve_adjoint(ops, sig, f.T)
         else:

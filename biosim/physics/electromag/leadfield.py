@@ -15,6 +15,7 @@ from typing import Protocol
 import jax.numpy as jnp
 
 from ..._core.errors import ParameterError
+from ..._core.validation import check_all_finite
 from .sensors import EEGSensors, MEGSensors
 from .sphere_eeg import SphereHead, eeg_gain
 from .sphere_meg import meg_gain
@@ -34,6 +35,7 @@ class ForwardModel(Protocol):
 
 def fixed_orientation(gain, normals):
     """Project a free-orientation gain (C, S, 3) onto unit normals (S, 3) -> (C, S)."""
+    check_all_finite(gain=gain, normals=normals)
     normals = jnp.asarray(normals)
     norms = jnp.linalg.norm(normals, axis=-1, keepdims=True)
     return jnp.einsum("csk,sk->cs", gain, normals / norms)
@@ -41,6 +43,7 @@ def fixed_orientation(gain, normals):
 
 def apply_moments(gain, moments):
     """Channel data from dipole moments (S, 3) or (S, 3, T) in A m."""
+    check_all_finite(gain=gain, moments=moments)
     return jnp.einsum("csk,sk...->c...", gain, jnp.asarray(moments))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..._core.errors import ParameterError
 from ..._core.units import FT
+from ..._core.validation import check_all_finite, check_finite
 
 #: Typical white-noise floors, T / sqrt(Hz).
 NOISE_FLOOR = {
@@ -57,6 +58,7 @@ class EEGSensors:
                 f"array of shape {pos.shape}",
                 f"shape ({len(self.names)}, 3), one row per name",
             )
+        check_finite("positions", pos)
         if len(set(self.names)) != len(self.names):
             raise ParameterError("names", "duplicate names", "distinct electrode names")
         if self.reference != "average" and self.reference not in self.names:
@@ -105,6 +107,15 @@ class MEGSensors:
     channel: np.ndarray
     positions: np.ndarray
     orientations: np.ndarray
+
+    def __post_init__(self):
+        check_all_finite(
+            points=self.points,
+            normals=self.normals,
+            weights=self.weights,
+            positions=self.positions,
+            orientations=self.orientations,
+        )
 
     @property
     def n_channels(self):
@@ -171,6 +182,7 @@ _MAG_POINTS = {1: 1, 4: 2, 16: 4}
 
 def magnetometer(name, position, normal, side=0.0258, accuracy=4):
     """Square magnetometer loop (Vectorview: 25.8 mm) with 1, 4 or 16 points."""
+    check_all_finite(position=position, normal=normal)
     if accuracy not in _MAG_POINTS:
         raise ParameterError("accuracy", accuracy, "1, 4 or 16 integration points")
     u, v = _frame(np.asarray(normal, float))
@@ -192,6 +204,7 @@ def magnetometer(name, position, normal, side=0.0258, accuracy=4):
 def planar_gradiometer(name, position, normal, axis, baseline=0.0168, side=0.0084, accuracy=4):
     """Planar gradiometer (dB_n/d axis, T/m): two loops at +-baseline/2 along ``axis``;
     2, 4 or 8 integration points (1, 2 or 4 per loop)."""
+    check_all_finite(position=position, normal=normal, axis=axis)
     per_loop = {2: (1, 1), 4: (2, 1), 8: (2, 2)}
     if accuracy not in per_loop:
         raise ParameterError("accuracy", accuracy, "2, 4 or 8 integration points")
@@ -231,6 +244,7 @@ def axial_gradiometer(name, position, normal, baseline=0.05, radius=0.009, accur
     """First-order axial gradiometer: coaxial loops at the position and at
     ``baseline`` farther out along ``normal`` (CTF: 50 mm), B difference in T;
     1 or 4 points per loop."""
+    check_all_finite(position=position, normal=normal)
     if accuracy not in (1, 4):
         raise ParameterError("accuracy", accuracy, "1 or 4 points per loop")
     n = np.asarray(normal, float) / np.linalg.norm(normal)
@@ -257,6 +271,7 @@ def axial_gradiometer(name, position, normal, baseline=0.05, radius=0.009, accur
 
 def opm(name, position, axis):
     """Optically pumped magnetometer: a point sensor of B along ``axis`` (T)."""
+    check_all_finite(position=position, axis=axis)
     a = np.asarray(axis, float) / np.linalg.norm(axis)
     p = np.asarray(position, float)[None]
     return MEGSensors((name,), ("opm",), p, a[None], np.ones(1), np.zeros(1, int), p, a[None])
@@ -324,6 +339,7 @@ def squid_helmet_306(radius=0.12, center=(0.0, 0.0, 0.04), accuracy="normal"):
     location ``011``), each location taking the code of the vendor location
     nearest to it on MNE's ``Vectorview-all`` layout.
     """
+    check_all_finite(radius=radius, center=center)
     acc = {"point": (1, 2), "normal": (4, 4), "accurate": (16, 8)}[accuracy]
     pos, dirs = _cap_points(102, radius, center, 105)
     groups = []
@@ -341,6 +357,7 @@ def axial_system_275(radius=0.115, center=(0.0, 0.0, 0.04), accuracy=1):
     """275-channel first-order axial-gradiometer system (CTF-like), channels named
     as on a CTF system (``MLC11``, ``MRF42``, ``MZO01``, ...), each the name of
     the vendor sensor nearest to it on MNE's ``CTF-275`` layout."""
+    check_all_finite(radius=radius, center=center)
     pos, dirs = _cap_points(275, radius, center, 105)
     return MEGSensors.concatenate(
         *[
@@ -363,6 +380,7 @@ def opm_array(
     ``axes``: "radial", "tangential", "dual" (radial + one tangential) or
     "triaxial" (radial + two tangential) channels per cell.
     """
+    check_all_finite(scalp_radius=scalp_radius, standoff=standoff, center=center)
     modes = {"radial": (0,), "tangential": (1,), "dual": (0, 1), "triaxial": (0, 1, 2)}
     if axes not in modes:
         raise ParameterError("axes", axes, f"one of {sorted(modes)}")

@@ -44,7 +44,7 @@ from ..._core.errors import GeometryError, ParameterError
 from ..._core.parallel import map_over_sources
 from ..._core.precision import require_float64
 from ..._core.pytree import pytree_dataclass
-from ..._core.validation import check_positive, is_concrete
+from ..._core.validation import check_all_finite, check_positive, is_concrete
 
 #: MNE-Python's default sphere (Berg & Scherg 1994): relative radii and conductivities.
 DEFAULT_RELATIVE_RADII = (0.90, 0.92, 0.97, 1.0)
@@ -176,6 +176,13 @@ def homogeneous_lead_vectors(electrodes, dipole_position, radius, conductivity):
 def homogeneous_sphere_potential(electrodes, dipole_position, moment, radius, conductivity):
     """Closed-form scalp potential (V) of a dipole (moment in A m) in a
     homogeneous sphere; see :func:`homogeneous_lead_vectors`."""
+    check_all_finite(
+        electrodes=electrodes,
+        dipole_position=dipole_position,
+        moment=moment,
+        radius=radius,
+        conductivity=conductivity,
+    )
     return homogeneous_lead_vectors(
         electrodes, dipole_position, radius, conductivity
     ) @ jnp.asarray(moment)
@@ -269,6 +276,7 @@ def _gain(head, electrodes, positions, n_terms):
 
 
 def _check_inputs(head, electrodes, positions):
+    check_all_finite(electrodes=electrodes, positions=positions)
     if not (is_concrete(head) and is_concrete(electrodes) and is_concrete(positions)):
         return
     radii = np.asarray(head.radii)
@@ -312,6 +320,7 @@ def eeg_potential(head: SphereHead, electrodes, dipole_position, moment, n_terms
     -------
     (n_elec,) V, referenced to infinity (apply a reference afterwards).
     """
+    check_all_finite(dipole_position=dipole_position, moment=moment)
     gain = eeg_gain(head, electrodes, jnp.atleast_2d(jnp.asarray(dipole_position, float)), n_terms)
     return gain[:, 0, :] @ jnp.asarray(moment, float)
 
@@ -375,6 +384,7 @@ def berg_scherg_potential(head: SphereHead, electrodes, dipole_position, moment,
     60 electrodes): median RDM 1.5e-4 and max RDM 0.006 against the exact
     series (MNE-Python's fit: median 0.01, max 0.04).
     """
+    check_all_finite(electrodes=electrodes, dipole_position=dipole_position, moment=moment)
     mu, lam = berg_params
     c = head.center
     rel_e = jnp.asarray(electrodes) - c

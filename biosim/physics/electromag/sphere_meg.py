@@ -23,7 +23,7 @@ import numpy as np
 from ..._core.errors import GeometryError
 from ..._core.parallel import map_over_sources
 from ..._core.units import MU0
-from ..._core.validation import is_concrete
+from ..._core.validation import check_all_finite, is_concrete
 
 
 def _sarvas_f(r, r0):
@@ -43,6 +43,7 @@ def sarvas_field_matrix(points, r0):
 
     ``points`` (P, 3) and ``r0`` (3,) are relative to the sphere centre (m).
     """
+    check_all_finite(points=points, r0=r0)
     r = points
     f, c_r, c_0 = _sarvas_f(r, r0)
     grad_f = c_r[:, None] * r - c_0[:, None] * r0  # (P, 3)
@@ -96,6 +97,7 @@ def meg_gain(sensors, positions, center=(0.0, 0.0, 0.0), inner_radius=None):
     inner_radius : float, optional
         Radius that sources must lie inside (e.g. the brain shell), m.
     """
+    check_all_finite(positions=positions, center=center)
     positions = jnp.atleast_2d(jnp.asarray(positions, float))
     center = jnp.asarray(center, float)
     if is_concrete(positions) and is_concrete(center):

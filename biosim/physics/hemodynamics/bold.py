@@ -130,7 +130,10 @@ class BOLDParams:
 
 def bold_signal(v, q, params: BOLDParams):
     """Fractional BOLD signal change from normalised volume ``v`` and
-    deoxyhemoglobin ``q`` (same shapes).  Zero at rest (v = q = 1)."""
+    deoxyhemoglobin ``q`` (same shapes).  Zero at rest (v = q = 1).
+
+    NaN states give NaN (not an error): the states come from an integration, and
+    fits (DCM) reject parameters whose integration diverges by that NaN."""
     k1, k2, k3 = params.coefficients()
     return params.resting_venous_volume * (k1 * (1.0 - q) + k2 * (1.0 - q / v) + k3 * (1.0 - v))
 

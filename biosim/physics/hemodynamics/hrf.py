@@ -35,7 +35,7 @@ import numpy as np
 from jax.scipy.special import gammaln
 
 from ..._core.errors import ParameterError
-from ..._core.validation import check_finite, check_positive
+from ..._core.validation import check_all_finite, check_finite, check_positive
 
 HRF_MODELS = (
     "spm",
@@ -109,6 +109,7 @@ def gamma_difference_hrf(
     ratio : float
         Undershoot-to-peak amplitude ratio.
     """
+    check_all_finite(onset=onset)
     t = jnp.asarray(times) - onset
     peak = _gamma_pdf(t - dt, delay / dispersion, dispersion)
     under = _gamma_pdf(t - dt, undershoot / undershoot_dispersion, undershoot_dispersion)
@@ -191,6 +192,7 @@ def event_boxcar(onsets, durations, amplitudes, times):
     boxcar : array, shape (n_samples,)
         Differentiable with respect to ``amplitudes``.
     """
+    check_all_finite(amplitudes=amplitudes, times=times)
     onsets = np.atleast_1d(np.asarray(onsets, dtype=float))
     durations = np.atleast_1d(np.asarray(durations, dtype=float))
     check_finite("onsets", onsets)
@@ -220,6 +222,7 @@ def convolve_kernels(signal, kernels):
     -------
     array, shape (n_basis, n_samples) (or (n_samples,) for one kernel)
     """
+    check_all_finite(signal=signal, kernels=kernels)
     signal = jnp.asarray(signal)
     kernels = jnp.asarray(kernels)
     single = kernels.ndim == 1
@@ -231,6 +234,7 @@ def convolve_kernels(signal, kernels):
 
 def sample_at(signal, times, sample_times):
     """Linearly interpolate a microtime signal (last axis) at ``sample_times``."""
+    check_all_finite(signal=signal, times=times, sample_times=sample_times)
     signal = jnp.atleast_2d(jnp.asarray(signal))
     out = jnp.stack([jnp.interp(jnp.asarray(sample_times), jnp.asarray(times), s) for s in signal])
     return out

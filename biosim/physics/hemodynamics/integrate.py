@@ -30,7 +30,7 @@ import numpy as np
 
 from ..._core.errors import ParameterError
 from ..._core.time_stepping import TABLEAUX, integrate_fixed_step
-from ..._core.validation import check_finite, check_positive, is_concrete
+from ..._core.validation import check_all_finite, check_finite, check_positive, is_concrete
 from .balloon import BalloonParams, balloon_rhs, resting_state
 from .bold import BOLDParams, bold_from_states
 
@@ -90,6 +90,7 @@ def integrate_balloon(
     x_final : array, shape (..., 4)
         State at time ``n_t * dt``.
     """
+    check_all_finite(x0=x0)
     params = BalloonParams.spm() if params is None else params
     if method not in METHODS:
         raise ParameterError("method", method, f"one of {METHODS}")
@@ -184,6 +185,7 @@ def simulate_bold(
         ``times`` (s), ``states`` and ``bold`` (fraction) at each TR (the
         first sample, t = 0, is the initial state).
     """
+    check_all_finite(tr=tr)
     balloon = BalloonParams.spm() if balloon is None else balloon
     bold = BOLDParams.spm(field_strength=3.0) if bold is None else bold
     if is_concrete(bold):

@@ -33,7 +33,7 @@ from jax import lax
 
 from ..._core.errors import ParameterError, ShapeError
 from ..._core.units import GAMMA_PROTON
-from ..._core.validation import check_finite, check_nonnegative, check_positive
+from ..._core.validation import check_all_finite, check_finite, check_nonnegative, check_positive
 
 
 class Sequence(NamedTuple):
@@ -97,6 +97,7 @@ class Spins(NamedTuple):
 
 def make_spins(positions, t1, t2, m0=1.0, off_resonance=0.0) -> Spins:
     """Build :class:`Spins`, broadcasting scalars to the number of positions."""
+    check_all_finite(positions=positions, m0=m0, off_resonance=off_resonance)
     pos = np.atleast_2d(np.asarray(positions, dtype=float))
     if pos.shape[-1] != 3:
         raise ShapeError("positions", f"array of shape {pos.shape}", "shape (n, 3)")
@@ -202,6 +203,7 @@ def spoiled_gre_sequence(
     quadratic: phi_n = phi_{n-1} + n * increment.  Returns the sequence and the
     RF phase per TR (to demodulate the received signal).
     """
+    check_all_finite(flip_angle=flip_angle, TE=te, dephasing_gradient=dephasing_gradient)
     check_positive("TR", tr, "s")
     if not 0 <= te < tr:
         raise ParameterError("TE", te, f"0 <= TE < TR = {tr} s")

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._core.units import GAMMA_PROTON
-from ..._core.validation import check_positive, check_range
+from ..._core.validation import check_all_finite, check_positive, check_range
 
 #: Susceptibility difference of fully deoxygenated vs oxygenated blood, SI
 #: (0.27 ppm in CGS units, Spees et al. 2001, times 4 pi).
@@ -197,6 +197,7 @@ def bold_contributions(
     2004).  Returns fractional signal changes and the equivalent relaxation-rate
     changes ``dR2* = -dS/S / TE`` (1/s) for each.
     """
+    check_all_finite(v=v, q=q)
     from ..hemodynamics.bold import BOLDParams
 
     b = BOLDParams(

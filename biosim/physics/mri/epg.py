@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..._core.errors import ParameterError
-from ..._core.validation import check_positive
+from ..._core.validation import check_all_finite, check_positive
 
 
 def rf_matrix(alpha, phi):
@@ -101,6 +101,9 @@ def spoiled_gre_train(
     complex array (n_tr,)
         Demodulated echoes (relative to M0 = 1).
     """
+    check_all_finite(
+        T1=t1, T2=t2, TE=te, flip_angle=flip_angle, rf_spoiling_increment=rf_spoiling_increment
+    )
     check_positive("TR", tr, "s")
     if not 0 <= te < tr:
         raise ParameterError("TE", te, f"0 <= TE < TR = {tr} s")
@@ -129,6 +132,7 @@ def cpmg_train(
     With perfect 180 deg refocusing the echoes are ``exp(-n ESP / T2)``;
     imperfect refocusing mixes in stimulated echoes (Hennig 1988).
     """
+    check_all_finite(T1=t1, T2=t2, refocus_angle=refocus_angle, excitation_angle=excitation_angle)
     check_positive("echo_spacing", echo_spacing, "s")
     n_states = 2 * int(n_echoes) + 2 if n_states is None else int(n_states)
     return _cpmg(t1, t2, echo_spacing, refocus_angle, excitation_angle, int(n_echoes), n_states)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._core.errors import ParameterError
-from ..._core.validation import check_nonnegative, check_positive
+from ..._core.validation import check_all_finite, check_nonnegative, check_positive
 
 
 def _axis(n, fov):
@@ -90,6 +90,13 @@ def epi_kspace(
     -------
     complex array (Nx, Ny), k-space with DC at (Nx//2, Ny//2).
     """
+    check_all_finite(
+        proton_density=proton_density,
+        r2prime=r2prime,
+        off_resonance=off_resonance,
+        fov=fov,
+        echo_time=echo_time,
+    )
     rho = jnp.asarray(proton_density)
     if rho.ndim != 2:
         raise ParameterError("proton_density", f"array of shape {rho.shape}", "a 2D slice (Nx, Ny)")
@@ -125,6 +132,7 @@ def epi_kspace(
 def add_thermal_noise(kspace, noise_std, key):
     """Add circular complex Gaussian noise of standard deviation ``noise_std``
     per real/imaginary channel in the image domain (scaled for the FFT)."""
+    check_all_finite(noise_std=noise_std)
     n = kspace.shape[0] * kspace.shape[1]
     kr, ki = jax.random.split(key)
     scale = noise_std * jnp.sqrt(n)

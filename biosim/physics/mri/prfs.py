@@ -19,7 +19,7 @@ import numpy as np
 
 from ..._core.errors import ParameterError
 from ..._core.units import GAMMA_PROTON, PPM
-from ..._core.validation import check_positive
+from ..._core.validation import check_all_finite, check_positive
 
 #: PRF thermal coefficient of water, 1/degC (i.e. -0.01 ppm/degC).
 ALPHA_WATER = -0.01 * PPM
@@ -34,6 +34,7 @@ ALPHA_TISSUE = {
 
 def prfs_phase(delta_t, field_strength, echo_time, alpha=ALPHA_WATER):
     """Phase change (rad) for a temperature change ``delta_t`` (degC)."""
+    check_all_finite(delta_t=delta_t, alpha=alpha)
     check_positive("field_strength", field_strength, "T")
     check_positive("echo_time", echo_time, "s")
     return GAMMA_PROTON * alpha * field_strength * echo_time * jnp.asarray(delta_t)
@@ -55,6 +56,13 @@ def temperature_change(
         Unheated reference region: its mean phase difference (field drift)
         is removed before conversion.
     """
+    check_all_finite(
+        image=image,
+        baseline=baseline,
+        field_strength=field_strength,
+        echo_time=echo_time,
+        alpha=alpha,
+    )
     image, baseline = jnp.asarray(image), jnp.asarray(baseline)
     if image.shape != baseline.shape:
         raise ParameterError(

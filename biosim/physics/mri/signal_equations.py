@@ -17,10 +17,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ..._core.errors import ParameterError
-from ..._core.validation import check_positive, check_range, is_concrete
+from ..._core.validation import check_all_finite, check_positive, check_range, is_concrete
 
 
 def _check_te_tr(te, tr):
+    check_all_finite(TE=te)
     check_positive("TR", tr, "s")
     if is_concrete((te, tr)):
         import numpy as np
@@ -36,6 +37,7 @@ def spoiled_gre(m0, t1, t2star, tr, te, flip_angle):
 
     ``S = M0 sin(a) (1 - E1) / (1 - E1 cos(a)) exp(-TE/T2*)``, E1 = exp(-TR/T1).
     """
+    check_all_finite(m0=m0, flip_angle=flip_angle)
     _check_te_tr(te, tr)
     check_positive("T1", t1, "s")
     check_positive("T2*", t2star, "s")
@@ -50,6 +52,7 @@ def spin_echo(m0, t1, t2, tr, te):
 
     ``S = M0 (1 - 2 exp(-(TR - TE/2)/T1) + exp(-TR/T1)) exp(-TE/T2)``.
     """
+    check_all_finite(m0=m0)
     _check_te_tr(te, tr)
     check_positive("T1", t1, "s")
     check_positive("T2", t2, "s")
@@ -62,6 +65,7 @@ def inversion_recovery(m0, t1, t2, ti, tr, te):
     ``S = M0 (1 - 2 exp(-TI/T1) + 2 exp(-(TR - TE/2)/T1) - exp(-TR/T1)) exp(-TE/T2)``,
     which reduces to ``1 - 2 exp(-TI/T1) + exp(-TR/T1)`` for TE << TR.
     """
+    check_all_finite(m0=m0)
     _check_te_tr(te, tr)
     check_positive("TI", ti, "s")
     if is_concrete((ti, tr)):
@@ -82,6 +86,7 @@ def bssfp(m0, t1, t2, tr, flip_angle, te=None):
     ``S = M0 sin(a) (1 - E1) / (1 - (E1 - E2) cos(a) - E1 E2) exp(-TE/T2)``
     (Scheffler & Lehnhardt 2003, eq. 2, TE = TR/2 gives the echo).
     """
+    check_all_finite(m0=m0, flip_angle=flip_angle)
     te = tr / 2 if te is None else te
     _check_te_tr(te, tr)
     e1, e2 = jnp.exp(-tr / t1), jnp.exp(-tr / t2)
@@ -99,6 +104,7 @@ def multi_echo(s0, t2star, echo_times):
 
     ``echo_times`` is broadcast against a trailing echo axis of the result.
     """
+    check_all_finite(s0=s0, echo_times=echo_times)
     check_positive("T2*", t2star, "s")
     te = jnp.asarray(echo_times)
     return jnp.asarray(s0)[..., None] * jnp.exp(-te / jnp.asarray(t2star)[..., None])
@@ -118,6 +124,7 @@ def snr_efficiency(signal, tr, readout_fraction=1.0):
     unit time scales as ``S sqrt(readout_fraction / TR)`` (relative units;
     ``readout_fraction`` is the share of TR spent sampling).
     """
+    check_all_finite(signal=signal)
     check_positive("TR", tr, "s")
     check_range("readout_fraction", readout_fraction, 0.0, 1.0)
     return signal * jnp.sqrt(readout_fraction / tr)

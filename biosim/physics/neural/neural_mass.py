@@ -61,7 +61,7 @@ from jax import lax
 from ..._core.errors import ParameterError
 from ..._core.pytree import pytree_dataclass
 from ..._core.time_stepping import RK4, rk_step
-from ..._core.validation import is_concrete
+from ..._core.validation import check_all_finite, check_finite, is_concrete
 
 #: SPM12 ``spm_fx_erp`` fixed constants.
 EXTRINSIC_SCALE = (32.0, 16.0, 4.0)  # forward, backward, lateral, Hz
@@ -106,6 +106,7 @@ class ERPParams:
     @classmethod
     def spm(cls, forward, backward, lateral, input_gain) -> ERPParams:
         """SPM's default constants with the given extrinsic couplings (Hz) and C."""
+        check_all_finite(forward=forward, backward=backward, lateral=lateral, input_gain=input_gain)
         f = jnp.asarray(forward, float)
         n = f.shape[0]
         return cls(
@@ -363,6 +364,7 @@ def simulate_neural_mass(
     n_steps = n_samples * n_sub
     t = jnp.arange(2 * n_steps + 1) * (h / 2)
     u = jnp.asarray(inputs(t))
+    check_finite("inputs", u)
     u = u[:, None] if u.ndim == 1 else u
     return integrate_erp(
         params,
@@ -406,6 +408,9 @@ def event_related_activity(
     times : (T,) s;  x9 : (T, n) pyramidal depolarisation, mV (the EEG generator:
     multiply by a dipole moment per mV and a lead field for EEG/MEG)
     """
+    check_all_finite(duration=duration, dt=dt, width=width)
+    for j, ons in enumerate(onsets):
+        check_finite(f"onsets[{j}]", ons)
     m = params.input_gain.shape[1]
     if len(onsets) != m:
         raise ParameterError("onsets", f"{len(onsets)} onset lists", f"one per input ({m})")
