@@ -8,6 +8,7 @@ and what was expected, e.g.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -16,6 +17,10 @@ class BiosimError(Exception):
 
 
 def _short_repr(value: Any, limit: int = 80) -> str:
+    """``repr`` of a value, cut at ``limit`` characters; text and paths are shown whole
+    (a file name is useless cut in half)."""
+    if isinstance(value, (str, os.PathLike)):
+        return repr(str(value))
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -122,7 +122,8 @@ def test_signal_in_a_gc_callback_is_not_lost():
     def callback(phase, info):
         if phase == "start" and not fired:
             fired.append(True)
-            os.kill(os.getpid(), signal.SIGINT)  # the handler runs in this frame
+            # SIGTERM: pytest-xdist workers ignore SIGINT, and an ignored signal stays ignored
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in this frame
 
     with interrupt.handle_signals():
         gc.callbacks.append(callback)
@@ -134,4 +135,4 @@ def test_signal_in_a_gc_callback_is_not_lost():
                     time.sleep(0.01)
         finally:
             gc.callbacks.remove(callback)
-    assert fired and exc.value.signum == signal.SIGINT
+    assert fired and exc.value.signum == signal.SIGTERM

@@ -115,9 +115,9 @@ def test_run_into_the_current_folder(tiny, tmp_path, monkeypatch, capsys):
     assert "not empty" in capsys.readouterr().err
     # --overwrite replaces a dataset biosim wrote (in place)
     inode = tmp_path.stat().st_ino
-    (tmp_path / "report" / "activity.png").unlink()
+    (tmp_path / "derivatives" / "biosim-report" / "activity.png").unlink()
     assert main(["run", str(tiny), "-o", ".", "--overwrite", "--no-progress"]) == 0
-    assert (tmp_path / "report" / "activity.png").is_file()
+    assert (tmp_path / "derivatives" / "biosim-report" / "activity.png").is_file()
     assert tmp_path.stat().st_ino == inode
 
 
