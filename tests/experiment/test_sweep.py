@@ -15,44 +15,6 @@ from biosim import ParameterError, SpecError, experiment
 from biosim.cli import sweep as sweep_cli
 from biosim.experiment import sweep as sw
 
-TINY_TOML = """
-[experiment]
-name = "tiny"
-seed = 0
-duration = 20.0
-
-[subject]
-regions = ["V1", "V5"]
-voxels_per_region = 1
-
-[activity]
-dt = 0.1
-[activity.drive]
-visual = [0.15, 0.10]
-attention = [0.0, 0.08]
-
-[protocol]
-blocks = [
-  { onset = 4.0, duration = 6.0, condition = "visual" },
-  { onset = 12.0, duration = 4.0, condition = "attention" },
-]
-
-[devices.mri]
-field_strength = 3.0
-tr = 2.0
-te = 0.03
-matrix = [8, 8]
-n_slices = 1
-noise_std = 2.0
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny_toml(tmp_path_factory):
-    path = tmp_path_factory.mktemp("spec") / "tiny.toml"
-    path.write_text(TINY_TOML)
-    return path
-
 
 @pytest.fixture(scope="module")
 def tiny(tiny_toml):
