@@ -10,6 +10,7 @@ Modules, in the order data flows through them:
 * :mod:`~biosim.experiment.devices`: device plug-ins (MRI, EEG, MEG, ...);
 * :mod:`~biosim.experiment.analysis`: analyses run inside ``biosim run`` (DCM);
 * :mod:`~biosim.experiment.report`: figures of the run;
+* :mod:`~biosim.experiment.estimate`: memory, output size and time a spec will need;
 * :mod:`~biosim.experiment.pipeline`: :func:`run_experiment`;
 * :mod:`~biosim.experiment.sweep`: many runs of one experiment.
 """
