@@ -99,13 +99,12 @@ def test_dcm_iterations_show_free_energy(monkeypatch):
     assert "variational Laplace" in out and "F = " in out
 
 
-def test_run_shows_phases_and_quiet_silences_them(monkeypatch, tmp_path):
+def test_run_shows_phases_and_quiet_silences_them(monkeypatch, tmp_path, tiny_toml):
     term = _stderr(monkeypatch, True)
     from biosim import experiment
     from biosim.cli import main
 
-    spec = tmp_path / "tiny.toml"
-    spec.write_text(TINY + "field_strength = 3.0\n")
+    spec = tiny_toml
     assert main(["run", str(spec), "-o", str(tmp_path / "a")]) == 0
     out = term.getvalue()
     assert "activity" in out and "devices.mri" in out and "MRI volumes" in out
@@ -125,31 +124,6 @@ def test_run_shows_phases_and_quiet_silences_them(monkeypatch, tmp_path):
         assert main(["run", str(spec), "-o", str(tmp_path / "b"), flag]) == 0
     assert seen == [False, False, False]
     assert "loop" not in term.getvalue()
-
-
-TINY = """
-[experiment]
-name = "tiny"
-duration = 20.0
-
-[subject]
-regions = ["V1", "V5"]
-voxels_per_region = 1
-
-[activity]
-dt = 0.1
-[activity.drive]
-visual = [0.15, 0.10]
-
-[protocol]
-blocks = [{ onset = 4.0, duration = 6.0, condition = "visual" }]
-
-[devices.mri]
-tr = 2.0
-te = 0.03
-matrix = [8, 8]
-n_slices = 1
-"""
 
 
 def test_sweep_bar_follows_the_same_rule(monkeypatch):
