@@ -1,6 +1,6 @@
 """BEM lead fields: biosim's symmetric Galerkin BEM vs MNE-Python and OpenMEEG, one run.
 
-Problem (issue 5): three concentric spheres, radii 78.3/82.8/90 mm,
+Problem: three concentric spheres, radii 78.3/82.8/90 mm,
 conductivities 0.3/0.006/0.3 S/m (ratio 50; also ratio 80), meshed as
 icospheres (642 or 2562 vertices per surface; a 4-shell model at 642);
 64 EEG electrodes (BioSemi 64, projected onto the scalp sphere, average

@@ -1,4 +1,4 @@
-"""Build biosim's realistic template head (issue 5) from MNE-Python's wheel.
+"""Build biosim's realistic template head from MNE-Python's wheel.
 
     python meshes/make_template_head.py          # writes biosim/data/head/template_head.npz
 
