@@ -452,7 +452,9 @@ def expm_augmented(c, jac, h):
 
 def trajectory(theta, inputs, structure: DCMStructure):
     """States (n_steps + 1, 5 n) at every microtime point, t = i TR / n_micro,
-    for inputs (n_steps, m) held over each microtime step."""
+    for inputs (n_steps, m) held over each microtime step (any real, integer or
+    boolean dtype: they are converted to floats)."""
+    inputs = jnp.asarray(inputs, dtype=jnp.result_type(float))
     rhs, _ = _equations(theta, structure)
     n = structure.n_regions
     ns = int(structure.substeps)
@@ -491,7 +493,9 @@ def predict_bold(theta, inputs, structure: DCMStructure):
 
     Inputs are given at microtime ``TR / n_micro`` and held over each step;
     the integrator, constants and sampling follow ``structure`` (module docstring).
+    Integer and boolean inputs are converted to floats.
     """
+    inputs = jnp.asarray(inputs, dtype=jnp.result_type(float))
     n = structure.n_regions
     n_scans = inputs.shape[0] // int(structure.n_micro)
     if structure.delays is None and structure.integrator == "rk4":

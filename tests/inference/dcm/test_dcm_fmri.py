@@ -104,3 +104,24 @@ def test_bad_input():
         fit_dcm(s_true, np.zeros((10, 2)), np.zeros((10 * NM, 2)))
     with pytest.raises(ParameterError, match="c"):
         DCMStructure(np.ones((3, 3), bool), np.zeros((2, 3, 3), bool), np.zeros((2, 2), bool))
+
+
+@pytest.mark.parametrize("integrator", ["rk4", "spm"])
+def test_integer_and_boolean_inputs_equal_float_inputs(integrator):
+    """A design given as 0/1 integers or booleans is the same design (the SPM-style
+    integrator's scan carry used to reject non-float inputs with a TypeError)."""
+    st = DCMStructure(
+        np.array([[1, 0], [1, 1]]),
+        np.zeros((1, 2, 2)),
+        np.array([[1], [0]]),
+        tr=2.0,
+        n_micro=4,
+        integrator=integrator,
+    )
+    theta = 0.1 * jnp.ones(st.free_index().max() + 1)
+    u = np.zeros((40, 1), int)
+    u[4:12] = 1
+    ref = np.asarray(predict_bold(theta, u.astype(float), st))
+    assert np.abs(ref).max() > 0
+    for given in (u, u.astype(bool), jnp.asarray(u)):
+        np.testing.assert_array_equal(np.asarray(predict_bold(theta, given, st)), ref)
