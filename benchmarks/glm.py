@@ -7,6 +7,7 @@ t statistics, and the false-positive rate at z > 3.09 (nominal 0.001).
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -14,6 +15,9 @@ import numpy as np
 import biosim  # noqa: F401
 from biosim.inference.design import design_matrix
 from biosim.inference.glm import fit_glm
+
+#: Each tool's time is the best of this many fits of the same problem.
+REPEATS = 3
 
 
 def main(n_vox=20_000, n_scans=360, rho=0.3):
@@ -42,16 +46,20 @@ def main(n_vox=20_000, n_scans=360, rho=0.3):
     if run_glm is not None:
         run_glm(e[:, :2000], x, noise_model="ar1")
     for model in ("ols", "ar1"):
-        t0 = time.perf_counter()
-        res = fit_glm(e, x, model)
-        t_b, z_b = res.t_contrast(c)
-        tb = time.perf_counter() - t0
-        if run_glm is not None:
+        tb = math.inf
+        for _ in range(REPEATS):  # best of REPEATS for both tools (first calls page in memory)
             t0 = time.perf_counter()
-            labels, results = run_glm(e, x, noise_model=model)
-            con = compute_contrast(labels, results, c, stat_type="t")
-            z_n = con.z_score()
-            tn = time.perf_counter() - t0
+            res = fit_glm(e, x, model)
+            t_b, z_b = res.t_contrast(c)
+            tb = min(tb, time.perf_counter() - t0)
+        if run_glm is not None:
+            tn = math.inf
+            for _ in range(REPEATS):
+                t0 = time.perf_counter()
+                labels, results = run_glm(e, x, noise_model=model)
+                con = compute_contrast(labels, results, c, stat_type="t")
+                z_n = con.z_score()
+                tn = min(tn, time.perf_counter() - t0)
             dt = np.max(np.abs(t_b - con.stat()) / np.maximum(np.abs(con.stat()), 1e-3))
             print(
                 f"{model:6s} {tb:11.3f} {tn:12.3f} {tn / tb:7.2f} {np.mean(z_b > 3.09):11.5f} "

@@ -68,7 +68,7 @@ def _fit(x, y):
     beta = pinv @ y
     resid = y - x @ beta
     df = x.shape[0] - np.linalg.matrix_rank(x)
-    return beta, resid, np.sum(resid**2, 0) / df, pinv @ pinv.T, df
+    return beta, resid, np.einsum("ij,ij->j", resid, resid) / df, pinv @ pinv.T, df
 
 
 def fit_glm(y, x, noise_model="ar1", bins=100, bias_correction=False) -> GLMResult:
