@@ -105,3 +105,18 @@ def test_bad_input():
         fit_glm(np.zeros((N, 3)), x, "ar2")
     with pytest.raises(ParameterError, match="modulators"):
         design_matrix(N, TR, EVENTS, modulators={"flash": [1.0, 2.0]})
+
+
+def test_detection_rates_counts_and_errors():
+    from biosim import ParameterError
+    from biosim.inference.metrics import detection_rates
+
+    stat = np.array([5.0, 4.0, 0.5, 3.5, 0.0, -2.0])
+    truth = np.array([1, 1, 1, 0, 0, 0], bool)
+    r = detection_rates(stat, truth, 3.1)
+    assert (r.n_true_positive, r.n_false_positive, r.n_active, r.n_inactive) == (2, 1, 3, 3)
+    assert r.sensitivity == pytest.approx(2 / 3) and r.false_positive_rate == pytest.approx(1 / 3)
+    masked = detection_rates(stat, truth, 3.1, mask=np.array([1, 1, 1, 0, 1, 1], bool))
+    assert masked.false_positive_rate == 0.0
+    with pytest.raises(ParameterError, match="truth_mask"):
+        detection_rates(stat, truth[:3], 3.1)
