@@ -31,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import scipy.signal
@@ -44,6 +46,7 @@ __all__ = [
     "network_matrices",
     "stationary_covariance",
     "simulate_network",
+    "network_response",
 ]
 
 
@@ -196,12 +199,7 @@ class NetworkParams:
         """A = (-I + g W / rho(W)) / tau, 1/s (W with its diagonal zeroed)."""
         w = self.connectivity.copy()
         np.fill_diagonal(w, 0.0)
-        if w.size == 1:
-            rho = 0.0
-        elif np.array_equal(w, w.T):
-            rho = np.max(np.abs(np.linalg.eigvalsh(w)))
-        else:
-            rho = np.max(np.abs(np.linalg.eigvals(w)))
+        rho = _spectral_radius(w)
         coupled = self.coupling * w / rho if rho > 0 else np.zeros_like(w)
         return (coupled - np.eye(self.n_regions)) / self.time_constant
 
@@ -332,3 +330,49 @@ def simulate_network(
     for k in range(1, n_t):
         z[k] = phi @ z[k - 1] + drive[k]
     return z
+
+
+def _spectral_radius(w: np.ndarray) -> float:
+    w = np.asarray(w, dtype=float).copy()
+    np.fill_diagonal(w, 0.0)
+    if w.size == 1:
+        return 0.0
+    vals = np.linalg.eigvalsh(w) if np.array_equal(w, w.T) else np.linalg.eigvals(w)
+    return float(np.max(np.abs(vals)))
+
+
+def network_response(connectivity, coupling, time_constant, input_gain, inputs, dt: float):
+    """Noise-free response z (n_t, n) from z[0] = 0, in JAX: differentiable in
+    ``coupling``, ``time_constant``, ``input_gain`` and ``inputs``.
+
+    The same exact zero-order-hold recursion as :func:`simulate_network`
+    (``Phi``, ``Gamma`` from one matrix exponential, then ``jax.lax.scan``).
+    ``connectivity`` is a fixed (numpy) array: ``rho(W)`` is not traced.
+    Concrete (non-traced) arguments are checked as in :class:`NetworkParams`.
+    """
+    w = np.asarray(connectivity, dtype=float)
+    concrete = [not isinstance(v, jax.core.Tracer) for v in (coupling, time_constant, input_gain)]
+    if all(concrete):
+        NetworkParams(w, float(coupling), float(time_constant), 0.0, np.asarray(input_gain))
+    if not (np.isfinite(dt) and dt > 0):
+        raise ParameterError("dt", dt, "a positive time step in s")
+    rho = _spectral_radius(w)
+    wn = w.copy()
+    np.fill_diagonal(wn, 0.0)
+    wn = jnp.asarray(wn / rho if rho > 0 else np.zeros_like(wn))
+    return _zoh_response(wn, coupling, time_constant, jnp.asarray(input_gain), inputs, dt)
+
+
+@jax.jit
+def _zoh_response(wn, coupling, time_constant, c, inputs, dt):
+    n, m = c.shape
+    a = (coupling * wn - jnp.eye(n)) / time_constant
+    aug = jnp.block([[a, c], [jnp.zeros((m, n)), jnp.zeros((m, m))]]) * dt
+    e = jax.scipy.linalg.expm(aug)
+    phi, gamma = e[:n, :n], e[:n, n:]
+
+    def step(z, uk):
+        return phi @ z + gamma @ uk, z
+
+    _, zs = jax.lax.scan(step, jnp.zeros(n, dtype=aug.dtype), jnp.asarray(inputs, aug.dtype))
+    return zs
