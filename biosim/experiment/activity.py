@@ -30,6 +30,34 @@
 ``model = "timecourses"``
     Given source time courses: a TSV file (one column per region, header =
     region names, one row per ``activity.dt``), path relative to the TOML.
+``model = "network"``
+    Whole-brain stochastic linear network (:mod:`biosim.physics.neural.network`;
+    the neuronal model of stochastic DCM, Friston et al. 2014 NeuroImage
+    94:396): ``dz/dt = (-z + g W z / rho(W)) / tau + C u + w``, integrated
+    exactly, for resting-state and task activity over any number of regions.
+    ``[activity.network]``:
+
+    - ``connectivity``: ``"distance"`` (default; exponential distance rule,
+      ``W_ij = exp(-d_ij / length_scale)`` between the region dipoles) or the
+      path (relative to the TOML) of an n x n non-negative matrix in ``.npy``,
+      ``.csv``, ``.tsv`` or ``.txt`` (row = target, in ``subject.regions``
+      order; e.g. a tractography matrix).
+    - ``length_scale`` (m, default 0.02) and ``homotopic`` (weight added
+      between mirror-image regions of the two hemispheres, default 0) of the
+      distance rule.
+    - ``coupling``: global coupling g as a fraction of the critical value, in
+      [0, 1) (default 0.5; the slowest mode decays at (1 - g) / tau).
+    - ``time_constant``: tau, s (default 1.0).
+    - ``noise``: std of an uncoupled region's spontaneous activity, 1/s
+      (default 0.02; coupling raises it); 0 gives a noise-free network.
+    - ``baseline``: tonic activity added to every region, 1/s (default 0).
+      The hemodynamic model starts at rest, so a non-zero baseline gives an
+      onset transient of some 20 s (dummy scans).
+    - ``[activity.network.inputs] condition = {regions = [names], gain = 0.1}``:
+      each protocol condition drives the listed regions (``regions = []``
+      drives none); ``gain`` is the activity (1/s) an uncoupled region settles
+      at while the condition is on (``C = gain / tau``).  Every protocol
+      condition needs an entry.
 
 The result is the neural activity z (n_t, n_regions) in 1/s on the microtime
 grid ``activity.dt``: the input of the hemodynamic model and, through the
@@ -40,17 +68,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core.errors import SpecError
+from .._core.errors import ParameterError, SpecError
 from .._core.time_stepping import integrate_fixed_step
 from .keys import check_keys, require, set_default
 from .protocol import Protocol
 
-MODELS = ("drive", "dcm", "neural_mass", "timecourses")
+if TYPE_CHECKING:
+    from ..physics.neural.network import NetworkParams
+
+MODELS = ("drive", "dcm", "neural_mass", "timecourses", "network")
 
 
 def _matrix(value, shape, where):
@@ -79,7 +111,9 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
         lambda v: v in ("spm", "friston2000"),
         "'spm' or 'friston2000'",
     )
-    default_model = next((m for m in ("dcm", "neural_mass", "timecourses") if m in act), "drive")
+    default_model = next(
+        (m for m in ("dcm", "neural_mass", "timecourses", "network") if m in act), "drive"
+    )
     model = set_default(
         act,
         "model",
@@ -207,6 +241,8 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
             "a positive dipole moment per mV of pyramidal depolarisation, A m / mV",
         )
         defined = set(c)
+    elif model == "network":
+        defined = _validate_network(spec, conditions)
     else:
         tc = require(act, "timecourses", "activity", dict, None, "a table with file = 'x.tsv'")
         check_keys(tc, {"file"}, "activity.timecourses")
@@ -217,9 +253,120 @@ def validate_activity(spec: dict, conditions: set[str]) -> None:
     if missing:
         raise SpecError(
             f"protocol condition {sorted(missing)[0]!r} is not defined in "
-            f"[activity.{model if model != 'dcm' else 'dcm.C'}] (defined: "
+            f"[activity.{ {'dcm': 'dcm.C', 'network': 'network.inputs'}.get(model, model) }] "
+            f"(defined: "
             f"{sorted(defined)})"
         )
+
+
+NETWORK_KEYS = (
+    "connectivity",
+    "length_scale",
+    "homotopic",
+    "coupling",
+    "time_constant",
+    "noise",
+    "baseline",
+    "inputs",
+)
+
+
+def _validate_network(spec: dict, conditions: set[str]) -> set[str]:
+    """Check ``[activity.network]`` (defaults filled in); the conditions it defines."""
+    act, regions = spec["activity"], spec["subject"]["regions"]
+    where = "activity.network"
+    net = set_default(act, "network", "activity", {}, dict, None, "a table of network keys")
+    check_keys(net, NETWORK_KEYS, where)
+    conn = set_default(
+        net,
+        "connectivity",
+        where,
+        "distance",
+        str,
+        lambda v: len(v) > 0,
+        "'distance' or the path of an n x n matrix file (.npy, .csv, .tsv, .txt)",
+    )
+    if conn != "distance":
+        read_network_connectivity(spec)  # an unusable file fails here, before any run
+    set_default(net, "length_scale", where, 0.02, float, lambda v: v > 0, "a positive length in m")
+    set_default(net, "homotopic", where, 0.0, float, lambda v: v >= 0, "a non-negative weight")
+    set_default(
+        net,
+        "coupling",
+        where,
+        0.5,
+        float,
+        lambda v: 0 <= v < 1,
+        "a fraction of the critical coupling in [0, 1) (1 or more is unstable)",
+    )
+    set_default(net, "time_constant", where, 1.0, float, lambda v: v > 0, "a positive time in s")
+    set_default(
+        net,
+        "noise",
+        where,
+        0.02,
+        float,
+        lambda v: v >= 0,
+        "a non-negative std of spontaneous activity, 1/s",
+    )
+    set_default(
+        net, "baseline", where, 0.0, float, lambda v: v >= 0, "a non-negative activity, 1/s"
+    )
+    inputs = set_default(
+        net,
+        "inputs",
+        where,
+        {},
+        dict,
+        None,
+        "a table condition = {regions = [names], gain = 1/s}",
+    )
+    for cond, entry in inputs.items():
+        at = f"{where}.inputs.{cond}"
+        if not isinstance(entry, dict):
+            raise SpecError(
+                f"{at} = {entry!r} is invalid: expected a table {{regions = [names], gain = 1/s}}"
+            )
+        check_keys(entry, {"regions", "gain"}, at)
+        names = require(
+            entry,
+            "regions",
+            at,
+            list,
+            lambda v: all(isinstance(r, str) for r in v) and len(set(v)) == len(v),
+            "a list of distinct region names",
+        )
+        for name in names:
+            if name not in regions:
+                raise SpecError(
+                    f"{at}.regions: {name!r} is not in subject.regions (expected names from "
+                    f"{regions})"
+                )
+        set_default(
+            entry, "gain", at, 0.1, float, None, "the activity (1/s) an uncoupled region reaches"
+        )
+        if cond not in conditions:
+            raise SpecError(
+                f"{at}: condition {cond!r} does not occur in protocol.blocks "
+                f"(used: {sorted(conditions)})"
+            )
+    return set(inputs)
+
+
+def read_network_connectivity(spec: dict) -> np.ndarray:
+    """The ``activity.network.connectivity`` matrix file (path relative to the TOML)."""
+    from ..physics.neural.network import read_connectivity
+
+    net = spec["activity"]["network"]
+    path = Path(net["connectivity"])
+    path = path if path.is_absolute() else Path(spec.get("_source_dir", ".")) / path
+    try:
+        return read_connectivity(path, len(spec["subject"]["regions"]))
+    except ParameterError as err:
+        raise SpecError(
+            f"activity.network.connectivity = {net['connectivity']!r} is invalid: "
+            f"expected {err.expected}"
+        ) from err
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +423,9 @@ class Activity:
         otherwise :func:`source_activity` derives them from ``neural_input``.
     pyramidal_depolarisation : array or None
         Neural-mass x9 per region at ``sources.times``, mV.
+    network : NetworkParams or None
+        The generating network of ``model = "network"`` (structural
+        connectivity, coupling, time constant, noise, input gain per condition).
     """
 
     times: np.ndarray
@@ -284,6 +434,7 @@ class Activity:
     dcm: DCMTruth | None = None
     sources: SourceActivity | None = None
     pyramidal_depolarisation: np.ndarray | None = None
+    network: NetworkParams | None = None
 
     def truth_arrays(self) -> dict[str, np.ndarray]:
         """The arrays of the ground-truth archive (names documented in the pipeline)."""
@@ -296,6 +447,16 @@ class Activity:
             out.update(dcm_A=self.dcm.A, dcm_B=self.dcm.B, dcm_C=self.dcm.C)
         if self.pyramidal_depolarisation is not None:
             out["pyramidal_depolarisation"] = self.pyramidal_depolarisation
+        if self.network is not None:
+            net = self.network
+            out.update(
+                network_connectivity=net.connectivity,
+                network_jacobian=net.jacobian(),
+                network_input_gain=net.input_gain,
+                network_coupling=np.asarray(net.coupling),
+                network_time_constant=np.asarray(net.time_constant),
+                network_noise_std=np.asarray(net.noise_std),
+            )
         return out
 
 
@@ -358,7 +519,34 @@ def simulate_activity(spec: dict, protocol: Protocol | None = None) -> Activity:
     if act["model"] == "neural_mass":
         z, sources, x9 = _neural_mass_activity(spec, protocol, times)
         return Activity(times, u, z, sources=sources, pyramidal_depolarisation=x9)
+    if act["model"] == "network":
+        from ..physics.neural.network import simulate_network
+
+        params = network_parameters(spec, names)
+        z = simulate_network(params, u, dt, seed=spec["experiment"]["seed"] + 104729)
+        return Activity(times, u, act["network"]["baseline"] + z, network=params)
     return Activity(times, u, read_timecourses(spec))
+
+
+def network_parameters(spec: dict, names: tuple[str, ...]) -> NetworkParams:
+    """The ``[activity.network]`` of a validated spec as :class:`NetworkParams`
+    (inputs = the conditions ``names``, in that order)."""
+    from ..physics.neural.network import NetworkParams, distance_connectivity
+    from .subject import region_dipoles
+
+    net, regions = spec["activity"]["network"], spec["subject"]["regions"]
+    if net["connectivity"] == "distance":
+        positions, _ = region_dipoles(spec)
+        w = distance_connectivity(positions, net["length_scale"], net["homotopic"])
+    else:
+        w = read_network_connectivity(spec)
+    tau = net["time_constant"]
+    c = np.zeros((len(regions), len(names)))
+    for j, cond in enumerate(names):
+        entry = net["inputs"].get(cond, {"regions": []})
+        for name in entry["regions"]:
+            c[regions.index(name), j] = entry["gain"] / tau
+    return NetworkParams(w, net["coupling"], tau, net["noise"] * np.sqrt(2.0 / tau), c)
 
 
 def source_activity(spec: dict, activity: Activity, sample_rates=()) -> SourceActivity:

@@ -1,4 +1,4 @@
-"""Neural state models: bilinear/nonlinear DCM."""
+"""Neural state models: bilinear/nonlinear DCM, ERP neural mass, whole-brain linear network."""
 
 from .bilinear import NeuralParams, effective_connectivity, neural_rhs
 
@@ -20,4 +20,24 @@ __all__ += [
     "gaussian_input",
     "integrate_erp",
     "simulate_neural_mass",
+]
+
+from .network import (  # noqa: E402
+    NetworkParams,
+    distance_connectivity,
+    network_matrices,
+    network_response,
+    read_connectivity,
+    simulate_network,
+    stationary_covariance,
+)
+
+__all__ += [
+    "NetworkParams",
+    "distance_connectivity",
+    "network_matrices",
+    "network_response",
+    "read_connectivity",
+    "simulate_network",
+    "stationary_covariance",
 ]
