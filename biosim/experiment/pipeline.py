@@ -55,6 +55,12 @@ _TRUTH_DOC = {
     "self-inhibition scale)",
     "dcm_B": "DCM modulations per condition (Hz), shape (n_conditions, n, n)",
     "dcm_C": "DCM driving inputs per condition in SPM's scaling (x 1/16 = Hz)",
+    "network_connectivity": "structural connectivity W of the network model (row = target)",
+    "network_jacobian": "network Jacobian A = (-I + g W / rho(W)) / tau, 1/s",
+    "network_input_gain": "network input gain C per condition (alphabetical), 1/s per unit input",
+    "network_coupling": "global coupling g as a fraction of the critical value",
+    "network_time_constant": "neural time constant tau of the network, s",
+    "network_noise_std": "std of the neural noise of the network model, 1/s per sqrt(s)",
     "scan_times": "acquisition times of the volumes, s",
     "states": "Balloon states [s (1/s), ln f, ln v, ln q] at scan_times, shape "
     "(n_scans, n_regions, 4)",

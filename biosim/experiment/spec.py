@@ -204,6 +204,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
             "dcm",
             "timecourses",
             "neural_mass",
+            "network",
             "moment_per_input",
             "moment_per_mv",
             "carrier_hz",
