@@ -298,8 +298,15 @@ def ar_autocovariance(ar, n_lags) -> np.ndarray:
 
 
 class _Smoother:
-    """Spatially smooth unit-variance Gaussian fields on a grid (FFT on a padded grid,
-    so the field is stationary and does not wrap around)."""
+    """Spatially smooth unit-variance Gaussian fields on a grid.
+
+    The filter is designed on the grid so that the field's autocorrelation at every
+    lag is exactly the sampled Gaussian ``exp(-d**2 / (4 s**2))`` of white noise
+    smoothed by a Gaussian kernel of std ``s`` (even for a FWHM near the voxel size,
+    where sampling the continuous transfer function would not be); white noise on a
+    grid padded by 5 ``s`` is filtered by FFT and cropped, so the field is
+    stationary and does not wrap around.
+    """
 
     def __init__(self, shape, voxel_size, fwhm):
         self.shape = tuple(int(s) for s in shape)
@@ -309,17 +316,15 @@ class _Smoother:
             return
         pad = [int(np.ceil(5 * sigma / d)) for d in voxel_size]
         self.padded = tuple(sfft.next_fast_len(n + p, real=True) for n, p in zip(shape, pad))
-        freqs = [np.fft.fftfreq(n, d) for n, d in zip(self.padded[:-1], voxel_size[:-1])]
-        freqs.append(np.fft.rfftfreq(self.padded[-1], voxel_size[-1]))
-        k2 = sum(
-            (2 * np.pi * f.reshape([-1 if i == j else 1 for j in range(3)])) ** 2
-            for i, f in enumerate(freqs)
-        )
-        transfer = np.exp(-0.5 * k2 * sigma**2)
-        delta = np.zeros(self.padded)
-        delta[0, 0, 0] = 1.0
-        kernel = sfft.irfftn(sfft.rfftn(delta) * transfer, self.padded)
-        self.transfer = transfer / np.sqrt(np.sum(kernel**2))
+        transfer = 1.0
+        for ax, (n, d) in enumerate(zip(self.padded, voxel_size)):
+            lag = np.minimum(np.arange(n), n - np.arange(n)) * d
+            acf = np.exp(-(lag**2) / (4 * sigma**2))
+            spec = np.clip(np.real(np.fft.fft(acf)), 0.0, None)
+            if ax == 2:
+                spec = spec[: n // 2 + 1]
+            transfer = transfer * np.sqrt(spec).reshape([-1 if i == ax else 1 for i in range(3)])
+        self.transfer = transfer
 
     def __call__(self, rng, n=None):
         lead = () if n is None else (n,)
