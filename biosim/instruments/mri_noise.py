@@ -637,8 +637,28 @@ def _detrended_autocovariance(acov, q, n_lag):
     return np.array([np.trace(res, offset=k) / n for k in range(n_lag)])
 
 
+def _physio_regressors(times, cardiac_peaks, respiration):
+    """RETROICOR regressors (T, 4 + 4): cos/sin of 1st and 2nd harmonics of the cardiac
+    and respiratory phases at ``times``; a missing recording gives no columns."""
+    cols = []
+    for kind, rec in (("cardiac", cardiac_peaks), ("respiratory", respiration)):
+        if rec is None:
+            continue
+        ph = cardiac_phase(rec, times) if kind == "cardiac" else respiratory_phase(rec, times)
+        for m in (1, 2):
+            cols += [np.cos(m * ph), np.sin(m * ph)]
+    return np.column_stack(cols) if cols else np.zeros((len(times), 0))
+
+
 def fit_noise(
-    data, tr: float | None = None, mask=None, voxel_size=None, ar_order: int = 1
+    data,
+    tr: float | None = None,
+    mask=None,
+    voxel_size=None,
+    ar_order: int = 1,
+    cardiac_peaks=None,
+    respiration=None,
+    slice_timing=None,
 ) -> NoiseParameters:
     """Estimate :class:`NoiseParameters` from a magnitude fMRI series.
 
@@ -656,25 +676,34 @@ def fit_noise(
         m; required for an array.
     ar_order : int
         Order of the AR model.
+    cardiac_peaks : array, optional
+        Recorded R-peak times, s (0 = first volume's start).  With it, and/or
+        ``respiration``, the physiological amplitudes are fitted (RETROICOR, Glover
+        et al. 2000); without, ``cardiac`` and ``respiratory`` are 0 and their
+        variance is counted in ``sfnr`` and the AR model.
+    respiration : RespiratoryTrace or (rate Hz, phase rad), optional
+    slice_timing : array (Z,), optional
+        Acquisition time of each slice after the volume's start, s (BIDS
+        ``SliceTiming``; default 0), where the physiological phases are evaluated.
 
     Returns
     -------
     NoiseParameters
-        ``cardiac`` and ``respiratory`` are 0: without recorded physiology their
-        variance is counted in ``sfnr`` and the AR model.
 
     Notes
     -----
     Per brain voxel the series is divided by its mean and a constant plus the
-    cosine basis below 1/128 Hz is regressed out.  Thermal noise ``sigma`` comes
-    from the background (voxels at least two voxels from the mask) as the Rayleigh
-    estimate ``sqrt(mean(M**2) / 2)``, so ``snr = mean brain / sigma``.  The
-    residual's autocovariance averaged over the brain, with the thermal variance
-    removed from lag 0 (white noise adds only there), gives the AR coefficients by
-    Yule-Walker and ``sfnr``; the variance the cosine regressors took from the
-    fluctuations (``tr(B' Gamma B)`` for that autocovariance) is put back.  The
-    drift is the RMS over the brain of the fitted cosine trend, less the share of
-    noise it holds.  Smoothness follows Forman et al. 1995 (AFNI 3dFWHMx): per axis
+    cosine basis below 1/128 Hz (and the RETROICOR regressors of its slice, when
+    given) is regressed out.  Thermal noise ``sigma`` comes from the background
+    (voxels at least two voxels from the mask) as the Rayleigh estimate
+    ``sqrt(mean(M**2) / 2)``, so ``snr = mean brain / sigma``.  The residual's
+    autocovariance averaged over the brain, with the thermal variance removed from
+    lag 0 (white noise adds only there), gives the AR coefficients by Yule-Walker;
+    the regressors' share of the noise (``tr(Q' Gamma Q)`` for that model) is put
+    back by a fixed-point iteration.  The drift and physiological amplitudes are the
+    RMS over the brain of their fitted terms, less the noise those regressors hold
+    (0 when below it).  ``sfnr`` counts the AR and physiological variance.
+    Smoothness follows Forman et al. 1995 (AFNI 3dFWHMx): per axis
     ``FWHM = dx sqrt(-2 ln 2 / ln(1 - var(dr) / (2 var(r))))`` with the thermal
     share taken out of both variances, and the geometric mean of the three axes.
     """
@@ -682,7 +711,17 @@ def fit_noise(
     if int(ar_order) != ar_order or not 0 <= ar_order <= 10:
         raise ParameterError("ar_order", ar_order, "an integer in [0, 10]")
     ar_order = int(ar_order)
-    n_t = arr.shape[3]
+    n_t, n_z = arr.shape[3], arr.shape[2]
+    times = np.arange(n_t) * tr
+    physio_given = cardiac_peaks is not None or respiration is not None
+    if slice_timing is None:
+        slice_timing = np.zeros(n_z)
+    slice_timing = np.asarray(slice_timing, float)
+    if slice_timing.shape != (n_z,):
+        raise ParameterError("slice_timing", slice_timing, f"{n_z} slice times (s)")
+    check_range("slice_timing", slice_timing, 0.0, tr, "s")
+    if respiration is not None and not isinstance(respiration, RespiratoryTrace):
+        respiration = _steady(respiration)
     mean_img = arr.mean(axis=3)
     if mask is None:
         mask = mean_img > _intensity_threshold(mean_img.ravel())
@@ -690,16 +729,15 @@ def fit_noise(
         mask = np.asarray(mask, bool)
         if mask.shape != arr.shape[:3]:
             raise ParameterError("mask", f"shape {mask.shape}", f"{arr.shape[:3]}")
-    mask &= mean_img > 0
+    mask = mask & (mean_img > 0)
     if mask.sum() < 10:
         raise ParameterError("mask", f"{int(mask.sum())} voxels", "at least 10 brain voxels")
     mean_brain = float(mean_img[mask].mean())
 
     # thermal noise from the background (Rayleigh)
-    background = ~_dilate(mask, 2)
-    bg = arr[background]
+    bg = arr[~_dilate(mask, 2)]
     sigma = float(np.sqrt(np.mean(bg**2) / 2)) if bg.size else 0.0
-    if sigma == 0.0 or bg.size < 100 * 1:
+    if sigma == 0.0 or bg.size < 100:
         warnings.warn(
             "fit_noise: no usable background (outside the brain); thermal noise is "
             "counted in sfnr and snr is set to infinity",
@@ -708,25 +746,53 @@ def fit_noise(
         sigma = 0.0
     snr = mean_brain / sigma if sigma > 0 else np.inf
 
-    # detrend fractional series
+    # regress out drift (and physiology) slice by slice; orthonormal columns:
+    # [constant, drift (K), cardiac (0 or 4), respiratory (0 or 4)]
     mu = mean_img[mask]
-    y = arr[mask] / mu[:, None]  # (V, T)
-    times = np.arange(n_t) * tr
-    duration = n_t * tr
-    basis = np.column_stack([np.ones(n_t), _dct_basis(times, duration)])
-    q, _ = np.linalg.qr(basis)
-    coef = y @ q
-    fitted = coef @ q.T
-    resid = y - fitted
-    trend = fitted - coef[:, :1] @ q[:, :1].T
-    thermal = (sigma / mu) ** 2  # per voxel, fractional
+    y = arr[mask] / mu[:, None]  # (V, T) fractional
+    thermal = (sigma / mu) ** 2
+    thermal_mean = float(thermal.mean())
+    slice_of = np.nonzero(mask)[2]
+    drift_basis = np.column_stack([np.ones(n_t), _dct_basis(times, n_t * tr)])
+    n_drift = drift_basis.shape[1]
+    n_card = 4 if cardiac_peaks is not None else 0
+    blocks = {"drift": slice(1, n_drift), "cardiac": slice(n_drift, n_drift + n_card)}
+    blocks["respiratory"] = slice(n_drift + n_card, None)
+    resid = np.empty_like(y)
+    power = {name: np.zeros(y.shape[0]) for name in blocks}
+    groups = []  # (Q, number of voxels)
+    for z in range(n_z) if physio_given else [None]:
+        sel = slice_of == z if z is not None else np.ones(y.shape[0], bool)
+        if not sel.any():
+            continue
+        regs = (
+            _physio_regressors(times + slice_timing[z], cardiac_peaks, respiration)
+            if physio_given
+            else np.zeros((n_t, 0))
+        )
+        q, _ = np.linalg.qr(np.column_stack([drift_basis, regs]))
+        if z is None:  # one group: no copies
+            coef = y @ q
+            resid = np.subtract(y, coef @ q.T, out=resid)
+        else:
+            coef = y[sel] @ q
+            resid[sel] = y[sel] - coef @ q.T
+        for name, cols in blocks.items():
+            power[name][sel] = np.sum(coef[:, cols] ** 2, axis=1) / n_t
+        groups.append((q, int(sel.sum())))
+    n_vox = sum(n for _, n in groups)
+
+    def expected(g, n_lag):
+        return sum(n * _detrended_autocovariance(g, q, n_lag) for q, n in groups) / n_vox
+
+    def held(g, cols):
+        return sum(n * _toeplitz_quadratic(q[:, cols], g) for q, n in groups) / (n_vox * n_t)
 
     # autocovariance averaged over brain voxels (biased estimator, lags 0..p)
     n_lag = max(ar_order + 1, 2)
     acov = np.array(
         [np.mean(np.sum(resid[:, : n_t - k] * resid[:, k:], 1) / n_t) for k in range(n_lag)]
     )
-    thermal_mean = float(thermal.mean())
 
     def fluct_fit(acov_total):
         g = acov_total.copy()
@@ -739,48 +805,49 @@ def fit_noise(
         toe = r[np.abs(np.subtract.outer(np.arange(ar_order), np.arange(ar_order)))]
         return np.linalg.solve(toe, r[1 : ar_order + 1]), g[0]
 
-    # the regressors took part of the fluctuations, most at low frequency, so the
-    # residual's autocovariance is biased; correct it for the fitted model by a
-    # fixed-point iteration: observed + (model - what the model leaves after detrending)
+    # the regressors took part of the noise, most at low frequency, so the residual's
+    # autocovariance is biased; correct it for the fitted model by a fixed-point
+    # iteration: observed + (model - what the model leaves after the regression)
     ar, var_f = fluct_fit(acov)
     for _ in range(8):
         g_total = _model_autocovariance(ar, var_f, thermal_mean, n_t)
-        expected = _detrended_autocovariance(g_total, q, n_lag)
-        ar, var_f = fluct_fit(acov + g_total[:n_lag] - expected)
+        ar, var_f = fluct_fit(acov + g_total[:n_lag] - expected(g_total, n_lag))
     g_total = _model_autocovariance(ar, var_f, thermal_mean, n_t)
-    sfnr = 1.0 / np.sqrt(var_f) if var_f > 0 else np.inf
+    amplitude = {
+        name: float(np.sqrt(max(np.mean(power[name]) - held(g_total, cols), 0.0)))
+        for name, cols in blocks.items()
+    }
+    total_var = var_f + amplitude["cardiac"] ** 2 + amplitude["respiratory"] ** 2
+    sfnr = 1.0 / np.sqrt(total_var) if total_var > 0 else np.inf
     if not np.isfinite(sfnr):
         warnings.warn(
-            "fit_noise: no fluctuations above thermal noise; sfnr is infinite", stacklevel=2
+            "fit_noise: no fluctuations above thermal noise; sfnr set to 1e9", stacklevel=2
         )
 
-    # drift: trend variance minus the noise the cosine regressors hold
-    noise_in_trend = _toeplitz_quadratic(q[:, 1:], g_total) / n_t
-    drift_var = np.mean(np.sum(trend**2, 1) / n_t) - noise_in_trend
-    drift = float(np.sqrt(max(drift_var, 0.0)))
-
-    # smoothness (Forman 1995), thermal share removed
-    full = np.zeros(arr.shape[:3] + (n_t,))
+    # smoothness (Forman 1995) of the residual, thermal share removed: detrending
+    # scales the fluctuations in both variances alike (separable), and leaves
+    # (n - n_regressors) / n of the white thermal noise
+    n_reg = groups[0][0].shape[1]
+    full = np.zeros(arr.shape[:3] + (n_t,), np.float32)
     full[mask] = resid
-    therm_full = np.zeros(arr.shape[:3])
-    therm_full[mask] = thermal
+    sq = np.zeros(arr.shape[:3])
+    sq[mask] = np.sum(resid**2, axis=1) / n_t
+    therm = np.zeros(arr.shape[:3])
+    therm[mask] = thermal * (n_t - n_reg) / n_t
     fwhms = []
     for ax in range(3):
         if arr.shape[ax] < 2:
             continue
-        sl_a = [slice(None)] * 3
-        sl_b = [slice(None)] * 3
-        sl_a[ax], sl_b[ax] = slice(0, -1), slice(1, None)
-        pair = mask[tuple(sl_a)] & mask[tuple(sl_b)]
+        lo = tuple(slice(0, -1) if i == ax else slice(None) for i in range(3))
+        hi = tuple(slice(1, None) if i == ax else slice(None) for i in range(3))
+        pair = mask[lo] & mask[hi]
         if pair.sum() < 10:
             continue
-        a, b = full[tuple(sl_a)][pair], full[tuple(sl_b)][pair]
-        th = 0.5 * (therm_full[tuple(sl_a)][pair] + therm_full[tuple(sl_b)][pair]).mean()
-        # detrending scales the fluctuations in both variances alike (separable),
-        # and leaves (n - K - 1) / n of the white thermal noise
-        th = th * (n_t - q.shape[1]) / n_t
-        var = 0.5 * (np.mean(a**2) + np.mean(b**2)) - th
-        var_d = np.mean((a - b) ** 2) - 2 * th
+        diff = np.diff(full, axis=ax)
+        var_d = np.sum(np.square(diff, out=diff), axis=3, dtype=float)[pair].mean() / n_t
+        var = 0.5 * (sq[lo][pair] + sq[hi][pair]).mean()
+        th = 0.5 * (therm[lo][pair] + therm[hi][pair]).mean()
+        var, var_d = var - th, var_d - 2 * th
         ratio = 1 - var_d / (2 * var) if var > 0 else 0.0
         fwhms.append(
             voxel_size[ax] * np.sqrt(-2 * np.log(2) / np.log(ratio)) if 0 < ratio < 1 else 0.0
@@ -791,7 +858,7 @@ def fit_noise(
         snr=float(snr) if np.isfinite(snr) else 1e9,
         ar=tuple(float(a) for a in ar),
         fwhm=min(fwhm, 0.1),
-        drift=min(drift, 0.5),
-        cardiac=0.0,
-        respiratory=0.0,
+        drift=min(amplitude["drift"], 0.5),
+        cardiac=min(amplitude["cardiac"], 0.5),
+        respiratory=min(amplitude["respiratory"], 0.5),
     )
