@@ -608,11 +608,6 @@ def _toeplitz(acov):
     return acov[np.abs(np.subtract.outer(np.arange(n), np.arange(n)))]
 
 
-def _toeplitz_quadratic(basis, acov):
-    """sum_k b_k' Gamma b_k for the Toeplitz autocovariance ``acov`` (lags 0..n-1)."""
-    return float(np.einsum("tk,ts,sk->", basis, _toeplitz(acov), basis))
-
-
 def _model_autocovariance(ar, var_f, thermal, n):
     """Autocovariance (lags 0..n-1) of AR fluctuations of variance ``var_f`` plus white
     thermal noise of variance ``thermal``."""
@@ -628,13 +623,28 @@ def _model_autocovariance(ar, var_f, thermal, n):
 
 def _detrended_autocovariance(acov, q, n_lag):
     """Expected biased sample autocovariance (lags 0..n_lag-1) of ``(I - Q Q') y`` for
-    ``y`` with Toeplitz autocovariance ``acov``."""
+    ``y`` with Toeplitz autocovariance ``acov`` (lags 0..n-1); ``Q`` orthonormal.
+
+    With ``G = Gamma Q`` and ``M = Q' G`` the residual covariance is
+    ``Gamma - Q G' - G Q' + Q M Q'``; its k-th diagonal sums are O(n m) each.
+    """
     n = acov.size
-    gam = _toeplitz(acov)
-    gq = gam @ q
-    qgq = q.T @ gq
-    res = gam - q @ gq.T - gq @ q.T + q @ qgq @ q.T
-    return np.array([np.trace(res, offset=k) / n for k in range(n_lag)])
+    g = _toeplitz(acov) @ q
+    qm = q @ (q.T @ g)
+    out = np.empty(n_lag)
+    for k in range(n_lag):
+        out[k] = (
+            (n - k) * acov[k]
+            - np.sum(q[: n - k] * g[k:])
+            - np.sum(g[: n - k] * q[k:])
+            + np.sum(qm[: n - k] * q[k:])
+        ) / n
+    return out
+
+
+def _toeplitz_quadratic(basis, acov):
+    """sum_k b_k' Gamma b_k for the Toeplitz autocovariance ``acov`` (lags 0..n-1)."""
+    return float(np.sum(basis * (_toeplitz(acov) @ basis)))
 
 
 def _physio_regressors(times, cardiac_peaks, respiration):
