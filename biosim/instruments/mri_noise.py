@@ -337,9 +337,11 @@ class _Smoother:
         return out[..., :x, :y, :z]
 
 
-def _dct_basis(times, duration, cutoff=DRIFT_CUTOFF):
-    """Discrete cosine drift basis cos(pi k t / T), k = 1..K with k / (2 T) < cutoff."""
-    n_basis = max(1, int(np.floor(2 * duration * cutoff)))
+def _dct_basis(times, duration, cutoff=DRIFT_CUTOFF, minimum=1):
+    """Discrete cosine drift basis cos(pi k t / T), k = 1..K with k / (2 T) < cutoff
+    (at least ``minimum`` columns).  At ``t = (n + 1/2) TR`` and ``T = N TR`` it spans
+    SPM's (and :func:`biosim.inference.design.cosine_drifts`') high-pass set."""
+    n_basis = max(minimum, int(np.floor(2 * duration * cutoff)))
     k = np.arange(1, n_basis + 1)
     return np.cos(np.pi * np.multiply.outer(np.asarray(times, float) / duration, k))
 
@@ -763,7 +765,7 @@ def fit_noise(
     thermal = (sigma / mu) ** 2
     thermal_mean = float(thermal.mean())
     slice_of = np.nonzero(mask)[2]
-    drift_basis = np.column_stack([np.ones(n_t), _dct_basis(times, n_t * tr)])
+    drift_basis = np.column_stack([np.ones(n_t), _dct_basis(times + 0.5 * tr, n_t * tr, minimum=0)])
     n_drift = drift_basis.shape[1]
     n_card = 4 if cardiac_peaks is not None else 0
     blocks = {"drift": slice(1, n_drift), "cardiac": slice(n_drift, n_drift + n_card)}

@@ -244,3 +244,14 @@ def test_cardiac_and_respiratory_phase():
 def test_bad_input(make, name):
     with pytest.raises(ParameterError, match=name):
         make()
+
+
+def test_fit_drift_basis_spans_spm_cosine_set():
+    from biosim.inference.design import cosine_drifts
+    from biosim.instruments.mri_noise import _dct_basis
+
+    n, tr = 150, 2.0
+    ours = _dct_basis((np.arange(n) + 0.5) * tr, n * tr, minimum=0)
+    spm = cosine_drifts(n, tr)
+    assert ours.shape == spm.shape
+    np.testing.assert_allclose(ours * np.sqrt(2.0 / n), spm, atol=1e-12)
