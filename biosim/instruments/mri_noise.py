@@ -18,7 +18,17 @@ Gaussian noise of std :meth:`NoiseParameters.thermal_std` per real channel.
 :func:`fit_noise` estimates :class:`NoiseParameters` from a 4D series (an array or
 a NIfTI file), fmrisim-style, so a simulation can be given the noise of a user's
 own data.
-"""
+
+How a scanner uses it (times in s from the run's start, on the clock of the
+physiological recordings)::
+
+    model = FluctuationModel(params, shape, voxel_size, n_volumes * tr, tissue,
+                             cardiac_peaks=peaks, respiration=breath, seed=seed)
+    for chunk in chunks:                       # consecutive volume numbers
+        gain = 1 + model(chunk, slice_times[chunk])   # (n_chunk, X, Y, Z)
+        ...                                    # proton density * gain, image formation,
+                                               # complex noise of params.thermal_std(S)
+
 
 from __future__ import annotations
 
@@ -370,10 +380,11 @@ class FluctuationModel:
         Where physiological noise acts; default brain tissue everywhere.  The
         physiological weight of a voxel is ``brain + csf_gain * csf``.
     cardiac_peaks : array, optional
-        R-peak times, s (e.g. :func:`biosim.instruments.eeg_fmri.cardiac_r_peaks`);
-        required when ``params.cardiac > 0``.
+        R-peak times, s from the start of the run (e.g.
+        :func:`biosim.instruments.eeg_fmri.cardiac_r_peaks`, the peaks that drive the
+        EEG's ballistocardiogram); required when ``params.cardiac > 0``.
     respiration : RespiratoryTrace or (rate Hz, phase rad), optional
-        Required when ``params.respiratory > 0``.
+        Same clock; required when ``params.respiratory > 0``.
     csf_gain : float
         Physiological noise in CSF relative to brain tissue.
     seed : int
@@ -513,6 +524,8 @@ class FluctuationModel:
             one time per volume).
         """
         idx = np.asarray(volume_indices)
+        if idx.ndim == 1 and idx.size == 0:
+            idx = idx.astype(int)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or np.any(idx < 0):
             raise ParameterError("volume_indices", idx, "a 1D array of non-negative integers")
         if np.any(np.diff(idx) <= 0):
@@ -525,19 +538,17 @@ class FluctuationModel:
                 "slice_times", f"shape {np.shape(slice_times)}", f"({idx.size}, {self.shape[2]})"
             )
         check_finite("slice_times", st)
-        out = np.empty((idx.size,) + self.shape, np.float32)
         if idx.size == 0:
-            return out
+            return np.empty((0,) + self.shape, np.float32)
+        out = self.physiological(st)  # first: a time outside the traces fails early
+        out += self.drift(st)[:, None, None, :]
         if idx[0] < self._next:
             self._reset()
         for i, v in enumerate(idx):
             while self._next < v:
                 self._advance()
-            out[i] = self._scale * self._advance()
-        physio = self.physiological(st)
-        drift = self.drift(st)[:, None, None, :]
-        out += (physio + drift).astype(np.float32)
-        return out
+            out[i] += self._scale * self._advance()
+        return out.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------
@@ -701,6 +712,8 @@ def fit_noise(
     Returns
     -------
     NoiseParameters
+        An infinite ``sfnr`` (no fluctuations above the thermal noise) or ``snr``
+        (no background to measure it) is returned as 1e9, with a warning.
 
     Notes
     -----
