@@ -28,7 +28,7 @@ physiological recordings)::
         gain = 1 + model(chunk, slice_times[chunk])   # (n_chunk, X, Y, Z)
         ...                                    # proton density * gain, image formation,
                                                # complex noise of params.thermal_std(S)
-
+"""
 
 from __future__ import annotations
 
