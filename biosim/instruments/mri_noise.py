@@ -445,24 +445,23 @@ class FluctuationModel:
         else:
             weight = tissue.brain + csf_gain * tissue.csf
         rng = np.random.default_rng([self.seed, 2])
-        wide = _Smoother(shape, voxel_size, 0.03)
+        wide = _Smoother(shape, voxel_size, 0.03) if params.physio_variance() > 0 else None
         self._physio = []
-        for amp, harmonics, trace in (
+        for amp, harmonics, name in (
             (params.cardiac, CARDIAC_HARMONICS, "cardiac"),
             (params.respiratory, RESPIRATORY_HARMONICS, "respiratory"),
         ):
+            if amp == 0:
+                continue
             c = np.asarray(harmonics) / np.sqrt(0.5 * np.sum(np.square(harmonics)))
-            theta = rng.uniform(0, 2 * np.pi, len(c))[:, None, None, None] + np.pi / 4 * wide(
-                rng, len(c)
-            )
+            c = c[:, None, None, None]
+            theta = rng.uniform(0, 2 * np.pi, len(c))[:, None, None, None]
+            theta = theta + np.pi / 4 * wide(rng, len(c))
             self._physio.append(
-                (
-                    trace,
-                    amp * weight * c[:, None, None, None] * np.cos(theta),
-                    amp * weight * c[:, None, None, None] * np.sin(theta),
-                )
+                (name, amp * weight * c * np.cos(theta), amp * weight * c * np.sin(theta))
             )
         # drift: random cosine combination with unit std over the run
+        rng = np.random.default_rng([self.seed, 3])
         n_basis = _dct_basis([0.0], self.duration).shape[1]
         coef = rng.standard_normal(n_basis)
         fine = _dct_basis(np.linspace(0, self.duration, 4097), self.duration) @ coef
@@ -496,9 +495,6 @@ class FluctuationModel:
         slice_times = np.asarray(slice_times, float)
         out = np.zeros((slice_times.shape[0],) + self.shape)
         for name, ac, as_ in self._physio:
-            amp = self.params.cardiac if name == "cardiac" else self.params.respiratory
-            if amp == 0:
-                continue
             if name == "cardiac":
                 phase, depth = cardiac_phase(self.cardiac_peaks, slice_times), 1.0
             else:

@@ -16,6 +16,7 @@ from biosim.instruments.mri_noise import (
     ar_autocovariance,
     cardiac_phase,
     fit_noise,
+    respiratory_field_shift,
     respiratory_phase,
     respiratory_trace,
 )
@@ -220,6 +221,11 @@ def test_cardiac_and_respiratory_phase():
     assert cycles / 300.0 == pytest.approx(0.25, rel=0.1)
     assert np.all(respiratory_phase(trace, [0.0, 100.0]) >= 0)
     assert np.mean(trace.amplitude) == pytest.approx(1.0)
+
+
+def test_respiratory_field_shift_peak_to_peak():
+    shift = respiratory_field_shift((0.25, 0.0), np.linspace(0, 4, 401), peak_shift=1.28)
+    assert shift.max() - shift.min() == pytest.approx(1.28, rel=1e-6)  # 0.01 ppm at 3 T
 
 
 @pytest.mark.parametrize(
