@@ -41,7 +41,7 @@ import numpy as np
 
 from .._core.errors import ParameterError
 from .._core.progress import progress
-from .._core.units import DEG
+from .._core.units import DEG, GAMMA_BAR_PROTON
 from .._core.validation import check_positive, check_range
 from ..physics.mri import image_formation as imf
 from ..physics.mri import signal_equations as se
@@ -135,7 +135,7 @@ class SpinEchoEPI(GradientEchoEPI):
         return se.spin_echo(m0, t1, t2, self.tr, 0.0)
 
 
-GAMMA_BAR = 42.577478e6  # proton gyromagnetic ratio / 2 pi, Hz/T (CODATA 2018)
+GAMMA_BAR = GAMMA_BAR_PROTON  # Hz/T
 _SIX = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))  # xx, yy, zz, xy, xz, yz
 
 
