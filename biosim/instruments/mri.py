@@ -707,37 +707,82 @@ class MRIScanner:
         wd = np.stack([ctx["shares"][j] @ (e * d) for j in slices]).reshape(-1, nx, ny) / g
         return ctx["region_comp"], g, wd
 
-    def _static_chunk(self, ctx, vols, fl):
+    def _static_sums(self, ctx):
+        """Compartment sums of the motionless object (Z, X, Y), float32: signal at TE,
+        signal-weighted rates, the region compartment's own terms, the GRE
+        dropout-and-phase factor and the off-resonance."""
+        if "static" in ctx:
+            return ctx["static"]
         seq = self.sequence
-        nz = seq.n_slices
-        n = len(vols)
-        maps = {key: a[:, None] for key, a in ctx["maps"].items()}  # (C, 1, Z, X, Y)
-        d_dense = None
-        if ctx["bold"] is not None:
-            d_dense = -np.log1p(_zxy(ctx["bold"][vols])) / ctx["te_ref"]  # (n, Z, X, Y)
-        region = None
-        if ctx["d_region"] is not None:
-            nx, ny = seq.matrix
-            g = np.empty((n, nz, nx, ny))
-            wd = np.empty((n, nz, nx, ny))
-            rate_scale = self.se_fraction if seq.spin_echo else 1.0
-            for k in range(nz):
-                d = ctx["d_region"][vols, k]  # (n, R)
-                e = np.exp(-seq.te * rate_scale * d)
-                g[:, k] = (ctx["shares"][k] @ (e - 1).T).T.reshape(n, nx, ny) + 1.0
-                wd[:, k] = (ctx["shares"][k] @ (e * d).T).T.reshape(n, nx, ny) / g[:, k]
-            region = (ctx["region_comp"], g, wd)
+        m = ctx["maps"]
+        irr = m["r2"] if seq.spin_echo else m["r2"] + m["r2p"]
+        rev = m["r2p"]
+        s0 = m["base"].sum(0)
+        inv = np.divide(1.0, s0, out=np.zeros_like(s0), where=s0 > 0)
         df = ctx["off0"]
         if ctx["fcomp"] is not None:
             df = df + ctx["hz"] * ctx["fcomp"][2]
-        dfdz = np.gradient(df, axis=0) / ctx["spacing"][2] if nz > 1 else np.zeros_like(df)
-        s, rate, rev = self._object(maps, d_dense, region, None, fl, df, dfdz)
-        shape = (n,) + s.shape[-3:]
+        if seq.spin_echo:
+            factor = np.ones(df.shape, np.complex64)
+        else:
+            nz = seq.n_slices
+            dfdz = np.gradient(df, axis=0) / ctx["spacing"][2] if nz > 1 else np.zeros_like(df)
+            factor = np.abs(np.sinc(dfdz * seq.slice_thickness * seq.te)) * np.exp(
+                -2j * np.pi * seq.te * df
+            )
+        f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+        out = {
+            "s0": f32(s0),
+            "rate0": f32((m["base"] * irr).sum(0) * inv),
+            "rev0": f32((m["base"] * rev).sum(0) * inv),
+            "factor": factor.astype(np.complex64),
+            "df": f32(df),
+        }
+        c = ctx["region_comp"]
+        if c is not None:
+            out.update(base_c=f32(m["base"][c]), irr_c=f32(irr[c]), rev_c=f32(rev[c]))
+        ctx["static"] = out
+        return out
+
+    def _static_chunk(self, ctx, vols, fl):
+        """The motionless object of volumes ``vols`` (n, Z, X, Y): the compartment sums
+        are fixed; BOLD changes them per slice time (region) or volume (dense)."""
+        seq = self.sequence
+        nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
+        n = len(vols)
+        st = self._static_sums(ctx)
+        k_irr = self.se_fraction if seq.spin_echo else 1.0
+        k_rev = 1.0 - self.se_fraction
+        shape = (n, nz, nx, ny)
+        if ctx["bold"] is not None:
+            d = (-np.log1p(_zxy(ctx["bold"][vols])) / ctx["te_ref"]).astype(np.float32)
+            s = st["s0"] * np.exp(-seq.te * k_irr * d)
+            rate = st["rate0"] + k_irr * d
+            rev = st["rev0"] + k_rev * d
+        elif ctx["d_region"] is not None:
+            g = np.empty(shape, np.float32)
+            wd = np.empty(shape, np.float32)
+            for k in range(nz):
+                d = ctx["d_region"][vols, k]  # (n, R)
+                e = np.exp(-seq.te * k_irr * d)
+                g[:, k] = (ctx["shares"][k] @ (e - 1).T).T.reshape(n, nx, ny) + 1.0
+                wd[:, k] = (ctx["shares"][k] @ (e * d).T).T.reshape(n, nx, ny) / g[:, k]
+            bc = st["base_c"]
+            s = st["s0"] + bc * (g - 1)
+            inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+            rate = (st["s0"] * st["rate0"] + bc * ((g - 1) * st["irr_c"] + g * k_irr * wd)) * inv
+            rev = (st["s0"] * st["rev0"] + bc * ((g - 1) * st["rev_c"] + g * k_rev * wd)) * inv
+        else:
+            s = np.broadcast_to(st["s0"], shape)
+            rate = np.broadcast_to(st["rate0"], shape)
+            rev = np.broadcast_to(st["rev0"], shape)
+        if fl is not None:
+            s = s * (1.0 + fl.astype(np.float32))
         return (
-            np.broadcast_to(s, shape).astype(np.complex64),
-            np.broadcast_to(rate, shape),
-            None if rev is None else np.broadcast_to(rev, shape),
-            np.broadcast_to(df, shape),
+            s * st["factor"],
+            rate,
+            rev if seq.spin_echo else None,
+            np.broadcast_to(st["df"], shape),
         )
 
     # -- motion -------------------------------------------------------------------------
