@@ -145,34 +145,78 @@ def epi_kspace(
 
 
 def _cexp(re, im, k, dtype):
-    """``exp(k (re + i im))`` as ``dtype``; the phase ``k im`` in double precision
-    (complex ``np.exp`` is several times slower than real exp, cos and sin)."""
+    """``exp(k (re + i im))`` as ``dtype`` from real exp, cos and sin (numpy's complex
+    ``exp`` is several times slower)."""
     out = np.empty(np.shape(re), dtype)
-    arg = np.multiply(im, k, dtype=np.float64)
+    real = out.real.dtype
+    arg = np.multiply(im, k, dtype=real)
     out.real = np.cos(arg)
     out.imag = np.sin(arg)
-    out *= np.exp(np.multiply(re, k, dtype=out.real.dtype))
+    out *= np.exp(np.multiply(re, k, dtype=real))
     return out
+
+
+def _ipow(q, k):
+    """``q**k`` for an integer k >= 1 by repeated squaring."""
+    result, base = None, q
+    while k:
+        if k & 1:
+            result = base.copy() if result is None else result * base
+        k >>= 1
+        if k:
+            base = base * base
+    return result
 
 
 def _vandermonde_lines(a, re, im, m_lo, n_lines, dtype):
     """``G[..., x, j] = sum_y a[..., x, y] q[..., x, y]^(m_lo + j)`` for j < n_lines,
-    ``q = exp(re + i im)``; arrays (..., Nx, Ny)."""
+    ``q = exp(re + i im)`` with ``re <= 0``; arrays (..., Nx, Ny).
+
+    Slices are processed a few at a time so the power tables (about 2 MiB) stay
+    in cache and are not fresh pages (page faults cost more than the arithmetic).
+    """
+    lead, (nx, ny) = a.shape[:-2], a.shape[-2:]
+    a, re, im = (np.reshape(v, (-1, nx, ny)) for v in (a, re, im))
+    n = a.shape[0]
     block = max(1, int(round(np.sqrt(n_lines))))
     n_outer = -(-n_lines // block)
-    q = _cexp(re, im, 1, dtype)
-    inner = np.empty(q.shape[:-1] + (block, q.shape[-1]), dtype)
-    np.multiply(a, _cexp(re, im, m_lo, dtype), out=inner[..., 0, :])
-    for j in range(1, block):
-        np.multiply(inner[..., j - 1, :], q, out=inner[..., j, :])
-    outer = np.empty(q.shape[:-1] + (n_outer, q.shape[-1]), dtype)
-    outer[..., 0, :] = 1.0
-    if n_outer > 1:
-        q_block = _cexp(re, im, block, dtype)
-        for j in range(1, n_outer):
-            np.multiply(outer[..., j - 1, :], q_block, out=outer[..., j, :])
-    lines = np.matmul(outer, np.swapaxes(inner, -1, -2))  # (..., Nx, n_outer, block)
-    return lines.reshape(lines.shape[:-2] + (n_outer * block,))[..., :n_lines]
+    out = np.empty((n, nx, n_outer, block), dtype)
+    item = np.dtype(dtype).itemsize
+    batch = max(1, (1 << 21) // (nx * ny * max(block, n_outer) * item))
+    # a q^m_lo grows as exp(|m_lo| esp R) before TE: beyond float32's range for fast
+    # decay, form that factor in double precision (the product itself is bounded)
+    wide = m_lo < 0 and float(-np.min(re, initial=0.0)) * -m_lo > 60.0
+    for s0 in range(0, n, batch):
+        sl = slice(s0, s0 + batch)
+        q = _cexp(re[sl], im[sl], 1, dtype)
+        inner = np.empty(q.shape[:-1] + (block, ny), dtype)
+        if m_lo == 0:
+            inner[..., 0, :] = a[sl]
+        elif wide:
+            with np.errstate(over="ignore", invalid="ignore"):  # checked below
+                inner[..., 0, :] = a[sl] * _cexp(re[sl], im[sl], m_lo, np.complex128)
+        elif m_lo > 0:
+            np.multiply(a[sl], _ipow(q, m_lo), out=inner[..., 0, :])
+        else:
+            np.divide(a[sl], _ipow(q, -m_lo), out=inner[..., 0, :])
+        with np.errstate(invalid="ignore"):
+            for j in range(1, block):
+                np.multiply(inner[..., j - 1, :], q, out=inner[..., j, :])
+        outer = np.empty(q.shape[:-1] + (n_outer, ny), dtype)
+        outer[..., 0, :] = 1.0
+        if n_outer > 1:
+            q_block = _ipow(q, block)
+            for j in range(1, n_outer):
+                np.multiply(outer[..., j - 1, :], q_block, out=outer[..., j, :])
+        with np.errstate(invalid="ignore"):
+            np.matmul(outer, np.swapaxes(inner, -1, -2), out=out[sl])
+    if not np.all(np.isfinite(out)):
+        raise ParameterError(
+            "transverse",
+            "a signal that overflows before TE",
+            "the magnetisation at TE, including its decay exp(-TE R) (bounded before TE)",
+        )
+    return out.reshape(lead + (nx, n_outer * block))[..., :n_lines]
 
 
 def epi_hybrid(

@@ -167,6 +167,14 @@ def test_lines_batch_equals_loop_and_spin_echo_refocuses():
     f32 = imf.epi_kspace_lines(rho, 30.0, 5e-4, off_resonance=40.0, dtype=np.complex64)
     f64 = imf.epi_kspace_lines(rho, 30.0, 5e-4, off_resonance=40.0)
     assert np.abs(f32 - f64).max() / np.abs(f64).max() < 1e-5
+    # very fast decay (T2* 0.3 ms): the factor before TE is formed in double precision
+    fast_rate = np.full((16, 16), 3000.0)
+    a = rho * np.exp(-0.03 * fast_rate)
+    f32 = imf.epi_hybrid(a, fast_rate, 5e-4, dtype=np.complex64)
+    f64 = imf.epi_hybrid(a, fast_rate, 5e-4)
+    assert np.abs(f32 - f64).max() <= 1e-5 * np.abs(f64).max()
+    with pytest.raises(ParameterError, match="transverse"):
+        imf.epi_hybrid(rho, fast_rate * 10, 5e-4, dtype=np.complex64)  # not decayed to TE
     with pytest.raises(ParameterError, match="rate"):
         imf.epi_hybrid(rho, -1.0, 5e-4)
     with pytest.raises(ParameterError, match="r2prime"):
