@@ -792,92 +792,220 @@ class MRIScanner:
         return 0.0 if seq.spin_echo else float(np.cos(seq.flip_angle * DEG))
 
     def _initial_spin_state(self, ctx, motion, aff, t_all, st):
-        """Steady state under the pose at the first excitation: each head voxel last
+        """Transforms of every slice time, the band half-width, shifted static maps, and
+        the steady state under the pose at the first excitation: each head voxel last
         excited one TR before its slice's time, ``Mz+ = Mz_ss cos(flip)`` (relative to
         M0); voxels outside the slab fully relaxed."""
         seq = self.sequence
         nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
         cos_a = self._flip_cos()
-        e1 = np.exp(-seq.tr / ctx["maps"]["t1"])
-        m_ss = (1 - e1) / (1 - e1 * cos_a)
         a_m = np.diag([1e-3, 1e-3, 1e-3, 1.0]) @ aff
-        fwd = np.linalg.inv(a_m) @ motion.matrices(float(t_all.min())) @ a_m
+        a_inv = np.linalg.inv(a_m)
+        mats = motion.matrices(t_all)  # (n_vol, nz, 4, 4) head -> scanner, m
+        fwd = a_inv @ mats @ a_m  # head voxel -> scanner voxel
+        inv = np.linalg.inv(fwd)
+        # band half-width: how far (in head slices) a slice's voxels reach
+        corners = np.array([[x, y] for x in (0, nx - 1) for y in (0, ny - 1)], float)
+        k = np.arange(nz)[None, :, None]
+        uz = (
+            inv[..., 2, 0, None] * corners[:, 0]
+            + inv[..., 2, 1, None] * corners[:, 1]
+            + inv[..., 2, 2, None] * k
+            + inv[..., 2, 3, None]
+        )
+        w = int(np.ceil(np.max(np.abs(uz - k)) - 1e-9)) + 1
+        kh = np.arange(nz)[None, :] + np.arange(2 * w + 1)[:, None] - w  # (2w+1, Z)
+        valid = (kh >= 0) & (kh < nz)
+        khc = np.clip(kh, 0, nz - 1)
+        maps = ctx["maps"]
+        e1 = np.exp(-seq.tr / maps["t1"])
+        m_ss = (1 - e1) / (1 - e1 * cos_a)
+        f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+        band = {key: f32(m[:, khc]) for key, m in maps.items()}  # (C, 2w+1, Z, X, Y)
+        band["base"] *= valid[:, :, None, None]
+        fcomp = None if ctx["fcomp"] is None else f32(ctx["fcomp"][:, khc])
+        fwd0 = fwd.reshape(-1, 4, 4)[np.argmin(t_all)]
         kk, ii, jj = np.meshgrid(np.arange(nz), np.arange(nx), np.arange(ny), indexing="ij")
-        zs = fwd[2, 0] * ii + fwd[2, 1] * jj + fwd[2, 2] * kk + fwd[2, 3]
+        zs = fwd0[2, 0] * ii + fwd0[2, 1] * jj + fwd0[2, 2] * kk + fwd0[2, 3]
         slice_of = np.floor(zs + 0.5).astype(int)
         inside = (slice_of >= 0) & (slice_of < nz)
         t_last = np.where(inside, st[np.clip(slice_of, 0, nz - 1)] - seq.tr, -np.inf)
         m_last = np.where(inside, m_ss * cos_a, 1.0)
-        return {"m_ss": m_ss, "m_last": m_last, "t_last": t_last, "a_m": a_m}
+        ii2, jj2 = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+        return {
+            "m_ss": m_ss,
+            "t1": maps["t1"],
+            "m_last": m_last,
+            "t_last": t_last,
+            "fwd": fwd,
+            "inv": inv,
+            "mats": mats,
+            "w": w,
+            "kh": kh,
+            "khc": khc,
+            "valid": valid,
+            "band": band,
+            "fcomp": fcomp,
+            "pix": (ii2.astype(float), jj2.astype(float)),
+        }
+
+    def _spin_history(self, state, v, t_v):
+        """Relative longitudinal magnetisation just before each slice time of volume v,
+        (C, 2w+1, Z, X, Y) in band layout (scanner slice k, head slice k + j - w),
+        and the excitations of that volume applied to the state."""
+        seq = self.sequence
+        nz = seq.n_slices
+        w, fwd = state["w"], state["fwd"][v]
+        ii, jj = state["pix"]
+        cos_a = self._flip_cos()
+        t1 = state["t1"]
+        n_comp = t1.shape[0]
+        zr = np.arange(nz)
+        # slot layout: head slice kh, candidate scanner slice k = kh + o, o in [-w, w]
+        k_slot = zr[None, :] + np.arange(-w, w + 1)[:, None]  # (2w+1, Z)
+        ok = (k_slot >= 0) & (k_slot < nz)
+        kc = np.clip(k_slot, 0, nz - 1)
+        t_slot = np.where(ok, t_v[kc], np.inf)
+        f = fwd[kc]  # (2w+1, Z, 4, 4)
+        zs = (
+            f[..., 2, 0, None, None] * ii
+            + f[..., 2, 1, None, None] * jj
+            + (f[..., 2, 2] * zr + f[..., 2, 3])[..., None, None]
+        )
+        hits = (np.floor(zs + 0.5) == k_slot[..., None, None]) & ok[..., None, None]
+        order = np.argsort(t_slot, axis=0, kind="stable")
+        h_slot = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
+        m_last, t_last, m_ss = state["m_last"], state["t_last"], state["m_ss"]
+        for r in range(2 * w + 1):
+            o = order[r]
+            t_r = t_slot[o, zr][:, None, None]  # (Z, 1, 1)
+            with np.errstate(invalid="ignore"):
+                decay = np.exp(-np.where(np.isfinite(t_r), t_r - t_last, np.inf) / t1)
+            m_before = 1.0 + (m_last - 1.0) * decay
+            h_slot[:, o, zr] = m_before / m_ss
+            hit = hits[o, zr]  # (Z, X, Y)
+            m_last = np.where(hit, m_before * cos_a, m_last)
+            t_last = np.where(hit, t_r, t_last)
+        state["m_last"], state["t_last"] = m_last, t_last
+        # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
+        h = np.ones((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
+        for j in range(2 * w + 1):
+            kh = zr + j - w
+            sel = (kh >= 0) & (kh < nz)
+            h[:, j, sel] = h_slot[:, 2 * w - j, kh[sel]]
+        return h
 
     def _moving_chunk(self, ctx, vols, fl, motion, aff, t_all, st, state):
         seq = self.sequence
         nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
-        n = len(vols)
-        cos_a = self._flip_cos()
-        a_m = state["a_m"]
-        a_inv = np.linalg.inv(a_m)
-        mats = motion.matrices(t_all[vols])  # (n, nz, 4, 4) head -> scanner, m
-        fwd = a_inv @ mats @ a_m  # head voxel -> scanner voxel
-        inv = np.linalg.inv(fwd)  # scanner voxel -> head voxel
-        ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
-        pix = np.stack([ii.ravel(), jj.ravel()], -1).astype(float)
-        s_out = np.zeros((n, nz, nx, ny), np.complex64)
-        r_out = np.zeros((n, nz, nx, ny))
-        rev_out = np.zeros((n, nz, nx, ny)) if seq.spin_echo else None
-        df_out = np.zeros((n, nz, nx, ny))
-        order = np.argsort(st, kind="stable")
-        maps = ctx["maps"]
-        for a in range(n):
-            v = vols[a]
-            for k in order:
-                t = t_all[v, k]
-                tinv = inv[a, k]
-                u = pix @ tinv[:3, :2].T + (tinv[:3, 2] * k + tinv[:3, 3])
-                lo = max(0, int(np.floor(u[:, 2].min())) - 1)
-                hi = min(nz - 1, int(np.floor(u[:, 2].max())) + 2)
-                if lo > hi:
-                    continue
-                band = slice(lo, hi + 1)
-                # spin history on the band, then this slice's excitation
-                m_last = state["m_last"][:, band]
-                t_last = state["t_last"][band]
-                m_before = 1.0 + (m_last - 1.0) * np.exp(-(t - t_last) / maps["t1"][:, band])
-                h = m_before / state["m_ss"][:, band]
-                f2 = fwd[a, k, 2]
-                kb = np.arange(lo, hi + 1)[:, None, None]
-                zs = f2[0] * ii + f2[1] * jj + f2[2] * kb + f2[3]
-                hit = np.floor(zs + 0.5) == k
-                m_last[:, hit] = m_before[:, hit] * cos_a
-                t_last[hit] = t
-                # the object on the band (head frame)
-                d_dense = None
-                if ctx["bold"] is not None:
-                    d_dense = -np.log1p(_zxy(ctx["bold"][v])[band]) / ctx["te_ref"]
-                region = self._region_terms(ctx, v, k, range(lo, hi + 1))
-                df = ctx["off0"][band]
-                if ctx["fcomp"] is not None:
-                    b = mats[a, k, 2, :3]  # R^T z: B0 direction in the head frame
-                    df = df + ctx["hz"] * np.tensordot(_field_weights(b), ctx["fcomp"][:, band], 1)
-                if hi > lo:
-                    gz, gx, gy = np.gradient(df)
-                    dfdz = (gx * tinv[0, 2] + gy * tinv[1, 2] + gz * tinv[2, 2]) / ctx["spacing"][2]
-                else:
-                    dfdz = np.zeros_like(df)
-                s, rate, rev = self._object(
-                    {key: m[:, band] for key, m in maps.items()},
-                    d_dense,
-                    region,
-                    h,
-                    None if fl is None else fl[a, band],
-                    df,
-                    dfdz,
+        w, khc, valid = state["w"], state["khc"], state["valid"]
+        nb = 2 * w + 1
+        ii, jj = state["pix"]
+        zr = np.arange(nz)
+        out_s = np.empty((len(vols), nz, nx, ny), np.complex64)
+        out_p = np.empty((len(vols), nz, nx, ny), np.complex64)  # rate + i df
+        out_rev = np.empty((len(vols), nz, nx, ny), np.float32) if seq.spin_echo else None
+        for a, v in enumerate(vols):
+            t_v = t_all[v]
+            h = self._spin_history(state, v, t_v)
+            d_dense = None
+            if ctx["bold"] is not None:
+                d = -np.log1p(_zxy(ctx["bold"][v])) / ctx["te_ref"]
+                d_dense = d[khc].astype(np.float32)
+            region = None
+            if ctx["d_region"] is not None:
+                k_irr = self.se_fraction if seq.spin_echo else 1.0
+                g = np.ones((nb, nz, nx, ny), np.float32)
+                wd = np.zeros((nb, nz, nx, ny), np.float32)
+                d_all = ctx["d_region"][v]  # (Z, R)
+                e_all = np.exp(-seq.te * k_irr * d_all)
+                for kh in range(nz):
+                    ks = kh + np.arange(-w, w + 1)  # scanner slices sampling head slice kh
+                    sel = (ks >= 0) & (ks < nz)
+                    ks = ks[sel]
+                    js = (kh - ks + w).astype(int)
+                    e, d = e_all[ks].T, d_all[ks].T  # (R, n)
+                    gg = (ctx["shares"][kh] @ (e - 1)).T.reshape(-1, nx, ny) + 1.0
+                    g[js, ks] = gg
+                    wd[js, ks] = (ctx["shares"][kh] @ (e * d)).T.reshape(-1, nx, ny) / gg
+                region = (ctx["region_comp"], g, wd)
+            df = ctx["off0"][khc].astype(np.float32)
+            mats = state["mats"][v]  # (Z, 4, 4)
+            if state["fcomp"] is not None:
+                wts = np.stack([_field_weights(mats[k, 2, :3]) for k in range(nz)], 1)  # (6, Z)
+                df = df + ctx["hz"] * np.einsum(
+                    "ik,ijkxy->jkxy", wts.astype(np.float32), state["fcomp"]
                 )
-                idx, wts = _trilinear(u, hi - lo + 1, (nx, ny), lo)
-                take = lambda arr: (arr.ravel()[idx] * wts).sum(0).reshape(nx, ny)  # noqa: E731
-                s_out[a, k] = take(s)
-                r_out[a, k] = take(rate)
-                df_out[a, k] = take(df)
-                if rev is not None:
-                    rev_out[a, k] = take(rev)
-        return s_out, r_out, rev_out, df_out
+            tinv = state["inv"][v]  # (Z, 4, 4)
+            if nb > 1:
+                gz, gx, gy = np.gradient(df, axis=(0, 2, 3))
+                col = tinv[:, :3, 2].astype(np.float32)  # d(head index)/d(scanner slice)
+                dfdz = (
+                    gx * col[:, 0, None, None]
+                    + gy * col[:, 1, None, None]
+                    + gz * col[:, 2, None, None]
+                ) / ctx["spacing"][2]
+            else:
+                dfdz = np.zeros_like(df)
+            s, rate, rev = self._object(
+                state["band"],
+                d_dense,
+                region,
+                h,
+                None if fl is None else fl[a][khc],
+                df,
+                dfdz,
+            )
+            s = s * valid[:, :, None, None]
+            # trilinear sampling of every slice's band at the moved positions
+            u = np.stack(
+                [
+                    tinv[:, r, 0, None, None] * ii
+                    + tinv[:, r, 1, None, None] * jj
+                    + (tinv[:, r, 2] * zr + tinv[:, r, 3])[:, None, None]
+                    for r in range(3)
+                ],
+                -1,
+            )  # (Z, X, Y, 3)
+            f = np.floor(u)
+            frac = (u - f).astype(np.float32)
+            i0 = f.astype(np.int64)
+            acc_s = np.zeros((nz, nx, ny), np.complex64)
+            acc_p = np.zeros((nz, nx, ny), np.complex64)
+            acc_r = np.zeros((nz, nx, ny), np.float32) if rev is not None else None
+            flat_s = s.ravel()
+            flat_p = (rate + 1j * df).astype(np.complex64).ravel()
+            flat_r = None if rev is None else rev.astype(np.float32).ravel()
+            kz = zr[:, None, None]
+            for dz in (0, 1):
+                for dx in (0, 1):
+                    for dy in (0, 1):
+                        xi = i0[..., 0] + dx
+                        yi = i0[..., 1] + dy
+                        zi = i0[..., 2] + dz
+                        jb = zi - kz + w
+                        ok = (
+                            (xi >= 0)
+                            & (xi < nx)
+                            & (yi >= 0)
+                            & (yi < ny)
+                            & (zi >= 0)
+                            & (zi < nz)
+                            & (jb >= 0)
+                            & (jb < nb)
+                        )
+                        wt = (
+                            (frac[..., 0] if dx else 1 - frac[..., 0])
+                            * (frac[..., 1] if dy else 1 - frac[..., 1])
+                            * (frac[..., 2] if dz else 1 - frac[..., 2])
+                        ) * ok
+                        idx = np.where(ok, ((jb * nz + kz) * nx + xi) * ny + yi, 0)
+                        acc_s += flat_s[idx] * wt
+                        acc_p += flat_p[idx] * wt
+                        if acc_r is not None:
+                            acc_r += flat_r[idx] * wt
+            out_s[a] = acc_s
+            out_p[a] = acc_p
+            if out_rev is not None:
+                out_rev[a] = acc_r
+        return out_s, out_p.real, out_rev, out_p.imag
