@@ -2,9 +2,13 @@
 
 :class:`MRIScanner` combines a sequence (:class:`GradientEchoEPI` or
 :class:`SpinEchoEPI`), the closed-form steady state of its excitation
-(spoiled GRE / spin echo with finite TR), per-slice EPI image formation
-(T2* or T2/R2' decay and off-resonance along the echo train), BOLD as a change
-of the relaxation rate, thermal noise, slow drift and physiological noise.
+(spoiled GRE / spin echo with finite TR), EPI image formation with the fast line
+model of :func:`biosim.physics.mri.image_formation.epi_hybrid` (T2* or T2/R2'
+decay and off-resonance along the echo train, batched over slices and chunks of
+volumes), BOLD as a change of the relaxation rate, partial volume by tissue
+compartment, rigid head motion with spin history, a B0 field that moves with the
+head, through-slice dephasing, a hook for physiological fluctuations, and
+thermal noise.
 
 BOLD coupling: the hemodynamic model gives the fractional signal change
 ``b(t)`` that a GRE acquisition at the model's echo time ``TE_ref`` would see.
@@ -13,18 +17,31 @@ The scanner converts it to the relaxation-rate change that produces it,
 at its own TE, so a different TE scales the BOLD effect physically.  For spin
 echo only the fraction ``se_fraction`` (default 0.5, the capillary
 dynamic-averaging share at 3 T; see ``bold_biophysics``) is irreversible.
+
+Motion: the head frame is the tissue grid's frame at zero motion (positions in m
+through the acquisition affine).  Slice ``k`` of volume ``v`` is acquired at
+``v TR + slice_time[k]`` with the pose of that instant; the object (transverse
+magnetisation at TE, relaxation rates, off-resonance) is sampled at the head
+positions that sit in that slice's voxels by trilinear interpolation, which
+blurs the moved object by the 2-voxel triangle kernel (none at integer shifts,
+most at half-voxel shifts).  Spin history: each head voxel's longitudinal
+magnetisation is tracked through the excitations it actually receives (ideal
+boxcar slice profile: the slice whose centre is nearest), ``Mz+ = Mz- cos(flip)``
+and ``Mz -> M0 + (Mz - M0) exp(-dt / T1)`` in between (Friston et al. 1996, MRM
+35:346); the signal scales with ``Mz-`` relative to the steady state.  For spin
+echo the excitation is 90 deg and the refocusing pulse's effect on ``Mz`` is
+neglected.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 
 from .._core.errors import ParameterError
 from .._core.progress import progress
-from .._core.units import DEG
+from .._core.units import DEG, GAMMA_BAR_PROTON
 from .._core.validation import check_positive, check_range
 from ..physics.mri import image_formation as imf
 from ..physics.mri import signal_equations as se
@@ -118,11 +135,19 @@ class SpinEchoEPI(GradientEchoEPI):
         return se.spin_echo(m0, t1, t2, self.tr, 0.0)
 
 
+GAMMA_BAR = GAMMA_BAR_PROTON  # Hz/T
+_SIX = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))  # xx, yy, zz, xy, xz, yz
+
+
 @dataclasses.dataclass(frozen=True)
 class TissueMaps:
-    """Per-voxel tissue properties, arrays of shape (Nx, Ny, n_slices).
+    """Per-voxel tissue properties on the acquisition grid (X, Y, n_slices).
 
-    m0 (a.u.), t1, t2, t2star (s), off_resonance (Hz).
+    ``m0`` (a.u.), ``t1``, ``t2``, ``t2star`` (s) are (X, Y, Z), or (C, X, Y, Z)
+    for C partial-volume compartments (then ``m0`` already includes each
+    compartment's volume fraction and the voxel's signal is the sum of the
+    compartments' signals).  ``off_resonance`` (Hz) is (X, Y, Z) and moves with
+    the head.
     """
 
     m0: np.ndarray
@@ -133,28 +158,204 @@ class TissueMaps:
 
     def __post_init__(self):
         shape = np.shape(self.m0)
+        if len(shape) not in (3, 4):
+            raise ParameterError("m0", f"array of shape {shape}", "(X, Y, Z) or (C, X, Y, Z)")
         for f in dataclasses.fields(self):
             arr = np.asarray(getattr(self, f.name), dtype=float)
-            if arr.shape != shape:
-                raise ParameterError(
-                    f.name, f"array of shape {arr.shape}", f"shape {shape} like m0"
-                )
+            want = shape[-3:] if f.name == "off_resonance" else shape
+            if arr.shape != want:
+                raise ParameterError(f.name, f"array of shape {arr.shape}", f"shape {want}")
             if not np.all(np.isfinite(arr)):
                 raise ParameterError(f.name, "array with non-finite values", "finite values")
         for name in ("t1", "t2", "t2star"):
             check_positive(name, getattr(self, name), "s")
+        if np.any(np.asarray(self.m0) < 0):
+            raise ParameterError("m0", "negative values", "m0 >= 0")
         if np.any(np.asarray(self.t2star) > np.asarray(self.t2)):
             raise ParameterError("t2star", "values above T2", "T2* <= T2")
+
+    @property
+    def shape(self) -> tuple:
+        """Spatial shape (X, Y, Z)."""
+        return np.shape(self.off_resonance)
+
+    def compartments(self):
+        """``(m0, t1, t2, t2star)`` as (C, X, Y, Z) float arrays (C = 1 without compartments)."""
+        out = [np.asarray(getattr(self, n), dtype=float) for n in ("m0", "t1", "t2", "t2star")]
+        return [a[None] if a.ndim == 3 else a for a in out]
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldMap:
+    """Susceptibility-induced B0 shift in the head frame, relative (ppm).
+
+    ``components`` (6, X, Y, Z) are ``(xx, yy, zz, xy, xz, yz)`` of the symmetric
+    tensor F such that, with B0 along the unit vector ``b`` of the head frame,
+    the relative shift is ``b^T F b`` (``b = R^T z`` for head rotation R; F_zz at
+    rest).  The off-resonance is ``gamma_bar * B0 * shift * 1e-6`` Hz.
+    """
+
+    components: np.ndarray
+
+    def __post_init__(self):
+        c = np.asarray(self.components, dtype=float)
+        if c.ndim != 4 or c.shape[0] != 6:
+            raise ParameterError("components", f"array of shape {c.shape}", "(6, X, Y, Z) ppm")
+        if not np.all(np.isfinite(c)):
+            raise ParameterError("components", "array with non-finite values", "finite ppm")
+
+    @classmethod
+    def from_zz(cls, shift) -> FieldMap:
+        """A field map with only ``F_zz = shift`` (ppm, (X, Y, Z))."""
+        shift = np.asarray(shift, dtype=float)
+        comp = np.zeros((6,) + shift.shape)
+        comp[2] = shift
+        return cls(comp)
+
+    def shift(self, b) -> np.ndarray:
+        """Relative shift (ppm, (X, Y, Z)) for B0 along the head-frame unit vector ``b``."""
+        return np.tensordot(_field_weights(b), np.asarray(self.components, float), axes=1)
+
+
+def _field_weights(b):
+    """Weights of (xx, yy, zz, xy, xz, yz) in ``b^T F b``."""
+    b = np.asarray(b, dtype=float)
+    return np.array([b[i] * b[j] * (1.0 if i == j else 2.0) for i, j in _SIX])
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionBOLD:
+    """BOLD of brain regions, without a dense 4D array.
+
+    Parameters
+    ----------
+    times : array (n_t,)
+        Increasing times, s (the acquisition's slice times must lie within).
+    fraction : array (n_t, R)
+        Fractional GRE BOLD change of each region at the reference echo time.
+    weights : scipy.sparse matrix (R, X*Y*Z)
+        Volume fraction of each voxel (C-order ravel of (X, Y, Z)) occupied by
+        region r's grey matter.
+    compartment : int
+        The tissue compartment the regions belong to (grey matter, 0).
+    compartment_fraction : array (X*Y*Z,), optional
+        That compartment's volume fraction of each voxel; default the weights'
+        column sums (regions that tile the compartment).  Region r's dR2* acts on
+        the share ``weights[r] / compartment_fraction`` of the compartment.
+    """
+
+    times: np.ndarray
+    fraction: np.ndarray
+    weights: object
+    compartment: int = 0
+    compartment_fraction: np.ndarray | None = None
+
+    def __post_init__(self):
+        import scipy.sparse as sp
+
+        t = np.asarray(self.times, dtype=float)
+        if t.ndim != 1 or t.size < 2 or np.any(np.diff(t) <= 0) or not np.all(np.isfinite(t)):
+            raise ParameterError(
+                "times", f"array of shape {t.shape}", "increasing times (n_t >= 2)"
+            )
+        f = np.asarray(self.fraction, dtype=float)
+        if f.ndim != 2 or f.shape[0] != t.size:
+            raise ParameterError("fraction", f"array of shape {f.shape}", f"shape ({t.size}, R)")
+        if not np.all(np.isfinite(f)) or np.any(f <= -1):
+            raise ParameterError("fraction", "values <= -1 or non-finite", "finite values > -1")
+        if not sp.issparse(self.weights) or self.weights.shape[0] != f.shape[1]:
+            raise ParameterError(
+                "weights", type(self.weights).__name__, f"a scipy.sparse matrix ({f.shape[1]}, N)"
+            )
+        w = self.weights.tocsr()
+        if w.nnz and (np.any(w.data < 0) or np.any(w.data > 1) or not np.all(np.isfinite(w.data))):
+            raise ParameterError("weights", "values outside [0, 1]", "volume fractions in [0, 1]")
+        if int(self.compartment) != self.compartment or self.compartment < 0:
+            raise ParameterError("compartment", self.compartment, "a compartment index >= 0")
+        total = np.asarray(w.sum(axis=0)).ravel()
+        if self.compartment_fraction is not None:
+            cf = np.asarray(self.compartment_fraction, dtype=float)
+            if cf.shape != total.shape:
+                raise ParameterError(
+                    "compartment_fraction", f"array of shape {cf.shape}", f"shape {total.shape}"
+                )
+            if np.any(total > cf * (1 + 1e-9) + 1e-12):
+                raise ParameterError(
+                    "compartment_fraction",
+                    "values below the regions' summed weights",
+                    "each voxel's compartment fraction >= the sum of its region weights",
+                )
+
+    @property
+    def n_regions(self) -> int:
+        return int(np.shape(self.fraction)[1])
+
+    def shares(self):
+        """Sparse (R, N) share of each voxel's compartment held by region r."""
+        import scipy.sparse as sp
+
+        w = self.weights.tocsr().astype(float)
+        cf = (
+            np.asarray(w.sum(axis=0)).ravel()
+            if self.compartment_fraction is None
+            else np.asarray(self.compartment_fraction, dtype=float)
+        )
+        inv = np.divide(1.0, cf, out=np.zeros_like(cf), where=cf > 0)
+        return (w @ sp.diags(inv)).tocsc()
+
+    def d_r2star(self, times, reference_echo_time) -> np.ndarray:
+        """dR2* (1/s) of every region at ``times`` (...,), shape (..., R), linear in time."""
+        t = np.asarray(times, dtype=float)
+        tt = np.asarray(self.times, dtype=float)
+        if np.any(t < tt[0]) or np.any(t > tt[-1]):
+            raise ParameterError(
+                "region_bold.times",
+                f"[{tt[0]:g}, {tt[-1]:g}] s",
+                f"a span covering the acquisition ({t.min():g} to {t.max():g} s)",
+            )
+        d = -np.log1p(np.asarray(self.fraction, dtype=float)) / reference_echo_time
+        flat = t.ravel()
+        out = np.stack([np.interp(flat, tt, d[:, r]) for r in range(d.shape[1])], -1)
+        return out.reshape(t.shape + (d.shape[1],))
 
 
 @dataclasses.dataclass(frozen=True)
 class MRIAcquisition:
     """A reconstructed time series and what a lab's file would say about it."""
 
-    magnitude: np.ndarray  # (Nx, Ny, n_slices, n_volumes)
-    phase: np.ndarray  # rad, same shape
+    magnitude: np.ndarray  # float32 (Nx, Ny, n_slices, n_volumes)
+    phase: np.ndarray | None  # rad, same shape, only with keep_phase
     affine: np.ndarray  # voxel -> mm (RAS), 4 x 4
     sidecar: dict  # BIDS keys
+
+
+def _trilinear(u, nb, xy_shape, lo):
+    """Corner indices (8, P) into a flat (nb, X, Y) band starting at slice ``lo`` and
+    weights (8, P) for points ``u`` (P, 3) in voxel coordinates (i, j, k);
+    corners outside the band (outside the grid) get weight 0."""
+    nx, ny = xy_shape
+    f = np.floor(u)
+    w = u - f
+    i0 = f.astype(np.int64)
+    idx, wts = [], []
+    for dz in (0, 1):
+        for dx in (0, 1):
+            for dy in (0, 1):
+                ii, jj, kk = i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz - lo
+                ok = (ii >= 0) & (ii < nx) & (jj >= 0) & (jj < ny) & (kk >= 0) & (kk < nb)
+                wt = (
+                    (w[:, 0] if dx else 1 - w[:, 0])
+                    * (w[:, 1] if dy else 1 - w[:, 1])
+                    * (w[:, 2] if dz else 1 - w[:, 2])
+                )
+                idx.append(np.where(ok, (kk * nx + ii) * ny + jj, 0))
+                wts.append(np.where(ok, wt, 0.0))
+    return np.array(idx), np.array(wts)
+
+
+def _zxy(a):
+    """(..., X, Y, Z) -> (..., Z, X, Y)."""
+    return np.moveaxis(np.asarray(a), -1, -3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +373,8 @@ class MRIScanner:
         Linear signal drift, fraction per second (scanner heating).
     physio_std : float
         Fractional std of physiological (respiratory/cardiac) fluctuations,
-        modelled as a sum of a 0.3 Hz and a 1.1 Hz sinusoid aliased at TR.
+        modelled as a sum of a 0.3 Hz and a 1.1 Hz sinusoid aliased at TR
+        (a simple stand-in; ``acquire(fluctuation=...)`` takes a full model).
     se_fraction : float
         Share of the BOLD dR2* that a spin echo does not refocus.
     seed : int
@@ -193,6 +395,7 @@ class MRIScanner:
         check_range("se_fraction", self.se_fraction, 0.0, 1.0)
 
     def affine(self, shape):
+        """Default voxel -> mm affine of the acquisition grid, centred at voxel shape // 2."""
         seq = self.sequence
         vox = (
             np.array([seq.fov[0] / seq.matrix[0], seq.fov[1] / seq.matrix[1], seq.slice_thickness])
@@ -209,97 +412,600 @@ class MRIScanner:
         reference_echo_time=0.04,
         n_volumes=None,
         show_progress=False,
+        *,
+        region_bold: RegionBOLD | None = None,
+        motion=None,
+        field: FieldMap | None = None,
+        fluctuation=None,
+        keep_phase: bool = False,
+        affine=None,
+        chunk_volumes: int | None = None,
     ) -> MRIAcquisition:
         """Acquire a time series.
 
         Parameters
         ----------
         tissue : TissueMaps
-            Maps of shape (Nx, Ny, n_slices) matching the sequence matrix.
-        bold_fraction : array (n_volumes, Nx, Ny, n_slices), optional
+            Maps (X, Y, n_slices), or (C, X, Y, n_slices) by compartment, on the
+            acquisition grid (the head frame at zero motion).
+        bold_fraction : array (n_volumes, X, Y, n_slices), optional
             Fractional BOLD change per voxel and volume from the hemodynamic
             model at GRE echo time ``reference_echo_time`` (s), already at the
-            volumes' acquisition times.
+            volumes' acquisition times; acts on every compartment of the voxel.
+        reference_echo_time : float
+            s.
         n_volumes : int, optional
-            Required when ``bold_fraction`` is None.
+            Required unless ``bold_fraction`` is given.
+        show_progress : bool
+            Progress bar over chunks of volumes.
+        region_bold : RegionBOLD, optional
+            BOLD of regions (instead of ``bold_fraction``), evaluated at each
+            slice's acquisition time.
+        motion : biosim.geometry.motion.RigidMotion, optional
+            Head pose over the run; its times must cover the acquisition.
+        field : FieldMap, optional
+            Susceptibility field (head frame); off-resonance and, for GRE,
+            through-slice dephasing ``|sinc(dF/dz * slice_thickness * TE)|``.
+        fluctuation : callable, optional
+            ``fluctuation(volume_indices (n,), slice_times (n, n_slices) s)`` ->
+            (n, X, Y, n_slices) fractional gain minus one per head-frame voxel
+            (e.g. :class:`biosim.instruments.mri_noise.FluctuationModel`).
+        keep_phase : bool
+            Also return the phase images.
+        affine : array (4, 4), optional
+            Voxel -> mm of the acquisition grid (default :meth:`affine`).
+        chunk_volumes : int, optional
+            Volumes formed at once (default: about 1.5 million voxels).
         """
+        from ..geometry.motion import RigidMotion
+
         seq = self.sequence
         shape = (seq.matrix[0], seq.matrix[1], seq.n_slices)
-        if np.shape(tissue.m0) != shape:
+        nx, ny, nz = shape
+        if not isinstance(tissue, TissueMaps):
+            raise ParameterError("tissue", type(tissue).__name__, "a TissueMaps")
+        if tissue.shape != shape:
             raise ParameterError(
-                "tissue",
-                f"maps of shape {np.shape(tissue.m0)}",
-                f"shape {shape} (matrix x n_slices)",
-            )
-        if bold_fraction is None:
-            if n_volumes is None:
-                raise ParameterError(
-                    "n_volumes", None, "a number of volumes when bold_fraction is None"
-                )
-            bold_fraction = np.zeros((int(n_volumes),) + shape)
-        bold_fraction = np.asarray(bold_fraction, dtype=float)
-        if bold_fraction.shape[1:] != shape:
-            raise ParameterError(
-                "bold_fraction",
-                f"array of shape {bold_fraction.shape}",
-                f"shape (n_volumes,) + {shape}",
-            )
-        if np.any(bold_fraction <= -1) or not np.all(np.isfinite(bold_fraction)):
-            raise ParameterError(
-                "bold_fraction", "values <= -1 or non-finite", "finite values > -1"
+                "tissue", f"maps of shape {tissue.shape}", f"shape {shape} (matrix x n_slices)"
             )
         check_positive("reference_echo_time", reference_echo_time, "s")
-        n_vol = bold_fraction.shape[0]
-        rho = np.asarray(seq.steady_state(tissue.m0, tissue.t1, tissue.t2, tissue.t2star))
-        r2 = 1.0 / np.asarray(tissue.t2)
-        r2p = 1.0 / np.asarray(tissue.t2star) - r2
-        d_r2 = -np.log1p(bold_fraction) / reference_echo_time
-        key = jax.random.PRNGKey(self.seed)
-        times = np.arange(n_vol) * seq.tr
+        if bold_fraction is not None and region_bold is not None:
+            raise ParameterError("region_bold", "given with bold_fraction", "one of the two")
+        if bold_fraction is not None:
+            bold_fraction = np.asarray(bold_fraction, dtype=float)
+            if bold_fraction.ndim != 4 or bold_fraction.shape[1:] != shape:
+                raise ParameterError(
+                    "bold_fraction",
+                    f"array of shape {bold_fraction.shape}",
+                    f"shape (n_volumes,) + {shape}",
+                )
+            if np.any(bold_fraction <= -1) or not np.all(np.isfinite(bold_fraction)):
+                raise ParameterError(
+                    "bold_fraction", "values <= -1 or non-finite", "finite values > -1"
+                )
+            if n_volumes is not None and int(n_volumes) != bold_fraction.shape[0]:
+                raise ParameterError(
+                    "n_volumes", n_volumes, f"{bold_fraction.shape[0]} (bold_fraction's length)"
+                )
+            n_vol = bold_fraction.shape[0]
+        else:
+            if n_volumes is None or int(n_volumes) != n_volumes or n_volumes < 1:
+                raise ParameterError(
+                    "n_volumes", n_volumes, "a positive number of volumes without bold_fraction"
+                )
+            n_vol = int(n_volumes)
+        m0, t1, t2, t2s = tissue.compartments()
+        n_comp = m0.shape[0]
+        nvox = nx * ny * nz
+        if region_bold is not None:
+            if not isinstance(region_bold, RegionBOLD):
+                raise ParameterError("region_bold", type(region_bold).__name__, "a RegionBOLD")
+            if region_bold.weights.shape[1] != nvox:
+                raise ParameterError(
+                    "region_bold.weights",
+                    f"matrix of shape {region_bold.weights.shape}",
+                    f"({region_bold.n_regions}, {nvox}) = regions x voxels of {shape}",
+                )
+            if region_bold.compartment >= n_comp:
+                raise ParameterError(
+                    "region_bold.compartment", region_bold.compartment, f"< {n_comp} compartments"
+                )
+        st = np.asarray(seq.slice_times(), dtype=float)
+        t_all = np.arange(n_vol)[:, None] * seq.tr + st[None, :]  # (n_vol, nz)
+        if motion is not None:
+            if not isinstance(motion, RigidMotion):
+                raise ParameterError("motion", type(motion).__name__, "a RigidMotion")
+            mt = np.asarray(motion.times, dtype=float)
+            if mt[0] > t_all.min() or mt[-1] < t_all.max():
+                raise ParameterError(
+                    "motion.times",
+                    f"[{mt[0]:g}, {mt[-1]:g}] s",
+                    f"a span covering the acquisition (0 to {t_all.max():g} s)",
+                )
+        if field is not None:
+            if not isinstance(field, FieldMap):
+                raise ParameterError("field", type(field).__name__, "a FieldMap")
+            if np.shape(field.components)[1:] != shape:
+                raise ParameterError(
+                    "field.components",
+                    f"array of shape {np.shape(field.components)}",
+                    f"(6,) + {shape}",
+                )
+        if fluctuation is not None and not callable(fluctuation):
+            raise ParameterError("fluctuation", type(fluctuation).__name__, "a callable")
+        aff = self.affine(shape) if affine is None else np.asarray(affine, dtype=float)
+        if (
+            aff.shape != (4, 4)
+            or not np.all(np.isfinite(aff))
+            or abs(np.linalg.det(aff[:3, :3])) < 1e-12
+            or not np.allclose(aff[3], [0, 0, 0, 1])
+        ):
+            raise ParameterError("affine", "this matrix", "an invertible 4 x 4 voxel -> mm affine")
+        if chunk_volumes is None:
+            chunk_volumes = max(1, int(1.5e6 // nvox))
+        if int(chunk_volumes) != chunk_volumes or chunk_volumes < 1:
+            raise ParameterError("chunk_volumes", chunk_volumes, "a positive integer")
+        chunk_volumes = int(chunk_volumes)
+
+        # static head-frame maps, (C, Z, X, Y)
+        te = seq.te
+        ss = np.asarray(seq.steady_state(m0, t1, t2, t2s), dtype=float)
+        r2 = 1.0 / t2
+        r2p = 1.0 / t2s - r2
+        base = ss * np.exp(-te * (r2 if seq.spin_echo else r2 + r2p))
+        st_maps = {
+            "base": _zxy(base),
+            "r2": _zxy(r2),
+            "r2p": _zxy(r2p),
+            "t1": _zxy(t1),
+        }
+        hz_per_ppm = GAMMA_BAR * self.field_strength * 1e-6
+        off0 = _zxy(np.asarray(tissue.off_resonance, dtype=float))
+        fcomp = None if field is None else _zxy(np.asarray(field.components, dtype=float))
+        spacing = np.linalg.norm(aff[:3, :3], axis=0) * 1e-3  # m per voxel step
+        d_region = shares = None
+        if region_bold is not None:
+            d_region = region_bold.d_r2star(t_all, reference_echo_time)  # (n_vol, nz, R)
+            cols = region_bold.shares()
+            grid = np.arange(nx * ny) * nz
+            shares = [cols[:, grid + k].T.tocsr() for k in range(nz)]  # (X*Y, R) per slice
+        vol_times = np.arange(n_vol) * seq.tr
         rng = np.random.default_rng(self.seed)
         phase0 = rng.uniform(0, 2 * np.pi, 2)
         physio = (
             self.physio_std
             * (
-                np.sin(2 * np.pi * 0.3 * times + phase0[0])
-                + np.sin(2 * np.pi * 1.1 * times + phase0[1])
+                np.sin(2 * np.pi * 0.3 * vol_times + phase0[0])
+                + np.sin(2 * np.pi * 1.1 * vol_times + phase0[1])
             )
             / np.sqrt(2)
         )
-        gain = (1.0 + self.drift * times) * (1.0 + physio)
-        out = np.empty(shape + (n_vol,), complex)
-        for v in progress(range(n_vol), total=n_vol, desc="MRI volumes", disable=not show_progress):
-            for z in range(seq.n_slices):
-                if seq.spin_echo:
-                    r2_irr = r2[..., z] + self.se_fraction * d_r2[v, ..., z]
-                    r2_rev = r2p[..., z] + (1 - self.se_fraction) * d_r2[v, ..., z]
-                else:
-                    r2_irr = r2[..., z] + r2p[..., z] + d_r2[v, ..., z]
-                    r2_rev = 0.0
-                k = imf.epi_kspace(
-                    rho[..., z] * gain[v],
-                    r2_irr,
-                    seq.fov,
-                    seq.te,
-                    seq.echo_spacing,
-                    off_resonance=tissue.off_resonance[..., z],
-                    r2prime=r2_rev,
-                    spin_echo=seq.spin_echo,
+        gain = (1.0 + self.drift * vol_times) * (1.0 + physio)
+        ctx = dict(
+            maps=st_maps,
+            off0=off0,
+            fcomp=fcomp,
+            hz=hz_per_ppm,
+            spacing=spacing,
+            d_region=d_region,
+            shares=shares,
+            region_comp=None if region_bold is None else int(region_bold.compartment),
+            bold=bold_fraction,
+            te_ref=reference_echo_time,
+        )
+        motion_state = None
+        if motion is not None:
+            motion_state = self._initial_spin_state(ctx, motion, aff, t_all, st)
+
+        out = np.empty(shape + (n_vol,), np.float32)
+        phase = np.empty(shape + (n_vol,), np.float32) if keep_phase else None
+        starts = range(0, n_vol, chunk_volumes)
+        for v0 in progress(
+            starts, total=len(starts), desc="MRI volumes", disable=not show_progress
+        ):
+            v1 = min(n_vol, v0 + chunk_volumes)
+            vols = np.arange(v0, v1)
+            fl = None
+            if fluctuation is not None:
+                fl = np.asarray(fluctuation(vols, t_all[v0:v1]), dtype=float)
+                if fl.shape != (v1 - v0,) + shape:
+                    raise ParameterError(
+                        "fluctuation", f"output of shape {fl.shape}", f"shape {(v1 - v0,) + shape}"
+                    )
+                if not np.all(np.isfinite(fl)) or np.any(fl <= -1):
+                    raise ParameterError(
+                        "fluctuation", "output <= -1 or non-finite", "finite gains - 1 > -1"
+                    )
+                fl = _zxy(fl)
+            if motion is None:
+                s, rate, rev, df = self._static_chunk(ctx, vols, fl)
+            else:
+                s, rate, rev, df = self._moving_chunk(
+                    ctx, vols, fl, motion, aff, t_all, st, motion_state
                 )
-                if self.noise_std > 0:
-                    key, sub = jax.random.split(key)
-                    k = imf.add_thermal_noise(k, self.noise_std, sub)
-                out[..., z, v] = np.asarray(imf.reconstruct(k))
+            s *= gain[v0:v1, None, None, None]
+            lines = imf.epi_hybrid(
+                s,
+                rate,
+                seq.echo_spacing,
+                off_resonance=df,
+                r2prime=rev if seq.spin_echo else 0.0,
+                spin_echo=seq.spin_echo,
+                dtype=np.complex64,
+            )
+            img = imf.reconstruct_hybrid(lines)  # (n, Z, X, Y)
+            if self.noise_std > 0:
+                noise = rng.standard_normal((2,) + img.shape, dtype=np.float32)
+                img += self.noise_std * (noise[0] + 1j * noise[1])
+            out[..., v0:v1] = np.transpose(np.abs(img), (2, 3, 1, 0))
+            if keep_phase:
+                phase[..., v0:v1] = np.transpose(np.angle(img), (2, 3, 1, 0))
         sidecar = {
             "RepetitionTime": float(seq.tr),
             "EchoTime": float(seq.te),
             "FlipAngle": float(seq.flip_angle),
             "MagneticFieldStrength": float(self.field_strength),
-            "SliceTiming": [float(t) for t in seq.slice_times()],
+            "SliceTiming": [float(t) for t in st],
             "PulseSequenceType": "SE-EPI" if seq.spin_echo else "GRE-EPI",
             "EffectiveEchoSpacing": float(seq.echo_spacing),
+            "TotalReadoutTime": float((ny - 1) * seq.echo_spacing),
             "PhaseEncodingDirection": "j",
             "Manufacturer": "biosim",
             "ManufacturersModelName": "virtual MRI scanner",
         }
-        return MRIAcquisition(np.abs(out), np.angle(out), self.affine(shape), sidecar)
+        return MRIAcquisition(out, phase, aff, sidecar)
+
+    # -- the object at the echo time -------------------------------------------------
+
+    def _object(self, maps, d_dense, region, h, fl, df, dfdz):
+        """Transverse magnetisation at TE (complex), echo-train rate, reversible rate
+        (spin echo) of head-frame voxels; ``maps`` (C, ...) arrays, the rest (...)."""
+        seq = self.sequence
+        te, se_f = seq.te, self.se_fraction
+        base = maps["base"] if h is None else maps["base"] * h
+        if seq.spin_echo:
+            irr, rev = maps["r2"], maps["r2p"]
+            if d_dense is not None:
+                irr = irr + se_f * d_dense
+                rev = rev + (1 - se_f) * d_dense
+                base = base * np.exp(-te * se_f * d_dense)
+        else:
+            irr, rev = maps["r2"] + maps["r2p"], None
+            if d_dense is not None:
+                irr = irr + d_dense
+                base = base * np.exp(-te * d_dense)
+        if region is not None:
+            c, g, weighted = region  # compartment, signal factor, signal-weighted dR2*
+            full = np.broadcast_shapes(base.shape, (1,) + np.shape(g))
+            base = np.array(np.broadcast_to(base, full))
+            base[c] *= g
+            irr = np.array(np.broadcast_to(irr, base.shape))
+            irr[c] += (se_f if seq.spin_echo else 1.0) * weighted
+            if seq.spin_echo:
+                rev = np.array(np.broadcast_to(rev, base.shape))
+                rev[c] += (1 - se_f) * weighted
+        s = base.sum(0)
+        w = np.divide(base, s, out=np.zeros_like(base), where=s > 0)
+        rate = (w * irr).sum(0)
+        rate_rev = None if rev is None else (w * rev).sum(0)
+        if fl is not None:
+            s = s * (1.0 + fl)
+        if seq.spin_echo:
+            return s.astype(np.complex64), rate, rate_rev
+        dropout = np.abs(np.sinc(dfdz * seq.slice_thickness * te))
+        return (s * dropout) * np.exp(-2j * np.pi * te * df), rate, rate_rev
+
+    def _region_terms(self, ctx, v, k, slices):
+        """(compartment, g, weighted dR2*) on head slices ``slices`` at slice-time (v, k)."""
+        if ctx["d_region"] is None:
+            return None
+        d = ctx["d_region"][v, k]  # (R,)
+        seq = self.sequence
+        e = np.exp(-seq.te * (self.se_fraction if seq.spin_echo else 1.0) * d)
+        nx, ny = seq.matrix
+        g = np.stack([ctx["shares"][j] @ (e - 1) for j in slices]).reshape(-1, nx, ny) + 1.0
+        wd = np.stack([ctx["shares"][j] @ (e * d) for j in slices]).reshape(-1, nx, ny) / g
+        return ctx["region_comp"], g, wd
+
+    def _static_sums(self, ctx):
+        """Compartment sums of the motionless object (Z, X, Y), float32: signal at TE,
+        signal-weighted rates, the region compartment's own terms, the GRE
+        dropout-and-phase factor and the off-resonance."""
+        if "static" in ctx:
+            return ctx["static"]
+        seq = self.sequence
+        m = ctx["maps"]
+        irr = m["r2"] if seq.spin_echo else m["r2"] + m["r2p"]
+        rev = m["r2p"]
+        s0 = m["base"].sum(0)
+        inv = np.divide(1.0, s0, out=np.zeros_like(s0), where=s0 > 0)
+        df = ctx["off0"]
+        if ctx["fcomp"] is not None:
+            df = df + ctx["hz"] * ctx["fcomp"][2]
+        if seq.spin_echo:
+            factor = np.ones(df.shape, np.complex64)
+        else:
+            nz = seq.n_slices
+            dfdz = np.gradient(df, axis=0) / ctx["spacing"][2] if nz > 1 else np.zeros_like(df)
+            factor = np.abs(np.sinc(dfdz * seq.slice_thickness * seq.te)) * np.exp(
+                -2j * np.pi * seq.te * df
+            )
+        f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+        out = {
+            "s0": f32(s0),
+            "rate0": f32((m["base"] * irr).sum(0) * inv),
+            "rev0": f32((m["base"] * rev).sum(0) * inv),
+            "factor": factor.astype(np.complex64),
+            "df": f32(df),
+        }
+        c = ctx["region_comp"]
+        if c is not None:
+            out.update(base_c=f32(m["base"][c]), irr_c=f32(irr[c]), rev_c=f32(rev[c]))
+        ctx["static"] = out
+        return out
+
+    def _static_chunk(self, ctx, vols, fl):
+        """The motionless object of volumes ``vols`` (n, Z, X, Y): the compartment sums
+        are fixed; BOLD changes them per slice time (region) or volume (dense)."""
+        seq = self.sequence
+        nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
+        n = len(vols)
+        st = self._static_sums(ctx)
+        k_irr = self.se_fraction if seq.spin_echo else 1.0
+        k_rev = 1.0 - self.se_fraction
+        shape = (n, nz, nx, ny)
+        if ctx["bold"] is not None:
+            d = (-np.log1p(_zxy(ctx["bold"][vols])) / ctx["te_ref"]).astype(np.float32)
+            s = st["s0"] * np.exp(-seq.te * k_irr * d)
+            rate = st["rate0"] + k_irr * d
+            rev = st["rev0"] + k_rev * d
+        elif ctx["d_region"] is not None:
+            g = np.empty(shape, np.float32)
+            wd = np.empty(shape, np.float32)
+            for k in range(nz):
+                d = ctx["d_region"][vols, k]  # (n, R)
+                e = np.exp(-seq.te * k_irr * d)
+                g[:, k] = (ctx["shares"][k] @ (e - 1).T).T.reshape(n, nx, ny) + 1.0
+                wd[:, k] = (ctx["shares"][k] @ (e * d).T).T.reshape(n, nx, ny) / g[:, k]
+            bc = st["base_c"]
+            s = st["s0"] + bc * (g - 1)
+            inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+            rate = (st["s0"] * st["rate0"] + bc * ((g - 1) * st["irr_c"] + g * k_irr * wd)) * inv
+            rev = (st["s0"] * st["rev0"] + bc * ((g - 1) * st["rev_c"] + g * k_rev * wd)) * inv
+        else:
+            s = np.broadcast_to(st["s0"], shape)
+            rate = np.broadcast_to(st["rate0"], shape)
+            rev = np.broadcast_to(st["rev0"], shape)
+        if fl is not None:
+            s = s * (1.0 + fl.astype(np.float32))
+        return (
+            s * st["factor"],
+            rate,
+            rev if seq.spin_echo else None,
+            np.broadcast_to(st["df"], shape),
+        )
+
+    # -- motion -------------------------------------------------------------------------
+
+    def _flip_cos(self):
+        seq = self.sequence
+        return 0.0 if seq.spin_echo else float(np.cos(seq.flip_angle * DEG))
+
+    def _initial_spin_state(self, ctx, motion, aff, t_all, st):
+        """Transforms of every slice time, the band half-width, shifted static maps, and
+        the steady state under the pose at the first excitation: each head voxel last
+        excited one TR before its slice's time, ``Mz+ = Mz_ss cos(flip)`` (relative to
+        M0); voxels outside the slab fully relaxed."""
+        seq = self.sequence
+        nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
+        cos_a = self._flip_cos()
+        a_m = np.diag([1e-3, 1e-3, 1e-3, 1.0]) @ aff
+        a_inv = np.linalg.inv(a_m)
+        mats = motion.matrices(t_all)  # (n_vol, nz, 4, 4) head -> scanner, m
+        fwd = a_inv @ mats @ a_m  # head voxel -> scanner voxel
+        inv = np.linalg.inv(fwd)
+        # band half-width: how far (in head slices) a slice's voxels reach
+        corners = np.array([[x, y] for x in (0, nx - 1) for y in (0, ny - 1)], float)
+        k = np.arange(nz)[None, :, None]
+        uz = (
+            inv[..., 2, 0, None] * corners[:, 0]
+            + inv[..., 2, 1, None] * corners[:, 1]
+            + inv[..., 2, 2, None] * k
+            + inv[..., 2, 3, None]
+        )
+        w = int(np.ceil(np.max(np.abs(uz - k)) - 1e-9)) + 1
+        kh = np.arange(nz)[None, :] + np.arange(2 * w + 1)[:, None] - w  # (2w+1, Z)
+        valid = (kh >= 0) & (kh < nz)
+        khc = np.clip(kh, 0, nz - 1)
+        maps = ctx["maps"]
+        e1 = np.exp(-seq.tr / maps["t1"])
+        m_ss = (1 - e1) / (1 - e1 * cos_a)
+        f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+        band = {key: f32(m[:, khc]) for key, m in maps.items()}  # (C, 2w+1, Z, X, Y)
+        band["base"] *= valid[:, :, None, None]
+        fcomp = None if ctx["fcomp"] is None else f32(ctx["fcomp"][:, khc])
+        fwd0 = fwd.reshape(-1, 4, 4)[np.argmin(t_all)]
+        kk, ii, jj = np.meshgrid(np.arange(nz), np.arange(nx), np.arange(ny), indexing="ij")
+        zs = fwd0[2, 0] * ii + fwd0[2, 1] * jj + fwd0[2, 2] * kk + fwd0[2, 3]
+        slice_of = np.floor(zs + 0.5).astype(int)
+        inside = (slice_of >= 0) & (slice_of < nz)
+        t_last = np.where(inside, st[np.clip(slice_of, 0, nz - 1)] - seq.tr, -np.inf)
+        m_last = np.where(inside, m_ss * cos_a, 1.0)
+        ii2, jj2 = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+        return {
+            "m_ss": m_ss,
+            "t1": maps["t1"],
+            "m_last": m_last,
+            "t_last": t_last,
+            "fwd": fwd,
+            "inv": inv,
+            "mats": mats,
+            "w": w,
+            "kh": kh,
+            "khc": khc,
+            "valid": valid,
+            "band": band,
+            "fcomp": fcomp,
+            "pix": (ii2.astype(float), jj2.astype(float)),
+        }
+
+    def _spin_history(self, state, v, t_v):
+        """Relative longitudinal magnetisation just before each slice time of volume v,
+        (C, 2w+1, Z, X, Y) in band layout (scanner slice k, head slice k + j - w),
+        and the excitations of that volume applied to the state."""
+        seq = self.sequence
+        nz = seq.n_slices
+        w, fwd = state["w"], state["fwd"][v]
+        ii, jj = state["pix"]
+        cos_a = self._flip_cos()
+        t1 = state["t1"]
+        n_comp = t1.shape[0]
+        zr = np.arange(nz)
+        # slot layout: head slice kh, candidate scanner slice k = kh + o, o in [-w, w]
+        k_slot = zr[None, :] + np.arange(-w, w + 1)[:, None]  # (2w+1, Z)
+        ok = (k_slot >= 0) & (k_slot < nz)
+        kc = np.clip(k_slot, 0, nz - 1)
+        t_slot = np.where(ok, t_v[kc], np.inf)
+        f = fwd[kc]  # (2w+1, Z, 4, 4)
+        zs = (
+            f[..., 2, 0, None, None] * ii
+            + f[..., 2, 1, None, None] * jj
+            + (f[..., 2, 2] * zr + f[..., 2, 3])[..., None, None]
+        )
+        hits = (np.floor(zs + 0.5) == k_slot[..., None, None]) & ok[..., None, None]
+        order = np.argsort(t_slot, axis=0, kind="stable")
+        h_slot = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
+        m_last, t_last, m_ss = state["m_last"], state["t_last"], state["m_ss"]
+        for r in range(2 * w + 1):
+            o = order[r]
+            t_r = t_slot[o, zr][:, None, None]  # (Z, 1, 1)
+            with np.errstate(invalid="ignore"):
+                decay = np.exp(-np.where(np.isfinite(t_r), t_r - t_last, np.inf) / t1)
+            m_before = 1.0 + (m_last - 1.0) * decay
+            h_slot[:, o, zr] = m_before / m_ss
+            hit = hits[o, zr]  # (Z, X, Y)
+            m_last = np.where(hit, m_before * cos_a, m_last)
+            t_last = np.where(hit, t_r, t_last)
+        state["m_last"], state["t_last"] = m_last, t_last
+        # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
+        h = np.ones((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
+        for j in range(2 * w + 1):
+            kh = zr + j - w
+            sel = (kh >= 0) & (kh < nz)
+            h[:, j, sel] = h_slot[:, 2 * w - j, kh[sel]]
+        return h
+
+    def _moving_chunk(self, ctx, vols, fl, motion, aff, t_all, st, state):
+        seq = self.sequence
+        nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
+        w, khc, valid = state["w"], state["khc"], state["valid"]
+        nb = 2 * w + 1
+        ii, jj = state["pix"]
+        zr = np.arange(nz)
+        out_s = np.empty((len(vols), nz, nx, ny), np.complex64)
+        out_p = np.empty((len(vols), nz, nx, ny), np.complex64)  # rate + i df
+        out_rev = np.empty((len(vols), nz, nx, ny), np.float32) if seq.spin_echo else None
+        for a, v in enumerate(vols):
+            t_v = t_all[v]
+            h = self._spin_history(state, v, t_v)
+            d_dense = None
+            if ctx["bold"] is not None:
+                d = -np.log1p(_zxy(ctx["bold"][v])) / ctx["te_ref"]
+                d_dense = d[khc].astype(np.float32)
+            region = None
+            if ctx["d_region"] is not None:
+                k_irr = self.se_fraction if seq.spin_echo else 1.0
+                g = np.ones((nb, nz, nx, ny), np.float32)
+                wd = np.zeros((nb, nz, nx, ny), np.float32)
+                d_all = ctx["d_region"][v]  # (Z, R)
+                e_all = np.exp(-seq.te * k_irr * d_all)
+                for kh in range(nz):
+                    ks = kh + np.arange(-w, w + 1)  # scanner slices sampling head slice kh
+                    sel = (ks >= 0) & (ks < nz)
+                    ks = ks[sel]
+                    js = (kh - ks + w).astype(int)
+                    e, d = e_all[ks].T, d_all[ks].T  # (R, n)
+                    gg = (ctx["shares"][kh] @ (e - 1)).T.reshape(-1, nx, ny) + 1.0
+                    g[js, ks] = gg
+                    wd[js, ks] = (ctx["shares"][kh] @ (e * d)).T.reshape(-1, nx, ny) / gg
+                region = (ctx["region_comp"], g, wd)
+            df = ctx["off0"][khc].astype(np.float32)
+            mats = state["mats"][v]  # (Z, 4, 4)
+            if state["fcomp"] is not None:
+                wts = np.stack([_field_weights(mats[k, 2, :3]) for k in range(nz)], 1)  # (6, Z)
+                df = df + ctx["hz"] * np.einsum(
+                    "ik,ijkxy->jkxy", wts.astype(np.float32), state["fcomp"]
+                )
+            tinv = state["inv"][v]  # (Z, 4, 4)
+            if nb > 1:
+                gz, gx, gy = np.gradient(df, axis=(0, 2, 3))
+                col = tinv[:, :3, 2].astype(np.float32)  # d(head index)/d(scanner slice)
+                dfdz = (
+                    gx * col[:, 0, None, None]
+                    + gy * col[:, 1, None, None]
+                    + gz * col[:, 2, None, None]
+                ) / ctx["spacing"][2]
+            else:
+                dfdz = np.zeros_like(df)
+            s, rate, rev = self._object(
+                state["band"],
+                d_dense,
+                region,
+                h,
+                None if fl is None else fl[a][khc],
+                df,
+                dfdz,
+            )
+            s = s * valid[:, :, None, None]
+            # trilinear sampling of every slice's band at the moved positions
+            u = np.stack(
+                [
+                    tinv[:, r, 0, None, None] * ii
+                    + tinv[:, r, 1, None, None] * jj
+                    + (tinv[:, r, 2] * zr + tinv[:, r, 3])[:, None, None]
+                    for r in range(3)
+                ],
+                -1,
+            )  # (Z, X, Y, 3)
+            f = np.floor(u)
+            frac = (u - f).astype(np.float32)
+            i0 = f.astype(np.int64)
+            acc_s = np.zeros((nz, nx, ny), np.complex64)
+            acc_p = np.zeros((nz, nx, ny), np.complex64)
+            acc_r = np.zeros((nz, nx, ny), np.float32) if rev is not None else None
+            flat_s = s.ravel()
+            flat_p = (rate + 1j * df).astype(np.complex64).ravel()
+            flat_r = None if rev is None else rev.astype(np.float32).ravel()
+            kz = zr[:, None, None]
+            for dz in (0, 1):
+                for dx in (0, 1):
+                    for dy in (0, 1):
+                        xi = i0[..., 0] + dx
+                        yi = i0[..., 1] + dy
+                        zi = i0[..., 2] + dz
+                        jb = zi - kz + w
+                        ok = (
+                            (xi >= 0)
+                            & (xi < nx)
+                            & (yi >= 0)
+                            & (yi < ny)
+                            & (zi >= 0)
+                            & (zi < nz)
+                            & (jb >= 0)
+                            & (jb < nb)
+                        )
+                        wt = (
+                            (frac[..., 0] if dx else 1 - frac[..., 0])
+                            * (frac[..., 1] if dy else 1 - frac[..., 1])
+                            * (frac[..., 2] if dz else 1 - frac[..., 2])
+                        ) * ok
+                        idx = np.where(ok, ((jb * nz + kz) * nx + xi) * ny + yi, 0)
+                        acc_s += flat_s[idx] * wt
+                        acc_p += flat_p[idx] * wt
+                        if acc_r is not None:
+                            acc_r += flat_r[idx] * wt
+            out_s[a] = acc_s
+            out_p[a] = acc_p
+            if out_rev is not None:
+                out_rev[a] = acc_r
+        return out_s, out_p.real, out_rev, out_p.imag
