@@ -23,7 +23,7 @@ from .analysis import validate_analysis
 from .devices import device_instances, device_type
 from .estimate import check_resources, check_sampling
 from .keys import check_keys, require, set_default
-from .subject import check_regions
+from .subject import validate_motion, validate_physiology, validate_subject_regions
 
 DEFAULT_EXPERIMENT = "eeg_fmri.toml"
 
@@ -183,7 +183,10 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
         {
             "id",
             "regions",
-            "voxels_per_region",
+            "coordinates",
+            "region_radius",
+            "motion",
+            "physiology",
             "voxel_size",
             "head",
             "bem_vertices",
@@ -224,24 +227,9 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
     set_default(exp, "seed", "experiment", 0, int, lambda v: v >= 0, "a non-negative integer")
     duration = require(exp, "duration", "experiment", float, positive, "a positive duration in s")
     set_default(subj, "id", "subject", "01", str, lambda v: v.isalnum(), "letters and digits")
-    require(
-        subj,
-        "regions",
-        "subject",
-        list,
-        lambda v: len(v) > 0 and all(isinstance(r, str) for r in v) and len(set(v)) == len(v),
-        "a non-empty list of distinct region names",
-    )
-    check_regions(subj["regions"])
-    set_default(
-        subj,
-        "voxels_per_region",
-        "subject",
-        27,
-        int,
-        lambda v: v >= 1 and round(v ** (1 / 3)) ** 3 == v,
-        "a perfect cube (1, 8, 27, ...)",
-    )
+    validate_subject_regions(subj)
+    validate_motion(spec)
+    validate_physiology(subj)
     set_default(subj, "voxel_size", "subject", 3.0, float, positive, "a positive size in mm")
     head = set_default(
         subj,

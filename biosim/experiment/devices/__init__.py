@@ -95,6 +95,21 @@ class Simulation:
         rates = [t["sample_rate"] for t in self.spec["devices"].values() if "sample_rate" in t]
         return source_activity(self.spec, self.activity, rates)
 
+    @functools.cached_property
+    def physiology(self):
+        """The subject's heartbeat and breathing, drawn once for every device
+        (:func:`biosim.experiment.subject.physiology`)."""
+        from ..subject import physiology
+
+        return physiology(self.spec)
+
+    @functools.cached_property
+    def head_motion(self):
+        """The subject's rigid head motion, or None (:func:`biosim.experiment.subject.head_motion`)."""
+        from ..subject import head_motion
+
+        return head_motion(self.spec)
+
     def drawn_sources(self) -> SourceActivity | None:
         """The sources if the activity model or a device produced them, else None."""
         return self.__dict__.get("sources", self.activity.sources)

@@ -1,24 +1,48 @@
-"""The MRI scanner device: BOLD fMRI with a GRE- or SE-EPI sequence.
+"""The MRI scanner device: whole-brain BOLD fMRI of the virtual subject.
 
-The regional neural activity drives the Balloon-Windkessel model; the BOLD
-signal becomes a change of R2* (R2 for SE) in a cube of grey-matter voxels per
-region inside a white-matter slab, and :class:`biosim.instruments.mri.MRIScanner`
-acquires EPI volumes (4D NIfTI + BIDS sidecar in ``func/``).
+The subject's MNI152 anatomy is imaged on an axial EPI slab (``matrix`` x
+``n_slices`` voxels of ``subject.voxel_size`` mm around ``slab_center``, MNI mm)
+with partial volume by tissue (:mod:`biosim.geometry.anatomy`), relaxation
+times at the scanner's field strength (:mod:`biosim.physics.mri.tissue`) and
+the B0 field of the head's susceptibility (air in the sinuses and ear canals;
+:mod:`biosim.physics.mri.susceptibility`): EPI distortion along phase encode
+and through-slice dropout at TE.  Each region's Balloon-Windkessel BOLD
+changes R2* in the grey matter under its cortical patch, at each slice's
+acquisition time.  The head moves as ``[subject.motion]`` says (image, field and
+spin history follow).  ``[devices.<key>.noise]`` adds physiological noise
+phase-locked to the subject's heartbeat and breathing, AR fluctuations,
+spatial smoothness and drift (:mod:`biosim.instruments.mri_noise`), or noise
+fitted to a user's own 4D NIfTI (``fit = "path"``); ``noise_std`` is the
+thermal noise (Rician magnitude).
+
+Output (BIDS): ``func/`` 4D NIfTI, sidecar, events and physiological
+recordings; ``fmap/`` the field map (Hz) and its magnitude; ``anat/`` a
+T1-weighted MPRAGE image of the same anatomy (``anatomical = true``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
 from ... import __version__
-from ..._core.errors import SpecError
-from ...instruments.mri import GradientEchoEPI, MRIAcquisition, MRIScanner, SpinEchoEPI
+from ..._core.errors import ParameterError, SpecError
+from ...instruments.mri import (
+    FieldMap,
+    GradientEchoEPI,
+    MRIAcquisition,
+    MRIScanner,
+    RegionBOLD,
+    SpinEchoEPI,
+    TissueMaps,
+)
 from ...io.bids import BIDSDataset, events_sidecar, write_events, write_json, write_tsv
 from ...physics.hemodynamics import BOLDParams, simulate_bold
 from ...physics.hemodynamics.balloon import preset as balloon_preset
 from ..keys import check_keys, instrument_errors, require, set_default
+from ..subject import subject_regions
 from . import DeviceContext, Recording, register_device
 
 KEYS = {
@@ -34,7 +58,17 @@ KEYS = {
     "n_slices",
     "echo_spacing",
     "slice_order",
+    "slab_center",
+    "susceptibility",
+    "anatomical",
+    "noise",
 }
+NOISE_KEYS = {"sfnr", "ar", "fwhm", "drift", "cardiac", "respiratory", "fit"}
+#: Tissue compartments the EPI images (bone and air give no EPI signal).
+COMPARTMENTS = ("gm", "wm", "csf", "soft")
+#: Resolution (mm) of the whole-head susceptibility grid of the field map (2 mm gives the
+#: same brain field to a few Hz, at twice the cost).
+FIELD_GRID_MM = 3.0
 
 
 def build_scanner(mri: dict, spec: dict, seed: int = 0) -> MRIScanner:
@@ -71,6 +105,74 @@ def bold_params(mri: dict, spec: dict) -> BOLDParams:
     )
 
 
+def acquisition_grid(mri: dict, spec: dict):
+    """``(affine voxel -> MNI152 mm, shape)`` of the EPI slab."""
+    from ...geometry.anatomy import epi_grid
+
+    return epi_grid(
+        tuple(mri["matrix"]),
+        mri["n_slices"],
+        spec["subject"]["voxel_size"],
+        tuple(mri["slab_center"]),
+    )
+
+
+def noise_parameters(mri: dict, where: str):
+    """The fluctuation model's :class:`~biosim.instruments.mri_noise.NoiseParameters`
+    of ``[<where>.noise]`` (fitted to a NIfTI with ``fit``), or None."""
+    from ...instruments.mri_noise import NoiseParameters
+
+    noise = mri.get("noise")
+    if noise is None:
+        return None
+    if "_fitted" in noise:
+        return NoiseParameters(**noise["_fitted"])
+    with instrument_errors(f"{where}.noise", noise, {"fwhm": "fwhm"}):
+        return NoiseParameters(
+            sfnr=noise["sfnr"],
+            snr=1e9,  # thermal noise is noise_std
+            ar=tuple(noise["ar"]),
+            fwhm=noise["fwhm"] * 1e-3,
+            drift=noise["drift"],
+            cardiac=noise["cardiac"],
+            respiratory=noise["respiratory"],
+        )
+
+
+def _validate_noise(mri: dict, spec: dict, where: str) -> None:
+    if "noise" not in mri:
+        return
+    noise = require(mri, "noise", where, dict, None, "a table of noise parameters")
+    w = f"{where}.noise"
+    check_keys(noise, NOISE_KEYS | {"_fitted"}, w)
+    if "fit" in noise:
+        from pathlib import Path
+
+        from ...instruments.mri_noise import fit_noise
+
+        require(noise, "fit", w, str, None, "a path to a 4D NIfTI")
+        path = Path(spec.get("_source_dir", ".")) / noise["fit"]
+        if "_fitted" not in noise:
+            try:
+                fitted = fit_noise(str(path))
+            except (ParameterError, ImportError, OSError) as err:
+                raise SpecError(f"{w}.fit = {noise['fit']!r} is invalid: {err}") from None
+            noise["_fitted"] = dataclasses.asdict(dataclasses.replace(fitted, snr=1e9))
+            noise["_fitted"]["ar"] = list(fitted.ar)
+            noise["_fitted_snr"] = float(fitted.snr)
+        return
+    nonneg = lambda v: v >= 0  # noqa: E731
+    set_default(noise, "sfnr", w, 70.0, float, None, "a signal-to-fluctuation-noise ratio")
+    set_default(noise, "ar", w, [0.5], list, None, "AR coefficients at the TR")
+    if not all(isinstance(a, (int, float)) for a in noise["ar"]):
+        raise SpecError(f"{w}.ar = {noise['ar']!r} is invalid: expected a list of numbers")
+    set_default(noise, "fwhm", w, 5.0, float, nonneg, "a smoothness FWHM in mm")
+    set_default(noise, "drift", w, 0.01, float, nonneg, "a drift std (fraction)")
+    set_default(noise, "cardiac", w, 0.005, float, nonneg, "a fractional amplitude")
+    set_default(noise, "respiratory", w, 0.005, float, nonneg, "a fractional amplitude")
+    noise_parameters(mri, where)
+
+
 def validate(mri: dict, spec: dict, where: str):
     """Defaults and types here; every limit of the scanner, its sequence and the BOLD
     model is checked by building them (their errors name the key)."""
@@ -104,66 +206,148 @@ def validate(mri: dict, spec: dict, where: str):
         None,
         "a flip angle in degrees",
     )
-    set_default(mri, "matrix", where, [16, 16], list, lambda v: len(v) == 2, "two integers")
-    set_default(mri, "n_slices", where, 3, int, None, "an integer")
+    set_default(mri, "matrix", where, [64, 64], list, lambda v: len(v) == 2, "two integers")
+    set_default(mri, "n_slices", where, 36, int, None, "an integer")
     set_default(mri, "echo_spacing", where, 5e-4, float, None, "a spacing in s")
     set_default(mri, "slice_order", where, "interleaved", str, None, "a slice order")
+    set_default(
+        mri,
+        "slab_center",
+        where,
+        [0.0, -18.0, 12.0],
+        list,
+        lambda v: len(v) == 3 and all(isinstance(x, (int, float)) and np.isfinite(x) for x in v),
+        "[x, y, z] in MNI152 mm",
+    )
+    set_default(mri, "susceptibility", where, True, bool, None, "true or false")
+    set_default(mri, "anatomical", where, True, bool, None, "true or false")
     with instrument_errors(where, mri, {"echo_time": "te"}):
         build_scanner(mri, spec)
         bold_params(mri, spec)
-    region_volume(
-        len(spec["subject"]["regions"]),
-        spec["subject"]["voxels_per_region"],
-        mri["matrix"],
-        mri["n_slices"],
-        where,
-    )
+    _validate_noise(mri, spec, where)
+    _check_coverage(mri, spec, where)
 
 
-def region_volume(
-    n_regions: int, voxels_per_region: int, matrix, n_slices: int, where: str = "devices.mri"
-):
-    """Label volume (Nx, Ny, n_slices): region r is a cube of voxels (label r+1)
-    placed along x in the middle slices; 0 elsewhere."""
-    side = round(voxels_per_region ** (1 / 3))
-    need_x = n_regions * (side + 1) + 1
-    if matrix[0] < need_x or matrix[1] < side + 2 or n_slices < side:
-        raise SpecError(
-            f"{where}.matrix = {list(matrix)} / n_slices = {n_slices} is too small: "
-            f"expected at least [{need_x}, {side + 2}] and {side} slices for "
-            f"{n_regions} regions of {voxels_per_region} voxels"
-        )
-    labels = np.zeros((matrix[0], matrix[1], n_slices), dtype=np.int16)
-    y0 = (matrix[1] - side) // 2
-    z0 = (n_slices - side) // 2
-    x_start = (matrix[0] - need_x) // 2 + 1
-    for r in range(n_regions):
-        x0 = x_start + r * (side + 1)
-        labels[x0 : x0 + side, y0 : y0 + side, z0 : z0 + side] = r + 1
-    return labels
-
-
-def tissue_maps(labels, m0_scale: float):
-    """Grey-matter regions inside a white-matter ellipse (3 T relaxation times,
-    Wansapura et al. 1999; Peters et al. 2007)."""
-    from ...instruments.mri import TissueMaps
-
-    nx, ny, nz = labels.shape
-    x = (np.arange(nx) - (nx - 1) / 2) / (nx / 2)
-    y = (np.arange(ny) - (ny - 1) / 2) / (ny / 2)
-    brain = (x[:, None] ** 2 + y[None, :] ** 2 <= 1.0)[:, :, None] * np.ones(nz, bool)
-    gm = labels > 0
-    m0 = np.where(gm, 1.0, np.where(brain, 0.75, 0.0)) * m0_scale
-    t1 = np.where(gm, 1.33, 0.83)
-    t2 = np.where(gm, 0.083, 0.075)
-    t2star = np.where(gm, 0.052, 0.045)
-    return TissueMaps(m0=m0, t1=t1, t2=t2, t2star=t2star, off_resonance=np.zeros(labels.shape))
+def _check_coverage(mri: dict, spec: dict, where: str) -> None:
+    """SpecError naming the first region whose centre lies outside the imaged slab."""
+    affine, shape = acquisition_grid(mri, spec)
+    inv = np.linalg.inv(affine)
+    for region in subject_regions(spec):
+        ijk = inv[:3, :3] @ region.center_mni + inv[:3, 3]
+        if np.any(ijk < -0.5) or np.any(ijk > np.array(shape) - 0.5):
+            lo = affine[:3, :3] @ np.full(3, -0.5) + affine[:3, 3]
+            hi = affine[:3, :3] @ (np.array(shape) - 0.5) + affine[:3, 3]
+            raise SpecError(
+                f"{where}.slab_center = {mri['slab_center']} is invalid: region "
+                f"{region.name!r} at MNI {np.round(region.center_mni, 1).tolist()} mm lies "
+                f"outside the slab {np.round(lo, 1).tolist()} to {np.round(hi, 1).tolist()} mm: "
+                "expected a slab (matrix, n_slices, subject.voxel_size) covering every region"
+            )
 
 
 def extrapolated_r0(b0: float) -> float:
     """Intravascular relaxation-rate slope r0 (1/s) linear in B0 beyond the
     tabulated 1.5-7 T range (Uludag et al. 2009 values 25/110/340)."""
     return float(np.polyval(np.polyfit([1.5, 3.0, 7.0], [25.0, 110.0, 340.0], 1), b0))
+
+
+@functools.lru_cache(maxsize=2)
+def _head_field_components(resolution_mm: float):
+    """Field-shift tensor (6, X, Y, Z) ppm of the whole head on a ``resolution_mm`` grid,
+    and that grid's affine (voxel -> MNI152 mm).  Independent of B0 and of the pose.
+
+    The scanner's second-order shim over the brain (:func:`biosim.physics.mri.shim.shim`)
+    is subtracted from the rest-pose component F_zz; it moves with the head here
+    (in a scanner it stays put: a second-order error in the motion).
+    """
+    from ...geometry.anatomy import mni_anatomy
+    from ...physics.mri.shim import shim
+    from ...physics.mri.susceptibility import field_shift_components
+    from ...physics.mri.tissue import susceptibility_map, tissue_properties
+
+    atlas = mni_anatomy()
+    step = resolution_mm / atlas.voxel_size_mm
+    shape = tuple(int(n) for n in np.floor(np.array(atlas.shape) / step))
+    affine = np.array(atlas.affine, float) @ np.diag([*step, 1.0])
+    affine[:3, 3] = atlas.affine[:3, :3] @ ((step - 1) / 2) + atlas.affine[:3, 3]
+    coarse = atlas.resample(affine, shape, supersample=int(round(step.max())))
+    chi = susceptibility_map(coarse.fractions, tissue_properties(3.0))
+    comps = np.array(field_shift_components(chi, resolution_mm * 1e-3), np.float32)
+    comps[2] = shim(comps[2], coarse.brain_mask(), affine)[0]
+    return comps, affine
+
+
+def field_map(affine, shape) -> FieldMap:
+    """The head's susceptibility field (relative, ppm) sampled on a grid (MNI152 frame)."""
+    from scipy.ndimage import map_coordinates
+
+    comps, field_affine = _head_field_components(FIELD_GRID_MM)
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    to_field = np.linalg.inv(field_affine) @ affine
+    pts = idx @ to_field[:3, :3].T + to_field[:3, 3]
+    out = np.stack(
+        [map_coordinates(c, pts.reshape(-1, 3).T, order=1, mode="nearest") for c in comps]
+    )
+    return FieldMap(out.reshape((6,) + tuple(shape)))
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectImage:
+    """The anatomy on the EPI grid and what the scanner needs of it.
+
+    Attributes
+    ----------
+    affine : array (4, 4)
+        Voxel -> MNI152 mm.
+    fractions : array (6, X, Y, Z)
+        Tissue volume fractions (:data:`biosim.geometry.anatomy.TISSUES`).
+    tissue : TissueMaps
+        Compartments :data:`COMPARTMENTS` (m0 = baseline x proton density x fraction).
+    field : FieldMap or None
+    weights : scipy.sparse matrix (n_regions, n_voxels)
+        Grey-matter volume fraction of each voxel under each region's patch.
+    """
+
+    affine: np.ndarray
+    fractions: np.ndarray
+    tissue: TissueMaps
+    field: FieldMap | None
+    weights: object
+
+    @property
+    def shape(self) -> tuple:
+        return self.fractions.shape[1:]
+
+    def labels(self) -> np.ndarray:
+        """Region label volume: r+1 where region r holds most of the voxel's grey matter."""
+        w = self.weights.tocsc()
+        best = np.asarray(w.argmax(axis=0)).ravel()
+        has = np.asarray(w.max(axis=0).todense()).ravel() > 0
+        return np.where(has, best + 1, 0).astype(np.int16).reshape(self.shape)
+
+
+def subject_image(mri: dict, spec: dict) -> SubjectImage:
+    """The virtual subject as the scanner sees it at rest."""
+    from ...geometry.anatomy import TISSUES, mni_anatomy
+    from ...geometry.regions import region_voxel_weights
+    from ...physics.mri.tissue import tissue_properties
+
+    affine, shape = acquisition_grid(mri, spec)
+    anat = mni_anatomy().resample(affine, shape)
+    props = tissue_properties(mri["field_strength"])
+    idx = [TISSUES.index(t) for t in COMPARTMENTS]
+    frac = np.asarray(anat.fractions, float)[idx]
+    ones = np.ones((len(idx),) + tuple(shape))
+    tissue = TissueMaps(
+        m0=mri["baseline_signal"] * props.proton_density[idx, None, None, None] * frac,
+        t1=props.t1[idx, None, None, None] * ones,
+        t2=props.t2[idx, None, None, None] * ones,
+        t2star=props.t2star[idx, None, None, None] * ones,
+        off_resonance=np.zeros(shape),
+    )
+    field = field_map(affine, shape) if mri["susceptibility"] else None
+    weights = region_voxel_weights(subject_regions(spec), anat)
+    return SubjectImage(affine, np.asarray(anat.fractions), tissue, field, weights)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,26 +359,37 @@ class MRIRecording(Recording):
     scanner : MRIScanner
         With the sequence it ran (TR, TE, matrix, echo spacing, slice order).
     acquisition : MRIAcquisition
-        Magnitude and phase images (Nx, Ny, n_slices, n_volumes), affine, sidecar.
-    labels : array (Nx, Ny, n_slices)
-        Region label volume (0 background, r+1 region r).
+        Magnitude images (X, Y, n_slices, n_volumes), affine (MNI152 mm), sidecar.
+    image : SubjectImage
+        The anatomy, tissue maps, field and region weights on the EPI grid.
+    labels : array (X, Y, n_slices)
+        Region label volume (0: no region's grey matter; r+1: region r).
     region_signal : array (n_volumes, n_regions)
-        Mean magnitude of each region's voxels.
+        Grey-matter-weighted mean magnitude of each region's voxels.
     scan_times : array (n_volumes,)
-        Volume acquisition times, s.
+        Volume acquisition start times, s.
     states : array (n_volumes, n_regions, 4)
         Balloon states [s, ln f, ln v, ln q] at the scan times.
     bold : array (n_volumes, n_regions)
-        Noise-free fractional BOLD change.
+        Noise-free fractional BOLD change at the scan times.
+    motion : array (n_volumes, 6) or None
+        Head pose at each volume's mid-time (m, rad; SPM's parameter order).
+    field_hz : array (X, Y, n_slices) or None
+        Off-resonance at rest, Hz.
+    noise : NoiseParameters or None
     """
 
     scanner: MRIScanner
     acquisition: MRIAcquisition
+    image: SubjectImage
     labels: np.ndarray
     region_signal: np.ndarray
     scan_times: np.ndarray
     states: np.ndarray
     bold: np.ndarray
+    motion: np.ndarray | None = None
+    field_hz: np.ndarray | None = None
+    noise: object = None
 
     @property
     def sequence(self) -> GradientEchoEPI:
@@ -213,59 +408,139 @@ class MRIRecording(Recording):
         return self.scanner.field_strength
 
     def truth_arrays(self, key: str) -> dict[str, np.ndarray]:
-        return {
+        out = {
             "states": self.states,
             "bold": self.bold,
             "scan_times": self.scan_times,
             "labels": self.labels,
+            f"{key}_tissue_fractions": self.image.fractions.astype(np.float32),
+            f"{key}_affine": self.acquisition.affine,
         }
+        if self.motion is not None:
+            out[f"{key}_motion"] = self.motion
+        if self.field_hz is not None:
+            out[f"{key}_field_hz"] = self.field_hz.astype(np.float32)
+        return out
 
 
-def simulate(ctx: DeviceContext) -> MRIRecording:
-    """Balloon-Windkessel BOLD of each region, acquired by the EPI scanner."""
-    mri, spec, act = ctx.table, ctx.spec, ctx.activity
+def _hemodynamics(mri: dict, spec: dict, neural_input):
+    """BOLD on the microtime grid (slices sample it at their own times)."""
+    dt = spec["activity"]["dt"]
     res = simulate_bold(
-        act.neural_input,
-        spec["activity"]["dt"],
+        neural_input,
+        dt,
         balloon_preset(spec["activity"]["hemodynamics"]),
         bold_params(mri, spec),
-        tr=mri["tr"],
+        tr=None,
     )
-    bold = np.asarray(res.bold)  # (n_scans, n_regions)
+    bold = np.asarray(res.bold)
     if not np.all(np.isfinite(bold)) or np.any(bold <= -1):
         raise SpecError(
             f"activity: the hemodynamic response of this neural activity is not "
             f"physical (BOLD change {np.nanmin(bold):.3g} to {np.nanmax(bold):.3g}): "
             f"expected a neural input the Balloon model follows (about 0.01-1 1/s)"
         )
-    labels = region_volume(
-        bold.shape[1],
-        spec["subject"]["voxels_per_region"],
-        mri["matrix"],
-        mri["n_slices"],
-        f"devices.{ctx.key}",
+    return np.asarray(res.times), np.asarray(res.states), bold
+
+
+def _fluctuations(mri, ctx, image: SubjectImage, params, n_vol):
+    from ...geometry.anatomy import TISSUES
+    from ...instruments.mri_noise import FluctuationModel, NoiseTissue
+
+    if params is None:
+        return None
+    f = image.fractions
+    brain = np.clip(f[TISSUES.index("gm")] + f[TISSUES.index("wm")], 0, 1)
+    phys = ctx.simulation.physiology
+    vox = ctx.spec["subject"]["voxel_size"] * 1e-3
+    return FluctuationModel(
+        params,
+        image.shape,
+        np.full(3, vox),
+        n_vol * mri["tr"],
+        tissue=NoiseTissue(brain, np.clip(f[TISSUES.index("csf")], 0, 1)),
+        cardiac_peaks=phys.r_peaks,
+        respiration=phys.respiration,
+        seed=ctx.new_seed(),
     )
+
+
+def simulate(ctx: DeviceContext) -> MRIRecording:
+    """Balloon-Windkessel BOLD of each region, acquired from the subject's anatomy."""
+    mri, spec, act = ctx.table, ctx.spec, ctx.activity
+    times, states, bold = _hemodynamics(mri, spec, act.neural_input)
+    tr, duration = mri["tr"], spec["experiment"]["duration"]
+    n_vol = int(round(duration / tr))
+    stride = int(round(tr / spec["activity"]["dt"]))
+    scan_idx = np.arange(n_vol) * stride
+    image = subject_image(mri, spec)
+    if times[-1] < duration:  # the last slices lie after the last microtime sample
+        times = np.r_[times, duration]
+        bold = np.vstack([bold, bold[-1]])
+    gm = np.asarray(image.fractions[0], float).ravel()
+    region_bold = RegionBOLD(times, bold, image.weights, 0, gm)
+    params = noise_parameters(mri, f"devices.{ctx.key}")
     scanner = build_scanner(mri, spec, seed=ctx.new_seed())
-    voxel_bold = np.zeros((bold.shape[0],) + labels.shape)
-    for r in range(bold.shape[1]):
-        voxel_bold[:, labels == r + 1] = bold[:, r][:, None]
+    if params is not None and "_fitted_snr" in mri["noise"]:
+        scanner = dataclasses.replace(
+            scanner, noise_std=_thermal_std(scanner, image, mri["noise"]["_fitted_snr"])
+        )
+    motion = ctx.simulation.head_motion
     acq = scanner.acquire(
-        tissue_maps(labels, mri["baseline_signal"]),
-        voxel_bold,
+        image.tissue,
         reference_echo_time=mri["te"],
+        n_volumes=n_vol,
         show_progress=ctx.show_progress,
+        region_bold=region_bold,
+        motion=motion,
+        field=image.field,
+        fluctuation=_fluctuations(mri, ctx, image, params, n_vol),
+        affine=image.affine,
     )
-    region_signal = np.stack(
-        [np.asarray(acq.magnitude)[labels == r + 1].mean(axis=0) for r in range(bold.shape[1])],
-        axis=1,
-    )
+    w = image.weights.tocsr()
+    norm = np.asarray(w.sum(axis=1)).ravel()
+    mag = np.asarray(acq.magnitude).reshape(-1, n_vol)
+    region_signal = (w @ mag).T / np.where(norm > 0, norm, 1.0)
+    scan_times = np.arange(n_vol) * tr
+    pose = None
+    if motion is not None:
+        t, r = motion.at(scan_times + tr / 2)
+        pose = np.hstack([t, r])
+    field_hz = None
+    if image.field is not None:
+        from ..._core.units import GAMMA_BAR_PROTON
+
+        field_hz = GAMMA_BAR_PROTON * mri["field_strength"] * 1e-6 * image.field.shift([0, 0, 1])
     return MRIRecording(
-        scanner, acq, labels, region_signal, np.asarray(res.times), np.asarray(res.states), bold
+        scanner,
+        acq,
+        image,
+        image.labels(),
+        np.asarray(region_signal),
+        scan_times,
+        states[scan_idx],
+        bold[scan_idx],
+        pose,
+        field_hz,
+        params,
     )
+
+
+def _thermal_std(scanner: MRIScanner, image: SubjectImage, snr: float) -> float:
+    """Thermal noise std giving ``snr`` for the mean brain signal at TE."""
+    seq = scanner.sequence
+    m0, t1, t2, t2s = image.tissue.compartments()
+    signal = (np.asarray(seq.steady_state(m0, t1, t2, t2s)) * np.exp(-seq.te / t2s)).sum(0)
+    brain = image.fractions[0] + image.fractions[1] > 0.5
+    return float(signal[brain].mean() / snr)
 
 
 def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
-    """4D NIfTI (or, without nibabel, region-mean TSV), BIDS sidecar and events."""
+    """4D NIfTI, BIDS sidecar, events, physiological recordings; field map; T1w image."""
+    from ...io.nifti import write_nifti
+
+    bold_path = dataset.path("func", "bold.nii.gz")
+    field_id = f"b0map{ctx.key.replace('_', '')}"
     sidecar = dict(
         rec.acquisition.sidecar,
         TaskName=dataset.task,
@@ -281,29 +556,154 @@ def write(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset):
             {
                 "Name": "biosim",
                 "Version": __version__,
-                "Description": "Balloon-Windkessel BOLD -> virtual MRI scanner (EPI)",
+                "Description": "Balloon-Windkessel BOLD of the MNI152 virtual subject -> "
+                "virtual MRI scanner (EPI)",
             }
         ],
     )
+    if rec.field_hz is not None:
+        sidecar["B0FieldSource"] = field_id
     write_events(dataset.path("func", "events.tsv"), ctx.protocol.events())
     write_json(dataset.path("func", "events.json"), events_sidecar(ctx.protocol.conditions))
+    _write_physio(rec, ctx, dataset)
     try:
-        from ...io.nifti import write_nifti
-
-        write_nifti(
-            dataset.path("func", "bold.nii.gz"),
-            rec.acquisition.magnitude,
-            rec.acquisition.affine,
-            tr=rec.tr,
-        )
-    except ImportError:  # nibabel absent: per-region TSV
-        regions = ctx.spec["subject"]["regions"]
-        write_tsv(
-            dataset.path("func", "bold.tsv"),
-            {name: rec.region_signal[:, r] for r, name in enumerate(regions)},
-            formats=dict.fromkeys(regions, ".6f"),
-        )
+        write_nifti(bold_path, rec.acquisition.magnitude, rec.acquisition.affine, tr=rec.tr)
+    except ImportError:  # nibabel absent: region-mean signals only
+        sidecar.pop("B0FieldSource", None)
+        write_json(dataset.path("func", "bold.json"), sidecar)
+        _write_region_tsv(rec, ctx, dataset)
+        return
     write_json(dataset.path("func", "bold.json"), sidecar)
+    if rec.field_hz is not None:
+        _write_fieldmap(rec, ctx, dataset, bold_path, field_id)
+    if ctx.table["anatomical"]:
+        _write_t1w(ctx, dataset)
+
+
+#: Sampling rate of the physiological recordings written beside the BOLD series, Hz.
+PHYSIO_RATE = 100.0
+
+
+def _write_physio(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset) -> None:
+    """Pulse oximeter and respiratory belt (BIDS ``physio``), plus the volume trigger."""
+    import gzip
+
+    from ...instruments.mri_noise import cardiac_phase, respiratory_phase
+
+    phys = ctx.simulation.physiology
+    duration = ctx.spec["experiment"]["duration"]
+    t = np.arange(int(round(duration * PHYSIO_RATE))) / PHYSIO_RATE
+    pulse = _pulse_wave(cardiac_phase(phys.r_peaks, t))
+    depth = np.interp(t, phys.respiration.times, phys.respiration.amplitude)
+    resp = depth * np.cos(respiratory_phase(phys.respiration, t))
+    trigger = np.zeros(t.size, int)
+    trigger[np.minimum(np.round(rec.scan_times * PHYSIO_RATE).astype(int), t.size - 1)] = 1
+    path = dataset.path("func", "physio.tsv.gz")
+    lines = "".join(f"{c:.4f}\t{r:.4f}\t{g:d}\n" for c, r, g in zip(pulse, resp, trigger))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", compresslevel=1) as fh:
+        fh.write(lines)
+    write_json(
+        dataset.path("func", "physio.json"),
+        {
+            "SamplingFrequency": PHYSIO_RATE,
+            "StartTime": 0.0,
+            "Columns": ["cardiac", "respiratory", "trigger"],
+            "cardiac": {
+                "Description": "pulse oximeter waveform (peak after each R wave)",
+                "Units": "a.u.",
+            },
+            "respiratory": {"Description": "respiratory belt (chest expansion)", "Units": "a.u."},
+            "trigger": {"Description": "scanner volume trigger (1 at each volume start)"},
+        },
+    )
+
+
+def _pulse_wave(phase):
+    """A pulse-oximeter-like waveform of the cardiac phase (rad): a systolic peak about
+    a fifth of a cycle after the R wave and a dicrotic notch."""
+    x = np.asarray(phase) / (2 * np.pi)
+    return np.exp(-(((x - 0.2) / 0.08) ** 2)) + 0.35 * np.exp(-(((x - 0.45) / 0.1) ** 2))
+
+
+def _write_fieldmap(rec, ctx, dataset: BIDSDataset, bold_path, field_id: str) -> None:
+    """BIDS ``fmap/`` direct field mapping: field map (Hz) and its magnitude image."""
+    from ...io.nifti import write_nifti
+
+    fmap = dataset.subject_dir / "fmap"
+    fmap.mkdir(parents=True, exist_ok=True)
+    stem = f"sub-{dataset.subject}"
+    aff = rec.acquisition.affine
+    write_nifti(fmap / f"{stem}_fieldmap.nii.gz", rec.field_hz.astype(np.float32), aff)
+    m0, t1, t2, t2s = rec.image.tissue.compartments()
+    magnitude = (m0 * np.exp(-rec.te / t2s)).sum(0).astype(np.float32)
+    write_nifti(fmap / f"{stem}_magnitude.nii.gz", magnitude, aff)
+    intended = f"bids::{bold_path.relative_to(dataset.root).as_posix()}"
+    write_json(
+        fmap / f"{stem}_fieldmap.json",
+        {
+            "Units": "Hz",
+            "B0FieldIdentifier": field_id,
+            "IntendedFor": [intended],
+            "MagneticFieldStrength": float(rec.field_strength),
+            "Description": "B0 off-resonance of the head's susceptibility (Fourier dipole "
+            "kernel), head at rest",
+        },
+    )
+    write_json(fmap / f"{stem}_magnitude.json", {"B0FieldIdentifier": field_id})
+
+
+def _write_t1w(ctx: DeviceContext, dataset: BIDSDataset) -> None:
+    """MPRAGE T1-weighted image of the anatomy (1 mm, MNI152 frame) in ``anat/``."""
+    from ...geometry.anatomy import mni_anatomy
+    from ...io.nifti import write_nifti
+    from ...physics.mri.signal_equations import MPRAGE_3T, mprage
+    from ...physics.mri.tissue import tissue_properties
+
+    b0 = ctx.table["field_strength"]
+    atlas = mni_anatomy()
+    props = tissue_properties(b0)
+    seq = MPRAGE_3T
+    signal = mprage(
+        props.proton_density,
+        props.t1,
+        props.t2star,
+        inversion_time=seq.inversion_time,
+        echo_spacing=seq.echo_spacing,
+        flip_angle=seq.flip_angle,
+        n_echoes=seq.n_echoes,
+        repetition_time=seq.repetition_time,
+        echo_time=seq.echo_time,
+    )
+    image = np.tensordot(np.abs(np.asarray(signal, np.float32)), atlas.fractions, axes=1)
+    image *= 1000.0 / max(float(image.max()), 1e-12)
+    anat = dataset.subject_dir / "anat"
+    anat.mkdir(parents=True, exist_ok=True)
+    write_nifti(anat / f"sub-{dataset.subject}_T1w.nii.gz", image, atlas.affine)
+    write_json(
+        anat / f"sub-{dataset.subject}_T1w.json",
+        {
+            "MagneticFieldStrength": float(b0),
+            "PulseSequenceType": "MPRAGE",
+            "MRAcquisitionType": "3D",
+            "RepetitionTime": seq.repetition_time,
+            "InversionTime": seq.inversion_time,
+            "FlipAngle": seq.flip_angle,
+            "EchoTime": seq.echo_time,
+            "Manufacturer": "biosim",
+            "SoftwareVersions": f"biosim {__version__}",
+        },
+    )
+
+
+def _write_region_tsv(rec: MRIRecording, ctx: DeviceContext, dataset: BIDSDataset) -> None:
+    """Region-mean signals as a TSV (without nibabel)."""
+    regions = ctx.spec["subject"]["regions"]
+    write_tsv(
+        dataset.path("func", "bold.tsv"),
+        {name: rec.region_signal[:, r] for r, name in enumerate(regions)},
+        formats=dict.fromkeys(regions, ".6f"),
+    )
 
 
 register_device(
@@ -312,5 +712,6 @@ register_device(
     simulate=simulate,
     write=write,
     order=10,
-    description="MRI scanner: BOLD fMRI with GRE- or SE-EPI (4D NIfTI + sidecar)",
+    description="MRI scanner: whole-brain BOLD fMRI of the MNI152 subject with GRE- or "
+    "SE-EPI (4D NIfTI, field map, T1w, physio)",
 )
