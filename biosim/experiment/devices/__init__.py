@@ -105,7 +105,8 @@ class Simulation:
 
     @functools.cached_property
     def head_motion(self):
-        """The subject's rigid head motion, or None (:func:`biosim.experiment.subject.head_motion`)."""
+        """The subject's rigid head motion, or None
+        (:func:`biosim.experiment.subject.head_motion`)."""
         from ..subject import head_motion
 
         return head_motion(self.spec)
