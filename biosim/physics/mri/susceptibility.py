@@ -6,8 +6,9 @@ the unit vector b shifts the local (Lorentz-sphere corrected) field by
 ``dB/B0 = IFFT[ D(k) FFT[chi] ]``,  ``D(k) = 1/3 - (k.b)^2 / |k|^2``,  ``D(0) = 0``
 
 (Salomir, de Senneville & Moonen 2003, Concepts Magn Reson B 19:26; Marques & Bowtell
-2005, Concepts Magn Reson B 25:65), to first order in chi. Arrays are zero-padded (after
-subtracting the border value) so the periodic FFT does not wrap the field around.
+2005, Concepts Magn Reson B 25:65), to first order in chi. Arrays are padded with their
+edge values (``pad`` times their size) so the periodic FFT does not wrap the field around
+and a head cut by the grid (the neck) continues beyond it.
 
 The grid axes are the frame of ``b``: voxel sizes are given per axis and ``b0_direction``
 is in grid axes (z = third axis). Everything is differentiable with ``jax`` with respect to
@@ -68,6 +69,9 @@ def dipole_kernel(shape, voxel_size, b0_direction=(0.0, 0.0, 1.0)) -> np.ndarray
 
 
 def _padded(chi, pad):
+    """``chi`` padded by ``pad`` times its size, half before and half after each axis,
+    with its edge values (the surroundings continue as at the border: air stays air, a
+    neck cut by the grid continues), and the pad widths."""
     chi = jnp.asarray(chi)
     if chi.ndim != 3:
         raise ParameterError("chi_ppm", chi.shape, "a 3-D susceptibility map")
@@ -75,19 +79,13 @@ def _padded(chi, pad):
     pad = float(pad)
     if not np.isfinite(pad) or pad < 0:
         raise ParameterError("pad", pad, "a non-negative fraction of the grid size")
-    border = jnp.concatenate(
-        [chi[0].ravel(), chi[-1].ravel(), chi[:, 0].ravel(), chi[:, -1].ravel()]
-        + [chi[:, :, 0].ravel(), chi[:, :, -1].ravel()]
-    ).mean()
-    widths = [int(np.ceil(pad * n)) for n in chi.shape]
-    full = tuple(n + w for n, w in zip(chi.shape, widths))
-    return chi - border, full
+    widths = [(w // 2, w - w // 2) for w in (int(np.ceil(pad * n)) for n in chi.shape)]
+    return jnp.pad(chi, widths, mode="edge"), widths
 
 
-def _convolve(chi0, full, kernel):
-    spec = jnp.fft.rfftn(chi0, s=full)
-    out = jnp.fft.irfftn(spec * kernel, s=full)
-    return out[: chi0.shape[0], : chi0.shape[1], : chi0.shape[2]]
+def _convolve(padded, widths, kernel):
+    out = jnp.fft.irfftn(jnp.fft.rfftn(padded) * kernel, s=padded.shape)
+    return out[tuple(slice(a, n - b) for (a, b), n in zip(widths, padded.shape))]
 
 
 def field_shift(chi_ppm, voxel_size, b0_direction=(0.0, 0.0, 1.0), pad: float = 1.0):
@@ -102,17 +100,16 @@ def field_shift(chi_ppm, voxel_size, b0_direction=(0.0, 0.0, 1.0), pad: float = 
     b0_direction : (3,)
         Direction of B0 in grid axes.
     pad : float
-        Zero padding as a fraction of each grid dimension (1.0 doubles the grid). The map
-        minus its border mean is padded, so the border value is taken as the surrounding
-        medium.
+        Padding as a fraction of each grid dimension (1.0 doubles the grid), with the
+        map's edge values.
 
     Returns
     -------
     (nx, ny, nz) ppm, Lorentz-sphere corrected (0 inside a uniform sphere).
     """
-    chi0, full = _padded(chi_ppm, pad)
-    kernel = dipole_kernel(full, voxel_size, b0_direction)
-    return _convolve(chi0, full, jnp.asarray(kernel))
+    padded, widths = _padded(chi_ppm, pad)
+    kernel = dipole_kernel(padded.shape, voxel_size, b0_direction)
+    return _convolve(padded, widths, jnp.asarray(kernel))
 
 
 def field_map_hz(chi_ppm, voxel_size, field_strength, b0_direction=(0.0, 0.0, 1.0), pad=1.0):
@@ -136,15 +133,15 @@ def field_shift_components(chi_ppm, voxel_size, pad: float = 1.0):
     :func:`field_shift` with ``b0_direction=b``. For a rotated head (head -> scanner
     rotation R, B0 along the scanner z), ``b = R.T @ z`` in the head frame.
     """
-    chi0, full = _padded(chi_ppm, pad)
-    ks, k2 = _wavevectors(full, _voxel(voxel_size))
-    spec = jnp.fft.rfftn(chi0, s=full)
+    padded, widths = _padded(chi_ppm, pad)
+    ks, k2 = _wavevectors(padded.shape, _voxel(voxel_size))
+    spec = jnp.fft.rfftn(padded)
+    crop = tuple(slice(a, n - b) for (a, b), n in zip(widths, padded.shape))
     out = []
     for i, j in COMPONENTS:
         kern = (1.0 / 3.0 if i == j else 0.0) - ks[i] * ks[j] / k2
         kern[0, 0, 0] = 0.0
-        full_map = jnp.fft.irfftn(spec * jnp.asarray(kern), s=full)
-        out.append(full_map[: chi0.shape[0], : chi0.shape[1], : chi0.shape[2]])
+        out.append(jnp.fft.irfftn(spec * jnp.asarray(kern), s=padded.shape)[crop])
     return jnp.stack(out)
 
 
