@@ -194,11 +194,23 @@ def mni_anatomy() -> Anatomy:
     with np.load(io.BytesIO(raw)) as npz:
         q = npz["fractions"]
         affine = np.array(npz["affine"], float)
-    fractions = q.astype(np.float32)
-    fractions *= np.float32(1.0 / 255.0)
+    # one float32 copy, channels last, shared by the numpy view and the jax gathers
+    flat = np.empty((q[0].size, len(TISSUES)), np.float32)
+    for i in range(len(TISSUES)):
+        flat[:, i] = q[i].ravel()
+    flat *= np.float32(1.0 / 255.0)
+    src = jnp.asarray(flat)
+    del flat
+    view = np.asarray(src).reshape(*q.shape[1:], len(TISSUES))
+    if np.shares_memory(view, np.asarray(src)):
+        fractions = np.moveaxis(view, -1, 0)
+    else:  # pragma: no cover - a backend that copies
+        fractions = np.moveaxis(view, -1, 0).copy()
     fractions.setflags(write=False)
     affine.setflags(write=False)
-    return Anatomy(fractions, affine)
+    anatomy = Anatomy(fractions, affine)
+    object.__setattr__(anatomy, "_channels_last", src)
+    return anatomy
 
 
 def epi_grid(matrix, n_slices: int, voxel_size_mm, center_mm=(0.0, -18.0, 12.0)):

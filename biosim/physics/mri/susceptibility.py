@@ -186,3 +186,41 @@ def through_slice_dephasing(field_hz, voxel_size, echo_time, slice_axis: int = 2
     dz = _voxel(voxel_size)[slice_axis]
     g = jnp.gradient(f, dz, axis=slice_axis)
     return jnp.abs(jnp.sinc(g * dz * echo_time))
+
+
+def shim(field_hz, mask, order: int = 1, voxel_size=1.0):
+    """The field left after an ideal shim: the least-squares fit over ``mask`` of the
+    spherical-harmonic-like polynomials up to ``order`` (0: the frequency adjustment
+    only; 1: + linear gradients; 2: + the five second-order terms) is subtracted everywhere.
+
+    Parameters
+    ----------
+    field_hz : (nx, ny, nz)
+    mask : (nx, ny, nz) bool
+        Shim volume (e.g. the brain).
+    order : {0, 1, 2}
+    voxel_size : float or (3,)
+        Grid spacing (only scales the fitted coefficients).
+    """
+    f = np.asarray(field_hz, float)
+    m = np.asarray(mask, bool)
+    if f.ndim != 3 or m.shape != f.shape:
+        raise ParameterError("mask", m.shape, f"a boolean mask of the field's shape {f.shape}")
+    if order not in (0, 1, 2):
+        raise ParameterError("order", order, "0, 1 or 2")
+    if m.sum() < 10:
+        raise ParameterError("mask", int(m.sum()), "at least 10 voxels to shim over")
+    v = _voxel(voxel_size)
+    x, y, z = (
+        (np.arange(n) - (n - 1) / 2) * d
+        for n, d in zip(f.shape, v)  # centred coordinates keep the fit well conditioned
+    )
+    X, Y, Z = np.meshgrid(x, y, z, indexing="ij")
+    terms = [np.ones_like(X)]
+    if order >= 1:
+        terms += [X, Y, Z]
+    if order >= 2:
+        terms += [X * Y, X * Z, Y * Z, X**2 - Y**2, 2 * Z**2 - X**2 - Y**2]
+    a = np.stack([t[m] for t in terms], 1)
+    coef, *_ = np.linalg.lstsq(a, f[m], rcond=None)
+    return f - np.tensordot(coef, np.stack(terms), axes=1)
