@@ -213,7 +213,7 @@ def mni_anatomy() -> Anatomy:
     return anatomy
 
 
-def epi_grid(matrix, n_slices: int, voxel_size_mm, center_mm=(0.0, -18.0, 12.0)):
+def epi_grid(matrix, n_slices: int, voxel_size_mm, center_mm=(0.0, -16.5, 5.5)):
     """An axial EPI grid in MNI152 mm (slice axis z, along B0).
 
     Parameters
@@ -225,8 +225,8 @@ def epi_grid(matrix, n_slices: int, voxel_size_mm, center_mm=(0.0, -18.0, 12.0))
     voxel_size_mm : float or (3,) floats
         Voxel size (slice thickness + gap as the third entry), mm.
     center_mm : (3,) floats
-        Grid centre, MNI152 mm; the default is the centre of the brain's bounding box
-        in the shipped atlas (to 1 mm).
+        Grid centre, MNI152 mm; the default is the centre of the bounding box of the
+        shipped atlas's brain (grey + white matter > 0.5: x -71..71, y -106..73, z -71..82).
 
     Returns
     -------

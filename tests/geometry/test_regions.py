@@ -76,5 +76,5 @@ def test_region_voxel_weights(epi_anat):
     ijk = np.stack(np.unravel_index(v1, epi_anat.shape), 1)
     xyz = ijk @ epi_anat.affine[:3, :3].T + epi_anat.affine[:3, 3]
     d = np.linalg.norm(xyz - regs[-2].center_mni, axis=1)
-    assert d.max() < 15 + 3 + 2.2 + 1.5  # + the MNI305 -> MNI152 shift
+    assert d.max() < 15 + 1.5 + 3 + 2.2 + 1.5  # patch, depth, radius, half voxel, MNI305->152
     assert np.all(xyz[:, 0] < 2)
