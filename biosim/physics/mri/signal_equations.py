@@ -148,6 +148,8 @@ def mprage(
     check_all_finite(m0=m0, flip_angle=flip_angle)
     check_positive("T1", t1, "s")
     check_positive("T2*", t2star, "s")
+    check_positive("inversion_time", inversion_time, "s")
+    check_positive("repetition_time", repetition_time, "s")
     if int(n_echoes) != n_echoes or n_echoes < 1:
         raise ParameterError("n_echoes", n_echoes, "a positive integer")
     n = int(n_echoes)

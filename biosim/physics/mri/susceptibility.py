@@ -208,6 +208,7 @@ def shim(field_hz, mask, order: int = 1, voxel_size=1.0):
         raise ParameterError("mask", m.shape, f"a boolean mask of the field's shape {f.shape}")
     if order not in (0, 1, 2):
         raise ParameterError("order", order, "0, 1 or 2")
+    check_all_finite(field_hz=f)
     if m.sum() < 10:
         raise ParameterError("mask", int(m.sum()), "at least 10 voxels to shim over")
     v = _voxel(voxel_size)

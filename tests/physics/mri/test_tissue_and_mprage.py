@@ -82,3 +82,8 @@ def test_mprage_closed_form_matches_the_recursion_and_gives_t1_contrast():
         mprage(1.0, 1.0, 0.05, repetition_time=1.5)
     with pytest.raises(ParameterError, match="k_centre"):
         mprage(1.0, 1.0, 0.05, k_centre=200)
+    for name in ("inversion_time", "repetition_time", "echo_spacing", "flip_angle"):
+        with pytest.raises(ParameterError, match=name):
+            mprage(1.0, 1.0, 0.05, **{name: float("nan")})
+    with pytest.raises(ParameterError, match="T1"):
+        mprage(1.0, float("nan"), 0.05)
