@@ -101,7 +101,9 @@ def field_shift(chi_ppm, voxel_size, b0_direction=(0.0, 0.0, 1.0), pad: float = 
         Direction of B0 in grid axes.
     pad : float
         Padding as a fraction of each grid dimension (1.0 doubles the grid), with the
-        map's edge values.
+        map's edge values. The periodic images it leaves are small for compact sources
+        (a sphere's 1/r^3 field: < 0.2 %) but not for long ones (an infinite cylinder's
+        1/r^2 field: 2.5 % at pad 1, 0.7 % at pad 3).
 
     Returns
     -------
