@@ -177,6 +177,12 @@ def _resample(src, src_shape, t2s, shape, s):
     return jnp.moveaxis(out, -1, 0)
 
 
+@jax.jit
+def _to_channels_last(q):
+    flat = jnp.moveaxis(q, 0, -1).reshape(-1, q.shape[0])
+    return flat.astype(jnp.float32) * jnp.float32(1.0 / 255.0)
+
+
 @functools.lru_cache(maxsize=1)
 def mni_anatomy() -> Anatomy:
     """The shipped 1 mm MNI152 tissue atlas (read-only arrays, cached).
@@ -193,15 +199,13 @@ def mni_anatomy() -> Anatomy:
         raw = lzma.decompress(fh.read())
     with np.load(io.BytesIO(raw)) as npz:
         q = npz["fractions"]
+        shape = q.shape[1:]
         affine = np.array(npz["affine"], float)
+    del raw
     # one float32 copy, channels last, shared by the numpy view and the jax gathers
-    flat = np.empty((q[0].size, len(TISSUES)), np.float32)
-    for i in range(len(TISSUES)):
-        flat[:, i] = q[i].ravel()
-    flat *= np.float32(1.0 / 255.0)
-    src = jnp.asarray(flat)
-    del flat
-    view = np.asarray(src).reshape(*q.shape[1:], len(TISSUES))
+    src = _to_channels_last(jnp.asarray(q))
+    del q
+    view = np.asarray(src).reshape(*shape, len(TISSUES))
     if np.shares_memory(view, np.asarray(src)):
         fractions = np.moveaxis(view, -1, 0)
     else:  # pragma: no cover - a backend that copies
