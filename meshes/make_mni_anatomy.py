@@ -21,10 +21,17 @@ Method (all positions MNI152 mm)
   (ventricles, sulcal and subarachnoid CSF). Bone: between inner and outer skull. Soft
   tissue: between outer skull and scalp. Brain voxels the template brain places outside
   fsaverage's inner skull stay brain.
-* Air spaces: bone and soft tissue inside the ellipsoids of ``AIR_SPACES`` (centres and
+* Air spaces: bone and soft tissue inside the ellipsoids of :func:`air_spaces` (centres and
   semi-axes in mm, placed from anatomy atlases relative to this head's nasion and
   pre-auricular points (``fiducials_mri`` of the template head) and checked against the
   slices written with ``--png``) become air. Intracranial tissue is never changed.
+  Resulting centres (MNI152 mm) and air volumes: frontal sinus (0, 77, -14) 2.6 ml;
+  ethmoid cells (0, 57, -42) 5.2 ml; nasal cavity (0, 55, -66) 14.8 ml; sphenoid sinus
+  (0, 15, -44) 3.0 ml; maxillary sinuses (+-26, 47, -64) 8.8 ml each; ear canals
+  (-69, -35, -39) / (72, -32, -41) 0.6 / 0.8 ml; mastoid air cells (-61, -51, -51) /
+  (64, -48, -53) 3.8 / 4.4 ml. Total air 53 ml.
+* Neck: below z = -95 mm every voxel is at least as full of soft tissue as the voxel above
+  it at z = -95 mm, so the head continues into the grid's lower face.
 * Storage: uint8 fractions quantised on the cumulative sum (so the 6 stored fractions of
   a voxel never sum above 255), an uncompressed ``.npz`` compressed with LZMA (xz; 3.0 MB
   against 5.9 MB for ``np.savez_compressed``).
@@ -50,6 +57,10 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "biosim", "data", "anatomy")
 NILEARN_DATA = glob.glob(
     os.path.join(os.path.dirname(__import__("nilearn").__file__), "datasets", "data")
 )[0]
+
+
+#: MNI152 z (mm) below which the head continues as a neck (see ``build``).
+NECK_Z = -95.0
 
 
 def _mni(points_mm):
@@ -179,6 +190,14 @@ def build(png=None):
         bone[q] = 0
         soft[q] = 0
         print(f"{name}: centre {np.round(c, 1)}, air {air[q].sum() / 1e3:.1f} ml")
+    # the neck: below NECK_Z the head continues as the soft-tissue cross-section at NECK_Z
+    # (fsaverage's head is closed at z = -115 mm; a closed stump would put an air interface
+    # under the cerebellum in field maps; field_shift pads with edge values, so the neck
+    # continues through the grid's lower face)
+    k_neck = int(round(NECK_Z - lo[2]))
+    stump = np.clip(soft[:, :, k_neck] + bone[:, :, k_neck], 0, 1)
+    for k in range(k_neck):
+        soft[:, :, k] = np.maximum(soft[:, :, k], stump - air[:, :, k] - bone[:, :, k])
     frac = np.stack([brain[0], brain[1], csf, bone, soft, air])
     print(f"brain outside the inner skull: {np.clip(b - ic, 0, 1).sum() / 1e3:.1f} ml")
     for t, f in zip(TISSUES, frac):

@@ -162,12 +162,16 @@ def roi_set_regions(name: str, radius_mm: float = 5.0) -> list[Region]:
     return coordinate_regions(coords, radius_mm, names)
 
 
-def region_voxel_weights(regions, anatomy: Anatomy, radius_mm: float = 3.0, transform=None):
+def region_voxel_weights(
+    regions, anatomy: Anatomy, radius_mm: float = 3.0, transform=None, depth_mm: float = 1.5
+):
     """Grey-matter voxel weights of regions on a voxel grid.
 
     A voxel belongs to a region when its centre lies within ``radius_mm`` of one of the
-    patch's vertices (mapped to MNI152 by ``FSAVERAGE_TO_MNI152``; for an empty patch, of
-    its coordinate; the voxel containing each such point is always included). Its weight is
+    patch's vertices moved ``depth_mm`` outward along their normals (from the white
+    surface into the middle of the ~2.5 mm cortex), mapped to MNI152 by
+    ``FSAVERAGE_TO_MNI152``; for an empty patch, within ``radius_mm`` of its coordinate.
+    The voxel containing each such point is always included. Its weight is
     its grey-matter fraction, split evenly between the regions it belongs to, so the
     weights of a voxel over all regions sum to at most its grey-matter fraction.
 
@@ -179,6 +183,8 @@ def region_voxel_weights(regions, anatomy: Anatomy, radius_mm: float = 3.0, tran
     radius_mm : float
     transform : (4, 4), optional
         Head (MNI152 mm) -> grid frame (mm), as for :meth:`Anatomy.resample`.
+    depth_mm : float
+        Outward shift of the white-surface vertices, mm.
 
     Returns
     -------
@@ -189,6 +195,8 @@ def region_voxel_weights(regions, anatomy: Anatomy, radius_mm: float = 3.0, tran
     from scipy.spatial import cKDTree
 
     _check_radius(radius_mm)
+    if not np.isfinite(depth_mm) or abs(depth_mm) > 5:
+        raise ParameterError("depth_mm", depth_mm, "a shift in [-5, 5] mm")
     move = np.eye(4) if transform is None else np.asarray(transform, float)
     if move.shape != (4, 4):
         raise ShapeError("transform", move.shape, "(4, 4)")
@@ -204,7 +212,8 @@ def region_voxel_weights(regions, anatomy: Anatomy, radius_mm: float = 3.0, tran
     rows, cols = [], []
     for r, reg in enumerate(regions):
         if len(reg.vertices):
-            pts = surf.positions[reg.vertices] * 1000.0 @ to_grid[:3, :3].T + to_grid[:3, 3]
+            mid = surf.positions[reg.vertices] * 1000.0 + depth_mm * surf.normals[reg.vertices]
+            pts = mid @ to_grid[:3, :3].T + to_grid[:3, 3]
         else:
             pts = (move[:3, :3] @ reg.center_mni + move[:3, 3])[None]
         hits = set()

@@ -76,5 +76,21 @@ def test_region_voxel_weights(epi_anat):
     ijk = np.stack(np.unravel_index(v1, epi_anat.shape), 1)
     xyz = ijk @ epi_anat.affine[:3, :3].T + epi_anat.affine[:3, 3]
     d = np.linalg.norm(xyz - regs[-2].center_mni, axis=1)
-    assert d.max() < 15 + 3 + 2.2 + 1.5  # + the MNI305 -> MNI152 shift
+    assert d.max() < 15 + 1.5 + 3 + 2.2 + 1.5  # patch, depth, radius, half voxel, MNI305->152
     assert np.all(xyz[:, 0] < 2)
+
+
+def test_region_weights_move_with_the_head():
+    aff, shape = epi_grid((24, 24), 12, 3.0, center_mm=(0, -80, 4))
+    a = mni_anatomy()
+    move = np.eye(4)
+    move[2, 3] = 3.0  # the head 3 mm (one slice) up in the scanner
+    regs = landmark_regions(["V1", "V1-rh"])
+    still = region_voxel_weights(regs, a.resample(aff, shape, supersample=2))
+    moved = region_voxel_weights(
+        regs, a.resample(aff, shape, transform=move, supersample=2), transform=move
+    )
+    s = still.toarray().reshape(2, *shape)
+    m = moved.toarray().reshape(2, *shape)
+    assert s[0].sum() > 5 and s[1].sum() > 5  # voxels of grey matter in each V1
+    np.testing.assert_allclose(m[..., 1:], s[..., :-1], atol=1e-5)

@@ -6,8 +6,9 @@ the unit vector b shifts the local (Lorentz-sphere corrected) field by
 ``dB/B0 = IFFT[ D(k) FFT[chi] ]``,  ``D(k) = 1/3 - (k.b)^2 / |k|^2``,  ``D(0) = 0``
 
 (Salomir, de Senneville & Moonen 2003, Concepts Magn Reson B 19:26; Marques & Bowtell
-2005, Concepts Magn Reson B 25:65), to first order in chi. Arrays are zero-padded (after
-subtracting the border value) so the periodic FFT does not wrap the field around.
+2005, Concepts Magn Reson B 25:65), to first order in chi. Arrays are padded with their
+edge values (``pad`` times their size) so the periodic FFT does not wrap the field around
+and a head cut by the grid (the neck) continues beyond it.
 
 The grid axes are the frame of ``b``: voxel sizes are given per axis and ``b0_direction``
 is in grid axes (z = third axis). Everything is differentiable with ``jax`` with respect to
@@ -68,6 +69,9 @@ def dipole_kernel(shape, voxel_size, b0_direction=(0.0, 0.0, 1.0)) -> np.ndarray
 
 
 def _padded(chi, pad):
+    """``chi`` padded by ``pad`` times its size, half before and half after each axis,
+    with its edge values (the surroundings continue as at the border: air stays air, a
+    neck cut by the grid continues), and the pad widths."""
     chi = jnp.asarray(chi)
     if chi.ndim != 3:
         raise ParameterError("chi_ppm", chi.shape, "a 3-D susceptibility map")
@@ -75,19 +79,13 @@ def _padded(chi, pad):
     pad = float(pad)
     if not np.isfinite(pad) or pad < 0:
         raise ParameterError("pad", pad, "a non-negative fraction of the grid size")
-    border = jnp.concatenate(
-        [chi[0].ravel(), chi[-1].ravel(), chi[:, 0].ravel(), chi[:, -1].ravel()]
-        + [chi[:, :, 0].ravel(), chi[:, :, -1].ravel()]
-    ).mean()
-    widths = [int(np.ceil(pad * n)) for n in chi.shape]
-    full = tuple(n + w for n, w in zip(chi.shape, widths))
-    return chi - border, full
+    widths = [(w // 2, w - w // 2) for w in (int(np.ceil(pad * n)) for n in chi.shape)]
+    return jnp.pad(chi, widths, mode="edge"), widths
 
 
-def _convolve(chi0, full, kernel):
-    spec = jnp.fft.rfftn(chi0, s=full)
-    out = jnp.fft.irfftn(spec * kernel, s=full)
-    return out[: chi0.shape[0], : chi0.shape[1], : chi0.shape[2]]
+def _convolve(padded, widths, kernel):
+    out = jnp.fft.irfftn(jnp.fft.rfftn(padded) * kernel, s=padded.shape)
+    return out[tuple(slice(a, n - b) for (a, b), n in zip(widths, padded.shape))]
 
 
 def field_shift(chi_ppm, voxel_size, b0_direction=(0.0, 0.0, 1.0), pad: float = 1.0):
@@ -102,17 +100,18 @@ def field_shift(chi_ppm, voxel_size, b0_direction=(0.0, 0.0, 1.0), pad: float = 
     b0_direction : (3,)
         Direction of B0 in grid axes.
     pad : float
-        Zero padding as a fraction of each grid dimension (1.0 doubles the grid). The map
-        minus its border mean is padded, so the border value is taken as the surrounding
-        medium.
+        Padding as a fraction of each grid dimension (1.0 doubles the grid), with the
+        map's edge values. The periodic images it leaves are small for compact sources
+        (a sphere's 1/r^3 field: < 0.2 %) but not for long ones (an infinite cylinder's
+        1/r^2 field: 2.5 % at pad 1, 0.7 % at pad 3).
 
     Returns
     -------
     (nx, ny, nz) ppm, Lorentz-sphere corrected (0 inside a uniform sphere).
     """
-    chi0, full = _padded(chi_ppm, pad)
-    kernel = dipole_kernel(full, voxel_size, b0_direction)
-    return _convolve(chi0, full, jnp.asarray(kernel))
+    padded, widths = _padded(chi_ppm, pad)
+    kernel = dipole_kernel(padded.shape, voxel_size, b0_direction)
+    return _convolve(padded, widths, jnp.asarray(kernel))
 
 
 def field_map_hz(chi_ppm, voxel_size, field_strength, b0_direction=(0.0, 0.0, 1.0), pad=1.0):
@@ -136,15 +135,15 @@ def field_shift_components(chi_ppm, voxel_size, pad: float = 1.0):
     :func:`field_shift` with ``b0_direction=b``. For a rotated head (head -> scanner
     rotation R, B0 along the scanner z), ``b = R.T @ z`` in the head frame.
     """
-    chi0, full = _padded(chi_ppm, pad)
-    ks, k2 = _wavevectors(full, _voxel(voxel_size))
-    spec = jnp.fft.rfftn(chi0, s=full)
+    padded, widths = _padded(chi_ppm, pad)
+    ks, k2 = _wavevectors(padded.shape, _voxel(voxel_size))
+    spec = jnp.fft.rfftn(padded)
+    crop = tuple(slice(a, n - b) for (a, b), n in zip(widths, padded.shape))
     out = []
     for i, j in COMPONENTS:
         kern = (1.0 / 3.0 if i == j else 0.0) - ks[i] * ks[j] / k2
         kern[0, 0, 0] = 0.0
-        full_map = jnp.fft.irfftn(spec * jnp.asarray(kern), s=full)
-        out.append(full_map[: chi0.shape[0], : chi0.shape[1], : chi0.shape[2]])
+        out.append(jnp.fft.irfftn(spec * jnp.asarray(kern), s=padded.shape)[crop])
     return jnp.stack(out)
 
 
@@ -189,3 +188,42 @@ def through_slice_dephasing(field_hz, voxel_size, echo_time, slice_axis: int = 2
     dz = _voxel(voxel_size)[slice_axis]
     g = jnp.gradient(f, dz, axis=slice_axis)
     return jnp.abs(jnp.sinc(g * dz * echo_time))
+
+
+def shim(field_hz, mask, order: int = 1, voxel_size=1.0):
+    """The field left after an ideal shim: the least-squares fit over ``mask`` of the
+    spherical-harmonic-like polynomials up to ``order`` (0: the frequency adjustment
+    only; 1: + linear gradients; 2: + the five second-order terms) is subtracted everywhere.
+
+    Parameters
+    ----------
+    field_hz : (nx, ny, nz)
+    mask : (nx, ny, nz) bool
+        Shim volume (e.g. the brain).
+    order : {0, 1, 2}
+    voxel_size : float or (3,)
+        Grid spacing (only scales the fitted coefficients).
+    """
+    f = np.asarray(field_hz, float)
+    m = np.asarray(mask, bool)
+    if f.ndim != 3 or m.shape != f.shape:
+        raise ParameterError("mask", m.shape, f"a boolean mask of the field's shape {f.shape}")
+    if order not in (0, 1, 2):
+        raise ParameterError("order", order, "0, 1 or 2")
+    check_all_finite(field_hz=f)
+    if m.sum() < 10:
+        raise ParameterError("mask", int(m.sum()), "at least 10 voxels to shim over")
+    v = _voxel(voxel_size)
+    x, y, z = (
+        (np.arange(n) - (n - 1) / 2) * d
+        for n, d in zip(f.shape, v)  # centred coordinates keep the fit well conditioned
+    )
+    X, Y, Z = np.meshgrid(x, y, z, indexing="ij")
+    terms = [np.ones_like(X)]
+    if order >= 1:
+        terms += [X, Y, Z]
+    if order >= 2:
+        terms += [X * Y, X * Z, Y * Z, X**2 - Y**2, 2 * Z**2 - X**2 - Y**2]
+    a = np.stack([t[m] for t in terms], 1)
+    coef, *_ = np.linalg.lstsq(a, f[m], rcond=None)
+    return f - np.tensordot(coef, np.stack(terms), axes=1)
