@@ -256,13 +256,13 @@ def _head_field_components(resolution_mm: float):
     """Field-shift tensor (6, X, Y, Z) ppm of the whole head on a ``resolution_mm`` grid,
     and that grid's affine (voxel -> MNI152 mm).  Independent of B0 and of the pose.
 
-    The scanner's second-order shim over the brain (:func:`biosim.physics.mri.shim.shim`)
+    The scanner's second-order shim over the brain
+    (:func:`biosim.physics.mri.susceptibility.shim`)
     is subtracted from the rest-pose component F_zz; it moves with the head here
     (in a scanner it stays put: a second-order error in the motion).
     """
     from ...geometry.anatomy import mni_anatomy
-    from ...physics.mri.shim import shim
-    from ...physics.mri.susceptibility import field_shift_components
+    from ...physics.mri.susceptibility import field_shift_components, shim
     from ...physics.mri.tissue import susceptibility_map, tissue_properties
 
     atlas = mni_anatomy()
@@ -273,7 +273,7 @@ def _head_field_components(resolution_mm: float):
     coarse = atlas.resample(affine, shape, supersample=int(round(step.max())))
     chi = susceptibility_map(coarse.fractions, tissue_properties(3.0))
     comps = np.array(field_shift_components(chi, resolution_mm * 1e-3), np.float32)
-    comps[2] = shim(comps[2], coarse.brain_mask(), affine)[0]
+    comps[2] = shim(comps[2], coarse.brain_mask(), order=2, voxel_size=resolution_mm * 1e-3)
     return comps, affine
 
 
