@@ -353,6 +353,53 @@ def _trilinear(u, nb, xy_shape, lo):
     return np.array(idx), np.array(wts)
 
 
+def _sample_bands(tinv, arrays, w):
+    """Trilinear samples (Z, X, Y) of band arrays (2w+1, Z, X, Y) at the head-voxel
+    positions ``tinv[k] @ (x, y, k, 1)`` of every scanner slice k (band j of slice
+    k is head slice k + j - w; points outside the grid see zeros)."""
+    nb, nz, nx, ny = arrays[0].shape
+    zr = np.arange(nz)
+    ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    u = [
+        tinv[:, r, 0, None, None] * ii
+        + tinv[:, r, 1, None, None] * jj
+        + (tinv[:, r, 2] * zr + tinv[:, r, 3])[:, None, None]
+        for r in range(3)
+    ]
+    ux = np.clip(u[0], -1.0, nx)
+    uy = np.clip(u[1], -1.0, ny)
+    uz = u[2] - zr[:, None, None] + w  # band coordinate, in [0, 2w) by the choice of w
+    fx, fy, fz = np.floor(ux), np.floor(uy), np.floor(uz)
+    wx = (ux - fx).astype(np.float32)
+    wy = (uy - fy).astype(np.float32)
+    wz = (uz - fz).astype(np.float32)
+    px, py = nx + 3, ny + 3  # one zero column before, two after (x = n is a corner)
+    base = (
+        ((fz.astype(np.int64) * nz + zr[:, None, None]) * px + fx.astype(np.int64) + 1) * py
+        + fy.astype(np.int64)
+        + 1
+    )
+    flats = []
+    for arr in arrays:
+        if arr is None:
+            flats.append(None)
+            continue
+        pad = np.zeros((nb, nz, px, py), arr.dtype)
+        pad[:, :, 1 : nx + 1, 1 : ny + 1] = arr
+        flats.append(pad.ravel())
+    outs = [None if f is None else np.zeros((nz, nx, ny), f.dtype) for f in flats]
+    for dz, gz in ((0, 1 - wz), (1, wz)):
+        for dx, gx in ((0, 1 - wx), (1, wx)):
+            gzx = gz * gx
+            for dy, gy in ((0, 1 - wy), (1, wy)):
+                wt = gzx * gy
+                idx = base + (dz * nz * px * py + dx * py + dy)
+                for f, o in zip(flats, outs, strict=True):
+                    if f is not None:
+                        o += f[idx] * wt
+    return outs
+
+
 def _zxy(a):
     """(..., X, Y, Z) -> (..., Z, X, Y)."""
     return np.moveaxis(np.asarray(a), -1, -3)
@@ -695,6 +742,46 @@ class MRIScanner:
         dropout = np.abs(np.sinc(dfdz * seq.slice_thickness * te))
         return (s * dropout) * np.exp(-2j * np.pi * te * df), rate, rate_rev
 
+    def _band_object(self, state, h, d_dense, region, fl, df, dfdz):
+        """:meth:`_object` on the (C, 2w+1, Z, X, Y) bands in float32, from the
+        precomputed products ``base * rate`` of each compartment."""
+        seq = self.sequence
+        bm = state["band"]
+        k_irr = self.se_fraction if seq.spin_echo else 1.0
+        k_rev = 1.0 - self.se_fraction
+        hb = bm["base"] * h
+        s = hb.sum(0)
+        sr = (h * bm["base_irr"]).sum(0)
+        srv = (h * bm["base_rev"]).sum(0) if seq.spin_echo else None
+        if region is not None:
+            c, g, wd = region
+            hbc, gm1 = hb[c], g - 1.0
+            s += hbc * gm1
+            sr += hbc * (gm1 * bm["irr"][c] + g * (k_irr * wd))
+            if srv is not None:
+                srv += hbc * (gm1 * bm["r2p"][c] + g * (k_rev * wd))
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        rate = sr * inv
+        rev = None if srv is None else srv * inv
+        if d_dense is not None:
+            s *= np.exp(-seq.te * k_irr * d_dense)
+            rate += k_irr * d_dense
+            if rev is not None:
+                rev += k_rev * d_dense
+        if fl is not None:
+            s *= 1.0 + fl
+        if seq.spin_echo:
+            return s.astype(np.complex64), rate, rev
+        x = np.float32(np.pi * seq.slice_thickness * seq.te) * dfdz
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drop = np.where(x == 0, np.float32(1.0), np.abs(np.sin(x) / x))
+        ph = np.float32(-2 * np.pi * seq.te) * df
+        out = np.empty(s.shape, np.complex64)
+        out.real = np.cos(ph)
+        out.imag = np.sin(ph)
+        out *= s * drop
+        return out, rate, rev
+
     def _region_terms(self, ctx, v, k, slices):
         """(compartment, g, weighted dR2*) on head slices ``slices`` at slice-time (v, k)."""
         if ctx["d_region"] is None:
@@ -823,6 +910,9 @@ class MRIScanner:
         f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
         band = {key: f32(m[:, khc]) for key, m in maps.items()}  # (C, 2w+1, Z, X, Y)
         band["base"] *= valid[:, :, None, None]
+        band["irr"] = band["r2"] if seq.spin_echo else band["r2"] + band["r2p"]
+        band["base_irr"] = band["base"] * band["irr"]
+        band["base_rev"] = band["base"] * band["r2p"]
         fcomp = None if ctx["fcomp"] is None else f32(ctx["fcomp"][:, khc])
         fwd0 = fwd.reshape(-1, 4, 4)[np.argmin(t_all)]
         kk, ii, jj = np.meshgrid(np.arange(nz), np.arange(nx), np.arange(ny), indexing="ij")
@@ -833,10 +923,10 @@ class MRIScanner:
         m_last = np.where(inside, m_ss * cos_a, 1.0)
         ii2, jj2 = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
         return {
-            "m_ss": m_ss,
-            "t1": maps["t1"],
-            "m_last": m_last,
-            "t_last": t_last,
+            "m_ss": f32(m_ss),
+            "r1": f32(1.0 / maps["t1"]),
+            "m_last": f32(m_last),
+            "t_last": np.array(t_last, dtype=float),
             "fwd": fwd,
             "inv": inv,
             "mats": mats,
@@ -858,14 +948,13 @@ class MRIScanner:
         w, fwd = state["w"], state["fwd"][v]
         ii, jj = state["pix"]
         cos_a = self._flip_cos()
-        t1 = state["t1"]
-        n_comp = t1.shape[0]
+        n_comp = state["r1"].shape[0]
         zr = np.arange(nz)
         # slot layout: head slice kh, candidate scanner slice k = kh + o, o in [-w, w]
         k_slot = zr[None, :] + np.arange(-w, w + 1)[:, None]  # (2w+1, Z)
         ok = (k_slot >= 0) & (k_slot < nz)
         kc = np.clip(k_slot, 0, nz - 1)
-        t_slot = np.where(ok, t_v[kc], np.inf)
+        t_slot = t_v[kc]  # invalid slots: never a hit, their h unused
         f = fwd[kc]  # (2w+1, Z, 4, 4)
         zs = (
             f[..., 2, 0, None, None] * ii
@@ -873,19 +962,19 @@ class MRIScanner:
             + (f[..., 2, 2] * zr + f[..., 2, 3])[..., None, None]
         )
         hits = (np.floor(zs + 0.5) == k_slot[..., None, None]) & ok[..., None, None]
-        order = np.argsort(t_slot, axis=0, kind="stable")
+        order = np.argsort(np.where(ok, t_slot, np.inf), axis=0, kind="stable")
         h_slot = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         m_last, t_last, m_ss = state["m_last"], state["t_last"], state["m_ss"]
+        rate1 = state["r1"]
         for r in range(2 * w + 1):
             o = order[r]
             t_r = t_slot[o, zr][:, None, None]  # (Z, 1, 1)
-            with np.errstate(invalid="ignore"):
-                decay = np.exp(-np.where(np.isfinite(t_r), t_r - t_last, np.inf) / t1)
-            m_before = 1.0 + (m_last - 1.0) * decay
+            dt = (t_r - t_last).astype(np.float32)
+            m_before = 1.0 + (m_last - 1.0) * np.exp(-dt * rate1)
             h_slot[:, o, zr] = m_before / m_ss
             hit = hits[o, zr]  # (Z, X, Y)
-            m_last = np.where(hit, m_before * cos_a, m_last)
-            t_last = np.where(hit, t_r, t_last)
+            np.copyto(m_last, m_before * np.float32(cos_a), where=hit)
+            np.copyto(t_last, np.broadcast_to(t_r, t_last.shape), where=hit)
         state["m_last"], state["t_last"] = m_last, t_last
         # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
         h = np.ones((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
@@ -898,10 +987,9 @@ class MRIScanner:
     def _moving_chunk(self, ctx, vols, fl, motion, aff, t_all, st, state):
         seq = self.sequence
         nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
-        w, khc, valid = state["w"], state["khc"], state["valid"]
+        w, khc = state["w"], state["khc"]
         nb = 2 * w + 1
         ii, jj = state["pix"]
-        zr = np.arange(nz)
         out_s = np.empty((len(vols), nz, nx, ny), np.complex64)
         out_p = np.empty((len(vols), nz, nx, ny), np.complex64)  # rate + i df
         out_rev = np.empty((len(vols), nz, nx, ny), np.float32) if seq.spin_echo else None
@@ -937,6 +1025,7 @@ class MRIScanner:
                     "ik,ijkxy->jkxy", wts.astype(np.float32), state["fcomp"]
                 )
             tinv = state["inv"][v]  # (Z, 4, 4)
+            fl_band = None if fl is None else fl[a][khc].astype(np.float32)
             if nb > 1:
                 gz, gx, gy = np.gradient(df, axis=(0, 2, 3))
                 col = tinv[:, :3, 2].astype(np.float32)  # d(head index)/d(scanner slice)
@@ -947,63 +1036,12 @@ class MRIScanner:
                 ) / ctx["spacing"][2]
             else:
                 dfdz = np.zeros_like(df)
-            s, rate, rev = self._object(
-                state["band"],
-                d_dense,
-                region,
-                h,
-                None if fl is None else fl[a][khc],
-                df,
-                dfdz,
+            s, rate, rev = self._band_object(state, h, d_dense, region, fl_band, df, dfdz)
+            # trilinear sampling of every slice's band at the moved positions: the band
+            # arrays get a zero border in x and y, so every corner index is valid
+            acc_s, acc_p, acc_r = _sample_bands(
+                state["inv"][v], (s, (rate + 1j * df).astype(np.complex64), rev), w
             )
-            s = s * valid[:, :, None, None]
-            # trilinear sampling of every slice's band at the moved positions
-            u = np.stack(
-                [
-                    tinv[:, r, 0, None, None] * ii
-                    + tinv[:, r, 1, None, None] * jj
-                    + (tinv[:, r, 2] * zr + tinv[:, r, 3])[:, None, None]
-                    for r in range(3)
-                ],
-                -1,
-            )  # (Z, X, Y, 3)
-            f = np.floor(u)
-            frac = (u - f).astype(np.float32)
-            i0 = f.astype(np.int64)
-            acc_s = np.zeros((nz, nx, ny), np.complex64)
-            acc_p = np.zeros((nz, nx, ny), np.complex64)
-            acc_r = np.zeros((nz, nx, ny), np.float32) if rev is not None else None
-            flat_s = s.ravel()
-            flat_p = (rate + 1j * df).astype(np.complex64).ravel()
-            flat_r = None if rev is None else rev.astype(np.float32).ravel()
-            kz = zr[:, None, None]
-            for dz in (0, 1):
-                for dx in (0, 1):
-                    for dy in (0, 1):
-                        xi = i0[..., 0] + dx
-                        yi = i0[..., 1] + dy
-                        zi = i0[..., 2] + dz
-                        jb = zi - kz + w
-                        ok = (
-                            (xi >= 0)
-                            & (xi < nx)
-                            & (yi >= 0)
-                            & (yi < ny)
-                            & (zi >= 0)
-                            & (zi < nz)
-                            & (jb >= 0)
-                            & (jb < nb)
-                        )
-                        wt = (
-                            (frac[..., 0] if dx else 1 - frac[..., 0])
-                            * (frac[..., 1] if dy else 1 - frac[..., 1])
-                            * (frac[..., 2] if dz else 1 - frac[..., 2])
-                        ) * ok
-                        idx = np.where(ok, ((jb * nz + kz) * nx + xi) * ny + yi, 0)
-                        acc_s += flat_s[idx] * wt
-                        acc_p += flat_p[idx] * wt
-                        if acc_r is not None:
-                            acc_r += flat_r[idx] * wt
             out_s[a] = acc_s
             out_p[a] = acc_p
             if out_rev is not None:
