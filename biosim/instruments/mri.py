@@ -900,7 +900,8 @@ class MRIScanner:
             + inv[..., 2, 2, None] * k
             + inv[..., 2, 3, None]
         )
-        w = int(np.ceil(np.max(np.abs(uz - k)) - 1e-9)) + 1
+        # slice k samples head slices k - w .. k + w; excitations reach as far
+        w = max(1, int(np.ceil(np.max(np.abs(uz - k)) - 1e-9)))
         kh = np.arange(nz)[None, :] + np.arange(2 * w + 1)[:, None] - w  # (2w+1, Z)
         valid = (kh >= 0) & (kh < nz)
         khc = np.clip(kh, 0, nz - 1)
