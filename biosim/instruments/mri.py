@@ -353,22 +353,27 @@ def _trilinear(u, nb, xy_shape, lo):
     return np.array(idx), np.array(wts)
 
 
-def _sample_bands(tinv, arrays, w):
+_SLICE_BATCH = 8  # slices per batch in the motion path: temporaries stay cache-sized
+
+
+def _sample_bands(tinv, arrays, w, k0=0):
     """Trilinear samples (Z, X, Y) of band arrays (2w+1, Z, X, Y) at the head-voxel
     positions ``tinv[k] @ (x, y, k, 1)`` of every scanner slice k (band j of slice
-    k is head slice k + j - w; points outside the grid see zeros)."""
+    k is head slice k + j - w; points outside the grid see zeros).  ``arrays`` hold
+    scanner slices ``k0, k0 + 1, ...`` and ``tinv`` their transforms."""
     nb, nz, nx, ny = arrays[0].shape
     zr = np.arange(nz)
+    ks = zr + k0
     ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
     u = [
         tinv[:, r, 0, None, None] * ii
         + tinv[:, r, 1, None, None] * jj
-        + (tinv[:, r, 2] * zr + tinv[:, r, 3])[:, None, None]
+        + (tinv[:, r, 2] * ks + tinv[:, r, 3])[:, None, None]
         for r in range(3)
     ]
     ux = np.clip(u[0], -1.0, nx)
     uy = np.clip(u[1], -1.0, ny)
-    uz = u[2] - zr[:, None, None] + w  # band coordinate, in [0, 2w) by the choice of w
+    uz = u[2] - ks[:, None, None] + w  # band coordinate, in [0, 2w) by the choice of w
     fx, fy, fz = np.floor(ux), np.floor(uy), np.floor(uz)
     wx = (ux - fx).astype(np.float32)
     wy = (uy - fy).astype(np.float32)
@@ -398,6 +403,23 @@ def _sample_bands(tinv, arrays, w):
                     if f is not None:
                         o += f[idx] * wt
     return outs
+
+
+def _band_take(arr, kh):
+    """``arr[:, kh]`` for (n, Z, X, Y) maps and head-slice indices ``kh`` (2w+1, Z),
+    linearly extrapolated beyond the slab so that finite differences across its
+    edges equal the one-sided ones."""
+    nz = arr.shape[1]
+    out = arr[:, np.clip(kh, 0, nz - 1)]
+    if nz > 1:
+        below, above = kh < 0, kh >= nz
+        step0 = arr[:, 1] - arr[:, 0]
+        step1 = arr[:, nz - 1] - arr[:, nz - 2]
+        for j, k in zip(*np.nonzero(below), strict=True):
+            out[:, j, k] = arr[:, 0] + kh[j, k] * step0
+        for j, k in zip(*np.nonzero(above), strict=True):
+            out[:, j, k] = arr[:, nz - 1] + (kh[j, k] - nz + 1) * step1
+    return out
 
 
 def _zxy(a):
@@ -914,7 +936,8 @@ class MRIScanner:
         band["irr"] = band["r2"] if seq.spin_echo else band["r2"] + band["r2p"]
         band["base_irr"] = band["base"] * band["irr"]
         band["base_rev"] = band["base"] * band["r2p"]
-        fcomp = None if ctx["fcomp"] is None else f32(ctx["fcomp"][:, khc])
+        fcomp = None if ctx["fcomp"] is None else f32(_band_take(ctx["fcomp"], kh))
+        off_band = f32(_band_take(ctx["off0"][None], kh)[0])
         fwd0 = fwd.reshape(-1, 4, 4)[np.argmin(t_all)]
         kk, ii, jj = np.meshgrid(np.arange(nz), np.arange(nx), np.arange(ny), indexing="ij")
         zs = fwd0[2, 0] * ii + fwd0[2, 1] * jj + fwd0[2, 2] * kk + fwd0[2, 3]
@@ -937,6 +960,7 @@ class MRIScanner:
             "valid": valid,
             "band": band,
             "fcomp": fcomp,
+            "off": off_band,
             "pix": (ii2.astype(float), jj2.astype(float)),
         }
 
@@ -967,15 +991,23 @@ class MRIScanner:
         h_slot = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         m_last, t_last, m_ss = state["m_last"], state["t_last"], state["m_ss"]
         rate1 = state["r1"]
-        for r in range(2 * w + 1):
-            o = order[r]
-            t_r = t_slot[o, zr][:, None, None]  # (Z, 1, 1)
-            dt = (t_r - t_last).astype(np.float32)
-            m_before = 1.0 + (m_last - 1.0) * np.exp(-dt * rate1)
-            h_slot[:, o, zr] = m_before / m_ss
-            hit = hits[o, zr]  # (Z, X, Y)
-            np.copyto(m_last, m_before * np.float32(cos_a), where=hit)
-            np.copyto(t_last, np.broadcast_to(t_r, t_last.shape), where=hit)
+        cos32 = np.float32(cos_a)
+        for z0 in range(0, nz, _SLICE_BATCH):  # a few head slices at a time (cache)
+            zb = slice(z0, min(nz, z0 + _SLICE_BATCH))
+            zi = zr[zb]
+            ml, tl, r1b, mssb = m_last[:, zb], t_last[zb], rate1[:, zb], m_ss[:, zb]
+            for r in range(2 * w + 1):
+                o = order[r, zb]
+                t_r = t_slot[o, zi][:, None, None]
+                dt = (t_r - tl).astype(np.float32)
+                m_before = np.exp(-dt * r1b)
+                m_before *= ml - 1.0
+                m_before += 1.0
+                h_slot[:, o, zi] = m_before / mssb
+                hit = hits[o, zi]
+                m_before *= cos32
+                np.copyto(ml, m_before, where=hit)
+                np.copyto(tl, np.broadcast_to(t_r, tl.shape), where=hit)
         state["m_last"], state["t_last"] = m_last, t_last
         # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
         h = np.ones((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
@@ -1018,7 +1050,7 @@ class MRIScanner:
                     g[js, ks] = gg
                     wd[js, ks] = (ctx["shares"][kh] @ (e * d)).T.reshape(-1, nx, ny) / gg
                 region = (ctx["region_comp"], g, wd)
-            df = ctx["off0"][khc].astype(np.float32)
+            df = state["off"].copy()
             mats = state["mats"][v]  # (Z, 4, 4)
             if state["fcomp"] is not None:
                 wts = np.stack([_field_weights(mats[k, 2, :3]) for k in range(nz)], 1)  # (6, Z)
@@ -1037,14 +1069,25 @@ class MRIScanner:
                 ) / ctx["spacing"][2]
             else:
                 dfdz = np.zeros_like(df)
-            s, rate, rev = self._band_object(state, h, d_dense, region, fl_band, df, dfdz)
-            # trilinear sampling of every slice's band at the moved positions: the band
-            # arrays get a zero border in x and y, so every corner index is valid
-            acc_s, acc_p, acc_r = _sample_bands(
-                state["inv"][v], (s, (rate + 1j * df).astype(np.complex64), rev), w
-            )
-            out_s[a] = acc_s
-            out_p[a] = acc_p
-            if out_rev is not None:
-                out_rev[a] = acc_r
+            for k0 in range(0, nz, _SLICE_BATCH):  # a few scanner slices at a time
+                kb = slice(k0, min(nz, k0 + _SLICE_BATCH))
+                sub = dict(state, band={key: m[:, :, kb] for key, m in state["band"].items()})
+                s, rate, rev = self._band_object(
+                    sub,
+                    h[:, :, kb],
+                    None if d_dense is None else d_dense[:, kb],
+                    None if region is None else (region[0], region[1][:, kb], region[2][:, kb]),
+                    None if fl_band is None else fl_band[:, kb],
+                    df[:, kb],
+                    dfdz[:, kb],
+                )
+                # trilinear sampling of each slice's band at the moved positions (the
+                # band arrays get a zero border in x and y: every corner index is valid)
+                acc_s, acc_p, acc_r = _sample_bands(
+                    tinv[kb], (s, (rate + 1j * df[:, kb]).astype(np.complex64), rev), w, k0
+                )
+                out_s[a, kb] = acc_s
+                out_p[a, kb] = acc_p
+                if out_rev is not None:
+                    out_rev[a, kb] = acc_r
         return out_s, out_p.real, out_rev, out_p.imag
