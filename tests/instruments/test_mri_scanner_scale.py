@@ -316,3 +316,32 @@ def test_motion_path_without_motion_equals_static_path(seq_cls, monkeypatch):
     np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-5 * ref.max())
     plain = scanner.acquire(tissue, n_volumes=3).magnitude  # the features do act
     assert np.abs(plain - ref).max() > 100 * np.abs(got - ref).max()
+
+
+def test_field_turns_with_the_head():
+    """F_xz only: no shift at rest; a head pitched by theta about y sees B0 along
+    b = R^T z = (-sin, 0, cos), a shift 2 F_xz b_x b_z, and the image moves along
+    phase encode by df Ny esp pixels."""
+    seq = GradientEchoEPI(**SEQ)
+    g = np.exp(-0.5 * ((np.arange(16) - 8) / 1.5) ** 2)
+    tissue = _tissue(g[:, None, None] * g[None, :, None] * np.ones(SHAPE))  # smooth blob
+    comp = np.zeros((6,) + SHAPE)
+    comp[4] = 2.0  # ppm
+    field = FieldMap(comp)
+    y = np.arange(16)
+
+    def com_y(mag):
+        img = mag[..., 1:3, 0].sum(-1)
+        return (img.sum(0) * y).sum() / img.sum()
+
+    rest = _acq(tissue, 1, field=field).magnitude
+    np.testing.assert_allclose(rest, _acq(tissue, 1).magnitude, rtol=1e-6)
+    theta = 0.1
+    motion = _motion([0.0, 5.0])
+    motion = RigidMotion(motion.times, np.zeros((2, 3)), np.array([[0, theta, 0]] * 2))
+    with_field = _acq(tissue, 1, field=field, motion=motion).magnitude
+    without = _acq(tissue, 1, motion=motion).magnitude
+    df = 42.577478e6 * 3.0 * 1e-6 * 2 * 2.0 * (-np.sin(theta) * np.cos(theta))
+    expected = df * 16 * seq.echo_spacing
+    assert abs(expected) > 0.3
+    assert com_y(with_field) - com_y(without) == pytest.approx(expected, abs=0.01)
