@@ -771,13 +771,13 @@ class MRIScanner:
         bm = state["band"]
         k_irr = self.se_fraction if seq.spin_echo else 1.0
         k_rev = 1.0 - self.se_fraction
-        hb = bm["base"] * h
-        s = hb.sum(0)
-        sr = (h * bm["base_irr"]).sum(0)
-        srv = (h * bm["base_rev"]).sum(0) if seq.spin_echo else None
+        csum = lambda a, b: np.einsum("c...,c...->...", a, b)  # noqa: E731
+        s = csum(bm["base"], h)
+        sr = csum(bm["base_irr"], h)
+        srv = csum(bm["base_rev"], h) if seq.spin_echo else None
         if region is not None:
             c, g, wd = region
-            hbc, gm1 = hb[c], g - 1.0
+            hbc, gm1 = bm["base"][c] * h[c], g - 1.0
             s += hbc * gm1
             sr += hbc * (gm1 * bm["irr"][c] + g * (k_irr * wd))
             if srv is not None:
@@ -1010,11 +1010,12 @@ class MRIScanner:
                 np.copyto(tl, np.broadcast_to(t_r, tl.shape), where=hit)
         state["m_last"], state["t_last"] = m_last, t_last
         # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
-        h = np.ones((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
+        h = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         for j in range(2 * w + 1):
             kh = zr + j - w
             sel = (kh >= 0) & (kh < nz)
             h[:, j, sel] = h_slot[:, 2 * w - j, kh[sel]]
+            h[:, j, ~sel] = 1.0  # beyond the slab (no signal there)
         return h
 
     def _moving_chunk(self, ctx, vols, fl, motion, aff, t_all, st, state):
