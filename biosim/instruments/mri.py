@@ -329,30 +329,6 @@ class MRIAcquisition:
     sidecar: dict  # BIDS keys
 
 
-def _trilinear(u, nb, xy_shape, lo):
-    """Corner indices (8, P) into a flat (nb, X, Y) band starting at slice ``lo`` and
-    weights (8, P) for points ``u`` (P, 3) in voxel coordinates (i, j, k);
-    corners outside the band (outside the grid) get weight 0."""
-    nx, ny = xy_shape
-    f = np.floor(u)
-    w = u - f
-    i0 = f.astype(np.int64)
-    idx, wts = [], []
-    for dz in (0, 1):
-        for dx in (0, 1):
-            for dy in (0, 1):
-                ii, jj, kk = i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz - lo
-                ok = (ii >= 0) & (ii < nx) & (jj >= 0) & (jj < ny) & (kk >= 0) & (kk < nb)
-                wt = (
-                    (w[:, 0] if dx else 1 - w[:, 0])
-                    * (w[:, 1] if dy else 1 - w[:, 1])
-                    * (w[:, 2] if dz else 1 - w[:, 2])
-                )
-                idx.append(np.where(ok, (kk * nx + ii) * ny + jj, 0))
-                wts.append(np.where(ok, wt, 0.0))
-    return np.array(idx), np.array(wts)
-
-
 _SLICE_BATCH = 8  # slices per batch in the motion path: temporaries stay cache-sized
 
 
@@ -726,47 +702,11 @@ class MRIScanner:
 
     # -- the object at the echo time -------------------------------------------------
 
-    def _object(self, maps, d_dense, region, h, fl, df, dfdz):
-        """Transverse magnetisation at TE (complex), echo-train rate, reversible rate
-        (spin echo) of head-frame voxels; ``maps`` (C, ...) arrays, the rest (...)."""
-        seq = self.sequence
-        te, se_f = seq.te, self.se_fraction
-        base = maps["base"] if h is None else maps["base"] * h
-        if seq.spin_echo:
-            irr, rev = maps["r2"], maps["r2p"]
-            if d_dense is not None:
-                irr = irr + se_f * d_dense
-                rev = rev + (1 - se_f) * d_dense
-                base = base * np.exp(-te * se_f * d_dense)
-        else:
-            irr, rev = maps["r2"] + maps["r2p"], None
-            if d_dense is not None:
-                irr = irr + d_dense
-                base = base * np.exp(-te * d_dense)
-        if region is not None:
-            c, g, weighted = region  # compartment, signal factor, signal-weighted dR2*
-            full = np.broadcast_shapes(base.shape, (1,) + np.shape(g))
-            base = np.array(np.broadcast_to(base, full))
-            base[c] *= g
-            irr = np.array(np.broadcast_to(irr, base.shape))
-            irr[c] += (se_f if seq.spin_echo else 1.0) * weighted
-            if seq.spin_echo:
-                rev = np.array(np.broadcast_to(rev, base.shape))
-                rev[c] += (1 - se_f) * weighted
-        s = base.sum(0)
-        w = np.divide(base, s, out=np.zeros_like(base), where=s > 0)
-        rate = (w * irr).sum(0)
-        rate_rev = None if rev is None else (w * rev).sum(0)
-        if fl is not None:
-            s = s * (1.0 + fl)
-        if seq.spin_echo:
-            return s.astype(np.complex64), rate, rate_rev
-        dropout = np.abs(np.sinc(dfdz * seq.slice_thickness * te))
-        return (s * dropout) * np.exp(-2j * np.pi * te * df), rate, rate_rev
-
     def _band_object(self, state, h, d_dense, region, fl, df, dfdz):
-        """:meth:`_object` on the (C, 2w+1, Z, X, Y) bands in float32, from the
-        precomputed products ``base * rate`` of each compartment."""
+        """Transverse magnetisation at TE (complex), echo-train rate and reversible
+        rate (spin echo) on the (C, 2w+1, Z, X, Y) bands, float32: the compartments'
+        signals times spin history ``h`` summed, rates signal-weighted, region BOLD
+        on its compartment, dense BOLD, fluctuations, GRE dropout and TE phase."""
         seq = self.sequence
         bm = state["band"]
         k_irr = self.se_fraction if seq.spin_echo else 1.0
@@ -803,18 +743,6 @@ class MRIScanner:
         out.imag = np.sin(ph)
         out *= s * drop
         return out, rate, rev
-
-    def _region_terms(self, ctx, v, k, slices):
-        """(compartment, g, weighted dR2*) on head slices ``slices`` at slice-time (v, k)."""
-        if ctx["d_region"] is None:
-            return None
-        d = ctx["d_region"][v, k]  # (R,)
-        seq = self.sequence
-        e = np.exp(-seq.te * (self.se_fraction if seq.spin_echo else 1.0) * d)
-        nx, ny = seq.matrix
-        g = np.stack([ctx["shares"][j] @ (e - 1) for j in slices]).reshape(-1, nx, ny) + 1.0
-        wd = np.stack([ctx["shares"][j] @ (e * d) for j in slices]).reshape(-1, nx, ny) / g
-        return ctx["region_comp"], g, wd
 
     def _static_sums(self, ctx):
         """Compartment sums of the motionless object (Z, X, Y), float32: signal at TE,
