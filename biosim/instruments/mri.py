@@ -31,6 +31,18 @@ and ``Mz -> M0 + (Mz - M0) exp(-dt / T1)`` in between (Friston et al. 1996, MRM
 35:346); the signal scales with ``Mz-`` relative to the steady state.  For spin
 echo the excitation is 90 deg and the refocusing pulse's effect on ``Mz`` is
 neglected.
+
+Field: the off-resonance ``gamma_bar B0 b^T F b`` follows the head's
+orientation; GRE signal is multiplied by ``|sinc(dF/dz * slice_thickness * TE)|``
+(through-slice dephasing, dF/dz along the slice normal at the current pose).  A
+spin echo refocuses that static dephasing at TE; its residual along the echo
+train (lines away from TE) is not modelled.
+
+Cost: the object is formed per chunk of volumes (static head) or per volume on a
+band of ``2w + 1`` head slices per scanner slice (moving head, ``w`` the largest
+through-slice displacement in slices, at least 1), then
+:func:`~biosim.physics.mri.image_formation.epi_hybrid` runs batched over all
+slices; memory stays bounded by the chunk (about 1.5 million voxels).
 """
 
 from __future__ import annotations
