@@ -876,6 +876,10 @@ class MRIScanner:
         band["irr"] = band["r2"] if seq.spin_echo else band["r2"] + band["r2p"]
         band["base_irr"] = band["base"] * band["irr"]
         band["base_rev"] = band["base"] * band["r2p"]
+        band_batches = [  # contiguous per batch of scanner slices (see _moving_chunk)
+            {key: np.ascontiguousarray(m[:, :, k0 : k0 + _SLICE_BATCH]) for key, m in band.items()}
+            for k0 in range(0, nz, _SLICE_BATCH)
+        ]
         fcomp = None if ctx["fcomp"] is None else f32(_band_take(ctx["fcomp"], kh))
         off_band = f32(_band_take(ctx["off0"][None], kh)[0])
         fwd0 = fwd.reshape(-1, 4, 4)[np.argmin(t_all)]
@@ -898,7 +902,7 @@ class MRIScanner:
             "kh": kh,
             "khc": khc,
             "valid": valid,
-            "band": band,
+            "band_batches": band_batches,
             "fcomp": fcomp,
             "off": off_band,
             "pix": (ii2.astype(float), jj2.astype(float)),
@@ -1012,7 +1016,7 @@ class MRIScanner:
                 dfdz = np.zeros_like(df)
             for k0 in range(0, nz, _SLICE_BATCH):  # a few scanner slices at a time
                 kb = slice(k0, min(nz, k0 + _SLICE_BATCH))
-                sub = dict(state, band={key: m[:, :, kb] for key, m in state["band"].items()})
+                sub = dict(state, band=state["band_batches"][k0 // _SLICE_BATCH])
                 s, rate, rev = self._band_object(
                     sub,
                     h[:, :, kb],
