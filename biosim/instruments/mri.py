@@ -677,9 +677,7 @@ class MRIScanner:
             if motion is None:
                 s, rate, rev, df = self._static_chunk(ctx, vols, fl)
             else:
-                s, rate, rev, df = self._moving_chunk(
-                    ctx, vols, fl, motion, aff, t_all, st, motion_state
-                )
+                s, rate, rev, df = self._moving_chunk(ctx, vols, fl, t_all, motion_state)
             s *= gain[v0:v1, None, None, None]
             lines = imf.epi_hybrid(
                 s,
@@ -962,7 +960,9 @@ class MRIScanner:
             h[:, j, ~sel] = 1.0  # beyond the slab (no signal there)
         return h
 
-    def _moving_chunk(self, ctx, vols, fl, motion, aff, t_all, st, state):
+    def _moving_chunk(self, ctx, vols, fl, t_all, state):
+        """The moving object of volumes ``vols`` (n, Z, X, Y), volume by volume (spin
+        history is sequential), the slices of a volume at once."""
         seq = self.sequence
         nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
         w, khc = state["w"], state["khc"]
