@@ -316,6 +316,10 @@ def test_motion_path_without_motion_equals_static_path(seq_cls, monkeypatch):
     np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-5 * ref.max())
     plain = scanner.acquire(tissue, n_volumes=3).magnitude  # the features do act
     assert np.abs(plain - ref).max() > 100 * np.abs(got - ref).max()
+    dense = 0.03 * rng.random((2,) + SHAPE)  # voxel BOLD instead of regions
+    ref = scanner.acquire(tissue, dense, field=FieldMap(comp)).magnitude
+    got = scanner.acquire(tissue, dense, field=FieldMap(comp), motion=_motion([0.0, 9.0]))
+    np.testing.assert_allclose(got.magnitude, ref, rtol=2e-4, atol=2e-5 * ref.max())
 
 
 def test_field_turns_with_the_head():
