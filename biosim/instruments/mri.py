@@ -31,6 +31,18 @@ and ``Mz -> M0 + (Mz - M0) exp(-dt / T1)`` in between (Friston et al. 1996, MRM
 35:346); the signal scales with ``Mz-`` relative to the steady state.  For spin
 echo the excitation is 90 deg and the refocusing pulse's effect on ``Mz`` is
 neglected.
+
+Field: the off-resonance ``gamma_bar B0 b^T F b`` follows the head's
+orientation; GRE signal is multiplied by ``|sinc(dF/dz * slice_thickness * TE)|``
+(through-slice dephasing, dF/dz along the slice normal at the current pose).  A
+spin echo refocuses that static dephasing at TE; its residual along the echo
+train (lines away from TE) is not modelled.
+
+Cost: the object is formed per chunk of volumes (static head) or per volume on a
+band of ``2w + 1`` head slices per scanner slice (moving head, ``w`` the largest
+through-slice displacement in slices, at least 1), then
+:func:`~biosim.physics.mri.image_formation.epi_hybrid` runs batched over all
+slices; memory stays bounded by the chunk (about 1.5 million voxels).
 """
 
 from __future__ import annotations
@@ -329,28 +341,73 @@ class MRIAcquisition:
     sidecar: dict  # BIDS keys
 
 
-def _trilinear(u, nb, xy_shape, lo):
-    """Corner indices (8, P) into a flat (nb, X, Y) band starting at slice ``lo`` and
-    weights (8, P) for points ``u`` (P, 3) in voxel coordinates (i, j, k);
-    corners outside the band (outside the grid) get weight 0."""
-    nx, ny = xy_shape
-    f = np.floor(u)
-    w = u - f
-    i0 = f.astype(np.int64)
-    idx, wts = [], []
-    for dz in (0, 1):
-        for dx in (0, 1):
-            for dy in (0, 1):
-                ii, jj, kk = i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz - lo
-                ok = (ii >= 0) & (ii < nx) & (jj >= 0) & (jj < ny) & (kk >= 0) & (kk < nb)
-                wt = (
-                    (w[:, 0] if dx else 1 - w[:, 0])
-                    * (w[:, 1] if dy else 1 - w[:, 1])
-                    * (w[:, 2] if dz else 1 - w[:, 2])
-                )
-                idx.append(np.where(ok, (kk * nx + ii) * ny + jj, 0))
-                wts.append(np.where(ok, wt, 0.0))
-    return np.array(idx), np.array(wts)
+_SLICE_BATCH = 8  # slices per batch in the motion path: temporaries stay cache-sized
+
+
+def _sample_bands(tinv, arrays, w, k0=0):
+    """Trilinear samples (Z, X, Y) of band arrays (2w+1, Z, X, Y) at the head-voxel
+    positions ``tinv[k] @ (x, y, k, 1)`` of every scanner slice k (band j of slice
+    k is head slice k + j - w; points outside the grid see zeros).  ``arrays`` hold
+    scanner slices ``k0, k0 + 1, ...`` and ``tinv`` their transforms."""
+    nb, nz, nx, ny = arrays[0].shape
+    zr = np.arange(nz)
+    ks = zr + k0
+    ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+    u = [
+        tinv[:, r, 0, None, None] * ii
+        + tinv[:, r, 1, None, None] * jj
+        + (tinv[:, r, 2] * ks + tinv[:, r, 3])[:, None, None]
+        for r in range(3)
+    ]
+    ux = np.clip(u[0], -1.0, nx)
+    uy = np.clip(u[1], -1.0, ny)
+    uz = u[2] - ks[:, None, None] + w  # band coordinate, in [0, 2w) by the choice of w
+    fx, fy, fz = np.floor(ux), np.floor(uy), np.floor(uz)
+    wx = (ux - fx).astype(np.float32)
+    wy = (uy - fy).astype(np.float32)
+    wz = (uz - fz).astype(np.float32)
+    px, py = nx + 3, ny + 3  # one zero column before, two after (x = n is a corner)
+    base = (
+        ((fz.astype(np.int64) * nz + zr[:, None, None]) * px + fx.astype(np.int64) + 1) * py
+        + fy.astype(np.int64)
+        + 1
+    )
+    flats = []
+    for arr in arrays:
+        if arr is None:
+            flats.append(None)
+            continue
+        pad = np.zeros((nb, nz, px, py), arr.dtype)
+        pad[:, :, 1 : nx + 1, 1 : ny + 1] = arr
+        flats.append(pad.ravel())
+    outs = [None if f is None else np.zeros((nz, nx, ny), f.dtype) for f in flats]
+    for dz, gz in ((0, 1 - wz), (1, wz)):
+        for dx, gx in ((0, 1 - wx), (1, wx)):
+            gzx = gz * gx
+            for dy, gy in ((0, 1 - wy), (1, wy)):
+                wt = gzx * gy
+                idx = base + (dz * nz * px * py + dx * py + dy)
+                for f, o in zip(flats, outs, strict=True):
+                    if f is not None:
+                        o += f[idx] * wt
+    return outs
+
+
+def _band_take(arr, kh):
+    """``arr[:, kh]`` for (n, Z, X, Y) maps and head-slice indices ``kh`` (2w+1, Z),
+    linearly extrapolated beyond the slab so that finite differences across its
+    edges equal the one-sided ones."""
+    nz = arr.shape[1]
+    out = arr[:, np.clip(kh, 0, nz - 1)]
+    if nz > 1:
+        below, above = kh < 0, kh >= nz
+        step0 = arr[:, 1] - arr[:, 0]
+        step1 = arr[:, nz - 1] - arr[:, nz - 2]
+        for j, k in zip(*np.nonzero(below), strict=True):
+            out[:, j, k] = arr[:, 0] + kh[j, k] * step0
+        for j, k in zip(*np.nonzero(above), strict=True):
+            out[:, j, k] = arr[:, nz - 1] + (kh[j, k] - nz + 1) * step1
+    return out
 
 
 def _zxy(a):
@@ -620,9 +677,7 @@ class MRIScanner:
             if motion is None:
                 s, rate, rev, df = self._static_chunk(ctx, vols, fl)
             else:
-                s, rate, rev, df = self._moving_chunk(
-                    ctx, vols, fl, motion, aff, t_all, st, motion_state
-                )
+                s, rate, rev, df = self._moving_chunk(ctx, vols, fl, t_all, motion_state)
             s *= gain[v0:v1, None, None, None]
             lines = imf.epi_hybrid(
                 s,
@@ -657,55 +712,47 @@ class MRIScanner:
 
     # -- the object at the echo time -------------------------------------------------
 
-    def _object(self, maps, d_dense, region, h, fl, df, dfdz):
-        """Transverse magnetisation at TE (complex), echo-train rate, reversible rate
-        (spin echo) of head-frame voxels; ``maps`` (C, ...) arrays, the rest (...)."""
+    def _band_object(self, state, h, d_dense, region, fl, df, dfdz):
+        """Transverse magnetisation at TE (complex), echo-train rate and reversible
+        rate (spin echo) on the (C, 2w+1, Z, X, Y) bands, float32: the compartments'
+        signals times spin history ``h`` summed, rates signal-weighted, region BOLD
+        on its compartment, dense BOLD, fluctuations, GRE dropout and TE phase."""
         seq = self.sequence
-        te, se_f = seq.te, self.se_fraction
-        base = maps["base"] if h is None else maps["base"] * h
-        if seq.spin_echo:
-            irr, rev = maps["r2"], maps["r2p"]
-            if d_dense is not None:
-                irr = irr + se_f * d_dense
-                rev = rev + (1 - se_f) * d_dense
-                base = base * np.exp(-te * se_f * d_dense)
-        else:
-            irr, rev = maps["r2"] + maps["r2p"], None
-            if d_dense is not None:
-                irr = irr + d_dense
-                base = base * np.exp(-te * d_dense)
+        bm = state["band"]
+        k_irr = self.se_fraction if seq.spin_echo else 1.0
+        k_rev = 1.0 - self.se_fraction
+        csum = lambda a, b: np.einsum("c...,c...->...", a, b)  # noqa: E731
+        s = csum(bm["base"], h)
+        sr = csum(bm["base_irr"], h)
+        srv = csum(bm["base_rev"], h) if seq.spin_echo else None
         if region is not None:
-            c, g, weighted = region  # compartment, signal factor, signal-weighted dR2*
-            full = np.broadcast_shapes(base.shape, (1,) + np.shape(g))
-            base = np.array(np.broadcast_to(base, full))
-            base[c] *= g
-            irr = np.array(np.broadcast_to(irr, base.shape))
-            irr[c] += (se_f if seq.spin_echo else 1.0) * weighted
-            if seq.spin_echo:
-                rev = np.array(np.broadcast_to(rev, base.shape))
-                rev[c] += (1 - se_f) * weighted
-        s = base.sum(0)
-        w = np.divide(base, s, out=np.zeros_like(base), where=s > 0)
-        rate = (w * irr).sum(0)
-        rate_rev = None if rev is None else (w * rev).sum(0)
+            c, g, wd = region
+            hbc, gm1 = bm["base"][c] * h[c], g - 1.0
+            s += hbc * gm1
+            sr += hbc * (gm1 * bm["irr"][c] + g * (k_irr * wd))
+            if srv is not None:
+                srv += hbc * (gm1 * bm["r2p"][c] + g * (k_rev * wd))
+        inv = np.divide(1.0, s, out=np.zeros_like(s), where=s > 0)
+        rate = sr * inv
+        rev = None if srv is None else srv * inv
+        if d_dense is not None:
+            s *= np.exp(-seq.te * k_irr * d_dense)
+            rate += k_irr * d_dense
+            if rev is not None:
+                rev += k_rev * d_dense
         if fl is not None:
-            s = s * (1.0 + fl)
+            s *= 1.0 + fl
         if seq.spin_echo:
-            return s.astype(np.complex64), rate, rate_rev
-        dropout = np.abs(np.sinc(dfdz * seq.slice_thickness * te))
-        return (s * dropout) * np.exp(-2j * np.pi * te * df), rate, rate_rev
-
-    def _region_terms(self, ctx, v, k, slices):
-        """(compartment, g, weighted dR2*) on head slices ``slices`` at slice-time (v, k)."""
-        if ctx["d_region"] is None:
-            return None
-        d = ctx["d_region"][v, k]  # (R,)
-        seq = self.sequence
-        e = np.exp(-seq.te * (self.se_fraction if seq.spin_echo else 1.0) * d)
-        nx, ny = seq.matrix
-        g = np.stack([ctx["shares"][j] @ (e - 1) for j in slices]).reshape(-1, nx, ny) + 1.0
-        wd = np.stack([ctx["shares"][j] @ (e * d) for j in slices]).reshape(-1, nx, ny) / g
-        return ctx["region_comp"], g, wd
+            return s.astype(np.complex64), rate, rev
+        x = np.float32(np.pi * seq.slice_thickness * seq.te) * dfdz
+        with np.errstate(invalid="ignore", divide="ignore"):
+            drop = np.where(x == 0, np.float32(1.0), np.abs(np.sin(x) / x))
+        ph = np.float32(-2 * np.pi * seq.te) * df
+        out = np.empty(s.shape, np.complex64)
+        out.real = np.cos(ph)
+        out.imag = np.sin(ph)
+        out *= s * drop
+        return out, rate, rev
 
     def _static_sums(self, ctx):
         """Compartment sums of the motionless object (Z, X, Y), float32: signal at TE,
@@ -813,7 +860,8 @@ class MRIScanner:
             + inv[..., 2, 2, None] * k
             + inv[..., 2, 3, None]
         )
-        w = int(np.ceil(np.max(np.abs(uz - k)) - 1e-9)) + 1
+        # slice k samples head slices k - w .. k + w; excitations reach as far
+        w = max(1, int(np.ceil(np.max(np.abs(uz - k)) - 1e-9)))
         kh = np.arange(nz)[None, :] + np.arange(2 * w + 1)[:, None] - w  # (2w+1, Z)
         valid = (kh >= 0) & (kh < nz)
         khc = np.clip(kh, 0, nz - 1)
@@ -823,7 +871,15 @@ class MRIScanner:
         f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
         band = {key: f32(m[:, khc]) for key, m in maps.items()}  # (C, 2w+1, Z, X, Y)
         band["base"] *= valid[:, :, None, None]
-        fcomp = None if ctx["fcomp"] is None else f32(ctx["fcomp"][:, khc])
+        band["irr"] = band["r2"] if seq.spin_echo else band["r2"] + band["r2p"]
+        band["base_irr"] = band["base"] * band["irr"]
+        band["base_rev"] = band["base"] * band["r2p"]
+        band_batches = [  # contiguous per batch of scanner slices (see _moving_chunk)
+            {key: np.ascontiguousarray(m[:, :, k0 : k0 + _SLICE_BATCH]) for key, m in band.items()}
+            for k0 in range(0, nz, _SLICE_BATCH)
+        ]
+        fcomp = None if ctx["fcomp"] is None else f32(_band_take(ctx["fcomp"], kh))
+        off_band = f32(_band_take(ctx["off0"][None], kh)[0])
         fwd0 = fwd.reshape(-1, 4, 4)[np.argmin(t_all)]
         kk, ii, jj = np.meshgrid(np.arange(nz), np.arange(nx), np.arange(ny), indexing="ij")
         zs = fwd0[2, 0] * ii + fwd0[2, 1] * jj + fwd0[2, 2] * kk + fwd0[2, 3]
@@ -833,10 +889,10 @@ class MRIScanner:
         m_last = np.where(inside, m_ss * cos_a, 1.0)
         ii2, jj2 = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
         return {
-            "m_ss": m_ss,
-            "t1": maps["t1"],
-            "m_last": m_last,
-            "t_last": t_last,
+            "m_ss": f32(m_ss),
+            "r1": f32(1.0 / maps["t1"]),
+            "m_last": f32(m_last),
+            "t_last": np.array(t_last, dtype=float),
             "fwd": fwd,
             "inv": inv,
             "mats": mats,
@@ -844,8 +900,9 @@ class MRIScanner:
             "kh": kh,
             "khc": khc,
             "valid": valid,
-            "band": band,
+            "band_batches": band_batches,
             "fcomp": fcomp,
+            "off": off_band,
             "pix": (ii2.astype(float), jj2.astype(float)),
         }
 
@@ -858,14 +915,13 @@ class MRIScanner:
         w, fwd = state["w"], state["fwd"][v]
         ii, jj = state["pix"]
         cos_a = self._flip_cos()
-        t1 = state["t1"]
-        n_comp = t1.shape[0]
+        n_comp = state["r1"].shape[0]
         zr = np.arange(nz)
         # slot layout: head slice kh, candidate scanner slice k = kh + o, o in [-w, w]
         k_slot = zr[None, :] + np.arange(-w, w + 1)[:, None]  # (2w+1, Z)
         ok = (k_slot >= 0) & (k_slot < nz)
         kc = np.clip(k_slot, 0, nz - 1)
-        t_slot = np.where(ok, t_v[kc], np.inf)
+        t_slot = t_v[kc]  # invalid slots: never a hit, their h unused
         f = fwd[kc]  # (2w+1, Z, 4, 4)
         zs = (
             f[..., 2, 0, None, None] * ii
@@ -873,35 +929,45 @@ class MRIScanner:
             + (f[..., 2, 2] * zr + f[..., 2, 3])[..., None, None]
         )
         hits = (np.floor(zs + 0.5) == k_slot[..., None, None]) & ok[..., None, None]
-        order = np.argsort(t_slot, axis=0, kind="stable")
+        order = np.argsort(np.where(ok, t_slot, np.inf), axis=0, kind="stable")
         h_slot = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         m_last, t_last, m_ss = state["m_last"], state["t_last"], state["m_ss"]
-        for r in range(2 * w + 1):
-            o = order[r]
-            t_r = t_slot[o, zr][:, None, None]  # (Z, 1, 1)
-            with np.errstate(invalid="ignore"):
-                decay = np.exp(-np.where(np.isfinite(t_r), t_r - t_last, np.inf) / t1)
-            m_before = 1.0 + (m_last - 1.0) * decay
-            h_slot[:, o, zr] = m_before / m_ss
-            hit = hits[o, zr]  # (Z, X, Y)
-            m_last = np.where(hit, m_before * cos_a, m_last)
-            t_last = np.where(hit, t_r, t_last)
+        rate1 = state["r1"]
+        cos32 = np.float32(cos_a)
+        for z0 in range(0, nz, _SLICE_BATCH):  # a few head slices at a time (cache)
+            zb = slice(z0, min(nz, z0 + _SLICE_BATCH))
+            zi = zr[zb]
+            ml, tl, r1b, mssb = m_last[:, zb], t_last[zb], rate1[:, zb], m_ss[:, zb]
+            for r in range(2 * w + 1):
+                o = order[r, zb]
+                t_r = t_slot[o, zi][:, None, None]
+                dt = (t_r - tl).astype(np.float32)
+                m_before = np.exp(-dt * r1b)
+                m_before *= ml - 1.0
+                m_before += 1.0
+                h_slot[:, o, zi] = m_before / mssb
+                hit = hits[o, zi]
+                m_before *= cos32
+                np.copyto(ml, m_before, where=hit)
+                np.copyto(tl, np.broadcast_to(t_r, tl.shape), where=hit)
         state["m_last"], state["t_last"] = m_last, t_last
         # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
-        h = np.ones((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
+        h = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         for j in range(2 * w + 1):
             kh = zr + j - w
             sel = (kh >= 0) & (kh < nz)
             h[:, j, sel] = h_slot[:, 2 * w - j, kh[sel]]
+            h[:, j, ~sel] = 1.0  # beyond the slab (no signal there)
         return h
 
-    def _moving_chunk(self, ctx, vols, fl, motion, aff, t_all, st, state):
+    def _moving_chunk(self, ctx, vols, fl, t_all, state):
+        """The moving object of volumes ``vols`` (n, Z, X, Y), volume by volume (spin
+        history is sequential), the slices of a volume at once."""
         seq = self.sequence
         nx, ny, nz = seq.matrix[0], seq.matrix[1], seq.n_slices
-        w, khc, valid = state["w"], state["khc"], state["valid"]
+        w, khc = state["w"], state["khc"]
         nb = 2 * w + 1
         ii, jj = state["pix"]
-        zr = np.arange(nz)
         out_s = np.empty((len(vols), nz, nx, ny), np.complex64)
         out_p = np.empty((len(vols), nz, nx, ny), np.complex64)  # rate + i df
         out_rev = np.empty((len(vols), nz, nx, ny), np.float32) if seq.spin_echo else None
@@ -929,7 +995,7 @@ class MRIScanner:
                     g[js, ks] = gg
                     wd[js, ks] = (ctx["shares"][kh] @ (e * d)).T.reshape(-1, nx, ny) / gg
                 region = (ctx["region_comp"], g, wd)
-            df = ctx["off0"][khc].astype(np.float32)
+            df = state["off"].copy()
             mats = state["mats"][v]  # (Z, 4, 4)
             if state["fcomp"] is not None:
                 wts = np.stack([_field_weights(mats[k, 2, :3]) for k in range(nz)], 1)  # (6, Z)
@@ -937,6 +1003,7 @@ class MRIScanner:
                     "ik,ijkxy->jkxy", wts.astype(np.float32), state["fcomp"]
                 )
             tinv = state["inv"][v]  # (Z, 4, 4)
+            fl_band = None if fl is None else fl[a][khc].astype(np.float32)
             if nb > 1:
                 gz, gx, gy = np.gradient(df, axis=(0, 2, 3))
                 col = tinv[:, :3, 2].astype(np.float32)  # d(head index)/d(scanner slice)
@@ -947,65 +1014,25 @@ class MRIScanner:
                 ) / ctx["spacing"][2]
             else:
                 dfdz = np.zeros_like(df)
-            s, rate, rev = self._object(
-                state["band"],
-                d_dense,
-                region,
-                h,
-                None if fl is None else fl[a][khc],
-                df,
-                dfdz,
-            )
-            s = s * valid[:, :, None, None]
-            # trilinear sampling of every slice's band at the moved positions
-            u = np.stack(
-                [
-                    tinv[:, r, 0, None, None] * ii
-                    + tinv[:, r, 1, None, None] * jj
-                    + (tinv[:, r, 2] * zr + tinv[:, r, 3])[:, None, None]
-                    for r in range(3)
-                ],
-                -1,
-            )  # (Z, X, Y, 3)
-            f = np.floor(u)
-            frac = (u - f).astype(np.float32)
-            i0 = f.astype(np.int64)
-            acc_s = np.zeros((nz, nx, ny), np.complex64)
-            acc_p = np.zeros((nz, nx, ny), np.complex64)
-            acc_r = np.zeros((nz, nx, ny), np.float32) if rev is not None else None
-            flat_s = s.ravel()
-            flat_p = (rate + 1j * df).astype(np.complex64).ravel()
-            flat_r = None if rev is None else rev.astype(np.float32).ravel()
-            kz = zr[:, None, None]
-            for dz in (0, 1):
-                for dx in (0, 1):
-                    for dy in (0, 1):
-                        xi = i0[..., 0] + dx
-                        yi = i0[..., 1] + dy
-                        zi = i0[..., 2] + dz
-                        jb = zi - kz + w
-                        ok = (
-                            (xi >= 0)
-                            & (xi < nx)
-                            & (yi >= 0)
-                            & (yi < ny)
-                            & (zi >= 0)
-                            & (zi < nz)
-                            & (jb >= 0)
-                            & (jb < nb)
-                        )
-                        wt = (
-                            (frac[..., 0] if dx else 1 - frac[..., 0])
-                            * (frac[..., 1] if dy else 1 - frac[..., 1])
-                            * (frac[..., 2] if dz else 1 - frac[..., 2])
-                        ) * ok
-                        idx = np.where(ok, ((jb * nz + kz) * nx + xi) * ny + yi, 0)
-                        acc_s += flat_s[idx] * wt
-                        acc_p += flat_p[idx] * wt
-                        if acc_r is not None:
-                            acc_r += flat_r[idx] * wt
-            out_s[a] = acc_s
-            out_p[a] = acc_p
-            if out_rev is not None:
-                out_rev[a] = acc_r
+            for k0 in range(0, nz, _SLICE_BATCH):  # a few scanner slices at a time
+                kb = slice(k0, min(nz, k0 + _SLICE_BATCH))
+                sub = dict(state, band=state["band_batches"][k0 // _SLICE_BATCH])
+                s, rate, rev = self._band_object(
+                    sub,
+                    h[:, :, kb],
+                    None if d_dense is None else d_dense[:, kb],
+                    None if region is None else (region[0], region[1][:, kb], region[2][:, kb]),
+                    None if fl_band is None else fl_band[:, kb],
+                    df[:, kb],
+                    dfdz[:, kb],
+                )
+                # trilinear sampling of each slice's band at the moved positions (the
+                # band arrays get a zero border in x and y: every corner index is valid)
+                acc_s, acc_p, acc_r = _sample_bands(
+                    tinv[kb], (s, (rate + 1j * df[:, kb]).astype(np.complex64), rev), w, k0
+                )
+                out_s[a, kb] = acc_s
+                out_p[a, kb] = acc_p
+                if out_rev is not None:
+                    out_rev[a, kb] = acc_r
         return out_s, out_p.real, out_rev, out_p.imag

@@ -277,3 +277,75 @@ def test_fluctuation_hook_keep_phase_sidecar_and_validation():
             scanner.acquire(tissue, **kwargs)
     with pytest.raises(ParameterError, match="weights"):
         RegionBOLD(np.array([0.0, 1.0]), np.zeros((2, 2)), np.ones((2, 5)))
+
+
+@pytest.mark.parametrize("seq_cls", [GradientEchoEPI, SpinEchoEPI])
+def test_motion_path_without_motion_equals_static_path(seq_cls, monkeypatch):
+    """All features through the banded motion path (in batches of 3 slices) with a
+    still head against the motionless path."""
+    import biosim.instruments.mri as mri_mod
+
+    monkeypatch.setattr(mri_mod, "_SLICE_BATCH", 3)
+    seq = seq_cls(**{**SEQ, "te": 0.05})
+    rng = np.random.default_rng(3)
+    ones = np.ones(SHAPE)
+    frac = np.stack([0.5 + 0.2 * rng.random(SHAPE), 0.3 * ones, 0.05 * ones])
+    tissue = TissueMaps(
+        frac,
+        np.array([1.33, 0.83, 4.0])[:, None, None, None] * ones,
+        np.array([0.083, 0.075, 0.5])[:, None, None, None] * ones,
+        np.array([0.05, 0.045, 0.4])[:, None, None, None] * ones,
+        rng.normal(0, 5, SHAPE),
+    )
+    x, y, z = np.meshgrid(*(np.arange(n) - n / 2 for n in SHAPE), indexing="ij")
+    comp = np.zeros((6,) + SHAPE)
+    comp[2] = 0.5 * np.exp(-(x**2 + (y - 3) ** 2 + (z - 1) ** 2) / 20)
+    comp[3] = 0.2 * comp[2]
+    weights = sp.csr_matrix(np.stack([frac[0].ravel() * (x.ravel() < 0), frac[0].ravel()]) / 2)
+    rb = RegionBOLD(
+        np.array([0.0, 3.0, 9.0]), np.array([[0, 0], [0.03, -0.01], [0.0, 0.02]]), weights
+    )
+
+    def hook(vols, times):
+        return 0.01 * np.sin(times)[:, None, None, :] * np.ones((len(vols),) + SHAPE)
+
+    scanner = MRIScanner(sequence=seq)
+    kw = dict(n_volumes=3, region_bold=rb, field=FieldMap(comp), fluctuation=hook)
+    ref = scanner.acquire(tissue, **kw).magnitude
+    got = scanner.acquire(tissue, motion=_motion([0.0, 9.0]), **kw).magnitude
+    np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-5 * ref.max())
+    plain = scanner.acquire(tissue, n_volumes=3).magnitude  # the features do act
+    assert np.abs(plain - ref).max() > 100 * np.abs(got - ref).max()
+    dense = 0.03 * rng.random((2,) + SHAPE)  # voxel BOLD instead of regions
+    ref = scanner.acquire(tissue, dense, field=FieldMap(comp)).magnitude
+    got = scanner.acquire(tissue, dense, field=FieldMap(comp), motion=_motion([0.0, 9.0]))
+    np.testing.assert_allclose(got.magnitude, ref, rtol=2e-4, atol=2e-5 * ref.max())
+
+
+def test_field_turns_with_the_head():
+    """F_xz only: no shift at rest; a head pitched by theta about y sees B0 along
+    b = R^T z = (-sin, 0, cos), a shift 2 F_xz b_x b_z, and the image moves along
+    phase encode by df Ny esp pixels."""
+    seq = GradientEchoEPI(**SEQ)
+    g = np.exp(-0.5 * ((np.arange(16) - 8) / 1.5) ** 2)
+    tissue = _tissue(g[:, None, None] * g[None, :, None] * np.ones(SHAPE))  # smooth blob
+    comp = np.zeros((6,) + SHAPE)
+    comp[4] = 2.0  # ppm
+    field = FieldMap(comp)
+    y = np.arange(16)
+
+    def com_y(mag):
+        img = mag[..., 1:3, 0].sum(-1)
+        return (img.sum(0) * y).sum() / img.sum()
+
+    rest = _acq(tissue, 1, field=field).magnitude
+    np.testing.assert_allclose(rest, _acq(tissue, 1).magnitude, rtol=1e-6)
+    theta = 0.1
+    motion = _motion([0.0, 5.0])
+    motion = RigidMotion(motion.times, np.zeros((2, 3)), np.array([[0, theta, 0]] * 2))
+    with_field = _acq(tissue, 1, field=field, motion=motion).magnitude
+    without = _acq(tissue, 1, motion=motion).magnitude
+    df = 42.577478e6 * 3.0 * 1e-6 * 2 * 2.0 * (-np.sin(theta) * np.cos(theta))
+    expected = df * 16 * seq.echo_spacing
+    assert abs(expected) > 0.3
+    assert com_y(with_field) - com_y(without) == pytest.approx(expected, abs=0.01)

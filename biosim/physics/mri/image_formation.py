@@ -219,6 +219,15 @@ def _vandermonde_lines(a, re, im, m_lo, n_lines, dtype):
     return out.reshape(lead + (nx, n_outer * block))[..., :n_lines]
 
 
+def _check_array(name, value, low):
+    """Finite (and >= ``low``) without copying large arrays to float64."""
+    v = np.asarray(value)
+    if not np.all(np.isfinite(v)):
+        raise ParameterError(name, "values that are not finite", "finite values")
+    if low is not None and v.size and np.min(v) < low:
+        raise ParameterError(name, f"min {np.min(v):g}", f"values >= {low:g}")
+
+
 def epi_hybrid(
     transverse,
     rate,
@@ -262,10 +271,14 @@ def epi_hybrid(
     a = np.asarray(transverse)
     if a.ndim < 2:
         raise ParameterError("transverse", f"array of shape {a.shape}", "(..., Nx, Ny)")
-    check_all_finite(transverse=a, off_resonance=off_resonance)
     check_positive("echo_spacing", echo_spacing, "s")
-    check_nonnegative("rate", rate, "1/s")
-    check_nonnegative("r2prime", r2prime, "1/s")
+    for name, v, low in (
+        ("transverse", a, None),
+        ("off_resonance", off_resonance, None),
+        ("rate", rate, 0.0),
+        ("r2prime", r2prime, 0.0),
+    ):
+        _check_array(name, v, low)
     if not spin_echo and np.any(np.asarray(r2prime) != 0):
         raise ParameterError(
             "r2prime", "non-zero values", "0 for gradient echo (fold R2' into rate)"
