@@ -135,7 +135,8 @@ def bids_errors():
     return run
 
 
-#: A small fMRI experiment (2 regions, 20 s, an 8 x 8 x 1 EPI) that runs in seconds.
+#: A small fMRI experiment (2 regions, 20 s, an 8 x 8 x 1 EPI of 24 mm voxels through the
+#: occipital cortex) that runs in seconds.
 TINY_TOML = """
 [experiment]
 name = "tiny"
@@ -144,7 +145,7 @@ duration = 20.0
 
 [subject]
 regions = ["V1", "V5"]
-voxels_per_region = 1
+voxel_size = 24.0
 
 [activity]
 dt = 0.1
@@ -165,6 +166,7 @@ te = 0.03
 matrix = [8, 8]
 n_slices = 1
 noise_std = 2.0
+anatomical = false
 """
 
 

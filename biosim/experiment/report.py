@@ -102,8 +102,15 @@ def activity_figure(spec, protocol, activity, path, plt):
     axes[0].set_yticks(np.arange(len(conditions)) + 0.4, conditions[::-1])
     axes[0].set_ylim(-0.1, len(conditions))
     axes[0].set_ylabel("condition")
-    for r, (name, col) in enumerate(zip(regions, _region_colors(plt, len(regions)))):
-        axes[1].plot(activity.times, activity.neural_input[:, r], color=col, lw=1.2, label=name)
+    z = np.asarray(activity.neural_input)
+    shown = np.arange(z.shape[1])
+    if shown.size > MAX_REGIONS_SHOWN:  # many regions: all in grey, the most active in colour
+        shown = np.sort(np.argsort(-z.std(axis=0))[:MAX_REGIONS_SHOWN])
+        axes[1].plot(activity.times, z, color="0.75", lw=0.4, zorder=1)
+        axes[1].plot([], [], color="0.75", lw=0.8, label=f"all {z.shape[1]} regions")
+    colors = _region_colors(plt, len(shown))
+    for r, col in zip(shown, colors):
+        axes[1].plot(activity.times, z[:, r], color=col, lw=1.2, label=regions[r], zorder=2)
     _shade_blocks(protocol, axes[1:], plt)
     axes[1].set_ylabel("neural activity (1/s)")
     axes[1].set_xlabel("time (s)")
@@ -131,15 +138,27 @@ def _rest_scans(protocol, scan_times, lag: float = 12.0):
     return rest
 
 
+#: Regions whose time courses the fMRI figure shows at most.
+MAX_REGIONS_SHOWN = 6
+
+
 def mri_figure(spec, protocol, key, recording, path, plt):
     """Mosaic of the mean acquired magnitude image (every slice of the NIfTI) with the
     region labels outlined, and each region's percent signal change from the
-    acquired images (mean over its voxels, relative to the rest scans) with the
-    noise-free BOLD change (dashed) and the blocks shaded."""
+    acquired images (grey-matter-weighted mean over its voxels, relative to the rest
+    scans) with the noise-free BOLD change (dashed) and the blocks shaded.  Of many
+    regions, the :data:`MAX_REGIONS_SHOWN` with the largest BOLD response are shown."""
     mag = np.asarray(recording.acquisition.magnitude)  # (Nx, Ny, Nz, Nt)
-    labels = np.asarray(recording.labels)
+    bold = np.asarray(recording.bold)
+    shown = np.arange(bold.shape[1])
+    if shown.size > MAX_REGIONS_SHOWN:
+        shown = np.sort(np.argsort(-bold.std(axis=0))[:MAX_REGIONS_SHOWN])
+    all_labels = np.asarray(recording.labels)
+    labels = np.zeros_like(all_labels)
+    for i, r in enumerate(shown):
+        labels[all_labels == r + 1] = i + 1
     affine = np.asarray(recording.acquisition.affine)
-    regions = spec["subject"]["regions"]
+    regions = [spec["subject"]["regions"][r] for r in shown]
     colors = _region_colors(plt, len(regions))
     nz = mag.shape[2]
     n_cols = min(nz, 6)
@@ -198,14 +217,14 @@ def mri_figure(spec, protocol, key, recording, path, plt):
     t = np.asarray(recording.scan_times)
     rest = _rest_scans(protocol, t)
     tax = np.atleast_1d(sub[1].subplots(n_reg, 1, sharex=True))
-    for r, (name, col, ax) in enumerate(zip(regions, colors, tax)):
-        signal = mag[labels == r + 1].mean(axis=0)  # (Nt,)
+    for r, name, col, ax in zip(shown, regions, colors, tax):
+        signal = np.asarray(recording.region_signal)[:, r]  # (Nt,)
         base = signal[rest].mean() if rest.sum() >= 2 else signal.mean()
         psc = 100 * (signal / base - 1)
         ax.plot(t, psc, color=col, marker=".", ms=4, lw=1.2, label="measured (NIfTI)")
         ax.plot(
             t,
-            100 * np.asarray(recording.bold)[:, r],
+            100 * bold[:, r],
             "--",
             color="k",
             lw=1.0,
@@ -223,7 +242,12 @@ def mri_figure(spec, protocol, key, recording, path, plt):
     )
     tax[-1].set_xlabel("time (s)")
     sub[1].suptitle(
-        "percent signal change of each region's mean voxel signal (rest scans = 0 %)",
+        "percent signal change of each region's mean voxel signal (rest scans = 0 %)"
+        + (
+            f", the {len(shown)} most active of {bold.shape[1]} regions"
+            if len(shown) < bold.shape[1]
+            else ""
+        ),
         fontsize=10,
     )
     return _save(fig, path, plt)

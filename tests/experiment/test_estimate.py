@@ -22,7 +22,7 @@ duration = {duration}
 
 [subject]
 regions = ["V1", "V5"]
-voxels_per_region = 1
+voxel_size = 24.0
 
 [activity]
 dt = 0.1

@@ -653,27 +653,38 @@ def _write_fieldmap(rec, ctx, dataset: BIDSDataset, bold_path, field_id: str) ->
     write_json(fmap / f"{stem}_magnitude.json", {"B0FieldIdentifier": field_id})
 
 
+#: The anatomical sequence: a 3 T ADNI-like MPRAGE (times in s, flip angle in degrees).
+MPRAGE = {
+    "InversionTime": 0.9,
+    "RepetitionTime": 2.3,
+    "FlipAngle": 9.0,
+    "EchoSpacing": 7.1e-3,
+    "EchoTrainLength": 176,
+    "EchoTime": 2.98e-3,
+}
+
+
 def _write_t1w(ctx: DeviceContext, dataset: BIDSDataset) -> None:
     """MPRAGE T1-weighted image of the anatomy (1 mm, MNI152 frame) in ``anat/``."""
     from ...geometry.anatomy import mni_anatomy
     from ...io.nifti import write_nifti
-    from ...physics.mri.signal_equations import MPRAGE_3T, mprage
+    from ...physics.mri.signal_equations import mprage
     from ...physics.mri.tissue import tissue_properties
 
     b0 = ctx.table["field_strength"]
     atlas = mni_anatomy()
     props = tissue_properties(b0)
-    seq = MPRAGE_3T
+    seq = MPRAGE
     signal = mprage(
         props.proton_density,
         props.t1,
         props.t2star,
-        inversion_time=seq.inversion_time,
-        echo_spacing=seq.echo_spacing,
-        flip_angle=seq.flip_angle,
-        n_echoes=seq.n_echoes,
-        repetition_time=seq.repetition_time,
-        echo_time=seq.echo_time,
+        inversion_time=seq["InversionTime"],
+        echo_spacing=seq["EchoSpacing"],
+        flip_angle=np.deg2rad(seq["FlipAngle"]),
+        n_echoes=seq["EchoTrainLength"],
+        repetition_time=seq["RepetitionTime"],
+        echo_time=seq["EchoTime"],
     )
     image = np.tensordot(np.abs(np.asarray(signal, np.float32)), atlas.fractions, axes=1)
     image *= 1000.0 / max(float(image.max()), 1e-12)
@@ -686,10 +697,7 @@ def _write_t1w(ctx: DeviceContext, dataset: BIDSDataset) -> None:
             "MagneticFieldStrength": float(b0),
             "PulseSequenceType": "MPRAGE",
             "MRAcquisitionType": "3D",
-            "RepetitionTime": seq.repetition_time,
-            "InversionTime": seq.inversion_time,
-            "FlipAngle": seq.flip_angle,
-            "EchoTime": seq.echo_time,
+            **MPRAGE,
             "Manufacturer": "biosim",
             "SoftwareVersions": f"biosim {__version__}",
         },
