@@ -22,6 +22,8 @@ observation model (SPM's fixed ECD).  Written to
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .._core.errors import SpecError
@@ -38,11 +40,14 @@ def validate_analysis(spec: dict) -> None:
         return
     if not isinstance(ana, dict):
         raise SpecError(f"analysis = {ana!r} is invalid: expected a table")
-    unknown = set(ana) - {"dcm", "dcm_erp"}
+    unknown = set(ana) - {"dcm", "dcm_erp", "glm"}
     if unknown:
         raise SpecError(
-            f"analysis.{sorted(unknown)[0]} is not a known analysis: expected 'dcm' or 'dcm_erp'"
+            f"analysis.{sorted(unknown)[0]} is not a known analysis: expected 'dcm', "
+            "'dcm_erp' or 'glm'"
         )
+    if "glm" in ana:
+        _validate_glm(spec, ana["glm"])
     if "dcm_erp" in ana:
         _validate_dcm_erp(spec, ana["dcm_erp"])
     if "dcm" in ana:
@@ -342,3 +347,145 @@ def _write_summary(dataset: BIDSDataset, pipeline: str, summary: dict) -> None:
         ignore=["*_dcm.json"],
     )
     write_json(folder / f"sub-{dataset.subject}_task-{dataset.task}_dcm.json", summary)
+
+
+GLM_KEYS = {"device", "threshold", "motion_regressors", "active_fraction"}
+
+
+def _validate_glm(spec: dict, cfg: dict) -> None:
+    where = "analysis.glm"
+    if not isinstance(cfg, dict):
+        raise SpecError(f"{where} = {cfg!r} is invalid: expected a table")
+    check_keys(cfg, GLM_KEYS, where)
+    scanners = [k for k, _ in device_instances(spec, "mri")]
+    if not scanners:
+        raise SpecError(f"{where} needs an MRI device in [devices]")
+    set_default(
+        cfg, "device", where, scanners[0], str, lambda v: v in scanners, f"one of {scanners}"
+    )
+    set_default(cfg, "threshold", where, 3.1, float, lambda v: v > 0, "a positive z threshold")
+    set_default(
+        cfg,
+        "motion_regressors",
+        where,
+        "realign",
+        str,
+        lambda v: v in ("realign", "none"),
+        "'realign' (six parameters estimated from the images) or 'none'",
+    )
+    set_default(
+        cfg,
+        "active_fraction",
+        where,
+        0.2,
+        float,
+        lambda v: 0 < v < 1,
+        "a fraction in (0, 1) of the largest true response",
+    )
+
+
+def glm_truth_masks(recording, protocol: Protocol, active_fraction: float) -> dict:
+    """The true activation mask of each condition on the EPI grid.
+
+    The noise-free region BOLD (truth) is regressed on the condition regressors
+    (SPM HRF, TR of the recording); the regions whose response to a condition
+    exceeds ``active_fraction`` of the largest are active, and so are the voxels
+    whose grey matter lies mostly (more than half) in active regions.
+    """
+    from ..inference.design import design_matrix
+
+    tr = recording.tr
+    n_scans = recording.bold.shape[0]
+    x, names = design_matrix(n_scans, tr, _events(protocol), high_pass_period=128.0)
+    beta, *_ = np.linalg.lstsq(x, recording.bold, rcond=None)
+    w = recording.image.weights.tocsc()
+    total = np.asarray(w.sum(axis=0)).ravel()
+    masks = {}
+    for cond in protocol.conditions:
+        b = beta[names.index(cond)]
+        active = b > active_fraction * max(b.max(), 1e-12)
+        in_active = np.asarray(w[active].sum(axis=0)).ravel() if active.any() else 0 * total
+        masks[cond] = ((total > 0) & (in_active > 0.5 * total)).reshape(recording.image.shape)
+    return masks
+
+
+def _events(protocol: Protocol) -> list[dict]:
+    return [
+        {"onset": e.onset, "duration": e.duration, "trial_type": e.trial_type}
+        for e in protocol.events()
+    ]
+
+
+def run_glm_analysis(
+    spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
+) -> dict:
+    """Whole-brain GLM of the MRI series as a lab would run it (brain mask from the
+    mean image, SPM HRF, cosine drifts, AR(1), motion parameters from realignment),
+    scored against the truth: z maps in ``derivatives/biosim-glm`` and each
+    condition's sensitivity and false-positive rate at ``threshold``."""
+    from ..inference.design import design_matrix
+    from ..inference.glm import fit_glm
+    from ..inference.metrics import detection_rates
+    from ..io.nifti import write_nifti
+
+    cfg = spec["analysis"]["glm"]
+    rec = recordings[cfg["device"]]
+    data = np.asarray(rec.acquisition.magnitude, float)  # (X, Y, Z, T)
+    affine = np.asarray(rec.acquisition.affine)
+    mean = data.mean(axis=3)
+    mask = mean > 0.2 * np.percentile(mean, 99)
+    n_scans = data.shape[3]
+    confounds, motion = None, None
+    if cfg["motion_regressors"] == "realign":
+        from ..inference.registration import realign
+
+        motion = realign(data, affine, mask=mask).parameters
+        confounds = motion - motion.mean(axis=0)
+    x, names = design_matrix(n_scans, rec.tr, _events(protocol), confounds=confounds)
+    fit = fit_glm(data[mask].T, x, noise_model="ar1")
+    truth = glm_truth_masks(rec, protocol, cfg["active_fraction"])
+    folder = derivative_dataset(
+        dataset.root,
+        "biosim-glm",
+        f"biosim whole-brain GLM: task {dataset.task}",
+        "mass-univariate GLM of the simulated fMRI, scored against the true activation",
+        ignore=["*_glm.json"],
+    )
+    stem = f"sub-{dataset.subject}_task-{dataset.task}"
+    out_dir = folder / f"sub-{dataset.subject}" / "func"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores = {}
+    for cond in protocol.conditions:
+        c = np.zeros(x.shape[1])
+        c[names.index(cond)] = 1.0
+        _, z = fit.t_contrast(c)
+        zmap = np.zeros(mask.shape, np.float32)
+        zmap[mask] = z
+        write_nifti(out_dir / f"{stem}_contrast-{cond}_stat-z_statmap.nii.gz", zmap, affine)
+        r = detection_rates(zmap, truth[cond], cfg["threshold"], mask=mask)
+        scores[cond] = dataclasses.asdict(r)
+    summary = {
+        "threshold_z": cfg["threshold"],
+        "conditions": list(protocol.conditions),
+        "noise_model": "ar1",
+        "hrf": "spm",
+        "n_voxels_in_mask": int(mask.sum()),
+        "truth": f"voxels mostly in regions whose noise-free BOLD response exceeds "
+        f"{cfg['active_fraction']:g} of the largest",
+        "detection": scores,
+    }
+    if motion is not None:
+        summary["motion_regressors"] = "six parameters from biosim.inference.registration"
+        if rec.motion is not None:
+            true = rec.motion - rec.motion[0]
+            est = motion - motion[0]
+            summary["realignment_error"] = {
+                "translation_rms_mm": float(
+                    1e3 * np.sqrt(np.mean((est[:, :3] - true[:, :3]) ** 2))
+                ),
+                "rotation_rms_deg": float(
+                    np.rad2deg(np.sqrt(np.mean((est[:, 3:] - true[:, 3:]) ** 2)))
+                ),
+            }
+    write_json(folder / f"{stem}_glm.json", summary)
+    return summary

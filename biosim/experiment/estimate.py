@@ -14,11 +14,11 @@ The model is deliberately coarse (an order of magnitude, not a profile):
 * activity: the microtime grid (``experiment.duration / activity.dt`` x regions)
   and the source grid the electrophysiology devices read (1 kHz, or the fastest
   device's ``sample_rate``, x regions, ~6 float64 copies while drawing it);
-* MRI: image formation builds a (matrix x matrix x matrix x matrix) complex128
-  encoding array per slice (``devices.<mri>.matrix``), and the volumes are
-  held as ~8 float64 copies of matrix x ``n_slices`` x volumes
-  (``experiment.duration / tr``); its time is ~(4e-3 + 5e-8 matrix^4) s per
-  slice and volume;
+* MRI: the atlas and field map (~0.6 GB while loading, ~4 s once), image
+  formation on chunks of ~1.5 million voxels, the volumes held as float32
+  (matrix x ``n_slices`` x volumes, ``experiment.duration / tr``, ~2 copies
+  while writing); its time is ~1e-4 s + 2.1e-9 s x Nx Ny^2 per slice and volume, plus
+  3.6e-7 s per voxel and volume when the head moves (``[subject.motion]``);
 * EEG/MEG: channels x samples (``sample_rate x experiment.duration``), ~3
   float64 copies (clean signal, the recording; ~8 for an EEG in the scanner,
   with its artifacts), written as float32; ~1.5e-6 s per MEG channel and
@@ -188,22 +188,32 @@ def estimate_resources(spec: dict) -> Estimate:
             nx, ny = table["matrix"]
             nz = table["n_slices"]
             n_vol = int(duration // table["tr"])
+            n_vox = nx * ny * nz
+            moving = "motion" in subj
             transient.append(
                 (
-                    f"{where}.matrix = [{nx}, {ny}] (image formation holds a "
-                    f"{nx} x {ny} x {nx} x {ny} complex128 array per slice)",
-                    (nx * ny) ** 2 * 16 * 1.25,
+                    "the MNI152 atlas and the head's field map (1 mm tissue fractions)",
+                    0.6e9,
+                )
+            )
+            transient.append(
+                (
+                    f"{where}.matrix = [{nx}, {ny}] x n_slices = {nz} (image formation "
+                    "works on chunks of about 1.5 million voxels)",
+                    min(n_vox * n_vol, 1.5e6) * 16 * 12,
                 )
             )
             persistent.append(
                 (
                     f"{where}.matrix = [{nx}, {ny}] x n_slices = {nz} x {n_vol} volumes "
                     f"(experiment.duration / {where}.tr)",
-                    nx * ny * nz * n_vol * 8 * 8,
+                    n_vox * n_vol * 4 * 2,
                 )
             )
-            output += nx * ny * nz * n_vol * 4 * 0.8
-            run_time += nz * n_vol * (4e-3 + 5e-8 * (nx * ny) ** 2)
+            output += n_vox * n_vol * 4 * 0.8 + (6e6 if table.get("anatomical", True) else 0)
+            run_time += 4.0 + n_vol * nz * (1e-4 + nx * ny**2 * 2.1e-9)
+            if moving:
+                run_time += n_vox * n_vol * 3.6e-7
         elif kind in ("eeg", "meg"):
             n_ch = _eeg_channels(table) if kind == "eeg" else _meg_channels(table)
             n_s = duration * float(table["sample_rate"])

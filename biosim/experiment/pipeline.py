@@ -41,7 +41,7 @@ from ..io.bids import (
 )
 from ..io.truth import write_truth
 from .activity import Activity, simulate_activity
-from .analysis import run_dcm_analysis, run_dcm_erp_analysis
+from .analysis import run_dcm_analysis, run_dcm_erp_analysis, run_glm_analysis
 from .devices import DeviceContext, Simulation, device_instances, device_type
 from .protocol import Protocol
 from .spec import validate_spec
@@ -239,6 +239,9 @@ def run_experiment(
             run_dcm_analysis(spec, protocol, sim.recordings, dataset)
         if "dcm_erp" in analysis:
             run_dcm_erp_analysis(spec, protocol, sim.recordings, dataset)
+        if "glm" in analysis:
+            with phase("analysis.glm"):
+                run_glm_analysis(spec, protocol, sim.recordings, dataset)
         truth = activity.truth_arrays()
         sources = sim.drawn_sources()
         if sources is not None:

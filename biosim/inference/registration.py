@@ -77,6 +77,7 @@ def realign(
     mask=None,
     smoothing: float = 1.0,
     max_iterations: int = 30,
+    max_points: int = 20000,
 ) -> Realignment:
     """Rigid motion of every volume of a 4D series relative to one of them.
 
@@ -94,6 +95,9 @@ def realign(
         Gaussian smoothing (voxels, std) of every volume before matching.
     max_iterations : int
         Levenberg-Marquardt iterations per volume.
+    max_points : int
+        The cost is sampled on at most this many mask voxels (a regular sub-grid, as
+        SPM's sampling separation), which bounds the time per volume.
     """
     from scipy.ndimage import gaussian_filter
     from scipy.optimize import least_squares
@@ -108,6 +112,8 @@ def realign(
     n_vol = data.shape[3]
     if not 0 <= reference < n_vol:
         raise ParameterError("reference", reference, f"a volume index in [0, {n_vol})")
+    if int(max_points) != max_points or max_points < 10:
+        raise ParameterError("max_points", max_points, "an integer >= 10")
     if smoothing < 0:
         raise ParameterError("smoothing", smoothing, "a non-negative width in voxels")
     aff_m = aff.copy()
@@ -124,7 +130,12 @@ def realign(
         raise ParameterError(
             "mask", f"{mask.sum()} voxels", "a mask of the volume grid, >= 10 voxels"
         )
-    idx = np.argwhere(mask).astype(float)
+    idx = np.argwhere(mask)
+    stride = 1
+    while len(idx) > max_points:
+        stride += 1
+        idx = np.argwhere(mask[::stride, ::stride, ::stride]) * stride
+    idx = idx.astype(float)
     center = aff_m[:3, :3] @ ((np.array(data.shape[:3]) - 1) / 2) + aff_m[:3, 3]
     scale = np.r_[np.full(3, 1e-3), np.full(3, 1e-2)]  # m and rad of similar effect
     params = np.zeros((n_vol, 6))

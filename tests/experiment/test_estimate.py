@@ -82,7 +82,7 @@ def test_shipped_estimate_matches_calibration():
 
 def test_huge_matrix_is_refused_naming_the_key(tmp_path, monkeypatch):
     monkeypatch.setenv("BIOSIM_AVAILABLE_MEMORY", "64G")
-    path = _mri(tmp_path, "[512, 512]", 30)
+    path = _mri(tmp_path, "[512, 512]", 30, duration=2e5)
     with pytest.raises(SpecError, match=r"devices\.mri\.matrix = \[512, 512\].*TB"):
         experiment.load_experiment(path)
     monkeypatch.setenv("BIOSIM_AVAILABLE_MEMORY", "100T")  # the override lets it through
@@ -92,7 +92,7 @@ def test_huge_matrix_is_refused_naming_the_key(tmp_path, monkeypatch):
 
 def test_cli_refuses_before_running(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BIOSIM_AVAILABLE_MEMORY", "64G")
-    path = _mri(tmp_path, "[512, 512]", 30)
+    path = _mri(tmp_path, "[512, 512]", 30, duration=2e5)
     assert main(["run", str(path), "-o", str(tmp_path / "out"), "-q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "devices.mri.matrix" in err and "Traceback" not in err
@@ -103,7 +103,7 @@ def test_available_memory_override_and_errors(monkeypatch, tmp_path):
     monkeypatch.setenv("BIOSIM_AVAILABLE_MEMORY", "512M")
     assert available_memory() == 512e6
     monkeypatch.setenv("BIOSIM_AVAILABLE_MEMORY", "100M")  # less than the baseline
-    with pytest.raises(SpecError, match="needs ~4.*MB of memory but ~100 MB.*JAX alone"):
+    with pytest.raises(SpecError, match="needs ~1.0 GB of memory but ~100 MB.*MNI152 atlas"):
         experiment.load_experiment(_mri(tmp_path))
     monkeypatch.setenv("BIOSIM_AVAILABLE_MEMORY", "lots")
     with pytest.raises(SpecError, match="BIOSIM_AVAILABLE_MEMORY = 'lots'"):
