@@ -28,6 +28,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biosim",
         description="Differentiable physics simulation of brain measurement and stimulation.",
+        epilog="Region names for subject.regions: `biosim regions` lists them.",
     )
     parser.add_argument("--version", action="version", version=f"biosim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -71,6 +72,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("devices", help="list the device types an experiment can use")
+    reg = sub.add_parser(
+        "regions",
+        help="list the region names subject.regions can use (landmarks, ROI sets)",
+    )
+    reg.add_argument(
+        "roi_set",
+        nargs="?",
+        default=None,
+        help="list every region of this ROI set with its MNI152 coordinate",
+    )
 
     from .sweep import add_sweep_parser
 
@@ -88,6 +99,25 @@ def _load(experiment, name):
     for msg in dict.fromkeys(str(w.message) for w in caught):
         print(f"biosim: warning: {msg}", file=sys.stderr)
     return spec
+
+
+def _region_lines(roi_set: str | None) -> list[str]:
+    """The landmarks and ROI sets (or one set's regions) with MNI152 coordinates."""
+    from ..geometry.regions import ROI_SETS, landmark_regions, region_names_help, roi_set_regions
+    from ..geometry.source_space import LANDMARKS_MNI
+
+    if roi_set is not None:
+        return [
+            f"{r.name}: MNI ({r.center_mni[0]:.0f}, {r.center_mni[1]:.0f}, {r.center_mni[2]:.0f})"
+            for r in roi_set_regions(roi_set)
+        ]
+    lines = [region_names_help(), "", "landmarks (MNI152 mm, left hemisphere; -rh mirrors):"]
+    for r in landmark_regions(sorted(LANDMARKS_MNI)):
+        x, y, z = r.center_mni
+        lines.append(f"  {r.name}: ({x:.0f}, {y:.0f}, {z:.0f})")
+    lines.append("ROI sets (`biosim regions SET` lists their regions):")
+    lines += [f"  {name}: {n} regions" for name, n in ROI_SETS.items()]
+    return lines
 
 
 def _estimate(spec) -> str:
@@ -178,6 +208,9 @@ def _run_command(args) -> int:
 
             for name, dev in sorted(device_types().items()):
                 print(f"{name}: {dev.description}")
+        elif args.command == "regions":
+            for line in _region_lines(args.roi_set):
+                print(line)
     except (BiosimError, FileNotFoundError, FileExistsError) as err:
         print(f"biosim: error: {err}", file=sys.stderr)
         return 2

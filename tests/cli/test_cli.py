@@ -225,3 +225,14 @@ def test_default_run_is_valid_bids_and_mne_bids_reads_it(default_run, bids_error
             (default_run / "derivatives" / sub / "dataset_description.json").read_text()
         )
         assert doc["DatasetType"] == "derivative" and doc["GeneratedBy"][0]["Name"] == "biosim"
+
+
+def test_regions_lists_landmarks_and_roi_sets(capsys):
+    assert main(["regions"]) == 0
+    out = capsys.readouterr().out
+    assert "V1: (" in out and "power264: 264 regions" in out and "dosenbach160" in out
+    assert main(["regions", "seitzman300"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 300 and lines[0].startswith("seitzman300_001: MNI (")
+    assert main(["regions", "nope"]) == 2
+    assert "roi_set" in capsys.readouterr().err
