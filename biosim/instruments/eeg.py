@@ -65,18 +65,28 @@ class EEGAmplifier:
         n = int(np.floor(duration * self.sample_rate))
         return np.arange(n) / (self.sample_rate * (1 + self.clock_drift_ppm * 1e-6))
 
-    def record(self, potentials, names):
+    def record(self, potentials, names, start=0):
         """Amplify ``potentials`` (n_channels, n_times), already sampled at
-        :meth:`sample_times`, and return the recorded data (V)."""
-        rng = np.random.default_rng(self.seed)
-        v = np.asarray(potentials, float).copy()
+        :meth:`sample_times`, and return the recorded data (V).
+
+        ``start`` is the index of the first sample in the session, so a session
+        can be recorded chunk by chunk: the noise of sample k is drawn from a
+        generator keyed by (``seed``, k // :attr:`NOISE_BLOCK`) and the mains by
+        its own generator, so the recording is identical in one call or in pieces.
+        """
+        v = np.array(potentials, dtype=float)  # a copy
+        if v.ndim != 2:
+            raise ParameterError("potentials", f"array of shape {v.shape}", "(n_channels, n_times)")
         n_ch, n_t = v.shape
-        t = np.arange(n_t) / self.sample_rate
-        v += rng.normal(0.0, self.noise_density * np.sqrt(self.sample_rate / 2), v.shape)
+        start = int(start)
+        if start < 0:
+            raise ParameterError("start", start, "a non-negative sample index")
+        v += self.noise(n_ch, start, n_t)
         if self.line_noise > 0:
-            amp = self.line_noise * rng.uniform(0.5, 1.5, n_ch)[:, None]
-            v += amp * np.sin(2 * np.pi * self.line_frequency * t + rng.uniform(0, 2 * np.pi))
-        lsb = 2 * self.range_v / 2 ** int(self.bit_depth)
+            mains = np.random.default_rng([self.seed, 1])
+            amp = self.line_noise * mains.uniform(0.5, 1.5, n_ch)[:, None]
+            t = np.arange(start, start + n_t) / self.sample_rate
+            v += amp * np.sin(2 * np.pi * self.line_frequency * t + mains.uniform(0, 2 * np.pi))
         over = np.abs(v) > self.range_v
         if over.any():
             ch = int(np.argmax(over.any(axis=1)))
@@ -86,4 +96,25 @@ class EEGAmplifier:
                 f"a range above the signal of channel {names[ch]} "
                 f"({np.abs(v[ch]).max():.3g} V); the amplifier would saturate",
             )
-        return np.round(v / lsb) * lsb
+        lsb = 2 * self.range_v / 2 ** int(self.bit_depth)
+        np.round(v / lsb, out=v)
+        v *= lsb
+        return v
+
+    #: Samples per block of the noise generator (see :meth:`record`).
+    NOISE_BLOCK = 4096
+
+    def noise(self, n_channels, start, n_times):
+        """Input-referred white noise (n_channels, n_times) of samples ``start`` ... (V):
+        block b of :attr:`NOISE_BLOCK` samples comes from generator (seed, 0, b)."""
+        out = np.empty((n_channels, n_times))
+        if self.noise_density == 0:
+            out[:] = 0.0
+            return out
+        sigma = self.noise_density * np.sqrt(self.sample_rate / 2)
+        nb = self.NOISE_BLOCK
+        for b in range(start // nb, (start + n_times - 1) // nb + 1 if n_times else 0):
+            block = np.random.default_rng([self.seed, 0, b]).standard_normal((n_channels, nb))
+            lo, hi = max(start, b * nb), min(start + n_times, (b + 1) * nb)
+            out[:, lo - start : hi - start] = sigma * block[:, lo - b * nb : hi - b * nb]
+        return out

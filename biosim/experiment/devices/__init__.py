@@ -36,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..._core.errors import SpecError
+from ...geometry.motion import RigidMotion
 from ..activity import Activity, SourceActivity, source_activity
 from ..protocol import Protocol
 
@@ -79,6 +80,10 @@ class Simulation:
     show_progress : bool
     recordings : dict
         Recordings of the devices that already ran, by device key.
+    motion : RigidMotion or None
+        The subject's rigid head motion (head -> scanner/helmet frame), if any: the
+        MEG's lead field follows it (the EEG's does not: the electrodes move with
+        the head).
     """
 
     spec: dict
@@ -87,6 +92,7 @@ class Simulation:
     rng: np.random.Generator
     show_progress: bool = False
     recordings: dict[str, Recording] = dataclasses.field(default_factory=dict)
+    motion: RigidMotion | None = None
 
     @functools.cached_property
     def sources(self) -> SourceActivity:
