@@ -122,6 +122,7 @@ def gradient_artifact(
     sample_times,
     t_start=0.0,
     sample_interval=None,
+    out=None,
 ):
     """Gradient artifact (C, T) in V at EEG ``sample_times`` (true time, s).
 
@@ -129,9 +130,10 @@ def gradient_artifact(
     Each sample is the EMF averaged over [t, t + ``sample_interval``) (the
     amplifier's integrate-and-dump; default: the spacing of ``sample_times``).
     Every sample is computed on its own, so a session can be computed in time
-    chunks (pass ``sample_interval``) with the same values as in one call.
-    Since ``EMF_i = -(dG/dt . r_i) a_i,z``, the three gradient axes are
-    integrated once and projected onto the channels.
+    chunks (pass ``sample_interval``) with the same values as in one call
+    (``out``: a (C, T) float64 buffer for the result).  Since
+    ``EMF_i = -(dG/dt . r_i) a_i,z``, the three gradient axes are integrated
+    once and projected onto the channels.
     """
     g, fs = gradients.waveform(slice_period)
     dgdt = np.gradient(g, 1 / fs, axis=0)  # (n, 3) T/m/s
@@ -141,24 +143,21 @@ def gradient_artifact(
     if sample_interval is None:
         sample_interval = np.median(np.diff(t)) if len(t) > 1 else 1 / fs
     dt_sample = float(sample_interval)
-    out = np.zeros((len(positions), len(t)))
-    cum = np.concatenate([np.zeros((1, 3)), np.cumsum(dgdt, 0)]) / fs
+    cum = np.concatenate([np.zeros((1, 3)), np.cumsum(dgdt, 0)]) / fs  # (n + 1, 3) T/m
     inside = (t >= 0) & (t < n_slices_total * slice_period)
     # average of dG/dt over each sample interval [t, t + dt) (integrate-and-dump)
-    phase0 = np.mod(t[inside], slice_period) * fs
+    phase0 = np.mod(t, slice_period) * fs
     phase1 = phase0 + dt_sample * fs
 
     def integral(ph):
         whole = np.floor(ph / period_n)
         frac = ph - whole * period_n
-        i = np.floor(frac).astype(int)
-        w = frac - i
-        base = cum[np.minimum(i, period_n)] + w[:, None] * dgdt[np.minimum(i, period_n - 1)] / fs
-        return whole[:, None] * cum[-1] + base
+        i = np.minimum(frac.astype(np.intp), period_n - 1)
+        w = (frac - i)[:, None] / fs
+        return whole[:, None] * cum[-1] + cum[i] + w * dgdt[i]
 
-    mean_dgdt = (integral(phase1) - integral(phase0)) / dt_sample  # (T_inside, 3)
-    out[:, inside] = coupling.T @ mean_dgdt.T
-    return out
+    mean_dgdt = (integral(phase1) - integral(phase0)) * (inside / dt_sample)[:, None]  # (T, 3)
+    return np.matmul(coupling.T, mean_dgdt.T, out=out)
 
 
 def cardiac_r_peaks(duration, mean_rr=0.9, rr_std=0.05, seed=0):
@@ -169,13 +168,16 @@ def cardiac_r_peaks(duration, mean_rr=0.9, rr_std=0.05, seed=0):
     return peaks[peaks < duration]
 
 
-def bcg_artifact(loops, field_strength, r_peaks, sample_times, nod=1e-3, amp_std=0.1, seed=0):
+def bcg_artifact(
+    loops, field_strength, r_peaks, sample_times, nod=1e-3, amp_std=0.1, seed=0, out=None
+):
     """Ballistocardiogram (C, T) in V: a cardiac-locked nod about the left-right (x) axis.
 
     Each beat's nod amplitude is drawn up front (one per R peak, in order), and a
     beat contributes to the samples within 10 nod widths of its peak only (the
     rest is below 2e-22 of the peak), so a session can be computed in time chunks
-    with the same values as in one call.
+    with the same values as in one call (``out``: a (C, T) float64 buffer for the
+    result).
     """
     rng = np.random.default_rng(seed)
     r_peaks = np.asarray(r_peaks, float)
@@ -192,4 +194,4 @@ def bcg_artifact(loops, field_strength, r_peaks, sample_times, nod=1e-3, amp_std
             # theta = a exp(-s^2 / (2 w^2)) -> dtheta/dt
             theta_dot[i0:i1] += a * (-s / w**2) * np.exp(-(s**2) / (2 * w**2))
     coupling = np.cross([1.0, 0.0, 0.0], np.asarray(loops))[:, 2]  # (u x a_i) . z
-    return -field_strength * coupling[:, None] * theta_dot[None, :]
+    return np.multiply.outer(-field_strength * coupling, theta_dot, out=out)

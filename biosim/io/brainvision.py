@@ -46,11 +46,14 @@ def write_brainvision(vhdr_path, data, sfreq, ch_names, events=(), unit="uV"):
     stem = vhdr.stem
     eeg_name, vmrk_name = stem + ".eeg", stem + ".vmrk"
     with atomic_path(vhdr.with_name(eeg_name)) as tmp, open(tmp, "wb") as fh:
+        buf = np.empty((min(step, data.shape[1]), data.shape[0]), "<f4")
         for a in range(0, data.shape[1], step):
-            block = data[:, a : a + step].T * scale  # (samples, channels): multiplexed
-            if not np.all(np.isfinite(block)):  # the partial file is removed
+            part = data[:, a : a + step]
+            if not np.all(np.isfinite(part)):  # the partial file is removed
                 raise ParameterError("data", "array with non-finite values", "finite values")
-            block.astype("<f4").tofile(fh)
+            block = buf[: part.shape[1]]  # (samples, channels), C order: multiplexed
+            np.multiply(part.T, scale, out=block, casting="unsafe")
+            block.tofile(fh)
     markers = [
         "Brain Vision Data Exchange Marker File, Version 1.0",
         "",

@@ -26,7 +26,10 @@ the scanner are the gradient and ballistocardiogram artifacts).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
+import threading
 
 import numpy as np
 
@@ -154,6 +157,25 @@ def truth_decimation(eeg: dict) -> int:
     return int(round(eeg["sample_rate"] / eeg["truth_sample_rate"]))
 
 
+def map_chunks(fn, starts) -> None:
+    """Run ``fn(start)`` for every chunk, on up to :data:`CHUNK_WORKERS` threads (NumPy
+    releases the GIL; each chunk writes its own columns, so the result does not
+    depend on the order)."""
+    starts = list(starts)
+    workers = min(CHUNK_WORKERS, len(starts))
+    if workers <= 1:
+        for a in starts:
+            fn(a)
+        return
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(fn, a) for a in starts]:
+            future.result()
+
+
+#: Threads that simulate chunks at once (at most 4, and no more than the CPUs).
+CHUNK_WORKERS = min(4, os.cpu_count() or 1)
+
+
 def chunk_length(q: int, block: int, width: int, budget: float = 32e6) -> int:
     """Samples per simulated chunk: a multiple of the truth decimation ``q`` and of
     the amplifier's noise ``block``, holding a (samples x ``width``) float64 array
@@ -270,7 +292,7 @@ def _scanner_model(ctx: DeviceContext, electrodes: EEGSensors, sample_interval: 
     r_peaks = cardiac_r_peaks(duration, seed=ctx.new_seed())
     bcg_seed = ctx.new_seed()
 
-    def gradient(t):
+    def gradient(t, out):
         return gradient_artifact(
             electrodes.positions,
             loops,
@@ -279,10 +301,11 @@ def _scanner_model(ctx: DeviceContext, electrodes: EEGSensors, sample_interval: 
             n_slices_total,
             t,
             sample_interval=sample_interval,
+            out=out,
         )
 
-    def bcg(t):
-        return bcg_artifact(loops, mri.field_strength, r_peaks, t, seed=bcg_seed)
+    def bcg(t, out):
+        return bcg_artifact(loops, mri.field_strength, r_peaks, t, seed=bcg_seed, out=out)
 
     slice_times = np.arange(n_slices_total) * slice_period
     return gradient, bcg, r_peaks, slice_times, seq.n_slices
@@ -332,23 +355,28 @@ def simulate(ctx: DeviceContext) -> EEGRecording:
     grad_truth = np.empty((n_ch, n_truth), np.float32) if in_scanner else None
     bcg_truth = np.empty((n_ch, n_truth), np.float32) if in_scanner else None
     step = chunk_length(q, amp.NOISE_BLOCK, max(n_ch, lead.shape[1]))
-    for a in range(0, n_t, step):
+    local = threading.local()  # each worker's buffers, reused by its chunks
+
+    def one_chunk(a):
         b = min(a + step, n_t)
+        if not hasattr(local, "total"):
+            local.total = np.empty((n_ch, min(step, n_t)))
+            local.work = np.empty_like(local.total) if in_scanner else None
         t = times[a:b]
-        total = lead @ sources.at(t).T  # (C, chunk) V
-        tq = slice(a // q, -(-b // q))
+        total, tq = local.total[:, : b - a], slice(a // q, -(-b // q))
+        np.matmul(lead, sources.at(t).T, out=total)  # (C, chunk) V
         clean[:, tq] = total[:, ::q]
         if in_scanner:
-            g = gradient(t)
-            grad_truth[:, tq] = g[:, ::q]
-            total += g
-            del g
-            c = bcg(t)
-            bcg_truth[:, tq] = c[:, ::q]
-            total += c
-            del c
-        with instrument_errors(f"devices.{key}", eeg, _KEY_OF):
-            data[:, a:b] = amp.record(total, electrodes.names, start=a)
+            work = gradient(t, local.work[:, : b - a])
+            grad_truth[:, tq] = work[:, ::q]
+            total += work
+            work = bcg(t, work)
+            bcg_truth[:, tq] = work[:, ::q]
+            total += work
+        data[:, a:b] = amp.record(total, electrodes.names, start=a, out=total)
+
+    with instrument_errors(f"devices.{key}", eeg, _KEY_OF):
+        map_chunks(one_chunk, range(0, n_t, step))
     artifacts = None
     if in_scanner:
         artifacts = ScannerArtifacts(grad_truth, bcg_truth, r_peaks, slice_times, per_volume)
