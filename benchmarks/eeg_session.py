@@ -103,7 +103,8 @@ def run(duration=600.0, rate=5000.0, truth=False, out_dir=None, verbose=True) ->
     out["written_bytes"] = size
     out["shape"] = rec.data.shape
     if verbose:
-        print(f"EEG {rec.data.shape[0]} ch x {rec.data.shape[1]} samples, wrote {size / 1e9:.2f} GB")
+        n_ch, n_t = rec.data.shape
+        print(f"EEG {n_ch} ch x {n_t} samples, wrote {size / 1e9:.2f} GB")
     return out
 
 
