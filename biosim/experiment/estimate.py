@@ -222,12 +222,12 @@ def estimate_resources(spec: dict) -> Estimate:
             output += nx * ny * nz * n_vol * 4 * 0.8
             run_time += nz * n_vol * (4e-3 + 5e-8 * (nx * ny) ** 2)
         elif kind in ("eeg", "meg"):
-            from .devices.eeg import chunk_length
+            from .devices.eeg import chunk_length, truth_decimation
 
             n_ch = _eeg_channels(table) if kind == "eeg" else _meg_channels(table)
             fs = float(table["sample_rate"])
             n_s = duration * fs
-            q = max(1, int(round(fs / float(table.get("truth_sample_rate", fs)))))
+            q = truth_decimation(table)
             in_scanner = kind == "eeg" and has_mri
             truth_arrays = 3 if in_scanner else 1  # clean (+ gradient, BCG), float32
             persistent.append(
@@ -238,7 +238,7 @@ def estimate_resources(spec: dict) -> Estimate:
                     n_ch * n_s * 4 + truth_arrays * n_ch * n_s / q * 4,
                 )
             )
-            chunk = chunk_length(q, 4096, max(n_ch, n_regions))
+            chunk = chunk_length(q, 1024, max(n_ch, n_regions))
             transient.append(
                 (
                     f"{where}: one chunk of {chunk} samples (sources, signal, artifacts, noise)",

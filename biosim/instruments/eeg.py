@@ -107,7 +107,7 @@ class EEGAmplifier:
         return v
 
     #: Samples per block of the noise generator (see :meth:`record`).
-    NOISE_BLOCK = 4096
+    NOISE_BLOCK = 1024
 
     def add_noise(self, v, start):
         """Add the input-referred white noise of samples ``start`` ... to ``v``

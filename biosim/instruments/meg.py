@@ -67,7 +67,7 @@ class MEGSystem:
         return self.noise_scale * floor * np.sqrt(self.sample_rate / 2)
 
     #: Samples per block of the noise generator (see :meth:`record`).
-    NOISE_BLOCK = 4096
+    NOISE_BLOCK = 1024
 
     def record(self, field, sensors, start=0):
         """Recorded data (n_channels, n_times): ``field`` (T, T/m) plus noise.

@@ -136,12 +136,19 @@ def validate(eeg: dict, spec: dict, where: str):
     set_default(eeg, "range", where, 0.4, float)
     with instrument_errors(where, eeg, _KEY_OF):
         build_amplifier(eeg)
-    fs = eeg["sample_rate"]
-    set_default(
-        eeg,
+    check_truth_rate(eeg, where)
+
+
+def check_truth_rate(table: dict, where: str) -> None:
+    """``truth_sample_rate``, when given, must be ``sample_rate`` divided by an integer
+    (it is not filled in: its default follows ``sample_rate``, see :func:`truth_decimation`)."""
+    if "truth_sample_rate" not in table:
+        return
+    fs = table["sample_rate"]
+    require(
+        table,
         "truth_sample_rate",
         where,
-        fs / np.ceil(fs / TRUTH_RATE - 1e-9),
         float,
         lambda v: 0 < v <= fs and abs(fs / v - round(fs / v)) < 1e-6 * fs / v,
         f"a rate that divides sample_rate = {fs:g} Hz by an integer",
@@ -152,9 +159,13 @@ def validate(eeg: dict, spec: dict, where: str):
 TRUTH_RATE = 1000.0
 
 
-def truth_decimation(eeg: dict) -> int:
-    """q: the truth keeps every q-th sample (``sample_rate / truth_sample_rate``)."""
-    return int(round(eeg["sample_rate"] / eeg["truth_sample_rate"]))
+def truth_decimation(table: dict) -> int:
+    """q: the truth keeps every q-th sample, ``sample_rate / truth_sample_rate``; by
+    default the smallest q that brings the truth to :data:`TRUTH_RATE` or below."""
+    fs = float(table["sample_rate"])
+    if "truth_sample_rate" in table:
+        return int(round(fs / float(table["truth_sample_rate"])))
+    return max(1, int(np.ceil(fs / TRUTH_RATE - 1e-9)))
 
 
 def map_chunks(fn, starts) -> None:
@@ -176,7 +187,7 @@ def map_chunks(fn, starts) -> None:
 CHUNK_WORKERS = min(4, os.cpu_count() or 1)
 
 
-def chunk_length(q: int, block: int, width: int, budget: float = 32e6) -> int:
+def chunk_length(q: int, block: int, width: int, budget: float = 8e6) -> int:
     """Samples per simulated chunk: a multiple of the truth decimation ``q`` and of
     the amplifier's noise ``block``, holding a (samples x ``width``) float64 array
     within about ``budget`` bytes."""

@@ -49,10 +49,9 @@ from ...physics.electromag.sensors import MEGSensors
 from ..keys import check_keys, instrument_errors, require, set_default
 from ..subject import region_dipoles, sphere_head, template_bem
 from . import DeviceContext, Recording, acq_label, register_device
+from .eeg import check_truth_rate
 
 SYSTEMS = ("squid306", "axial275", "opm")
-#: Highest default rate of the ground truth arrays, Hz.
-TRUTH_RATE = 1000.0
 _BIDS_TYPE = {"mag": "MEGMAG", "grad": "MEGGRADPLANAR", "axial": "MEGGRADAXIAL", "opm": "MEGMAG"}
 
 
@@ -128,16 +127,7 @@ def validate(meg: dict, spec: dict, where: str):
         )
     with instrument_errors(where, meg):
         build_system(meg)
-    fs = meg["sample_rate"]
-    set_default(
-        meg,
-        "truth_sample_rate",
-        where,
-        fs / np.ceil(fs / TRUTH_RATE - 1e-9),
-        float,
-        lambda v: 0 < v <= fs and abs(fs / v - round(fs / v)) < 1e-6 * fs / v,
-        f"a rate that divides sample_rate = {fs:g} Hz by an integer",
-    )
+    check_truth_rate(meg, where)
 
 
 def sensors_for(meg: dict, spec: dict):
@@ -296,7 +286,7 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
     system, chunk by chunk into one float32 array; a moving head's lead field follows
     its pose (see the module docstring)."""
     from ...physics.electromag import meg_gain
-    from .eeg import chunk_length
+    from .eeg import chunk_length, truth_decimation
 
     meg, spec, key = ctx.table, ctx.spec, ctx.key
     try:
@@ -339,7 +329,7 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
 
     sources = ctx.simulation.sources
     n_ch, n_t = lead.shape[0], len(times)
-    q = int(round(meg["sample_rate"] / meg["truth_sample_rate"]))
+    q = truth_decimation(meg)
     data = np.empty((n_ch, n_t), np.float32)
     clean = np.empty((n_ch, -(-n_t // q)), np.float32)
     step = chunk_length(q, system.NOISE_BLOCK, max(n_ch, lead.shape[1]))
