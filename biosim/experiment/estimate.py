@@ -24,8 +24,8 @@ The model is deliberately coarse (an order of magnitude, not a profile):
   (``sample_rate x experiment.duration``), plus the truth (clean signal, and
   for an EEG in the scanner its two artifacts) as float32 at
   ``truth_sample_rate``; one chunk (a few MB per channel and region) at a
-  time; MEG's FIF writer (MNE) holds a float64 copy; ~1.5e-6 s per MEG channel
-  and sample, 3e-8 s (6e-8 in the scanner) per EEG channel and sample;
+  time; the writers stream blocks to disk; ~1.5e-6 s per MEG channel and
+  sample, 3e-8 s (6e-8 in the scanner) per EEG channel and sample;
 * template head (``subject.head = "template"``): the dense BEM system of
   3 x ``subject.bem_vertices`` + 2 x triangles unknowns, ~3.5 float64 copies
   (blocks, system, factors), built once per device; ~40 s at 642 vertices,
@@ -245,14 +245,6 @@ def estimate_resources(spec: dict) -> Estimate:
                     chunk * 8 * (3 * n_regions + 6 * n_ch),
                 )
             )
-            if kind == "meg":  # MNE's RawArray holds a float64 copy while writing the FIF
-                transient.append(
-                    (
-                        f"{where}: the FIF writer's float64 copy of {n_ch} channels x "
-                        f"{n_s:.3g} samples",
-                        n_ch * n_s * 8 * 1.2,
-                    )
-                )
             output += n_ch * n_s * 4 + truth_arrays * n_ch * n_s / q * 4 * 0.9
             run_time += n_ch * n_s * (1.5e-6 if kind == "meg" else 6e-8 if in_scanner else 3e-8)
             if subj["head"] == "template":
