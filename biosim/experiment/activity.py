@@ -330,8 +330,14 @@ class RhythmSources(SourceActivity):
 
     @property
     def moments(self) -> np.ndarray:
-        """Moments on :attr:`times` (computed on demand, not stored), A m."""
-        return self.at(self.times)
+        """Moments on :attr:`times` as float32 (computed on demand in blocks, not
+        stored), A m."""
+        t = self.times
+        out = np.empty((len(t), self.n_regions), np.float32)
+        step = max(1, int(4e6 // max(self.n_regions, 1)))
+        for a in range(0, len(t), step):
+            out[a : a + step] = self.at(t[a : a + step])
+        return out
 
     @property
     def n_regions(self) -> int:

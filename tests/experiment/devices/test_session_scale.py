@@ -77,13 +77,13 @@ def test_lazy_sources_are_the_same_in_one_call_or_in_chunks():
     assert src.phase.shape[0] <= 6.0 / 0.01 + 2
     # on the truth's 1 kHz grid the moments are the lazy ones: k z(t) sin(2 pi f t + phi(t)),
     # z held over each microtime step, phi interpolated linearly
-    np.testing.assert_array_equal(src.moments, src.at(src.times))
+    np.testing.assert_array_equal(src.moments, src.at(src.times).astype(np.float32))
     tt, act_ = src.times, spec["activity"]
     idx = np.floor(tt / act_["dt"] + 1e-9).astype(int)
     z = act.neural_input[np.minimum(idx, len(act.times) - 1)]
     phi = np.stack([np.interp(tt, src.phase_times, src.phase[:, r]) for r in range(3)], 1)
     expected = act_["moment_per_input"] * z * np.sin(2 * np.pi * 10.0 * tt[:, None] + phi)
-    np.testing.assert_allclose(src.moments, expected, rtol=1e-12, atol=1e-24)
+    np.testing.assert_allclose(src.at(src.times), expected, rtol=1e-12, atol=1e-24)
     # the phase is a Wiener process of diffusion 2 pi x rhythm_bandwidth (Lorentzian line)
     steps = np.diff(src.phase, axis=0)
     expected = 2 * np.pi * spec["activity"]["rhythm_bandwidth"] * 0.01
