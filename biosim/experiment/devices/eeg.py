@@ -27,14 +27,15 @@ the scanner are the gradient and ballistocardiogram artifacts).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
-import os
 import threading
 
 import numpy as np
 
 from ... import __version__
 from ..._core.errors import ParameterError, SpecError
+from ..._core.parallel import n_threads
 from ...instruments.eeg import EEGAmplifier
 from ...io.bids import (
     FSAVERAGE_LANDMARKS,
@@ -178,13 +179,19 @@ def map_chunks(fn, starts) -> None:
         for a in starts:
             fn(a)
         return
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    try:  # one BLAS thread per chunk thread: nested BLAS threads oversubscribe the CPUs
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(1, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scipy's stack
+        limits = contextlib.nullcontext()
+    with limits, concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for future in [pool.submit(fn, a) for a in starts]:
             future.result()
 
 
-#: Threads that simulate chunks at once (at most 4, and no more than the CPUs).
-CHUNK_WORKERS = min(4, os.cpu_count() or 1)
+#: Threads that simulate chunks at once (at most 4; ``BIOSIM_NUM_THREADS`` caps it).
+CHUNK_WORKERS = min(4, n_threads())
 
 
 def chunk_length(q: int, block: int, width: int, budget: float = 8e6) -> int:
@@ -375,7 +382,7 @@ def simulate(ctx: DeviceContext) -> EEGRecording:
             local.work = np.empty_like(local.total) if in_scanner else None
         t = times[a:b]
         total, tq = local.total[:, : b - a], slice(a // q, -(-b // q))
-        np.matmul(lead, sources.at(t).T, out=total)  # (C, chunk) V
+        total[...] = sources.project(lead, t)  # (C, chunk) V
         clean[:, tq] = total[:, ::q]
         if in_scanner:
             work = gradient(t, local.work[:, : b - a])

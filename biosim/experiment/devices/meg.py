@@ -336,16 +336,17 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
     for a in range(0, n_t, step):
         b = min(a + step, n_t)
         t = times[a:b]
-        m = sources.at(t).T  # (R, chunk) A m
         if knots is None:
-            field = lead @ m
+            field = sources.project(lead, t)
         else:
             field = np.empty((n_ch, b - a))
             seg = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 2)
             for k in np.unique(seg):
                 on = np.flatnonzero(seg == k)
                 w = (t[on] - knots[k]) / (knots[k + 1] - knots[k])
-                field[:, on] = (1 - w) * (lead_at(k) @ m[:, on]) + w * (lead_at(k + 1) @ m[:, on])
+                field[:, on] = (1 - w) * sources.project(lead_at(k), t[on]) + w * (
+                    sources.project(lead_at(k + 1), t[on])
+                )
         clean[:, a // q : -(-b // q)] = field[:, ::q]
         data[:, a:b] = system.record(field, sensors, start=a)
     return MEGRecording(

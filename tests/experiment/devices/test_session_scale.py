@@ -75,15 +75,28 @@ def test_lazy_sources_are_the_same_in_one_call_or_in_chunks():
     np.testing.assert_array_equal(whole, _in_pieces(lambda a, b: src.at(t[a:b]).T, len(t)).T)
     # nothing is held at a device's rate: the neural input and a 10 ms phase grid
     assert src.phase.shape[0] <= 6.0 / 0.01 + 2
-    # on the truth's 1 kHz grid the moments are the lazy ones: k z(t) sin(2 pi f t + phi(t)),
-    # z held over each microtime step, phi interpolated linearly
+    # on the truth's 1 kHz grid the moments are the lazy ones: k z(t) Im[exp(i w t) c(t)],
+    # z held over each microtime step, the phasor c = exp(i phi) interpolated linearly
     np.testing.assert_array_equal(src.moments, src.at(src.times).astype(np.float32))
     tt, act_ = src.times, spec["activity"]
     idx = np.floor(tt / act_["dt"] + 1e-9).astype(int)
     z = act.neural_input[np.minimum(idx, len(act.times) - 1)]
-    phi = np.stack([np.interp(tt, src.phase_times, src.phase[:, r]) for r in range(3)], 1)
-    expected = act_["moment_per_input"] * z * np.sin(2 * np.pi * 10.0 * tt[:, None] + phi)
-    np.testing.assert_allclose(src.at(src.times), expected, rtol=1e-12, atol=1e-24)
+    phasor = np.exp(1j * src.phase)
+    c = np.stack(
+        [
+            np.interp(tt, src.phase_times, phasor[:, r].real)
+            + 1j * np.interp(tt, src.phase_times, phasor[:, r].imag)
+            for r in range(3)
+        ],
+        1,
+    )
+    expected = act_["moment_per_input"] * z * np.imag(np.exp(2j * np.pi * 10.0 * tt)[:, None] * c)
+    np.testing.assert_allclose(src.at(tt), expected, rtol=1e-12, atol=1e-24)
+    # the lead field applied on the coarse grid gives the same signal, in chunks too
+    lead = np.random.default_rng(0).standard_normal((5, 3))
+    np.testing.assert_allclose(src.project(lead, t), lead @ whole.T, rtol=1e-10, atol=1e-20)
+    pieces = _in_pieces(lambda a, b: src.project(lead, t[a:b]), len(t))
+    np.testing.assert_allclose(pieces, src.project(lead, t), rtol=1e-12, atol=1e-22)
     # the phase is a Wiener process of diffusion 2 pi x rhythm_bandwidth (Lorentzian line)
     steps = np.diff(src.phase, axis=0)
     expected = 2 * np.pi * spec["activity"]["rhythm_bandwidth"] * 0.01
