@@ -7,14 +7,16 @@ experiment.  The MRI device itself is not run: the EEG only needs the
 scanner's sequence and field, so a stand-in MRI recording carries them (the
 whole-brain fMRI is timed by its own benchmark).  Prints wall time and peak
 resident memory of each step (the peak is reset between steps through
-``/proc/self/clear_refs``; Linux).
+``/proc/self/clear_refs``; Linux), and its CPU time (all threads: on a busy
+machine the wall time varies with the load, the CPU time much less).
 
 Usage::
 
     python benchmarks/eeg_session.py [--duration 600] [--rate 5000] [--regions 3]
         [--truth]   # also time the truth arrays' compressed archive
 
-``run(...)`` returns the numbers, for ``benchmarks/eeg_fmri_session.py``.
+``run(...)`` returns the numbers (step -> (wall s, peak RSS bytes, CPU s)), for
+``benchmarks/eeg_fmri_session.py``.
 """
 
 from __future__ import annotations
@@ -77,11 +79,14 @@ def run(duration=600.0, rate=5000.0, truth=False, out_dir=None, verbose=True) ->
 
     def step(name, fn):
         _reset_peak()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         value = fn()
-        out[name] = (time.perf_counter() - t0, _peak_rss())
+        out[name] = (time.perf_counter() - t0, _peak_rss(), time.process_time() - c0)
         if verbose:
-            print(f"{name:>10}: {out[name][0]:7.1f} s, peak RSS {out[name][1] / 1e9:5.2f} GB")
+            wall, peak, cpu = out[name]
+            print(
+                f"{name:>10}: {wall:7.1f} s wall, {cpu:6.1f} s CPU, peak RSS {peak / 1e9:5.2f} GB"
+            )
         return value
 
     activity = step("activity", lambda: simulate_activity(spec, protocol))

@@ -24,8 +24,9 @@ The model is deliberately coarse (an order of magnitude, not a profile):
   (``sample_rate x experiment.duration``), plus the truth (clean signal, and
   for an EEG in the scanner its two artifacts) as float32 at
   ``truth_sample_rate``; one chunk (a few MB per channel and region) at a
-  time; the writers stream blocks to disk; ~1.5e-6 s per MEG channel and
-  sample, 3e-8 s (6e-8 in the scanner) per EEG channel and sample;
+  time; the writers stream blocks to disk; ~6e-8 s per MEG channel and
+  sample, 3e-8 s (6e-8 in the scanner) per EEG channel and sample (64
+  channels at 5 kHz for 600 s in the scanner: ~7 s of CPU, 1.4 GB);
 * template head (``subject.head = "template"``): the dense BEM system of
   3 x ``subject.bem_vertices`` + 2 x triangles unknowns, ~3.5 float64 copies
   (blocks, system, factors), built once per device; ~40 s at 642 vertices,
@@ -35,9 +36,9 @@ The model is deliberately coarse (an order of magnitude, not a profile):
 Calibration (2 shared CPU cores, load ~3; peak RSS from ``/usr/bin/time``),
 measured against the estimate:
 
-* eeg_fmri: 0.57 GB, 14 s, 31 MB (estimate 0.52 GB, 13 s, 31 MB);
+* eeg_fmri: 0.52 GB, 9 s, 18 MB (estimate 0.48 GB, 13 s, 24 MB; chunked EEG);
 * meg_opm_template: 0.92 GB, 48 s, 16 MB (estimate 1.0 GB, 52 s, 19 MB);
-* opm_vs_squid: 0.60 GB, 30 s, 114 MB (estimate 0.74 GB, 29 s, 135 MB);
+* opm_vs_squid: 0.49 GB, 7 s, 82 MB (estimate 0.56 GB, 9 s, 107 MB; chunked MEG);
 * erp_eeg_fmri: 0.93 GB, 103 s, 73 MB (estimate 0.97 GB, 101 s, 83 MB);
 * dcm_fmri: 0.60 GB, 43 s, 1 MB (estimate 0.62 GB, 49 s, 0.9 MB).
 
@@ -246,7 +247,7 @@ def estimate_resources(spec: dict) -> Estimate:
                 )
             )
             output += n_ch * n_s * 4 + truth_arrays * n_ch * n_s / q * 4 * 0.9
-            run_time += n_ch * n_s * (1.5e-6 if kind == "meg" else 6e-8 if in_scanner else 3e-8)
+            run_time += n_ch * n_s * (6e-8 if kind == "meg" or in_scanner else 3e-8)
             if subj["head"] == "template":
                 n_unk = _bem_unknowns(subj["bem_vertices"])
                 transient.append(
