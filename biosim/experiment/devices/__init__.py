@@ -97,7 +97,7 @@ class Simulation:
     @functools.cached_property
     def sources(self) -> SourceActivity:
         """Dipole moments of the regions, drawn once for every electrophysiology device
-        (on a grid as fine as the fastest device's sampling)."""
+        (lazy: each device evaluates them at its own sample times, chunk by chunk)."""
         rates = [t["sample_rate"] for t in self.spec["devices"].values() if "sample_rate" in t]
         return source_activity(self.spec, self.activity, rates)
 
