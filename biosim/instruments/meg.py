@@ -69,13 +69,14 @@ class MEGSystem:
     #: Samples per block of the noise generator (see :meth:`record`).
     NOISE_BLOCK = 1024
 
-    def record(self, field, sensors, start=0):
+    def record(self, field, sensors, start=0, out=None):
         """Recorded data (n_channels, n_times): ``field`` (T, T/m) plus noise.
 
         ``start`` is the index of the first sample in the session, so a session
         can be recorded chunk by chunk with the same result as in one call: the
         noise of sample k comes from a generator keyed by (``seed``, k //
-        :attr:`NOISE_BLOCK`), the mains from its own generator.
+        :attr:`NOISE_BLOCK`), the mains from its own generator.  ``out``: a float64
+        (n_channels, n_times) buffer to write into (may be ``field`` itself).
         """
         field = np.asarray(field, float)
         if field.ndim != 2 or field.shape[0] != sensors.n_channels:
@@ -87,7 +88,10 @@ class MEGSystem:
             raise ParameterError("start", start, "a non-negative sample index")
         n_ch, n_t = field.shape
         sigma = self.channel_noise(sensors)[:, None]
-        out = field.copy()
+        if out is None:
+            out = field.copy()
+        elif out is not field:
+            out[...] = field
         nb = self.NOISE_BLOCK
         for b in range(start // nb, (start + n_t - 1) // nb + 1 if n_t else 0):
             block = np.random.default_rng([self.seed, 0, b]).standard_normal((n_ch, nb))

@@ -286,7 +286,7 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
     system, chunk by chunk into one float32 array; a moving head's lead field follows
     its pose (see the module docstring)."""
     from ...physics.electromag import meg_gain
-    from .eeg import chunk_length, truth_decimation
+    from .eeg import chunk_length, map_chunks, truth_decimation
 
     meg, spec, key = ctx.table, ctx.spec, ctx.key
     try:
@@ -333,7 +333,8 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
     data = np.empty((n_ch, n_t), np.float32)
     clean = np.empty((n_ch, -(-n_t // q)), np.float32)
     step = chunk_length(q, system.NOISE_BLOCK, max(n_ch, lead.shape[1]))
-    for a in range(0, n_t, step):
+
+    def one_chunk(a):
         b = min(a + step, n_t)
         t = times[a:b]
         if knots is None:
@@ -348,7 +349,13 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
                     sources.project(lead_at(k + 1), t[on])
                 )
         clean[:, a // q : -(-b // q)] = field[:, ::q]
-        data[:, a:b] = system.record(field, sensors, start=a)
+        data[:, a:b] = system.record(field, sensors, start=a, out=field)
+
+    if knots is None:  # chunks in parallel
+        map_chunks(one_chunk, range(0, n_t, step))
+    else:  # in order: the pose knots' lead fields are computed as the chunks reach them
+        for a in range(0, n_t, step):
+            one_chunk(a)
     return MEGRecording(
         system,
         sensors,
