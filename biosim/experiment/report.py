@@ -403,6 +403,9 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
     sel = (t >= t0) & (t < t0 + _TRACE_WINDOW)
     tc = np.asarray(getattr(recording, "clean_times", t))  # the truth may be decimated
     sel_c = (tc >= t0) & (tc < t0 + _TRACE_WINDOW)
+    truth_rate = ""
+    if len(tc) != len(t) and len(tc) > 1:
+        truth_rate = f", {recording.sample_rate / round(len(t) / len(tc)):g} Hz"
     marks = [(b.onset, f"{b.condition} onset") for b in protocol.blocks]
     names = recording.electrodes.names if eeg else recording.sensors.names
     names = np.asarray(names)
@@ -446,7 +449,7 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
             clean[np.ix_(picks, np.flatnonzero(sel_c))] * scale,
             names[picks],
             unit,
-            f"{label}: clean signal (noise- and artifact-free truth)",
+            f"{label}: clean signal (noise- and artifact-free truth{truth_rate})",
             marks,
         )
         shown = (
