@@ -292,3 +292,29 @@ def test_pose_knots_follow_the_displacement(opm_spec):
     during = knots[(knots > 1.2) & (knots <= 1.5)]
     assert len(during) >= 3  # 3 mm, a knot each time a sensor moved over 0.5 mm
     assert np.all(np.diff(knots) <= 1.0 + 1e-9)
+
+
+def test_turning_the_head_equals_turning_the_sensors_back(opm_spec):
+    """A yaw of the head by 0.1 rad about the sphere's centre is the helmet turned by
+    -0.1 rad about it (rotation built independently of the motion module)."""
+    _, center, _ = sphere_head(opm_spec)
+    center = np.asarray(center, float)
+    angle = 0.1
+    turn = RigidMotion(
+        np.array([0.0, 3.0]), np.zeros((2, 3)), np.tile([0.0, 0.0, angle], (2, 1)), center
+    )
+    moved, sim = _meg(opm_spec, turn)
+    c, s = np.cos(-angle), np.sin(-angle)
+    back_rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # about z by -angle
+    sensors = meg_device.sensors_for(opm_spec["devices"]["meg"], opm_spec)
+    back = dataclasses.replace(
+        sensors,
+        points=(sensors.points - center) @ back_rot.T + center,
+        normals=sensors.normals @ back_rot.T,
+        positions=(sensors.positions - center) @ back_rot.T + center,
+        orientations=sensors.orientations @ back_rot.T,
+    )
+    pos, ori = region_dipoles(opm_spec)
+    lead = np.einsum("csk,sk->cs", np.asarray(meg_gain(back, pos, center=center)), ori)
+    expected = lead @ sim.sources.at(moved.times).T
+    np.testing.assert_allclose(moved.clean, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
