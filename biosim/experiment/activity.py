@@ -378,30 +378,184 @@ class DCMTruth:
     C: np.ndarray
 
 
-@dataclasses.dataclass(frozen=True)
 class SourceActivity:
-    """Dipole moment of each region on a fine time grid.
+    """Dipole moment of each region, given on a time grid and interpolated linearly.
 
-    Attributes
+    Parameters
     ----------
     times : array (n_t,)
         s.
     moments : array (n_t, n_regions)
         A m.
+
+    :meth:`at` evaluates the moments at any times, pointwise, so that a device
+    asking for a session in chunks gets the same values as in one call.
     """
 
-    times: np.ndarray
-    moments: np.ndarray
+    def __init__(self, times: np.ndarray, moments: np.ndarray):
+        self._times = np.asarray(times, float)
+        self._moments = np.asarray(moments)
+
+    @property
+    def times(self) -> np.ndarray:
+        """Time grid of :attr:`moments`, s."""
+        return self._times
+
+    @property
+    def moments(self) -> np.ndarray:
+        """Moments (n_t, n_regions) on :attr:`times`, A m."""
+        return self._moments
+
+    @property
+    def n_regions(self) -> int:
+        return int(self._moments.shape[1])
 
     def at(self, times: np.ndarray) -> np.ndarray:
-        """Moments (n_times, n_regions) in A m at ``times`` (s), linearly interpolated."""
-        return np.stack(
-            [
-                np.interp(times, self.times, self.moments[:, r])
-                for r in range(self.moments.shape[1])
-            ],
-            axis=1,
-        )
+        """Moments (n_times, n_regions) in A m at ``times`` (s), linearly interpolated
+        (held constant beyond the grid's ends)."""
+        t, grid = np.asarray(times, float), self._times
+        i = np.clip(np.searchsorted(grid, t, side="right") - 1, 0, len(grid) - 2)
+        w = np.clip((t - grid[i]) / (grid[i + 1] - grid[i]), 0.0, 1.0)[:, None]
+        return (1.0 - w) * self._moments[i] + w * self._moments[i + 1]
+
+    def project(self, lead: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """``lead @ at(times).T``: the signal (n_channels, n_times) of the moments
+        through a lead field (n_channels, n_regions)."""
+        return np.asarray(lead) @ self.at(times).T
+
+
+class RhythmSources(SourceActivity):
+    """Moments of the regions as a neural activity times a narrowband rhythm, held
+    lazily: ``m_r(t) = k z_r(t) Im[exp(i 2 pi f t) c_r(t)]``.
+
+    ``z`` (1/s) is the neural activity on its microtime grid (held constant over
+    each step ``dt``); ``c = exp(i phi)`` is the rhythm's phasor, whose phase
+    ``phi`` diffuses (a Wiener process) on a coarse grid ``phase_times`` (10 ms);
+    the phasor is interpolated linearly between grid points (its modulus dips
+    by (1 - cos(dphi / 2)) between them: ~1 % for a 1 Hz line width).  Nothing
+    is stored at a device's sampling rate: :meth:`at` computes the moments of
+    any time chunk on demand, pointwise, and :meth:`project` their signal
+    through a lead field at a cost independent of the number of regions (the
+    lead field is applied on the coarse grid, where the signal is linear in time).
+
+    Parameters
+    ----------
+    dt : float
+        Microtime step of ``neural_input``, s.
+    neural_input : array (n_micro, n_regions)
+        1/s.
+    moment_per_input : float
+        k, A m s.
+    carrier_hz : float
+        f, Hz (0: no rhythm, the moment follows ``z``).
+    phase_times : array (n_phase,)
+        s.
+    phase : array (n_phase, n_regions)
+        rad.
+    grid_rate : float
+        Rate of the grid :attr:`times` / :attr:`moments` that the ground truth
+        stores, Hz.
+    duration : float
+        s.
+    """
+
+    def __init__(
+        self,
+        dt,
+        neural_input,
+        moment_per_input,
+        carrier_hz,
+        phase_times,
+        phase,
+        grid_rate,
+        duration,
+    ):
+        self.dt = float(dt)
+        self.neural_input = np.asarray(neural_input)
+        self.moment_per_input = float(moment_per_input)
+        self.carrier_hz = float(carrier_hz)
+        self.phase_times = np.asarray(phase_times, float)
+        self.phase = np.asarray(phase)
+        self.grid_rate = float(grid_rate)
+        self.duration = float(duration)
+
+    @property
+    def times(self) -> np.ndarray:
+        """The truth grid, ``grid_rate`` Hz over the session, s (computed on demand)."""
+        return np.arange(int(np.ceil(self.duration * self.grid_rate)) + 1) / self.grid_rate
+
+    @property
+    def moments(self) -> np.ndarray:
+        """Moments on :attr:`times` as float32 (computed on demand in blocks, not
+        stored), A m."""
+        t = self.times
+        out = np.empty((len(t), self.n_regions), np.float32)
+        step = max(1, int(4e6 // max(self.n_regions, 1)))
+        for a in range(0, len(t), step):
+            out[a : a + step] = self.at(t[a : a + step])
+        return out
+
+    @property
+    def n_regions(self) -> int:
+        return int(self.neural_input.shape[1])
+
+    def _indices(self, t):
+        """Microtime index j, phase-grid index i and weight w of each time."""
+        n_micro = self.neural_input.shape[0]
+        j = np.clip(np.floor(t / self.dt + 1e-9).astype(np.int64), 0, n_micro - 1)
+        grid = self.phase_times
+        i = np.clip(np.searchsorted(grid, t, side="right") - 1, 0, len(grid) - 2)
+        w = (t - grid[i]) / (grid[i + 1] - grid[i])
+        return j, i, w
+
+    def at(self, times: np.ndarray) -> np.ndarray:
+        """Moments (n_times, n_regions) in A m at ``times`` (s), computed pointwise."""
+        t = np.asarray(times, float)
+        j, i, w = self._indices(t)
+        m = self.moment_per_input * self.neural_input[j]
+        if self.carrier_hz > 0:
+            lo, hi = (i.min(), i.max() + 2) if len(i) else (0, 0)
+            cos, sin = np.cos(self.phase[lo:hi]), np.sin(self.phase[lo:hi])  # phasors in use
+            i, w = i - lo, w[:, None]
+            re = (1 - w) * cos[i] + w * cos[i + 1]
+            im = (1 - w) * sin[i] + w * sin[i + 1]
+            arg = (2 * np.pi * self.carrier_hz * t)[:, None]
+            m *= np.sin(arg) * re + np.cos(arg) * im
+        return m
+
+    def project(self, lead: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """``lead @ at(times).T`` (n_channels, n_times), computed on the coarse grid:
+        for each (microtime step, phase interval) the times fall in, the lead field
+        meets the moments' two end phasors once; each time then interpolates them."""
+        lead = np.asarray(lead, float)
+        t = np.asarray(times, float)
+        j, i, w = self._indices(t)
+        k = self.moment_per_input
+        if self.carrier_hz == 0:
+            uj, inv = np.unique(j, return_inverse=True)
+            return k * np.take(lead @ self.neural_input[uj].T, inv, axis=1)
+        n_phase = len(self.phase_times)
+        keys, inv = np.unique(j * n_phase + i, return_inverse=True)
+        uj, ui = keys // n_phase, keys % n_phase
+        z = self.neural_input[uj]  # (U, R)
+        p0, p1 = self.phase[ui], self.phase[ui + 1]
+        a_re, a_im = lead @ (z * np.cos(p0)).T, lead @ (z * np.sin(p0)).T  # (C, U)
+        d_re, d_im = lead @ (z * np.cos(p1)).T - a_re, lead @ (z * np.sin(p1)).T - a_im
+        arg = 2 * np.pi * self.carrier_hz * t
+        sin, cos = k * np.sin(arg), k * np.cos(arg)
+        out = np.take(a_re, inv, axis=1)
+        out += w * np.take(d_re, inv, axis=1)
+        out *= sin
+        im = np.take(a_im, inv, axis=1)
+        im += w * np.take(d_im, inv, axis=1)
+        im *= cos
+        out += im
+        return out
+
+    def truth_arrays(self) -> dict[str, np.ndarray]:
+        """The compact ground truth: the rhythm's phase grid (with ``neural_input``
+        and the spec's ``moment_per_input`` and ``carrier_hz`` it gives the moments)."""
+        return {"source_phase_times": self.phase_times, "source_phase": self.phase}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,29 +703,50 @@ def network_parameters(spec: dict, names: tuple[str, ...]) -> NetworkParams:
     return NetworkParams(w, net["coupling"], tau, net["noise"] * np.sqrt(2.0 / tau), c)
 
 
+#: Step of the rhythm's diffusing phase grid, s (the phase is interpolated linearly
+#: between: its spectrum, and so the rhythm's Lorentzian line, is unchanged within
+#: ~1 / (2 x step) = 50 Hz of the carrier).
+PHASE_STEP = 0.01
+#: Rate of the source moments' grid in the ground truth, Hz.
+SOURCE_TRUTH_RATE = 1000.0
+
+
 def source_activity(spec: dict, activity: Activity, sample_rates=()) -> SourceActivity:
     """Dipole moments of the regions, drawn once per experiment for every device.
 
-    The neural mass gives its own; otherwise, on a 1 ms grid (finer when a
-    device samples faster than 1 kHz, ``sample_rates`` in Hz), moment =
+    The neural mass gives its own (on its 1 ms grid); otherwise moment =
     ``activity.moment_per_input`` x neural activity x a narrowband rhythm at
     ``activity.carrier_hz`` whose phase diffuses with a Lorentzian line width
-    ``activity.rhythm_bandwidth`` (Hz), so it is locked to nothing.
+    ``activity.rhythm_bandwidth`` (Hz, a Wiener phase of diffusion 2 pi x width),
+    so it is locked to nothing.  The result is lazy (:class:`RhythmSources`):
+    devices evaluate it at their own sample times, chunk by chunk, and the
+    ground truth keeps it on a 1 kHz grid.  ``sample_rates`` (Hz) are accepted
+    for compatibility; nothing depends on them any more.
     """
     if activity.sources is not None:
         return activity.sources
     act = spec["activity"]
-    fs = max([1000.0] + [float(r) for r in sample_rates])
-    grid = np.arange(int(np.ceil(spec["experiment"]["duration"] * fs)) + 1) / fs
-    z = activity.neural_input
-    idx = np.minimum((grid / act["dt"]).astype(int), z.shape[0] - 1)
-    zg = z[idx]
+    duration = float(spec["experiment"]["duration"])
+    n_regions = activity.neural_input.shape[1]
+    n_phase = int(np.ceil(duration / PHASE_STEP)) + 2
+    phase_times = np.arange(n_phase) * PHASE_STEP
+    phase = np.zeros((n_phase, n_regions))
     if act["carrier_hz"] > 0:
         rng = np.random.default_rng(spec["experiment"]["seed"] + 7919)
-        steps = rng.normal(0.0, np.sqrt(2 * np.pi * act["rhythm_bandwidth"] / fs), zg.shape)
+        steps = rng.normal(
+            0.0, np.sqrt(2 * np.pi * act["rhythm_bandwidth"] * PHASE_STEP), phase.shape
+        )
         phase = np.cumsum(steps, axis=0)
-        zg = zg * np.sin(2 * np.pi * act["carrier_hz"] * grid[:, None] + phase)
-    return SourceActivity(grid, act["moment_per_input"] * zg)
+    return RhythmSources(
+        act["dt"],
+        activity.neural_input,
+        act["moment_per_input"],
+        act["carrier_hz"],
+        phase_times,
+        phase,
+        SOURCE_TRUTH_RATE,
+        duration,
+    )
 
 
 def _neural_mass_activity(spec: dict, protocol: Protocol, times: np.ndarray):

@@ -11,18 +11,22 @@ The model is deliberately coarse (an order of magnitude, not a profile):
 
 * baseline: the Python process with JAX and the compiled kernels, ~0.4 GB and
   ~8 s (including the report);
-* activity: the microtime grid (``experiment.duration / activity.dt`` x regions)
-  and the source grid the electrophysiology devices read (1 kHz, or the fastest
-  device's ``sample_rate``, x regions, ~6 float64 copies while drawing it);
+* activity: the microtime grid (``experiment.duration / activity.dt`` x regions);
+  the electrophysiology sources are lazy (a 10 ms phase grid x regions), and
+  the truth computes them once on a 1 kHz grid (~4 float64 copies, transient;
+  the neural mass holds its own 1 kHz grid);
 * MRI: the atlas and field map (~0.6 GB while loading, ~4 s once), image
   formation on chunks of ~1.5 million voxels, the volumes held as float32
   (matrix x ``n_slices`` x volumes, ``experiment.duration / tr``, ~2 copies
   while writing); its time is ~1e-4 s + 2.1e-9 s x Nx Ny^2 per slice and volume, plus
   3.6e-7 s per voxel and volume when the head moves (``[subject.motion]``);
-* EEG/MEG: channels x samples (``sample_rate x experiment.duration``), ~3
-  float64 copies (clean signal, the recording; ~8 for an EEG in the scanner,
-  with its artifacts), written as float32; ~1.5e-6 s per MEG channel and
-  sample, 1e-7 s (3e-7 in the scanner) per EEG channel and sample;
+* EEG/MEG: simulated in chunks into one float32 array of channels x samples
+  (``sample_rate x experiment.duration``), plus the truth (clean signal, and
+  for an EEG in the scanner its two artifacts) as float32 at
+  ``truth_sample_rate``; one chunk (a few MB per channel and region) at a
+  time; the writers stream blocks to disk; ~6e-8 s per MEG channel and
+  sample, 3e-8 s (6e-8 in the scanner) per EEG channel and sample (64
+  channels at 5 kHz for 600 s in the scanner: ~7 s of CPU, 1.4 GB);
 * template head (``subject.head = "template"``): the dense BEM system of
   3 x ``subject.bem_vertices`` + 2 x triangles unknowns, ~3.5 float64 copies
   (blocks, system, factors), built once per device; ~40 s at 642 vertices,
@@ -32,9 +36,9 @@ The model is deliberately coarse (an order of magnitude, not a profile):
 Calibration (2 shared CPU cores, load ~3; peak RSS from ``/usr/bin/time``),
 measured against the estimate:
 
-* eeg_fmri: 0.57 GB, 14 s, 31 MB (estimate 0.52 GB, 13 s, 31 MB);
+* eeg_fmri: 0.52 GB, 9 s, 18 MB (estimate 0.48 GB, 13 s, 24 MB; chunked EEG);
 * meg_opm_template: 0.92 GB, 48 s, 16 MB (estimate 1.0 GB, 52 s, 19 MB);
-* opm_vs_squid: 0.60 GB, 30 s, 114 MB (estimate 0.74 GB, 29 s, 135 MB);
+* opm_vs_squid: 0.49 GB, 7 s, 82 MB (estimate 0.56 GB, 9 s, 107 MB; chunked MEG);
 * erp_eeg_fmri: 0.93 GB, 103 s, 73 MB (estimate 0.97 GB, 101 s, 83 MB);
 * dcm_fmri: 0.60 GB, 43 s, 1 MB (estimate 0.62 GB, 49 s, 0.9 MB).
 
@@ -166,19 +170,33 @@ def estimate_resources(spec: dict) -> Estimate:
 
     rates = [float(t["sample_rate"]) for _, t in device_instances(spec) if "sample_rate" in t]
     if rates or act["model"] == "neural_mass":
-        fs = max([1000.0] + rates)
-        n_src = duration * fs
-        keys = "experiment.duration" + (
-            ", devices.*.sample_rate" if rates and max(rates) > 1000 else ""
-        )
-        persistent.append(
-            (
-                f"{keys} (a source grid of {n_src:.3g} samples at {fs:g} Hz x {n_regions} regions)",
-                n_src * n_regions * 8 * 6,
+        # the sources are lazy (the neural activity and a 10 ms phase grid); the truth
+        # keeps them on a 1 kHz grid, computed once at the end (~4 float64 copies)
+        n_src = duration * 1000.0
+        if act["model"] == "neural_mass":
+            persistent.append(
+                (
+                    f"experiment.duration (the neural mass's 1 kHz grid of {n_src:.3g} samples "
+                    f"x {n_regions} regions)",
+                    n_src * n_regions * 8 * 3,
+                )
             )
-        )
+        else:
+            persistent.append(
+                (
+                    f"experiment.duration (the rhythm's 10 ms phase grid x {n_regions} regions)",
+                    duration / 0.01 * n_regions * 8 * 2,
+                )
+            )
+            transient.append(
+                (
+                    f"experiment.duration (the truth's 1 kHz source grid of {n_src:.3g} samples "
+                    f"x {n_regions} regions)",
+                    n_src * n_regions * 8 * 4,
+                )
+            )
         output += n_src * (n_regions + 1) * 8 * 0.7
-        run_time += n_src * n_regions * 2e-7
+        run_time += n_src * n_regions * 1e-7
 
     has_mri = bool(device_instances(spec, "mri"))
     for key, table in device_instances(spec):
@@ -215,19 +233,31 @@ def estimate_resources(spec: dict) -> Estimate:
             if moving:
                 run_time += n_vox * n_vol * 3.6e-7
         elif kind in ("eeg", "meg"):
+            from .devices.eeg import chunk_length, truth_decimation
+
             n_ch = _eeg_channels(table) if kind == "eeg" else _meg_channels(table)
-            n_s = duration * float(table["sample_rate"])
-            copies = 8 if kind == "eeg" and has_mri else 3
+            fs = float(table["sample_rate"])
+            n_s = duration * fs
+            q = truth_decimation(table)
+            in_scanner = kind == "eeg" and has_mri
+            truth_arrays = 3 if in_scanner else 1  # clean (+ gradient, BCG), float32
             persistent.append(
                 (
                     f"{where}: {n_ch} channels x {n_s:.3g} samples ({where}.sample_rate = "
-                    f"{float(table['sample_rate']):g} Hz x experiment.duration)",
-                    n_ch * n_s * 8 * copies,
+                    f"{fs:g} Hz x experiment.duration), float32, and its truth at "
+                    f"{where}.truth_sample_rate = {fs / q:g} Hz",
+                    n_ch * n_s * 4 + truth_arrays * n_ch * n_s / q * 4,
                 )
             )
-            truth_arrays = 3 if kind == "eeg" and has_mri else 1
-            output += n_ch * n_s * (4 + 8 * truth_arrays * 0.7)
-            run_time += n_ch * n_s * (1.5e-6 if kind == "meg" else 3e-7 if has_mri else 1e-7)
+            chunk = chunk_length(q, 1024, max(n_ch, n_regions))
+            transient.append(
+                (
+                    f"{where}: one chunk of {chunk} samples (sources, signal, artifacts, noise)",
+                    chunk * 8 * (3 * n_regions + 6 * n_ch),
+                )
+            )
+            output += n_ch * n_s * 4 + truth_arrays * n_ch * n_s / q * 4 * 0.9
+            run_time += n_ch * n_s * (6e-8 if kind == "meg" or in_scanner else 3e-8)
             if subj["head"] == "template":
                 n_unk = _bem_unknowns(subj["bem_vertices"])
                 transient.append(

@@ -45,6 +45,7 @@ from .analysis import run_dcm_analysis, run_dcm_erp_analysis, run_glm_analysis
 from .devices import DeviceContext, Simulation, device_instances, device_type
 from .protocol import Protocol
 from .spec import validate_spec
+from .subject import head_motion
 
 _TRUTH_DOC = {
     "times": "microtime axis of neural_input, s",
@@ -67,6 +68,9 @@ _TRUTH_DOC = {
     "bold": "noise-free fractional BOLD change per region at scan_times",
     "labels": "region label volume of the NIfTI (0 = background, r+1 = region r)",
     "source_times": "time axis of source_moments, s",
+    "source_phase_times": "time grid of source_phase, s",
+    "source_phase": "diffusing phase (rad) of each region's rhythm: moment = "
+    "moment_per_input x neural_input x sin(2 pi carrier_hz t + phase), shape (n, n_regions)",
     "pyramidal_depolarisation": "neural-mass pyramidal depolarisation x9 per region at "
     "source_times, mV",
     "source_moments": "dipole moment of each region, A m, shape (n, n_regions)",
@@ -76,8 +80,15 @@ _TRUTH_DOC = {
     "mri_slice_times": "slice acquisition start times (s, scanner clock)",
 }
 _DEVICE_TRUTH_DOC = {
-    "times": "sample times of device {key} (s, true time)",
-    "moments": "dipole moments at those samples, A m",
+    "times": "sample times of the truth of device {key} (s, true time; every q-th sample "
+    "of the recording, q = sample_rate / truth_sample_rate)",
+    "pose_times": "times where device {key}'s lead field followed the head pose, s",
+    "tissue_fractions": "tissue volume fractions (gm, wm, csf, bone, soft, air) on device "
+    "{key}'s EPI grid, shape (6, X, Y, Z)",
+    "affine": "voxel -> MNI152 mm affine of device {key}'s EPI grid",
+    "motion": "head pose at each volume's mid-time: translations (m) and pitch, roll, yaw "
+    "(rad), shape (n_volumes, 6)",
+    "field_hz": "B0 off-resonance of the head at rest on device {key}'s grid, Hz",
     "leadfield": "lead field of the region dipoles (V or T or T/m per A m), "
     "(n_channels, n_regions)",
     "clean": "noise-free, artifact-free signal of device {key}, (n_channels, n_times)",
@@ -87,6 +98,21 @@ _DEVICE_TRUTH_DOC = {
     "sensor_orientations": "sensor axes of device {key}",
     "noise_std": "white-noise standard deviation per channel and sample of device {key}",
 }
+
+
+#: Largest source grid (samples x regions) the truth stores as moments; beyond it, the
+#: rhythm's phase grid (with neural_input it gives the moments).
+MAX_SOURCE_TRUTH = 2e7
+
+
+def _source_truth(sources) -> dict[str, np.ndarray]:
+    """The sources' truth: moments on their grid when it is small enough
+    (:data:`MAX_SOURCE_TRUTH`); a lazy rhythm's phase grid always."""
+    out = sources.truth_arrays() if hasattr(sources, "truth_arrays") else {}
+    n_regions = np.shape(sources.neural_input if out else sources.moments)[1]
+    if not out or len(sources.times) * n_regions <= MAX_SOURCE_TRUTH:
+        out.update(source_times=sources.times, source_moments=sources.moments)
+    return out
 
 
 def _truth_descriptions(spec: dict, names) -> dict[str, str]:
@@ -224,6 +250,7 @@ def run_experiment(
             activity,
             np.random.default_rng(spec["experiment"]["seed"]),
             show_progress=progress,
+            motion=head_motion(spec),
         )
         dataset = BIDSDataset(tmp, spec["subject"]["id"], bids_label(spec["experiment"]["name"]))
         dataset.subject_dir.mkdir(parents=True)
@@ -245,7 +272,7 @@ def run_experiment(
         truth = activity.truth_arrays()
         sources = sim.drawn_sources()
         if sources is not None:
-            truth.update(source_times=sources.times, source_moments=sources.moments)
+            truth.update(_source_truth(sources))
         for key, recording in sim.recordings.items():
             truth.update(recording.truth_arrays(key))
         write_truth(

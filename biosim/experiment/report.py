@@ -425,6 +425,11 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
     onset = protocol.blocks[0].onset if protocol.blocks else t[0]
     t0 = min(max(onset - 1.0, t[0]), max(t[-1] - _TRACE_WINDOW, t[0]))
     sel = (t >= t0) & (t < t0 + _TRACE_WINDOW)
+    tc = np.asarray(getattr(recording, "clean_times", t))  # the truth may be decimated
+    sel_c = (tc >= t0) & (tc < t0 + _TRACE_WINDOW)
+    truth_rate = ""
+    if len(tc) != len(t) and len(tc) > 1:
+        truth_rate = f", {recording.sample_rate / round(len(t) / len(tc)):g} Hz"
     marks = [(b.onset, f"{b.condition} onset") for b in protocol.blocks]
     names = recording.electrodes.names if eeg else recording.sensors.names
     names = np.asarray(names)
@@ -442,7 +447,13 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
         ax_raw, ax_clean = sub[g].subplots(1, 2, sharex=True)
         tt = t[sel]
         _trace_panel(
-            ax_raw, tt, data[picks][:, sel] * scale, names[picks], unit, f"{label}: {what}", marks
+            ax_raw,
+            tt,
+            data[np.ix_(picks, np.flatnonzero(sel))] * scale,
+            names[picks],
+            unit,
+            f"{label}: {what}",
+            marks,
         )
         if in_scanner:
             vol = recording.artifacts.slice_times[:: recording.artifacts.slices_per_volume]
@@ -458,11 +469,11 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
             )
         _trace_panel(
             ax_clean,
-            tt,
-            clean[picks][:, sel] * scale,
+            tc[sel_c],
+            clean[np.ix_(picks, np.flatnonzero(sel_c))] * scale,
             names[picks],
             unit,
-            f"{label}: clean signal (noise- and artifact-free truth)",
+            f"{label}: clean signal (noise- and artifact-free truth{truth_rate})",
             marks,
         )
         shown = (

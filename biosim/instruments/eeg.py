@@ -65,25 +65,69 @@ class EEGAmplifier:
         n = int(np.floor(duration * self.sample_rate))
         return np.arange(n) / (self.sample_rate * (1 + self.clock_drift_ppm * 1e-6))
 
-    def record(self, potentials, names):
+    def record(self, potentials, names, start=0, out=None):
         """Amplify ``potentials`` (n_channels, n_times), already sampled at
-        :meth:`sample_times`, and return the recorded data (V)."""
-        rng = np.random.default_rng(self.seed)
-        v = np.asarray(potentials, float).copy()
-        n_ch, n_t = v.shape
-        t = np.arange(n_t) / self.sample_rate
-        v += rng.normal(0.0, self.noise_density * np.sqrt(self.sample_rate / 2), v.shape)
+        :meth:`sample_times`, and return the recorded data (V).
+
+        ``start`` is the index of the first sample in the session, so a session
+        can be recorded chunk by chunk: the noise of sample k is drawn from a
+        generator keyed by (``seed``, k // :attr:`NOISE_BLOCK`) and the mains by
+        its own generator, so the recording is identical in one call or in pieces.
+        ``out``: a float64 (n_channels, n_times) buffer to write into (may be
+        ``potentials`` itself).
+        """
+        p = np.asarray(potentials, dtype=float)
+        if p.ndim != 2:
+            raise ParameterError("potentials", f"array of shape {p.shape}", "(n_channels, n_times)")
+        n_ch, n_t = p.shape
+        start = int(start)
+        if start < 0:
+            raise ParameterError("start", start, "a non-negative sample index")
+        v = np.empty((n_ch, n_t)) if out is None else out
+        if v is not p:
+            v[...] = p
+        self.add_noise(v, start)
         if self.line_noise > 0:
-            amp = self.line_noise * rng.uniform(0.5, 1.5, n_ch)[:, None]
-            v += amp * np.sin(2 * np.pi * self.line_frequency * t + rng.uniform(0, 2 * np.pi))
-        lsb = 2 * self.range_v / 2 ** int(self.bit_depth)
-        over = np.abs(v) > self.range_v
-        if over.any():
-            ch = int(np.argmax(over.any(axis=1)))
+            mains = np.random.default_rng([self.seed, 1])
+            amp = self.line_noise * mains.uniform(0.5, 1.5, n_ch)[:, None]
+            t = np.arange(start, start + n_t) / self.sample_rate
+            v += amp * np.sin(2 * np.pi * self.line_frequency * t + mains.uniform(0, 2 * np.pi))
+        if n_t and (v.max() > self.range_v or v.min() < -self.range_v):
+            ch = int(np.argmax(np.abs(v).max(axis=1) > self.range_v))
             raise ParameterError(
                 "range_v",
                 self.range_v,
                 f"a range above the signal of channel {names[ch]} "
                 f"({np.abs(v[ch]).max():.3g} V); the amplifier would saturate",
             )
-        return np.round(v / lsb) * lsb
+        lsb = 2 * self.range_v / 2 ** int(self.bit_depth)
+        v /= lsb
+        np.round(v, out=v)
+        v *= lsb
+        return v
+
+    #: Samples per block of the noise generator (see :meth:`record`).
+    NOISE_BLOCK = 1024
+
+    def add_noise(self, v, start):
+        """Add the input-referred white noise of samples ``start`` ... to ``v``
+        (n_channels, n_times) in place (V): block b of :attr:`NOISE_BLOCK` samples
+        comes from generator (seed, 0, b) (standard normals drawn in float32,
+        Ziggurat, scaled in float64)."""
+        if self.noise_density == 0:
+            return v
+        n_ch, n_t = v.shape
+        sigma = self.noise_density * np.sqrt(self.sample_rate / 2)
+        nb = self.NOISE_BLOCK
+        for b in range(start // nb, (start + n_t - 1) // nb + 1 if n_t else 0):
+            rng = np.random.default_rng([self.seed, 0, b])
+            block = rng.standard_normal((n_ch, nb), dtype=np.float32)
+            lo, hi = max(start, b * nb), min(start + n_t, (b + 1) * nb)
+            part = block[:, lo - b * nb : hi - b * nb]
+            part *= np.float32(sigma)
+            v[:, lo - start : hi - start] += part
+        return v
+
+    def noise(self, n_channels, start, n_times):
+        """The input-referred white noise (n_channels, n_times) of samples ``start`` ... (V)."""
+        return self.add_noise(np.zeros((n_channels, n_times)), start)

@@ -121,34 +121,43 @@ def gradient_artifact(
     n_slices_total,
     sample_times,
     t_start=0.0,
+    sample_interval=None,
+    out=None,
 ):
     """Gradient artifact (C, T) in V at EEG ``sample_times`` (true time, s).
 
     Slices are acquired back to back from ``t_start`` with period ``slice_period``.
+    Each sample is the EMF averaged over [t, t + ``sample_interval``) (the
+    amplifier's integrate-and-dump; default: the spacing of ``sample_times``).
+    Every sample is computed on its own, so a session can be computed in time
+    chunks (pass ``sample_interval``) with the same values as in one call
+    (``out``: a (C, T) float64 buffer for the result).  Since
+    ``EMF_i = -(dG/dt . r_i) a_i,z``, the three gradient axes are integrated
+    once and projected onto the channels.
     """
     g, fs = gradients.waveform(slice_period)
     dgdt = np.gradient(g, 1 / fs, axis=0)  # (n, 3) T/m/s
-    emf_one = -(dgdt @ np.asarray(positions).T) * np.asarray(loops)[:, 2]  # (n, C) V
-    period_n = emf_one.shape[0]
-    t = np.asarray(sample_times) - t_start
-    out = np.zeros((len(positions), len(t)))
-    dt_sample = np.median(np.diff(t)) if len(t) > 1 else 1 / fs
-    cum = np.concatenate([np.zeros((1, emf_one.shape[1])), np.cumsum(emf_one, 0)]) / fs
+    coupling = -np.asarray(positions, float).T * np.asarray(loops, float)[:, 2]  # (3, C) m^3
+    period_n = dgdt.shape[0]
+    t = np.asarray(sample_times, float) - t_start
+    if sample_interval is None:
+        sample_interval = np.median(np.diff(t)) if len(t) > 1 else 1 / fs
+    dt_sample = float(sample_interval)
+    cum = np.concatenate([np.zeros((1, 3)), np.cumsum(dgdt, 0)]) / fs  # (n + 1, 3) T/m
     inside = (t >= 0) & (t < n_slices_total * slice_period)
-    # average of the EMF over each sample interval [t, t + dt) (integrate-and-dump)
-    phase0 = np.mod(t[inside], slice_period) * fs
+    # average of dG/dt over each sample interval [t, t + dt) (integrate-and-dump)
+    phase0 = np.mod(t, slice_period) * fs
     phase1 = phase0 + dt_sample * fs
 
     def integral(ph):
         whole = np.floor(ph / period_n)
         frac = ph - whole * period_n
-        i = np.floor(frac).astype(int)
-        w = frac - i
-        base = cum[np.minimum(i, period_n)] + w[:, None] * emf_one[np.minimum(i, period_n - 1)] / fs
-        return whole[:, None] * cum[-1] + base
+        i = np.minimum(frac.astype(np.intp), period_n - 1)
+        w = (frac - i)[:, None] / fs
+        return whole[:, None] * cum[-1] + cum[i] + w * dgdt[i]
 
-    out[:, inside] = ((integral(phase1) - integral(phase0)) / dt_sample).T
-    return out
+    mean_dgdt = (integral(phase1) - integral(phase0)) * (inside / dt_sample)[:, None]  # (T, 3)
+    return np.matmul(coupling.T, mean_dgdt.T, out=out)
 
 
 def cardiac_r_peaks(duration, mean_rr=0.9, rr_std=0.05, seed=0):
@@ -159,16 +168,30 @@ def cardiac_r_peaks(duration, mean_rr=0.9, rr_std=0.05, seed=0):
     return peaks[peaks < duration]
 
 
-def bcg_artifact(loops, field_strength, r_peaks, sample_times, nod=1e-3, amp_std=0.1, seed=0):
-    """Ballistocardiogram (C, T) in V: a cardiac-locked nod about the left-right (x) axis."""
+def bcg_artifact(
+    loops, field_strength, r_peaks, sample_times, nod=1e-3, amp_std=0.1, seed=0, out=None
+):
+    """Ballistocardiogram (C, T) in V: a cardiac-locked nod about the left-right (x) axis.
+
+    Each beat's nod amplitude is drawn up front (one per R peak, in order), and a
+    beat contributes to the samples within 10 nod widths of its peak only (the
+    rest is below 2e-22 of the peak), so a session can be computed in time chunks
+    with the same values as in one call (``out``: a (C, T) float64 buffer for the
+    result).
+    """
     rng = np.random.default_rng(seed)
-    t = np.asarray(sample_times)
+    r_peaks = np.asarray(r_peaks, float)
+    amps = nod * rng.normal(1.0, amp_std, len(r_peaks))
+    t = np.asarray(sample_times, float)
     theta_dot = np.zeros_like(t)
-    for tp in r_peaks:
-        a = nod * rng.normal(1.0, amp_std)
-        s = t - tp - 0.2
-        # theta = a exp(-s^2 / (2 w^2)) -> dtheta/dt
-        w = 0.06
-        theta_dot += a * (-s / w**2) * np.exp(-(s**2) / (2 * w**2))
+    w = 0.06  # s, width of the nod
+    centres = r_peaks + 0.2
+    lo = np.searchsorted(t, centres - 10 * w, side="left")
+    hi = np.searchsorted(t, centres + 10 * w, side="right")
+    for a, c, i0, i1 in zip(amps, centres, lo, hi):
+        if i1 > i0:
+            s = t[i0:i1] - c
+            # theta = a exp(-s^2 / (2 w^2)) -> dtheta/dt
+            theta_dot[i0:i1] += a * (-s / w**2) * np.exp(-(s**2) / (2 * w**2))
     coupling = np.cross([1.0, 0.0, 0.0], np.asarray(loops))[:, 2]  # (u x a_i) . z
-    return -field_strength * coupling[:, None] * theta_dot[None, :]
+    return np.multiply.outer(-field_strength * coupling, theta_dot, out=out)

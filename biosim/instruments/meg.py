@@ -66,20 +66,43 @@ class MEGSystem:
             floor = np.where([k != "grad" for k in sensors.kinds], self.noise_floor, floor)
         return self.noise_scale * floor * np.sqrt(self.sample_rate / 2)
 
-    def record(self, field, sensors):
-        """Recorded data (n_channels, n_times): ``field`` (T, T/m) plus noise."""
+    #: Samples per block of the noise generator (see :meth:`record`).
+    NOISE_BLOCK = 1024
+
+    def record(self, field, sensors, start=0, out=None):
+        """Recorded data (n_channels, n_times): ``field`` (T, T/m) plus noise.
+
+        ``start`` is the index of the first sample in the session, so a session
+        can be recorded chunk by chunk with the same result as in one call: the
+        noise of sample k comes from a generator keyed by (``seed``, k //
+        :attr:`NOISE_BLOCK`), the mains from its own generator.  ``out``: a float64
+        (n_channels, n_times) buffer to write into (may be ``field`` itself).
+        """
         field = np.asarray(field, float)
         if field.ndim != 2 or field.shape[0] != sensors.n_channels:
             raise ParameterError(
                 "field", f"array of shape {field.shape}", f"shape ({sensors.n_channels}, n_times)"
             )
-        rng = np.random.default_rng(self.seed)
-        out = field + self.channel_noise(sensors)[:, None] * rng.standard_normal(field.shape)
+        start = int(start)
+        if start < 0:
+            raise ParameterError("start", start, "a non-negative sample index")
+        n_ch, n_t = field.shape
+        sigma = self.channel_noise(sensors)[:, None]
+        if out is None:
+            out = field.copy()
+        elif out is not field:
+            out[...] = field
+        nb = self.NOISE_BLOCK
+        for b in range(start // nb, (start + n_t - 1) // nb + 1 if n_t else 0):
+            block = np.random.default_rng([self.seed, 0, b]).standard_normal((n_ch, nb))
+            lo, hi = max(start, b * nb), min(start + n_t, (b + 1) * nb)
+            out[:, lo - start : hi - start] += sigma * block[:, lo - b * nb : hi - b * nb]
         if self.line_noise > 0:
-            t = np.arange(field.shape[1]) / self.sample_rate
+            mains = np.random.default_rng([self.seed, 1])
+            t = np.arange(start, start + n_t) / self.sample_rate
             gain = np.where([k == "grad" for k in sensors.kinds], 0.01, 1.0)
-            phase = rng.uniform(0, 2 * np.pi)
-            out += (self.line_noise * gain * rng.uniform(0.5, 1.5, sensors.n_channels))[
+            phase = mains.uniform(0, 2 * np.pi)
+            out += (self.line_noise * gain * mains.uniform(0.5, 1.5, sensors.n_channels))[
                 :, None
             ] * np.sin(2 * np.pi * self.line_frequency * t + phase)
         return out

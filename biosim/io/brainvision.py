@@ -1,7 +1,8 @@
 """Minimal BrainVision writer (.vhdr header, .vmrk markers, .eeg IEEE float32
 multiplexed data), the format BIDS-EEG and MNE-Python read
 (``mne.io.read_raw_brainvision``).  Written atomically, data first and
-header last, so a complete header means a complete recording.
+header last, so a complete header means a complete recording.  The data are
+streamed to disk in blocks of samples, so writing holds no full-size copy.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import numpy as np
 
 from .._core.atomic import atomic_path, atomic_write_text
 from .._core.errors import ParameterError
+
+#: Bytes of float64 data converted and written at a time.
+BLOCK_BYTES = 16e6
 
 
 def write_brainvision(vhdr_path, data, sfreq, ch_names, events=(), unit="uV"):
@@ -30,18 +34,26 @@ def write_brainvision(vhdr_path, data, sfreq, ch_names, events=(), unit="uV"):
     vhdr = Path(vhdr_path)
     if vhdr.suffix != ".vhdr":
         raise ParameterError("vhdr_path", str(vhdr), "a path ending in .vhdr")
-    data = np.asarray(data, dtype=float)
+    data = np.asarray(data)
     if data.ndim != 2 or data.shape[0] != len(ch_names):
         raise ParameterError(
             "data", f"array of shape {data.shape}", f"shape ({len(ch_names)}, n_times)"
         )
-    if not np.all(np.isfinite(data)):
-        raise ParameterError("data", "array with non-finite values", "finite values")
+    if not np.issubdtype(data.dtype, np.floating) and not np.issubdtype(data.dtype, np.integer):
+        raise ParameterError("data", f"array of dtype {data.dtype}", "a real numeric array")
     scale = {"uV": 1e6, "V": 1.0}[unit]
+    step = max(1, int(BLOCK_BYTES // (8 * max(len(ch_names), 1))))
     stem = vhdr.stem
     eeg_name, vmrk_name = stem + ".eeg", stem + ".vmrk"
-    with atomic_path(vhdr.with_name(eeg_name)) as tmp:
-        (data.T * scale).astype("<f4").tofile(tmp)
+    with atomic_path(vhdr.with_name(eeg_name)) as tmp, open(tmp, "wb") as fh:
+        buf = np.empty((min(step, data.shape[1]), data.shape[0]), "<f4")
+        for a in range(0, data.shape[1], step):
+            part = data[:, a : a + step]
+            if not np.all(np.isfinite(part)):  # the partial file is removed
+                raise ParameterError("data", "array with non-finite values", "finite values")
+            block = buf[: part.shape[1]]  # (samples, channels), C order: multiplexed
+            np.multiply(part.T, scale, out=block, casting="unsafe")
+            block.tofile(fh)
     markers = [
         "Brain Vision Data Exchange Marker File, Version 1.0",
         "",

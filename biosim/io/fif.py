@@ -101,28 +101,31 @@ def write_meg_fif(path, data, sfreq, sensors, events=(), line_freq=None, codes=N
 
     ``events``: (onset s, description) pairs, stored as annotations and as
     pulses on the trigger channel :data:`STIM_CHANNEL` (``codes``: description
-    -> trigger code, default :func:`event_codes`).  The caller is responsible
-    for atomicity (biosim writes whole datasets into a temporary folder that is
-    renamed when complete).
+    -> trigger code, default :func:`event_codes`).  The data (float32 or float64)
+    are handed to MNE's writer block by block (a raw object that reads its
+    segments from ``data``), so writing holds no float64 copy of the session.
+    The caller is responsible for atomicity (biosim writes whole datasets into
+    a temporary folder that is renamed when complete).
     """
     import mne
 
-    data = np.asarray(data, float)
+    data = np.asarray(data)
     if data.ndim != 2 or data.shape[0] != sensors.n_channels:
         raise ParameterError(
             "data", f"array of shape {data.shape}", f"shape ({sensors.n_channels}, n_times)"
         )
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(float)
     codes = event_codes([d for _, d in events]) if codes is None else codes
     info = meg_info(sensors, sfreq)
-    if line_freq is not None:
-        with info._unlock():
+    stim_info = mne.create_info([STIM_CHANNEL], float(sfreq), "stim")
+    with info._unlock():
+        info["chs"] = [*info["chs"], *stim_info["chs"]]
+        if line_freq is not None:
             info["line_freq"] = float(line_freq)
-    raw = mne.io.RawArray(data, info, verbose="error")
+        info._update_redundant()
     stim = stim_channel(events, codes, sfreq, data.shape[1])
-    trigger = mne.io.RawArray(
-        stim[None], mne.create_info([STIM_CHANNEL], float(sfreq), "stim"), verbose="error"
-    )
-    raw.add_channels([trigger], force_update_info=True)
+    raw = _BlockRaw(info, data, stim)
     if len(events):
         onsets, desc = zip(*events)
         raw.set_annotations(
@@ -130,3 +133,34 @@ def write_meg_fif(path, data, sfreq, sensors, events=(), line_freq=None, codes=N
         )
     raw.save(Path(path), overwrite=True, verbose="error")
     return Path(path)
+
+
+def _block_raw_class():
+    import mne
+
+    class BlockRaw(mne.io.BaseRaw):
+        """MNE raw object whose segments are read from arrays in memory on demand."""
+
+        def __init__(self, info, data, stim):
+            super().__init__(
+                info,
+                preload=False,
+                last_samps=[data.shape[1] - 1],
+                raw_extras=[dict(data=data, stim=stim)],
+                orig_format="double",
+                verbose="error",
+            )
+
+        def _read_segment_file(self, out, idx, fi, start, stop, cals, mult):
+            data, stim = self._raw_extras[fi]["data"], self._raw_extras[fi]["stim"]
+            block = np.empty((data.shape[0] + 1, stop - start))
+            block[:-1] = data[:, start:stop]
+            block[-1] = stim[start:stop]
+            block = block[idx]
+            out[:] = block * cals if mult is None else mult @ block
+
+    return BlockRaw
+
+
+def _BlockRaw(info, data, stim):  # noqa: N802  (the class needs MNE, imported on demand)
+    return _block_raw_class()(info, data, stim)

@@ -36,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..._core.errors import SpecError
+from ...geometry.motion import RigidMotion
 from ..activity import Activity, SourceActivity, source_activity
 from ..protocol import Protocol
 
@@ -79,6 +80,10 @@ class Simulation:
     show_progress : bool
     recordings : dict
         Recordings of the devices that already ran, by device key.
+    motion : RigidMotion or None
+        The subject's rigid head motion (head -> scanner/helmet frame), if any: the
+        MEG's lead field follows it (the EEG's does not: the electrodes move with
+        the head).
     """
 
     spec: dict
@@ -87,11 +92,12 @@ class Simulation:
     rng: np.random.Generator
     show_progress: bool = False
     recordings: dict[str, Recording] = dataclasses.field(default_factory=dict)
+    motion: RigidMotion | None = None
 
     @functools.cached_property
     def sources(self) -> SourceActivity:
         """Dipole moments of the regions, drawn once for every electrophysiology device
-        (on a grid as fine as the fastest device's sampling)."""
+        (lazy: each device evaluates them at its own sample times, chunk by chunk)."""
         rates = [t["sample_rate"] for t in self.spec["devices"].values() if "sample_rate" in t]
         return source_activity(self.spec, self.activity, rates)
 
@@ -102,14 +108,6 @@ class Simulation:
         from ..subject import physiology
 
         return physiology(self.spec)
-
-    @functools.cached_property
-    def head_motion(self):
-        """The subject's rigid head motion, or None
-        (:func:`biosim.experiment.subject.head_motion`)."""
-        from ..subject import head_motion
-
-        return head_motion(self.spec)
 
     def drawn_sources(self) -> SourceActivity | None:
         """The sources if the activity model or a device produced them, else None."""

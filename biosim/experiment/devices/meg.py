@@ -13,6 +13,19 @@ white noise at each sensor type's floor and mains interference
 
 Output: FIF through MNE-Python (``meg/…_meg.fif``) with channels.tsv and a
 BIDS sidecar.
+
+The session is simulated in time chunks into one float32 (channels x samples)
+array (see :mod:`biosim.experiment.devices.eeg`); the truth keeps the clean
+signal at ``truth_sample_rate`` (every q-th sample; default: at most 1 kHz).
+
+Head motion (``Simulation.motion``, a :class:`~biosim.geometry.motion.RigidMotion`,
+head -> device): the sensors stay in the helmet while the head moves, so the
+lead field follows the pose.  With the sphere model the sphere moves with the
+head; the sensors are carried into the head frame by the inverse pose and the
+gain is recomputed at pose knots (every second, or sooner when a sensor has
+moved 0.5 mm relative to the head since the last knot), linearly interpolated
+between knots.  Motion with the template-head BEM is not supported yet (it
+would rebuild the BEM's sensor transfer at every knot).
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from ...physics.electromag.sensors import MEGSensors
 from ..keys import check_keys, instrument_errors, require, set_default
 from ..subject import region_dipoles, sphere_head, template_bem
 from . import DeviceContext, Recording, acq_label, register_device
+from .eeg import check_truth_rate
 
 SYSTEMS = ("squid306", "axial275", "opm")
 _BIDS_TYPE = {"mag": "MEGMAG", "grad": "MEGGRADPLANAR", "axial": "MEGGRADAXIAL", "opm": "MEGMAG"}
@@ -53,6 +67,7 @@ KEYS = {
     "n_sensors",
     "standoff",
     "opm_axes",
+    "truth_sample_rate",
 }
 
 
@@ -72,6 +87,11 @@ def build_system(meg: dict, seed: int = 0) -> MEGSystem:
 def validate(meg: dict, spec: dict, where: str):
     """Defaults, types and the sensor layout here; the system checks its own limits."""
     check_keys(meg, KEYS, where)
+    if "motion" in spec["subject"] and spec["subject"]["head"] == "template":
+        raise SpecError(
+            f"{where}: head motion ([subject.motion]) with subject.head = 'template' (BEM) is "
+            "not supported yet: expected subject.head = 'sphere' for a moving head in the MEG"
+        )
     system = set_default(
         meg, "system", where, "squid306", str, lambda v: v in SYSTEMS, f"one of {list(SYSTEMS)}"
     )
@@ -112,6 +132,7 @@ def validate(meg: dict, spec: dict, where: str):
         )
     with instrument_errors(where, meg):
         build_system(meg)
+    check_truth_rate(meg, where)
 
 
 def sensors_for(meg: dict, spec: dict):
@@ -158,6 +179,14 @@ def sensors_for(meg: dict, spec: dict):
     )
 
 
+#: Pose knots of a moving head: at most this far apart, s ...
+POSE_INTERVAL = 1.0
+#: ... or sooner, once a sensor has moved this far relative to the head, m.
+POSE_DISPLACEMENT = 5e-4
+#: Poses are checked on a grid this fine, s.
+POSE_CHECK = 0.05
+
+
 @dataclasses.dataclass(frozen=True)
 class MEGRecording(Recording):
     """What the MEG system recorded, and the truth behind it.
@@ -167,15 +196,19 @@ class MEGRecording(Recording):
     system : MEGSystem
     sensors : MEGSensors
         Channel names, kinds, positions (m) and orientations as placed.
-    data : array (n_channels, n_times)
+    data : float32 array (n_channels, n_times)
         Recorded fields (T) and gradients (T/m).
     times : array (n_times,)
         s.
     leadfield : array (n_channels, n_regions)
-        T / (A m) or T / m / (A m).
-    clean : array (n_channels, n_times)
-        Noise-free signal.
+        T / (A m) or T / m / (A m), with the head at rest (its reference pose).
+    clean : float32 array (n_channels, n_truth_times)
+        Noise-free signal at ``truth_times``.
     dipole_positions, dipole_orientations : array (n_regions, 3)
+    truth_times : array or None
+        ``times[::q]`` (``truth_sample_rate``); None: ``times``.
+    pose_times : array or None
+        Times of the pose knots where the lead field was evaluated (head motion), s.
     """
 
     system: MEGSystem
@@ -186,14 +219,21 @@ class MEGRecording(Recording):
     clean: np.ndarray
     dipole_positions: np.ndarray
     dipole_orientations: np.ndarray
+    truth_times: np.ndarray | None = None
+    pose_times: np.ndarray | None = None
 
     @property
     def sample_rate(self) -> float:
         return self.system.sample_rate
 
+    @property
+    def clean_times(self) -> np.ndarray:
+        """Time axis of ``clean``, s."""
+        return self.times if self.truth_times is None else self.truth_times
+
     def truth_arrays(self, key: str) -> dict[str, np.ndarray]:
-        return {
-            f"{key}_times": self.times,
+        out = {
+            f"{key}_times": self.clean_times,
             f"{key}_leadfield": self.leadfield,
             f"{key}_clean": self.clean,
             f"{key}_sensor_positions": self.sensors.positions,
@@ -202,11 +242,56 @@ class MEGRecording(Recording):
             "dipole_positions": self.dipole_positions,
             "dipole_orientations": self.dipole_orientations,
         }
+        if self.pose_times is not None:
+            out[f"{key}_pose_times"] = self.pose_times
+        return out
+
+
+def sensors_in_head(sensors: MEGSensors, matrix: np.ndarray) -> MEGSensors:
+    """The helmet's sensors seen from a head at pose ``matrix`` (head -> device, 4 x 4,
+    m): points and axes carried by the inverse pose."""
+    r, t = np.asarray(matrix)[:3, :3], np.asarray(matrix)[:3, 3]
+    # x_head = R^T (x_device - t); for row vectors: (x - t) @ R
+    return dataclasses.replace(
+        sensors,
+        points=(np.asarray(sensors.points) - t) @ r,
+        normals=np.asarray(sensors.normals) @ r,
+        positions=(np.asarray(sensors.positions) - t) @ r,
+        orientations=np.asarray(sensors.orientations) @ r,
+    )
+
+
+def pose_knots(motion, duration: float, sensors: MEGSensors) -> np.ndarray:
+    """Times (s) at which a moving head's lead field is evaluated: 0, then every
+    :data:`POSE_INTERVAL` s or as soon as a sensor point has moved more than
+    :data:`POSE_DISPLACEMENT` m relative to the head since the last knot (checked
+    every :data:`POSE_CHECK` s and at the motion's own samples), and the end."""
+    check = np.union1d(
+        np.arange(0.0, duration, POSE_CHECK),
+        np.asarray(motion.times)[(motion.times > 0) & (motion.times < duration)],
+    )
+    check = np.r_[check, duration]
+    mats = motion.matrices(check)  # (n, 4, 4)
+    pts = np.asarray(sensors.positions)
+    # sensor positions in the head frame at every check time, (n, C, 3)
+    rel = np.einsum("ncj,nji->nci", pts[None] - mats[:, None, :3, 3], mats[:, :3, :3])
+    knots, last = [0], 0
+    for i in range(1, len(check)):
+        moved = np.linalg.norm(rel[i] - rel[last], axis=1).max()
+        if moved > POSE_DISPLACEMENT or check[i] - check[last] >= POSE_INTERVAL - 1e-9:
+            knots.append(i)
+            last = i
+    if knots[-1] != len(check) - 1:
+        knots.append(len(check) - 1)
+    return check[np.unique(knots)]
 
 
 def simulate(ctx: DeviceContext) -> MEGRecording:
-    """Lead field (Sarvas sphere or template-head BEM) x source moments, then the system."""
+    """Lead field (Sarvas sphere or template-head BEM) x source moments, then the
+    system, chunk by chunk into one float32 array; a moving head's lead field follows
+    its pose (see the module docstring)."""
     from ...physics.electromag import meg_gain
+    from .eeg import chunk_length, map_chunks, truth_decimation
 
     meg, spec, key = ctx.table, ctx.spec, ctx.key
     try:
@@ -218,16 +303,71 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
     system = build_system(meg, seed=ctx.new_seed())
     sensors = sensors_for(meg, spec)
     pos, ori = region_dipoles(spec)
-    if spec["subject"]["head"] == "template":  # BEM (Geselowitz)
+    motion = ctx.simulation.motion
+    if spec["subject"]["head"] == "template":  # BEM (Geselowitz); no motion (validated)
         g = np.asarray(template_bem(spec, meg=sensors).meg_gain(pos))
+        center = None
     else:  # Sarvas sphere
         _, center, _ = sphere_head(spec)
         g = np.asarray(meg_gain(sensors, pos, center=center))  # (C, R, 3)
     lead = np.einsum("csk,sk->cs", g, ori)  # (C, R) T/(A m)
-    times = system.sample_times(ctx.protocol.duration)
-    clean = lead @ ctx.simulation.sources.at(times).T
-    data = system.record(clean, sensors)
-    return MEGRecording(system, sensors, data, times, lead, clean, pos, ori)
+    duration = ctx.protocol.duration
+    times = system.sample_times(duration)
+    knots, leads = None, {}
+    if motion is not None:
+        knots = pose_knots(motion, duration, sensors)
+        mats = motion.matrices(knots)
+
+        def lead_at(k):
+            if k not in leads:
+                if len(leads) > 2:
+                    leads.pop(min(leads))
+                moved = sensors_in_head(sensors, mats[k])
+                gk = np.asarray(meg_gain(moved, pos, center=center))
+                leads[k] = np.einsum("csk,sk->cs", gk, ori)
+            return leads[k]
+
+    sources = ctx.simulation.sources
+    n_ch, n_t = lead.shape[0], len(times)
+    q = truth_decimation(meg)
+    data = np.empty((n_ch, n_t), np.float32)
+    clean = np.empty((n_ch, -(-n_t // q)), np.float32)
+    step = chunk_length(q, system.NOISE_BLOCK, max(n_ch, lead.shape[1]))
+
+    def one_chunk(a):
+        b = min(a + step, n_t)
+        t = times[a:b]
+        if knots is None:
+            field = sources.project(lead, t)
+        else:
+            field = np.empty((n_ch, b - a))
+            seg = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 2)
+            for k in np.unique(seg):
+                on = np.flatnonzero(seg == k)
+                w = (t[on] - knots[k]) / (knots[k + 1] - knots[k])
+                field[:, on] = (1 - w) * sources.project(lead_at(k), t[on]) + w * (
+                    sources.project(lead_at(k + 1), t[on])
+                )
+        clean[:, a // q : -(-b // q)] = field[:, ::q]
+        data[:, a:b] = system.record(field, sensors, start=a, out=field)
+
+    if knots is None:  # chunks in parallel
+        map_chunks(one_chunk, range(0, n_t, step))
+    else:  # in order: the pose knots' lead fields are computed as the chunks reach them
+        for a in range(0, n_t, step):
+            one_chunk(a)
+    return MEGRecording(
+        system,
+        sensors,
+        data,
+        times,
+        lead,
+        clean,
+        pos,
+        ori,
+        times[::q] if q > 1 else None,
+        knots,
+    )
 
 
 def write(rec: MEGRecording, ctx: DeviceContext, dataset: BIDSDataset):

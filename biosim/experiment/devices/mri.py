@@ -485,7 +485,7 @@ def simulate(ctx: DeviceContext) -> MRIRecording:
         scanner = dataclasses.replace(
             scanner, noise_std=_thermal_std(scanner, image, mri["noise"]["_fitted_snr"])
         )
-    motion = ctx.simulation.head_motion
+    motion = ctx.simulation.motion
     acq = scanner.acquire(
         image.tissue,
         reference_echo_time=mri["te"],

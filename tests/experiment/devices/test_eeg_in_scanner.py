@@ -26,7 +26,11 @@ def _spec(matrix, echo_spacing, te):
     mri = spec["devices"]["mri"]
     mri.update(matrix=matrix, echo_spacing=echo_spacing, te=te)
     spec["devices"]["eeg"].update(
-        sample_rate=FS, channels=["Fz", "Cz", "Pz", "Oz"], line_noise=0.0, noise_density=0.0
+        sample_rate=FS,
+        truth_sample_rate=FS,  # the truth at the full rate (default: decimated to 1 kHz)
+        channels=["Fz", "Cz", "Pz", "Oz"],
+        line_noise=0.0,
+        noise_density=0.0,
     )
     return experiment.validate_spec(spec)
 
