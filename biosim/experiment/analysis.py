@@ -384,28 +384,36 @@ def _validate_glm(spec: dict, cfg: dict) -> None:
     )
 
 
-def glm_truth_masks(recording, protocol: Protocol, active_fraction: float) -> dict:
+def glm_truth_masks(bold, tr, weights, shape, protocol: Protocol, active_fraction: float) -> dict:
     """The true activation mask of each condition on the EPI grid.
 
     The noise-free region BOLD (truth) is regressed on the condition regressors
     (SPM HRF, TR of the recording); the regions whose response to a condition
     exceeds ``active_fraction`` of the largest are active, and so are the voxels
     whose grey matter lies mostly (more than half) in active regions.
+
+    Parameters
+    ----------
+    bold : array (n_scans, n_regions)
+        Noise-free fractional BOLD change at the scans.
+    tr : float
+        s.
+    weights : scipy.sparse matrix (n_regions, n_voxels)
+        Each region's grey-matter share of each voxel of the grid ``shape``.
     """
     from ..inference.design import design_matrix
 
-    tr = recording.tr
-    n_scans = recording.bold.shape[0]
-    x, names = design_matrix(n_scans, tr, _events(protocol), high_pass_period=128.0)
-    beta, *_ = np.linalg.lstsq(x, recording.bold, rcond=None)
-    w = recording.image.weights.tocsc()
+    bold = np.asarray(bold)
+    x, names = design_matrix(bold.shape[0], tr, _events(protocol), high_pass_period=128.0)
+    beta, *_ = np.linalg.lstsq(x, bold, rcond=None)
+    w = weights.tocsc()
     total = np.asarray(w.sum(axis=0)).ravel()
     masks = {}
     for cond in protocol.conditions:
         b = beta[names.index(cond)]
         active = b > active_fraction * max(b.max(), 1e-12)
         in_active = np.asarray(w[active].sum(axis=0)).ravel() if active.any() else 0 * total
-        masks[cond] = ((total > 0) & (in_active > 0.5 * total)).reshape(recording.image.shape)
+        masks[cond] = ((total > 0) & (in_active > 0.5 * total)).reshape(shape)
     return masks
 
 
@@ -443,7 +451,9 @@ def run_glm_analysis(
         confounds = motion - motion.mean(axis=0)
     x, names = design_matrix(n_scans, rec.tr, _events(protocol), confounds=confounds)
     fit = fit_glm(data[mask].T, x, noise_model="ar1")
-    truth = glm_truth_masks(rec, protocol, cfg["active_fraction"])
+    truth = glm_truth_masks(
+        rec.bold, rec.tr, rec.image.weights, rec.image.shape, protocol, cfg["active_fraction"]
+    )
     folder = derivative_dataset(
         dataset.root,
         "biosim-glm",

@@ -17,8 +17,42 @@ from biosim.cli import main
 SHIPPED = experiment.spec.shipped_dir()
 
 
+#: A three-region fMRI experiment of the "drive" activity model (whole brain at 4 mm).
+DRIVE = """
+[experiment]
+name = "drive"
+duration = 240.0
+
+[subject]
+regions = ["V1", "V5", "PFC"]
+voxel_size = 4.0
+
+[activity]
+model = "drive"
+dt = 0.1
+[activity.drive]
+visual = [0.15, 0.10, 0.0]
+attention = [0.0, 0.08, 0.12]
+
+[protocol]
+blocks = [
+  { onset = 20.0, duration = 20.0, condition = "visual" },
+  { onset = 60.0, duration = 20.0, condition = "attention" },
+]
+
+[devices.mri]
+field_strength = 3.0
+tr = 2.0
+te = 0.03 
+flip_angle = 77.0
+matrix = [48, 48]
+n_slices = 28
+noise_std = 3.0
+"""
+
+
 def _edit(name: str, *replacements: tuple[str, str]) -> str:
-    text = (SHIPPED / f"{name}.toml").read_text(encoding="utf-8")
+    text = DRIVE if name == "drive" else (SHIPPED / f"{name}.toml").read_text(encoding="utf-8")
     for old, new in replacements:
         assert old in text, f"{old!r} is not in {name}.toml"
         text = text.replace(old, new, 1)
@@ -29,19 +63,19 @@ def _edit(name: str, *replacements: tuple[str, str]) -> str:
 CASES = [
     (
         "epi-te-before-k-space-centre",
-        "fmri",
-        [("te = 0.03 ", "te = 0.012 "), ("matrix = [16, 16]", "matrix = [64, 64]")],
+        "drive",
+        [("te = 0.03 ", "te = 0.012 "), ("matrix = [48, 48]", "matrix = [64, 64]")],
         r"devices\.mri\.te = 0\.012 is invalid: expected >= 32 x echo_spacing",
     ),
     (
         "epi-slices-do-not-fit-the-tr",
-        "fmri",
-        [("matrix = [16, 16]", "matrix = [80, 80]"), ("n_slices = 5", "n_slices = 48")],
+        "drive",
+        [("matrix = [48, 48]", "matrix = [80, 80]"), ("n_slices = 28", "n_slices = 48")],
         r"devices\.mri\.tr = 2\.0 is invalid: expected >= n_slices x per-slice time",
     ),
     (
         "unknown-region-fmri-only",
-        "fmri",
+        "drive",
         [('regions = ["V1", "V5", "PFC"]', 'regions = ["V1", "V5", "XYZ"]')],
         r"subject\.regions: 'XYZ' is not a known region",
     ),
@@ -71,15 +105,42 @@ CASES = [
     ),
     (
         "odd-matrix",
-        "fmri",
-        [("matrix = [16, 16]", "matrix = [15, 16]")],
-        r"devices\.mri\.matrix = \[15, 16\] is invalid: expected two even integers",
+        "drive",
+        [("matrix = [48, 48]", "matrix = [47, 48]")],
+        r"devices\.mri\.matrix = \[47, 48\] is invalid: expected two even integers",
     ),
     (
-        "volume-too-small-for-the-regions",
-        "fmri",
-        [("n_slices = 5", "n_slices = 2")],
-        r"devices\.mri\.matrix = \[16, 16\] / n_slices = 2 is too small",
+        "slab-misses-a-region",
+        "drive",
+        [("n_slices = 28", "n_slices = 2")],
+        r"devices\.mri\.slab_center = .* region 'V1' at MNI .* lies outside the slab",
+    ),
+    (
+        "unknown-roi-set-member",
+        "drive",
+        [('regions = ["V1", "V5", "PFC"]', 'regions = ["V1", "V5", "power264_999"]')],
+        r"subject\.regions: 'power264_999' is not in the power264 set",
+    ),
+    (
+        "bad-coordinate",
+        "drive",
+        [
+            ('regions = ["V1", "V5", "PFC"]', 'regions = ["V1", "V5", "mine"]'),
+            ("voxel_size = 4.0", "voxel_size = 4.0\ncoordinates = { mine = [1, 2] }"),
+        ],
+        r"subject\.coordinates\.mine = \[1, 2\] is invalid: expected \[x, y, z\]",
+    ),
+    (
+        "motion-of-unknown-key",
+        "drive",
+        [("voxel_size = 4.0", "voxel_size = 4.0\nmotion = { translaton = 0.2 }")],
+        r"subject\.motion\.translaton is not a known key",
+    ),
+    (
+        "noise-ar-not-stationary",
+        "drive",
+        [("noise_std = 3.0", "noise_std = 3.0\nnoise = { ar = [1.2] }")],
+        r"devices\.mri\.noise\.ar = .* is invalid",
     ),
     (
         "eeg-negative-range",
@@ -159,14 +220,14 @@ def test_unusable_timecourse_files_are_refused(case, tmp_path, monkeypatch, caps
     _, content, pattern = case
     (tmp_path / "tc.tsv").write_bytes(content)
     text = _edit(
-        "fmri", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }')
+        "drive", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }')
     )
     _check(tmp_path, monkeypatch, capsys, text, pattern)
 
 
 def test_missing_timecourse_file_is_refused(tmp_path, monkeypatch, capsys):
     text = _edit(
-        "fmri", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "no.tsv" }')
+        "drive", ('model = "drive"', 'model = "timecourses"\ntimecourses = { file = "no.tsv" }')
     )
     _check(
         tmp_path,
