@@ -170,6 +170,40 @@ anatomical = false
 """
 
 
+#: A three-region fMRI experiment of the "drive" activity model (whole brain at 4 mm).
+DRIVE_TOML = """
+[experiment]
+name = "drive"
+duration = 240.0
+
+[subject]
+regions = ["V1", "V5", "PFC"]
+voxel_size = 4.0
+
+[activity]
+model = "drive"
+dt = 0.1
+[activity.drive]
+visual = [0.15, 0.10, 0.0]
+attention = [0.0, 0.08, 0.12]
+
+[protocol]
+blocks = [
+  { onset = 20.0, duration = 20.0, condition = "visual" },
+  { onset = 60.0, duration = 20.0, condition = "attention" },
+]
+
+[devices.mri]
+field_strength = 3.0
+tr = 2.0
+te = 0.03  # s
+flip_angle = 77.0
+matrix = [48, 48]
+n_slices = 28
+noise_std = 3.0
+"""
+
+
 @pytest.fixture(scope="session")
 def tiny_toml(tmp_path_factory):
     """Path of :data:`TINY_TOML` written to a file."""

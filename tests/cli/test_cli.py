@@ -110,7 +110,7 @@ def test_validate_and_examples(tmp_path, capsys):
         (lambda s: s.replace("duration = 240.0", "duration = 241.0"), r"whole number of TRs"),
         (lambda s: s + "\n[[[", r"not valid TOML"),
         (
-            lambda s: s.replace("noise_std = 2.0", "noise_sdt = 2.0"),
+            lambda s: s.replace("noise_std = 3.0", "noise_sdt = 3.0"),
             r"devices.mri.noise_sdt is not a known key: expected one of",
         ),
         (

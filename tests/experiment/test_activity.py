@@ -3,6 +3,7 @@ integration of the bilinear equations; given time courses are read as written.""
 
 import numpy as np
 import pytest
+from conftest import DRIVE_TOML
 from scipy.integrate import solve_ivp
 
 from biosim import SpecError, experiment
@@ -44,14 +45,12 @@ def test_dcm_activity_matches_an_independent_ode_solution():
 
 
 def test_given_time_courses_are_used(tmp_path):
-    spec = experiment.load_experiment("fmri")
-    n_t = int(spec["experiment"]["duration"] / spec["activity"]["dt"])
+    n_t = int(240.0 / 0.1)  # DRIVE_TOML's duration / dt
     tc = np.zeros((n_t, 3))
     tc[200:400, 1] = 0.1
     rows = "\n".join("\t".join(f"{v:g}" for v in row) for row in tc)
     (tmp_path / "tc.tsv").write_text("V1\tV5\tPFC\n" + rows + "\n")
-    text = (experiment.spec.shipped_dir() / "fmri.toml").read_text()
-    text = text.replace(
+    text = DRIVE_TOML.replace(
         'model = "drive"', 'model = "timecourses"\ntimecourses = { file = "tc.tsv" }'
     )
     (tmp_path / "exp.toml").write_text(text)

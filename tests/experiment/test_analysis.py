@@ -44,8 +44,8 @@ def test_dcm_analysis_selects_the_generating_model(tmp_path, bids_errors):
             r"b.attend: not a protocol condition",
         ),
         (
-            lambda s: s.replace("[analysis.dcm]", "[analysis.glm]\n[analysis.dcm]"),
-            r"analysis.glm is not a known analysis",
+            lambda s: s.replace("[analysis.dcm]", "[analysis.glmm]\n[analysis.dcm]"),
+            r"analysis.glmm is not a known analysis",
         ),
     ],
 )

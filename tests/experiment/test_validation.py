@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import DRIVE_TOML
 
 from biosim import SpecError, experiment
 from biosim.cli import main
@@ -17,42 +18,8 @@ from biosim.cli import main
 SHIPPED = experiment.spec.shipped_dir()
 
 
-#: A three-region fMRI experiment of the "drive" activity model (whole brain at 4 mm).
-DRIVE = """
-[experiment]
-name = "drive"
-duration = 240.0
-
-[subject]
-regions = ["V1", "V5", "PFC"]
-voxel_size = 4.0
-
-[activity]
-model = "drive"
-dt = 0.1
-[activity.drive]
-visual = [0.15, 0.10, 0.0]
-attention = [0.0, 0.08, 0.12]
-
-[protocol]
-blocks = [
-  { onset = 20.0, duration = 20.0, condition = "visual" },
-  { onset = 60.0, duration = 20.0, condition = "attention" },
-]
-
-[devices.mri]
-field_strength = 3.0
-tr = 2.0
-te = 0.03 
-flip_angle = 77.0
-matrix = [48, 48]
-n_slices = 28
-noise_std = 3.0
-"""
-
-
 def _edit(name: str, *replacements: tuple[str, str]) -> str:
-    text = DRIVE if name == "drive" else (SHIPPED / f"{name}.toml").read_text(encoding="utf-8")
+    text = DRIVE_TOML if name == "drive" else (SHIPPED / f"{name}.toml").read_text(encoding="utf-8")
     for old, new in replacements:
         assert old in text, f"{old!r} is not in {name}.toml"
         text = text.replace(old, new, 1)
