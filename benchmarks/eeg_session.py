@@ -93,7 +93,7 @@ def run(duration=600.0, rate=5000.0, truth=False, out_dir=None, verbose=True) ->
     sim = Simulation(spec, protocol, activity, np.random.default_rng(0))
     scanner = build_scanner(spec["devices"]["mri"], spec)
     empty = np.zeros((1, 1))
-    sim.recordings["mri"] = MRIRecording(scanner, None, empty, empty, empty, empty, empty)
+    sim.recordings["mri"] = MRIRecording(scanner, None, None, empty, empty, empty, empty, empty)
     ctx = DeviceContext("eeg", spec["devices"]["eeg"], sim)
     rec = step("simulate", lambda: eeg_device.simulate(ctx))
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:

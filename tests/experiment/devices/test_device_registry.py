@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import DRIVE_TOML
 
 from biosim import SpecError, experiment
 from biosim.experiment.devices import Recording, device_types, register_device
@@ -44,10 +45,11 @@ def test_a_new_device_plugs_in(tmp_path):
         description="test device",
         replace=True,
     )
-    spec = experiment.load_experiment("fmri")
+    (tmp_path / "drive.toml").write_text(DRIVE_TOML)
+    spec = experiment.load_experiment(tmp_path / "drive.toml")
     spec["devices"] = {"meter": {"type": "toy_meter", "gain": 2.0}}
     out = experiment.run_experiment(spec, tmp_path / "ds", progress=False)
-    doc = json.loads((out / "sub-01" / "beh" / "sub-01_task-fmri_beh.json").read_text())
+    doc = json.loads((out / "sub-01" / "beh" / "sub-01_task-drive_beh.json").read_text())
     assert doc["peak"] == pytest.approx(0.3)  # 2 x the 0.15 1/s drive
     assert float(
         np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["meter_peak"]
@@ -63,6 +65,7 @@ def test_a_new_device_plugs_in(tmp_path):
 
 def test_unknown_and_duplicate_devices_are_refused():
     spec = experiment.load_experiment("fmri")
+    spec.pop("analysis")
     spec["devices"]["scanner2"] = dict(spec["devices"]["mri"], type="mri")
     with pytest.raises(SpecError, match="more than one MRI scanner"):
         experiment.validate_spec(spec)

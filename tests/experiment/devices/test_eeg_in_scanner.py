@@ -23,8 +23,9 @@ def _spec(matrix, echo_spacing, te):
         {"onset": 1.0, "duration": 1.0, "condition": "visual"},
         {"onset": 2.0, "duration": 1.0, "condition": "attention"},
     ]
+    spec["subject"]["voxel_size"] = 12.0  # a small matrix still covers the brain
     mri = spec["devices"]["mri"]
-    mri.update(matrix=matrix, echo_spacing=echo_spacing, te=te)
+    mri.update(matrix=matrix, echo_spacing=echo_spacing, te=te, n_slices=25)  # 1600 samples a slice
     spec["devices"]["eeg"].update(
         sample_rate=FS,
         truth_sample_rate=FS,  # the truth at the full rate (default: decimated to 1 kHz)
@@ -40,7 +41,7 @@ def _gradient_artifact(spec):
     sim = Simulation(spec, protocol, simulate_activity(spec, protocol), np.random.default_rng(0))
     scanner = build_scanner(spec["devices"]["mri"], spec)
     empty = np.zeros((1, 1))
-    sim.recordings["mri"] = MRIRecording(scanner, None, empty, empty, empty, empty, empty)
+    sim.recordings["mri"] = MRIRecording(scanner, None, None, empty, empty, empty, empty, empty)
     rec = eeg_device.simulate(DeviceContext("eeg", spec["devices"]["eeg"], sim))
     return rec.artifacts.gradient, scanner.sequence
 

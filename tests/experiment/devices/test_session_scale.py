@@ -52,6 +52,7 @@ def _eeg_spec(duration=4.0, rate=2000.0, channels=("Fz", "Cz", "Pz", "Oz"), **ee
     else:
         table["channels"] = list(channels)
     spec["devices"]["mri"].update(n_slices=10)
+    spec["subject"]["voxel_size"] = 12.0  # ten slices still cover the regions
     return experiment.validate_spec(spec)
 
 
@@ -62,7 +63,7 @@ def _simulation(spec, motion=None):
     if "mri" in spec["devices"]:
         scanner = build_scanner(spec["devices"]["mri"], spec)
         empty = np.zeros((1, 1))
-        sim.recordings["mri"] = MRIRecording(scanner, None, empty, empty, empty, empty, empty)
+        sim.recordings["mri"] = MRIRecording(scanner, None, None, empty, empty, empty, empty, empty)
     return sim
 
 
