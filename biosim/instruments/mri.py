@@ -28,7 +28,10 @@ most at half-voxel shifts).  Spin history: each head voxel's longitudinal
 magnetisation is tracked through the excitations it actually receives (ideal
 boxcar slice profile: the slice whose centre is nearest), ``Mz+ = Mz- cos(flip)``
 and ``Mz -> M0 + (Mz - M0) exp(-dt / T1)`` in between (Friston et al. 1996, MRM
-35:346); the signal scales with ``Mz-`` relative to the steady state.  For spin
+35:346); the signal scales with ``Mz-`` relative to the steady state.  A scanner
+slice that samples (through the trilinear band) a head voxel excited by a
+neighbouring slice uses the ratio before that voxel's own excitation nearest in
+time, so a constant offset leaves the steady state unchanged.  For spin
 echo the excitation is 90 deg and the refocusing pulse's effect on ``Mz`` is
 neglected.
 
@@ -951,6 +954,22 @@ class MRIScanner:
                 np.copyto(ml, m_before, where=hit)
                 np.copyto(tl, np.broadcast_to(t_r, tl.shape), where=hit)
         state["m_last"], state["t_last"] = m_last, t_last
+        # A scanner slice samples a head voxel through the trilinear band even when the
+        # voxel's centre lies in a neighbouring slice; those spins' history is the
+        # voxel's own: use the ratio before the voxel's excitation nearest in time
+        # (1 for spins that stay put, whichever slice excites them).  Voxels that no
+        # slice excites in this volume keep their magnetisation at the slot's time.
+        dist = np.abs(t_slot[:, None] - t_slot[None, :])  # (slot, hit slot, Z)
+        any_hit = hits.any(axis=0)
+        for r in range(2 * w + 1):
+            if not ok[r].any():
+                continue
+            cost = np.where(hits, dist[r][..., None, None], np.inf)
+            src = np.argmin(cost, axis=0)  # (Z, X, Y)
+            src = np.where(any_hit, src, r)
+            if np.all(src == r):
+                continue
+            h_slot[:, r] = np.take_along_axis(h_slot, src[None, None], axis=1)[:, 0]
         # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
         h = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         for j in range(2 * w + 1):
