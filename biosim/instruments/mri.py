@@ -60,6 +60,7 @@ from .._core.units import DEG, GAMMA_BAR_PROTON
 from .._core.validation import check_positive, check_range
 from ..physics.mri import image_formation as imf
 from ..physics.mri import signal_equations as se
+from ..physics.mri.tissue import FIELD_STRENGTH_RANGE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,7 +450,7 @@ class MRIScanner:
     seed: int = 0
 
     def __post_init__(self):
-        check_range("field_strength", self.field_strength, 0.05, 11.7, "T")
+        check_range("field_strength", self.field_strength, *FIELD_STRENGTH_RANGE, "T")
         check_range("noise_std", self.noise_std, 0.0, np.inf)
         check_range("physio_std", self.physio_std, 0.0, 1.0)
         check_range("se_fraction", self.se_fraction, 0.0, 1.0)
