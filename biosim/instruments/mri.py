@@ -5,7 +5,8 @@
 (spoiled GRE / spin echo with finite TR), EPI image formation with the fast line
 model of :func:`biosim.physics.mri.image_formation.epi_hybrid` (T2* or T2/R2'
 decay and off-resonance along the echo train, batched over slices and chunks of
-volumes), BOLD as a change of the relaxation rate, partial volume by tissue
+volumes, each voxel as ``SUBVOXELS`` sources along phase encode in its share of
+the field), BOLD as a change of the relaxation rate, partial volume by tissue
 compartment, rigid head motion with spin history, a B0 field that moves with the
 head, through-slice dephasing, a hook for physiological fluctuations, and
 thermal noise.
@@ -345,6 +346,7 @@ class MRIAcquisition:
     sidecar: dict  # BIDS keys
 
 
+SUBVOXELS = 4  # default sources per voxel along phase encode (see epi_hybrid)
 _SLICE_BATCH = 8  # slices per batch in the motion path: temporaries stay cache-sized
 
 
@@ -481,6 +483,7 @@ class MRIScanner:
         keep_phase: bool = False,
         affine=None,
         chunk_volumes: int | None = None,
+        subvoxels: int = SUBVOXELS,
     ) -> MRIAcquisition:
         """Acquire a time series.
 
@@ -517,6 +520,10 @@ class MRIScanner:
             Voxel -> mm of the acquisition grid (default :meth:`affine`).
         chunk_volumes : int, optional
             Volumes formed at once (default: about 1.5 million voxels).
+        subvoxels : int
+            Sources per voxel along phase encode in image formation (see
+            :func:`~biosim.physics.mri.image_formation.epi_hybrid`); more than one
+            removes the stripes that a non-uniform field paints on point sources.
         """
         from ..geometry.motion import RigidMotion
 
@@ -607,6 +614,8 @@ class MRIScanner:
         if int(chunk_volumes) != chunk_volumes or chunk_volumes < 1:
             raise ParameterError("chunk_volumes", chunk_volumes, "a positive integer")
         chunk_volumes = int(chunk_volumes)
+        if int(subvoxels) != subvoxels or subvoxels < 1:
+            raise ParameterError("subvoxels", subvoxels, "a positive integer")
 
         # static head-frame maps, (C, Z, X, Y)
         te = seq.te
@@ -691,6 +700,8 @@ class MRIScanner:
                 r2prime=rev if seq.spin_echo else 0.0,
                 spin_echo=seq.spin_echo,
                 dtype=np.complex64,
+                subvoxels=int(subvoxels),
+                echo_time=seq.te,
             )
             img = imf.reconstruct_hybrid(lines)  # (n, Z, X, Y)
             if self.noise_std > 0:
