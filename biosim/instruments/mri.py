@@ -5,7 +5,8 @@
 (spoiled GRE / spin echo with finite TR), EPI image formation with the fast line
 model of :func:`biosim.physics.mri.image_formation.epi_hybrid` (T2* or T2/R2'
 decay and off-resonance along the echo train, batched over slices and chunks of
-volumes), BOLD as a change of the relaxation rate, partial volume by tissue
+volumes, each voxel as ``SUBVOXELS`` sources along phase encode in its share of
+the field), BOLD as a change of the relaxation rate, partial volume by tissue
 compartment, rigid head motion with spin history, a B0 field that moves with the
 head, through-slice dephasing, a hook for physiological fluctuations, and
 thermal noise.
@@ -28,7 +29,10 @@ most at half-voxel shifts).  Spin history: each head voxel's longitudinal
 magnetisation is tracked through the excitations it actually receives (ideal
 boxcar slice profile: the slice whose centre is nearest), ``Mz+ = Mz- cos(flip)``
 and ``Mz -> M0 + (Mz - M0) exp(-dt / T1)`` in between (Friston et al. 1996, MRM
-35:346); the signal scales with ``Mz-`` relative to the steady state.  For spin
+35:346); the signal scales with ``Mz-`` relative to the steady state.  A scanner
+slice that samples (through the trilinear band) a head voxel excited by a
+neighbouring slice uses the ratio before that voxel's own excitation nearest in
+time, so a constant offset leaves the steady state unchanged.  For spin
 echo the excitation is 90 deg and the refocusing pulse's effect on ``Mz`` is
 neglected.
 
@@ -57,6 +61,7 @@ from .._core.units import DEG, GAMMA_BAR_PROTON
 from .._core.validation import check_positive, check_range
 from ..physics.mri import image_formation as imf
 from ..physics.mri import signal_equations as se
+from ..physics.mri.tissue import FIELD_STRENGTH_RANGE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -341,6 +346,7 @@ class MRIAcquisition:
     sidecar: dict  # BIDS keys
 
 
+SUBVOXELS = 4  # default sources per voxel along phase encode (see epi_hybrid)
 _SLICE_BATCH = 8  # slices per batch in the motion path: temporaries stay cache-sized
 
 
@@ -446,7 +452,7 @@ class MRIScanner:
     seed: int = 0
 
     def __post_init__(self):
-        check_range("field_strength", self.field_strength, 0.05, 11.7, "T")
+        check_range("field_strength", self.field_strength, *FIELD_STRENGTH_RANGE, "T")
         check_range("noise_std", self.noise_std, 0.0, np.inf)
         check_range("physio_std", self.physio_std, 0.0, 1.0)
         check_range("se_fraction", self.se_fraction, 0.0, 1.0)
@@ -477,6 +483,7 @@ class MRIScanner:
         keep_phase: bool = False,
         affine=None,
         chunk_volumes: int | None = None,
+        subvoxels: int = SUBVOXELS,
     ) -> MRIAcquisition:
         """Acquire a time series.
 
@@ -513,6 +520,10 @@ class MRIScanner:
             Voxel -> mm of the acquisition grid (default :meth:`affine`).
         chunk_volumes : int, optional
             Volumes formed at once (default: about 1.5 million voxels).
+        subvoxels : int
+            Sources per voxel along phase encode in image formation (see
+            :func:`~biosim.physics.mri.image_formation.epi_hybrid`); more than one
+            removes the stripes that a non-uniform field paints on point sources.
         """
         from ..geometry.motion import RigidMotion
 
@@ -603,6 +614,8 @@ class MRIScanner:
         if int(chunk_volumes) != chunk_volumes or chunk_volumes < 1:
             raise ParameterError("chunk_volumes", chunk_volumes, "a positive integer")
         chunk_volumes = int(chunk_volumes)
+        if int(subvoxels) != subvoxels or subvoxels < 1:
+            raise ParameterError("subvoxels", subvoxels, "a positive integer")
 
         # static head-frame maps, (C, Z, X, Y)
         te = seq.te
@@ -687,6 +700,8 @@ class MRIScanner:
                 r2prime=rev if seq.spin_echo else 0.0,
                 spin_echo=seq.spin_echo,
                 dtype=np.complex64,
+                subvoxels=int(subvoxels),
+                echo_time=seq.te,
             )
             img = imf.reconstruct_hybrid(lines)  # (n, Z, X, Y)
             if self.noise_std > 0:
@@ -951,6 +966,22 @@ class MRIScanner:
                 np.copyto(ml, m_before, where=hit)
                 np.copyto(tl, np.broadcast_to(t_r, tl.shape), where=hit)
         state["m_last"], state["t_last"] = m_last, t_last
+        # A scanner slice samples a head voxel through the trilinear band even when the
+        # voxel's centre lies in a neighbouring slice; those spins' history is the
+        # voxel's own: use the ratio before the voxel's excitation nearest in time
+        # (1 for spins that stay put, whichever slice excites them).  Voxels that no
+        # slice excites in this volume keep their magnetisation at the slot's time.
+        dist = np.abs(t_slot[:, None] - t_slot[None, :])  # (slot, hit slot, Z)
+        any_hit = hits.any(axis=0)
+        for r in range(2 * w + 1):
+            if not ok[r].any():
+                continue
+            cost = np.where(hits, dist[r][..., None, None], np.inf)
+            src = np.argmin(cost, axis=0)  # (Z, X, Y)
+            src = np.where(any_hit, src, r)
+            if np.all(src == r):
+                continue
+            h_slot[:, r] = np.take_along_axis(h_slot, src[None, None], axis=1)[:, 0]
         # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
         h = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         for j in range(2 * w + 1):

@@ -27,7 +27,10 @@ lines are ``G[x, m] = sum_y A[x, y] q[x, y]^(m - Ny//2)`` with
 a Vandermonde sum, evaluated with ``m - Ny//2 = m1 B + m2 - Ny//2`` as
 ``sum_y (A q^-c q^m2) (q^B)^m1``, i.e. ``B + Ny/B`` complex powers per voxel
 (by repeated multiplication) and one small batched GEMM per column,
-O(Nx Ny^2) per slice instead of O(Nx^2 Ny^2).
+O(Nx Ny^2) per slice instead of O(Nx^2 Ny^2).  With ``subvoxels = s`` each voxel
+is ``s`` sources along phase encode, each at its own share of a non-uniform field
+(cost x s), which removes the stripes that point sources paint where the
+distortion varies quickly.
 """
 
 from __future__ import annotations
@@ -228,6 +231,32 @@ def _check_array(name, value, low):
         raise ParameterError(name, f"min {np.min(v):g}", f"values >= {low:g}")
 
 
+def _subvoxel_offsets(subvoxels):
+    """Sub-voxel centres along phase encode, pixel units, in (-1/2, 1/2)."""
+    return (np.arange(subvoxels) + 0.5) / subvoxels - 0.5
+
+
+def _subvoxel_values(v, offsets):
+    """(..., Nx, Ny) -> (..., Nx, Ny * s): linear interpolation along the last axis
+    between voxel centres at the sub-voxel ``offsets`` (the voxel's own value
+    beyond the grid's ends)."""
+    nxt = np.concatenate([v[..., 1:], v[..., -1:]], axis=-1)
+    prv = np.concatenate([v[..., :1], v[..., :-1]], axis=-1)
+    out = np.empty(v.shape + (len(offsets),), v.dtype)
+    for j, u in enumerate(offsets):
+        side = nxt if u > 0 else prv
+        out[..., j] = v + v.dtype.type(abs(u)) * (side - v)
+    return out.reshape(v.shape[:-1] + (-1,))
+
+
+def _subvoxel_response(ny, subvoxels):
+    """``D(k) = mean_j cos(2 pi k u_j / Ny)`` of lines ``k = m - Ny//2``, (Ny,): the
+    sub-voxel lines of a uniform-rate, uniform-field object are the s = 1 lines
+    times it."""
+    k = (np.arange(ny) - ny // 2)[:, None]
+    return np.cos(2 * np.pi * k * _subvoxel_offsets(subvoxels)[None, :] / ny).mean(-1)
+
+
 def epi_hybrid(
     transverse,
     rate,
@@ -236,6 +265,8 @@ def epi_hybrid(
     r2prime=0.0,
     spin_echo=False,
     dtype=np.complex128,
+    subvoxels=1,
+    echo_time=0.0,
 ):
     """Phase-encode lines of single-shot EPI in hybrid space (readout x, ky).
 
@@ -262,12 +293,39 @@ def epi_hybrid(
     spin_echo : bool
     dtype : complex dtype
         ``np.complex64`` halves the time and memory (relative error ~1e-6).
+    subvoxels : int
+        Sources per voxel along phase encode, ``s`` (cost about x s).  Each voxel
+        is split into ``s`` sub-voxels at ``y + (j + 1/2)/s - 1/2`` pixels carrying
+        ``transverse / s`` and the voxel's rates (tissue properties, piecewise
+        constant), with ``off_resonance`` interpolated linearly between voxel
+        centres (the field is smooth), so each sub-voxel is shifted by its own
+        ``df Ny esp``.  Point sources (``s = 1``) misplace the signal where that
+        shift changes by a sizeable fraction of a pixel per voxel: their periodic
+        sinc tails, of alternating sign, no longer cancel between neighbours and
+        paint stripes of period 2 px along phase encode (the sub-voxels are
+        POSSUM's finer object grid; Drobnjak et al. 2006, MRM 56:364).  Against
+        ``s = 32``, a 100 Hz Gaussian bump of 3 px s.d. at ``Ny esp = 32`` ms
+        is off by up to 69 % of the object at ``s = 1``, 7 % at 2, 1.4 % at 4
+        (about 1/s^2).  Line ``k = m - Ny//2`` is divided by the sub-voxel comb's
+        response ``D(k) = mean_j cos(2 pi k u_j / Ny)`` (> 0.63), so that with a
+        uniform field (or none) the lines equal those of ``s = 1`` exactly: the
+        sub-voxels are a quadrature of the distortion, not a blur of the object.
+    echo_time : float
+        s, gradient echo with ``subvoxels > 1``: the time over which
+        ``off_resonance`` acted on ``transverse`` before the echo; each sub-voxel
+        gets the phase ``exp(-2 pi i echo_time (df_j - df))`` of its deviation
+        from the voxel's field, which resolves the TE phase of a field gradient
+        within the voxel (in-plane dephasing) instead of a voxel-wise phase jump.
 
     Returns
     -------
     complex array (..., Nx, Ny): readout position x, phase-encode line m
     (k-space DC at line Ny//2).
     """
+    if int(subvoxels) != subvoxels or subvoxels < 1:
+        raise ParameterError("subvoxels", subvoxels, "a positive integer")
+    subvoxels = int(subvoxels)
+    check_nonnegative("echo_time", echo_time, "s")
     a = np.asarray(transverse)
     if a.ndim < 2:
         raise ParameterError("transverse", f"array of shape {a.shape}", "(..., Nx, Ny)")
@@ -299,6 +357,18 @@ def epi_hybrid(
     df = np.asarray(off_resonance, real)
     shape = np.broadcast_shapes(a.shape, rate.shape, df.shape, r2p.shape)
     a = np.broadcast_to(a, shape)
+    if subvoxels > 1:
+        u = _subvoxel_offsets(subvoxels)
+        y = ((np.arange(ny) - c)[:, None] + u).ravel().astype(real) / real(ny)
+        df0 = np.broadcast_to(df, shape)
+        df = _subvoxel_values(df0, u)
+        rep = lambda v: np.repeat(np.broadcast_to(v, shape), subvoxels, axis=-1)  # noqa: E731
+        rate, r2p = rep(rate), rep(r2p)
+        a = rep(a / subvoxels)
+        if echo_time > 0 and not spin_echo:
+            d_im = 2 * np.pi * (df - rep(df0))
+            a = a * _cexp(np.zeros_like(d_im), d_im, -echo_time, np.result_type(a.dtype, dtype))
+        shape = a.shape
     # log q = -esp (R + 2 pi i df) - 2 pi i y / Ny: real and imaginary parts
     im = np.broadcast_to(-2 * np.pi * (echo_spacing * df.astype(np.float64) + y), shape)
 
@@ -306,10 +376,14 @@ def epi_hybrid(
         return np.broadcast_to(real(-echo_spacing) * r, shape)
 
     if not spin_echo:
-        return _vandermonde_lines(a, re(rate), im, -c, ny, dtype)
-    before = _vandermonde_lines(a, re(rate - r2p), im, -c, c, dtype)  # tau < 0
-    after = _vandermonde_lines(a, re(rate + r2p), im, 0, ny - c, dtype)  # tau >= 0
-    return np.concatenate([before, after], axis=-1)
+        lines = _vandermonde_lines(a, re(rate), im, -c, ny, dtype)
+    else:
+        before = _vandermonde_lines(a, re(rate - r2p), im, -c, c, dtype)  # tau < 0
+        after = _vandermonde_lines(a, re(rate + r2p), im, 0, ny - c, dtype)  # tau >= 0
+        lines = np.concatenate([before, after], axis=-1)
+    if subvoxels > 1:
+        lines /= _subvoxel_response(ny, subvoxels).astype(lines.real.dtype)
+    return lines
 
 
 def epi_kspace_lines(
@@ -320,6 +394,8 @@ def epi_kspace_lines(
     r2prime=0.0,
     spin_echo=False,
     dtype=np.complex128,
+    subvoxels=1,
+    echo_time=0.0,
 ):
     """EPI k-space (..., Nx, Ny), DC at (Nx//2, Ny//2), of the fast line model.
 
@@ -328,7 +404,17 @@ def epi_kspace_lines(
     readout timing), so :func:`reconstruct` inverts it.  The discrete model does
     not depend on the field of view.
     """
-    g = epi_hybrid(transverse, rate, echo_spacing, off_resonance, r2prime, spin_echo, dtype)
+    g = epi_hybrid(
+        transverse,
+        rate,
+        echo_spacing,
+        off_resonance,
+        r2prime,
+        spin_echo,
+        dtype,
+        subvoxels,
+        echo_time,
+    )
     return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(g, axes=-2), axis=-2), axes=-2)
 
 
