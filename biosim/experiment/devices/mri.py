@@ -66,6 +66,9 @@ KEYS = {
 NOISE_KEYS = {"sfnr", "ar", "fwhm", "drift", "cardiac", "respiratory", "fit"}
 #: Tissue compartments the EPI images (bone and air give no EPI signal).
 COMPARTMENTS = ("gm", "wm", "csf", "soft")
+#: Share of the soft tissues' (scalp) proton density an EPI sees: functional EPI saturates
+#: fat, most of the scalp's signal; the rest is skin and muscle water.
+SOFT_TISSUE_AFTER_FAT_SAT = 0.2
 #: Resolution (mm) of the whole-head susceptibility grid of the field map (2 mm gives the
 #: same brain field to a few Hz, at twice the cost).
 FIELD_GRID_MM = 3.0
@@ -338,8 +341,11 @@ def subject_image(mri: dict, spec: dict) -> SubjectImage:
     idx = [TISSUES.index(t) for t in COMPARTMENTS]
     frac = np.asarray(anat.fractions, float)[idx]
     ones = np.ones((len(idx),) + tuple(shape))
+    density = props.proton_density[idx] * np.where(
+        np.array(COMPARTMENTS) == "soft", SOFT_TISSUE_AFTER_FAT_SAT, 1.0
+    )
     tissue = TissueMaps(
-        m0=mri["baseline_signal"] * props.proton_density[idx, None, None, None] * frac,
+        m0=mri["baseline_signal"] * density[:, None, None, None] * frac,
         t1=props.t1[idx, None, None, None] * ones,
         t2=props.t2[idx, None, None, None] * ones,
         t2star=props.t2star[idx, None, None, None] * ones,
