@@ -1,6 +1,6 @@
 """A sweep over subjects and hemodynamic models, then a group summary.
 
-Each subject is the shipped fMRI block experiment (fmri.toml) with its own
+Each subject is the shipped three-region fMRI experiment (dcm_fmri.toml) with its own
 subject id and random seed (thermal noise of the scanner), simulated once with
 the SPM Balloon parameters and once with Friston et al. (2000)'s: 2 x N
 independent runs on a local Dask cluster, each written as its own BIDS-style
@@ -28,9 +28,10 @@ PRESETS = ("spm", "friston2000")
 
 
 def base_spec(duration: float = 240.0) -> dict:
-    """The shipped fMRI experiment, cut to ``duration`` seconds (blocks that do
-    not end by then are dropped)."""
-    spec = experiment.load_experiment("fmri")
+    """The shipped three-region DCM fMRI experiment without its DCM analysis, cut to
+    ``duration`` seconds (blocks that do not end by then are dropped)."""
+    spec = experiment.load_experiment("dcm_fmri")
+    spec.pop("analysis", None)
     spec["experiment"]["duration"] = float(duration)
     spec["protocol"]["blocks"] = [
         b for b in spec["protocol"]["blocks"] if b["onset"] + b["duration"] <= duration

@@ -150,11 +150,14 @@ def run_dcm_analysis(
     """Fit the ``[analysis.dcm]`` models to the MRI's region signals; write the summary
     into ``derivatives/biosim-dcm`` and return it."""
     from ..inference.dcm import fit_dcm, model_probabilities
+    from ..inference.slice_timing import region_delays, shift_series
 
     cfg = spec["analysis"]["dcm"]
     meas = recordings[cfg["device"]]
     tr, n_micro = meas.tr, cfg["n_micro"]
-    signal = meas.region_signal  # (n_scans, n_regions)
+    # slice-timing correction: each region's signal moved to the volume's start
+    delays = region_delays(meas.labels, meas.sequence.slice_times(), meas.image.fractions[0])
+    signal = shift_series(meas.region_signal, delays, tr)  # (n_scans, n_regions)
     n_base = max(int(protocol.first_onset / tr), 1)
     y = 100.0 * (signal / signal[:n_base].mean(axis=0) - 1.0)
     conds = list(protocol.conditions)
@@ -183,7 +186,8 @@ def run_dcm_analysis(
     summary = {
         "regions": spec["subject"]["regions"],
         "conditions": conds,
-        "data": "region-mean MRI magnitude, percent change from the pre-stimulus scans",
+        "data": "region-mean MRI magnitude (grey-matter weighted, slice-timing corrected), "
+        "percent change from the pre-stimulus scans",
         "models": results,
         "best_model": list(results)[int(np.argmax(energies))],
     }

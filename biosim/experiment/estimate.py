@@ -341,7 +341,8 @@ def check_resources(spec: dict, estimate: Estimate | None = None) -> Estimate:
 def check_sampling(spec: dict) -> list[str]:
     """Warn (:class:`AliasingWarning`) for each EEG/MEG device sampling slower than
     twice the rhythm (``activity.carrier_hz``) or its mains frequency
-    (``line_frequency``, when ``line_noise`` is on); returns the messages."""
+    (``line_frequency``, when ``line_noise`` is on), and for an EEG in the scanner
+    whose samples do not lock to the slice period; returns the messages."""
     carrier = float(spec["activity"].get("carrier_hz", 0.0))
     messages = []
     for key, table in device_instances(spec):
@@ -362,6 +363,18 @@ def check_sampling(spec: dict) -> list[str]:
                 f"{where}.line_frequency = {mains:g} Hz: the line noise aliases to "
                 f"{abs(mains - fs * round(mains / fs)):.3g} Hz"
             )
+        for mri_key, mri in device_instances(spec, "mri"):
+            if table["type"] != "eeg":
+                continue
+            samples = fs * mri["tr"] / mri["n_slices"]
+            if abs(samples - round(samples)) > 1e-6 * samples:
+                messages.append(
+                    f"{where}.sample_rate = {fs:g} Hz gives {samples:.4g} samples per slice "
+                    f"of devices.{mri_key} (tr / n_slices): the gradient artifact is not "
+                    "sample-locked to the slice triggers, so template subtraction (AAS) "
+                    "leaves much of it; expected a rate that is a multiple of n_slices / tr "
+                    f"= {mri['n_slices'] / mri['tr']:g} Hz"
+                )
     for msg in messages:
         warnings.warn(msg, AliasingWarning, stacklevel=3)
     return messages

@@ -9,6 +9,7 @@ import pytest
 
 from biosim import experiment
 from biosim.inference.dcm import DCMStructure, fit_dcm
+from biosim.inference.slice_timing import region_delays, shift_series
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,9 @@ def test_dcm_recovers_the_connectivity_sign_pattern(fmri_only):
     vol = np.asarray(img.dataobj, float)
     n_scans = vol.shape[-1]
     signal = np.stack([vol[labels == r + 1].mean(axis=0) for r in range(3)], axis=1)
+    # slice-timing correction from the sidecar, as an analyst would
+    delays = region_delays(labels, sidecar["SliceTiming"])
+    signal = shift_series(signal, delays, tr)
     first_onset = min(float(e[0]) for e in events)
     baseline = signal[: int(first_onset / tr)].mean(axis=0)
     y = 100 * (signal / baseline - 1)  # percent signal change
