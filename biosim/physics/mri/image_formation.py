@@ -363,11 +363,15 @@ def epi_hybrid(
         df0 = np.broadcast_to(df, shape)
         df = _subvoxel_values(df0, u)
         rep = lambda v: np.repeat(np.broadcast_to(v, shape), subvoxels, axis=-1)  # noqa: E731
-        rate, r2p = rep(rate), rep(r2p)
+        rate = rep(rate)
+        if spin_echo:
+            r2p = rep(r2p)
         a = rep(a / subvoxels)
         if echo_time > 0 and not spin_echo:
-            d_im = 2 * np.pi * (df - rep(df0))
-            a = a * _cexp(np.zeros_like(d_im), d_im, -echo_time, np.result_type(a.dtype, dtype))
+            ph = (df - rep(df0)) * real(-2 * np.pi * echo_time)
+            turn = np.empty(ph.shape, np.result_type(a.dtype, dtype))
+            turn.real, turn.imag = np.cos(ph), np.sin(ph)
+            a = a * turn
         shape = a.shape
     # log q = -esp (R + 2 pi i df) - 2 pi i y / Ny: real and imaginary parts
     im = np.broadcast_to(-2 * np.pi * (echo_spacing * df.astype(np.float64) + y), shape)
