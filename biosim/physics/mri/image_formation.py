@@ -359,6 +359,27 @@ def epi_hybrid(
     df = np.asarray(off_resonance, real)
     shape = np.broadcast_shapes(a.shape, rate.shape, df.shape, r2p.shape)
     a = np.broadcast_to(a, shape)
+    flat = a.reshape(-1, ny)
+    keep = np.flatnonzero(np.any(flat != 0, axis=-1))
+    if keep.size < flat.shape[0]:  # readout columns without signal have no lines: skip them
+        out = np.zeros(flat.shape, dtype)
+        if keep.size:
+
+            def take(v):
+                return np.broadcast_to(v, shape).reshape(-1, ny)[keep][:, None]
+
+            out[keep] = epi_hybrid(
+                take(a),
+                take(rate),
+                echo_spacing,
+                take(df),
+                take(r2p),
+                spin_echo,
+                dtype,
+                subvoxels,
+                echo_time,
+            )[:, 0]
+        return out.reshape(shape)
     if subvoxels > 1 and (df.ndim == 0 or df.shape[-1] == 1 or np.all(df == df[..., :1])):
         subvoxels = 1  # a field uniform along phase encode: the same lines (see above)
     if subvoxels > 1:
