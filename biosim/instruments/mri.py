@@ -971,17 +971,21 @@ class MRIScanner:
         # voxel's own: use the ratio before the voxel's excitation nearest in time
         # (1 for spins that stay put, whichever slice excites them).  Voxels that no
         # slice excites in this volume keep their magnetisation at the slot's time.
-        dist = np.abs(t_slot[:, None] - t_slot[None, :])  # (slot, hit slot, Z)
-        any_hit = hits.any(axis=0)
-        for r in range(2 * w + 1):
-            if not ok[r].any():
-                continue
-            cost = np.where(hits, dist[r][..., None, None], np.inf)
-            src = np.argmin(cost, axis=0)  # (Z, X, Y)
-            src = np.where(any_hit, src, r)
-            if np.all(src == r):
-                continue
-            h_slot[:, r] = np.take_along_axis(h_slot, src[None, None], axis=1)[:, 0]
+        n_hits = hits.sum(axis=0)
+        one = n_hits == 1  # the usual case: every slot takes the one excitation's ratio
+        h_hit = np.einsum("crzxy,rzxy->czxy", h_slot, hits.astype(np.float32))
+        h_slot[:, :, one] = h_hit[:, None, one]
+        many = np.nonzero(n_hits > 1)  # excited twice in the volume: the nearest in time
+        if many[0].size:
+            hm = h_slot[:, :, many[0], many[1], many[2]]  # (C, 2w+1, n)
+            tm = t_slot[:, many[0]]  # (2w+1, n)
+            cost = np.where(
+                hits[:, many[0], many[1], many[2]][None],
+                np.abs(tm[:, None] - tm[None, :]),
+                np.inf,
+            )  # (slot, hit slot, n)
+            src = np.argmin(cost, axis=1)  # (2w+1, n)
+            h_slot[:, :, many[0], many[1], many[2]] = np.take_along_axis(hm, src[None], axis=1)
         # band layout: scanner slice k, band j <-> head slice kh = k + j - w, slot o = w - j
         h = np.empty((n_comp, 2 * w + 1, nz) + ii.shape, np.float32)
         for j in range(2 * w + 1):
