@@ -29,13 +29,19 @@ PRESETS = ("spm", "friston2000")
 
 def base_spec(duration: float = 240.0) -> dict:
     """The shipped three-region DCM fMRI experiment without its DCM analysis, cut to
-    ``duration`` seconds (blocks that do not end by then are dropped)."""
+    ``duration`` seconds (blocks that do not end by then are dropped; a run too short
+    for any keeps one visual block with attention in its second half)."""
     spec = experiment.load_experiment("dcm_fmri")
     spec.pop("analysis", None)
     spec["experiment"]["duration"] = float(duration)
-    spec["protocol"]["blocks"] = [
-        b for b in spec["protocol"]["blocks"] if b["onset"] + b["duration"] <= duration
-    ]
+    blocks = [b for b in spec["protocol"]["blocks"] if b["onset"] + b["duration"] <= duration]
+    if not blocks:
+        length = min(30.0, duration - 20.0)
+        blocks = [
+            {"onset": 10.0, "duration": length, "condition": "visual"},
+            {"onset": 10.0 + length / 2, "duration": length / 2, "condition": "attention"},
+        ]
+    spec["protocol"]["blocks"] = blocks
     return experiment.validate_spec(spec)
 
 
@@ -47,7 +53,9 @@ def v1_peak(run_dir: Path, baseline_until: float = 20.0) -> tuple[float, float]:
     truth = np.load(run_dir / "derivatives" / "biosim-truth" / "truth.npz")
     (img,) = (run_dir).glob("sub-*/func/*_bold.nii.gz")
     data = np.asarray(nib.load(img).dataobj, dtype=float)
-    roi = data[truth["labels"] == 1].mean(axis=0)  # V1 is label 1
+    # V1 is label 1; its mostly-grey-matter voxels (partial volume dilutes the rest)
+    gm = truth["mri_tissue_fractions"][0]
+    roi = data[(truth["labels"] == 1) & (gm > 0.5)].mean(axis=0)
     baseline = roi[truth["scan_times"] < baseline_until].mean()
     return float(roi.max() / baseline - 1), float(truth["bold"][:, 0].max())
 

@@ -18,7 +18,9 @@ The model is deliberately coarse (an order of magnitude, not a profile):
 * MRI: the atlas and field map (~0.6 GB while loading, ~4 s once), image
   formation on chunks of ~1.5 million voxels, the volumes held as float32
   (matrix x ``n_slices`` x volumes, ``experiment.duration / tr``, ~2 copies
-  while writing); its time is ~1e-4 s + 2.1e-9 s x Nx Ny^2 per slice and volume, plus
+  while writing); its time is ~6 s once (field map, T1w image) and ~1e-4 s +
+  5.5e-9 s x Nx Ny^2 per slice and volume (four sub-voxels per voxel where the field
+  varies along phase encode), plus
   3.6e-7 s per voxel and volume when the head moves (``[subject.motion]``);
 * EEG/MEG: simulated in chunks into one float32 array of channels x samples
   (``sample_rate x experiment.duration``), plus the truth (clean signal, and
@@ -36,14 +38,14 @@ The model is deliberately coarse (an order of magnitude, not a profile):
 Calibration (2 shared CPU cores, load ~3; peak RSS from ``/usr/bin/time``),
 measured against the estimate:
 
-* eeg_fmri: 0.52 GB, 9 s, 18 MB (estimate 0.48 GB, 13 s, 24 MB; chunked EEG);
+* eeg_fmri (whole-brain EPI 64 x 64 x 40, EEG at 1 kHz): 1.27 GB, 26 s, 136 MB
+  (estimate 1.2 GB, 15 s, 145 MB);
 * meg_opm_template: 0.92 GB, 48 s, 16 MB (estimate 1.0 GB, 52 s, 19 MB);
 * opm_vs_squid: 0.49 GB, 7 s, 82 MB (estimate 0.56 GB, 9 s, 107 MB; chunked MEG);
-* erp_eeg_fmri: 0.93 GB, 103 s, 73 MB (estimate 0.97 GB, 101 s, 83 MB);
-* dcm_fmri: 0.60 GB, 43 s, 1 MB (estimate 0.62 GB, 49 s, 0.9 MB).
+* erp_eeg_fmri, dcm_fmri: measured before the MRI imaged the MNI152 anatomy (0.93 GB,
+  103 s and 0.60 GB, 43 s with a 16 x 16 x 5 phantom).
 
-Image formation of one 64 x 64 slice took 0.9 s and added 0.19 GB (one 0.27 GB
-encoding array, held transiently).  Times scale with the machine; memory does not.
+Times scale with the machine; memory does not.
 
 ``BIOSIM_AVAILABLE_MEMORY`` (bytes, or with a unit: ``"16G"``, ``"512M"``)
 overrides the memory this machine is taken to have (e.g. a batch job's limit).
@@ -229,7 +231,7 @@ def estimate_resources(spec: dict) -> Estimate:
                 )
             )
             output += n_vox * n_vol * 4 * 0.8 + (6e6 if table.get("anatomical", True) else 0)
-            run_time += 4.0 + n_vol * nz * (1e-4 + nx * ny**2 * 2.1e-9)
+            run_time += 6.0 + n_vol * nz * (1e-4 + nx * ny**2 * 5.5e-9)
             if moving:
                 run_time += n_vox * n_vol * 3.6e-7
         elif kind in ("eeg", "meg"):

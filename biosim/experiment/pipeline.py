@@ -76,7 +76,8 @@ _TRUTH_DOC = {
     "source_moments": "dipole moment of each region, A m, shape (n, n_regions)",
     "dipole_positions": "region dipole positions (m, fsaverage frame)",
     "dipole_orientations": "region dipole unit orientations",
-    "r_peaks": "cardiac R-peak times (s) of the ballistocardiogram",
+    "r_peaks": "cardiac R-peak times (s): the ballistocardiogram, the fMRI cardiac noise and "
+    "the pulse recording follow them",
     "mri_slice_times": "slice acquisition start times (s, scanner clock)",
 }
 _DEVICE_TRUTH_DOC = {

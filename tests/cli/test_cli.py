@@ -59,11 +59,12 @@ def test_default_nifti_has_truth_in_regions(default_run):
     assert img.header.get_zooms()[3] == pytest.approx(2.0)
     assert img.header.get_xyzt_units() == ("mm", "sec")
     truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
-    labels = truth["labels"]
+    labels, grey = truth["labels"], truth["mri_tissue_fractions"][0] > 0.5
     for r in range(3):
-        ts = data[labels == r + 1].mean(axis=0)
+        ts = data[(labels == r + 1) & grey].mean(axis=0)
         r_corr = np.corrcoef(ts, truth["bold"][:, r])[0, 1]
-        assert r_corr > 0.95
+        # measured 0.70 / 0.66 / 0.63 under physiological, AR and thermal noise
+        assert r_corr > 0.5
 
 
 def test_existing_output_is_refused_then_overwritten(default_run, capsys):
@@ -155,14 +156,14 @@ def test_default_eeg_recording_reads_back_with_mne(default_run):
     raw = mne.io.read_raw_brainvision(vhdr, preload=True, verbose=False)
     truth = np.load(default_run / "derivatives" / "biosim-truth" / "truth.npz")
     data = raw.get_data()
-    assert data.shape == truth["eeg_clean"].shape and raw.info["sfreq"] == 250.0
+    assert data.shape == truth["eeg_clean"].shape and raw.info["sfreq"] == 1000.0
     # the recording is the noise-free truth plus amplifier noise and mains: the residual is
     # small, uncorrelated with the truth, and peaks at 50 Hz
     resid = data - truth["eeg_clean"] - truth["eeg_gradient_artifact"] - truth["eeg_bcg_artifact"]
     assert resid.std() < 3e-6
     assert abs(np.corrcoef(resid.ravel(), truth["eeg_clean"].ravel())[0, 1]) < 0.05
     spec = np.abs(np.fft.rfft(resid[0]))
-    freqs = np.fft.rfftfreq(resid.shape[1], 1 / 250.0)
+    freqs = np.fft.rfftfreq(resid.shape[1], 1 / 1000.0)
     assert abs(freqs[np.argmax(spec[1:]) + 1] - 50.0) < 0.1
     descriptions = list(raw.annotations.description)
     assert sum(d.endswith(("visual", "attention")) for d in descriptions) == 6

