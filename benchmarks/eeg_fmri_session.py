@@ -5,7 +5,7 @@ distance-dependent network, driven by a visual and an attention condition; a
 64-channel EEG (``biosemi64``) at 5 kHz inside the scanner (gradient artifact of
 the EPI train, ballistocardiogram of the same heartbeat as the fMRI's cardiac
 noise, amplifier noise, mains, clock drift); whole-brain GRE-EPI of the MNI152
-subject, 80 x 80 x 40 voxels of 2.5 mm, TR 2 s, 300 volumes, with susceptibility
+subject, 80 x 80 x 50 voxels of 2.5 mm, TR 2 s, 300 volumes, with susceptibility
 distortion and dropout, head motion (drift and two jerks) and physiological,
 AR and thermal noise; a T1w image, field map and physiological recordings.
 
@@ -81,11 +81,11 @@ def session_spec(duration: float = 600.0) -> dict:
             "mri": {
                 "field_strength": 3.0,
                 "tr": 2.0,
-                "te": 0.03,
+                "te": 0.0235,
                 "matrix": [80, 80],
-                "n_slices": 40,
-                "echo_spacing": 0.00045,
-                "slab_center": [0.0, -18.0, 14.0],
+                "n_slices": 50,  # 125 mm: every Power ROI; 200 EEG samples a slice
+                "echo_spacing": 0.0004,
+                "slab_center": [0.0, -16.0, 18.0],
                 "noise_std": 3.0,
                 "noise": {"sfnr": 100.0, "ar": [0.4], "fwhm": 6.0, "cardiac": 0.004},
             },
@@ -270,7 +270,7 @@ def analyse(out: Path) -> dict:
     b[0, 1, 0] = True
     cmat = np.zeros((3, 2), bool)
     cmat[0, 1] = True
-    st = DCMStructure(a, b, cmat, tr=2.0, n_micro=8, field_strength=3.0, echo_time=0.03)
+    st = DCMStructure(a, b, cmat, tr=2.0, n_micro=8, field_strength=3.0, echo_time=0.0235)
     u = protocol.boxcars(2.0 / 8, bold.shape[3] * 8)
     res = fit_dcm(st, y, u)
     steps["3-region DCM"] = time.perf_counter() - t0

@@ -709,6 +709,9 @@ def network_parameters(spec: dict, names: tuple[str, ...]) -> NetworkParams:
 PHASE_STEP = 0.01
 #: Rate of the source moments' grid in the ground truth, Hz.
 SOURCE_TRUTH_RATE = 1000.0
+#: Largest source grid (samples x regions) the ground truth stores as moments; beyond it,
+#: only the rhythm's phase grid (with ``neural_input`` it gives the moments).
+MAX_SOURCE_TRUTH = 2e7
 
 
 def source_activity(spec: dict, activity: Activity, sample_rates=()) -> SourceActivity:

@@ -18,6 +18,14 @@ template on the R peaks), epochs start ``onset`` (60 ms) before each event
 and are resampled to 4 ms; the region dipoles' lead field is the
 observation model (SPM's fixed ECD).  Written to
 ``derivatives/biosim-dcm-erp/sub-<id>_task-<name>_dcm.json``.
+
+``[analysis.glm]`` runs the whole-brain GLM a lab would (brain mask from the mean
+image, SPM HRF and cosine drifts, AR(1) prewhitening, the six realignment
+parameters as confounds with ``motion_regressors = "realign"``), writes a z map
+per condition to ``derivatives/biosim-glm/sub-<id>/func/`` and scores it at
+``threshold`` against the true activation (:func:`glm_truth_masks`): sensitivity,
+false-positive rate and the realignment error against the true head motion, in
+``derivatives/biosim-glm/sub-<id>_task-<name>_glm.json``.
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ import os
 import warnings
 
 from .._core.errors import SpecError
+from .activity import MAX_SOURCE_TRUTH
 from .devices import device_instances
 
 __all__ = [
@@ -173,7 +174,8 @@ def estimate_resources(spec: dict) -> Estimate:
     rates = [float(t["sample_rate"]) for _, t in device_instances(spec) if "sample_rate" in t]
     if rates or act["model"] == "neural_mass":
         # the sources are lazy (the neural activity and a 10 ms phase grid); the truth
-        # keeps them on a 1 kHz grid, computed once at the end (~4 float64 copies)
+        # keeps them on a 1 kHz grid, computed once at the end (~4 float64 copies), when
+        # that grid is at most MAX_SOURCE_TRUTH samples x regions
         n_src = duration * 1000.0
         if act["model"] == "neural_mass":
             persistent.append(
@@ -190,15 +192,17 @@ def estimate_resources(spec: dict) -> Estimate:
                     duration / 0.01 * n_regions * 8 * 2,
                 )
             )
-            transient.append(
-                (
-                    f"experiment.duration (the truth's 1 kHz source grid of {n_src:.3g} samples "
-                    f"x {n_regions} regions)",
-                    n_src * n_regions * 8 * 4,
+            if n_src * n_regions <= MAX_SOURCE_TRUTH:  # else the truth keeps the phase grid
+                transient.append(
+                    (
+                        f"experiment.duration (the truth's 1 kHz source grid of {n_src:.3g} "
+                        f"samples x {n_regions} regions)",
+                        n_src * n_regions * 8 * 4,
+                    )
                 )
-            )
-        output += n_src * (n_regions + 1) * 8 * 0.7
-        run_time += n_src * n_regions * 1e-7
+        if act["model"] == "neural_mass" or n_src * n_regions <= MAX_SOURCE_TRUTH:
+            output += n_src * (n_regions + 1) * 8 * 0.7
+            run_time += n_src * n_regions * 1e-7
 
     has_mri = bool(device_instances(spec, "mri"))
     for key, table in device_instances(spec):

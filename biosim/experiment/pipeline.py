@@ -40,7 +40,7 @@ from ..io.bids import (
     write_tsv,
 )
 from ..io.truth import write_truth
-from .activity import Activity, simulate_activity
+from .activity import MAX_SOURCE_TRUTH, Activity, simulate_activity
 from .analysis import run_dcm_analysis, run_dcm_erp_analysis, run_glm_analysis
 from .devices import DeviceContext, Simulation, device_instances, device_type
 from .protocol import Protocol
@@ -99,11 +99,6 @@ _DEVICE_TRUTH_DOC = {
     "sensor_orientations": "sensor axes of device {key}",
     "noise_std": "white-noise standard deviation per channel and sample of device {key}",
 }
-
-
-#: Largest source grid (samples x regions) the truth stores as moments; beyond it, the
-#: rhythm's phase grid (with neural_input it gives the moments).
-MAX_SOURCE_TRUTH = 2e7
 
 
 def _source_truth(sources) -> dict[str, np.ndarray]:

@@ -417,7 +417,8 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
     channel names and scale bars; then each region's lead-field topography (the
     signal of a 100 nA m dipole, field channels for MEG) with head outline, sensors
     and colour bar."""
-    regions = spec["subject"]["regions"]
+    regions = list(spec["subject"]["regions"])[:MAX_REGIONS_SHOWN]  # topographies drawn
+    n_regions = len(spec["subject"]["regions"])
     eeg = isinstance(recording, EEGRecording)
     sphere = _head_sphere(spec)
     groups = _groups(recording, sphere)
@@ -487,7 +488,7 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
         )
     if topo_groups:
         label, unit, scale, _, topo, _ = topo_groups[0]
-        lead = np.asarray(recording.leadfield)[topo] * scale * _REFERENCE_MOMENT
+        lead = np.asarray(recording.leadfield)[topo][:, : len(regions)] * scale * _REFERENCE_MOMENT
         axes = np.atleast_1d(sub[-1].subplots(1, n_topo))
         for r, ax in enumerate(axes):
             _topomap(
@@ -505,8 +506,13 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
         where = "the electrodes" if eeg else f"the {label}"
         if label == "OPM":
             where = "the OPM radial axes"
+        first = (
+            f" (the first {len(regions)} of {n_regions} regions)"
+            if n_regions > len(regions)
+            else ""
+        )
         sub[-1].suptitle(
-            f"lead field: signal of each region's 100 nA m dipole at {where} "
+            f"lead field: signal of each region's 100 nA m dipole at {where}{first} "
             f"({len(topo)} sensors, seen from above, nose up)",
             fontsize=10,
         )
