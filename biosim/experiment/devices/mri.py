@@ -646,7 +646,8 @@ def _write_fieldmap(rec, ctx, dataset: BIDSDataset, bold_path, field_id: str) ->
     fmap.mkdir(parents=True, exist_ok=True)
     stem = f"sub-{dataset.subject}"
     aff = rec.acquisition.affine
-    write_nifti(fmap / f"{stem}_fieldmap.nii.gz", rec.field_hz.astype(np.float32), aff)
+    head = rec.image.fractions.sum(axis=0) > 0.05  # no phase, no field map outside the head
+    write_nifti(fmap / f"{stem}_fieldmap.nii.gz", (rec.field_hz * head).astype(np.float32), aff)
     m0, t1, t2, t2s = rec.image.tissue.compartments()
     magnitude = (m0 * np.exp(-rec.te / t2s)).sum(0).astype(np.float32)
     write_nifti(fmap / f"{stem}_magnitude.nii.gz", magnitude, aff)
