@@ -895,6 +895,12 @@ class MRIScanner:
         ]
         fcomp = None if ctx["fcomp"] is None else f32(_band_take(ctx["fcomp"], kh))
         off_band = f32(_band_take(ctx["off0"][None], kh)[0])
+
+        def along_z(a):  # central differences along the head's slices, on the whole grid
+            return np.gradient(a, axis=1) if a.shape[1] > 1 else np.zeros_like(a)
+
+        fcomp_dz = None if ctx["fcomp"] is None else f32(_band_take(along_z(ctx["fcomp"]), kh))
+        off_dz = f32(_band_take(along_z(ctx["off0"][None]), kh)[0])
         fwd0 = fwd.reshape(-1, 4, 4)[np.argmin(t_all)]
         kk, ii, jj = np.meshgrid(np.arange(nz), np.arange(nx), np.arange(ny), indexing="ij")
         zs = fwd0[2, 0] * ii + fwd0[2, 1] * jj + fwd0[2, 2] * kk + fwd0[2, 3]
@@ -918,6 +924,8 @@ class MRIScanner:
             "band_batches": band_batches,
             "fcomp": fcomp,
             "off": off_band,
+            "fcomp_dz": fcomp_dz,
+            "off_dz": off_dz,
             "pix": (ii2.astype(float), jj2.astype(float)),
         }
 
@@ -1031,16 +1039,17 @@ class MRIScanner:
                     wd[js, ks] = (ctx["shares"][kh] @ (e * d)).T.reshape(-1, nx, ny) / gg
                 region = (ctx["region_comp"], g, wd)
             df = state["off"].copy()
+            gz = state["off_dz"].copy()  # along head slices: central on the whole grid
             mats = state["mats"][v]  # (Z, 4, 4)
             if state["fcomp"] is not None:
                 wts = np.stack([_field_weights(mats[k, 2, :3]) for k in range(nz)], 1)  # (6, Z)
-                df = df + ctx["hz"] * np.einsum(
-                    "ik,ijkxy->jkxy", wts.astype(np.float32), state["fcomp"]
-                )
+                wts = wts.astype(np.float32)
+                df = df + ctx["hz"] * np.einsum("ik,ijkxy->jkxy", wts, state["fcomp"])
+                gz = gz + ctx["hz"] * np.einsum("ik,ijkxy->jkxy", wts, state["fcomp_dz"])
             tinv = state["inv"][v]  # (Z, 4, 4)
             fl_band = None if fl is None else fl[a][khc].astype(np.float32)
             if nb > 1:
-                gz, gx, gy = np.gradient(df, axis=(0, 2, 3))
+                gx, gy = np.gradient(df, axis=(2, 3))
                 col = tinv[:, :3, 2].astype(np.float32)  # d(head index)/d(scanner slice)
                 dfdz = (
                     gx * col[:, 0, None, None]
