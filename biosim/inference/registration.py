@@ -142,6 +142,9 @@ def realign(
         raise ParameterError(
             "mask", f"{mask.sum()} voxels", "a mask of the volume grid, >= 10 voxels"
         )
+    mask = mask.copy()
+    mask[:, :, [0, -1]] = False  # the first and last slices have no neighbour beyond
+    shape3 = np.array(data.shape[:3])
     idx = np.argwhere(mask)
     stride = 1
     while len(idx) > max_points:
@@ -171,6 +174,11 @@ def realign(
                 moved = rel @ r.T + center + p[:3]
                 vox = moved @ to_vox[:3, :3].T + to_vox[:3, 3]
                 value, grad = moving.values_and_gradient(vox)
+                # points carried outside the volume (through the slab's ends) see no data:
+                # they leave the cost rather than match extrapolated values
+                inside = np.all((vox >= 0) & (vox <= np.array(shape3) - 1), axis=1)
+                value = np.where(inside, value, ref_values)
+                grad = grad * inside[:, None]
                 g_m = grad @ to_vox[:3, :3]  # per m
                 d_rot = _rotation_derivatives(p[3:])  # (3, 3, 3)
                 jac = np.empty((len(points), 6))

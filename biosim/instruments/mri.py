@@ -762,12 +762,10 @@ class MRIScanner:
         x = np.float32(np.pi * seq.slice_thickness * seq.te) * dfdz
         with np.errstate(invalid="ignore", divide="ignore"):
             drop = np.where(x == 0, np.float32(1.0), np.abs(np.sin(x) / x))
-        ph = np.float32(-2 * np.pi * seq.te) * df
-        out = np.empty(s.shape, np.complex64)
-        out.real = np.cos(ph)
-        out.imag = np.sin(ph)
-        out *= s * drop
-        return out, rate, rev
+        # the TE phase is applied after the moved positions are sampled (from the sampled
+        # field): interpolating phase-wrapped values between voxels would lose amplitude
+        # depending on the sub-voxel position of the head
+        return (s * drop).astype(np.complex64), rate, rev
 
     def _static_sums(self, ctx):
         """Compartment sums of the motionless object (Z, X, Y), float32: signal at TE,
@@ -1075,6 +1073,9 @@ class MRIScanner:
                 acc_s, acc_p, acc_r = _sample_bands(
                     tinv[kb], (s, (rate + 1j * df[:, kb]).astype(np.complex64), rev), w, k0
                 )
+                if not seq.spin_echo:  # the TE phase of the sampled field
+                    ph = np.float32(-2 * np.pi * seq.te) * acc_p.imag
+                    acc_s = acc_s * (np.cos(ph) + 1j * np.sin(ph)).astype(np.complex64)
                 out_s[a, kb] = acc_s
                 out_p[a, kb] = acc_p
                 if out_rev is not None:
