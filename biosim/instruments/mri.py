@@ -434,10 +434,6 @@ class MRIScanner:
         Thermal noise per real/imaginary channel in the image, same units as m0.
     drift : float
         Linear signal drift, fraction per second (scanner heating).
-    physio_std : float
-        Fractional std of physiological (respiratory/cardiac) fluctuations,
-        modelled as a sum of a 0.3 Hz and a 1.1 Hz sinusoid aliased at TR
-        (a simple stand-in; ``acquire(fluctuation=...)`` takes a full model).
     se_fraction : float
         Share of the BOLD dR2* that a spin echo does not refocus.
     seed : int
@@ -447,14 +443,12 @@ class MRIScanner:
     sequence: GradientEchoEPI = dataclasses.field(default_factory=GradientEchoEPI)
     noise_std: float = 0.0
     drift: float = 0.0
-    physio_std: float = 0.0
     se_fraction: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
         check_range("field_strength", self.field_strength, *FIELD_STRENGTH_RANGE, "T")
         check_range("noise_std", self.noise_std, 0.0, np.inf)
-        check_range("physio_std", self.physio_std, 0.0, 1.0)
         check_range("se_fraction", self.se_fraction, 0.0, 1.0)
 
     def affine(self, shape):
@@ -640,17 +634,8 @@ class MRIScanner:
             grid = np.arange(nx * ny) * nz
             shares = [cols[:, grid + k].T.tocsr() for k in range(nz)]  # (X*Y, R) per slice
         vol_times = np.arange(n_vol) * seq.tr
-        rng = np.random.default_rng(self.seed)
-        phase0 = rng.uniform(0, 2 * np.pi, 2)
-        physio = (
-            self.physio_std
-            * (
-                np.sin(2 * np.pi * 0.3 * vol_times + phase0[0])
-                + np.sin(2 * np.pi * 1.1 * vol_times + phase0[1])
-            )
-            / np.sqrt(2)
-        )
-        gain = (1.0 + self.drift * vol_times) * (1.0 + physio)
+        gain = 1.0 + self.drift * vol_times  # physiological noise: the fluctuation hook
+        rng = np.random.default_rng(self.seed)  # thermal noise
         ctx = dict(
             maps=st_maps,
             off0=off0,
