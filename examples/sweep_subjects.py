@@ -53,9 +53,9 @@ def v1_peak(run_dir: Path, baseline_until: float = 20.0) -> tuple[float, float]:
     truth = np.load(run_dir / "derivatives" / "biosim-truth" / "truth.npz")
     (img,) = (run_dir).glob("sub-*/func/*_bold.nii.gz")
     data = np.asarray(nib.load(img).dataobj, dtype=float)
-    # V1 is label 1; its mostly-grey-matter voxels (partial volume dilutes the rest)
+    # V1 is label 1; its mostly-grey-matter voxels (partial volume dilutes the others)
     gm = truth["mri_tissue_fractions"][0]
-    roi = data[(truth["labels"] == 1) & (gm > 0.5)].mean(axis=0)
+    roi = data[(truth["labels"] == 1) & (gm > 0.7)].mean(axis=0)
     baseline = roi[truth["scan_times"] < baseline_until].mean()
     return float(roi.max() / baseline - 1), float(truth["bold"][:, 0].max())
 
