@@ -440,7 +440,8 @@ def run_glm_analysis(
     spec: dict, protocol: Protocol, recordings: dict, dataset: BIDSDataset
 ) -> dict:
     """Whole-brain GLM of the MRI series as a lab would run it (brain mask from the
-    mean image, SPM HRF, cosine drifts, AR(1), motion parameters from realignment),
+    mean image, nilearn's SPM-shaped HRF via :func:`~biosim.inference.design.design_matrix`,
+    cosine drifts, AR(1), motion parameters from realignment),
     scored against the truth: z maps in ``derivatives/biosim-glm`` and each
     condition's sensitivity and false-positive rate at ``threshold``."""
     from ..inference.design import design_matrix
@@ -490,7 +491,7 @@ def run_glm_analysis(
         "threshold_z": cfg["threshold"],
         "conditions": list(protocol.conditions),
         "noise_model": "ar1",
-        "hrf": "spm",
+        "hrf": "nilearn spm_hrf (design_matrix hrf_model='spm')",
         "n_voxels_in_mask": int(mask.sum()),
         "truth": f"voxels mostly in regions whose noise-free BOLD response exceeds "
         f"{cfg['active_fraction']:g} of the largest",

@@ -1,9 +1,15 @@
 """fMRI design matrices: conditions convolved with HRFs, parametric
 modulation, cosine (DCT) drifts and nuisance regressors.
 
-Conditions are boxcars at microtime ``tr / oversampling`` convolved with the
-HRF basis of :mod:`biosim.physics.hemodynamics.hrf` (nilearn-identical
-kernels) and sampled at the frame times.  Drifts: the discrete cosine set of
+:func:`design_matrix` follows nilearn's convention: conditions are boxcars at
+microtime ``tr / oversampling`` convolved with nilearn's HRF basis
+(:func:`biosim.physics.hemodynamics.hrf_kernels`; ``hrf_model="spm"`` is
+nilearn's ``spm_hrf``, whose undershoot ratio is 0.167 and whose grid starts
+one microtime step later than SPM's) and linearly interpolated at the frame
+times, so its columns equal nilearn's ``make_first_level_design_matrix``.
+:func:`spm_regressors` builds a condition's regressors as SPM's
+``spm_fMRI_design`` does (SPM's basis sets, microtime bins ``T`` and
+reference bin ``T0``).  Drifts: the discrete cosine set of
 SPM/nilearn with cut-off period ``high_pass_period`` (128 s by default)::
 
     d_k(t_n) = sqrt(2 / N) cos(pi (n + 1/2) k / N),   k = 1 .. floor(2 N TR / period)
@@ -18,7 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.errors import ParameterError
-from ..physics.hemodynamics.hrf import convolve_kernels, event_boxcar, hrf_kernels
+from .._core.validation import check_finite, check_positive
+from ..physics.hemodynamics.hrf import (
+    convolve_kernels,
+    event_boxcar,
+    hrf_kernels,
+    spm_basis_functions,
+    spm_orth,
+)
 
 
 def cosine_drifts(n_scans, tr, high_pass_period=128.0):
@@ -116,3 +129,62 @@ def design_matrix(
     cols.append(np.ones(n_scans))
     names.append("constant")
     return np.stack(cols, 1), names
+
+
+def _matlab_round(x):
+    """MATLAB's ``round`` (halves away from zero), unlike ``numpy.rint``."""
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def spm_regressors(onsets, durations, n_scans, rt, *, basis="hrf", fmri_t=16, fmri_t0=8):
+    """One condition's regressors built as SPM12/SPM25's ``spm_fMRI_design``.
+
+    The stimulus function lives on microtime bins ``dt = rt / fmri_t`` with a
+    32-bin lead: an event at ``onset`` (s) switches on at bin
+    ``round(onset / dt) + 32`` and off ``round(duration / dt) + 1`` bins later
+    (``spm_get_ons``, units 'secs'); when every duration is zero the sticks
+    have height ``1 / dt``.  It is convolved with
+    :func:`~biosim.physics.hemodynamics.spm_basis_functions`, sampled at bins
+    ``n fmri_t + fmri_t0 + 31`` (0-based) for scan ``n`` and the basis columns
+    are orthogonalised with :func:`~biosim.physics.hemodynamics.spm_orth`.
+
+    Parameters
+    ----------
+    onsets, durations : array, shape (n_events,)
+        Event timing, s (``durations`` may be a scalar).
+    n_scans : int
+    rt : float
+        Repetition time, s.
+    basis : str
+        One of :data:`biosim.physics.hemodynamics.SPM_BASIS_SETS`.
+    fmri_t, fmri_t0 : int
+        Microtime resolution and reference bin (SPM's ``T`` = 16, ``T0`` = 8).
+
+    Returns
+    -------
+    numpy array, shape (n_scans, n_basis)
+    """
+    onsets = np.atleast_1d(np.asarray(onsets, dtype=float))
+    durations = np.broadcast_to(np.asarray(durations, dtype=float), onsets.shape)
+    check_finite("onsets", onsets)
+    check_finite("durations", durations)
+    if np.any(durations < 0):
+        raise ParameterError("durations", durations.min(), "non-negative durations (s)")
+    if int(n_scans) != n_scans or n_scans < 1:
+        raise ParameterError("n_scans", n_scans, "a positive integer")
+    check_positive("rt", rt, "s")
+    bf = spm_basis_functions(basis, rt, fmri_t)  # validates basis and fmri_t
+    if int(fmri_t0) != fmri_t0 or not 1 <= fmri_t0 <= fmri_t:
+        raise ParameterError("fmri_t0", fmri_t0, f"an integer reference bin in 1..{fmri_t}")
+    n_scans, t, t0 = int(n_scans), int(fmri_t), int(fmri_t0)
+    dt = float(rt) / t
+    height = 1.0 / dt if not np.any(durations) else 1.0
+    ton = np.maximum(_matlab_round(onsets / dt) + 33, 1).astype(int)  # 1-based, as SPM
+    tof = np.maximum(_matlab_round(durations / dt) + ton + 1, 1).astype(int)
+    n_fine = n_scans * t + 128
+    sf = np.zeros(n_fine)
+    np.add.at(sf, ton[ton < n_fine] - 1, height)
+    np.add.at(sf, tof[tof < n_fine] - 1, -height)
+    sf = np.cumsum(sf)[: n_scans * t + 32]
+    conv = np.stack([np.convolve(sf, k)[: sf.size] for k in bf], 1)
+    return spm_orth(conv[np.arange(n_scans) * t + t0 + 31])

@@ -1,31 +1,46 @@
 """Canonical hemodynamic response functions and LTI convolution of designs.
 
 HRFs are differences of two gamma densities (Friston et al. 1998; Glover
-1999)::
+1999).  Two conventions are provided, each reproduced exactly:
 
-    h(t) = G(t - dt; delay/d, d) - ratio * G(t - dt; undershoot/d_u, d_u)
+**SPM** (:func:`spm_hrf`, :func:`spm_basis_functions`, :func:`spm_orth`):
+SPM12/SPM25's ``spm_hrf(RT, p, T)`` with ``p = [6 16 1 1 6 0 32]``
+(peak delay, undershoot delay, their dispersions, peak-to-undershoot ratio 6,
+onset, length, s)::
 
-with ``G(x; a, s)`` the gamma pdf of shape ``a`` and scale ``s`` (zero for
-x <= 0), normalised to unit sum on the sampling grid.  The constants and the
-sampling grid follow nilearn exactly (``spm_hrf``, ``glover_hrf`` and their
-time and dispersion derivatives), so biosim's regressors can be compared with
-nilearn's to round-off:
+    dt = RT / T;   u_k = k - onset / dt,  k = 0 .. ceil(length / dt)
+    h_k = G(u_k; delay/disp, dt/disp) - G(u_k; under/udisp, dt/udisp) / ratio
+    hrf = h[0, T, 2T, ..., floor(length / RT) T] / sum(...)
 
-=========  =====  ==========  ==========  ============  =====
-model      delay  undershoot  dispersion  u_dispersion  ratio
-=========  =====  ==========  ==========  ============  =====
-spm        6 s    16 s        1           1             0.167
-glover     6 s    12 s        0.9         0.9           0.48
-=========  =====  ==========  ==========  ============  =====
+with ``G(x; a, l)`` the gamma density of shape ``a`` and *rate* ``l``: the
+kernel has ``floor(length / RT) + 1`` samples (321/65/33/17/10 at RT
+0.1/0.5/1/2/3.22 s).  ``spm_get_bf`` builds its basis sets at the microtime
+bin ``dt = RT / T`` (``T = 16`` by default), adds the time derivative over a
+1 s onset shift and the dispersion derivative over a 0.01 change of the peak
+dispersion, then orthogonalises them with ``spm_orth``.  Values agree with
+SPM run under Octave to 1e-12 (tests/physics/hemodynamics/data).
 
-The grid for a repetition time ``tr`` and ``oversampling`` has
+**nilearn** (:func:`nilearn_spm_hrf`, :func:`nilearn_glover_hrf`,
+:func:`hrf_kernels`): nilearn's ``spm_hrf``, ``glover_hrf`` and their time and
+dispersion derivatives, equal to nilearn's to round-off:
+
+=============  =====  ==========  ==========  ============  =====
+model          delay  undershoot  dispersion  u_dispersion  ratio
+=============  =====  ==========  ==========  ============  =====
+nilearn spm    6 s    16 s        1           1             0.167
+glover         6 s    12 s        0.9         0.9           0.48
+=============  =====  ==========  ==========  ============  =====
+
+(``ratio`` multiplies the undershoot: 0.167 is nilearn's rounding of SPM's
+1/6).  The grid for a repetition time ``tr`` and ``oversampling`` has
 ``n = round(time_length / (tr / oversampling))`` points spanning
-``[0, time_length]`` (nilearn's convention).  Time derivatives are finite
+``[0, time_length]`` and the densities start at ``t = dt`` (nilearn's
+convention, one step later than SPM's).  Time derivatives are finite
 differences over a 0.1 s onset shift; dispersion derivatives over a 0.01
-change of the peak dispersion (SPM's ``spm_get_bf`` does the same).
+change of the peak dispersion.
 
-All functions are written in ``jax.numpy`` and are differentiable with
-respect to the shape constants and the design amplitudes.
+All HRFs are written in ``jax.numpy`` and are differentiable with respect to
+the shape constants and the design amplitudes.
 """
 
 from __future__ import annotations
@@ -33,9 +48,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
+from scipy.special import gammaln as scipy_gammaln
 
 from ..._core.errors import ParameterError
-from ..._core.validation import check_all_finite, check_finite, check_positive
+from ..._core.validation import check_all_finite, check_finite, check_positive, is_concrete
 
 HRF_MODELS = (
     "spm",
@@ -125,12 +141,15 @@ def _parse_model(model: str):
 
 
 def hrf_kernels(model: str, tr: float, oversampling: int = 50, time_length: float = 32.0):
-    """The basis kernels of an HRF model sampled at ``tr / oversampling``.
+    """nilearn's HRF basis kernels (``hrf_model``) sampled at ``tr / oversampling``.
+
+    ``"spm"`` here is nilearn's ``spm_hrf`` (see the module docstring); SPM's
+    own basis sets are :func:`spm_basis_functions`.
 
     Parameters
     ----------
     model : str
-        One of :data:`HRF_MODELS`.
+        One of :data:`HRF_MODELS` (nilearn's ``hrf_model`` names).
     tr : float
         Repetition time, s.
     oversampling : int
@@ -162,16 +181,204 @@ def hrf_kernels(model: str, tr: float, oversampling: int = 50, time_length: floa
     return jnp.stack(out)
 
 
-def spm_hrf(tr, oversampling=50, time_length=32.0, onset=0.0):
-    """SPM canonical HRF (nilearn's ``spm_hrf``) on the oversampled grid."""
+def nilearn_spm_hrf(tr, oversampling=50, time_length=32.0, onset=0.0):
+    """nilearn's ``spm_hrf`` (not SPM's: see :func:`spm_hrf`) on nilearn's grid.
+
+    Parameters
+    ----------
+    tr : float
+        Repetition time, s.
+    oversampling : int
+        Microtime samples per TR.
+    time_length : float
+        Kernel length, s.
+    onset : float
+        Shift of the response, s.
+
+    Returns
+    -------
+    array, shape (round(time_length * oversampling / tr),)
+        Unit-sum kernel, equal to ``nilearn.glm.first_level.spm_hrf``.
+    """
     times = hrf_time_grid(tr, oversampling, time_length)
     return gamma_difference_hrf(times, tr / oversampling, onset=onset, **_SHAPES["spm"])
 
 
-def glover_hrf(tr, oversampling=50, time_length=32.0, onset=0.0):
-    """Glover (1999) HRF with nilearn's constants, on the oversampled grid."""
+def nilearn_glover_hrf(tr, oversampling=50, time_length=32.0, onset=0.0):
+    """nilearn's ``glover_hrf`` (Glover 1999 constants) on nilearn's grid.
+
+    Parameters as :func:`nilearn_spm_hrf`.
+    """
     times = hrf_time_grid(tr, oversampling, time_length)
     return gamma_difference_hrf(times, tr / oversampling, onset=onset, **_SHAPES["glover"])
+
+
+SPM_BASIS_SETS = (
+    "hrf",
+    "hrf (with time derivative)",
+    "hrf (with time and dispersion derivatives)",
+)
+SPM_TIME_DERIVATIVE_STEP = 1.0  # s, spm_get_bf
+SPM_DISPERSION_DERIVATIVE_STEP = 0.01  # spm_get_bf
+
+
+def _check_microtime(fmri_t):
+    if isinstance(fmri_t, bool) or int(fmri_t) != fmri_t or fmri_t < 1:
+        raise ParameterError("fmri_t", fmri_t, "a positive integer (microtime bins per scan)")
+    return int(fmri_t)
+
+
+def _spm_gamma_pdf(x, shape, rate, xp=jnp, lgamma=gammaln):
+    """SPM's ``spm_Gpdf(x, shape, rate)`` for ``shape > 1`` (zero for x <= 0)."""
+    safe = xp.where(x > 0, x, 1.0)
+    logpdf = (shape - 1.0) * xp.log(safe) + shape * xp.log(rate) - rate * safe - lgamma(shape)
+    return xp.where(x > 0, xp.exp(logpdf), 0.0)
+
+
+def spm_hrf(
+    rt,
+    *,
+    fmri_t=16,
+    delay=6.0,
+    undershoot=16.0,
+    dispersion=1.0,
+    undershoot_dispersion=1.0,
+    ratio=6.0,
+    onset=0.0,
+    length=32.0,
+):
+    """SPM's canonical HRF, sample for sample (``spm_hrf(RT, p, T)``, SPM12/SPM25).
+
+    Parameters
+    ----------
+    rt : float
+        Sampling interval of the returned kernel, s (SPM's ``RT``).
+    fmri_t : int
+        Microtime bins per ``rt`` on which the densities are evaluated
+        (SPM's ``T``, ``stats.fmri.t`` = 16).
+    delay, undershoot : float
+        Peak and undershoot delays, s (``p(1)``, ``p(2)``).
+    dispersion, undershoot_dispersion : float
+        Dispersions, s (``p(3)``, ``p(4)``).
+    ratio : float
+        Peak-to-undershoot ratio (``p(5)``; the undershoot is divided by it).
+    onset : float
+        Onset, s (``p(6)``).
+    length : float
+        Kernel length, s (``p(7)``).
+
+    Returns
+    -------
+    array, shape (floor(length / rt) + 1,)
+        Unit-sum kernel; differentiable with respect to the shape constants.
+
+    Notes
+    -----
+    Friston et al. (1998) NeuroImage 7:30; see the module docstring for the
+    sampling grid.  The shapes ``delay / dispersion`` and
+    ``undershoot / undershoot_dispersion`` must exceed 1.
+    """
+    check_positive("rt", rt, "s")
+    check_positive("length", length, "s")
+    check_all_finite(
+        delay=delay,
+        undershoot=undershoot,
+        dispersion=dispersion,
+        undershoot_dispersion=undershoot_dispersion,
+        ratio=ratio,
+        onset=onset,
+    )
+    t = _check_microtime(fmri_t)
+    rt = float(rt)
+    dt = rt / t
+    n_fine = int(np.ceil(float(length) / dt)) + 1
+    shape = (delay, undershoot, dispersion, undershoot_dispersion, ratio, onset)
+    # NumPy for concrete constants (no per-shape compilation), jax.numpy when traced
+    xp, lgamma = (np, scipy_gammaln) if is_concrete(shape) else (jnp, gammaln)
+    u = xp.arange(n_fine, dtype=float) - onset / dt
+    h = _spm_gamma_pdf(u, delay / dispersion, dt / dispersion, xp, lgamma) - (
+        _spm_gamma_pdf(
+            u, undershoot / undershoot_dispersion, dt / undershoot_dispersion, xp, lgamma
+        )
+        / ratio
+    )
+    h = h[np.arange(int(np.floor(float(length) / rt)) + 1) * t]
+    return jnp.asarray(h / xp.sum(h))
+
+
+def spm_orth(x):
+    """SPM's ``spm_orth(X)`` ('pad'): recursive Gram-Schmidt of the columns.
+
+    Each column is orthogonalised with respect to the (kept) columns before
+    it; columns that are zero or fall in the span of the previous ones
+    (1-norm below ``exp(-32)``) are returned as zeros.
+
+    Parameters
+    ----------
+    x : array, shape (n, m)
+
+    Returns
+    -------
+    numpy array, shape (n, m)
+    """
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 2:
+        raise ParameterError("x", f"array of shape {x.shape}", "a 2-D array (n, m)")
+    check_finite("x", x)
+    n, m = x.shape
+    out = np.zeros((n, m))
+    cols = [j for j in range(m) if np.any(x[:, j])]
+    if not cols:
+        return out
+    rank = np.linalg.matrix_rank(x[:, cols])
+    kept_idx = [cols[0]]
+    kept = x[:, [cols[0]]]
+    for j in cols[1:]:
+        d = x[:, j] - kept @ (np.linalg.pinv(kept) @ x[:, j])
+        if np.sum(np.abs(d)) > np.exp(-32):
+            kept = np.column_stack([kept, d])
+            kept_idx.append(j)
+        if len(kept_idx) == rank:
+            break
+    out[:, kept_idx] = kept
+    return out
+
+
+def spm_basis_functions(name, rt, fmri_t=16):
+    """SPM's canonical basis sets (``spm_get_bf`` as called by ``spm_fMRI_design``).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SPM_BASIS_SETS`.
+    rt : float
+        Repetition time, s; the kernels are sampled at the microtime bin
+        ``rt / fmri_t``.
+    fmri_t : int
+        Microtime bins per scan (SPM's ``T``, 16 by default).
+
+    Returns
+    -------
+    numpy array, shape (n_basis, floor(32 fmri_t / rt) + 1)
+        The canonical HRF, then the time derivative (1 s onset shift) and the
+        dispersion derivative (0.01 dispersion change), after :func:`spm_orth`
+        (SPM's ``xBF.bf``, transposed).
+    """
+    if name not in SPM_BASIS_SETS:
+        raise ParameterError("name", name, f"one of {SPM_BASIS_SETS}")
+    check_positive("rt", rt, "s")
+    t = _check_microtime(fmri_t)
+    dt = float(rt) / t  # xBF.dt
+    bf = [np.asarray(spm_hrf(dt, fmri_t=t))]
+    if "time" in name:
+        shifted = np.asarray(spm_hrf(dt, fmri_t=t, onset=SPM_TIME_DERIVATIVE_STEP))
+        bf.append((bf[0] - shifted) / SPM_TIME_DERIVATIVE_STEP)
+        if "dispersion" in name:
+            wider = np.asarray(
+                spm_hrf(dt, fmri_t=t, dispersion=1.0 + SPM_DISPERSION_DERIVATIVE_STEP)
+            )
+            bf.append((bf[0] - wider) / SPM_DISPERSION_DERIVATIVE_STEP)
+    return spm_orth(np.stack(bf, 1)).T
 
 
 def event_boxcar(onsets, durations, amplitudes, times):
