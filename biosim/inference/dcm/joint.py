@@ -202,7 +202,7 @@ def predict_joint(theta, structure: JointStructure, lf_modes, stimulus):
     r = neuronal_drive_amplitude(x[..., 8])  # (trials, n)
     z = stimulus @ r * beta  # (n_scans n_micro, n)
     balloon = BalloonParams.spm(log_decay=decay, log_transit=transit)
-    bold_p = BOLDParams.spm(
+    bold_p = BOLDParams.at_field(
         field_strength=structure.field_strength, echo_time=structure.echo_time, log_epsilon=eps
     )
     bold, _ = integrate_fixed_step(

@@ -20,7 +20,7 @@ Only entries switched on in the model's masks are free (others are fixed at
 
 * ``"biosim"`` (default): the table with prior mean 0 for every connection,
   one decay parameter per region, and the BOLD constants of
-  :meth:`BOLDParams.spm` at the structure's field strength and echo time.
+  :meth:`BOLDParams.at_field` at the structure's field strength and echo time.
 * ``"spm12"``: exactly SPM12's ``spm_dcm_fmri_priors`` and
   ``spm_gx_fmri``: prior mean 1/128 for the switched-on extrinsic
   connections, a single decay parameter shared by all regions, and the
@@ -313,7 +313,7 @@ class DCMStructure:
                 resting_extraction=0.4,
                 r0=SPM12_R0,
             )
-        return BOLDParams.spm(
+        return BOLDParams.at_field(
             field_strength=self.field_strength, echo_time=self.echo_time, log_epsilon=log_epsilon
         )
 

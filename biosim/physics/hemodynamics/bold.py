@@ -11,12 +11,22 @@ Both models have the form (Buxton et al. 1998)::
   ``spm_gx_fmri``), with explicit field strength and echo time::
 
       k1 = 4.3 nu0 E0 TE,   k2 = eps r0 E0 TE,   k3 = 1 - eps
-      nu0 = 28.265 B0  (frequency offset at the outer surface of a fully
-                        deoxygenated vessel, Hz; B0 in T)
-      r0  = slope of intravascular R2* relaxation versus extraction, 1/s:
-            about 25, 110 and 340 1/s at 1.5, 3 and 7 T (Uludag et al. 2009)
+      nu0 = frequency offset at the outer surface of a fully deoxygenated
+            vessel, Hz
+      r0  = slope of intravascular R2* relaxation versus extraction, 1/s
 
   eps is the ratio of intra- to extravascular signal at rest.
+
+Two presets, named for what they are:
+
+* :meth:`BOLDParams.spm`: SPM12/SPM25's fixed constants (``spm_gx_fmri``):
+  nu0 = 40.3 Hz, TE = 0.04 s, r0 = 25 1/s, E0 = 0.4, V0 = 4 %, whatever the
+  scanner's field.
+* :meth:`BOLDParams.at_field`: field-dependent constants,
+  nu0 = 28.265 B0 Hz (B0 in T; Heinzle et al. 2016) and r0 interpolated
+  from 25, 110 and 340 1/s at 1.5, 3 and 7 T (Uludag et al. 2009), at the
+  given echo time.  At 1.5 T and TE = 40 ms this is *not* SPM's model
+  (nu0 = 42.4 Hz against SPM's 40.3 Hz).
 
 Units: the signal is a *fraction* (0.01 is a 1 % change); V0 is the resting
 venous blood volume fraction (SPM uses 4 %, i.e. 0.04).
@@ -36,8 +46,12 @@ from ..._core.validation import check_positive, check_range, is_concrete
 R0_TABLE_B0 = (1.5, 3.0, 7.0)
 R0_TABLE_VALUES = (25.0, 110.0, 340.0)
 
-#: nu0 / B0, Hz per tesla (Stephan et al. 2007, eq. 9; 40.3 Hz at 1.5 T in SPM).
+#: nu0 / B0, Hz per tesla (Heinzle et al. 2016; 42.4 Hz at 1.5 T).
 NU0_PER_TESLA = 28.265
+
+#: SPM12/SPM25 ``spm_gx_fmri`` constants (independent of the field strength):
+#: nu0 (Hz), TE (s), r0 (1/s), E0, V0 (fraction; SPM writes 4 for percent).
+SPM_NU0, SPM_ECHO_TIME, SPM_R0, SPM_E0, SPM_V0 = 40.3, 0.04, 25.0, 0.4, 0.04
 
 BOLD_MODELS = ("revised", "classic")
 
@@ -63,7 +77,7 @@ class BOLDParams:
     Parameters
     ----------
     field_strength : float
-        B0, T (revised model only).
+        B0, T (revised model only; sets nu0 and r0 unless they are given).
     echo_time : float
         TE, s (revised model only; SPM default 0.04 s).
     resting_venous_volume : float
@@ -76,6 +90,9 @@ class BOLDParams:
     r0 : float or None
         Intravascular relaxation slope, 1/s; None takes it from the
         field-strength table.
+    nu0 : float or None
+        Frequency offset of a fully deoxygenated vessel, Hz; None takes
+        ``28.265 field_strength``.
     model : {"revised", "classic"}
         Static choice of observation equation.
     """
@@ -86,17 +103,40 @@ class BOLDParams:
     epsilon: float = 1.0
     resting_extraction: float = 0.4
     r0: float | None = None
+    nu0: float | None = None
     model: str = static_field(default="revised")
 
     @classmethod
-    def spm(cls, field_strength=1.5, echo_time=0.04, log_epsilon=0.0) -> BOLDParams:
-        """SPM12 ``spm_gx_fmri`` settings (V0 = 4 %, E0 = 0.4, eps = exp(P.epsilon))."""
+    def spm(cls, log_epsilon=0.0) -> BOLDParams:
+        """SPM12/SPM25's ``spm_gx_fmri`` constants, the same at every field.
+
+        nu0 = 40.3 Hz, TE = 0.04 s, r0 = 25 1/s, E0 = 0.4, V0 = 4 % and
+        eps = exp(``log_epsilon``) (SPM's ``P.epsilon``).  ``field_strength``
+        is set to 1.5 T for the record only: it does not enter the
+        coefficients.  For constants that follow the scanner use
+        :meth:`at_field`.
+        """
+        return cls(
+            field_strength=1.5,
+            echo_time=SPM_ECHO_TIME,
+            resting_venous_volume=SPM_V0,
+            epsilon=jnp.exp(log_epsilon),
+            resting_extraction=SPM_E0,
+            r0=SPM_R0,
+            nu0=SPM_NU0,
+        )
+
+    @classmethod
+    def at_field(cls, field_strength, echo_time=0.04, log_epsilon=0.0) -> BOLDParams:
+        """Field-dependent constants: nu0 = 28.265 B0 Hz, r0 from the 1.5/3/7 T
+        table (Uludag et al. 2009), at ``echo_time`` (s), with SPM's V0 = 4 %,
+        E0 = 0.4 and eps = exp(``log_epsilon``)."""
         return cls(
             field_strength=field_strength,
             echo_time=echo_time,
-            resting_venous_volume=0.04,
+            resting_venous_volume=SPM_V0,
             epsilon=jnp.exp(log_epsilon),
-            resting_extraction=0.4,
+            resting_extraction=SPM_E0,
         )
 
     @classmethod
@@ -115,6 +155,8 @@ class BOLDParams:
         check_range("resting_extraction", self.resting_extraction, 0.0, 1.0, inclusive=False)
         if self.r0 is not None:
             check_positive("r0", self.r0, "1/s")
+        if self.nu0 is not None:
+            check_positive("nu0", self.nu0, "Hz")
         return self
 
     def coefficients(self):
@@ -123,7 +165,7 @@ class BOLDParams:
         if self.model == "classic":
             return 7.0 * e0, 2.0, 2.0 * e0 - 0.2
         r0 = intravascular_relaxation_slope(self.field_strength) if self.r0 is None else self.r0
-        nu0 = NU0_PER_TESLA * self.field_strength
+        nu0 = NU0_PER_TESLA * self.field_strength if self.nu0 is None else self.nu0
         te = self.echo_time
         return 4.3 * nu0 * e0 * te, self.epsilon * r0 * e0 * te, 1.0 - self.epsilon
 

@@ -172,7 +172,8 @@ def simulate_bold(
     dt : float
         Microtime step, s.
     balloon, bold : BalloonParams, BOLDParams
-        Constants (default: SPM presets, BOLD at 3 T, TE = 40 ms).
+        Constants (default: ``BalloonParams.spm()`` and ``BOLDParams.at_field(3.0)``,
+        field-dependent BOLD constants at 3 T, TE = 40 ms).
     tr : float, optional
         Repetition time, s; must be a multiple of ``dt`` and exceed the echo
         time.  ``None`` records every microtime sample.
@@ -187,7 +188,7 @@ def simulate_bold(
     """
     check_all_finite(tr=tr)
     balloon = BalloonParams.spm() if balloon is None else balloon
-    bold = BOLDParams.spm(field_strength=3.0) if bold is None else bold
+    bold = BOLDParams.at_field(3.0) if bold is None else bold
     if is_concrete(bold):
         bold.validate()
     u = jnp.asarray(neural_input, dtype=float)

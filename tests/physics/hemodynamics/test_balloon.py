@@ -9,6 +9,7 @@ from biosim.physics.hemodynamics import (
     BalloonParams,
     BOLDParams,
     balloon_rhs,
+    bold_signal,
     simulate_bold,
     spm_hrf,
     steady_state,
@@ -44,7 +45,7 @@ def _impulse_response(params, bold, dt=0.01, duration=40.0):
 
 
 def test_spm_impulse_response_peak_and_undershoot():
-    t, y = _impulse_response(BalloonParams.spm(), BOLDParams.spm(field_strength=3.0))
+    t, y = _impulse_response(BalloonParams.spm(), BOLDParams.at_field(3.0))
     t_peak = t[np.argmax(y)]
     assert 4.0 <= t_peak <= 6.0
     after = y[t > t_peak + 2.0]
@@ -132,3 +133,20 @@ def test_nan_input_raises():
 def test_mismatched_resting_extraction_is_refused():
     with pytest.raises(ParameterError, match="resting_extraction"):
         simulate_bold(np.zeros((20, 1)), 0.1, BalloonParams.friston2000(), BOLDParams.spm())
+
+
+def test_spm_bold_constants_are_spm_gx_fmri_at_any_field():
+    # spm_gx_fmri (SPM12 r7771 and SPM25): TE 0.04, V0 4 %, r0 25, nu0 40.3, E0 0.4
+    b = BOLDParams.spm(log_epsilon=0.3)
+    ep = np.exp(0.3)
+    k = [float(c) for c in b.coefficients()]
+    np.testing.assert_allclose(k, [4.3 * 40.3 * 0.4 * 0.04, ep * 25 * 0.4 * 0.04, 1 - ep], 1e-15)
+    v, q = 1.1, 0.9
+    g = 4 * (k[0] - k[0] * q + k[1] - k[1] * q / v + k[2] - k[2] * v) / 100  # % -> fraction
+    assert float(bold_signal(v, q, b)) == pytest.approx(g, rel=1e-14)
+    # the field-dependent preset scales nu0 with B0: 42.4 Hz at 1.5 T, not SPM's 40.3 Hz
+    k15 = BOLDParams.at_field(1.5).coefficients()
+    assert float(k15[0]) == pytest.approx(4.3 * 28.265 * 1.5 * 0.4 * 0.04, rel=1e-14)
+    assert float(BOLDParams.at_field(3.0).coefficients()[1]) == pytest.approx(110 * 0.4 * 0.04)
+    with pytest.raises(ParameterError, match="nu0"):
+        BOLDParams(nu0=-1.0).validate()

@@ -51,7 +51,7 @@ def _bold_of(log_decay, log_transit, log_eps, amp):
         _U * amp,
         0.25,
         BalloonParams.spm(log_decay, log_transit),
-        BOLDParams.spm(field_strength=3.0, log_epsilon=log_eps),
+        BOLDParams.at_field(3.0, log_epsilon=log_eps),
         tr=2.5,
     )
     return res.bold

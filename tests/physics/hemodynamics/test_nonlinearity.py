@@ -6,7 +6,7 @@ from biosim.physics.hemodynamics import BalloonParams, BOLDParams, simulate_bold
 from biosim.physics.hemodynamics.linearisation import linear_prediction
 
 DT = 0.1
-P, B = BalloonParams.spm(), BOLDParams.spm(field_strength=3.0)
+P, B = BalloonParams.spm(), BOLDParams.at_field(3.0)
 
 
 def _both(u):
