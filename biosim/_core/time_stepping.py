@@ -29,6 +29,7 @@ from fractions import Fraction
 from functools import reduce
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -194,6 +195,16 @@ def rk_step(tableau, rhs, x, t, h, args=()):
     return _combine(x, h, tab.b, ks)
 
 
+def _as_inexact(tree):
+    """Integer and boolean leaves as floats (a ``lax.scan`` carry must keep its dtype)."""
+
+    def cast(v):
+        v = jnp.asarray(v)
+        return v if jnp.issubdtype(v.dtype, jnp.inexact) else v.astype(jnp.result_type(float))
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
 def integrate_fixed_step(
     rhs, x0, inputs, dt, *, method="rk4", substeps=1, record_every=1, record="start", observe=None
 ):
@@ -207,7 +218,8 @@ def integrate_fixed_step(
     x0 : array or pytree
         State at t = 0.
     inputs : array or pytree, leading axis n_t
-        Input samples at times ``k dt``.
+        Input samples at times ``k dt`` (integer and boolean leaves of ``x0``
+        and ``inputs`` are converted to floats).
     dt : float
         Input sampling step, s (> 0); may be traced.
     method : str or ButcherTableau
@@ -234,6 +246,7 @@ def integrate_fixed_step(
         raise ParameterError("record", record, "'start' or 'end'")
     _check_step("dt", dt)
     observe = (lambda x: x) if observe is None else observe
+    x0, inputs = _as_inexact(x0), _as_inexact(inputs)
     leaves = jax.tree_util.tree_leaves(inputs)
     n_t = leaves[0].shape[0] if leaves and np.ndim(leaves[0]) else 0
     if n_t < 1 or any(np.shape(v)[:1] != (n_t,) for v in leaves):

@@ -215,3 +215,14 @@ def test_bad_input():
         ButcherTableau("bad", a=((), (1,)), b=("1/2", "1/2"), c=(0, "1/2"), order=1)
     with pytest.raises(ParameterError, match="exact rational"):
         ButcherTableau("bad", a=((),), b=(1.0,), c=(0,), order=1)
+
+
+def test_integer_and_boolean_state_and_inputs_become_floats():
+    """A lax.scan carry must keep its dtype: integer x0 and inputs are cast."""
+    u = np.array([[1], [0], [1], [1]])
+    ref, ref_final = integrate_fixed_step(lambda x, v: v - x, np.zeros(1), u * 1.0, 0.1)
+    for x0, given in ((np.zeros(1, int), u), (np.zeros(1), u.astype(bool))):
+        rec, final = integrate_fixed_step(lambda x, v: v - x, x0, given, 0.1)
+        np.testing.assert_array_equal(np.asarray(rec), np.asarray(ref))
+        np.testing.assert_array_equal(np.asarray(final), np.asarray(ref_final))
+    assert float(ref_final[0]) > 0

@@ -366,7 +366,9 @@ def network_response(connectivity, coupling, time_constant, input_gain, inputs, 
     wn = w.copy()
     np.fill_diagonal(wn, 0.0)
     wn = jnp.asarray(wn / rho if rho > 0 else np.zeros_like(wn))
-    return _zoh_response(wn, coupling, time_constant, jnp.asarray(input_gain), inputs, dt)
+    f = jnp.result_type(float)  # integer and boolean inputs and gains become floats
+    c = jnp.asarray(input_gain, dtype=f)
+    return _zoh_response(wn, coupling, time_constant, c, jnp.asarray(inputs, dtype=f), dt)
 
 
 @jax.jit

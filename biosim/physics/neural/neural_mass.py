@@ -206,7 +206,6 @@ def delay_operator(params: ERPParams, m: int):
     return jnp.linalg.inv(jnp.eye(n * N_STATES) + d * jac)
 
 
-@partial(jax.jit, static_argnames=("n_steps", "record_every", "delays", "window"))
 def integrate_erp(
     params: ERPParams,
     u_half,
@@ -222,6 +221,7 @@ def integrate_erp(
     ----------
     params : ERPParams
     u_half : (2 n_steps + 1, m) exogenous input at the half-step times k h / 2
+        (integer and boolean inputs are converted to floats)
     h : float, s (RK4 step; keep h <= 2 ms, the intrinsic delay)
     n_steps : int (a multiple of ``record_every``)
     record_every : int, steps between recorded states
@@ -236,6 +236,12 @@ def integrate_erp(
     -------
     (n_steps // record_every, n, 9) states at t = record_every h, 2 record_every h, ...
     """
+    u_half = jnp.asarray(u_half, dtype=jnp.result_type(float))
+    return _integrate_erp(params, u_half, h, n_steps, record_every, delays, window)
+
+
+@partial(jax.jit, static_argnames=("n_steps", "record_every", "delays", "window"))
+def _integrate_erp(params, u_half, h, n_steps, record_every, delays, window):
     if delays not in DELAY_MODES:
         raise ParameterError("delays", delays, f"one of {DELAY_MODES}")
     if n_steps % record_every:
@@ -363,7 +369,7 @@ def simulate_neural_mass(
     h = dt / n_sub
     n_steps = n_samples * n_sub
     t = jnp.arange(2 * n_steps + 1) * (h / 2)
-    u = jnp.asarray(inputs(t))
+    u = jnp.asarray(inputs(t), dtype=jnp.result_type(float))
     check_finite("inputs", u)
     u = u[:, None] if u.ndim == 1 else u
     return integrate_erp(

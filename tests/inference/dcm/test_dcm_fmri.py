@@ -106,10 +106,7 @@ def test_bad_input():
         DCMStructure(np.ones((3, 3), bool), np.zeros((2, 3, 3), bool), np.zeros((2, 2), bool))
 
 
-@pytest.mark.parametrize("integrator", ["rk4", "spm"])
-def test_integer_and_boolean_inputs_equal_float_inputs(integrator):
-    """A design given as 0/1 integers or booleans is the same design (the SPM-style
-    integrator's scan carry used to reject non-float inputs with a TypeError)."""
+def _int_input_problem(integrator):
     st = DCMStructure(
         np.array([[1, 0], [1, 1]]),
         np.zeros((1, 2, 2)),
@@ -121,7 +118,36 @@ def test_integer_and_boolean_inputs_equal_float_inputs(integrator):
     theta = 0.1 * jnp.ones(st.free_index().max() + 1)
     u = np.zeros((40, 1), int)
     u[4:12] = 1
+    return st, theta, u
+
+
+@pytest.mark.parametrize("integrator", ["rk4", "spm"])
+def test_integer_and_boolean_inputs_equal_float_inputs(integrator):
+    """A design given as 0/1 integers or booleans is the same design (the SPM-style
+    integrator's scan carry used to reject non-float inputs with a TypeError)."""
+    st, theta, u = _int_input_problem(integrator)
     ref = np.asarray(predict_bold(theta, u.astype(float), st))
     assert np.abs(ref).max() > 0
     for given in (u, u.astype(bool), jnp.asarray(u)):
         np.testing.assert_array_equal(np.asarray(predict_bold(theta, given, st)), ref)
+
+
+@pytest.mark.parametrize("integrator", ["spm", "rk4"])
+def test_simulate_dcm_accepts_integer_and_boolean_inputs(integrator):
+    st, theta, u = _int_input_problem(integrator)  # same compiled predictor as above
+    _, clean = simulate_dcm(st, theta, u.astype(float))
+    assert np.abs(clean).max() > 0
+    for given in (u, u.astype(bool)):
+        np.testing.assert_array_equal(simulate_dcm(st, theta, given)[1], clean)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("integrator", ["spm", "rk4"])
+def test_fit_dcm_accepts_integer_and_boolean_inputs(integrator):
+    st, theta, u = _int_input_problem(integrator)
+    u = np.tile(u, (2, 1))
+    y, _ = simulate_dcm(st, theta, u.astype(float))
+    ref = fit_dcm(st, y, u.astype(float), max_iter=2)
+    for given in (u, u.astype(bool)):
+        fit = fit_dcm(st, y, given, max_iter=2)
+        np.testing.assert_array_equal(np.asarray(fit.vl.mean), np.asarray(ref.vl.mean))

@@ -69,3 +69,19 @@ def test_gradient_with_respect_to_neural_input():
         return jnp.sum(res.bold[:, 0] ** 2) * 1e4
 
     check_grads(jax.jit(loss), (_U,), order=1, modes=["rev"], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_ORDER))
+def test_integer_and_boolean_inputs_equal_float_inputs(method):
+    u = np.zeros((30, 1), int)
+    u[2:8] = 1
+    ref = np.asarray(integrate_balloon(u.astype(float), 0.1, method=method)[0])
+    assert np.abs(ref[-1] - ref[0]).max() > 0
+    for given in (u, u.astype(bool)):
+        np.testing.assert_array_equal(
+            np.asarray(integrate_balloon(given, 0.1, method=method)[0]), ref
+        )
+    y = simulate_bold(u.astype(bool), 0.1, method=method).bold
+    np.testing.assert_array_equal(
+        np.asarray(y), np.asarray(simulate_bold(u * 1.0, 0.1, method=method).bold)
+    )

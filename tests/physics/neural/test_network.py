@@ -223,3 +223,19 @@ def test_jax_response_equals_the_exact_recursion_and_has_gradients():
     assert float(grad) == pytest.approx(dzs.sum(), rel=1e-4)  # t exp(-t) transient left
     with pytest.raises(ParameterError, match="coupling"):
         network_response(w, 1.2, 0.4, c, u, 0.05)
+
+
+def test_network_integer_and_boolean_inputs_equal_float_inputs():
+    w = np.array([[0.0, 1.0], [1.0, 0.0]])
+    u = np.zeros((20, 1), int)
+    u[3:9] = 1
+    ref = np.asarray(network_response(w, 0.5, 0.1, np.ones((2, 1)), u * 1.0, 0.01))
+    assert np.abs(ref).max() > 0
+    for given in (u, u.astype(bool)):
+        z = network_response(w, 0.5, 0.1, np.ones((2, 1), int), given, 0.01)
+        np.testing.assert_array_equal(np.asarray(z), ref)
+    params = NetworkParams(w, 0.5, 0.1, 0.0, np.ones((2, 1)))
+    np.testing.assert_array_equal(
+        simulate_network(params, u.astype(bool), 0.01, stationary_start=False),
+        simulate_network(params, u * 1.0, 0.01, stationary_start=False),
+    )

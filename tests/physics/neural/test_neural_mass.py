@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from biosim import ParameterError
-from biosim.physics.neural import ERPParams, event_related_activity, gaussian_input, integrate_erp
+from biosim.physics.neural import (
+    ERPParams,
+    event_related_activity,
+    gaussian_input,
+    integrate_erp,
+    simulate_neural_mass,
+)
 
 
 def _two_sources(delay=0.016):
@@ -105,3 +111,18 @@ def test_response_is_differentiable_in_the_delays():
         fd = (plus - minus) / (2 * (eps[0] * tangent[0] + eps[1] * tangent[1]))
         assert float(jnp.abs(jv).max()) > 0
         np.testing.assert_allclose(jv, fd, rtol=1e-5, atol=1e-7 * float(jnp.abs(fd).max()))
+
+
+def test_integer_and_boolean_inputs_equal_float_inputs():
+    # inputs are cast before the delay modes split: one mode (one compilation) suffices
+    p, h, n = _two_sources(), 0.002, 10
+    u = (np.arange(2 * n + 1) < 6)[:, None]
+    ref = np.asarray(integrate_erp(p, u.astype(float), h, n, 2, "none"))
+    assert np.abs(ref).max() > 0
+    for given in (u, u.astype(int)):
+        np.testing.assert_array_equal(np.asarray(integrate_erp(p, given, h, n, 2, "none")), ref)
+    sim = simulate_neural_mass(p, lambda t: (t < 0.005)[:, None], 2 * h, n // 2, 2, "none")
+    ref_sim = simulate_neural_mass(
+        p, lambda t: (t < 0.005)[:, None] * 1.0, 2 * h, n // 2, 2, "none"
+    )
+    np.testing.assert_array_equal(np.asarray(sim), np.asarray(ref_sim))
