@@ -1,6 +1,8 @@
 """Mass-univariate fMRI GLM: OLS and AR(1) prewhitening, t and F contrasts, z maps.
 
-OLS: beta = pinv(X) Y, dispersion = RSS / (n - p).  AR(1) as nilearn's
+OLS: beta = pinv(X) Y, dispersion = RSS / (n - p), with RSS = Y'Y - beta' X'X beta
+(no residual matrix) wherever that identity loses less than ~2e-11 to
+cancellation, explicit residuals elsewhere.  AR(1) as nilearn's
 ``run_glm(noise_model="ar1")`` (Worsley et al. 2002 approach): rho per voxel
 from the Yule-Walker lag-1 autocorrelation of the OLS residuals (global mean
 removed, biased/unbiased lag normalisation as nilearn),
@@ -63,12 +65,43 @@ def _z_from_t(t, df):
     return z
 
 
-def _fit(x, y):
+#: Largest y'y / RSS for which the residual sum of squares is taken from the
+#: Gram identity (relative round-off about sqrt(n) eps y'y / RSS, i.e. about
+#: 2e-11 for a few hundred scans); voxels above it get explicit residuals.
+GRAM_RSS_MAX_RATIO = 1e4
+
+
+def _design_terms(x):
     pinv = np.linalg.pinv(x)
+    return pinv, pinv @ pinv.T, x.shape[0] - np.linalg.matrix_rank(x)
+
+
+def _fit(x, y):
+    """Least squares with explicit residuals (returned)."""
+    pinv, xtx, df = _design_terms(x)
     beta = pinv @ y
     resid = y - x @ beta
-    df = x.shape[0] - np.linalg.matrix_rank(x)
-    return beta, resid, np.einsum("ij,ij->j", resid, resid) / df, pinv @ pinv.T, df
+    return beta, resid, np.einsum("ij,ij->j", resid, resid) / df, xtx, df
+
+
+def _fit_gram(x, y):
+    """Least squares without forming the (n, V) residuals.
+
+    RSS = y'y - b' (X'X) b (exact for the least-squares b); one pass over y for
+    b and one for y'y.  Voxels where y'y / RSS exceeds
+    :data:`GRAM_RSS_MAX_RATIO` (cancellation, e.g. a large baseline), or
+    whose y'y overflows, are refitted with explicit residuals.
+    """
+    pinv, xtx, df = _design_terms(x)
+    beta = pinv @ y
+    yy = np.einsum("ij,ij->j", y, y)
+    rss = yy - np.einsum("ij,ij->j", beta, (x.T @ x) @ beta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bad = ~(yy <= GRAM_RSS_MAX_RATIO * rss)  # also catches rss <= 0 and non-finite yy
+    if np.any(bad):
+        r = y[:, bad] - x @ beta[:, bad]
+        rss[bad] = np.einsum("ij,ij->j", r, r)
+    return beta, rss / df, xtx, df
 
 
 def fit_glm(y, x, noise_model="ar1", bins=100, bias_correction=False) -> GLMResult:
@@ -93,13 +126,18 @@ def fit_glm(y, x, noise_model="ar1", bins=100, bias_correction=False) -> GLMResu
     x = np.asarray(x, float)
     if y.ndim != 2 or y.shape[0] != x.shape[0]:
         raise ParameterError("y", f"array of shape {y.shape}", f"({x.shape[0]}, n_voxels)")
-    if not np.all(np.isfinite(y)):
-        raise ParameterError("y", "data with NaN or inf", "finite data")
     if noise_model not in ("ols", "ar1"):
         raise ParameterError("noise_model", noise_model, "'ols' or 'ar1'")
-    beta, resid, disp, xtx, df = _fit(x, y)
     if noise_model == "ols":
+        with np.errstate(invalid="ignore", over="ignore"):
+            beta, disp, xtx, df = _fit_gram(x, y)
+        # non-finite data give a non-finite dispersion: checked after the fit (no extra pass)
+        if not np.all(np.isfinite(disp)) and not np.all(np.isfinite(y)):
+            raise ParameterError("y", "data with NaN or inf", "finite data")
         return GLMResult(beta, disp, xtx, df, None)
+    if not np.all(np.isfinite(y)):
+        raise ParameterError("y", "data with NaN or inf", "finite data")
+    beta, resid, disp, xtx, df = _fit(x, y)
     n = resid.shape[0]
     if bias_correction:
         proj = np.eye(n) - x @ np.linalg.pinv(x)
@@ -125,6 +163,6 @@ def fit_glm(y, x, noise_model="ar1", bins=100, bias_correction=False) -> GLMResu
         xw[1:] = x[1:] - val * x[:-1]
         yw = y[:, sel].copy()
         yw[1:] = y[1:, sel] - val * y[:-1, sel]
-        b, _, d, xtx_v, df = _fit(xw, yw)
+        b, d, xtx_v, df = _fit_gram(xw, yw)
         beta[:, sel], disp[sel], xtx_all[sel] = b, d, xtx_v
     return GLMResult(beta, disp, xtx_all, df, rho)

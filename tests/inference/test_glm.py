@@ -120,3 +120,23 @@ def test_detection_rates_counts_and_errors():
     assert masked.false_positive_rate == 0.0
     with pytest.raises(ParameterError, match="truth_mask"):
         detection_rates(stat, truth[:3], 3.1)
+
+
+def test_gram_rss_equals_explicit_residuals_with_and_without_baseline():
+    from biosim.inference.glm import GRAM_RSS_MAX_RATIO
+
+    rng = np.random.default_rng(5)
+    x, _ = design_matrix(N, TR, EVENTS)
+    y = x @ rng.normal(size=(x.shape[1], 40)) + rng.normal(size=(N, 40))
+    y[:, 20:] += 1e6  # raw-scanner baseline: y'y / RSS ~ 1e12, explicit residuals
+    y[:, 30:] = x @ rng.normal(size=(x.shape[1], 10))  # exact fit: RSS ~ round-off
+    fit = fit_glm(y, x, "ols")
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+    r = y - x @ beta
+    rss = np.sum(r**2, 0)
+    df = N - np.linalg.matrix_rank(x)
+    np.testing.assert_allclose(fit.dispersion[:30], rss[:30] / df, rtol=1e-10)
+    assert np.all(fit.dispersion[30:] < 1e-20 * np.sum(y[:, 30:] ** 2, 0))
+    assert np.sum(y[:, 20] ** 2) > GRAM_RSS_MAX_RATIO * rss[20]  # the fallback was exercised
+    with pytest.raises(ParameterError, match="y"):
+        fit_glm(np.where(np.arange(N)[:, None] == 3, np.inf, y), x, "ols")
