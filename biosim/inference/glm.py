@@ -84,23 +84,41 @@ def _fit(x, y):
     return beta, resid, np.einsum("ij,ij->j", resid, resid) / df, xtx, df
 
 
+def _gram_rss(y, beta, gram):
+    """RSS = y'y - b' (X'X) b and the voxels where that cancels too much."""
+    yy = np.einsum("ij,ij->j", y, y)
+    rss = yy - np.einsum("ij,ij->j", beta, gram @ beta)
+    return rss, ~(yy <= GRAM_RSS_MAX_RATIO * rss)  # also rss <= 0 and non-finite yy
+
+
 def _fit_gram(x, y):
     """Least squares without forming the (n, V) residuals.
 
-    RSS = y'y - b' (X'X) b (exact for the least-squares b); one pass over y for
-    b and one for y'y.  Voxels where y'y / RSS exceeds
-    :data:`GRAM_RSS_MAX_RATIO` (cancellation, e.g. a large baseline), or
-    whose y'y overflows, are refitted with explicit residuals.
+    RSS = y'y - b' (X'X) b (exact for the least-squares b): one pass over y
+    for b and one for y'y.  Where y'y / RSS exceeds :data:`GRAM_RSS_MAX_RATIO`
+    (a large baseline) and the constants lie in the design's span, the
+    identity is applied again to the data minus their mean (the mean of the
+    fitted values; the residuals are unchanged), refitted so that the
+    identity's first-order sensitivity to round-off in b stays small; voxels
+    that still cancel, or whose y'y overflows, get explicit residuals.
     """
     pinv, xtx, df = _design_terms(x)
     beta = pinv @ y
-    yy = np.einsum("ij,ij->j", y, y)
-    rss = yy - np.einsum("ij,ij->j", beta, (x.T @ x) @ beta)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bad = ~(yy <= GRAM_RSS_MAX_RATIO * rss)  # also catches rss <= 0 and non-finite yy
-    if np.any(bad):
-        r = y[:, bad] - x @ beta[:, bad]
-        rss[bad] = np.einsum("ij,ij->j", r, r)
+    gram = x.T @ x
+    rss, bad = _gram_rss(y, beta, gram)
+    idx = np.flatnonzero(bad)
+    w = pinv @ np.ones(x.shape[0])
+    if idx.size and np.allclose(x @ w, 1.0, rtol=0, atol=1e-10):
+        sel = slice(None) if 2 * idx.size > y.shape[1] else idx
+        yc = y[:, sel] - x.mean(0) @ beta[:, sel]
+        rss_c, bad_c = _gram_rss(yc, pinv @ yc, gram)
+        if isinstance(sel, slice):
+            rss[bad], idx = rss_c[bad], np.flatnonzero(bad & bad_c)
+        else:
+            rss[idx], idx = rss_c, idx[bad_c]
+    if idx.size:
+        r = y[:, idx] - x @ beta[:, idx]
+        rss[idx] = np.einsum("ij,ij->j", r, r)
     return beta, rss / df, xtx, df
 
 
