@@ -69,6 +69,7 @@ _UNITS = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
 #: tet faces opposite vertex 0..3, ordered so that their normals point out of a
 #: positively oriented tetrahedron
 _FACES = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]])
+_EDGE_FACE_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 
 
 class MeshError(GeometryError):
@@ -291,95 +292,208 @@ def _tag(tag) -> int:
 _GOLDEN = np.pi * (3.0 - 5**0.5)
 
 
-def _shell_points(n, rng):
+def _random_rotation(rng):
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _sphere_directions(n, rng):
     """n near-uniform unit vectors (golden-angle lattice), randomly rotated."""
     k = np.arange(n) + 0.5
     z = 1.0 - 2.0 * k / n
     rho = np.sqrt(1.0 - z * z)
     phi = _GOLDEN * k
     u = np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return u @ q.T
+    return u @ _random_rotation(rng).T
 
 
-def _n_on_shell(r, h):
-    # a triangulated sphere with N vertices has 2N - 4 triangles; equilateral of edge h
+def _n_on_sphere(r, h):
+    """Vertices of a sphere of radius r triangulated with edges ~h (2N - 4
+    equilateral triangles of area sqrt(3) h^2 / 4)."""
     return max(12, int(round(8 * np.pi * r * r / (np.sqrt(3) * h * h))))
 
 
-def _shell_radii(interfaces, h):
-    """Shells of the generator, ascending.
+def _bcc_points(radius, a):
+    """Body-centred cubic lattice points (cube edge a) strictly inside ``radius``."""
+    m = int(np.ceil(radius / a)) + 1
+    g = np.arange(-m, m + 1) * a
+    corners = np.stack(np.meshgrid(g, g, g, indexing="ij"), axis=-1).reshape(-1, 3)
+    pts = np.concatenate([corners, corners + a / 2])
+    return pts[np.linalg.norm(pts, axis=1) < radius]
 
-    Layer i (inside interface i) is split into k_i >= 1 sub-layers about ``h``
-    thick.  Returns the physical radius of every shell, its radius in the
-    reference space (where every sub-layer is exactly ``h`` thick, so that thin
-    layers are inflated to one edge length) and the index of each interface
-    among the shells.
+
+def _prism_tets(faces, bottom, top):
+    """Split the prisms over ``faces`` (k, 3 direction indices) between two shells
+    (node index arrays ``bottom``, ``top`` per direction) into 3 tetrahedra each.
+
+    Every quadrilateral side (directions i < j) is cut along the diagonal from
+    the bottom node of i to the top node of j, whichever prism it belongs to,
+    so neighbouring prisms share their faces (Dompierre et al. 1999, Int. J.
+    Numer. Meth. Eng., "How to subdivide pyramids, prisms and hexahedra into
+    tetrahedra").
     """
-    phys, ref, idx = [], [], []
-    lo, s = 0.0, 0.0
-    for hi in interfaces:
-        k = max(1, int(round((hi - lo) / h)))
-        phys += [lo + (hi - lo) * j / k for j in range(1, k + 1)]
-        ref += [s + h * j for j in range(1, k + 1)]
-        s += h * k
-        lo = hi
-        idx.append(len(phys) - 1)
-    return np.array(phys), np.array(ref), idx
+    f = np.sort(faces, axis=1)
+    p, q, r = f[:, 0], f[:, 1], f[:, 2]
+    pb, qb, rb, pt, qt, rt = bottom[p], bottom[q], bottom[r], top[p], top[q], top[r]
+    return np.concatenate(
+        [
+            np.stack([pb, qb, rb, rt], axis=1),
+            np.stack([pb, qb, qt, rt], axis=1),
+            np.stack([pb, pt, qt, rt], axis=1),
+        ]
+    )
 
 
-def _shell_mesh(ref_radii, shell_counts, seed=0):
-    """Delaunay mesh of points on concentric shells (reference radii) plus the centre.
+_SLIVER_DEG = 10.0
 
-    Returns unit directions (n, 3) (zero for the centre), the shell index of
-    every node (-1 for the centre) and the tetrahedra (m, 4), positively
-    oriented in the reference space.
+
+def _min_dihedral(points, tets):
+    """Smallest dihedral angle (deg) of every tetrahedron."""
+    p = points[tets]
+    n = np.stack([np.cross(p[:, j] - p[:, i], p[:, k] - p[:, i]) for i, j, k in _FACES], axis=1)
+    n /= np.maximum(np.linalg.norm(n, axis=2, keepdims=True), 1e-300)
+    cos = np.stack([-np.einsum("ij,ij->i", n[:, a], n[:, b]) for a, b in _EDGE_FACE_PAIRS], axis=1)
+    return np.degrees(np.arccos(np.clip(cos.max(axis=1), -1.0, 1.0)))
+
+
+def _remove_slivers(points, tets, n_on_sphere, radius, h, rng, rounds):
+    """Sliver removal by random perturbation (Li 2000): move the vertices of
+    tetrahedra with a dihedral angle below 10 deg by up to 0.15 h (the first
+    ``n_on_sphere`` points, on the sphere of ``radius``, slide on it) and
+    re-triangulate; ``rounds`` rounds, keeping the best.  Modifies ``points``."""
+    from scipy.spatial import Delaunay
+
+    best = (np.inf, points.copy(), tets)
+    for k in range(rounds + 1):
+        sliver = _min_dihedral(points, tets) < _SLIVER_DEG
+        if sliver.sum() < best[0]:
+            best = (sliver.sum(), points.copy(), tets)
+        moved = np.unique(tets[sliver])
+        if len(moved) == 0 or k == rounds:
+            break
+        points[moved] += rng.uniform(-0.15 * h, 0.15 * h, (len(moved), 3))
+        on = moved[moved < n_on_sphere]  # these slide on their sphere
+        points[on] *= (radius / np.linalg.norm(points[on], axis=1))[:, None]
+        tets = _orient(points, Delaunay(points).simplices.astype(np.int64))
+    points[:] = best[1]
+    return best[2]
+
+
+def _hull_faces(tets):
+    """Faces (k, 3) that belong to one tetrahedron only."""
+    f = tets[:, _FACES].reshape(-1, 3)
+    _, inv, cnt = np.unique(np.sort(f, axis=1), axis=0, return_inverse=True, return_counts=True)
+    return f[cnt[inv.reshape(-1)] == 1]
+
+
+def _orient(points, tets):
+    neg = _signed_volumes(points, tets) < 0
+    tets[neg] = tets[neg][:, [0, 2, 1, 3]]
+    return tets
+
+
+def _layered_star_mesh(interfaces, mean_radii, tags, h, band, seed, sliver_rounds=3):
+    """Conforming mesh of nested star-shaped layers about the origin.
+
+    Parameters
+    ----------
+    interfaces : list of callables
+        ``R_i(u) -> (n,) radii`` of the interfaces for unit directions ``u`` (n, 3),
+        ascending (innermost first); ``R_0`` bounds the innermost layer.
+    mean_radii : list of float
+        Typical radius of every interface (sets the sub-layer counts).
+    tags : list of int
+        Tag of each layer (inside interface i, outside i - 1).
+    h : float
+        Edge length.
+    band : int
+        Prism sub-layers inside the innermost interface.
+
+    Construction (reference space = a ball; the map to the geometry is radial):
+
+    1. inner core: a body-centred cubic lattice (cube edge 1.1 h, edges 0.95-1.1 h;
+       its Delaunay cells are congruent, dihedral angles 60 and 90 deg) kept
+       0.8 h inside a sphere S0 carrying Fibonacci points; the Delaunay mesh of
+       both fills S0, its boundary is S0's triangulation;
+    2. outside S0, the same directions on every shell: ``band`` shells in the
+       innermost layer, then every layer split into max(1, round(thickness / h))
+       sub-layers; prisms between consecutive shells, cut into 3 tetrahedra
+       each with consistent diagonals (conforming by construction);
+    3. the shell at direction u and fraction a of layer i sits at
+       ``R_{i-1}(u) + a (R_i(u) - R_{i-1}(u))``; the core is scaled radially by
+       ``R_S0(u) / |S0|``.  Interface nodes lie exactly on their interface.
     """
     from scipy.spatial import Delaunay
 
     rng = np.random.default_rng(seed)
-    dirs = [np.zeros((1, 3))]
-    shell = [np.full(1, -1)]
-    for i, n in enumerate(shell_counts):
-        dirs.append(_shell_points(n, rng))
-        shell.append(np.full(n, i))
-    u = np.concatenate(dirs)
-    shell = np.concatenate(shell)
-    rad = np.where(shell < 0, 0.0, np.asarray(ref_radii)[np.maximum(shell, 0)])
-    ref_nodes = u * rad[:, None]
-    tets = Delaunay(ref_nodes).simplices.astype(np.int64)
-    neg = _signed_volumes(ref_nodes, tets) < 0
-    tets[neg] = tets[neg][:, [0, 2, 1, 3]]
-    return u, shell, tets
-
-
-def _layers_of_nodes(shell, interface_shells, n_shells):
-    """Per node, the range [lo, hi] of layers it may belong to (layer i is inside
-    interface i and outside interface i - 1)."""
-    layer_of_shell = np.searchsorted(np.asarray(interface_shells), np.arange(n_shells), "left")
-    lo = np.where(shell < 0, 0, layer_of_shell[np.maximum(shell, 0)])
-    on = np.isin(shell, interface_shells)
-    hi = np.where(on, lo + 1, lo)
-    return lo, hi
-
-
-def _verify_conforming(tets, lo, hi):
-    """Index of the first tetrahedron crossing an interface, or None."""
-    bad = lo[tets].max(axis=1) > hi[tets].min(axis=1)
-    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+    r1 = mean_radii[0]
+    band = int(min(band, max(0, int(r1 / h) - 2)))
+    s0 = r1 - band * h  # reference radius of S0 (the core's sphere)
+    lam = s0 / r1
+    # angular resolution: edges ~h on the innermost interface
+    n_dir = _n_on_sphere(r1, h)
+    u = _sphere_directions(n_dir, rng)
+    core = _bcc_points(s0 - 0.8 * h, 1.1 * h) @ _random_rotation(rng).T
+    # where the lattice is cut, its square faces are cocircular (degenerate for
+    # Delaunay: qhull would return flat tetrahedra): move the outer lattice
+    # points to generic positions
+    outer = np.linalg.norm(core, axis=1) > s0 - 2.5 * h
+    core[outer] += rng.uniform(-0.1 * h, 0.1 * h, (int(outer.sum()), 3))
+    ref_inner = np.concatenate([s0 * u, core])
+    inner_tets = _orient(ref_inner, Delaunay(ref_inner).simplices.astype(np.int64))
+    inner_tets = _remove_slivers(ref_inner, inner_tets, n_dir, s0, h, rng, sliver_rounds)
+    hull = _hull_faces(inner_tets)
+    u = ref_inner[:n_dir] / s0
+    core = ref_inner[n_dir:]
+    if hull.max() >= n_dir:
+        raise MeshError("the core lattice reached the core's boundary sphere (internal error)")
+    # shells: (layer index, fraction in the layer); shell 0 is S0 (layer 0, fraction lam)
+    shells = [(0, lam)]
+    shells += [(0, lam + (1 - lam) * j / band) for j in range(1, band + 1)]
+    for i in range(1, len(mean_radii)):
+        k = max(1, int(round((mean_radii[i] - mean_radii[i - 1]) / h)))
+        shells += [(i, j / k) for j in range(1, k + 1)]
+    n_core = len(core)
+    n_nodes = n_dir + n_core + n_dir * (len(shells) - 1)
+    shell_nodes = [np.arange(n_dir)] + [
+        n_dir + n_core + n_dir * (j - 1) + np.arange(n_dir) for j in range(1, len(shells))
+    ]
+    tets = [inner_tets]
+    labels = [np.full(len(inner_tets), tags[0], np.int32)]
+    ref_nodes = np.zeros((n_nodes, 3))
+    ref_nodes[: n_dir + n_core] = ref_inner
+    for j in range(1, len(shells)):
+        ref_nodes[shell_nodes[j]] = (s0 + j * h) * u
+        t = _prism_tets(hull, shell_nodes[j - 1], shell_nodes[j])
+        tets.append(_orient(ref_nodes, t))
+        labels.append(np.full(len(t), tags[shells[j][0]], np.int32))
+    tets = np.concatenate(tets)
+    labels = np.concatenate(labels)
+    # radial map to the geometry
+    radii_at = [fn(u) for fn in interfaces]
+    nodes = np.zeros((n_nodes, 3))
+    for j, (i, a) in enumerate(shells):
+        lo = radii_at[i - 1] if i > 0 else np.zeros(n_dir)
+        r = lo + a * (radii_at[i] - lo)
+        nodes[shell_nodes[j]] = r[:, None] * u
+    rc = np.linalg.norm(core, axis=1)
+    safe = np.maximum(rc, 1e-300)[:, None]
+    uc = np.where(rc[:, None] > 0, core / safe, np.array([0.0, 0.0, 1.0]))
+    nodes[n_dir : n_dir + n_core] = (rc / s0 * lam * interfaces[0](uc))[:, None] * uc
+    return nodes, tets, labels
 
 
 def _check_radii_tags(radii, tags, edge_length):
     r = np.asarray(radii, float)
-    if r.ndim != 1 or len(r) not in (1, 2, 3, 4, 5, 6) or not np.all(np.isfinite(r)):
-        raise ParameterError("radii", radii, "1 to 6 finite radii in m (3 or 4 for a head)")
+    if r.ndim != 1 or not 1 <= len(r) <= 8 or not np.all(np.isfinite(r)):
+        raise ParameterError("radii", radii, "1 to 8 finite radii in m (3 or 4 for a head)")
     if np.any(r <= 0):
         raise ParameterError("radii", radii, "positive radii in m")
-    asc = np.all(np.diff(r) > 0)
-    desc = np.all(np.diff(r) < 0)
+    asc = bool(np.all(np.diff(r) > 0))
+    desc = bool(np.all(np.diff(r) < 0))
     if len(r) > 1 and not (asc or desc):
         raise ParameterError("radii", radii, "strictly increasing or strictly decreasing radii")
     if tags is None:
@@ -387,78 +501,63 @@ def _check_radii_tags(radii, tags, edge_length):
         if len(r) not in defaults:
             raise ParameterError("tags", None, f"{len(r)} tissue tags (no default for this count)")
         tags = defaults[len(r)] if asc or len(r) == 1 else defaults[len(r)][::-1]
-    t = [_tag(x) for x in tags]
-    if len(t) != len(r):
+    if isinstance(tags, (str, int)) or len(tags) != len(r):
         raise ParameterError("tags", tags, f"{len(r)} tags, one per radius")
+    t = [_tag(x) for x in tags]
     if not (np.isfinite(edge_length) and edge_length > 0):
         raise ParameterError("edge_length", edge_length, "a positive edge length in m")
+    if edge_length > r.min():
+        raise ParameterError(
+            "edge_length", edge_length, f"at most the smallest radius ({r.min()} m)"
+        )
     order = np.argsort(r)
     return r[order], [t[i] for i in order]
 
 
-def sphere_tet_mesh(radii, tags=None, edge_length=4e-3, center=(0.0, 0.0, 0.0), seed=0):
+def sphere_tet_mesh(
+    radii, tags=None, edge_length=4e-3, center=(0.0, 0.0, 0.0), band=2, seed=0
+) -> TetMesh:
     """Conforming tetrahedral mesh of nested spheres.
 
     Parameters
     ----------
     radii : sequence of float, m
-        Sphere radii, ascending or descending (e.g. ``(0.078, 0.080, 0.086, 0.092)``).
+        Sphere radii, ascending or descending (e.g. ``(0.078, 0.080, 0.086, 0.092)``
+        for DUNEuro's 4-shell model).
     tags : sequence of int or str, optional
-        Tissue tag of the shell *inside* each radius (and outside the next smaller
-        one), in the same order as ``radii``.  Default, innermost first: 4 spheres
-        GM 2, CSF 3, bone 4, scalp 5; 3 spheres GM 2, bone 4, scalp 5.
+        Tissue tag of the region *inside* each radius (and outside the next
+        smaller one), in the same order as ``radii``.  Default, innermost first:
+        4 spheres GM 2, CSF 3, bone 4, scalp 5; 3 spheres GM 2, bone 4, scalp 5.
     edge_length : float, m
-        Target edge length.  Layers are split into sub-layers about one edge
-        thick (a thin layer, e.g. 2 mm of CSF, has one sub-layer whatever its
-        thickness).  About ``12 V / edge_length^3`` tetrahedra for a ball of
-        volume V: 92 mm radius, 4 mm -> ~0.6 M... see ``benchmarks``.
+        Target edge length h.  Every layer is split into max(1, round(t / h))
+        sub-layers (so a 2 mm CSF layer is one sub-layer thick at any h > 1.3 mm).
+        About 0.1 M tetrahedra at h = 6 mm and 0.5 M at 3.4 mm for the 4-shell
+        model (``benchmarks/tetmesh.py``).
     center : (3,) m
+    band : int
+        Sub-layers of prisms inside the innermost sphere, between it and the
+        body-centred cubic core.
     seed : int
-        Seed of the random rotation of each shell's lattice (deterministic).
+        Seed of the random rotations of the lattices (the mesh is deterministic).
 
     Returns
     -------
     TetMesh
-        Every node of an interface lies on its sphere (to rounding), every
-        interface is a union of mesh faces (checked), tetrahedra positively
-        oriented.
-
-    Raises
-    ------
-    MeshError
-        When the Delaunay mesh does not contain an interface (a layer much
-        thinner than ``edge_length`` next to another thin layer): choose a
-        smaller ``edge_length``.
+        Conforming, positively oriented; every node of an interface lies on its
+        sphere; the innermost region is a body-centred cubic lattice core
+        (congruent, well-shaped tetrahedra) joined by a Delaunay band to
+        radially stacked prisms (3 tetrahedra each) in the outer layers.
     """
     r, t = _check_radii_tags(radii, tags, edge_length)
     c = np.asarray(center, float)
     if c.shape != (3,) or not np.all(np.isfinite(c)):
         raise ParameterError("center", center, "a finite position (3,) in m")
-    h = float(edge_length)
-    u, shell, tets, lo = _layered_mesh(r, h, seed)
-    phys, _, _ = _shell_radii(r, h)
-    rad = np.where(shell < 0, 0.0, phys[np.maximum(shell, 0)])
-    nodes = c + u * rad[:, None]
-    _check_orientation(nodes, tets, f"radii {r.tolist()} m, edge_length {h} m")
-    labels = np.asarray(t, np.int32)[lo[tets].max(axis=1)]
-    return TetMesh(nodes, tets, labels)
-
-
-def _layered_mesh(interfaces, h, seed):
-    """Reference-space shell mesh of layers bounded by ``interfaces`` (ascending
-    physical radii); verified conforming.  Returns directions, shell index per
-    node, tets and the lowest layer of each node."""
-    phys, ref, iface = _shell_radii(interfaces, h)
-    counts = [_n_on_shell(x, h) for x in phys]
-    u, shell, tets = _shell_mesh(ref, counts, seed)
-    lo, hi = _layers_of_nodes(shell, iface, len(phys))
-    bad = _verify_conforming(tets, lo, hi)
-    if bad is not None:
-        raise MeshError(
-            f"tetrahedron {bad} crosses an interface (radii {list(interfaces)}, edge_length "
-            f"{h}): the Delaunay mesh lost part of an interface; change edge_length or seed"
-        )
-    return u, shell, tets, lo
+    if int(band) != band or band < 0:
+        raise ParameterError("band", band, "a non-negative integer")
+    fns = [(lambda u, rr=rr: np.full(len(u), rr)) for rr in r]
+    nodes, tets, labels = _layered_star_mesh(fns, list(r), t, float(edge_length), band, seed)
+    _check_orientation(nodes, tets, f"radii {r.tolist()} m, edge_length {edge_length} m")
+    return TetMesh(nodes + c, tets, labels)
 
 
 def _check_orientation(nodes, tets, what):
