@@ -423,8 +423,10 @@ def _layered_star_mesh(interfaces, mean_radii, tags, h, band, seed, sliver_round
        sub-layers; prisms between consecutive shells, cut into 3 tetrahedra
        each with consistent diagonals (conforming by construction);
     3. the shell at direction u and fraction a of layer i sits at
-       ``R_{i-1}(u) + a (R_i(u) - R_{i-1}(u))``; the core is scaled radially by
-       ``R_S0(u) / |S0|``.  Interface nodes lie exactly on their interface.
+       ``R_{i-1}(u) + a (R_i(u) - R_{i-1}(u))``; a core point at radius
+       rho |S0| is scaled by ``(R_0(u) / r_0)^rho`` (r_0 the mean radius): uniform
+       at the centre, radial at S0, radius increasing with rho wherever
+       R_0(u) > r_0 / e.  Interface nodes lie exactly on their interface.
     """
     from scipy.spatial import Delaunay
 
@@ -482,8 +484,75 @@ def _layered_star_mesh(interfaces, mean_radii, tags, h, band, seed, sliver_round
     rc = np.linalg.norm(core, axis=1)
     safe = np.maximum(rc, 1e-300)[:, None]
     uc = np.where(rc[:, None] > 0, core / safe, np.array([0.0, 0.0, 1.0]))
-    nodes[n_dir : n_dir + n_core] = (rc / s0 * lam * interfaces[0](uc))[:, None] * uc
+    # the core is blended from a uniform scaling at the centre (where the radial
+    # map, direction-dependent, would be singular) to the radial map at S0
+    k = interfaces[0](uc) / mean_radii[0]
+    scale = lam * mean_radii[0] / s0 * k ** (rc / s0)
+    nodes[n_dir : n_dir + n_core] = (rc * scale)[:, None] * uc
+    free = np.zeros(n_nodes, bool)
+    free[n_dir : n_dir + n_core] = True
+    radial = np.zeros(n_nodes, bool)
+    radial[:n_dir] = band > 0  # S0 (not an interface when band > 0)
+    nodes = _untangle(nodes, tets, free, radial)
     return nodes, tets, labels
+
+
+def _untangle(nodes, tets, free, radial, sweeps=20):
+    """Untangle the few elements a strongly varying radial map folds (at the
+    skull base).  Every movable node of an inverted tetrahedron -- ``free``
+    nodes in any direction, ``radial`` ones along their ray from the origin --
+    moves, within half its mean edge length, to the point maximising the
+    smallest volume of its tetrahedra: a linear programme, as each volume is
+    linear in the node's position (Freitag & Plassmann 2000, Int. J. Numer. Meth.
+    Eng. 49:109).  A move is kept when it leaves fewer inverted tetrahedra
+    around the node, or as many with a larger smallest volume; after 5 sweeps
+    the neighbours move too."""
+    from scipy.optimize import linprog
+
+    vol = _signed_volumes(nodes, tets)
+    if np.all(vol > 0):
+        return nodes
+    nodes = nodes.copy()
+    flat = tets.ravel()
+    order = np.argsort(flat, kind="stable")
+    starts = np.searchsorted(flat[order], np.arange(len(nodes) + 1))
+    movable = free | radial
+
+    def incident(n):
+        return order[starts[n] : starts[n + 1]] // 4
+
+    for sweep in range(sweeps):
+        bad = np.flatnonzero(_signed_volumes(nodes, tets) <= 0)
+        if len(bad) == 0:
+            break
+        cand = np.unique(tets[bad])
+        if sweep >= 5:
+            cand = np.unique(np.concatenate([tets[incident(n)].ravel() for n in cand]))
+        for n in cand[movable[cand]]:
+            inc = incident(n)
+            t = tets[inc]
+            pos = np.argmax(t == n, axis=1)
+            # V = g . (p - a) / 6, g the reversed outward normal of the face opposite n
+            f = np.take_along_axis(t, _FACES[pos], axis=1)
+            pa, pb, pc = nodes[f[:, 0]], nodes[f[:, 1]], nodes[f[:, 2]]
+            g = -np.cross(pb - pa, pc - pa)
+            basis = np.eye(3) if free[n] else (nodes[n] / np.linalg.norm(nodes[n]))[None, :]
+            reach = 0.5 * np.linalg.norm(nodes[t] - nodes[n], axis=2).sum() / (3 * len(inc))
+            v0 = np.einsum("ij,ij->i", g, nodes[n] - pa) / 6
+            # variables (d, s): maximise s subject to v0 + g.(B^T d)/6 >= s
+            gb = g @ basis.T / 6
+            res = linprog(
+                np.r_[np.zeros(len(basis)), -1.0],
+                A_ub=np.hstack([-gb, np.ones((len(inc), 1))]),
+                b_ub=v0,
+                bounds=[(-reach, reach)] * len(basis) + [(None, None)],
+            )
+            if res.success:
+                v1 = v0 + gb @ res.x[:-1]
+                k0, k1 = np.sum(v0 <= 0), np.sum(v1 <= 0)
+                if k1 < k0 or (k1 == k0 and v1.min() > v0.min()):
+                    nodes[n] = nodes[n] + basis.T @ res.x[:-1]
+    return nodes
 
 
 def _check_radii_tags(radii, tags, edge_length):
@@ -568,6 +637,141 @@ def _check_orientation(nodes, tets, what):
             f"tetrahedron {i} is inverted or flat after mapping the reference mesh to the "
             f"geometry ({what}; {int((vol <= 0).sum())} such): use a smaller edge_length"
         )
+
+
+# ----------------------------------------------------------------------------- template head
+class _RadialSurface:
+    """A closed surface star-shaped from the origin as a radial function r(u):
+    the distance along the ray of unit direction u to the surface (largest hit)."""
+
+    def __init__(self, vertices, faces):
+        from scipy.spatial import cKDTree
+
+        self.tri = vertices[faces]  # (k, 3, 3), origin = star centre
+        cen = self.tri.mean(axis=1)
+        self.tree = cKDTree(cen / np.linalg.norm(cen, axis=1, keepdims=True))
+
+    def _hit(self, u, cand):
+        """Ray-triangle distances (Moller-Trumbore) of rays u (n, 3) against
+        candidate faces cand (n, k); -inf where missed."""
+        tri = self.tri[cand]  # (n, k, 3, 3)
+        a = tri[:, :, 0]
+        e1, e2 = tri[:, :, 1] - a, tri[:, :, 2] - a
+        uu = np.broadcast_to(u[:, None, :], a.shape)
+        p = np.cross(uu, e2)
+        det = np.einsum("nkj,nkj->nk", e1, p)
+        ok = np.abs(det) > 1e-30
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = -a
+        bu = np.einsum("nkj,nkj->nk", s, p) * inv
+        q = np.cross(s, e1)
+        bv = np.einsum("nkj,nkj->nk", q, uu) * inv
+        t = np.einsum("nkj,nkj->nk", e2, q) * inv
+        eps = 1e-9
+        hit = ok & (bu >= -eps) & (bv >= -eps) & (bu + bv <= 1 + eps) & (t > 0)
+        return np.where(hit, t, -np.inf).max(axis=1)
+
+    def __call__(self, u):
+        u = np.asarray(u, float)
+        r = np.full(len(u), -np.inf)
+        todo = np.arange(len(u))
+        for k in (8, 32, 128):
+            if len(todo) == 0:
+                break
+            _, cand = self.tree.query(u[todo], k=min(k, len(self.tri)))
+            r[todo] = self._hit(u[todo], cand)
+            todo = todo[~np.isfinite(r[todo])]
+        if len(todo):
+            raise GeometryError(f"{len(todo)} rays from the centre miss a head surface")
+        return r
+
+
+def _atlas_brain_labels(points_mm_fs, samples):
+    """WM 1 / GM 2 / CSF 3 from biosim's MNI152 tissue atlas: the largest of the
+    three fractions averaged over ``samples`` points per element (fsaverage mm);
+    CSF where the atlas has no brain tissue."""
+    from scipy.ndimage import map_coordinates
+
+    from .anatomy import FSAVERAGE_TO_MNI152, TISSUES, mni_anatomy
+
+    anat = mni_anatomy()
+    to_vox = np.linalg.inv(np.asarray(anat.affine)) @ FSAVERAGE_TO_MNI152
+    p = points_mm_fs.reshape(-1, 3)
+    ijk = p @ to_vox[:3, :3].T + to_vox[:3, 3]
+    frac = np.stack(
+        [
+            map_coordinates(anat.fraction(t), ijk.T, order=1, mode="constant", cval=0.0)
+            for t in ("wm", "gm", "csf")
+        ],
+        axis=1,
+    ).reshape(-1, samples, 3)
+    assert TISSUES[:3] == ("gm", "wm", "csf")
+    f = frac.mean(axis=1)
+    lab = np.array([1, 2, 3], np.int32)[np.argmax(f, axis=1)]
+    return np.where(f.sum(axis=1) < 0.05, np.int32(3), lab)
+
+
+def template_head_tet_mesh(
+    edge_length=4e-3, tissues=True, n_vertices=10242, band=2, seed=0
+) -> TetMesh:
+    """Conforming tetrahedral mesh of the template head (fsaverage MRI frame, m).
+
+    The inner skull, outer skull and scalp of
+    :func:`biosim.geometry.template_head.template_head` bound the brain, skull
+    (tag 4) and scalp (tag 5); every surface is star-shaped from
+    :func:`~biosim.geometry.template_head.template_center`, so the shell
+    generator of :func:`sphere_tet_mesh` is mapped onto them along rays from the
+    centre (nodes of an interface lie on the surface's triangles).  Layers are
+    split into round(mean thickness / h) sub-layers (skull ~6 mm, scalp ~16 mm
+    on average; the scalp's sub-layers stretch to ~20 mm in the neck and face).
+
+    Parameters
+    ----------
+    edge_length : float, m
+        Target edge length h.  About 0.05 M tetrahedra at 8 mm, 0.5 M at 3.6 mm.
+    tissues : bool
+        Label the brain's tetrahedra WM 1 / GM 2 / CSF 3 by the largest fraction
+        of biosim's MNI152 tissue atlas (:func:`biosim.geometry.anatomy.mni_anatomy`,
+        mapped by ``FSAVERAGE_TO_MNI152``) averaged over 5 points per element;
+        False: the whole brain is GM 2.  The labels follow the elements (a
+        staircase at h, not the cortical surface).
+    n_vertices : {642, 2562, 10242}
+        Resolution of the template surfaces the interfaces are placed on.
+    band, seed : int
+        As in :func:`sphere_tet_mesh`.
+
+    Returns
+    -------
+    TetMesh
+    """
+    from .template_head import SIZES, template_center, template_head
+
+    if n_vertices not in SIZES:
+        raise ParameterError("n_vertices", n_vertices, f"one of {SIZES}")
+    if not (np.isfinite(edge_length) and 1e-3 <= edge_length <= 2e-2):
+        raise ParameterError("edge_length", edge_length, "an edge length in [0.001, 0.02] m")
+    if int(band) != band or band < 0:
+        raise ParameterError("band", band, "a non-negative integer")
+    c = template_center()
+    surfaces = template_head(n_vertices)
+    fns = [_RadialSurface(s.vertices - c, s.faces) for s in surfaces]
+    rad = [np.linalg.norm(s.vertices - c, axis=1) for s in surfaces]
+    mean_radii = [float(np.mean(rad[0]))]
+    for lo, hi in zip(rad[:-1], rad[1:]):
+        mean_radii.append(mean_radii[-1] + float(np.mean(hi - lo)))
+    nodes, tets, labels = _layered_star_mesh(
+        fns, mean_radii, [2, 4, 5], float(edge_length), int(band), seed
+    )
+    _check_orientation(nodes, tets, f"template head, edge_length {edge_length} m")
+    nodes = nodes + c
+    if tissues:
+        brain = np.flatnonzero(labels == 2)
+        p = nodes[tets[brain]]
+        cen = p.mean(axis=1, keepdims=True)
+        pts = np.concatenate([cen, 0.5 * (cen + p)], axis=1) * 1e3
+        labels = labels.copy()
+        labels[brain] = _atlas_brain_labels(pts, 5)
+    return TetMesh(nodes, tets, labels)
 
 
 # ----------------------------------------------------------------------------- checks
