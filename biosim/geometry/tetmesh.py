@@ -166,9 +166,10 @@ class TetMesh:
         oriented face per unique face, count per unique face)."""
         f, owner = self._faces()
         key = np.sort(f, axis=1)
-        uniq, first, inv, cnt = np.unique(
-            key, axis=0, return_index=True, return_inverse=True, return_counts=True
+        _, first, inv, cnt = np.unique(
+            _row_keys(key, self.n_nodes), return_index=True, return_inverse=True, return_counts=True
         )
+        uniq = key[first]
         inv = inv.reshape(-1)
         order = np.argsort(inv, kind="stable")
         starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
@@ -182,9 +183,7 @@ class TetMesh:
         """Outer surface triangles (k, 3), counter-clockwise seen from outside
         (outward normals): faces that belong to one tetrahedron only."""
         f, _ = self._faces()
-        key = np.sort(f, axis=1)
-        _, inv, cnt = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-        return f[cnt[inv.reshape(-1)] == 1]
+        return _hull_faces(self.tets)
 
     def interface_faces(self, label_a, label_b) -> np.ndarray:
         """Triangles (k, 3) shared by a ``label_a`` and a ``label_b`` tetrahedron,
@@ -196,13 +195,8 @@ class TetMesh:
         fa, fb = f[sel_a], f[lab == b]
         if len(fa) == 0 or len(fb) == 0:
             return np.zeros((0, 3), np.int64)
-        ka, kb = np.sort(fa, axis=1), np.sort(fb, axis=1)
-        kb_set = np.unique(kb, axis=0)
-        # rows of ka that appear in kb: via a structured view
-        dt = np.dtype([("a", np.int64), ("b", np.int64), ("c", np.int64)])
-        hit = np.isin(
-            np.ascontiguousarray(ka).view(dt).ravel(), np.ascontiguousarray(kb_set).view(dt)
-        )
+        n = self.n_nodes
+        hit = np.isin(_row_keys(np.sort(fa, axis=1), n), _row_keys(np.sort(fb, axis=1), n))
         return fa[hit]
 
     def radius_ratios(self) -> np.ndarray:
@@ -385,8 +379,20 @@ def _remove_slivers(points, tets, n_on_sphere, radius, h, rng, rounds):
 def _hull_faces(tets):
     """Faces (k, 3) that belong to one tetrahedron only."""
     f = tets[:, _FACES].reshape(-1, 3)
-    _, inv, cnt = np.unique(np.sort(f, axis=1), axis=0, return_inverse=True, return_counts=True)
+    keys = _row_keys(np.sort(f, axis=1), int(tets.max()) + 1)
+    _, inv, cnt = np.unique(keys, return_inverse=True, return_counts=True)
     return f[cnt[inv.reshape(-1)] == 1]
+
+
+def _row_keys(rows, n):
+    """One sortable key per row of small non-negative integers (< n)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if float(n) ** rows.shape[1] < 2.0**62:
+        key = np.zeros(len(rows), np.int64)
+        for j in range(rows.shape[1]):
+            key = key * n + rows[:, j]
+        return key
+    return rows.view(np.dtype((np.void, 8 * rows.shape[1]))).ravel()
 
 
 def _orient(points, tets):
@@ -497,7 +503,7 @@ def _layered_star_mesh(interfaces, mean_radii, tags, h, band, seed, sliver_round
     return nodes, tets, labels
 
 
-def _untangle(nodes, tets, free, radial, sweeps=20):
+def _untangle(nodes, tets, free, radial, sweeps=40):
     """Untangle the few elements a strongly varying radial map folds (at the
     skull base).  Every movable node of an inverted tetrahedron -- ``free``
     nodes in any direction, ``radial`` ones along their ray from the origin --
@@ -538,20 +544,21 @@ def _untangle(nodes, tets, free, radial, sweeps=20):
             g = -np.cross(pb - pa, pc - pa)
             basis = np.eye(3) if free[n] else (nodes[n] / np.linalg.norm(nodes[n]))[None, :]
             reach = 0.5 * np.linalg.norm(nodes[t] - nodes[n], axis=2).sum() / (3 * len(inc))
-            v0 = np.einsum("ij,ij->i", g, nodes[n] - pa) / 6
-            # variables (d, s): maximise s subject to v0 + g.(B^T d)/6 >= s
-            gb = g @ basis.T / 6
+            # in units of reach (volumes of order 1: the solver's tolerances are absolute)
+            v0 = np.einsum("ij,ij->i", g, nodes[n] - pa) / (6 * reach**3)
+            # variables (d, s): maximise s subject to v0 + g.(B^T d)/6 >= s, |d| <= 1
+            gb = g @ basis.T / (6 * reach**2)
             res = linprog(
                 np.r_[np.zeros(len(basis)), -1.0],
                 A_ub=np.hstack([-gb, np.ones((len(inc), 1))]),
                 b_ub=v0,
-                bounds=[(-reach, reach)] * len(basis) + [(None, None)],
+                bounds=[(-1.0, 1.0)] * len(basis) + [(None, None)],
             )
             if res.success:
                 v1 = v0 + gb @ res.x[:-1]
                 k0, k1 = np.sum(v0 <= 0), np.sum(v1 <= 0)
                 if k1 < k0 or (k1 == k0 and v1.min() > v0.min()):
-                    nodes[n] = nodes[n] + basis.T @ res.x[:-1]
+                    nodes[n] = nodes[n] + reach * (basis.T @ res.x[:-1])
     return nodes
 
 
@@ -858,7 +865,7 @@ def _check_faces(mesh):
     de = np.concatenate([bf[:, [0, 1]], bf[:, [1, 2]], bf[:, [2, 0]]])
     face_of = np.tile(np.arange(len(bf)), 3)
     und = np.sort(de, axis=1)
-    _, inv, ecnt = np.unique(und, axis=0, return_inverse=True, return_counts=True)
+    _, inv, ecnt = np.unique(_row_keys(und, mesh.n_nodes), return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
     fwd = de[:, 0] < de[:, 1]
     nf = np.bincount(inv, weights=fwd, minlength=len(ecnt))
