@@ -967,8 +967,10 @@ def read_tet_mesh(path, units="mm", return_surfaces=False):
     _meshio_format(path)
     if not path.exists():
         raise FileNotFoundError(f"mesh file {str(path)!r} does not exist")
+    # the format's own reader: meshio.read() prints and calls sys.exit on a bad file
+    reader = meshio.gmsh.read if path.suffix.lower() == ".msh" else meshio.vtu.read
     try:
-        m = meshio.read(path)
+        m = reader(str(path))
     except Exception as err:  # meshio raises many types on a corrupt file
         raise ParameterError(
             "path", str(path), f"a readable mesh file ({type(err).__name__}: {str(err)[:200]})"
