@@ -401,7 +401,7 @@ def _orient(points, tets):
     return tets
 
 
-def _layered_star_mesh(interfaces, mean_radii, tags, h, band, seed, sliver_rounds=3):
+def _layered_star_mesh(interfaces, mean_radii, tags, h, band, seed, sliver_rounds=2):
     """Conforming mesh of nested star-shaped layers about the origin.
 
     Parameters
