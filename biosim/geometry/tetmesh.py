@@ -9,16 +9,27 @@ Builders
 --------
 :func:`sphere_tet_mesh` meshes nested spheres (e.g. DUNEuro's 4-shell model,
 radii 78/80/86/92 mm) with every interface node exactly on its sphere;
-:func:`template_head_tet_mesh` meshes the template head.  Both use the same
-generator, written for biosim (no GPL/AGPL mesher): points on concentric
-shells -- a golden-angle (Fibonacci) lattice on each interface and on
-intermediate shells spaced about one edge length apart -- joined by a
-Delaunay tetrahedralisation (qhull through :class:`scipy.spatial.Delaunay`).
-The Delaunay mesh contains each interface's triangulation when the
-neighbouring shells are further than about a triangle's circumradius from it;
-:func:`sphere_tet_mesh` verifies this (no tetrahedron has nodes strictly on
-both sides of an interface) and raises otherwise.  The template head is the
-same shell mesh mapped radially onto its star-shaped surfaces.
+:func:`template_head_tet_mesh` meshes the template head.  Both use one
+generator written for biosim (no GPL/AGPL mesher; scipy only), built in a
+reference ball and mapped radially onto the interfaces (spheres, or the
+template's star-shaped surfaces):
+
+- a core of body-centred cubic lattice points (its Delaunay cells are
+  congruent tetrahedra with dihedral angles of 60 and 90 deg) inside a sphere
+  S0 of golden-angle (Fibonacci) points, joined to it by a Delaunay band
+  (qhull through :class:`scipy.spatial.Delaunay`), improved by 3 rounds of
+  optimal-Delaunay (ODT) smoothing (Chen & Xu 2004) and 2 of sliver removal by
+  random perturbation (Li 2000);
+- outside S0, shells on the same directions -- the interfaces and sub-layers
+  about one edge length apart -- joined by prisms cut into 3 tetrahedra with
+  consistent diagonals, so every interface is a union of mesh faces by
+  construction (no layer is too thin: a 2 mm CSF layer is one sub-layer);
+- where the map folds a few elements (the template's skull base), the core
+  nodes are moved by a small linear programme per node (untangling).
+
+Meshes are positively oriented (checked before they are returned) and
+conforming by construction (:func:`check_tet_mesh` verifies it); quality and
+timings: ``benchmarks/tetmesh.py``.
 
 I/O
 ---
@@ -357,9 +368,27 @@ def _remove_slivers(points, tets, n_on_sphere, radius, h, rng, rounds):
     """Sliver removal by random perturbation (Li 2000): move the vertices of
     tetrahedra with a dihedral angle below 10 deg by up to 0.15 h (the first
     ``n_on_sphere`` points, on the sphere of ``radius``, slide on it) and
-    re-triangulate; ``rounds`` rounds, keeping the best.  Modifies ``points``."""
+    re-triangulate; ``rounds`` rounds, keeping the best; the other points stay
+    0.3 h inside the sphere, so that its triangulation is the mesh's boundary.
+    Modifies ``points``."""
     from scipy.spatial import Delaunay
 
+    # ODT smoothing of the band (Chen & Xu 2004): move each free node near the
+    # sphere to the volume-weighted mean of its tetrahedra's circumcentres
+    band = np.flatnonzero(np.linalg.norm(points, axis=1) > radius - 3 * h)
+    band = band[band >= n_on_sphere]
+    for _ in range(_ODT_ROUNDS):
+        cc = _circumcentres(points, tets)
+        vol = np.abs(_signed_volumes(points, tets))
+        num = np.zeros_like(points)
+        den = np.zeros(len(points))
+        for j in range(4):
+            np.add.at(num, tets[:, j], vol[:, None] * cc)
+            np.add.at(den, tets[:, j], vol)
+        new = num[band] / den[band, None]
+        r = np.linalg.norm(new, axis=1)
+        points[band] = new * np.minimum(1.0, (radius - 0.3 * h) / r)[:, None]
+        tets = _orient(points, Delaunay(points).simplices.astype(np.int64))
     best = (np.inf, points.copy(), tets)
     for k in range(rounds + 1):
         sliver = _min_dihedral(points, tets) < _SLIVER_DEG
@@ -371,9 +400,27 @@ def _remove_slivers(points, tets, n_on_sphere, radius, h, rng, rounds):
         points[moved] += rng.uniform(-0.15 * h, 0.15 * h, (len(moved), 3))
         on = moved[moved < n_on_sphere]  # these slide on their sphere
         points[on] *= (radius / np.linalg.norm(points[on], axis=1))[:, None]
+        inside = moved[moved >= n_on_sphere]  # the others stay 0.3 h inside it
+        r = np.linalg.norm(points[inside], axis=1)
+        points[inside] *= np.minimum(1.0, (radius - 0.3 * h) / r)[:, None]
         tets = _orient(points, Delaunay(points).simplices.astype(np.int64))
     points[:] = best[1]
     return best[2]
+
+
+_ODT_ROUNDS = 3
+
+
+def _circumcentres(points, tets):
+    p = points[tets]
+    a, b, c = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]
+    num = (
+        np.einsum("ij,ij->i", a, a)[:, None] * np.cross(b, c)
+        + np.einsum("ij,ij->i", b, b)[:, None] * np.cross(c, a)
+        + np.einsum("ij,ij->i", c, c)[:, None] * np.cross(a, b)
+    )
+    den = 2 * np.einsum("ij,ij->i", a, np.cross(b, c))
+    return p[:, 0] + num / den[:, None]
 
 
 def _hull_faces(tets):
@@ -423,7 +470,8 @@ def _layered_star_mesh(interfaces, mean_radii, tags, h, band, seed, sliver_round
     1. inner core: a body-centred cubic lattice (cube edge 1.1 h, edges 0.95-1.1 h;
        its Delaunay cells are congruent, dihedral angles 60 and 90 deg) kept
        0.8 h inside a sphere S0 carrying Fibonacci points; the Delaunay mesh of
-       both fills S0, its boundary is S0's triangulation;
+       both fills S0, its boundary is S0's triangulation; the band next to S0 is
+       smoothed (ODT) and its slivers perturbed away;
     2. outside S0, the same directions on every shell: ``band`` shells in the
        innermost layer, then every layer split into max(1, round(thickness / h))
        sub-layers; prisms between consecutive shells, cut into 3 tetrahedra
