@@ -655,8 +655,9 @@ def sphere_tet_mesh(
     edge_length : float, m
         Target edge length h.  Every layer is split into max(1, round(t / h))
         sub-layers (so a 2 mm CSF layer is one sub-layer thick at any h > 1.3 mm).
-        About 0.1 M tetrahedra at h = 6 mm and 0.5 M at 3.4 mm for the 4-shell
-        model (``benchmarks/tetmesh.py``).
+        For the 4-shell model: 11.5 k tetrahedra at 16 mm, 58 k at 8 mm, 121 k at
+        6 mm, 0.52 M at 3.7 mm (``benchmarks/tetmesh.py``); about
+        12 V / h^3 for a ball of volume V, plus the thin layers' prisms.
     center : (3,) m
     band : int
         Sub-layers of prisms inside the innermost sphere, between it and the
@@ -783,7 +784,8 @@ def template_head_tet_mesh(
     Parameters
     ----------
     edge_length : float, m
-        Target edge length h.  About 0.05 M tetrahedra at 8 mm, 0.5 M at 3.6 mm.
+        Target edge length h: 19 k tetrahedra at 12 mm, 60 k at 8 mm, 0.44 M
+        at 4 mm (``benchmarks/tetmesh.py``).
     tissues : bool
         Label the brain's tetrahedra WM 1 / GM 2 / CSF 3 by the largest fraction
         of biosim's MNI152 tissue atlas (:func:`biosim.geometry.anatomy.mni_anatomy`,
