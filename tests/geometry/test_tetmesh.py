@@ -110,6 +110,15 @@ def test_sphere_mesh_bad_input(kwargs):
         sphere_tet_mesh(**kwargs)
 
 
+def _orient(nodes, tets):
+    """Positively orient tetrahedra (swap two nodes of the negative ones)."""
+    tets = np.array(tets)
+    p = np.asarray(nodes)[tets]
+    vol = np.einsum("ij,ij->i", p[:, 1] - p[:, 0], np.cross(p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]))
+    tets[vol < 0] = tets[vol < 0][:, [0, 2, 1, 3]]
+    return tets
+
+
 def _two_tets():
     nodes = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], float) * 1e-2
     return TetMesh(nodes, [[0, 1, 2, 3], [4, 3, 2, 1]], [2, 3])
@@ -142,8 +151,6 @@ def test_check_finds_non_conforming_faces():
     nodes = np.vstack([sq, [[0.5, 0.5, 1], [0.5, 0.5, -1]]]) * 1e-2
     tets = [[0, 1, 2, 4], [0, 2, 3, 4], [0, 1, 3, 5], [1, 2, 3, 5]]
     m = TetMesh(nodes, tets, [2, 2, 3, 3])
-    from biosim.geometry.tetmesh import _orient
-
     m = TetMesh(nodes, _orient(m.nodes, m.tets.copy()), m.labels)
     with pytest.raises(MeshError, match="non-conforming"):
         check_tet_mesh(m)
