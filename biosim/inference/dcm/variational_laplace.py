@@ -34,12 +34,15 @@ is what a re-evaluation at the returned mean gives) and either
 
 * ``"F_converged"``: F gained less than ``tol`` over the last four accepted
   steps (the last iteration accepted), or
-* ``"stationary"``: no Gauss-Newton step, however shrunk, increases F and the
-  gain predicted for a full step, g' S_theta g / 2, is below ``10 tol``.
+* ``"stationary"``: no Gauss-Newton step, from the full step down to a
+  gradient step of size exp(-12), increases F (F is at a maximum along the
+  ascent direction; ``VLResult.predicted_gain``, g' S_theta g / 2, says how
+  far the accuracy-and-prior part alone would still climb: the rest of its
+  gradient is balanced by that of log|S_theta|).
 
-Otherwise the fit ends with ``converged=False`` and reason ``"max_iter"``,
-``"no_improving_step"`` (steps keep failing although the predicted gain is
-large: a model or curvature problem) or ``"evaluated"`` (``max_iter=0``).
+Otherwise the fit ends with ``converged=False`` and reason ``"max_iter"``
+(which includes a noise step that never converges) or ``"evaluated"``
+(``max_iter=0``).
 
 Confounds (SPM's ``Y.X0``, e.g. a constant per region): ``confounds=X0``
 (T, c) adds c coefficients per data column, y_i = g_i(theta) + X0 beta_i + e_i,
@@ -76,10 +79,11 @@ class VLResult:
     prediction: np.ndarray  # model prediction (confounds included)
     confound_mean: np.ndarray | None = None  # (c, k) posterior mean of the confound weights
     reason: str = ""  # why the iterations stopped (one of REASONS; module docstring)
+    predicted_gain: float = float("nan")  # g' S g / 2 at the returned mean, nats
 
 
 #: Values of ``VLResult.reason``: the first two mean converged.
-REASONS = ("F_converged", "stationary", "max_iter", "no_improving_step", "evaluated")
+REASONS = ("F_converged", "stationary", "max_iter", "evaluated")
 HYPER_CURVATURES = ("observed", "expected")
 
 
@@ -304,9 +308,7 @@ def invert(
                 break
             if v <= -12:
                 # no step improves F even when shrunk to a gradient step of size exp(-12)
-                predicted = 0.5 * best["grad"] @ best["s"] @ best["grad"]
-                converged = bool(predicted < 10 * tol)
-                reason = "stationary" if converged else "no_improving_step"
+                converged, reason = True, "stationary"
                 break
     conf = None
     if confounds is not None:
@@ -322,4 +324,5 @@ def invert(
         prediction=best["pred"],
         confound_mean=conf,
         reason=reason,
+        predicted_gain=float(0.5 * best["grad"] @ best["s"] @ best["grad"]),
     )
