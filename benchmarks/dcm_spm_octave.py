@@ -25,8 +25,12 @@ The panel:
   and the linearised Balloon model matter more);
 * ``nonlinear``: ``bilinear`` plus a D term (PFC's activity gates V1 -> V5,
   D = 0.5); SPM integrates it with ``spm_int_D`` (a second-order local
-  linearisation), which biosim does not implement: biosim fits it with RK4 at
-  TR/64 (exact), so this row measures the two integrators as well;
+  linearisation), which biosim does not implement (its ``"spm"`` integrator,
+  a bilinear reduction about rest, would drop the D terms): biosim fits it
+  with RK4 at TR/64 (exact), so this row compares two different forward
+  models, not two inversions of one.  (Under Octave, ``spm_int_D`` departs
+  from SPM's own ``spm_int`` by 23 % of the peak BOLD on this design even
+  with D = 0, M.nsteps 3 or 30.)
 * ``two_state``: the ``bilinear`` design under the two-state model
   (``DCM.options.two_state = 1``; ``neural_model="two_state"``).
 
