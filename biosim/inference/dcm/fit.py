@@ -77,8 +77,9 @@ def fit_dcm(structure: DCMStructure, y, inputs, **vl_kwargs) -> DCMResult:
     inputs : array (n_scans * n_micro, n_inputs), experimental inputs at microtime
     **vl_kwargs
         Passed to :func:`~biosim.inference.dcm.invert` (e.g. ``confounds``,
-        ``max_iter``, ``tol``).  For SPM12's treatment use
-        :func:`spm_prepare_data` on y and ``confounds=np.ones((n_scans, 1))``.
+        ``max_iter``, ``tol``, ``hyper_curvature``, ``init``,
+        ``fix_log_precision``).  For SPM's treatment use :func:`spm_prepare_data` on y
+        and ``confounds=np.ones((n_scans, 1))``.
     """
     y = np.asarray(y, float)
     if y.ndim != 2 or y.shape[1] != structure.n_regions:

@@ -16,7 +16,8 @@ epsilon    log intra/extravascular ratio   0             1/256
 =========  ==============================  ============  ==========
 
 Only entries switched on in the model's masks are free (others are fixed at
-0).  Two conventions (``DCMStructure.convention``):
+0).  Self-connections are always free (as if ``a`` had ones on its diagonal).
+Three conventions (``DCMStructure.convention``):
 
 * ``"biosim"`` (default): the table with prior mean 0 for every connection,
   one decay parameter per region, and the BOLD constants of
@@ -26,7 +27,20 @@ Only entries switched on in the model's masks are free (others are fixed at
   connections, a single decay parameter shared by all regions, and the
   observation constants nu0 = 40.3 Hz, r0 = 25 1/s (SPM's 1.5 T values)
   at the structure's echo time (SPM12's ``spm_gx_fmri`` itself always uses
-  TE = 0.04 s and ignores ``DCM.TE``).
+  TE = 0.04 s and ignores ``DCM.TE``).  This is SPM12 r7771, whose
+  ``spm_dcm_fmri_priors`` removes the diagonal of ``a`` (self-connections
+  prior mean 0).
+* ``"spm25"``: current SPM (SPM25): as ``"spm12"``, but ``pE.A = a/128``
+  keeps the diagonal, so the self-connections have prior mean 1/128 too.
+
+Two-state DCM (``neural_model="two_state"``; Marreiros, Kiebel & Friston
+2008, NeuroImage 39:269; SPM's ``DCM.options.two_state = 1``): each region
+has an excitatory and an inhibitory population (:func:`two_state_rhs`); the
+state vector is [x_E (n), x_I (n), hemodynamics (4 n)].  All connections are
+log scales with SPM's two-state priors (any convention): A ~ N(0, 1/16) for
+switched-on entries (switched-off ones are fixed at -32, i.e. absent),
+B ~ N(0, 1/4), C ~ N(0, 4), D ~ N(0, 1/4); the hemodynamic priors are those
+of the table.
 
 Two integrators (``DCMStructure.integrator``), both with the experimental
 inputs held constant over each microtime step ``TR / n_micro``:
@@ -90,8 +104,14 @@ PRIOR_VAR = {
     "decay": 1 / 256,
     "epsilon": 1 / 256,
 }
-#: Prior mean of switched-on extrinsic connections in SPM12 (``pE.A = A/128``).
+#: Prior mean of switched-on extrinsic connections in SPM12 (``pE.A = A/128``);
+#: SPM25 gives the self-connections the same mean (its ``a`` keeps its diagonal).
 SPM12_A_PRIOR_MEAN = 1 / 128
+#: Two-state DCM (Marreiros et al. 2008; ``spm_dcm_fmri_priors``, ``two_state``):
+#: prior variances of the log connection scales A (``1/pA``, pA = 16), B, C, D,
+#: and the value at which switched-off connections are fixed (``pE.A = A*32 - 32``).
+TWO_STATE_PRIOR_VAR = {"A": 1 / 16, "B": 1 / 4, "C": 4.0, "D": 1 / 4}
+TWO_STATE_OFF = -32.0
 #: Prior mean and variance of the log noise precision per region (SPM: 6, 1/128).
 HYPER_PRIOR_MEAN, HYPER_PRIOR_VAR = 6.0, 1 / 128
 #: SPM12 ``spm_gx_fmri`` constants: frequency offset nu0 (Hz) and intravascular
@@ -100,8 +120,9 @@ SPM12_NU0, SPM12_R0 = 40.3, 25.0
 #: Taylor order and squarings of the matrix exponential (``"spm"`` integrator).
 EXPM_ORDER, EXPM_SQUARINGS, EXPM_MAX_NORM = 10, 6, 32.0
 
-CONVENTIONS = ("biosim", "spm12")
+CONVENTIONS = ("biosim", "spm12", "spm25")
 INTEGRATORS = ("rk4", "spm")
+NEURAL_MODELS = ("one_state", "two_state")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -117,8 +138,11 @@ class DCMStructure:
     integrator : {"rk4", "spm"}
         Exact (RK4) integration of the nonlinear equations, or SPM12's
         bilinear reduction integrated by matrix exponentials (module docstring).
-    convention : {"biosim", "spm12"}
+    convention : {"biosim", "spm12", "spm25"}
         Priors and observation constants (module docstring).
+    neural_model : {"one_state", "two_state"}
+        One neural state per region (bilinear DCM), or an excitatory and an
+        inhibitory population per region (Marreiros et al. 2008; module docstring).
     delays : None, float or sequence of n floats
         Sampling delay of each region in s, SPM's ``DCM.delays`` (None: end of each TR).
     substeps : int
@@ -137,6 +161,7 @@ class DCMStructure:
     convention: str = "biosim"
     delays: object = None
     substeps: int = 1
+    neural_model: str = "one_state"
 
     def __post_init__(self):
         a = np.asarray(self.a, bool)
@@ -165,6 +190,8 @@ class DCMStructure:
             raise ParameterError("integrator", self.integrator, f"one of {INTEGRATORS}")
         if self.convention not in CONVENTIONS:
             raise ParameterError("convention", self.convention, f"one of {CONVENTIONS}")
+        if self.neural_model not in NEURAL_MODELS:
+            raise ParameterError("neural_model", self.neural_model, f"one of {NEURAL_MODELS}")
         if self.delays is not None:
             dl = (
                 np.broadcast_to(np.asarray(self.delays, float), (n,))
@@ -198,6 +225,7 @@ class DCMStructure:
             self.convention,
             self.delays,
             int(self.substeps),
+            self.neural_model,
         )
 
     def __hash__(self):  # static argument of jitted functions
@@ -219,9 +247,19 @@ class DCMStructure:
         return self.b.shape[0]
 
     @property
+    def n_neural(self):
+        """Neural states per region (1, or 2 for the two-state model)."""
+        return 2 if self.neural_model == "two_state" else 1
+
+    @property
+    def n_states(self):
+        """Length of the state vector: neural states, then 4 hemodynamic per region."""
+        return (self.n_neural + 4) * self.n_regions
+
+    @property
     def shared_decay(self):
-        """True when one decay parameter serves all regions (SPM12)."""
-        return self.convention == "spm12"
+        """True when one decay parameter serves all regions (SPM12 and SPM25)."""
+        return self.convention in ("spm12", "spm25")
 
     def free_index(self):
         """Flat indices of the free entries of [A, B, C, D, transit, decay, epsilon]."""
@@ -246,21 +284,28 @@ class DCMStructure:
         """(mean, variance) of the free parameters."""
         n, m = self.n_regions, self.n_inputs
         eye = np.eye(n, dtype=bool)
-        var_a = np.where(eye, PRIOR_VAR["A_diag"], PRIOR_VAR["A_off"]).ravel()
+        if self.neural_model == "two_state":
+            pv = dict(PRIOR_VAR, A_off=TWO_STATE_PRIOR_VAR["A"], A_diag=TWO_STATE_PRIOR_VAR["A"])
+            pv.update({k: TWO_STATE_PRIOR_VAR[k] for k in "BCD"})
+        else:
+            pv = PRIOR_VAR
+        var_a = np.where(eye, pv["A_diag"], pv["A_off"]).ravel()
         var = np.concatenate(
             [
                 var_a,
-                np.full(m * n * n, PRIOR_VAR["B"]),
-                np.full(n * m, PRIOR_VAR["C"]),
-                np.full(n**3, PRIOR_VAR["D"]),
+                np.full(m * n * n, pv["B"]),
+                np.full(n * m, pv["C"]),
+                np.full(n**3, pv["D"]),
                 np.full(n, PRIOR_VAR["transit"]),
                 np.full(n, PRIOR_VAR["decay"]),
                 [PRIOR_VAR["epsilon"]],
             ]
         )
         mean = np.zeros_like(var)
-        if self.convention == "spm12":
+        if self.neural_model == "one_state" and self.convention == "spm12":
             mean[: n * n] = np.where(self.a & ~eye, SPM12_A_PRIOR_MEAN, 0.0).ravel()
+        elif self.neural_model == "one_state" and self.convention == "spm25":
+            mean[: n * n] = np.where(self.a, SPM12_A_PRIOR_MEAN, 0.0).ravel()
         idx = self.free_index()
         return mean[idx], var[idx]
 
@@ -304,7 +349,7 @@ class DCMStructure:
 
     def bold_params(self, log_epsilon=0.0) -> BOLDParams:
         """Observation constants of the structure's convention."""
-        if self.convention == "spm12":
+        if self.convention in ("spm12", "spm25"):
             return BOLDParams(
                 field_strength=SPM12_NU0 / 28.265,
                 echo_time=self.echo_time,
@@ -327,6 +372,33 @@ class DCMStructure:
         dt = self.tr / nm
         dd = np.maximum(np.round(np.asarray(self.delays) / dt).astype(int), 1)
         return k * nm + dd[None, :] - 1
+
+
+def two_state_rhs(x_e, x_i, u, a, b, c, d):
+    """(dx_E/dt, dx_I/dt) of the two-state neural model (Marreiros, Kiebel &
+    Friston 2008, NeuroImage 39:269; SPM's ``spm_fx_fmri`` with two states).
+
+    Connections are log scales: with ``G = exp(A + sum_j u_j B_j + sum_k x_E,k D_k) / 8``
+    (Hz), the excitatory-to-excitatory coupling is the off-diagonal of G minus
+    1/2 Hz self-decay, the diagonal of G is the inhibitory-to-excitatory
+    coupling, and each inhibitory population follows its excitatory one at 1 Hz::
+
+        dx_E/dt = (offdiag(G) - I/2) x_E - diag(G) x_I + C u / 16
+        dx_I/dt = x_E - x_I
+
+    Parameters
+    ----------
+    x_e, x_i : (n,) excitatory and inhibitory states
+    u : (m,) inputs
+    a, b, c, d : (n, n), (m, n, n), (n, m), (n, n, n) log connection scales,
+        modulations, input strengths and nonlinear (x_E-dependent) modulations
+    """
+    g = jnp.exp(a + jnp.einsum("j,jab->ab", u, b) + jnp.einsum("k,kab->ab", x_e, d)) / 8.0
+    self_inh = jnp.diagonal(g)
+    n = x_e.shape[0]
+    ee = g * (1.0 - jnp.eye(n)) - 0.5 * jnp.eye(n)
+    dx_e = ee @ x_e - self_inh * x_i + c @ u / 16.0
+    return jnp.concatenate([dx_e, x_e - x_i])
 
 
 def _hemodynamic_parameters(theta, structure: DCMStructure):
@@ -386,7 +458,13 @@ def _equations(theta, structure: DCMStructure):
     balloon = BalloonParams.spm(log_decay=decay, log_transit=transit)
     n = structure.n_regions
 
-    if structure.d.any():
+    if structure.neural_model == "two_state":
+        neural, _, _, _ = structure.unpack(theta)
+        a_full = jnp.where(structure.a, neural.A, TWO_STATE_OFF)
+
+        def neural_part(x, u):
+            return two_state_rhs(x[:n], x[n:], u, a_full, neural.B, neural.C, neural.D)
+    elif structure.d.any():
         neural, _, _, _ = structure.unpack(theta)
 
         def neural_part(x, u):
@@ -404,9 +482,11 @@ def _equations(theta, structure: DCMStructure):
             dx = dx.at[lay["bo_r"]].add(u[lay["bo_j"]] * b_off * x[lay["bo_c"]])
             return dx.at[lay["c_r"]].add(c * u[lay["c_j"]] / 16.0)
 
+    nn = structure.n_neural * n
+
     def rhs(state, u):
-        x, hs = state[:n], state[n:].reshape(n, 4)
-        dh = balloon_rhs(hs, x, balloon)
+        x, hs = state[:nn], state[nn:].reshape(n, 4)
+        dh = balloon_rhs(hs, x[:n], balloon)
         return jnp.concatenate([neural_part(x, u), dh.ravel()])
 
     return rhs, structure.bold_params(eps)
@@ -424,7 +504,7 @@ def bilinear_reduction(theta, structure: DCMStructure):
     K : (m, N, N)  d2f/dx du
     """
     rhs, _ = _equations(theta, structure)
-    n_state = 5 * structure.n_regions
+    n_state = structure.n_states
     x0, u0 = jnp.zeros(n_state), jnp.zeros(structure.n_inputs)
     f0 = rhs(x0, u0)
     j0 = jax.jacfwd(rhs, 0)(x0, u0)
@@ -451,12 +531,11 @@ def expm_augmented(c, jac, h):
 
 
 def trajectory(theta, inputs, structure: DCMStructure):
-    """States (n_steps + 1, 5 n) at every microtime point, t = i TR / n_micro,
+    """States (n_steps + 1, ``structure.n_states``) at every microtime point, t = i TR / n_micro,
     for inputs (n_steps, m) held over each microtime step (any real, integer or
     boolean dtype: they are converted to floats)."""
     inputs = jnp.asarray(inputs, dtype=jnp.result_type(float))
     rhs, _ = _equations(theta, structure)
-    n = structure.n_regions
     ns = int(structure.substeps)
 
     if structure.integrator == "spm":
@@ -473,16 +552,22 @@ def trajectory(theta, inputs, structure: DCMStructure):
             new = e[1:, 0] + e[1:, 1:] @ state
             return (new, u, e), state
 
+        n_state = structure.n_states
         carry0 = (
-            jnp.zeros(5 * n),
+            jnp.zeros(n_state),
             jnp.full(inputs.shape[-1], jnp.nan),
-            jnp.zeros((5 * n + 1, 5 * n + 1)),
+            jnp.zeros((n_state + 1, n_state + 1)),
         )
         (final, _, _), states = lax.scan(step, carry0, inputs)
         return jnp.concatenate([states, final[None]], axis=0)
 
     states, final = integrate_fixed_step(
-        rhs, jnp.zeros(5 * n), inputs, structure.tr / structure.n_micro, method="rk4", substeps=ns
+        rhs,
+        jnp.zeros(structure.n_states),
+        inputs,
+        structure.tr / structure.n_micro,
+        method="rk4",
+        substeps=ns,
     )
     return jnp.concatenate([states, final[None]], axis=0)
 
@@ -502,7 +587,7 @@ def predict_bold(theta, inputs, structure: DCMStructure):
         return _predict_tr_blocks(theta, inputs, structure)
     states = trajectory(theta, inputs, structure)
     idx = structure.sample_index(n_scans)
-    hs = states[:, n:].reshape(-1, n, 4)
+    hs = states[:, structure.n_neural * n :].reshape(-1, n, 4)
     sampled = hs[idx, np.arange(n)[None, :]]  # (n_scans, n, 4)
     return bold_from_states(sampled, structure.bold_params(theta[-1]))
 
@@ -511,15 +596,16 @@ def _predict_tr_blocks(theta, inputs, structure):
     """RK4 sampled at the end of each TR, nested scans (no stored trajectory)."""
     rhs, bold_p = _equations(theta, structure)
     n = structure.n_regions
+    nn = structure.n_neural * n
     y, _ = integrate_fixed_step(
         rhs,
-        jnp.zeros(5 * n),
+        jnp.zeros(structure.n_states),
         inputs,
         structure.tr / structure.n_micro,
         method="rk4",
         substeps=int(structure.substeps),
         record_every=int(structure.n_micro),
         record="end",
-        observe=lambda state: bold_from_states(state[n:].reshape(n, 4), bold_p),
+        observe=lambda state: bold_from_states(state[nn:].reshape(n, 4), bold_p),
     )
     return y

@@ -8,14 +8,41 @@
   ``dtheta = (expm(t H) - I) H^-1 g`` (H the curvature, t = exp(v)),
   computed through the eigen-decomposition of H; v grows by 1/2 after an
   accepted step and falls by 2 after a rejected one (Levenberg-Marquardt-like);
-* M-step: Fisher scoring of lambda;
+* M-step: Newton ascent of lambda to its conditional optimum (SPM25
+  ``spm_nlsi_GN``): with a_i = e_i'e_i + tr(J_i S_theta J_i') and
+  Pi_i = exp(lambda_i), the gradient is N/2 - Pi_i a_i / 2 - (lambda_i - 6) / C_l
+  and the curvature, by default, the *observed* one,
+  -Pi_i a_i / 2 - 1/C_l (SPM25: ``dFdhh = dFdhh + diag(dFdh)``), which equals
+  the expected (Fisher) curvature -N/2 - 1/C_l only where the model fits.
+  SPM12 r7771 uses the expected curvature (``hyper_curvature="expected"``);
+  when the model misfits, it is several times too small, the step overshoots
+  and lambda oscillates around its optimum instead of converging.  Steps are
+  clipped to +-1 and iterated (up to 16 times) until |dlambda| < 1e-4;
 * the free energy under the Laplace approximation::
 
       F = -1/2 e' Pi e + 1/2 sum_i N_i lambda_i - N/2 log 2 pi
           - 1/2 dtheta' C_p^-1 dtheta - 1/2 log|C_p| + 1/2 log|S_theta|
           - 1/2 dlambda' C_l^-1 dlambda - 1/2 log|C_l| + 1/2 log|S_lambda|
 
-  (accuracy minus complexity).  Accepted iterations never decrease F.
+  (accuracy minus complexity), with S_lambda the inverse of minus the
+  curvature of the M-step (observed or expected).  Accepted iterations never
+  decrease F.
+
+Convergence (``VLResult.converged``/``reason``) is declared only at a point
+where the M-step has converged (lambda at its conditional optimum, so F there
+is what a re-evaluation at the returned mean gives) and either
+
+* ``"F_converged"``: F gained less than ``tol`` over the last four accepted
+  steps (the last iteration accepted), or
+* ``"stationary"``: no Gauss-Newton step, from the full step down to a
+  gradient step of size exp(-12), increases F (F is at a maximum along the
+  ascent direction; ``VLResult.predicted_gain``, g' S_theta g / 2, says how
+  far the accuracy-and-prior part alone would still climb: the rest of its
+  gradient is balanced by that of log|S_theta|).
+
+Otherwise the fit ends with ``converged=False`` and reason ``"max_iter"``
+(which includes a noise step that never converges) or ``"evaluated"``
+(``max_iter=0``).
 
 Confounds (SPM's ``Y.X0``, e.g. a constant per region): ``confounds=X0``
 (T, c) adds c coefficients per data column, y_i = g_i(theta) + X0 beta_i + e_i,
@@ -51,11 +78,20 @@ class VLResult:
     history: list  # F after each accepted iteration
     prediction: np.ndarray  # model prediction (confounds included)
     confound_mean: np.ndarray | None = None  # (c, k) posterior mean of the confound weights
+    reason: str = ""  # why the iterations stopped (one of REASONS; module docstring)
+    predicted_gain: float = float("nan")  # g' S g / 2 at the returned mean, nats
+
+
+#: Values of ``VLResult.reason``: the first two mean converged.
+REASONS = ("F_converged", "stationary", "max_iter", "evaluated")
+HYPER_CURVATURES = ("observed", "expected")
 
 
 _COMPILED = {}
 #: Prior variance of confound weights (``spm_nlsi_GN``: ``uC = speye(nu)/1e-8``).
 CONFOUND_PRIOR_VAR = 1e8
+#: Newton iterations and step tolerance of the noise M-step.
+M_STEP_MAX_ITER, M_STEP_TOL = 16, 1e-4
 
 
 def _compiled(model):
@@ -81,6 +117,8 @@ def invert(
     verbose=False,
     confounds=None,
     init=None,
+    hyper_curvature="observed",
+    fix_log_precision=None,
 ) -> VLResult:
     """Invert ``y ~ model(theta)`` by variational Laplace.
 
@@ -97,14 +135,19 @@ def invert(
         Prior of each column's log noise precision.
     max_iter : int
     tol : float
-        Convergence when the free energy gain is below ``tol`` nats over
-        four consecutive iterations.
+        Convergence tolerance in nats (module docstring).
     confounds : array (T, c) or None
         Nuisance regressors fitted to every column with SPM's flat prior (see module docstring).
     init : array (p,) or None
         Starting point of theta (default: the prior mean; confound weights then
         start at least squares on the residual).  With ``max_iter=0`` the
         result is the free energy (after the noise M-step) at ``init``.
+    hyper_curvature : {"observed", "expected"}
+        Curvature of the noise M-step and of S_lambda: SPM25's observed one
+        (default) or SPM12 r7771's expected (Fisher) one.
+    fix_log_precision : array (k,) or None
+        Hold the noise log-precisions at these values (no M-step); with
+        ``max_iter=0`` the result is F at (``init``, ``fix_log_precision``).
 
     Raises
     ------
@@ -121,6 +164,12 @@ def invert(
         raise ParameterError("prior_var", var_p.min(), "positive prior variances")
     n_t, k = y.shape
     n_theta = mu_p.size
+    if hyper_curvature not in HYPER_CURVATURES:
+        raise ParameterError("hyper_curvature", hyper_curvature, f"one of {HYPER_CURVATURES}")
+    if fix_log_precision is not None:
+        fix_log_precision = np.broadcast_to(np.asarray(fix_log_precision, float), (k,)).copy()
+        if not np.all(np.isfinite(fix_log_precision)):
+            raise ParameterError("fix_log_precision", fix_log_precision, "finite log precisions")
     if confounds is not None:
         x0 = np.asarray(confounds, float)
         x0 = x0[:, None] if x0.ndim == 1 else x0
@@ -172,22 +221,32 @@ def invert(
                 return ((flat @ s) * flat).reshape(n_t, k, n_p).sum(axis=(0, 2))
 
         ee = np.einsum("tk,tk->k", e, e)
-        # M-step: Fisher scoring of the log precisions
-        for _ in range(8):
+
+        def hyper_curv(prec, tr):
+            # d2F/dlambda2 per column (module docstring)
+            if hyper_curvature == "observed":
+                return -0.5 * prec * (ee + tr) - 1.0 / hyper_var
+            return np.full(k, -0.5 * n_t - 1.0 / hyper_var)
+
+        # M-step: Newton ascent of the log precisions to their conditional optimum
+        lam_converged = fix_log_precision is not None
+        if fix_log_precision is not None:
+            lam = fix_log_precision
+        for _ in range(0 if lam_converged else M_STEP_MAX_ITER):
             prec = np.exp(lam)
             s = np.linalg.inv(curvature(prec))
             tr = traces(s)  # tr(J_k S J_k') per column
             grad = 0.5 * (n_t - prec * (ee + tr)) - (lam - lam_p) / hyper_var
-            curv = -0.5 * n_t - 1.0 / hyper_var  # expected curvature (Fisher)
-            d_lam = np.clip(-grad / curv, -1.0, 1.0)
+            d_lam = np.clip(-grad / hyper_curv(prec, tr), -1.0, 1.0)
             lam = lam + d_lam
-            if np.max(np.abs(d_lam)) < 1e-4:
+            if np.max(np.abs(d_lam)) < M_STEP_TOL:
+                lam_converged = True
                 break
         prec = np.exp(lam)
         h = curvature(prec)
         s = np.linalg.inv(h)
         dth = theta - mu_p
-        s_lam = 1.0 / (0.5 * n_t + 1.0 / hyper_var)
+        s_lam = -1.0 / hyper_curv(prec, traces(s))
         f = (
             -0.5 * np.sum(prec * ee)
             + 0.5 * n_t * np.sum(lam)
@@ -197,10 +256,10 @@ def invert(
             + 0.5 * np.linalg.slogdet(s)[1]
             - 0.5 * np.sum((lam - lam_p) ** 2) / hyper_var
             - 0.5 * k * np.log(hyper_var)
-            + 0.5 * k * np.log(s_lam)
+            + 0.5 * np.sum(np.log(s_lam))
         )
         grad_theta = np.einsum("tkp,tk->p", jac, e * prec[None, :]) - dth / var_p
-        return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred)
+        return dict(f=f, lam=lam, h=h, s=s, grad=grad_theta, pred=pred, lam_converged=lam_converged)
 
     theta = mu_p.copy()
     if init is not None:
@@ -220,8 +279,8 @@ def invert(
     best_theta, best = theta, state
     history = [state["f"]]
     v = -4.0
-    gains = []
     converged = False
+    reason = "evaluated" if max_iter == 0 else "max_iter"
     it = 0
     with task("variational Laplace", total=max_iter, unit="iter") as bar:
         bar.set_postfix_str(f"F = {best['f']:.2f}")
@@ -231,23 +290,25 @@ def invert(
             step = vec @ (((1.0 - np.exp(-t * w)) / w) * (vec.T @ best["grad"]))
             cand = best_theta + step
             state = evaluate(cand, best["lam"])
-            if state is not None and state["f"] > best["f"]:
-                gains.append(state["f"] - best["f"])
+            accepted = state is not None and state["f"] > best["f"]
+            if accepted:
                 best_theta, best = cand, state
                 history.append(state["f"])
                 v = min(v + 0.5, 4.0)
             else:
-                gains.append(0.0)
                 v = max(v - 2.0, -16.0)
             bar.set_postfix_str(f"F = {best['f']:.2f}", refresh=False)
             bar.update()
             if verbose:
                 print(f"VL iteration {it}: F = {best['f']:.3f}, log step {v:.1f}")
-            accepted_small = len(history) > 4 and history[-1] - history[-5] < tol
-            if (accepted_small and gains[-1] > 0) or v <= -12:
-                # F gained < tol over four accepted steps, or no step improves F even when
-                # shrunk to a gradient step of size exp(-12): a (local) maximum
-                converged = True
+            if not best["lam_converged"]:
+                continue  # never stop while the noise step is still moving
+            if accepted and len(history) > 4 and history[-1] - history[-5] < tol:
+                converged, reason = True, "F_converged"
+                break
+            if v <= -12:
+                # no step improves F even when shrunk to a gradient step of size exp(-12)
+                converged, reason = True, "stationary"
                 break
     conf = None
     if confounds is not None:
@@ -262,4 +323,6 @@ def invert(
         history=history,
         prediction=best["pred"],
         confound_mean=conf,
+        reason=reason,
+        predicted_gain=float(0.5 * best["grad"] @ best["s"] @ best["grad"]),
     )
