@@ -188,6 +188,12 @@ class DCMStructure:
             )
         if self.integrator not in INTEGRATORS:
             raise ParameterError("integrator", self.integrator, f"one of {INTEGRATORS}")
+        if self.integrator == "spm" and d.any():
+            # The bilinear reduction about rest has no D terms (SPM integrates
+            # nonlinear DCMs with spm_int_D, which biosim does not reproduce).
+            raise ParameterError(
+                "integrator", "spm", '"rk4" for a nonlinear DCM (d has free entries)'
+            )
         if self.convention not in CONVENTIONS:
             raise ParameterError("convention", self.convention, f"one of {CONVENTIONS}")
         if self.neural_model not in NEURAL_MODELS:

@@ -104,6 +104,10 @@ def test_bad_input():
         fit_dcm(s_true, np.zeros((10, 2)), np.zeros((10 * NM, 2)))
     with pytest.raises(ParameterError, match="c"):
         DCMStructure(np.ones((3, 3), bool), np.zeros((2, 3, 3), bool), np.zeros((2, 2), bool))
+    d = np.zeros((3, 3, 3), bool)
+    d[1, 0, 2] = True
+    with pytest.raises(ParameterError, match="nonlinear DCM"):
+        DCMStructure(s_true.a, s_true.b, s_true.c, d=d, integrator="spm")
 
 
 def _int_input_problem(integrator):
