@@ -84,14 +84,17 @@ class Transducer:
 
     def with_drive(self, amplitude: Any = None, phase: Any = None) -> Transducer:
         """The same transducer with new element amplitudes (Pa) and/or phases (rad)."""
-        a = self.amplitude if amplitude is None else jnp.broadcast_to(amplitude, (self.n_elements,))
-        p = self.phase if phase is None else jnp.broadcast_to(phase, (self.n_elements,))
+        shape = (self.n_elements,)
+        xp = np if is_concrete((amplitude, phase)) else jnp
+        a = self.amplitude if amplitude is None else jnp.asarray(xp.broadcast_to(amplitude, shape))
+        p = self.phase if phase is None else jnp.asarray(xp.broadcast_to(phase, shape))
         return Transducer(self.points, self.weights, self.element, a, p, self.n_elements)
 
 
 def _make(points, weights, element, n_el, amplitude, phase) -> Transducer:
-    amp = jnp.broadcast_to(jnp.asarray(amplitude, dtype=float), (n_el,))
-    ph = jnp.broadcast_to(jnp.asarray(phase, dtype=float), (n_el,))
+    xp = np if is_concrete((amplitude, phase)) else jnp  # drives may be traced
+    amp = jnp.asarray(xp.broadcast_to(xp.asarray(amplitude, dtype=float), (n_el,)))
+    ph = jnp.asarray(xp.broadcast_to(xp.asarray(phase, dtype=float), (n_el,)))
     return Transducer(
         points=jnp.asarray(points, dtype=float),
         weights=jnp.asarray(weights, dtype=float),
@@ -153,8 +156,9 @@ def bowl(
     amplitude, phase : array_like
         Surface pressure (Pa) and phase (rad), per element or shared.
     n_elements : int
-        Split the surface into this many elements of about equal area (Voronoi
-        patches around equal-area seeds), each with its own drive.
+        Split the surface into this many elements, each with its own drive: arcs of
+        equal length in 2D; in 3D Voronoi patches around a Fibonacci spiral of seeds
+        on the cap (roughly equal areas; the rim patches are up to 3 times smaller).
     """
     focus = np.asarray(focus, dtype=float)
     nd = focus.size
@@ -287,18 +291,30 @@ def combine(*transducers: Transducer) -> Transducer:
     if not transducers:
         raise ParameterError("transducers", (), "at least one transducer")
     offs = np.cumsum([0] + [t.n_elements for t in transducers])
+    xp = np if is_concrete(transducers) else jnp
+
+    def cat(name):
+        return jnp.asarray(xp.concatenate([xp.asarray(getattr(t, name)) for t in transducers]))
+
+    element = xp.concatenate([xp.asarray(t.element) + o for t, o in zip(transducers, offs)])
     return Transducer(
-        points=jnp.concatenate([t.points for t in transducers]),
-        weights=jnp.concatenate([t.weights for t in transducers]),
-        element=jnp.concatenate([t.element + o for t, o in zip(transducers, offs)]),
-        amplitude=jnp.concatenate([t.amplitude for t in transducers]),
-        phase=jnp.concatenate([t.phase for t in transducers]),
+        points=cat("points"),
+        weights=cat("weights"),
+        element=jnp.asarray(element, dtype=jnp.int32),
+        amplitude=cat("amplitude"),
+        phase=cat("phase"),
         n_elements=int(offs[-1]),
     )
 
 
 def element_centres(transducer: Transducer) -> Any:
     """Area-weighted centroid of each element, shape (E, ndim), m."""
+    if is_concrete(transducer):
+        el, w = np.asarray(transducer.element), np.asarray(transducer.weights)
+        pts = np.asarray(transducer.points)
+        tot = np.bincount(el, w, transducer.n_elements)
+        cols = [np.bincount(el, w * pts[:, d], transducer.n_elements) for d in range(pts.shape[1])]
+        return jnp.asarray(np.stack(cols, axis=1) / tot[:, None])
     w = transducer.weights
     tot = jax.ops.segment_sum(w, transducer.element, transducer.n_elements)
     s = jax.ops.segment_sum(
@@ -395,24 +411,29 @@ def _scatter(pts, vals, grid: Grid):
     return acc.reshape(grid.shape) / cell
 
 
-def _scatter_numpy(points, vals, grid: Grid):
-    """NumPy version of :func:`_scatter` for concrete transducers (no compilation)."""
+def _stencils_numpy(p, grid: Grid):
+    """NumPy version of :func:`_stencils` + :func:`_flat` for concrete points."""
     K = _STENCIL
     offs = np.arange(-K + 1, K + 1)
+    idx, wts = [], []
+    for ax in range(grid.ndim):
+        u = (p[:, ax] - grid.origin[ax]) / grid.spacing[ax]
+        ii = np.floor(u).astype(np.int64)[:, None] + offs[None, :]
+        r = u[:, None] - ii
+        w = np.sinc(r) * np.sinc(r / K)
+        idx.append(np.mod(ii, grid.shape[ax]))
+        wts.append(w / w.sum(axis=1, keepdims=True))
+    flat, w = _flat(idx, wts, grid)
+    return np.asarray(flat), np.asarray(w)
+
+
+def _scatter_numpy(points, vals, grid: Grid):
+    """NumPy version of :func:`_scatter` for concrete transducers (no compilation)."""
     out = np.zeros(int(np.prod(grid.shape)), dtype=complex)
     for start in range(0, points.shape[0], _CHUNK):
-        p = points[start : start + _CHUNK]
+        flat, w = _stencils_numpy(points[start : start + _CHUNK], grid)
         v = vals[start : start + _CHUNK]
-        idx, wts = [], []
-        for ax in range(grid.ndim):
-            u = (p[:, ax] - grid.origin[ax]) / grid.spacing[ax]
-            ii = np.floor(u).astype(np.int64)[:, None] + offs[None, :]
-            r = u[:, None] - ii
-            w = np.sinc(r) * np.sinc(r / K)
-            idx.append(np.mod(ii, grid.shape[ax]))
-            wts.append(w / w.sum(axis=1, keepdims=True))
-        flat, w = _flat(idx, wts, grid)
-        np.add.at(out, np.asarray(flat).ravel(), (v[:, None] * np.asarray(w)).ravel())
+        np.add.at(out, flat.ravel(), (v[:, None] * w).ravel())
     return out.reshape(grid.shape) / float(np.prod(grid.spacing))
 
 
@@ -424,10 +445,12 @@ def source_map(transducer: Transducer, grid: Grid) -> Any:
     Differentiable with respect to the drives, weights and point positions.
     """
     _check_inside(transducer, grid)
+    if is_concrete(transducer):  # NumPy: no compilation
+        drive = np.asarray(transducer.amplitude) * np.exp(1j * np.asarray(transducer.phase))
+        vals = np.asarray(transducer.weights) * drive[np.asarray(transducer.element)]
+        return jnp.asarray(_scatter_numpy(np.asarray(transducer.points), vals, grid))
     drive = transducer.amplitude * jnp.exp(1j * transducer.phase)
     vals = transducer.weights * drive[transducer.element]
-    if is_concrete(transducer):
-        return jnp.asarray(_scatter_numpy(np.asarray(transducer.points), np.asarray(vals), grid))
     pts, vals = _chunks(transducer, vals)
     return _scatter(pts, vals, grid)
 
@@ -454,6 +477,24 @@ def sample_points(field: Any, transducer: Transducer, grid: Grid) -> Any:
     area weights.
     """
     _check_inside(transducer, grid)
+    if is_concrete((field, transducer)):
+        pts = np.asarray(transducer.points)
+        f = np.asarray(field).ravel()
+        vals = np.concatenate(
+            [
+                np.sum(f[flat] * w, axis=1)
+                for flat, w in (
+                    _stencils_numpy(pts[i : i + _CHUNK], grid)
+                    for i in range(0, pts.shape[0], _CHUNK)
+                )
+            ]
+        )
+        el, wt = np.asarray(transducer.element), np.asarray(transducer.weights)
+        num = np.bincount(el, wt * vals.real, transducer.n_elements) + 1j * np.bincount(
+            el, wt * vals.imag, transducer.n_elements
+        )
+        res = num / np.bincount(el, wt, transducer.n_elements)
+        return jnp.asarray(res if np.iscomplexobj(field) else res.real)
     pts, _ = _chunks(transducer, transducer.weights)
     vals = _gather(field, pts, grid)[: transducer.points.shape[0]]
     w = transducer.weights
