@@ -140,6 +140,30 @@ def _amplification(c, rho, a_np, y, c_ref, dt, k):
     return float(np.max(np.abs(np.linalg.eigvals(m))))
 
 
+def _check_stable(medium: Medium, grid: Grid, dt: float, c_ref: float, cfl: float) -> None:
+    """Modal analysis of the one-step map at the extreme media values; raise if any
+    wavenumber up to the grid's largest is amplified."""
+    c = np.asarray(medium.sound_speed, dtype=float)
+    c_min, c_max = float(c.min()), float(c.max())
+    if c_ref < c_max:
+        raise ParameterError("c_ref", c_ref, f">= the largest sound speed {c_max:g} m/s")
+    k = np.linspace(0.0, math.pi * math.sqrt(grid.ndim) / min(grid.spacing), 513)
+    a_np = db_to_neper(np.asarray(medium.alpha0, dtype=float), medium.alpha_power)
+    rho = np.asarray(medium.density, dtype=float)
+    worst = 0.0
+    for cc in {c_min, c_max}:
+        for rr in {float(rho.min()), float(rho.max())}:
+            for aa in {0.0, float(np.max(a_np))}:
+                worst = max(worst, _amplification(cc, rr, aa, medium.alpha_power, c_ref, dt, k))
+    if worst > 1.0 + 1e-9:
+        raise ParameterError(
+            "cfl",
+            cfl,
+            f"a smaller Courant number: dt = {dt:.3g} s amplifies some wavenumbers by "
+            f"{worst:.6f} per step (unstable with this attenuation)",
+        )
+
+
 def cw_settings(
     medium: Medium,
     grid: Grid,
@@ -217,23 +241,7 @@ def cw_settings(
     period = 1.0 / frequency
     spp = int(math.ceil(period / (cfl * dx_min / c_max)))
     dt = period / spp
-    # stability: modal analysis of the one-step map at the extreme media values
-    nd = grid.ndim
-    k = np.linspace(0.0, math.pi * math.sqrt(nd) / dx_min, 513)
-    a_np = db_to_neper(np.asarray(medium.alpha0, dtype=float), medium.alpha_power)
-    rho = np.asarray(medium.density, dtype=float)
-    worst = 0.0
-    for cc in {c_min, c_max}:
-        for rr in {float(rho.min()), float(rho.max())}:
-            for aa in {0.0, float(np.max(a_np))}:
-                worst = max(worst, _amplification(cc, rr, aa, medium.alpha_power, c_ref, dt, k))
-    if worst > 1.0 + 1e-9:
-        raise ParameterError(
-            "cfl",
-            cfl,
-            f"a smaller Courant number: dt = {dt:.3g} s amplifies some wavenumbers by "
-            f"{worst:.6f} per step (unstable with this attenuation)",
-        )
+    _check_stable(medium, grid, dt, c_ref, cfl)
     if settle_time is None:
         diag = math.sqrt(sum((n * d) ** 2 for n, d in zip(grid.shape, grid.spacing)))
         settle_time = n_ramp_periods * period + 1.5 * diag / c_min
@@ -340,12 +348,13 @@ def _run(
     if absorbing:
         a_np = db_to_neper(jnp.broadcast_to(medium.alpha0, grid.shape), y)
         # The loss term is time-staggered (div u at n + 1/2 enters p at n + 1): with the
-        # k-space propagator, a plane wave at the drive frequency then decays at
-        # sinc^2(omega dt / 2) times the model's rate (modal analysis of the one-step
-        # map); dividing tau by that factor makes the CW absorption exact at the drive
-        # frequency (second order in dt elsewhere).
+        # k-space propagator, a plane wave at the drive frequency (x = omega dt / 2) then
+        # decays at sinc^2(x) cos(x) / cos(theta) times the model's rate, with
+        # sin(theta) = (c_ref / c) sin(x) (modal analysis of the one-step map); dividing
+        # tau by that factor makes the CW absorption exact at the drive frequency.
         half = math.pi * frequency * dt
-        lag = (math.sin(half) / half) ** 2
+        s_theta = jnp.clip(settings.c_ref / c * math.sin(half), 0.0, 0.999)
+        lag = (math.sin(half) / half) ** 2 * math.cos(half) / jnp.sqrt(1.0 - s_theta**2)
         tau = (-2.0 * a_np * c ** (y - 1.0) / lag).astype(rdt)
         eta = (2.0 * a_np * c**y * math.tan(math.pi * y / 2.0)).astype(rdt)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -464,6 +473,8 @@ def simulate_cw(
         raise ParameterError("settings_kwargs", sorted(settings_kwargs), "none when settings given")
     if is_concrete(medium):
         medium.check_shape(grid)
+        # settings made for another medium: the stability check must hold for this one
+        _check_stable(medium, grid, settings.dt, settings.c_ref, settings.cfl)
     src = source_map(source, grid) if isinstance(source, Transducer) else jnp.asarray(source)
     if tuple(src.shape) != grid.shape:
         raise ParameterError("source", tuple(src.shape), f"a source map of shape {grid.shape}")
