@@ -96,7 +96,8 @@ class PRFSThermometry:
             raise ParameterError("te", self.te, f"an echo time in (0, TR = {self.tr}) s")
         check_range("flip_angle", self.flip_angle, 0.0, 90.0, "deg")
         check_positive("frame_interval", self.frame_interval, "s")
-        check_positive("snr", self.snr)
+        if not self.snr > 0:  # inf allowed: noise-free images
+            raise ParameterError("snr", self.snr, "a positive SNR (inf: no noise)")
         check_all_finite(drift=self.drift, drift_gradient=self.drift_gradient, alpha=self.alpha)
         check_nonnegative("motion", self.motion, "m")
         if self.alpha == 0:

@@ -380,9 +380,10 @@ def template_head_media(
     classes = np.stack([outside + air, soft, bone, gm + wm, csf])  # water, skin, bone, brain, csf
     major = np.argmax(classes, axis=0)
     is_bone = (bone >= bone_threshold) | (major == 2)
-    depth_mm = distance_transform_edt(is_bone) * spacing_mm
+    # depth of each bone voxel's centre below the skull's nearest surface
+    depth_mm = (distance_transform_edt(is_bone) - 0.5) * spacing_mm
     lab = np.choose(major, [0, 1, 2, 4, 5])
-    lab = np.where(is_bone, np.where(depth_mm <= cortical_thickness * 1e3 + 1e-9, 2, 3), lab)
+    lab = np.where(is_bone, np.where(depth_mm < cortical_thickness * 1e3, 2, 3), lab)
     lab = np.where(~is_bone & (lab == 2), 4, lab)
     layers = {**ITRUSST_LAYERS, "csf": ITRUSST_LAYERS["water"], **(layers or {})}
     return _maps_from_labels(

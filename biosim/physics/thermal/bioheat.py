@@ -198,9 +198,8 @@ class SonicationSchedule:
         if self.pulse_duration is None:
             return u
         period = 1.0 / self.pulse_repetition_frequency
-        return np.floor(u / period) * self.pulse_duration + np.minimum(
-            np.mod(u, period), self.pulse_duration
-        )
+        k = np.floor(u * self.pulse_repetition_frequency + 1e-9)  # whole periods (round-off safe)
+        return k * self.pulse_duration + np.clip(u - k * period, 0.0, self.pulse_duration)
 
     def on_time(self, t):
         """Cumulative emission time up to ``t`` (s), exact."""
@@ -208,8 +207,9 @@ class SonicationSchedule:
         if self.burst_duration is None:
             return self._pulses_on(v)
         period = self.burst_interval
-        return np.floor(v / period) * self._pulses_on(self.burst_duration) + self._pulses_on(
-            np.minimum(np.mod(v, period), self.burst_duration)
+        k = np.floor(v / period + 1e-9)
+        return k * self._pulses_on(self.burst_duration) + self._pulses_on(
+            np.clip(v - k * period, 0.0, self.burst_duration)
         )
 
     def on_fraction(self, times):
