@@ -204,7 +204,7 @@ class ThermometryError:
     rmse : float
         Over ``mask`` and every frame.
     peak_error : float
-        Reconstructed minus true peak rise (maximum over ``mask`` and frames).
+        Reconstructed minus true rise at the hottest true voxel and frame in ``mask``.
     bias : float
         Mean error over ``mask`` and frames.
     per_frame_rmse : (n,) array
@@ -227,7 +227,7 @@ def thermometry_error(reconstructed, truth, mask) -> ThermometryError:
     err = (rec - tru)[:, m]
     return ThermometryError(
         float(np.sqrt(np.mean(err**2))),
-        float(rec[:, m].max() - tru[:, m].max()),
+        float(err.flat[np.argmax(tru[:, m])]),
         float(err.mean()),
         np.sqrt(np.mean(err**2, axis=1)),
     )

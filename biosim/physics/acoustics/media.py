@@ -89,6 +89,21 @@ class AcousticMaps:
         check_positive("frequency", frequency, "Hz")
         return db_to_neper(self.alpha_coeff) * (frequency / 1e6) ** self.alpha_power
 
+    def medium(self, frequency, alpha_power=2.0):
+        """The solver's :class:`~biosim.physics.acoustics.medium.Medium` for a
+        continuous wave at ``frequency`` (Hz).
+
+        The attenuation is re-expressed with exponent ``alpha_power`` (default 2, for which
+        the Treeby-Cox dispersion term vanishes, so the sound speeds are exactly these
+        maps') keeping its value at ``frequency``: exact for a single-frequency field.
+        """
+        from .medium import Medium
+
+        check_positive("frequency", frequency, "Hz")
+        fm = frequency / 1e6
+        alpha0 = np.asarray(self.alpha_coeff) * fm**self.alpha_power / fm**alpha_power
+        return Medium(self.sound_speed, self.density, alpha0, alpha_power=alpha_power)
+
 
 @pytree_dataclass
 class LayerProperties:
@@ -383,7 +398,7 @@ def template_head_media(
     # depth of each bone voxel's centre below the skull's nearest surface
     depth_mm = (distance_transform_edt(is_bone) - 0.5) * spacing_mm
     lab = np.choose(major, [0, 1, 2, 4, 5])
-    lab = np.where(is_bone, np.where(depth_mm < cortical_thickness * 1e3, 2, 3), lab)
+    lab = np.where(is_bone, np.where(depth_mm <= cortical_thickness * 1e3, 2, 3), lab)
     lab = np.where(~is_bone & (lab == 2), 4, lab)
     layers = {**ITRUSST_LAYERS, "csf": ITRUSST_LAYERS["water"], **(layers or {})}
     return _maps_from_labels(

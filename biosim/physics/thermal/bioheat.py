@@ -325,7 +325,7 @@ def solve_bioheat(
     heat_source,
     duration: float,
     dt: float,
-    schedule: SonicationSchedule | None = None,
+    schedule=None,
     frame_interval: float | None = None,
     initial_rise=None,
     arterial_temperature: float = BODY_TEMPERATURE,
@@ -342,8 +342,9 @@ def solve_bioheat(
         Q while the transducer emits, W/m^3 (:func:`acoustic_heat_source`).
     duration, dt : float
         Simulated time and time step, s (``duration`` a multiple of ``dt``).
-    schedule : SonicationSchedule, optional
-        Q is scaled by the fraction of each step spent emitting; None: always on.
+    schedule : SonicationSchedule or sequence of them, optional
+        Q is scaled by the fraction of each step spent emitting (summed over disjoint
+        schedules, e.g. one per sonication block); None: always on.
     frame_interval : float, optional
         Interval of the saved temperature frames, s (a multiple of ``dt``); default: one
         frame at the end.
@@ -382,7 +383,13 @@ def solve_bioheat(
         raise ShapeError("heat_source", np.shape(heat_source), f"{shape} like the maps")
     check_all_finite(heat_source=heat_source, arterial_temperature=arterial_temperature)
     times = np.arange(n_steps + 1) * dt
-    frac = np.ones(n_steps) if schedule is None else schedule.on_fraction(times)
+    if schedule is None:
+        frac = np.ones(n_steps)
+    else:
+        schedules = (schedule,) if isinstance(schedule, SonicationSchedule) else tuple(schedule)
+        frac = sum((s.on_fraction(times) for s in schedules), np.zeros(n_steps))
+        if np.any(frac > 1 + 1e-9):
+            raise ParameterError("schedule", "overlapping sonications", "disjoint schedules")
     q = jnp.asarray(heat_source)
     dtype = jnp.result_type(q, maps.density)
     theta0 = jnp.zeros(shape, dtype) if initial_rise is None else jnp.asarray(initial_rise, dtype)
