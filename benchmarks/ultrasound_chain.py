@@ -31,11 +31,11 @@ import biosim  # noqa: F401  (float64)
 from biosim.experiment import load_experiment
 from biosim.experiment.activity import ultrasound_schedules
 from biosim.experiment.devices.ultrasound import (
-    _magnitude,
-    _to_grid,
     build_thermometry,
     place_transducer,
+    resample_frames,
     thermometry_grid,
+    thermometry_magnitude,
 )
 from biosim.experiment.protocol import Protocol
 from biosim.instruments.thermometry import thermometry_error
@@ -148,8 +148,8 @@ def chain(duration=60.0):
     t0 = time.perf_counter()
     scan = build_thermometry(th, seed=1)
     t_aff, t_shape = thermometry_grid(th, place.target)
-    truth = _to_grid(np.asarray(heat.delta_t), place.affine, t_aff, t_shape)
-    mag, frac = _magnitude(scan, t_aff, t_shape)
+    truth = resample_frames(np.asarray(heat.delta_t), place.affine, t_aff, t_shape)
+    mag, frac = thermometry_magnitude(scan, t_aff, t_shape)
     series = scan.acquire(truth, mag, th["voxel_size"] * 1e-3)
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in t_shape], indexing="ij"), -1)
     dist = np.linalg.norm(idx @ t_aff[:3, :3].T + t_aff[:3, 3] - place.target, axis=-1)

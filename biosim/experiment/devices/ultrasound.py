@@ -396,7 +396,7 @@ def thermometry_grid(th: dict, centre_mm) -> tuple[np.ndarray, tuple]:
     return affine, shape
 
 
-def _to_grid(frames, src_affine, dst_affine, dst_shape):
+def resample_frames(frames, src_affine, dst_affine, dst_shape):
     """Trilinear resampling of (n, *src) frames onto another grid (zero outside)."""
     from scipy.ndimage import map_coordinates
 
@@ -411,7 +411,7 @@ def _to_grid(frames, src_affine, dst_affine, dst_shape):
     )
 
 
-def _magnitude(scan: PRFSThermometry, affine, shape):
+def thermometry_magnitude(scan: PRFSThermometry, affine, shape):
     """Spoiled-GRE magnitude of the template head on the thermometry grid, and its
     fractions."""
     from ...geometry.anatomy import TISSUES, mni_anatomy
@@ -488,8 +488,8 @@ def simulate(ctx: DeviceContext) -> UltrasoundRecording:
     # thermometry on an axial slab around the target
     scan = build_thermometry(th, ctx.new_seed())
     t_aff, t_shape = thermometry_grid(th, place.target)
-    truth = _to_grid(np.asarray(heat.delta_t), place.affine, t_aff, t_shape)
-    mag, frac = _magnitude(scan, t_aff, t_shape)
+    truth = resample_frames(np.asarray(heat.delta_t), place.affine, t_aff, t_shape)
+    mag, frac = thermometry_magnitude(scan, t_aff, t_shape)
     series = scan.acquire(truth, mag, th["voxel_size"] * 1e-3)
     idx = np.stack(np.meshgrid(*[np.arange(n) for n in t_shape], indexing="ij"), -1)
     pos = idx @ t_aff[:3, :3].T + t_aff[:3, 3]
