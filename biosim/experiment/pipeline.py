@@ -197,6 +197,7 @@ def _write_report(
     from .devices.eeg import EEGRecording
     from .devices.meg import MEGRecording
     from .devices.mri import MRIRecording
+    from .devices.ultrasound import UltrasoundRecording
 
     report_dir.mkdir(parents=True, exist_ok=True)
     written = [report.activity_figure(spec, protocol, activity, report_dir / "activity.png", plt)]
@@ -204,6 +205,10 @@ def _write_report(
         if isinstance(rec, MRIRecording):
             written.append(
                 report.mri_figure(spec, protocol, key, rec, report_dir / f"{key}.png", plt)
+            )
+        elif isinstance(rec, UltrasoundRecording):
+            written.append(
+                report.ultrasound_figure(spec, protocol, key, rec, report_dir / f"{key}.png", plt)
             )
         elif isinstance(rec, (EEGRecording, MEGRecording)):
             written.append(

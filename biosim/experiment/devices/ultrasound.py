@@ -349,8 +349,10 @@ class UltrasoundRecording(Recording):
     thermometry_truth, thermometry_reconstructed : (n, X, Y, Z) K
     series : ThermometrySeries
     scan : PRFSThermometry
+    thermometry_brain : (X, Y, Z) bool
+        Brain (grey + white matter + CSF > 0.5) on the thermometry grid.
     error : ThermometryError
-        Inside the brain on the thermometry grid.
+        Inside ``thermometry_brain``.
     safety : SafetyIndices
     focus_mm : (3,) MNI152 mm of the peak pressure in the brain (and CSF).
     """
@@ -365,6 +367,7 @@ class UltrasoundRecording(Recording):
     thermometry_reconstructed: np.ndarray
     series: object
     scan: PRFSThermometry
+    thermometry_brain: np.ndarray
     error: ThermometryError
     safety: object
     focus_mm: np.ndarray
@@ -502,7 +505,8 @@ def simulate(ctx: DeviceContext) -> UltrasoundRecording:
             "the drift reference (or a larger matrix)"
         )
     recon = scan.reconstruct(series, reference)
-    error = thermometry_error(recon, truth, frac[:3].sum(0) > 0.5)
+    brain = frac[:3].sum(0) > 0.5
+    error = thermometry_error(recon, truth, brain)
     return UltrasoundRecording(
         place,
         np.asarray(maps.labels),
@@ -514,6 +518,7 @@ def simulate(ctx: DeviceContext) -> UltrasoundRecording:
         recon,
         series,
         scan,
+        brain,
         error,
         safety,
         focus_mm,
