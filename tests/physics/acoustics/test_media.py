@@ -67,6 +67,7 @@ def test_curved_skull_shells():
         spherical_skull((8, 8), 1e-3, (4, 4), 5e-3)
 
 
+@pytest.mark.slow  # the end-to-end ultrasound test builds the template head's media too
 def test_template_head_skull_on_an_acoustic_grid():
     # a 2 mm grid through the vertex (z 50 -> 108 mm): water above, skin, bone, brain below
     affine = np.diag([2.0, 2.0, 2.0, 1.0])

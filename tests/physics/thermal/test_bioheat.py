@@ -81,7 +81,7 @@ def test_gaussian_converges_at_second_order():
     assert np.log2(coarse / fine) > 1.7  # second order in space and time (Crank-Nicolson)
 
 
-def test_constant_source_linearity_and_gradient():
+def test_constant_source_linearity_and_derivative():
     # constant source: the rise grows monotonically and is linear in Q; d(peak)/d(k) < 0,
     # checked against a central difference through the implicit solve
     q = 2e5 * np.exp(-R2 / (2 * (2e-3) ** 2))
@@ -96,7 +96,9 @@ def test_constant_source_linearity_and_gradient():
     r1, r2 = _solve(maps, q), _solve(maps, 2 * q)
     assert np.all(np.diff(np.asarray(r1.delta_t).max(axis=(1, 2))) > 0)
     np.testing.assert_allclose(r2.delta_t, 2 * np.asarray(r1.delta_t), rtol=1e-8)
-    g = jax.grad(peak)(0.55)
+    # forward mode (one tangent solve per step): a cheaper compilation than reverse mode,
+    # which the slow test checks
+    _, g = jax.jvp(peak, (0.55,), (1.0,))
     fd = (peak(0.56) - peak(0.54)) / 0.02
     assert g < 0
     np.testing.assert_allclose(g, fd, rtol=1e-3)
@@ -168,3 +170,24 @@ def test_bad_inputs_are_refused():
         ThermalMaps(*(np.ones((4, 4)),) * 2, -np.ones((4, 4)), np.zeros((4, 4)), 1e-3).check()
     with pytest.raises(ParameterError, match="label_names"):
         thermal_maps_from_labels(np.zeros((4, 4), int), ("unobtainium",), 1e-3)
+
+
+@pytest.mark.slow
+def test_reverse_mode_gradient_matches_finite_differences():
+    n = 12
+    x = (np.arange(n) - (n - 1) / 2) * H
+    r2 = x[:, None] ** 2 + x[None, :] ** 2
+    q = 2e5 * np.exp(-r2 / (2 * (2e-3) ** 2))
+    maps = _uniform((n, n), H)
+
+    def peak(w):  # perfusion map -> source-weighted mean rise (smooth, unlike a max)
+        m = ThermalMaps(maps.density, maps.specific_heat, maps.conductivity, w, H)
+        return jnp.sum(_solve(m, q).delta_t[-1] * q) / q.sum()
+
+    w0 = jnp.asarray(maps.perfusion_rate)
+    g = jax.grad(peak)(w0)
+    d = np.zeros((n, n))
+    d[n // 2, n // 2] = 1e-3
+    fd = (peak(w0 + d) - peak(w0 - d)) / 2e-3
+    np.testing.assert_allclose(g[n // 2, n // 2], fd, rtol=1e-4)
+    assert float(jnp.sum(g)) < 0
