@@ -8,8 +8,9 @@ centre, so that the bowl faces the nearest scalp); the bowl must sit outside the
 (water couples it).  On a grid aligned with the beam (``grid_spacing`` m), the MNI152
 atlas gives the acoustic media (:func:`~biosim.physics.acoustics.media.template_head_media`:
 ITRUSST skin / cortical / trabecular / brain values) and the IT'IS thermal properties;
-the continuous-wave field (:func:`~biosim.physics.acoustics.simulate_cw`) heats the tissue
-by ``alpha p^2 / (rho c)`` while the transducer emits: in the protocol blocks of
+the continuous-wave field (:func:`~biosim.physics.acoustics.simulate_cw`, float32, Courant
+number ``cfl``, PML of ``pml_size`` points, ``margin`` m of tissue beyond the focus) heats
+the tissue by ``alpha p^2 / (rho c)`` while the transducer emits: in the protocol blocks of
 ``condition``, with optional pulses (``pulse_duration``, ``pulse_repetition_frequency``)
 and bursts (``burst_duration``, ``burst_interval``).  Pennes' bioheat equation
 (:func:`~biosim.physics.thermal.solve_bioheat`) runs over the whole experiment; the ITRUSST
