@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -143,7 +144,16 @@ class Medium:
     alpha_power: float = static_field(default=1.5)
 
     def __post_init__(self):
-        for name in ("sound_speed", "density", "alpha0"):
+        # pytree unflattening passes arbitrary leaves (tracers, None, placeholders): only
+        # convert and check plain numbers and arrays
+        names = ("sound_speed", "density", "alpha0")
+        plain = all(
+            isinstance(getattr(self, n), (int, float, list, tuple, np.ndarray, jax.Array))
+            for n in names
+        )
+        if not plain:
+            return
+        for name in names:
             object.__setattr__(self, name, jnp.asarray(getattr(self, name)))
         y = self.alpha_power
         if not (0.0 < y < 3.0) or abs(y - 1.0) < 1e-6:

@@ -18,6 +18,7 @@ into elements), :func:`piston` (flat disc or segment), :func:`linear_array`,
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import jax
@@ -354,7 +355,7 @@ def _stencils(points, grid: Grid):
 def _flat(idx, wts, grid: Grid):
     """Flattened grid indices and weights of the tensor-product stencil, (P, (2K)^ndim)."""
     P = idx[0].shape[0]
-    if grid.ndim == 2:
+    if grid.ndim == 2:  # works on NumPy and JAX arrays alike
         flat = idx[0][:, :, None] * grid.shape[1] + idx[1][:, None, :]
         w = wts[0][:, :, None] * wts[1][:, None, :]
     else:
@@ -376,16 +377,8 @@ def _chunks(transducer: Transducer, values):
     return pts.reshape(n, C, -1), vals.reshape(n, C)
 
 
-def source_map(transducer: Transducer, grid: Grid) -> Any:
-    """Complex surface-source map on ``grid`` (Pa/m).
-
-    Sum over surface points of dA a_e exp(i phi_e) times the band-limited
-    delta at the point (a separable Lanczos-windowed sinc, 1/m^ndim).
-    """
-    _check_inside(transducer, grid)
-    drive = transducer.amplitude * jnp.exp(1j * transducer.phase)
-    vals = transducer.weights * drive[transducer.element]
-    pts, vals = _chunks(transducer, vals)
+@partial(jax.jit, static_argnames=("grid",))
+def _scatter(pts, vals, grid: Grid):
     cell = float(np.prod(grid.spacing))
 
     def body(acc, chunk):
@@ -395,8 +388,62 @@ def source_map(transducer: Transducer, grid: Grid) -> Any:
         return acc.at[flat.ravel()].add((v[:, None] * w).ravel()), None
 
     acc0 = jnp.zeros(int(np.prod(grid.shape)), dtype=jnp.result_type(vals.dtype, jnp.complex64))
-    acc, _ = jax.lax.scan(body, acc0, (pts, vals))
+    if pts.shape[0] == 1:
+        acc, _ = body(acc0, (pts[0], vals[0]))
+    else:
+        acc, _ = jax.lax.scan(body, acc0, (pts, vals))
     return acc.reshape(grid.shape) / cell
+
+
+def _scatter_numpy(points, vals, grid: Grid):
+    """NumPy version of :func:`_scatter` for concrete transducers (no compilation)."""
+    K = _STENCIL
+    offs = np.arange(-K + 1, K + 1)
+    out = np.zeros(int(np.prod(grid.shape)), dtype=complex)
+    for start in range(0, points.shape[0], _CHUNK):
+        p = points[start : start + _CHUNK]
+        v = vals[start : start + _CHUNK]
+        idx, wts = [], []
+        for ax in range(grid.ndim):
+            u = (p[:, ax] - grid.origin[ax]) / grid.spacing[ax]
+            ii = np.floor(u).astype(np.int64)[:, None] + offs[None, :]
+            r = u[:, None] - ii
+            w = np.sinc(r) * np.sinc(r / K)
+            idx.append(np.mod(ii, grid.shape[ax]))
+            wts.append(w / w.sum(axis=1, keepdims=True))
+        flat, w = _flat(idx, wts, grid)
+        np.add.at(out, np.asarray(flat).ravel(), (v[:, None] * np.asarray(w)).ravel())
+    return out.reshape(grid.shape) / float(np.prod(grid.spacing))
+
+
+def source_map(transducer: Transducer, grid: Grid) -> Any:
+    """Complex surface-source map on ``grid`` (Pa/m).
+
+    Sum over surface points of dA a_e exp(i phi_e) times the band-limited
+    delta at the point (a separable Lanczos-windowed sinc, 1/m^ndim).
+    Differentiable with respect to the drives, weights and point positions.
+    """
+    _check_inside(transducer, grid)
+    drive = transducer.amplitude * jnp.exp(1j * transducer.phase)
+    vals = transducer.weights * drive[transducer.element]
+    if is_concrete(transducer):
+        return jnp.asarray(_scatter_numpy(np.asarray(transducer.points), np.asarray(vals), grid))
+    pts, vals = _chunks(transducer, vals)
+    return _scatter(pts, vals, grid)
+
+
+@partial(jax.jit, static_argnames=("grid",))
+def _gather(field, pts, grid: Grid):
+    flat_field = jnp.ravel(field)
+
+    def body(_, p):
+        idx, wts = _stencils(p, grid)
+        flat, w = _flat(idx, wts, grid)
+        return None, jnp.sum(flat_field[flat] * w, axis=1)
+
+    if pts.shape[0] == 1:
+        return body(None, pts[0])[1].reshape(-1)
+    return jax.lax.scan(body, None, pts)[1].reshape(-1)
 
 
 def sample_points(field: Any, transducer: Transducer, grid: Grid) -> Any:
@@ -407,17 +454,8 @@ def sample_points(field: Any, transducer: Transducer, grid: Grid) -> Any:
     area weights.
     """
     _check_inside(transducer, grid)
-    flat_field = jnp.ravel(field)
-    pts, wts_pts = _chunks(transducer, transducer.weights)
-
-    def body(_, chunk):
-        p = chunk
-        idx, wts = _stencils(p, grid)
-        flat, w = _flat(idx, wts, grid)
-        return None, jnp.sum(flat_field[flat] * w, axis=1)
-
-    _, vals = jax.lax.scan(body, None, pts)
-    vals = vals.reshape(-1)[: transducer.points.shape[0]]
+    pts, _ = _chunks(transducer, transducer.weights)
+    vals = _gather(field, pts, grid)[: transducer.points.shape[0]]
     w = transducer.weights
     num = jax.ops.segment_sum(w * vals, transducer.element, transducer.n_elements)
     den = jax.ops.segment_sum(w, transducer.element, transducer.n_elements)
