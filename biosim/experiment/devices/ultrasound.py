@@ -290,6 +290,17 @@ class Placement:
     origin: tuple
 
 
+def grid_shape(us: dict) -> tuple[tuple, tuple]:
+    """Shape of the beam-aligned grid and the local position (m) of its voxel 0: the
+    bowl's aperture and the target plus ``margin``, with the PML and 5 points around."""
+    roc, ap, h = us["radius_of_curvature"], us["aperture"], us["grid_spacing"]
+    pad = (us["pml_size"] + 5) * h
+    n_lat = int(np.ceil((ap + 2 * pad) / h)) + 1
+    z0 = -(roc + pad)
+    n_ax = int(np.ceil((us["margin"] + us["pml_size"] * h - z0) / h)) + 1
+    return (n_lat, n_lat, n_ax), (-(n_lat - 1) / 2 * h, -(n_lat - 1) / 2 * h, z0)
+
+
 def place_transducer(us: dict, spec: dict, where: str = "devices.ultrasound") -> Placement:
     """Place the bowl (focus on the target, outside the head) and build its grid."""
     tgt = target_mm(us, spec)
@@ -320,13 +331,7 @@ def place_transducer(us: dict, spec: dict, where: str = "devices.ultrasound") ->
             f"{np.round(u, 3).tolist()}): expected a longer focal distance or another "
             f"direction"
         )
-    pad = (us["pml_size"] + 5) * h
-    half = ap / 2 + pad
-    n_lat = int(np.ceil(2 * half / h)) + 1
-    z0 = -(roc + pad)
-    z1 = us["margin"] + us["pml_size"] * h
-    n_ax = int(np.ceil((z1 - z0) / h)) + 1
-    origin = (-(n_lat - 1) / 2 * h, -(n_lat - 1) / 2 * h, z0)
+    (n_lat, _, n_ax), origin = grid_shape(us)
     rot = np.stack([e1, e2, u], axis=1)  # columns: grid axes in MNI
     affine = np.eye(4)
     affine[:3, :3] = rot * h * 1e3
