@@ -553,10 +553,11 @@ def ultrasound_figure(spec, protocol, key, recording, path, plt):
     axes[2].set(title="hottest brain voxel (thermometry)", xlabel="time (s)", ylabel="rise (K)")
     axes[2].legend(frameon=False)
     z = vox[2]
-    im = axes[3].imshow(recon[frame, :, :, z].T, origin="lower", cmap="inferno")
+    shown = np.where(rec.thermometry_brain[:, :, z], recon[frame, :, :, z], np.nan)
+    im = axes[3].imshow(shown.T, origin="lower", cmap="inferno")  # brain only
     fig.colorbar(im, ax=axes[3], label="K", shrink=0.8)
     axes[3].set(
-        title=f"PRFS map at {t[frame]:g} s (RMSE {rec.error.rmse:.2f} K)",
+        title=f"PRFS map in the brain at {t[frame]:g} s (RMSE {rec.error.rmse:.2f} K)",
         xlabel="x (voxels)",
         ylabel="y (voxels)",
     )
