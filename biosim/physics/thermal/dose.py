@@ -4,9 +4,11 @@ CEM43 (Sapareto & Dewey 1984, Int J Radiat Oncol Biol Phys 10:787): cumulative e
 minutes at 43 degC, ``sum_i dt_i R^(43 - T_i)`` with R = 0.5 at or above 43 degC and 0.25
 below.  Mechanical index ``MI = p_neg [MPa] / sqrt(f [MHz])`` (AIUM/NEMA UD 3); the
 ITRUSST consensus on biophysical safety of transcranial ultrasound stimulation (Aubry et
-al. 2023, arXiv:2311.05359) considers a sonication thermally and mechanically low-risk
-when MI <= 1.9 and either the peak temperature rise stays below 2 degC or the thermal dose
-below 0.25 CEM43 (:data:`ITRUSST_LIMITS`).
+al., Brain Stimulation 18(6), 2025; arXiv:2311.05359v3) calls a sonication of
+non-significant risk when MI <= 1.9 and, thermally, when the peak temperature rise stays
+within 2 degC (39 degC absolute from 37) or the thermal dose within 2 CEM43 in brain,
+16 CEM43 in bone and 21 CEM43 in skin (:data:`ITRUSST_LIMITS`; the 2024 version, v2, had
+0.25 CEM43 for every tissue).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "SafetyLimits",
     "SafetyIndices",
     "ITRUSST_LIMITS",
+    "TISSUE_CLASS",
     "safety_indices",
 ]
 
@@ -65,16 +68,37 @@ def mechanical_index(peak_negative_pressure, frequency):
     return np.asarray(peak_negative_pressure) / 1e6 / np.sqrt(frequency / 1e6)
 
 
+#: Tissue class (brain, bone, skin) of the tissue names used by biosim's label maps.
+TISSUE_CLASS = {
+    "brain": "brain",
+    "grey_matter": "brain",
+    "white_matter": "brain",
+    "csf": "brain",
+    "cortical": "bone",
+    "trabecular": "bone",
+    "bone": "bone",
+    "skin": "skin",
+    "soft": "skin",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class SafetyLimits:
-    """Limits of a sonication: MI, peak temperature rise (K), thermal dose (CEM43 min)."""
+    """Limits of a sonication: MI, peak temperature rise (K) and thermal dose (CEM43
+    minutes) per tissue class (brain, bone, skin; other tissues take the brain's)."""
 
     mechanical_index: float = 1.9
     delta_t: float = 2.0
-    cem43: float = 0.25
+    cem43_brain: float = 2.0
+    cem43_bone: float = 16.0
+    cem43_skin: float = 21.0
+
+    def cem43(self, tissue: str) -> float:
+        """The dose limit of a tissue name."""
+        return getattr(self, f"cem43_{TISSUE_CLASS.get(tissue, 'brain')}")
 
 
-#: The ITRUSST consensus limits (Aubry et al. 2023).
+#: The ITRUSST consensus levels (Aubry et al. 2025).
 ITRUSST_LIMITS = SafetyLimits()
 
 
@@ -112,8 +136,8 @@ class SafetyIndices:
     def thermal_ok(self) -> bool:
         """Peak rise below the limit, or thermal dose below its limit, in every tissue."""
         return all(
-            dt <= self.limits.delta_t or d <= self.limits.cem43
-            for dt, d in zip(self.max_delta_t, self.max_cem43)
+            dt <= self.limits.delta_t or d <= self.limits.cem43(n)
+            for n, dt, d in zip(self.tissues, self.max_delta_t, self.max_cem43)
         )
 
     def table(self) -> str:

@@ -157,7 +157,18 @@ def test_heat_source_and_safety_indices():
     assert ind.tissues == ("skin", "brain")
     assert ind.peak_pressure == 0.5e6  # the water outside the head is left out
     assert ind.max_delta_t == (1.0, 3.0) and ind.max_cem43 == (0.01, 0.5)
-    assert ind.mechanical_ok and not ind.thermal_ok
+    # brain: 3 K > 2 K but 0.5 CEM43 <= 2 CEM43 (ITRUSST 2025 levels): still low risk
+    assert ind.mechanical_ok and ind.thermal_ok
+    hot = safety_indices(
+        np.full((2, 2), 1e5),
+        250e3,
+        np.full((2, 2), 3.0),
+        np.full((2, 2), 2.5),
+        labels,
+        ("water", "skin", "brain"),
+    )
+    assert not hot.thermal_ok  # brain: 3 K and 2.5 CEM43 > 2
+    assert hot.limits.cem43("cortical") == 16.0 and hot.limits.cem43("skin") == 21.0
 
 
 def test_bad_inputs_are_refused():
