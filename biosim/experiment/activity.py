@@ -62,6 +62,16 @@
 The result is the neural activity z (n_t, n_regions) in 1/s on the microtime
 grid ``activity.dt``: the input of the hemodynamic model and, through the
 devices' dipole moments per unit activity, of the EEG/MEG sources.
+
+Focused-ultrasound neuromodulation (switchable): a ``[devices.<key>]`` of
+``type = "ultrasound"`` with ``neuromodulation = true`` adds to its target
+region's activity, whatever the model, a drive of ``modulation_gain`` (1/s)
+times the fraction of each microtime step the transducer emits (its pulses
+and bursts within the blocks of its ``condition``): a phenomenological,
+duty-cycle-proportional excitation (``modulation_gain < 0`` inhibits).  The
+added drive is in the truth as part of ``neural_input`` and, separately, as
+``ultrasound_drive`` (:func:`ultrasound_drive`).  With the neural-mass model
+it reaches the hemodynamics only (the ERP sources are the model's own).
 """
 
 from __future__ import annotations
@@ -580,6 +590,9 @@ class Activity:
     network : NetworkParams or None
         The generating network of ``model = "network"`` (structural
         connectivity, coupling, time constant, noise, input gain per condition).
+    ultrasound_drive : array or None
+        Focused-ultrasound neuromodulatory drive (n_t, n_regions), 1/s, included in
+        ``neural_input``.
     """
 
     times: np.ndarray
@@ -589,6 +602,7 @@ class Activity:
     sources: SourceActivity | None = None
     pyramidal_depolarisation: np.ndarray | None = None
     network: NetworkParams | None = None
+    ultrasound_drive: np.ndarray | None = None
 
     def truth_arrays(self) -> dict[str, np.ndarray]:
         """The arrays of the ground-truth archive (names documented in the pipeline)."""
@@ -597,6 +611,8 @@ class Activity:
             "neural_input": self.neural_input,
             "condition_inputs": self.condition_inputs,
         }
+        if self.ultrasound_drive is not None:
+            out["ultrasound_drive"] = self.ultrasound_drive
         if self.dcm is not None:
             out.update(dcm_A=self.dcm.A, dcm_B=self.dcm.B, dcm_C=self.dcm.C)
         if self.pyramidal_depolarisation is not None:
@@ -644,10 +660,59 @@ def _integrate_bilinear(params, u, dt):
     return zs
 
 
+def ultrasound_schedules(table: dict, protocol: Protocol):
+    """The :class:`~biosim.physics.thermal.SonicationSchedule` of each block of an
+    ultrasound device's ``condition`` (pulse and burst keys of its table)."""
+    from ..physics.thermal import SonicationSchedule
+
+    return [
+        SonicationSchedule(
+            duration=b.duration,
+            onset=b.onset,
+            pulse_duration=table.get("pulse_duration"),
+            pulse_repetition_frequency=table.get("pulse_repetition_frequency"),
+            burst_duration=table.get("burst_duration"),
+            burst_interval=table.get("burst_interval"),
+        )
+        for b in protocol.blocks
+        if b.condition == table["condition"] and b.duration > 0
+    ]
+
+
+def ultrasound_drive(spec: dict, protocol: Protocol, times: np.ndarray) -> np.ndarray | None:
+    """Neuromodulatory drive (n_t, n_regions), 1/s, of the experiment's ultrasound devices
+    with ``neuromodulation = true`` on the microtime grid ``times``; None when none."""
+    regions = spec["subject"]["regions"]
+    dt = spec["activity"]["dt"]
+    drive = None
+    for key, table in spec["devices"].items():
+        if table.get("type", key) != "ultrasound" or not table.get("neuromodulation", False):
+            continue
+        edges = np.append(times, times[-1] + dt) if len(times) else np.array([0.0, dt])
+        frac = np.zeros(len(times))
+        for sched in ultrasound_schedules(table, protocol):
+            frac += sched.on_fraction(edges)[: len(times)]
+        if drive is None:
+            drive = np.zeros((len(times), len(regions)))
+        drive[:, regions.index(table["target"])] += table["modulation_gain"] * frac
+    return drive
+
+
 def simulate_activity(spec: dict, protocol: Protocol | None = None) -> Activity:
-    """Neural activity of a validated spec on the microtime grid ``activity.dt``."""
-    act = spec["activity"]
+    """Neural activity of a validated spec on the microtime grid ``activity.dt``, with the
+    neuromodulatory drive of focused ultrasound added (:func:`ultrasound_drive`)."""
     protocol = protocol or Protocol.from_spec(spec)
+    activity = _model_activity(spec, protocol)
+    drive = ultrasound_drive(spec, protocol, activity.times)
+    if drive is None:
+        return activity
+    return dataclasses.replace(
+        activity, neural_input=activity.neural_input + drive, ultrasound_drive=drive
+    )
+
+
+def _model_activity(spec: dict, protocol: Protocol) -> Activity:
+    act = spec["activity"]
     dt = act["dt"]
     n_t = int(round(protocol.duration / dt))
     times = np.arange(n_t) * dt

@@ -275,6 +275,27 @@ def estimate_resources(spec: dict) -> Estimate:
                 )
                 curved = 3.0 if subj["bem_elements"] == "curved" else 1.0
                 run_time += curved * 40.0 * (n_unk / 4486) ** 2 + 1e-11 * n_unk**3
+        elif kind == "ultrasound":
+            from .devices.ultrasound import grid_shape
+
+            shape, _ = grid_shape(table)
+            n_vox = int(shape[0] * shape[1] * shape[2])
+            f, h = table["frequency"], table["grid_spacing"]
+            # time steps of the CW run: ~(settling + 6) periods of period / (cfl h / 2800 m/s)
+            per_period = 1.0 / f / (table["cfl"] * h / 2800.0)
+            diag = h * sum(n * n for n in shape) ** 0.5
+            n_steps = per_period * (6 + 1.5 * diag / 1500.0 * f)
+            n_frames = duration / table["thermometry"]["frame_interval"]
+            persistent.append(
+                (
+                    f"{where}: {shape[0]} x {shape[1]} x {shape[2]} acoustic grid "
+                    f"({where}.grid_spacing) x {n_frames:.0f} temperature frames",
+                    n_vox * n_frames * 8,
+                )
+            )
+            transient.append((f"{where}: the acoustic time loop", n_vox * 4 * 40))
+            output += n_vox * 4 * 4 * 0.5
+            run_time += 5.0 + n_vox * n_steps * 6e-8 + n_vox * n_frames * 2e-6
         else:  # a registered device type the model does not know: no contribution
             continue
     analysis = spec.get("analysis", {})

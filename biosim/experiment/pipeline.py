@@ -79,6 +79,8 @@ _TRUTH_DOC = {
     "r_peaks": "cardiac R-peak times (s): the ballistocardiogram, the fMRI cardiac noise and "
     "the pulse recording follow them",
     "mri_slice_times": "slice acquisition start times (s, scanner clock)",
+    "ultrasound_drive": "focused-ultrasound neuromodulatory drive per region (1/s, included in "
+    "neural_input), shape (n_t, n_regions)",
 }
 _DEVICE_TRUTH_DOC = {
     "times": "sample times of the truth of device {key} (s, true time; every q-th sample "
@@ -98,6 +100,19 @@ _DEVICE_TRUTH_DOC = {
     "sensor_positions": "sensor positions of device {key}, m",
     "sensor_orientations": "sensor axes of device {key}",
     "noise_std": "white-noise standard deviation per channel and sample of device {key}",
+    "target_mm": "target of ultrasound device {key} (geometric focus), MNI152 mm",
+    "transducer_mm": "apex (centre) of the bowl of device {key}, MNI152 mm",
+    "direction": "beam axis of device {key} (transducer -> target), unit vector in MNI152",
+    "focus_mm": "position of the peak pressure in the brain of device {key}, MNI152 mm",
+    "peak_pressure": "peak pressure amplitude in the head of device {key}, Pa",
+    "acoustic_affine": "voxel -> MNI152 mm affine of device {key}'s acoustic/thermal grid",
+    "thermometry_affine": "voxel -> MNI152 mm affine of device {key}'s thermometry grid",
+    "thermometry_times": "times of device {key}'s thermometry frames (frame 0: baseline), s",
+    "thermometry_truth": "true temperature rise on device {key}'s thermometry grid at frames "
+    "1.., K, shape (n, X, Y, Z)",
+    "thermometry_reconstructed": "PRFS-reconstructed temperature rise of device {key}, K",
+    "max_delta_t": "peak temperature rise per tissue of device {key} (tissues in truth.json), K",
+    "max_cem43": "peak thermal dose per tissue of device {key}, CEM43 minutes",
 }
 
 
@@ -182,6 +197,7 @@ def _write_report(
     from .devices.eeg import EEGRecording
     from .devices.meg import MEGRecording
     from .devices.mri import MRIRecording
+    from .devices.ultrasound import UltrasoundRecording
 
     report_dir.mkdir(parents=True, exist_ok=True)
     written = [report.activity_figure(spec, protocol, activity, report_dir / "activity.png", plt)]
@@ -189,6 +205,10 @@ def _write_report(
         if isinstance(rec, MRIRecording):
             written.append(
                 report.mri_figure(spec, protocol, key, rec, report_dir / f"{key}.png", plt)
+            )
+        elif isinstance(rec, UltrasoundRecording):
+            written.append(
+                report.ultrasound_figure(spec, protocol, key, rec, report_dir / f"{key}.png", plt)
             )
         elif isinstance(rec, (EEGRecording, MEGRecording)):
             written.append(

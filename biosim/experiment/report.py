@@ -517,3 +517,48 @@ def electrophysiology_figure(spec, protocol, key, recording, path, plt):
             fontsize=10,
         )
     return _save(fig, path, plt)
+
+
+def ultrasound_figure(spec, protocol, key, recording, path, plt):
+    """Focused ultrasound: pressure and peak temperature rise in the beam plane, and the
+    PRFS thermometry against the truth at the hottest thermometry voxel."""
+    rec = recording
+    mid = rec.pressure.shape[0] // 2  # the plane through the beam axis (grid axes 1, 2)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4), layout="constrained")
+    h = rec.placement.affine[:3, :3]
+    step = float(np.linalg.norm(h[:, 0]))
+    extent = (0, rec.pressure.shape[2] * step, 0, rec.pressure.shape[1] * step)
+    for ax, data, title, unit in (
+        (axes[0], rec.pressure[mid] / 1e3, "pressure amplitude", "kPa"),
+        (axes[1], rec.max_delta_t[mid], "peak temperature rise", "K"),
+    ):
+        im = ax.imshow(data, origin="lower", extent=extent, cmap="inferno", aspect="equal")
+        ax.contour(
+            rec.labels[mid],
+            levels=[1.5, 3.5],
+            colors="w",
+            linewidths=0.6,
+            extent=extent,
+            origin="lower",
+        )
+        ax.set(title=f"{key}: {title}", xlabel="along the beam (mm)", ylabel="across (mm)")
+        fig.colorbar(im, ax=ax, label=unit, shrink=0.8)
+    truth, recon = rec.thermometry_truth, rec.thermometry_reconstructed
+    t = rec.series.times[1:]
+    in_brain = np.where(rec.thermometry_brain, truth, -np.inf)  # the hottest brain voxel
+    frame, *vox = np.unravel_index(np.argmax(in_brain), truth.shape)
+    axes[2].plot(t, truth[(slice(None), *vox)], "k", label="truth")
+    axes[2].plot(t, recon[(slice(None), *vox)], ".", color="tab:red", label="PRFS")
+    _shade_blocks(protocol, [axes[2]], plt)
+    axes[2].set(title="hottest brain voxel (thermometry)", xlabel="time (s)", ylabel="rise (K)")
+    axes[2].legend(frameon=False)
+    z = vox[2]
+    shown = np.where(rec.thermometry_brain[:, :, z], recon[frame, :, :, z], np.nan)
+    im = axes[3].imshow(shown.T, origin="lower", cmap="inferno")  # brain only
+    fig.colorbar(im, ax=axes[3], label="K", shrink=0.8)
+    axes[3].set(
+        title=f"PRFS map in the brain at {t[frame]:g} s (RMSE {rec.error.rmse:.2f} K)",
+        xlabel="x (voxels)",
+        ylabel="y (voxels)",
+    )
+    return _save(fig, path, plt)

@@ -18,6 +18,11 @@ OUTPUTS = {
     "mri": ["func/{stem}_bold.nii.gz", "func/{stem}_bold.json", "func/{stem}_events.tsv"],
     "eeg": ["eeg/{stem}_eeg.vhdr", "eeg/{stem}_eeg.json", "eeg/{stem}_channels.tsv"],
     "meg": ["meg/{stem}_meg.fif", "meg/{stem}_meg.json", "meg/{stem}_channels.tsv"],
+    "ultrasound": [
+        "func/{stem}_acq-prfs_part-mag_bold.nii.gz",
+        "func/{stem}_acq-prfs_part-phase_bold.nii.gz",
+        "func/{stem}_acq-prfs_part-phase_bold.json",
+    ],
 }
 
 
@@ -31,9 +36,20 @@ def test_one_experiment_per_device_is_shipped():
 #: test_cli.py, dcm_fmri (which fits DCMs) in test_analysis.py and erp_eeg_fmri in
 #: test_neural_mass_experiment.py.
 RUN_ELSEWHERE = (experiment.spec.DEFAULT_EXPERIMENT, "dcm_fmri.toml", "erp_eeg_fmri.toml")
+#: Shipped experiments too heavy for CI (a 3D acoustic field: ~1 min of CPU); their device
+#: runs end to end on a tiny grid in tests/experiment/devices/test_ultrasound_device.py,
+#: which calls check_dataset on its output.
+SLOW = ("focused_ultrasound.toml",)
 
 
-@pytest.mark.parametrize("name", [n for n in SHIPPED if n not in RUN_ELSEWHERE])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+        for n in SHIPPED
+        if n not in RUN_ELSEWHERE
+    ],
+)
 def test_shipped_experiment_runs(name, tmp_path, capsys, bids_errors):
     pytest.importorskip("mne")
     pytest.importorskip("nibabel")

@@ -237,3 +237,4 @@ def acq_label(key: str, type_name: str) -> str | None:
 from . import eeg as _eeg  # noqa: E402,F401  (registers the built-in devices)
 from . import meg as _meg  # noqa: E402,F401
 from . import mri as _mri  # noqa: E402,F401
+from . import ultrasound as _ultrasound  # noqa: E402,F401
