@@ -59,10 +59,15 @@ CONFOUND_PRIOR_VAR = 1e8
 
 
 def _compiled(model):
-    """jit(theta, *args) -> (prediction, Jacobian), cached per model callable."""
+    """jit(theta, *args) -> (prediction, Jacobian), cached per model callable: the
+    model's own ``value_and_jacobian(theta, *args)`` where it has one (e.g. DCM's
+    structured sensitivities), else ``jax.jacfwd``."""
     if model not in _COMPILED:
+        own = getattr(model, "value_and_jacobian", None)
         _COMPILED[model] = jax.jit(
-            lambda theta, *args: (model(theta, *args), jax.jacfwd(model)(theta, *args))
+            own
+            if own is not None
+            else lambda theta, *args: (model(theta, *args), jax.jacfwd(model)(theta, *args))
         )
     return _COMPILED[model]
 
@@ -87,8 +92,10 @@ def invert(
     Parameters
     ----------
     model : callable (theta (p,), *args) -> prediction (T, k)
-        JAX-traceable (differentiated with ``jax.jacfwd``); compiled once per
-        callable and reused across calls.
+        JAX-traceable (differentiated with ``jax.jacfwd``, unless the callable
+        has a ``value_and_jacobian(theta, *args)`` attribute returning the
+        prediction and its (T, k, p) Jacobian); compiled once per callable and
+        reused across calls.
     args : tuple
         Further array arguments of ``model`` (e.g. the experimental inputs).
     y : array (T, k)
