@@ -97,6 +97,9 @@ HYPER_PRIOR_MEAN, HYPER_PRIOR_VAR = 6.0, 1 / 128
 #: SPM12 ``spm_gx_fmri`` constants: frequency offset nu0 (Hz) and intravascular
 #: relaxation slope r0 (1/s), both for 1.5 T.
 SPM12_NU0, SPM12_R0 = 40.3, 25.0
+#: Structured Jacobian: df/dx is applied entry by entry (gather / scatter) rather
+#: than as a dense matrix product when at most this fraction of it is free.
+SPARSE_NEURAL_FRACTION = 0.5
 #: Taylor order and squarings of the matrix exponential (``"spm"`` integrator).
 EXPM_ORDER, EXPM_SQUARINGS, EXPM_MAX_NORM = 10, 6, 32.0
 
@@ -584,20 +587,27 @@ def _rk4_sensitivities(theta, inputs, structure):
         row[lay[pos]] = lay[r]
     onehot = jnp.asarray(row[None, :] == np.arange(n)[:, None], dtype=theta.dtype)  # (n, p_n)
 
+    # off-diagonal entries of df/dx: free A, then free B (scaled by their input)
+    e_rows = np.concatenate([lay["a_r"], lay["bo_r"]])
+    e_cols = np.concatenate([lay["a_c"], lay["bo_c"]])
+    sparse = e_rows.size <= SPARSE_NEURAL_FRACTION * n * n
+
     def neural_step_matrices(u):
-        """Dense df/dx (n, n) of the linear neural equations under input u, the
-        self-decay rates and the driving term."""
+        """(df/dx applied to sensitivities, self-decay rates) of the linear neural
+        equations under input u: df/dx as a dense (n, n) product or, when at most
+        SPARSE_NEURAL_FRACTION of it is populated, entry by entry."""
         log_self = a_self + jnp.zeros(n).at[lay["bs_r"]].add(u[lay["bs_j"]] * b_self)
         rate = -0.5 * jnp.exp(log_self)
-        jx = (
-            jnp.zeros((n, n))
-            .at[lay["a_r"], lay["a_c"]]
-            .add(a_off)
-            .at[lay["bo_r"], lay["bo_c"]]
-            .add(u[lay["bo_j"]] * b_off)
-        )
-        jx = jx + jnp.diag(rate)
-        return jx, rate
+        weight = jnp.concatenate([a_off, u[lay["bo_j"]] * b_off])
+        if sparse:
+
+            def apply(dz):
+                off = jnp.zeros_like(dz).at[e_rows].add(weight[:, None] * dz[e_cols])
+                return rate[:, None] * dz + off
+
+            return apply, rate
+        jx = jnp.zeros((n, n)).at[e_rows, e_cols].add(weight) + jnp.diag(rate)
+        return (lambda dz: jx @ dz), rate
 
     rhs, _ = _equations(theta, structure)
     zeros_h = jnp.zeros(4 * n)
@@ -611,7 +621,7 @@ def _rk4_sensitivities(theta, inputs, structure):
         v = v.at[lay["bs"]].set(u[lay["bs_j"]] * rate[lay["bs_r"]] * z[lay["bs_r"]])
         v = v.at[lay["bo"]].set(u[lay["bo_j"]] * z[lay["bo_c"]])
         v = v.at[lay["c"]].set(u[lay["c_j"]] / 16.0)
-        return k, jx @ dz + onehot * v[None, :]
+        return k, jx(dz) + onehot * v[None, :]
 
     def hemo_step(hs, zst, tl):
         """One RK4 step of every region's hemodynamics, driven by the neural stage
