@@ -12,7 +12,13 @@ Cases
    ``--spm-seconds`` to print the ratio against a measured value.
 2. Scaling: 10 and 50 regions (a ring with nearest-neighbour forward and
    backward connections, input 1 driving every fifth region, input 2
-   modulating two forward connections), 360 scans, time per iteration.
+   modulating two forward connections), 360 scans: one Jacobian evaluation
+   by the structured RK4 sensitivities that ``fit_dcm`` uses
+   (``predict_bold_and_jacobian``) against ``jax.jacfwd`` through the whole
+   integration (time, CPU time, max relative difference), then the fit (time,
+   iterations, time per iteration, RMSE of the free A, B, C entries).  With
+   ``--jacfwd-fit`` the same fit is also run with ``jax.jacfwd`` Jacobians
+   (the scheme before the structured one) and the two posteriors compared.
 3. Recovery: SNR 1, 3, 10 (SPM's definition, AR(1) noise 0.2) x 180 and 360
    scans, ``n_reps`` data sets each: bias and RMSE of the free A
    (off-diagonal), B and C entries, coverage of the 90 % posterior interval,
@@ -30,7 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import biosim  # noqa: F401
-from biosim.inference.dcm import DCMStructure, fit_dcm, model_probabilities, simulate_dcm
+from biosim.inference.dcm import (
+    DCMStructure,
+    fit_dcm,
+    invert,
+    model_probabilities,
+    predict_bold,
+    simulate_dcm,
+)
 from biosim.inference.dcm.fit import _model_for
 from biosim.inference.dcm.variational_laplace import _compiled
 from biosim.physics.neural import NeuralParams
@@ -101,6 +114,69 @@ def timed_fit(s, y, u, **kw):
     return r, time.perf_counter() - t0, compile_s
 
 
+def timed(f, *args, reps=2):
+    """(result, min wall s, min CPU s) over reps calls after a compiling call."""
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(f(*args))
+    first = time.perf_counter() - t0
+    wall, cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = jax.block_until_ready(f(*args))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return out, min(wall), min(cpu), first - min(wall)
+
+
+def jacfwd_model(structure):
+    """The DCM's BOLD model without its structured Jacobian (VL then uses jax.jacfwd)."""
+    return lambda theta, u: 100.0 * predict_bold(theta, u, structure)
+
+
+def scaling(n, u, jacfwd_fit=False):
+    s_n, th_n = ring(n)
+    y_n, _ = simulate_dcm(s_n, th_n, u, snr=3.0, seed=0)
+    uj, thj = jnp.asarray(u), jnp.asarray(s_n.prior()[0])
+    (_, jac), t_s, c_s, comp_s = timed(_compiled(_model_for(s_n)), thj, uj)
+    plain = jacfwd_model(s_n)
+    (_, ref), t_f, c_f, comp_f = timed(_compiled(plain), thj, uj)
+    rel = float(jnp.max(jnp.abs(jac - ref)) / jnp.max(jnp.abs(ref)))
+    print(
+        f"{n} regions ({len(s_n.free_index())} parameters), one Jacobian: structured "
+        f"{t_s:.2f} s (CPU {c_s:.2f} s), jax.jacfwd {t_f:.2f} s (CPU {c_f:.2f} s): "
+        f"{t_f / t_s:.1f}x (CPU {c_f / c_s:.1f}x), max relative difference {rel:.1e}; "
+        f"compile {comp_s:.1f} s vs {comp_f:.1f} s"
+    )
+    blk = blocks(s_n)
+    fits = {}
+    for name in ("structured", "jax.jacfwd") if jacfwd_fit else ("structured",):
+        c0 = time.process_time()
+        if name == "structured":
+            r_n, t_n, _ = timed_fit(s_n, y_n, u)  # compiled above
+            vl = r_n.vl
+        else:
+            mean, var = s_n.prior()
+            t0 = time.perf_counter()
+            vl = invert(plain, y_n, mean, var, args=(uj,))
+            t_n = time.perf_counter() - t0
+        c_n = time.process_time() - c0
+        fits[name] = vl
+        err = np.concatenate([vl.mean[blk[k]] - th_n[blk[k]] for k in "ABC"])
+        print(
+            f"{n} regions, 360 scans, fit with {name} Jacobians: {t_n:.1f} s (CPU {c_n:.1f} s), "
+            f"{vl.n_iterations} iterations, {t_n / vl.n_iterations:.2f} s per iteration; "
+            f"RMSE of A, B, C {np.sqrt(np.mean(err**2)):.3f}"
+            f", F {vl.free_energy:.3f}, converged {vl.converged}"
+        )
+    if jacfwd_fit:
+        a, b = fits["structured"], fits["jax.jacfwd"]
+        d = np.max(np.abs(a.mean - b.mean) / np.sqrt(np.diag(b.cov)))
+        print(
+            f"{n} regions, structured vs jax.jacfwd fit: max |d mean| / SD {d:.1e}, "
+            f"dF {a.free_energy - b.free_energy:+.1e}"
+        )
+
+
 def blocks(structure):
     """Positions of the free A (off-diagonal), B and C entries in the free vector."""
     n, m = structure.n_regions, structure.n_inputs
@@ -118,7 +194,14 @@ def blocks(structure):
     return {k: np.array(v) for k, v in pos.items()}
 
 
-def main(n_reps=10, scans=(180, 360), snrs=(1.0, 3.0, 10.0), sizes=(10, 50), spm_seconds=None):
+def main(
+    n_reps=10,
+    scans=(180, 360),
+    snrs=(1.0, 3.0, 10.0),
+    sizes=(10, 50),
+    spm_seconds=None,
+    jacfwd_fit=False,
+):
     u = design()
     # 1. the 3-region model, default and SPM-style
     s, s_alt, theta = chain(3)
@@ -149,17 +232,7 @@ def main(n_reps=10, scans=(180, 360), snrs=(1.0, 3.0, 10.0), sizes=(10, 50), spm
     )
     # 2. scaling
     for n in sizes:
-        s_n, th_n = ring(n)
-        y_n, _ = simulate_dcm(s_n, th_n, u, snr=3.0, seed=0)
-        r_n, t_n, first_n = timed_fit(s_n, y_n, u)
-        blk = blocks(s_n)
-        err = np.concatenate([r_n.vl.mean[blk[k]] - th_n[blk[k]] for k in "ABC"])
-        print(
-            f"{n} regions (ring, {len(s_n.free_index())} parameters), 360 scans: {t_n:.1f} s, "
-            f"{r_n.vl.n_iterations} iterations, {t_n / r_n.vl.n_iterations:.2f} s per iteration "
-            f"(compile {first_n:.1f} s); RMSE of A, B, C {np.sqrt(np.mean(err**2)):.3f}"
-            f", converged {r_n.vl.converged}"
-        )
+        scaling(n, u, jacfwd_fit)
     # 3. recovery and model selection
     if n_reps < 1:
         return
@@ -211,8 +284,18 @@ if __name__ == "__main__":
         help="region counts of the scaling case (none: skip it)",
     )
     ap.add_argument("--quick", action="store_true", help="2 data sets per cell, 10 regions only")
+    ap.add_argument(
+        "--jacfwd-fit",
+        action="store_true",
+        help="also fit the scaling models with jax.jacfwd Jacobians (slow: minutes at 50 regions)",
+    )
     a = ap.parse_args()
     if a.quick:
-        main(n_reps=2, sizes=(10,), spm_seconds=a.spm_seconds)
+        main(n_reps=2, sizes=(10,), spm_seconds=a.spm_seconds, jacfwd_fit=a.jacfwd_fit)
     else:
-        main(n_reps=a.reps, sizes=tuple(a.sizes), spm_seconds=a.spm_seconds)
+        main(
+            n_reps=a.reps,
+            sizes=tuple(a.sizes),
+            spm_seconds=a.spm_seconds,
+            jacfwd_fit=a.jacfwd_fit,
+        )

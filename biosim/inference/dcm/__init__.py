@@ -29,7 +29,7 @@ from .joint import (
     predict_joint,
     simulate_joint,
 )
-from .model import DCMStructure, predict_bold
+from .model import DCMStructure, predict_bold, predict_bold_and_jacobian
 from .variational_laplace import VLResult, invert
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "spm_prepare_data",
     "DCMStructure",
     "predict_bold",
+    "predict_bold_and_jacobian",
     "VLResult",
     "invert",
     "ERPResult",

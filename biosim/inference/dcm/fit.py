@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._core.errors import ParameterError
-from .model import DCMStructure, predict_bold
+from .model import DCMStructure, predict_bold, predict_bold_and_jacobian
 from .variational_laplace import VLResult, invert
 
 
@@ -92,5 +92,15 @@ def fit_dcm(structure: DCMStructure, y, inputs, **vl_kwargs) -> DCMResult:
 @functools.lru_cache(maxsize=64)
 def _model_for(structure):
     """BOLD in percent for (theta, inputs), one callable per structure (so the
-    compiled Jacobian is reused across fits)."""
-    return lambda theta, u: 100.0 * predict_bold(theta, u, structure)
+    compiled Jacobian is reused across fits), with the structured Jacobian of
+    :func:`predict_bold_and_jacobian` as its ``value_and_jacobian``."""
+
+    def model(theta, u):
+        return 100.0 * predict_bold(theta, u, structure)
+
+    def value_and_jacobian(theta, u):
+        y, jac = predict_bold_and_jacobian(theta, u, structure)
+        return 100.0 * y, 100.0 * jac
+
+    model.value_and_jacobian = value_and_jacobian
+    return model

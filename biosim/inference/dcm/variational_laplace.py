@@ -95,10 +95,15 @@ M_STEP_MAX_ITER, M_STEP_TOL = 16, 1e-4
 
 
 def _compiled(model):
-    """jit(theta, *args) -> (prediction, Jacobian), cached per model callable."""
+    """jit(theta, *args) -> (prediction, Jacobian), cached per model callable: the
+    model's own ``value_and_jacobian(theta, *args)`` where it has one (e.g. DCM's
+    structured sensitivities), else ``jax.jacfwd``."""
     if model not in _COMPILED:
+        own = getattr(model, "value_and_jacobian", None)
         _COMPILED[model] = jax.jit(
-            lambda theta, *args: (model(theta, *args), jax.jacfwd(model)(theta, *args))
+            own
+            if own is not None
+            else lambda theta, *args: (model(theta, *args), jax.jacfwd(model)(theta, *args))
         )
     return _COMPILED[model]
 
@@ -125,8 +130,10 @@ def invert(
     Parameters
     ----------
     model : callable (theta (p,), *args) -> prediction (T, k)
-        JAX-traceable (differentiated with ``jax.jacfwd``); compiled once per
-        callable and reused across calls.
+        JAX-traceable (differentiated with ``jax.jacfwd``, unless the callable
+        has a ``value_and_jacobian(theta, *args)`` attribute returning the
+        prediction and its (T, k, p) Jacobian); compiled once per callable and
+        reused across calls.
     args : tuple
         Further array arguments of ``model`` (e.g. the experimental inputs).
     y : array (T, k)
