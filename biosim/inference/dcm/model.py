@@ -622,8 +622,13 @@ def _predict_tr_blocks(theta, inputs, structure):
 
 def _structured_jacobian_applies(structure: DCMStructure):
     """True when :func:`predict_bold_and_jacobian` uses the structured sensitivities
-    (exact RK4, scans at the end of each TR, bilinear neural equations)."""
-    return structure.integrator == "rk4" and structure.delays is None and not structure.d.any()
+    (exact RK4, scans at the end of each TR, one-state bilinear neural equations)."""
+    return (
+        structure.integrator == "rk4"
+        and structure.delays is None
+        and not structure.d.any()
+        and structure.neural_model == "one_state"
+    )
 
 
 @partial(jax.jit, static_argnames=("structure",))

@@ -342,3 +342,13 @@ def test_structured_jacobian_sparse_shared_decay():
 def test_structured_jacobian_dense_per_region_decay():
     """3 regions (dense df/dx), one decay per region (block-diagonal columns)."""
     _check_structured_jacobian(_structure())
+
+
+@pytest.mark.slow
+def test_jacobian_of_two_state_dcm_is_exact():
+    """The structured path is for one-state equations; a two-state DCM must get
+    the exact (forward-mode) Jacobian."""
+    s = _structure()
+    _check_structured_jacobian(
+        DCMStructure(s.a, s.b, s.c, tr=TR, n_micro=NM, neural_model="two_state")
+    )
