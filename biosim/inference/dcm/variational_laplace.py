@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._core.errors import ConvergenceError, ParameterError
+from ..._core.parallel import single_threaded_blas
 from ..._core.precision import require_float64
 from ..._core.progress import task
 
@@ -108,6 +109,7 @@ def _compiled(model):
     return _COMPILED[model]
 
 
+@single_threaded_blas()
 def invert(
     model,
     y,
