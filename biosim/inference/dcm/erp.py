@@ -578,6 +578,8 @@ def fit_erp(
         Cholesky factor and ``free_energy`` adds its log-determinant, so F is SPM's)
     **vl_kwargs : max_iter, tol, verbose of :func:`invert`
     """
+    if noise not in ("modes", "spm"):
+        raise ParameterError("noise", noise, "'modes' or 'spm'")
     lf = check_lead_field(structure, lead_field)
     y = np.asarray(y, float)
     expected = (structure.n_trials, structure.n_samples, lf.shape[0])
@@ -599,8 +601,6 @@ def fit_erp(
             f"arrays of shapes {mean.shape}, {var.shape}",
             f"(mean, variance) of shape ({structure.n_params},)",
         )
-    if noise not in ("modes", "spm"):
-        raise ParameterError("noise", noise, "'modes' or 'spm'")
     if noise == "modes":
         vl = invert(
             _model_for(structure),
