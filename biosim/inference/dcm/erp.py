@@ -39,6 +39,17 @@ source's signal is ``x9 + J1 x1 + J7 x7`` (mV); its current dipole moment is
 optionally the principal modes of the data) and divided by one data-derived
 scale so the features have unit standard deviation (``spm_dcm_erp``), and
 every mode has its own noise precision.
+
+SPM12's own choices are options, for a like-for-like comparison with
+``spm_dcm_erp`` (``benchmarks/dcm_erp_spm_octave.py`` runs it under Octave):
+``integrator="spm"`` is ``spm_int_L`` (one local-linearisation step per
+sample, Jacobian frozen at rest; first order in dt), ``delays="operator"``
+SPM's first-order delay operator, ``absent="spm"`` gives absent connections
+and inputs SPM's fixed log scale -4 instead of zero, and ``fit_erp(...,
+noise="spm")`` uses SPM's noise model (one precision for all modes and
+trials with the AR(1/2) component ``spm_Q(1/2, Ns, 1)``).  The defaults are
+biosim's: exact delays (RK4 + Hermite history), absent connections zero,
+one white-noise precision per mode.
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ SPM's 2 and 16 ms at h <= 1 ms).  ``delays="operator"`` reproduces SPM's
 first-order approximation instead, dx/dt = Q f(x) with
 Q = (I + D .* J)^-1, J = df/dx at rest, D the matrix of delays between
 states (``spm_fx_erp``), so the two can be compared (``benchmarks/dcm_erp.py``);
-``delays="none"`` ignores delays.
+``delays="none"`` ignores delays.  :func:`integrate_erp_spm` is SPM12's own
+scheme (``spm_int_L``: one frozen-Jacobian exponential step per sample), to
+compare with SPM sample for sample.
 """
 
 from __future__ import annotations
