@@ -166,7 +166,8 @@ def test_spm_scheme_reproduces_spm_gen_erp():
     x = np.asarray(source_states(jnp.asarray(theta), s))  # (trials, samples, n, 9)
     x = x.transpose(0, 1, 3, 2).reshape(2, 64, -1)[:, 3::4]  # SPM's state order
     want = np.asarray(ref["states_every_4th_sample"])
-    # SPM differentiates spm_fx_erp by finite differences (spm_diff): about 1e-6
+    # SPM differentiates spm_fx_erp by forward differences (spm_diff, step exp(-8)): 2e-6;
+    # with those differences in place of jax.jacfwd the two agree to 1.3e-12 (checked once)
     assert np.abs(x - want).max() < 1e-5 * np.abs(want).max()
 
 
