@@ -98,7 +98,7 @@ G = kron(P.J, M.lfm .* (ones(size(M.lfm, 1), 1) * P.L));
 end
 """
 
-_DRIVER = """addpath('{spm}'); addpath(fullfile('{spm}', 'toolbox', 'dcm_meeg'));
+_SETUP = """addpath('{spm}'); addpath(fullfile('{spm}', 'toolbox', 'dcm_meeg'));
 warning('off', 'all');
 load('{data}');
 n = size(c, 1); ns = double(ns);
@@ -117,7 +117,11 @@ xU = struct(); xU.X = double(X); xU.dt = dt;
 xY = struct(); xY.y = {{squeeze(y(1, :, :)), squeeze(y(2, :, :))}};
 xY.dt = dt; xY.pst = (1:ns) * dt * 1000; xY.X0 = sparse(ns, 0);
 xY.Q = {{spm_Q(1/2, ns, 1)}};
-% forward check: states of both trials at the probe parameters
+"""
+
+_DRIVER = (
+    _SETUP
+    + """% forward check: states of both trials at the probe parameters
 P = pE;
 P.T = pT; P.G = pG; P.S = pS(:)'; P.H = pH(:)'; P.R = pR; P.C = pC0;
 P.A = {{pAf, pAb, pAl}}; P.B = {{pB}}; P.D = pD;
@@ -135,6 +139,29 @@ S_B = full(Sp.B{{1}}); S_D = full(Sp.D); S_L = full(Sg.L); S_J = full(Sg.J);
 F = full(F); LE = full(LE); Ce = full(Ce);
 save('-v7', '{out}', 'E_*', 'S_*', 'F', 'LE', 'Ce', 'wall', 'probe1', 'probe2');
 """
+)
+
+
+# SPM's free energy at given parameters: one spm_nlsi_N iteration from there, with the
+# observer loop reduced to its first evaluation (Gmax = 1: F uses the residuals before the
+# observer step) and the noise M-step iterated to convergence (Hmax = 128)
+_EVAL = (
+    _SETUP
+    + """M.Nmax = 1; M.Gmax = 1; M.Hmax = 128;
+Fs = zeros(1, size(iAf, 3));
+for k = 1:size(iAf, 3)
+  P = pE;
+  P.T = iT(:, :, k); P.G = iG(:, :, k); P.S = iS(k, :); P.H = iH(k, :); P.R = iR(:, :, k);
+  P.C = iC(:, :, k); P.A = {{iAf(:, :, k), iAb(:, :, k), iAl(:, :, k)}}; P.B = {{iB(:, :, k)}};
+  P.D = iD(:, :, k);
+  Q = gE; Q.L = iL(k, :); Q.J = full(gE.J); Q.J(1) = iJ(k, 1); Q.J(7) = iJ(k, 2);
+  M.P = P; M.Q = Q;
+  [~, ~, ~, ~, ~, Fk] = spm_nlsi_N(M, xU, xY);
+  Fs(k) = full(Fk);
+end
+save('-v7', '{out}', 'Fs');
+"""
+)
 
 
 def network(integrator="rk4", delays="exact", absent="zero"):
@@ -178,34 +205,19 @@ def spm_blocks(s: ERPStructure, blocks):
     return out
 
 
-def run_spm(s, yf, lfm, probe_blocks, spm_path, nmax=128, timeout=3000):
-    """Invert with SPM12 under Octave; returns a dict (or raises RuntimeError)."""
+def _octave(driver, data_arrays, spm_path, timeout):
+    """Run a driver (format fields spm, data, out, nmax) under Octave; (results, stdout, s)."""
     octave = shutil.which("octave")
     if octave is None:
         raise RuntimeError("octave not found on PATH")
     with tempfile.TemporaryDirectory(prefix="biosim_spm_erp_") as tmp:
         data, out = os.path.join(tmp, "data.mat"), os.path.join(tmp, "out.mat")
-        scipy.io.savemat(
-            data,
-            dict(
-                y=yf,
-                lfm=lfm,
-                dt=s.dt,
-                ns=s.n_samples,
-                af=s.forward.astype(float),
-                ab=s.backward.astype(float),
-                al=s.lateral.astype(float),
-                b=s.b[0].astype(float),
-                c=s.c.astype(float),
-                X=s.design,
-                **spm_blocks(s, probe_blocks),
-            ),
-        )
+        scipy.io.savemat(data, data_arrays)
         for name, text in (("fcnchk.m", _FCNCHK), ("biosim_lx_erp.m", _LX)):
             with open(os.path.join(tmp, name), "w") as fh:
                 fh.write(text)
         with open(os.path.join(tmp, "biosim_erp_driver.m"), "w") as fh:
-            fh.write(_DRIVER.format(spm=spm_path, data=data, out=out, nmax=nmax))
+            fh.write(driver.format(spm=spm_path, data=data, out=out, nmax=1))
         t0 = time.perf_counter()
         proc = subprocess.run(
             [octave, "--no-gui", "--quiet", "--no-window-system", "--eval", "biosim_erp_driver"],
@@ -217,10 +229,51 @@ def run_spm(s, yf, lfm, probe_blocks, spm_path, nmax=128, timeout=3000):
         total = time.perf_counter() - t0
         if proc.returncode != 0 or not os.path.exists(out):
             raise RuntimeError(
-                f"octave failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                f"octave failed ({proc.returncode}):\n{stdout[-3000:]}\n{proc.stderr[-3000:]}"
             )
-        res = scipy.io.loadmat(out)
-    its = len(re.findall(r"EM\([+-]\)", proc.stdout))
+        return scipy.io.loadmat(out), stdout, total
+
+
+def _setup_arrays(s, yf, lfm):
+    return dict(
+        y=yf,
+        lfm=lfm,
+        dt=s.dt,
+        ns=s.n_samples,
+        af=s.forward.astype(float),
+        ab=s.backward.astype(float),
+        al=s.lateral.astype(float),
+        b=s.b[0].astype(float),
+        c=s.c.astype(float),
+        X=s.design,
+    )
+
+
+def spm_free_energy_at(s, yf, lfm, thetas, spm_path, timeout=3000):
+    """SPM12's free energy (spm_nlsi_N, noise M-step converged) at each parameter vector."""
+    arrays = _setup_arrays(s, yf, lfm)
+    blocks = [spm_blocks(s, s.unpack(jnp.asarray(t))) for t in thetas]
+    for key, name in (("iAf", "pAf"), ("iAb", "pAb"), ("iAl", "pAl"), ("iB", "pB")):
+        arrays[key] = np.stack([b[name] for b in blocks], -1)
+    for key in ("T", "G", "R", "D"):
+        arrays["i" + key] = np.stack([b["p" + key] for b in blocks], -1)
+    arrays["iC"] = np.stack([b["pC0"] for b in blocks], -1)
+    arrays["iS"] = np.stack([b["pS"] for b in blocks])
+    arrays["iH"] = np.stack([b["pH"] for b in blocks])
+    full = [s.unpack(jnp.asarray(t)) for t in thetas]
+    arrays["iL"] = np.stack([np.asarray(f["L"]) for f in full])
+    arrays["iJ"] = np.stack([np.asarray(f["J"]) for f in full])
+    res, _, _ = _octave(_EVAL, arrays, spm_path, timeout)
+    return np.asarray(res["Fs"], float).ravel()
+
+
+def run_spm(s, yf, lfm, probe_blocks, spm_path, nmax=128, timeout=3000):
+    """Invert with SPM12 under Octave; returns a dict (or raises RuntimeError)."""
+    arrays = {**_setup_arrays(s, yf, lfm), **spm_blocks(s, probe_blocks)}
+    driver = _DRIVER.replace("M.Nmax = {nmax}", f"M.Nmax = {int(nmax)}")
+    res, stdout, total = _octave(driver, arrays, spm_path, timeout)
+
+    its = len(re.findall(r"EM\([+-]\)", stdout))
     n, m = s.n_sources, s.n_inputs
 
     def blocks(prefix):
@@ -250,9 +303,9 @@ def run_spm(s, yf, lfm, probe_blocks, spm_path, nmax=128, timeout=3000):
         wall=float(res["wall"].squeeze()),
         total=total,
         iterations=its,
-        converged="convergence" in proc.stdout,
+        converged="convergence" in stdout,
         probe=np.stack([res["probe1"], res["probe2"]]),  # (2, ns, 9 n), SPM's state order
-        log=proc.stdout,
+        log=stdout,
     )
 
 
@@ -331,13 +384,20 @@ def compare(spm_path, seed=SEED, nmax=128, reference=None):
         f"SPM's posterior mean {at_spm.free_energy:.2f}; biosim exact delays "
         f"{r_e.free_energy:.2f} ({r_e.vl.n_iterations} it.)"
     )
+    f_at = spm_free_energy_at(s_spm, yf, lfm, [spm["mean"], r_b.vl.mean], spm_path)
+    print(
+        f"SPM12's F (spm_nlsi_N, noise step converged) at SPM's posterior mean {f_at[0]:.2f} "
+        f"(biosim there {at_spm.free_energy:.2f}); at biosim's posterior mean {f_at[1]:.2f} "
+        f"(biosim there {r_b.free_energy:.2f}): SPM stopped {f_at[1] - spm['F']:+.2f} nats "
+        f"below the optimum biosim found"
+    )
     print(
         f"max |d mean|/SD vs SPM: SPM-style {d_b.max():.3f}, exact delays {d_e.max():.3f}; "
         f"wall: SPM12/Octave {spm['wall']:.1f} s (process {spm['total']:.1f} s), biosim "
         f"SPM-style {t_b2:.2f} s (first call {t_b:.1f} s), exact {t_e2:.2f} s "
         f"(first {t_e:.1f} s)"
     )
-    return dict(spm=spm, biosim=r_b, exact=r_e, at_spm=at_spm)
+    return dict(spm=spm, biosim=r_b, exact=r_e, at_spm=at_spm, spm_f_at=f_at)
 
 
 def main():
