@@ -229,9 +229,9 @@ def _octave(driver, data_arrays, spm_path, timeout):
         total = time.perf_counter() - t0
         if proc.returncode != 0 or not os.path.exists(out):
             raise RuntimeError(
-                f"octave failed ({proc.returncode}):\n{stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                f"octave failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
             )
-        return scipy.io.loadmat(out), stdout, total
+        return scipy.io.loadmat(out), proc.stdout, total
 
 
 def _setup_arrays(s, yf, lfm):
