@@ -27,6 +27,13 @@ at a non-trivial parameter set), then, per free parameter, SPM's and biosim's
 posterior means, SPM's posterior SD and |difference| / SD, the free energies
 (and each model's F at SPM's solution), iterations and wall times.
 
+Measured (seed 1): spm_gen_erp reproduced to 2e-6 (1e-12 with SPM's forward-difference
+Jacobian); spm_nlsi_N declares convergence after 19 iterations at F = 799.4, while
+biosim's SPM-configured fit reaches 826.4 and SPM's own F at biosim's optimum is 826.65,
+so the posterior means differ (up to 15 SD, mostly the dipole gains) because SPM stops
+early, not because the models differ; the two F evaluations differ by 0.2 nats at the
+same parameters.
+
 Requirements: ``octave`` on PATH and SPM12 at ``$SPM12_PATH`` (no MEX files
 are used on this path; Octave lacks MATLAB's ``fcnchk``, for which the driver
 writes a shim).  Nothing of SPM is stored in this repository.
