@@ -39,6 +39,17 @@ source's signal is ``x9 + J1 x1 + J7 x7`` (mV); its current dipole moment is
 optionally the principal modes of the data) and divided by one data-derived
 scale so the features have unit standard deviation (``spm_dcm_erp``), and
 every mode has its own noise precision.
+
+SPM12's own choices are options, for a like-for-like comparison with
+``spm_dcm_erp`` (``benchmarks/dcm_erp_spm_octave.py`` runs it under Octave):
+``integrator="spm"`` is ``spm_int_L`` (one local-linearisation step per
+sample, Jacobian frozen at rest; first order in dt), ``delays="operator"``
+SPM's first-order delay operator, ``absent="spm"`` gives absent connections
+and inputs SPM's fixed log scale -4 instead of zero, and ``fit_erp(...,
+noise="spm")`` uses SPM's noise model (one precision for all modes and
+trials with the AR(1/2) component ``spm_Q(1/2, Ns, 1)``).  The defaults are
+biosim's: exact delays (RK4 + Hermite history), absent connections zero,
+one white-noise precision per mode.
 """
 
 from __future__ import annotations
@@ -61,6 +72,7 @@ from ...physics.neural.neural_mass import (
     ERPParams,
     gaussian_input,
     integrate_erp,
+    integrate_erp_spm,
 )
 from .variational_laplace import VLResult, invert
 
@@ -79,6 +91,8 @@ PRIOR_VAR = {
     "J": 1 / 32,
     "L": 64.0,
 }
+#: Log scale of absent connections and inputs in SPM12 (``spm_erp_priors``: A*4 - 4).
+ABSENT_LOG_SCALE = -4.0
 #: Dipole moment per mV of source signal for a unit gain L (A m / mV).
 MOMENT_PER_MV = 1e-8
 
@@ -100,6 +114,13 @@ class ERPStructure:
         the ERP is about 2e-5 at h = 2 ms and 1e-6 at 1 ms, see ``neural_mass``)
     onset, duration : float, s, input bump (SPM 60 and 16 ms)
     delays : "exact" | "operator" | "none" (see ``neural_mass``)
+    integrator : "rk4" (``n_sub`` RK4 steps per sample) or "spm" (SPM12's ``spm_int_L``:
+        one local-linearisation step per sample with the Jacobian frozen at rest,
+        :func:`~biosim.physics.neural.neural_mass.integrate_erp_spm`; needs
+        ``delays="operator"`` or ``"none"``)
+    absent : "zero" (absent connections and inputs are exactly zero) or "spm" (SPM12's
+        ``spm_erp_priors``: fixed log scale -4, i.e. exp(-4) x 32/16/4 Hz on every absent
+        entry of each connection type, self-connections included, and exp(-4) input gain)
     max_delay : float or None, s
         History kept for the exact delays (default 64 ms = 16 ms x e^1.39, 5.5 prior SDs
         above SPM's extrinsic delay; longer delays read the oldest stored step); None keeps
@@ -119,6 +140,8 @@ class ERPStructure:
     duration: float = 0.016
     delays: str = "exact"
     max_delay: float | None = 0.064
+    integrator: str = "rk4"
+    absent: str = "zero"
 
     def __post_init__(self):
         f = np.asarray(self.forward, bool)
@@ -177,6 +200,14 @@ class ERPStructure:
             raise ParameterError("duration", self.duration, "a positive input width in s")
         if self.delays not in ("exact", "operator", "none"):
             raise ParameterError("delays", self.delays, "'exact', 'operator' or 'none'")
+        if self.integrator not in ("rk4", "spm"):
+            raise ParameterError("integrator", self.integrator, "'rk4' or 'spm'")
+        if self.integrator == "spm" and self.delays == "exact":
+            raise ParameterError(
+                "delays", self.delays, "'operator' or 'none' with SPM's integrator"
+            )
+        if self.absent not in ("zero", "spm"):
+            raise ParameterError("absent", self.absent, "'zero' or 'spm'")
         if self.max_delay is not None and not self.max_delay >= DELAY[1]:
             raise ParameterError(
                 "max_delay", self.max_delay, f"None or at least SPM's extrinsic delay {DELAY[1]} s"
@@ -201,6 +232,8 @@ class ERPStructure:
             float(self.duration),
             self.delays,
             self.max_delay,
+            self.integrator,
+            self.absent,
         )
 
     def __hash__(self):
@@ -310,7 +343,15 @@ class ERPStructure:
             (self.forward, self.backward, self.lateral),
             EXTRINSIC_SCALE,
         ):
-            conn.append(jnp.asarray(mask, float) * scale * jnp.exp(blocks[name] + mod * off))
+            if self.absent == "spm":  # spm_gen_Q adds B to every entry, diagonal included
+                log_a = jnp.where(jnp.asarray(mask), blocks[name], ABSENT_LOG_SCALE) + mod
+                conn.append(scale * jnp.exp(log_a))
+            else:
+                conn.append(jnp.asarray(mask, float) * scale * jnp.exp(blocks[name] + mod * off))
+        if self.absent == "spm":
+            gain = jnp.exp(jnp.where(jnp.asarray(self.c), blocks["C"], ABSENT_LOG_SCALE))
+        else:
+            gain = jnp.asarray(self.c, float) * jnp.exp(blocks["C"])
         g = blocks["G"]
         return ERPParams(
             forward=conn[0],
@@ -322,7 +363,7 @@ class ERPStructure:
             tau_e=TIME_CONSTANT[0] * jnp.exp(blocks["T"][:, 0]),
             tau_i=TIME_CONSTANT[1] * jnp.exp(blocks["T"][:, 1]),
             sigmoid=jnp.asarray(SIGMOID) * jnp.exp(blocks["S"]),
-            input_gain=jnp.asarray(self.c, float) * jnp.exp(blocks["C"]),
+            input_gain=gain,
             delay_extrinsic=DELAY[1] * jnp.exp(blocks["D"]) * off,
             delay_intrinsic=jnp.asarray(DELAY[0]),
         )
@@ -340,6 +381,17 @@ def source_states(theta, structure: ERPStructure):
     blocks = structure.unpack(theta)
     u = structure.inputs(blocks)
     h = structure.dt / structure.n_sub
+
+    if structure.integrator == "spm":
+        r = blocks["R"]
+        t = jnp.asarray(structure.times)[:, None]
+        u_s = gaussian_input(t, structure.onset, structure.duration, r[:, 1], r[:, 0])
+
+        def one_spm(x_row):
+            p = structure.trial_params(blocks, x_row)
+            return integrate_erp_spm(p, u_s, structure.dt, structure.delays)
+
+        return jax.vmap(one_spm)(jnp.asarray(structure.design))
 
     def one(x_row):
         p = structure.trial_params(blocks, x_row)
@@ -448,10 +500,11 @@ class ERPResult:
     vl: VLResult
     modes: np.ndarray  # (n_channels, n_modes)
     scale: float  # data features were divided by this (V)
+    f_offset: float = 0.0  # log-determinant term of SPM's noise precision (noise="spm")
 
     @property
     def free_energy(self):
-        return self.vl.free_energy
+        return self.vl.free_energy + self.f_offset
 
     def blocks(self):
         """Posterior means as named blocks (see the module docstring)."""
@@ -470,6 +523,27 @@ def mode_features(y, modes, scale):
     ``modes`` (n_channels, n_modes) and divided by ``scale``: the data features
     (n_trials n_samples, n_modes) that the ERP model is fitted to."""
     return (np.asarray(y, float) @ modes / scale).reshape(-1, modes.shape[1])
+
+
+def spm_noise_precision(n_samples, ar=0.5):
+    """SPM12's ERP noise precision component (``spm_Q(1/2, Ns, 1)``): the tridiagonal
+    (n_samples, n_samples) matrix with 1 + a^2 on the diagonal and -a beside it."""
+    q = (1 + ar**2) * np.eye(n_samples)
+    i = np.arange(n_samples - 1)
+    q[i, i + 1] = q[i + 1, i] = -ar
+    return q
+
+
+@functools.lru_cache(maxsize=32)
+def _model_spm_noise(structure):
+    """Features whitened by SPM's AR(1/2) precision, one column (one noise precision)."""
+
+    def model(theta, lf_modes, scale, whiten):
+        m = dipole_moments(theta, structure)
+        feats = jnp.einsum("tsr,kr->tsk", m, lf_modes) / scale
+        return jnp.einsum("us,tsk->tuk", whiten, feats).reshape(-1, 1)
+
+    return model
 
 
 @functools.lru_cache(maxsize=32)
@@ -493,6 +567,7 @@ def fit_erp(
     hyper_mean=6.0,
     hyper_var=1 / 128,
     prior=None,
+    noise="modes",
     **vl_kwargs,
 ) -> ERPResult:
     """Invert an ERP DCM by variational Laplace.
@@ -508,8 +583,14 @@ def fit_erp(
         features scaled to unit standard deviation, i.e. a high signal-to-noise ratio)
     prior : (mean, variance) arrays (n_params,) replacing SPM's priors (e.g. a tight
         prior on known dipole gains ``L``), or None
+    noise : "modes" (white noise, one precision per mode) or "spm" (SPM12's
+        ``spm_dcm_erp``: one precision for all modes and trials, times the AR(1/2)
+        precision component ``spm_Q(1/2, Ns, 1)`` in time; the data are whitened by its
+        Cholesky factor and ``free_energy`` adds its log-determinant, so F is SPM's)
     **vl_kwargs : max_iter, tol, verbose of :func:`invert`
     """
+    if noise not in ("modes", "spm"):
+        raise ParameterError("noise", noise, "'modes' or 'spm'")
     lf = check_lead_field(structure, lead_field)
     y = np.asarray(y, float)
     expected = (structure.n_trials, structure.n_samples, lf.shape[0])
@@ -531,17 +612,33 @@ def fit_erp(
             f"arrays of shapes {mean.shape}, {var.shape}",
             f"(mean, variance) of shape ({structure.n_params},)",
         )
+    if noise == "modes":
+        vl = invert(
+            _model_for(structure),
+            mode_features(y, u, scale),
+            mean,
+            var,
+            args=(jnp.asarray(u.T @ lf), jnp.asarray(scale)),
+            hyper_mean=hyper_mean,
+            hyper_var=hyper_var,
+            **vl_kwargs,
+        )
+        return ERPResult(structure, vl, u, scale)
+    q = spm_noise_precision(structure.n_samples)
+    whiten = np.linalg.cholesky(q).T  # r' Q r = |whiten r|^2
+    feats = np.einsum("us,tsk->tuk", whiten, (y @ u) / scale).reshape(-1, 1)
     vl = invert(
-        _model_for(structure),
-        mode_features(y, u, scale),
+        _model_spm_noise(structure),
+        feats,
         mean,
         var,
-        args=(jnp.asarray(u.T @ lf), jnp.asarray(scale)),
+        args=(jnp.asarray(u.T @ lf), jnp.asarray(scale), jnp.asarray(whiten)),
         hyper_mean=hyper_mean,
         hyper_var=hyper_var,
         **vl_kwargs,
     )
-    return ERPResult(structure, vl, u, scale)
+    offset = 0.5 * structure.n_trials * u.shape[1] * np.linalg.slogdet(q)[1]
+    return ERPResult(structure, vl, u, scale, offset)
 
 
 def region_lead_field(

@@ -10,6 +10,7 @@ from .neural_mass import (  # noqa: E402
     event_related_activity,
     gaussian_input,
     integrate_erp,
+    integrate_erp_spm,
     simulate_neural_mass,
 )
 
@@ -19,6 +20,7 @@ __all__ += [
     "event_related_activity",
     "gaussian_input",
     "integrate_erp",
+    "integrate_erp_spm",
     "simulate_neural_mass",
 ]
 

@@ -46,7 +46,9 @@ SPM's 2 and 16 ms at h <= 1 ms).  ``delays="operator"`` reproduces SPM's
 first-order approximation instead, dx/dt = Q f(x) with
 Q = (I + D .* J)^-1, J = df/dx at rest, D the matrix of delays between
 states (``spm_fx_erp``), so the two can be compared (``benchmarks/dcm_erp.py``);
-``delays="none"`` ignores delays.
+``delays="none"`` ignores delays.  :func:`integrate_erp_spm` is SPM12's own
+scheme (``spm_int_L``: one frozen-Jacobian exponential step per sample), to
+compare with SPM sample for sample.
 """
 
 from __future__ import annotations
@@ -341,6 +343,50 @@ def _integrate_erp(params, u_half, h, n_steps, record_every, delays, window):
     ks = jnp.arange(n_steps).reshape(-1, record_every)
     _, xs = lax.scan(block, (x0, hist), ks)
     return xs
+
+
+@partial(jax.jit, static_argnames=("delays",))
+def integrate_erp_spm(params: ERPParams, u_samples, dt, delays: str = "operator"):
+    """SPM12's ERP integration scheme (``spm_int_L`` as called by ``spm_gen_erp``).
+
+    One step per sample of the local-linearisation (exponential Euler) update with the
+    Jacobian frozen at rest: ``x_k = x_{k-1} + Q f(x_{k-1}, u_k)``,
+    ``Q = (expm(dt D J) - I) (J - e^-16 I)^-1``, J = df/dx at rest (delays ignored),
+    D SPM's first-order delay operator (:func:`delay_operator`; the identity for
+    ``delays="none"``) and f the right-hand side without delays.  The state is recorded
+    after each step, so sample k (t = k dt) sees the input at t = k dt.  First order in
+    dt; at SPM's 4 ms it differs from the converged solution (``benchmarks/dcm_erp.py``).
+
+    Parameters
+    ----------
+    params : ERPParams
+    u_samples : (n_samples, m) exogenous input at t = dt, 2 dt, ..., n_samples dt
+    dt : float, s, sampling interval
+    delays : "operator" | "none"
+
+    Returns
+    -------
+    (n_samples, n, 9) states at t = dt, ..., n_samples dt
+    """
+    if delays not in ("operator", "none"):
+        raise ParameterError("delays", delays, "'operator' or 'none' (SPM's scheme)")
+    n = params.n_sources
+    m = u_samples.shape[-1]
+    size = n * N_STATES
+
+    def f_flat(v, u):
+        return _instantaneous_rhs(v.reshape(N_STATES, n).T, u, params).T.ravel()
+
+    jac = jax.jacfwd(f_flat)(jnp.zeros(size), jnp.zeros(m)) - jnp.exp(-16.0) * jnp.eye(size)
+    dq = delay_operator(params, m) if delays == "operator" else jnp.eye(size)
+    q = jnp.linalg.solve(jac.T, (jax.scipy.linalg.expm(dt * dq @ jac) - jnp.eye(size)).T).T
+
+    def step(v, u):
+        v = v + q @ f_flat(v, u)
+        return v, v
+
+    _, vs = lax.scan(step, jnp.zeros(size, dtype=q.dtype), jnp.asarray(u_samples, q.dtype))
+    return vs.reshape(-1, N_STATES, n).transpose(0, 2, 1)
 
 
 def _history_window(params, h, n_steps):

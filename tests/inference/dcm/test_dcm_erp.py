@@ -1,6 +1,9 @@
 """DCM for ERPs: recovery, gradients, free energy, errors (the neural mass itself is
 tested in tests/physics/neural/test_neural_mass.py)."""
 
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +18,7 @@ from biosim.inference.dcm import (
     simulate_erp,
     source_signals,
 )
-from biosim.inference.dcm.erp import _model_for
+from biosim.inference.dcm.erp import _model_for, source_states, spm_noise_precision
 from biosim.inference.dcm.variational_laplace import _compiled
 
 
@@ -140,3 +143,48 @@ def test_source_signal_shape_and_bad_input():
         )
     with pytest.raises(ParameterError, match="n_sub"):
         ERPStructure(s.forward, s.backward, s.lateral, s.b, s.c, dt=0.004, n_sub=1)
+
+
+def _spm_network(**kw):
+    """The 3-source network of benchmarks/dcm_erp_spm_octave.py."""
+    f = np.zeros((3, 3), bool)
+    f[1, 0] = f[2, 0] = True
+    b = np.zeros((1, 3, 3), bool)
+    b[0, 1, 0] = b[0, 0, 1] = True
+    c = np.zeros((3, 1), bool)
+    c[0, 0] = True
+    return ERPStructure(f, f.T, np.zeros((3, 3), bool), b, c, design=[[0.0], [1.0]], **kw)
+
+
+def test_spm_scheme_reproduces_spm_gen_erp():
+    """integrator="spm", delays="operator", absent="spm" against SPM12's spm_gen_erp
+    (spm_int_L) under Octave at a parameter set with every block away from the prior
+    mean (values stored by benchmarks/dcm_erp_spm_octave.py --write-reference)."""
+    ref = json.loads((Path(__file__).parent / "data" / "spm_gen_erp_reference.json").read_text())
+    s = _spm_network(n_samples=64, integrator="spm", delays="operator", absent="spm")
+    theta = s.pack(**{k: np.asarray(v, float) for k, v in ref["probe"].items()})
+    x = np.asarray(source_states(jnp.asarray(theta), s))  # (trials, samples, n, 9)
+    x = x.transpose(0, 1, 3, 2).reshape(2, 64, -1)[:, 3::4]  # SPM's state order
+    want = np.asarray(ref["states_every_4th_sample"])
+    # SPM differentiates spm_fx_erp by forward differences (spm_diff, step exp(-8)): 2e-6;
+    # with those differences in place of jax.jacfwd the two agree to 1.3e-12 (checked once)
+    assert np.abs(x - want).max() < 1e-5 * np.abs(want).max()
+
+
+def test_spm_conventions_and_options():
+    s = _spm_network(absent="spm")
+    p = s.trial_params(s.unpack(jnp.zeros(s.n_params)), jnp.zeros(1))
+    np.testing.assert_allclose(np.asarray(p.forward)[0, 0], 32 * np.exp(-4.0), rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(p.forward)[1, 0], 32.0, rtol=1e-14)
+    np.testing.assert_allclose(np.asarray(p.input_gain)[:, 0], [1, np.exp(-4), np.exp(-4)])
+    q = spm_noise_precision(5)
+    assert q[0, 0] == 1.25 and q[0, 1] == q[1, 0] == -0.5 and q[0, 2] == 0.0
+    for kw, name in (
+        (dict(integrator="euler"), "integrator"),
+        (dict(integrator="spm"), "delays"),
+        (dict(absent="none"), "absent"),
+    ):
+        with pytest.raises(ParameterError, match=name):
+            _spm_network(**kw)
+    with pytest.raises(ParameterError, match="noise"):
+        fit_erp(s, np.zeros((2, 64, 4)), np.ones((4, 3)), noise="white")

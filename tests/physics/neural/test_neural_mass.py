@@ -11,6 +11,7 @@ from biosim.physics.neural import (
     event_related_activity,
     gaussian_input,
     integrate_erp,
+    integrate_erp_spm,
     simulate_neural_mass,
 )
 
@@ -126,3 +127,43 @@ def test_integer_and_boolean_inputs_equal_float_inputs():
         p, lambda t: (t < 0.005)[:, None] * 1.0, 2 * h, n // 2, 2, "none"
     )
     np.testing.assert_array_equal(np.asarray(sim), np.asarray(ref_sim))
+
+
+def _spm_run(p, h, mode="operator", t_end=0.04):
+    """SPM's scheme (spm_int_L): states at t = h, 2h, ..., t_end."""
+    n = int(round(t_end / h))
+    u = gaussian_input(h * jnp.arange(1, n + 1), 0.03, 0.016)[:, None]
+    return np.asarray(integrate_erp_spm(p, u, h, mode))
+
+
+def test_spm_scheme_converges_at_first_order_to_the_operator_model():
+    """spm_int_L's frozen-Jacobian exponential update integrates dx/dt = Q f(x) (SPM's
+    delay operator Q) to first order; at rest it stays at rest."""
+    p = _two_sources()
+    ref = _run(p, 2.5e-4, "operator")[7::8, :, 8]  # t = 2, 4, ... ms
+    err = [
+        np.abs(_spm_run(p, 2e-3)[:, :, 8] - ref).max(),
+        np.abs(_spm_run(p, 1e-3)[1::2, :, 8] - ref).max(),
+    ]
+    assert err[1] < 0.05 * np.abs(ref).max()
+    assert 0.8 < np.log2(err[0] / err[1]) < 1.3
+    zero = integrate_erp_spm(p, jnp.zeros((10, 1)), 4e-3, "operator")
+    assert np.abs(np.asarray(zero)).max() == 0.0
+    with pytest.raises(ParameterError):
+        integrate_erp_spm(p, jnp.zeros((10, 1)), 4e-3, "exact")
+
+
+def test_spm_scheme_gradient():
+    import jax
+    from jax.test_util import check_grads
+
+    p = _two_sources()
+    u = gaussian_input(4e-3 * jnp.arange(1, 21), 0.03, 0.016)[:, None]
+
+    def response(a, d):
+        q = ERPParams(
+            **{**p.__dict__, "forward": p.forward * a, "delay_extrinsic": p.delay_extrinsic * d}
+        )
+        return integrate_erp_spm(q, u, 4e-3)[:, 1, 8]
+
+    check_grads(jax.jit(response), (1.1, 0.9), order=1, modes=("fwd", "rev"), eps=1e-4)
