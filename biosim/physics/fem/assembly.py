@@ -128,7 +128,7 @@ class FEMSpace:
 
     @cached_property
     def skfem_basis(self):
-        """The scikit-fem basis of this space (dofs renumbered to ours, see :meth:`_skfem_perm`)."""
+        """The scikit-fem basis (its dofs map to ours by :attr:`skfem_permutation`)."""
         import skfem
 
         m = skfem.MeshTet(self.nodes.T.copy(), self.tets.T.copy())
@@ -136,7 +136,7 @@ class FEMSpace:
         return skfem.Basis(m, elem, intorder=2 * self.order)
 
     @cached_property
-    def _skfem_perm(self):
+    def skfem_permutation(self):
         """Index array p with our dof p[k] = scikit-fem dof k."""
         basis = self.skfem_basis
         perm = np.empty(basis.N, np.int64)
@@ -293,7 +293,7 @@ def _p2_stiffness(space, sigma):
             return sum(w[f"s{i}{j}"] * gu[j] * gv[i] for i in range(3) for j in range(3))
 
         k = form.assemble(basis, **comps)
-    p = space._skfem_perm
+    p = space.skfem_permutation
     k = k.tocoo()
     return sp.csr_matrix((k.data, (p[k.row], p[k.col])), shape=k.shape)
 

@@ -29,7 +29,7 @@ from ..._core.precision import require_float64
 from .assembly import FEMSpace, as_space, assemble_stiffness, check_conductivity, element_products
 
 #: above this many unknowns ``method="auto"`` uses AMG-CG (when pyamg is installed)
-DIRECT_LIMIT = 60_000
+DIRECT_LIMIT = 15_000
 
 
 def _have_pyamg():
