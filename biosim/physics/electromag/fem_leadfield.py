@@ -48,7 +48,6 @@ import dataclasses
 import time
 
 import jax
-import jax.experimental.sparse
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
@@ -58,7 +57,7 @@ from ..._core.errors import ParameterError
 from ..._core.precision import require_float64
 from ...geometry.mesh import TriangleMesh
 from ..fem import FEMSolver, FEMSpace, locate_points, make_differentiable_solve
-from ..fem.assembly import edge_index
+from ..fem.assembly import edge_index, tet_rule_deg2
 from .bem_integrals import triangle_rule
 from .bem_sensors import closest_points, primary_meg_gain
 from .sensors import EEGSensors, MEGSensors
@@ -135,7 +134,6 @@ def meg_volume_functionals(
     ``s_c . u = -mu0/(4 pi) int sigma grad u . (sum_p w_p R_p x n_p / R_p^3)``, with
     ``R_p = r_p - x`` (coil integration points r_p, normals n_p, weights w_p), by
     the 4-point degree-2 rule in each element."""
-    from ..fem.assembly import tet_rule_deg2
 
     pts = np.asarray(sensors.points, float)
     nrm = np.asarray(sensors.normals, float)
@@ -330,7 +328,7 @@ def subtraction_loads(topo: SubtractionTopology, positions, radius, meg=None, ne
         raise ParameterError("positions", f"source {bad} in the outer tissue", "sources inside")
     radius = np.broadcast_to(np.asarray(radius, float), (len(pos),))
     qp, qw = triangle_rule("7")
-    rules = (tet_rule_collapsed(3), tet_rule_refined(3, 1))
+    rules = (tet_rule_deg2(), tet_rule_refined(3, 1))
     fk = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]])
     eta = np.zeros(len(space.nodes))
     in_i = np.zeros(space.n_elements, bool)
@@ -452,6 +450,41 @@ def _transition_field(meg, x, w, gq):
     out = np.zeros((meg.n_channels, 3))
     np.add.at(out, np.asarray(meg.channel), np.asarray(meg.weights, float)[:, None] * val)
     return out
+
+
+def sparse_combination_product(parts, t, coef):
+    """``sum_p coef_p (B_p^T t)^T`` (C, 3 S) for fixed scipy sparse ``B_p`` (n, 3 S),
+    differentiable in the JAX arrays t (n, C) and coef (P,) (one host callback
+    each way, no compilation per sparsity pattern)."""
+    shape_out = jax.ShapeDtypeStruct((t.shape[1], parts[0].shape[1]), jnp.float64)
+
+    def fwd_np(t_, c_):
+        t_ = np.asarray(t_)
+        return sum(float(c) * np.asarray((b.T @ t_).T) for b, c in zip(parts, c_))
+
+    def bwd_np(t_, c_, g_):
+        g_ = np.asarray(g_)
+        dt = sum(float(c) * np.asarray(b @ g_.T) for b, c in zip(parts, c_))
+        dc = np.array([np.sum(np.asarray(b.T @ np.asarray(t_)).T * g_) for b in parts])
+        return dt, dc
+
+    @jax.custom_vjp
+    def f(t_, c_):
+        return jax.pure_callback(fwd_np, shape_out, t_, c_)
+
+    def f_fwd(t_, c_):
+        return f(t_, c_), (t_, c_)
+
+    def f_bwd(res, g_):
+        t_, c_ = res
+        shapes = (
+            jax.ShapeDtypeStruct(t_.shape, jnp.float64),
+            jax.ShapeDtypeStruct(c_.shape, jnp.float64),
+        )
+        return jax.pure_callback(bwd_np, shapes, t_, c_, g_)
+
+    f.defvjp(f_fwd, f_bwd)
+    return f(t, coef)
 
 
 # ---------------------------------------------------------------- forward model
@@ -578,6 +611,15 @@ class FEMForward:
         pos = np.asarray(positions, float)
         if pos.ndim != 2 or pos.shape[1] != 3 or not np.all(np.isfinite(pos)):
             raise ParameterError("positions", f"shape {pos.shape}", "finite (S, 3) in m")
+        key = (self.source_model, pos.shape, hash(pos.tobytes()))
+        cached = getattr(self, "_last_loads", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        loads = self._loads(pos)
+        object.__setattr__(self, "_last_loads", (key, loads))
+        return loads
+
+    def _loads(self, pos):
         if self.source_model == "partial_integration":
             return partial_integration_rhs(self.space, pos)
         if self.source_model == "venant":
@@ -597,39 +639,62 @@ class FEMForward:
         :attr:`tissues`) to differentiate with respect to; default the model's.
         """
         loads = self.source_matrix(positions)
+        pos = jnp.asarray(positions, float)
         if conductivities is None:
-            sig, t = self.conductivities, self.transfer
+            return self._assemble(loads, self.conductivities, self.transfer, pos, numeric=True)
+        sig = jnp.asarray(conductivities, jnp.float64)
+        if sig.shape != (len(self.tissues),):
+            raise ParameterError(
+                "conductivities", f"shape {sig.shape}", f"({len(self.tissues)},) per tissue"
+            )
+        cached = getattr(self, "_traced_fn", None)
+        if cached is None or cached[0] is not loads:
+            solve = getattr(self, "_solve", None)
+            if solve is None:
+                solve = make_differentiable_solve(self.space)
+                object.__setattr__(self, "_solve", solve)
 
-            def apply(b):
-                return jnp.asarray((b.T @ t).T)
-        else:
-            t = self._traced_transfer(conductivities)
-            sig = jnp.asarray(conductivities, jnp.float64)
+            def fn(sig_, pos_, readout, mfun, lab):
+                rhs = []
+                if readout is not None:
+                    rhs.append(readout.T)
+                if mfun is not None:
+                    rhs.append(jnp.einsum("t,tnc->nc", sig_, mfun))
+                t = solve(sig_[lab], jnp.concatenate(rhs, axis=1))
+                return self._assemble(loads, sig_, t, pos_, numeric=False)
 
-            def apply(b):
-                return (jax.experimental.sparse.BCOO.from_scipy_sparse(b.T.tocsr()) @ t).T
+            cached = (loads, jax.jit(fn))
+            object.__setattr__(self, "_traced_fn", cached)
+        mfun = None if self.meg is None else jnp.asarray(self.meg_functionals)
+        readout = None if self.eeg is None else jnp.asarray(self.readout)
+        return cached[1](sig, pos, readout, mfun, jnp.asarray(self.labels_index))
 
+    def _assemble(self, loads, sig, t, pos, numeric):
+        """Gain from the loads and the transfer matrix t (numeric: numpy, else traced)."""
         if isinstance(loads, SubtractionLoads):
-            g = apply(loads.const)
-            for (a, c), part in zip(loads.pairs, loads.parts):
-                g = g + (sig[a] / sig[c]) * apply(part)
+            parts = (loads.const,) + loads.parts
+            ratios = [sig[a] / sig[c] for a, c in loads.pairs]
             extra = loads.jump_field(sig) if self.meg is not None else None
-            n_src = loads.const.shape[1] // 3
         else:
-            g, extra, n_src = apply(loads), None, loads.shape[1] // 3
+            parts, ratios, extra = (loads,), [], None
+        n_src = parts[0].shape[1] // 3
+        if numeric:
+            g = sum(float(c) * np.asarray((b.T @ t).T) for b, c in zip(parts, [1.0] + ratios))
+            g = jnp.asarray(g)
+        else:
+            coef = jnp.concatenate([jnp.ones(1), jnp.stack(ratios)]) if ratios else jnp.ones(1)
+            g = sparse_combination_product(parts, t, coef)
         g = g.reshape(-1, n_src, 3)
-        parts = []
+        out = []
         if self.eeg is not None:
             ref = jnp.asarray(self.eeg.reference_matrix())
-            parts.append(jnp.einsum("ij,jsk->isk", ref, g[: self.n_eeg]))
+            out.append(jnp.einsum("ij,jsk->isk", ref, g[: self.n_eeg]))
         if self.meg is not None:
-            pos = jnp.asarray(positions, float)
-            sec = g[self.n_eeg :]
-            total = sec + primary_meg_gain(self.meg, pos)
+            total = g[self.n_eeg :] + primary_meg_gain(self.meg, pos)
             if extra is not None:
                 total = total + jnp.asarray(extra)
-            parts.append(total)
-        return jnp.concatenate(parts, axis=0)
+            out.append(total)
+        return jnp.concatenate(out, axis=0)
 
     def eeg_gain(self, positions):
         if self.eeg is None:
@@ -640,20 +705,3 @@ class FEMForward:
         if self.meg is None:
             raise ParameterError("meg", None, "an FEMForward with MEG sensors")
         return self.gain(positions)[self.n_eeg :]
-
-    def _traced_transfer(self, conductivities):
-        sig_t = jnp.asarray(conductivities, jnp.float64)
-        if sig_t.shape != (len(self.tissues),):
-            raise ParameterError(
-                "conductivities", f"shape {sig_t.shape}", f"({len(self.tissues)},) per tissue"
-            )
-        solve = getattr(self, "_solve", None)
-        if solve is None:
-            solve = make_differentiable_solve(self.space)
-            object.__setattr__(self, "_solve", solve)
-        rhs = []
-        if self.eeg is not None:
-            rhs.append(jnp.asarray(self.readout.T))
-        if self.meg is not None:
-            rhs.append(jnp.einsum("t,tnc->nc", sig_t, jnp.asarray(self.meg_functionals)))
-        return solve(sig_t[jnp.asarray(self.labels_index)], jnp.concatenate(rhs, axis=1))
