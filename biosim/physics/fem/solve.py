@@ -32,6 +32,19 @@ from .assembly import FEMSpace, as_space, assemble_stiffness, check_conductivity
 DIRECT_LIMIT = 15_000
 
 
+def _single_threaded_blas():
+    """Context limiting BLAS to one thread: CG's vector operations and the AMG
+    coarse solve are too small for threads, and threads waiting on a busy
+    machine made AMG-CG 20-40 times slower (measured).  No-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _have_pyamg():
     try:
         import pyamg  # noqa: F401
@@ -92,7 +105,10 @@ class FEMSolver:
 
             kr = kr.tocsr()
             self._kr = kr
-            self._ml = pyamg.smoothed_aggregation_solver(kr, symmetry="symmetric", max_coarse=500)
+            with _single_threaded_blas():
+                self._ml = pyamg.smoothed_aggregation_solver(
+                    kr, symmetry="symmetric", max_coarse=500
+                )
             self._prec = self._ml.aspreconditioner(cycle="V")
         self.setup_time = time.perf_counter() - t0
         self.iterations = []
@@ -132,7 +148,8 @@ class FEMSolver:
         def cb(_):
             count[0] += 1
 
-        x, info = spla.cg(self._kr, b, rtol=self.tol, maxiter=1000, M=self._prec, callback=cb)
+        with _single_threaded_blas():
+            x, info = spla.cg(self._kr, b, rtol=self.tol, maxiter=1000, M=self._prec, callback=cb)
         if info != 0:
             raise RuntimeError(f"AMG-CG did not converge in {count[0]} iterations (info {info})")
         self.iterations.append(count[0])
