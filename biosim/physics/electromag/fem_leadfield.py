@@ -14,15 +14,14 @@ give b for a unit dipole q at r0:
     up to order 2 match the dipole (Buchner et al. 1997; Vorwerk et al. 2019),
     ``b_i = load_i``.
 ``"subtraction"`` (localized)
-    ``u = u_c + chi u_inf`` with ``u_inf`` the analytic dipole potential of
-    an unbounded medium of the source's conductivity, on a patch of elements
-    of the source's tissue around r0 (chi its indicator).  In that patch
-    ``sigma = sigma_inf``, so the correction solves ``K u_c = b`` with
-    ``b_i = -int_{boundary of patch} sigma_inf (n . grad u_inf) phi_i`` (n outward
-    of the patch); sigma_inf cancels:
-    ``sigma_inf n . grad u_inf = (n . q / d^3 - 3 (q . d)(n . d) / d^5) / (4 pi)``,
-    ``d = x - r0``.  The sensors lie outside the patch and read ``u_c``
-    (Hoeltershinken et al. 2024, SIAM J Sci Comput, the localized subtraction approach).
+    ``u = w + eta u_inf`` with ``u_inf`` the analytic dipole potential of an
+    unbounded medium of the source tissue's conductivity and ``eta`` a P1
+    cut-off (1 on a patch of about three edge lengths around r0, 0 outside and
+    on the outermost tissue); the correction w solves ``K w = b`` with b a
+    surface integral over the patch boundary plus volume integrals over the
+    transition layer and the patch's other tissues (:func:`subtraction_loads`;
+    cf. Wolters et al. 2007, Hoeltershinken et al. 2024).  The sensors lie
+    outside the patch and read w.
 
 EEG: each electrode reads the FEM potential at its closest point on the outer
 boundary, minus the area-weighted mean of the outer boundary potential (the
@@ -32,9 +31,9 @@ sphere series' and BEM's convention), then the sensors' reference.  MEG:
 term of each channel is a linear functional ``s . u`` of the potential, so MEG
 uses transfer matrices too (one solve per channel: cheaper than the volume
 integral per source once sources outnumber channels).  With the localized
-subtraction, MEG adds the patch's term
-``-mu0/(4 pi) sigma_inf int_patch grad u_inf x R / R^3 = -mu0/(4 pi) sigma_inf
-closed_int u_inf n x R / R^3 dS`` (Stokes), evaluated on the patch boundary.
+subtraction the currents ``-sigma grad(eta u_inf)`` have compact support, so
+they add only the field of ``-(sigma - sigma_inf) grad(eta u_inf)`` where the
+patch crosses tissues.
 
 Differentiable: :meth:`FEMForward.gain` with ``conductivities`` (per-tissue,
 a JAX array) solves through :func:`biosim.physics.fem.make_differentiable_solve`,
