@@ -1,7 +1,8 @@
-"""MEG/EEG forward physics: sensors, the lead-field interface, and sphere
-(and, when present, BEM) forward models."""
+"""MEG/EEG forward physics: sensors, the lead-field interface, and sphere,
+BEM and FEM forward models."""
 
 from .bem import BEMForward, BEMOperators
+from .fem_leadfield import FEMForward
 from .leadfield import ForwardModel, SphereForward, apply_moments, fixed_orientation
 from .sensors import (
     EEGSensors,
@@ -27,6 +28,7 @@ from .sphere_meg import meg_gain, sarvas_field_matrix
 __all__ = [
     "BEMForward",
     "BEMOperators",
+    "FEMForward",
     "ForwardModel",
     "SphereForward",
     "apply_moments",
