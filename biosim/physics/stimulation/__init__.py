@@ -1,1 +1,75 @@
-"""biosim.physics.stimulation"""
+"""Brain stimulation: TMS coils and induced fields, TES electrodes and montages, analytic
+sphere oracles."""
+
+from .analytic import (
+    loop_vector_potential,
+    sphere_tes_field,
+    sphere_tes_potential,
+    sphere_tms_field,
+)
+from .coils import (
+    Coil,
+    CoilPlacement,
+    check_coil_outside,
+    circular_coil,
+    circular_dipole_coil,
+    coil_from_points,
+    dadt,
+    dipole_coil,
+    figure8_coil,
+    figure8_dipole_coil,
+    place_coil,
+    place_on_sphere,
+    read_ccd,
+    transform_coil,
+    vector_potential,
+    write_ccd,
+)
+from .electrodes import (
+    Electrode,
+    Montage,
+    check_currents,
+    disc_electrode,
+    electrode_footprint,
+    hd_montage,
+    point_electrode,
+    rect_electrode,
+    sphere_projector,
+)
+from .waveforms import Pulse, biphasic_pulse, monophasic_pulse, stimulator_didt
+
+__all__ = [
+    "Coil",
+    "CoilPlacement",
+    "Electrode",
+    "Montage",
+    "Pulse",
+    "biphasic_pulse",
+    "check_coil_outside",
+    "check_currents",
+    "circular_coil",
+    "circular_dipole_coil",
+    "coil_from_points",
+    "dadt",
+    "dipole_coil",
+    "disc_electrode",
+    "electrode_footprint",
+    "figure8_coil",
+    "figure8_dipole_coil",
+    "hd_montage",
+    "loop_vector_potential",
+    "monophasic_pulse",
+    "place_coil",
+    "place_on_sphere",
+    "point_electrode",
+    "read_ccd",
+    "rect_electrode",
+    "sphere_projector",
+    "sphere_tes_field",
+    "sphere_tes_potential",
+    "sphere_tms_field",
+    "stimulator_didt",
+    "transform_coil",
+    "vector_potential",
+    "write_ccd",
+]
