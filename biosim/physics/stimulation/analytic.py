@@ -157,8 +157,11 @@ def _tes_radial(head: SphereHead, r, n_max: int):
     du = jnp.zeros((r.shape[0], n_max))
     for k in range(N):
         q = r / R[k]
-        q = jnp.where(q > 0, q, 1.0)
-        lo, hi = q**n, ts[k] * q ** (-(n + 1))
+        if k == 0:
+            lo, hi = q**n, jnp.zeros_like(q * n)
+        else:  # clamp to the shell so that masked-out points cannot overflow
+            q = jnp.clip(q, R[k - 1] / R[k], 1.0)
+            lo, hi = q**n, ts[k] * q ** (-(n + 1))
         inside = (r <= R[k]) & (r > R[k - 1]) if k else (r <= R[k])
         u = jnp.where(inside, u_at[k] * (lo + hi) / (1 + ts[k]), u)
         du = jnp.where(inside, u_at[k] * (n * lo - (n + 1) * hi) / (1 + ts[k]), du)
