@@ -36,6 +36,12 @@ from .electrodes import (
     rect_electrode,
     sphere_projector,
 )
+from .fem_fields import (
+    StimulationField,
+    StimulationModel,
+    field_on_grid,
+    surface_field,
+)
 from .waveforms import Pulse, biphasic_pulse, monophasic_pulse, stimulator_didt
 
 __all__ = [
@@ -44,6 +50,10 @@ __all__ = [
     "Electrode",
     "Montage",
     "Pulse",
+    "StimulationField",
+    "StimulationModel",
+    "field_on_grid",
+    "surface_field",
     "biphasic_pulse",
     "check_coil_outside",
     "check_currents",
