@@ -261,7 +261,9 @@ def sweep_points(coil: Coil, placements: CoilPlacement):
     )
 
 
-def sweep_roi_field(grid: SweepGrid, coil: Coil, placements: CoilPlacement, didt=1.0, batch_size=4):
+def sweep_roi_field(
+    grid: SweepGrid, coil: Coil, placements: CoilPlacement, didt=1.0, batch_size=32
+):
     """ROI functionals (P, A, k) in V/m for P positions x A orientations of a dipole coil,
     from the tabulated reciprocal field."""
     if coil.n_dipoles == 0 or coil.n_segments:
