@@ -56,6 +56,7 @@ def test_hvh_errors_and_placement():
         )
 
 
+@pytest.mark.slow
 def test_tes_series_matches_eeg_reciprocity():
     head = SphereHead.three_shell()
     el = np.array([[0.0, 0.0, 0.09], [0.09, 0.0, 0.0], [0.0, -0.09, 0.0]])

@@ -38,6 +38,7 @@ def setup():
     return model, roi, src, figure8_dipole_coil(0.035, n_rings=3)
 
 
+@pytest.mark.slow
 def test_reciprocity_equals_direct_fem(setup):
     model, roi, src, coil = setup
     pl = place_on_sphere(0.2, 1.0, 0.4, 0.006, radius=0.09)
@@ -84,6 +85,7 @@ def test_coil_placement_optimisation_finds_the_target(setup):
     assert val > 1.2 * f0 and p[0] < 0.15
 
 
+@pytest.mark.slow
 def test_tes_current_optimisation_and_gradient():
     rng = np.random.default_rng(3)
     gt = rng.normal(size=(3, 6))
