@@ -42,9 +42,35 @@ from .fem_fields import (
     field_on_grid,
     surface_field,
 )
+from .optimize import optimize_coil_placement, optimize_tes_currents, tes_field
+from .sweep import (
+    ReciprocalSources,
+    SweepGrid,
+    bin_sources,
+    magnetic_field,
+    placements_on_scalp,
+    reciprocal_roi_field,
+    roi_mean_field,
+    roi_reciprocal_sources,
+    sweep_points,
+    sweep_roi_field,
+)
 from .waveforms import Pulse, biphasic_pulse, monophasic_pulse, stimulator_didt
 
 __all__ = [
+    "optimize_coil_placement",
+    "optimize_tes_currents",
+    "tes_field",
+    "ReciprocalSources",
+    "SweepGrid",
+    "bin_sources",
+    "magnetic_field",
+    "placements_on_scalp",
+    "reciprocal_roi_field",
+    "roi_mean_field",
+    "roi_reciprocal_sources",
+    "sweep_points",
+    "sweep_roi_field",
     "Coil",
     "CoilPlacement",
     "Electrode",
