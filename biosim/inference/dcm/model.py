@@ -42,7 +42,7 @@ switched-on entries (switched-off ones are fixed at -32, i.e. absent),
 B ~ N(0, 1/4), C ~ N(0, 4), D ~ N(0, 1/4); the hemodynamic priors are those
 of the table.
 
-Two integrators (``DCMStructure.integrator``), both with the experimental
+Three integrators (``DCMStructure.integrator``), all with the experimental
 inputs held constant over each microtime step ``TR / n_micro``:
 
 * ``"rk4"`` (default): classical Runge-Kutta of the full nonlinear
