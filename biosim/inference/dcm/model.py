@@ -210,9 +210,9 @@ class DCMStructure:
             raise ParameterError("integrator", self.integrator, f"one of {INTEGRATORS}")
         if self.integrator == "spm" and d.any():  # "spm_d" handles D terms
             # The bilinear reduction about rest has no D terms (SPM integrates
-            # nonlinear DCMs with spm_int_D, which biosim does not reproduce).
+            # nonlinear DCMs with spm_int_D: integrator "spm_d").
             raise ParameterError(
-                "integrator", "spm", '"rk4" for a nonlinear DCM (d has free entries)'
+                "integrator", "spm", '"spm_d" or "rk4" for a nonlinear DCM (d has free entries)'
             )
         if self.convention not in CONVENTIONS:
             raise ParameterError("convention", self.convention, f"one of {CONVENTIONS}")
