@@ -25,12 +25,11 @@ The panel:
   and the linearised Balloon model matter more);
 * ``nonlinear``: ``bilinear`` plus a D term (PFC's activity gates V1 -> V5,
   D = 0.5); SPM integrates it with ``spm_int_D`` (a second-order local
-  linearisation), which biosim does not implement (its ``"spm"`` integrator,
-  a bilinear reduction about rest, would drop the D terms): biosim fits it
-  with RK4 at TR/64 (exact), so this row compares two different forward
-  models, not two inversions of one.  (Under Octave, ``spm_int_D`` departs
-  from SPM's own ``spm_int`` by 23 % of the peak BOLD on this design even
-  with D = 0, M.nsteps 3 or 30.)
+  linearisation with the Jacobian re-evaluated at the current state), and so
+  does biosim here (``integrator="spm_d"``).  (Under Octave, ``spm_int_D``
+  departs from SPM's own ``spm_int`` by 23 % of the peak BOLD on this design
+  even with D = 0, M.nsteps 3 or 30: its state-dependent Jacobian columns
+  count the neural part of J0 x twice, see ``biosim.inference.dcm.model``.)
 * ``two_state``: the ``bilinear`` design under the two-state model
   (``DCM.options.two_state = 1``; ``neural_model="two_state"``).
 
@@ -154,7 +153,7 @@ def case(name, convention="spm25") -> Case:
         d_mask = np.zeros((N_REG,) * 3, bool)
         d_mask[2, 1, 0] = True  # PFC activity gates V1 -> V5
         d_true = np.where(d_mask, 0.5, 0.0)
-        integ, note = "rk4", "SPM spm_int_D, biosim RK4 TR/64"
+        integ, note = "spm_d", "SPM spm_int_D, biosim spm_d"
     elif name == "two_state":
         neural_model = "two_state"
         a_true = np.zeros((N_REG, N_REG))  # log scales: coupling exp(0) / 8 Hz

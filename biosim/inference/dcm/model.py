@@ -42,7 +42,7 @@ switched-on entries (switched-off ones are fixed at -32, i.e. absent),
 B ~ N(0, 1/4), C ~ N(0, 4), D ~ N(0, 1/4); the hemodynamic priors are those
 of the table.
 
-Two integrators (``DCMStructure.integrator``), both with the experimental
+Three integrators (``DCMStructure.integrator``), all with the experimental
 inputs held constant over each microtime step ``TR / n_micro``:
 
 * ``"rk4"`` (default): classical Runge-Kutta of the full nonlinear
@@ -69,6 +69,22 @@ inputs held constant over each microtime step ``TR / n_micro``:
   *linearises the Balloon model about rest*; only the observation equation
   stays nonlinear.  ``benchmarks/dcm_spm_octave.py`` reports how far the
   exact (RK4) integration of the same equations moves the posterior.
+* ``"spm_d"``: what SPM's ``spm_int_D`` does (SPM uses it for every DCM with
+  a D array, ``spm_dcm_estimate``: ``M.nsteps = round(max(TR, 1))``,
+  ``M.states = 1:n``).  The equations are expanded to second order about
+  rest (``spm_soreduce``, :func:`second_order_reduction`) and the augmented
+  Jacobian is re-evaluated at the current state at each event (where the
+  input changes, where a scan is sampled, and at ``nsteps`` evenly spaced
+  points per TR offset by the first region's delay)::
+
+      Ja(x, u) = [[0, 0], [f0 + b u + sum_k x_k J0[:, k],
+                           J0 + sum_j u_j K_j + sum_k x_k H_k]]
+
+  with H_k = d(df/dx)/dx_k and k over the n neural (excitatory) states only;
+  [1, x] is then propagated by exp(Ja dt) until the next event.  Note that
+  SPM's state-dependent column adds ``J0[:, k] x_k`` to the affine term, so
+  the neural part of J0 x enters twice: this is SPM's scheme (it differs
+  from ``spm_int`` even with D = 0), reproduced, not endorsed.
 
 Sampling (``DCMStructure.delays``): with ``delays=None`` scan k is the BOLD
 at the end of its TR, t = (k + 1) TR.  With delays (s, one per region or one
@@ -124,7 +140,7 @@ SPARSE_NEURAL_FRACTION = 0.5
 EXPM_ORDER, EXPM_SQUARINGS, EXPM_MAX_NORM = 10, 6, 32.0
 
 CONVENTIONS = ("biosim", "spm12", "spm25")
-INTEGRATORS = ("rk4", "spm")
+INTEGRATORS = ("rk4", "spm", "spm_d")
 NEURAL_MODELS = ("one_state", "two_state")
 
 
@@ -138,9 +154,10 @@ class DCMStructure:
     tr : float, s
     n_micro : int, microtime steps per TR (SPM uses 16)
     field_strength, echo_time : float, T and s
-    integrator : {"rk4", "spm"}
-        Exact (RK4) integration of the nonlinear equations, or SPM12's
-        bilinear reduction integrated by matrix exponentials (module docstring).
+    integrator : {"rk4", "spm", "spm_d"}
+        Exact (RK4) integration of the nonlinear equations, SPM12's
+        bilinear reduction integrated by matrix exponentials (``spm_int``), or
+        SPM's scheme for nonlinear DCMs (``spm_int_D``; module docstring).
     convention : {"biosim", "spm12", "spm25"}
         Priors and observation constants (module docstring).
     neural_model : {"one_state", "two_state"}
@@ -191,11 +208,11 @@ class DCMStructure:
             )
         if self.integrator not in INTEGRATORS:
             raise ParameterError("integrator", self.integrator, f"one of {INTEGRATORS}")
-        if self.integrator == "spm" and d.any():
+        if self.integrator == "spm" and d.any():  # "spm_d" handles D terms
             # The bilinear reduction about rest has no D terms (SPM integrates
-            # nonlinear DCMs with spm_int_D, which biosim does not reproduce).
+            # nonlinear DCMs with spm_int_D: integrator "spm_d").
             raise ParameterError(
-                "integrator", "spm", '"rk4" for a nonlinear DCM (d has free entries)'
+                "integrator", "spm", '"spm_d" or "rk4" for a nonlinear DCM (d has free entries)'
             )
         if self.convention not in CONVENTIONS:
             raise ParameterError("convention", self.convention, f"one of {CONVENTIONS}")
@@ -539,6 +556,79 @@ def expm_augmented(c, jac, h):
     return jnp.where(norm <= EXPM_MAX_NORM, e, jnp.nan)
 
 
+@partial(jax.jit, static_argnames=("structure",))
+def second_order_reduction(theta, structure: DCMStructure):
+    """SPM's ``spm_soreduce`` about x0 = 0, u = 0 (exact JAX derivatives, where
+    SPM takes finite differences).
+
+    Returns
+    -------
+    f0 : (N,)  f(x0, 0)
+    J0 : (N, N)  df/dx
+    b : (N, m)  df/du
+    K : (m, N, N)  d2f/dx du_j
+    H : (N, N, N)  H[k] = d(df/dx)/dx_k (SPM's ``dfdxx{k}``)
+    """
+    rhs, _ = _equations(theta, structure)
+    x0, u0 = jnp.zeros(structure.n_states), jnp.zeros(structure.n_inputs)
+    j0 = jax.jacfwd(rhs, 0)(x0, u0)
+    dfdu = jax.jacfwd(rhs, 1)(x0, u0)
+    k = jnp.moveaxis(jax.jacfwd(jax.jacfwd(rhs, 0), 1)(x0, u0), -1, 0)
+    h = jnp.moveaxis(jax.jacfwd(jax.jacfwd(rhs, 0), 0)(x0, u0), -1, 0)
+    return rhs(x0, u0), j0, dfdu, k, h
+
+
+def spm_int_d_events(inputs, sample_index, tr):
+    """Microtime steps at which ``spm_int_D`` re-evaluates its Jacobian (bool, (n_steps,)).
+
+    Parameters
+    ----------
+    inputs : (n_steps, m) inputs (the steps where they change are events)
+    sample_index : (n_scans, n) int, state index of every sample
+        (:meth:`DCMStructure.sample_index`; also events)
+    tr : float, s (``M.nsteps = round(max(TR, 1))`` evenly spaced events per
+        TR, offset by the first region's sampling index, as SPM)
+    """
+    n_steps = inputs.shape[0]
+    n_scans = sample_index.shape[0]
+    nsteps = int(np.floor(max(float(tr), 1.0) + 0.5))
+    static = np.zeros(n_steps + 1, bool)
+    static[0] = True
+    static[np.asarray(sample_index).ravel()] = True
+    k = np.arange((n_scans - 1) * nsteps + 1)
+    static[np.ceil(k * n_steps / n_scans / nsteps).astype(int) + sample_index[0, 0]] = True
+    change = jnp.concatenate([jnp.ones(1, bool), jnp.any(inputs[1:] != inputs[:-1], axis=-1)])
+    return change | jnp.asarray(static[:n_steps])
+
+
+def spm_int_d_states(reduction, inputs, events, dt, n_select):
+    """States (n_steps + 1, N) of ``spm_int_D``'s scheme from a second-order
+    reduction ``(f0, J0, b, K, H)`` (:func:`second_order_reduction`, any state
+    order): at each event step the augmented Jacobian is evaluated at the
+    current state and input (state-dependent terms over the first
+    ``n_select`` states) and ``[1, x]`` is propagated by its exponential
+    (step ``dt``, s) until the next event (module docstring)."""
+    f0, j0, bu, kk, hh = reduction
+    sel = slice(0, n_select)
+
+    def propagator(x, u):
+        xs = x[sel]
+        c = f0 + bu @ u + j0[:, sel] @ xs
+        jac = j0 + jnp.einsum("j,jab->ab", u, kk) + jnp.einsum("k,kab->ab", xs, hh[sel])
+        return expm_augmented(c, jac, dt)
+
+    def step(carry, inp):
+        state, e = carry
+        u, ev = inp
+        e = lax.cond(ev, lambda: propagator(state, u), lambda: e)
+        return (e[1:, 0] + e[1:, 1:] @ state, e), state
+
+    n_state = f0.shape[0]
+    carry0 = (jnp.zeros(n_state, f0.dtype), jnp.zeros((n_state + 1, n_state + 1), f0.dtype))
+    (final, _), states = lax.scan(step, carry0, (inputs, events))
+    return jnp.concatenate([states, final[None]], axis=0)
+
+
 def trajectory(theta, inputs, structure: DCMStructure):
     """States (n_steps + 1, ``structure.n_states``) at every microtime point, t = i TR / n_micro,
     for inputs (n_steps, m) held over each microtime step (any real, integer or
@@ -546,6 +636,17 @@ def trajectory(theta, inputs, structure: DCMStructure):
     inputs = jnp.asarray(inputs, dtype=jnp.result_type(float))
     rhs, _ = _equations(theta, structure)
     ns = int(structure.substeps)
+
+    if structure.integrator == "spm_d":
+        n_scans = inputs.shape[0] // int(structure.n_micro)
+        events = spm_int_d_events(inputs, structure.sample_index(n_scans), structure.tr)
+        return spm_int_d_states(
+            second_order_reduction(theta, structure),
+            inputs,
+            events,
+            structure.tr / structure.n_micro,
+            structure.n_regions,
+        )
 
     if structure.integrator == "spm":
         c0, j0, bu, kk = bilinear_reduction(theta, structure)
