@@ -181,9 +181,9 @@ def _settings_for(p, dtype, lossless):
 
 def _run_settings(st):
     """Total step count the solver actually runs (periods padded to whole blocks)."""
-    n_total = st.n_settle_periods + st.n_dft_periods
-    block = max(1, int(math.ceil(math.sqrt(n_total))))
-    return -(-n_total // block) * block * st.steps_per_period
+    block = max(1, int(math.ceil(math.sqrt(st.n_settle_periods))))
+    n_settle = -(-st.n_settle_periods // block) * block  # padded to whole checkpoint blocks
+    return (n_settle + st.n_dft_periods) * st.steps_per_period
 
 
 def worker(case, dtype, lossless, aubry_dx, out):
