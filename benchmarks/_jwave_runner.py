@@ -55,7 +55,7 @@ def main(inp, out):
     )
     dt = float(data["dt"])
     n_steps = int(data["n_steps"])
-    time_axis = TimeAxis(dt=dt, t_end=dt * n_steps)
+    time_axis = TimeAxis(dt=dt, t_end=dt * (n_steps - 0.5))  # Nt = ceil(t_end / dt)
     # j-Wave records after step n at time n dt; our drive uses the same clock
     t = np.arange(n_steps) * dt
     f = float(data["frequency"])
