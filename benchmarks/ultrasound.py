@@ -345,6 +345,9 @@ def main():
     ap.add_argument("--jwave", default=JWAVE)
     ap.add_argument("--aubry-dx", type=float, default=1.0e-3)
     ap.add_argument("--repeats", type=int, default=1, help="interleaved timing repeats")
+    ap.add_argument(
+        "--no-absorbing", action="store_true", help="skip biosim's absorbing skull runs"
+    )
     ap.add_argument("--worker", nargs=5, default=None)
     args = ap.parse_args()
     if args.worker:
@@ -422,7 +425,7 @@ def main():
                 f" | speed-up {float(jw['t_run']) / float(b32['t_run']):.2f}x"
             )
         print(line, flush=True)
-        if case != "aubry_water":
+        if case != "aubry_water" and not args.no_absorbing:
             ba = run_biosim(case, "float32", False, args.aubry_dx)
             pa = _focus(ba["plane"], p)
             print(
