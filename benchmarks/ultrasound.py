@@ -103,11 +103,15 @@ def _bowl_problem(case, f, R, A, dx, behind, beyond, pml):
     rho = np.full(shape, LAYERS["water"][1])
     alpha = np.zeros(shape)
     if case in ("aubry_flat", "aubry_curved"):
-        depth0 = 30e-3  # skin surface on the axis, from the bowl apex (m)
+        # Aubry et al. (2022) BM3 / BM5 geometry (as set up by the intercomparison's
+        # participants): the outer table starts 30 mm from the bowl apex with the 4 mm skin
+        # in front of it (skin surface at 26 mm); BM5's outer table is a sphere of radius
+        # 75 mm centred on the axis, the skin its 79 mm shell, the other layers inside.
+        depth0 = 26e-3  # skin surface on the axis, from the bowl apex (m)
         if case == "aubry_flat":
             d = X - depth0
-        else:  # concentric spheres of outer radius 75 mm, centred on the axis beyond
-            r0 = 75e-3
+        else:
+            r0 = 75e-3 + SKULL[0][1]  # outer radius of the skin
             d = r0 - np.sqrt((X - (depth0 + r0)) ** 2 + Y**2 + Z**2)
         edges = np.cumsum([0.0] + [t for _, t in SKULL])
         for (name, _), lo, hi in zip(SKULL, edges[:-1], edges[1:]):
