@@ -119,6 +119,9 @@ def _bowl_problem(case, f, R, A, dx, behind, beyond, pml):
             c[sel], rho[sel], alpha[sel] = LAYERS[name]
         sel = d >= edges[-1]
         c[sel], rho[sel], alpha[sel] = LAYERS["brain"]
+        search_from = depth0 + edges[-1] + 1e-3  # 1 mm inside the inner table, on the axis
+    else:
+        search_from = -np.inf
     return dict(
         kind="bowl",
         nd=3,
@@ -134,6 +137,7 @@ def _bowl_problem(case, f, R, A, dx, behind, beyond, pml):
         A=A,
         apex=apex,
         n_dft=3,
+        search_from=search_from,
     )
 
 
@@ -313,6 +317,8 @@ def _focus(plane, p):
     j = (p["shape"][1] - 1) // 2
     inside = np.zeros(p["shape"][0], bool)
     inside[p["pml"] + 8 : -p["pml"]] = True
+    # skull cases: the intracranial focus (the skull also mirrors a focus back near the bowl)
+    inside &= x >= p.get("search_from", -np.inf)
     axis = np.where(inside, plane[:, j], 0.0)
     i = int(np.argmax(axis))
     y0, y1, y2 = axis[i - 1], axis[i], axis[i + 1]
