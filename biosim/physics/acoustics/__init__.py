@@ -11,12 +11,16 @@ cw_settings, simulate_cw, CWSettings, CWField
 Transducer, bowl, piston, linear_array, point_source, combine, source_map,
 sample_points, element_centres, focus_phases, oneil_on_axis
     Off-grid band-limited sources and O'Neil's focused-bowl solution.
+rayleigh_cw
+    Continuous-wave field of a 3D transducer in a homogeneous medium (Rayleigh
+    sum, no grid), validated against the exact on-axis integrals.
 time_reversal_phases, optimise_phases, focal_pressure, PhaseCorrection
     Aberration correction of phased arrays (phase conjugation, gradient ascent).
 """
 
 from .aberration import PhaseCorrection, focal_pressure, optimise_phases, time_reversal_phases
 from .medium import WATER, Grid, Medium, db_to_neper
+from .rayleigh import rayleigh_cw
 from .solver import CWField, CWSettings, cw_settings, simulate_cw, source_term_grid
 from .sources import (
     Transducer,
@@ -33,6 +37,7 @@ from .sources import (
 )
 
 __all__ = [
+    "rayleigh_cw",
     "PhaseCorrection",
     "focal_pressure",
     "optimise_phases",

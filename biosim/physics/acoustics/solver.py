@@ -273,7 +273,12 @@ def _pml_profile(n, pml, alpha, c_ref, dx, dt, staggered):
 
 
 def _operators(grid: Grid, settings: CWSettings):
-    """Static spectral operators (NumPy, rfft layout over all axes)."""
+    """Static spectral operators (NumPy, rfft layout over all axes).
+
+    The staggered derivative symbols i k exp(+-i k dx / 2) kappa are returned as
+    per-axis 1D factors (broadcastable) and the k-space correction kappa as one
+    real array, so that no full-grid complex operator is stored.
+    """
     nd = grid.ndim
     ks = []
     for ax, (n, d) in enumerate(zip(grid.shape, grid.spacing)):
@@ -292,8 +297,8 @@ def _operators(grid: Grid, settings: CWSettings):
         shape = [1] * nd
         shape[ax] = len(k)
         kk = k.reshape(shape)
-        ddx_pos.append(1j * kk * np.exp(1j * kk * d / 2) * kappa)
-        ddx_neg.append(1j * kk * np.exp(-1j * kk * d / 2) * kappa)
+        ddx_pos.append(1j * kk * np.exp(1j * kk * d / 2))
+        ddx_neg.append(1j * kk * np.exp(-1j * kk * d / 2))
     pml, pml_sg = [], []
     for ax, (n, d, p) in enumerate(zip(grid.shape, grid.spacing, grid.pml_size)):
         shape = [1] * nd
@@ -301,7 +306,7 @@ def _operators(grid: Grid, settings: CWSettings):
         args = (n, p, grid.pml_alpha, settings.c_ref, d, settings.dt)
         pml.append(_pml_profile(*args, staggered=False).reshape(shape))
         pml_sg.append(_pml_profile(*args, staggered=True).reshape(shape))
-    return kmag, ddx_pos, ddx_neg, src_kappa, pml, pml_sg
+    return kmag, kappa, ddx_pos, ddx_neg, src_kappa, pml, pml_sg
 
 
 def source_term_grid(src_map: Any, medium: Medium, grid: Grid, settings: CWSettings) -> Any:
@@ -328,12 +333,21 @@ def _run(
     frequency: float,
     absorbing: bool = True,
 ):
-    """Time loop; returns the complex steady-state pressure P (Pa)."""
+    """Time loop; returns the complex steady-state pressure P (Pa).
+
+    Real FFTs (rfftn) throughout: one forward transform of p, ``ndim`` inverse
+    transforms for grad p, ``ndim`` forward and ``ndim`` inverse for the split
+    divergence (3 ndim + 1 per step); absorption adds two pairs for a general
+    power y and none for y = 2 (L1 is then the identity on zero-mean fields and
+    eta = 0).  The settling periods carry the field state only; the DFT
+    accumulators exist only in the last ``n_dft_periods`` periods.
+    """
     nd = grid.ndim
     axes = tuple(range(nd))
     rdt = jnp.float64 if settings.dtype == "float64" else jnp.float32
     cdt = jnp.complex128 if settings.dtype == "float64" else jnp.complex64
-    kmag, ddx_pos, ddx_neg, _, pml, pml_sg = _operators(grid, settings)
+    kmag, kappa, ddx_pos, ddx_neg, _, pml, pml_sg = _operators(grid, settings)
+    kappa = jnp.asarray(kappa, rdt)
     ddx_pos = [jnp.asarray(o, cdt) for o in ddx_pos]
     ddx_neg = [jnp.asarray(o, cdt) for o in ddx_neg]
     pml = [jnp.asarray(o, rdt) for o in pml]
@@ -344,7 +358,9 @@ def _run(
     c2 = c**2
     rho_sg = [0.5 * (rho0 + jnp.roll(rho0, -1, axis=ax)) for ax in range(nd)]
     dt_over_rho_sg = [(dt / r).astype(rdt) for r in rho_sg]
+    dt_rho0 = (dt * rho0).astype(rdt)
     y = medium.alpha_power
+    quadratic = float(y) == 2.0
     if absorbing:
         a_np = db_to_neper(jnp.broadcast_to(medium.alpha0, grid.shape), y)
         # The loss term is time-staggered (div u at n + 1/2 enters p at n + 1): with the
@@ -356,10 +372,13 @@ def _run(
         s_theta = jnp.clip(settings.c_ref / c * math.sin(half), 0.0, 0.999)
         lag = (math.sin(half) / half) ** 2 * math.cos(half) / jnp.sqrt(1.0 - s_theta**2)
         tau = (-2.0 * a_np * c ** (y - 1.0) / lag).astype(rdt)
-        eta = (2.0 * a_np * c**y * math.tan(math.pi * y / 2.0)).astype(rdt)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            nab1 = jnp.asarray(np.where(kmag > 0, kmag ** (y - 2.0), 0.0), rdt)
-            nab2 = jnp.asarray(np.where(kmag > 0, kmag ** (y - 1.0), 0.0), rdt)
+        c2_tau = (c2 * tau).astype(rdt)
+        if not quadratic:
+            eta = (2.0 * a_np * c**y * math.tan(math.pi * y / 2.0)).astype(rdt)
+            c2_eta = (c2 * eta).astype(rdt)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                nab1 = jnp.asarray(np.where(kmag > 0, kmag ** (y - 2.0), 0.0), rdt)
+                nab2 = jnp.asarray(np.where(kmag > 0, kmag ** (y - 1.0), 0.0), rdt)
     s = source_term_grid(src_map, medium, grid, settings) * (dt / nd)
     s_re, s_im = jnp.real(s).astype(rdt), jnp.imag(s).astype(rdt)
     omega = 2.0 * math.pi * frequency
@@ -372,54 +391,75 @@ def _run(
     def ifft(a):
         return jnp.fft.irfftn(a, grid.shape, axes=axes)
 
-    n_total = settings.n_settle_periods + settings.n_dft_periods
-    block = max(1, int(math.ceil(math.sqrt(n_total))))
-    n_blocks = -(-n_total // block)
-    n_pad = n_blocks * block - n_total  # extra settling periods so that blocks are whole
-    first_dft_step = (n_pad + settings.n_settle_periods) * spp
+    n_settle = settings.n_settle_periods
+    block = max(1, int(math.ceil(math.sqrt(n_settle))))
+    n_blocks = -(-n_settle // block)
+    n_pad = n_blocks * block - n_settle  # extra settling periods so that blocks are whole
 
-    def step(carry, n):
-        (us, rhos, p), acc_re, acc_im = carry
+    def advance(state, n):
+        """One time step n -> n + 1 of (u, rho_d, p)."""
+        us, rhos, p = state
         t = (n - n_pad * spp) * dt  # time of the drive; the padded periods run before t = 0
-        p_k = fft(p)
+        p_k = kappa * fft(p)
         us = tuple(
             pml_sg[d] * (pml_sg[d] * us[d] - dt_over_rho_sg[d] * ifft(ddx_pos[d] * p_k))
             for d in range(nd)
         )
-        dus = tuple(ifft(ddx_neg[d] * fft(us[d])) for d in range(nd))
+        dus = tuple(ifft((kappa * ddx_neg[d]) * fft(us[d])) for d in range(nd))
         env = jnp.clip(t / t_ramp, 0.0, 1.0) if t_ramp > 0 else (t >= 0).astype(rdt)
         env = 0.5 * (1.0 - jnp.cos(jnp.pi * env))
         ph = omega * t
-        src = (env * (s_re * jnp.cos(ph) - s_im * jnp.sin(ph))).astype(rdt)
-        rhos = tuple(pml[d] * (pml[d] * rhos[d] - dt * rho0 * dus[d]) + src for d in range(nd))
+        a_re = (env * jnp.cos(ph)).astype(rdt)
+        a_im = (env * jnp.sin(ph)).astype(rdt)
+        rhos = tuple(
+            pml[d] * (pml[d] * rhos[d] - dt_rho0 * dus[d]) + (a_re * s_re - a_im * s_im)
+            for d in range(nd)
+        )
         rho_tot = sum(rhos)
-        if absorbing:
-            div = sum(dus)
-            p = c2 * (
-                rho_tot + tau * ifft(nab1 * fft(rho0 * div)) - eta * ifft(nab2 * fft(rho_tot))
-            )
-        else:
+        if not absorbing:
             p = c2 * rho_tot
-        p = p.astype(rdt)
+        elif quadratic:  # L1 = identity on the non-constant part, eta = 0
+            q = rho0 * sum(dus)
+            p = c2 * rho_tot + c2_tau * (q - jnp.mean(q))
+        else:
+            p = (
+                c2 * rho_tot
+                + c2_tau * ifft(nab1 * fft(rho0 * sum(dus)))
+                - c2_eta * ifft(nab2 * fft(rho_tot))
+            )
+        return (us, rhos, p.astype(rdt)), ph
+
+    def settle_step(state, n):
+        return advance(state, n)[0], None
+
+    def dft_step(carry, n):
         # single-frequency DFT over the last whole periods: P = (2/N) sum p exp(-i omega t)
-        w = jnp.where(n > first_dft_step, 1.0, 0.0)  # steps n = first + 1 .. first + N
-        acc_re = acc_re + (w * jnp.cos(ph)).astype(rdt) * p
-        acc_im = acc_im - (w * jnp.sin(ph)).astype(rdt) * p
-        return ((us, rhos, p), acc_re, acc_im), None
+        state, acc_re, acc_im = carry
+        state, ph = advance(state, n)
+        p = state[2]
+        acc_re = acc_re + jnp.cos(ph).astype(rdt) * p
+        acc_im = acc_im - jnp.sin(ph).astype(rdt) * p
+        return (state, acc_re, acc_im), None
 
     @jax.checkpoint
-    def period(carry, m):
-        ns = m * spp + jnp.arange(1, spp + 1)
-        return jax.lax.scan(step, carry, ns)[0], None
+    def settle_period(state, m):
+        return jax.lax.scan(settle_step, state, m * spp + jnp.arange(1, spp + 1))[0], None
 
     @jax.checkpoint
-    def block_body(carry, b):
-        return jax.lax.scan(period, carry, b * block + jnp.arange(block))[0], None
+    def settle_block(state, b):
+        return jax.lax.scan(settle_period, state, b * block + jnp.arange(block))[0], None
+
+    @jax.checkpoint
+    def dft_period(carry, m):
+        return jax.lax.scan(dft_step, carry, m * spp + jnp.arange(1, spp + 1))[0], None
 
     zero = jnp.zeros(grid.shape, rdt)
     state = (tuple(zero for _ in range(nd)), tuple(zero for _ in range(nd)), zero)
+    state = jax.lax.scan(settle_block, state, jnp.arange(n_blocks))[0]
+    first = n_blocks * block  # steps first * spp + 1 .. + n_dft * spp enter the DFT
     carry = (state, zero, zero)
-    (_, acc_re, acc_im), _ = jax.lax.scan(block_body, carry, jnp.arange(n_blocks))
+    carry = jax.lax.scan(dft_period, carry, first + jnp.arange(settings.n_dft_periods))[0]
+    _, acc_re, acc_im = carry
     return (acc_re + 1j * acc_im) * (2.0 / (spp * settings.n_dft_periods))
 
 
