@@ -45,7 +45,8 @@ def mni_to_template(p_mm):
 
 def run(edge_length=0.004, grid_spacing=0.004, out_dir=None, decimation="ico5", recovered=True):
     """Solve TMS and TES on the template head; return summary numbers (and, with
-    ``out_dir``, write the NIfTI of |E| and a figure there).  ``recovered``: sample the
+    ``out_dir``, write the NIfTI of |E| and a figure there; ``grid_spacing`` None: no
+    grid, no files).  ``recovered``: sample the
     patch-recovered field (P1 element fields otherwise; on coarse staircase-labelled
     meshes the recovery overshoots at isolated nodes)."""
     mesh = template_head_tet_mesh(edge_length=edge_length)
@@ -89,7 +90,9 @@ def run(edge_length=0.004, grid_spacing=0.004, out_dir=None, decimation="ico5", 
         out[f"{name}_cortex_peak"] = float(mag.max())
         out[f"{name}_cortex_peak_position"] = v[np.argmax(mag)]
 
-    # NIfTI grid (|E| of TMS), 4 mm voxels over the head's bounding box
+    if grid_spacing is None:
+        return out
+    # NIfTI grid (|E| of TMS), voxels over the head's bounding box
     lo, hi = mesh.nodes.min(0), mesh.nodes.max(0)
     shape = np.ceil((hi - lo) / grid_spacing).astype(int) + 1
     affine = np.eye(4)
