@@ -418,7 +418,9 @@ def _patch_recovery(nodes, tets, vol, cent, ge, sel):
     """Superconvergent patch recovery of element gradients ``ge`` (m, 3) over the
     elements ``sel`` of one compartment: at each node, the value at the node of the
     volume-weighted least-squares linear fit to the centroid samples of its patch;
-    nodes whose patch cannot determine a linear fit get the weighted average."""
+    nodes whose patch cannot determine a linear fit, or whose fit lies further from the
+    patch average than twice the largest deviation of the patch samples from it (a
+    one-sided extrapolation), get the weighted average."""
     n = len(nodes)
     t = tets[sel]
     c, g, w = cent[sel], ge[sel], vol[sel]
@@ -443,7 +445,17 @@ def _patch_recovery(nodes, tets, vol, cent, ge, sel):
     good = idx[cond_ok]
     if len(good):
         sol = np.linalg.solve(ata[good], atb[good])
-        out[good] = sol[:, 0]
+        # limiter: a fit that lands further from the patch average than twice the largest
+        # deviation of the patch's own samples is an extrapolation from a thin one-sided
+        # patch (e.g. a node touched by one or two elements of a staircase compartment)
+        spread = np.zeros(n)
+        for i in range(4):
+            np.maximum.at(
+                spread, t[:, i], np.linalg.norm(g - avg[t[:, i]] / den[t[:, i], None], axis=1)
+            )
+        dev = np.linalg.norm(sol[:, 0] - out[good], axis=1)
+        keep = dev <= 2.0 * spread[good] + 1e-12 * np.abs(out[good]).max(initial=0.0)
+        out[good[keep]] = sol[keep, 0]
     return out
 
 
