@@ -8,7 +8,9 @@ C3 (anode) - Fp2 (cathode) montage of 5 x 5 cm sponges (3 mm gel, 1 S/m) at 1 mA
 SimNIBS-like conductivities (Thielscher et al. 2015): WM 0.126, GM 0.275, CSF 1.654,
 bone 0.010, scalp 0.465 S/m.
 
-Run: ``python examples/tms_motor_cortex.py`` (4 mm mesh, ~0.4 M tetrahedra, a few minutes)
+Run: ``python examples/tms_motor_cortex.py`` (6 mm mesh, 0.14 M tetrahedra, about 1 min of
+CPU; measured: TMS peak 28 V/m on the cortex 10 mm from the target for this single-turn
+coil model, TES 0.1-0.25 V/m per mA, inward under the anode)
 """
 
 # %%
@@ -43,7 +45,7 @@ def mni_to_template(p_mm):
     return (inv[:3, :3] @ np.asarray(p_mm, float) + inv[:3, 3]) / 1e3
 
 
-def run(edge_length=0.004, grid_spacing=0.004, out_dir=None, decimation="ico5", recovered=True):
+def run(edge_length=0.006, grid_spacing=0.004, out_dir=None, decimation="ico5", recovered=True):
     """Solve TMS and TES on the template head; return summary numbers (and, with
     ``out_dir``, write the NIfTI of |E| and a figure there; ``grid_spacing`` None: no
     grid, no files).  ``recovered``: sample the
