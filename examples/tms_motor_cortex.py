@@ -48,9 +48,8 @@ def mni_to_template(p_mm):
 def run(edge_length=0.006, grid_spacing=0.004, out_dir=None, decimation="ico5", recovered=True):
     """Solve TMS and TES on the template head; return summary numbers (and, with
     ``out_dir``, write the NIfTI of |E| and a figure there; ``grid_spacing`` None: no
-    grid, no files).  ``recovered``: sample the
-    patch-recovered field (P1 element fields otherwise; on coarse staircase-labelled
-    meshes the recovery overshoots at isolated nodes)."""
+    grid, no files).  ``recovered``: sample the patch-recovered field (P1 element
+    fields otherwise)."""
     mesh = template_head_tet_mesh(edge_length=edge_length)
     model = StimulationModel(mesh, tissue_conductivity(mesh.labels, SIGMA))
     cent = mesh.nodes[mesh.tets].mean(axis=1)
