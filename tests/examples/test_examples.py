@@ -16,6 +16,27 @@ def _load(name):
     return mod
 
 
+def test_tms_motor_cortex_example():
+    """20 mm template head (5 k tets): TES delivers the prescribed 1 mA exactly; the TMS
+    peak in GM and on the cortex lies under the coil over left M1, and the recovered
+    cortex field does not overshoot the element fields (without the recovery limiter:
+    118 V/m, 9 cm away); the TES field points into the cortex under the anode (C3) and
+    out of it under the cathode (Fp2), at a plausible 0.1-1 V/m per mA."""
+    ex = _load("tms_motor_cortex")
+    out = ex.run(edge_length=0.02, grid_spacing=None, decimation="ico3")
+    np.testing.assert_allclose(out["tes_delivered"], [1e-3, -1e-3], rtol=0, atol=1e-9)
+    assert out["tms_peak_gm_distance_to_target"] < 0.025  # measured 17 mm (20 mm elements)
+    v, mag, _, _ = out["tms_cortex"]
+    assert np.linalg.norm(v[np.argmax(mag)] - out["target"]) < 0.02  # measured 8 mm
+    assert out["tms_cortex_peak"] < 1.5 * out["tms_peak_gm"]  # measured 22.9 vs 27.0 V/m
+    assert np.linalg.norm(out["coil_center"] - out["scalp_point"]) == pytest.approx(0.004)
+    _, pos = ex.template_electrodes("standard_1020", ["C3", "Fp2"])
+    v, mag, en, _ = out["tes_cortex"]
+    near = [np.linalg.norm(v - p, axis=1) < 0.035 for p in pos]
+    assert en[near[0]].mean() < 0 < en[near[1]].mean()  # measured -0.036, +0.032 V/m
+    assert 0.1 < out["tes_cortex_peak"] < 1.0  # V/m at 1 mA; measured 0.20
+
+
 def test_hemodynamics_nonlinearity_example():
     res = _load("hemodynamics_nonlinearity").responses()
     y, y_lin = res["paired"]

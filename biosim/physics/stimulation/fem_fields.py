@@ -189,6 +189,47 @@ class StimulationModel:
             min_distance,
         )
 
+    def scalp_point(self, target):
+        """The scalp point over a target inside the head, and the outward scalp normal there.
+
+        The line through ``target`` (3,) m along the normal of the nearest scalp node is
+        intersected with the mesh's scalp triangles and the outermost crossing kept (for
+        a point just outside the scalp, e.g. an EEG position, its projection); the normal
+        is the linear interpolation of the area-weighted node normals at the hit.  Feed both to
+        :func:`biosim.physics.stimulation.place_coil`.
+
+        Returns
+        -------
+        point, normal : arrays (3,), m and unit
+        """
+        t = np.asarray(target, float)
+        if t.shape != (3,) or not np.all(np.isfinite(t)):
+            raise ParameterError("target", t.tolist(), "a finite point (3,) in m")
+        nodes = self.space.nodes
+        vid = self.scalp.vertex_ids
+        u = self.scalp.vertex_normals[np.argmin(np.linalg.norm(nodes[vid] - t, axis=1))]
+        tri = nodes[self.scalp.faces]
+        e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        p = np.cross(u, e2)
+        det = np.einsum("ij,ij->i", e1, p)
+        ok = np.abs(det) > 1e-30
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        s = t - tri[:, 0]
+        a = np.einsum("ij,ij->i", s, p) * inv
+        q = np.cross(s, e1)
+        b = (q @ u) * inv
+        dist = np.einsum("ij,ij->i", e2, q) * inv
+        hit = ok & (a >= -1e-12) & (b >= -1e-12) & (a + b <= 1 + 1e-12)
+        if not hit.any():
+            raise GeometryError(f"no scalp triangle on the line through {t.tolist()} m")
+        k = np.flatnonzero(hit)[np.argmax(dist[hit])]  # the outermost crossing
+        point = t + dist[k] * u
+        lam = np.array([1 - a[k] - b[k], a[k], b[k]])
+        vn = np.zeros((len(nodes), 3))
+        vn[vid] = self.scalp.vertex_normals
+        n = lam @ vn[self.scalp.faces[k]]
+        return point, n / np.linalg.norm(n)
+
     def tms_rhs(self, coil: Coil, placement: CoilPlacement | None = None, didt=1.0):
         """Load vector of the primary field of a placed coil (A)."""
         c = coil if placement is None else transform_coil(coil, placement)
@@ -377,7 +418,9 @@ def _patch_recovery(nodes, tets, vol, cent, ge, sel):
     """Superconvergent patch recovery of element gradients ``ge`` (m, 3) over the
     elements ``sel`` of one compartment: at each node, the value at the node of the
     volume-weighted least-squares linear fit to the centroid samples of its patch;
-    nodes whose patch cannot determine a linear fit get the weighted average."""
+    nodes whose patch cannot determine a linear fit, or whose fit lies further from the
+    patch average than twice the largest deviation of the patch samples from it (a
+    one-sided extrapolation), get the weighted average."""
     n = len(nodes)
     t = tets[sel]
     c, g, w = cent[sel], ge[sel], vol[sel]
@@ -402,7 +445,17 @@ def _patch_recovery(nodes, tets, vol, cent, ge, sel):
     good = idx[cond_ok]
     if len(good):
         sol = np.linalg.solve(ata[good], atb[good])
-        out[good] = sol[:, 0]
+        # limiter: a fit that lands further from the patch average than twice the largest
+        # deviation of the patch's own samples is an extrapolation from a thin one-sided
+        # patch (e.g. a node touched by one or two elements of a staircase compartment)
+        spread = np.zeros(n)
+        for i in range(4):
+            np.maximum.at(
+                spread, t[:, i], np.linalg.norm(g - avg[t[:, i]] / den[t[:, i], None], axis=1)
+            )
+        dev = np.linalg.norm(sol[:, 0] - out[good], axis=1)
+        keep = dev <= 2.0 * spread[good] + 1e-12 * np.abs(out[good]).max(initial=0.0)
+        out[good[keep]] = sol[keep, 0]
     return out
 
 

@@ -181,3 +181,19 @@ def test_tms_convergence_p1_recovered_p2():
     assert fine[0] < 0.85 * coarse[0] and fine[1] < 0.75 * coarse[1]
     assert coarse[2] <= 0.02 and fine[2] <= 0.02 and fine[2] < coarse[2]
     assert fine[1] < fine[0] and fine[2] < fine[1]
+
+
+def test_scalp_point_projects_onto_the_mesh_scalp(p1):
+    """On a sphere the point over a target is radial, on the r = 0.09 m scalp (up to the
+    chord sagitta of the 20 mm triangles), with the radial outward normal; a point just
+    outside projects back onto the scalp; bad input raises."""
+    u = np.array([0.3, -0.4, 0.866])
+    u /= np.linalg.norm(u)
+    for r in (0.05, 0.0905):
+        point, normal = p1.scalp_point(r * u)
+        assert abs(np.linalg.norm(point) - 0.09) < 1.5e-3
+        assert np.linalg.norm(np.cross(point / np.linalg.norm(point), u)) < 0.05
+        assert normal @ u > 0.99
+        assert abs(np.linalg.norm(normal) - 1) < 1e-12
+    with pytest.raises(ParameterError):
+        p1.scalp_point([0.0, np.nan, 0.0])
