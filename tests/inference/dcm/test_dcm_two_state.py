@@ -157,7 +157,7 @@ def test_gradient_of_two_state_bold():
 def test_jacobian_at_rest_and_checks():
     """The Jacobian at rest (what the ``"spm"`` integrator's bilinear reduction
     uses): [[offdiag(G) - I/2, -diag(G)], [I, -I]] in the neural block."""
-    s = _structure(integrator="spm")
+    s = _structure()
     theta = _theta(s)
     jac = jax.jit(lambda th: jax.jacfwd(_equations(th, s)[0])(jnp.zeros(s.n_states), jnp.zeros(2)))(
         theta

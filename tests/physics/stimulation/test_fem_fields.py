@@ -109,8 +109,12 @@ def test_tms_p1_recovery_beats_element_field(sphere):
 
 
 @pytest.mark.slow
-def test_tes_p2_matches_rush_driscoll(sphere, p2):
-    mesh, sigma, brain, pts = sphere
+def test_tes_p2_matches_rush_driscoll():
+    """On a 12 mm mesh: at 20 mm the point electrodes' singularity leaves |ln MAG| 0.03."""
+    mesh = sphere_tet_mesh(RADII, edge_length=0.012)
+    brain = mesh.labels == 2
+    pts = mesh.centroids[brain]
+    p2 = StimulationModel(mesh, tissue_conductivity(mesh.labels, SIGMA), order=2)
     bn = np.unique(mesh.boundary_faces())
 
     def scalp_node(d):
@@ -122,7 +126,7 @@ def test_tes_p2_matches_rush_driscoll(sphere, p2):
     ref = np.asarray(sphere_tes_field(head, np.stack([ea, eb]), [1e-3, -1e-3], pts))
     f = p2.tes(Montage.create([point_electrode(ea, "a"), point_electrode(eb, "b")], [1e-3, -1e-3]))
     rdm, mag = rdm_mag(f.element_field()[brain], ref)
-    assert rdm <= 0.02 and abs(mag) <= 0.02  # measured 0.019, 0.006
+    assert rdm <= 0.02 and abs(mag) <= 0.02
 
 
 def test_tes_complete_electrode_model_conserves_current(sphere, p1):
