@@ -14,7 +14,7 @@ import biosim  # noqa: F401  (float64)
 from biosim._core.errors import ParameterError
 from biosim.geometry.tetmesh import sphere_tet_mesh
 from biosim.physics.electromag import EEGSensors, SphereHead, eeg_gain, meg_gain, opm_array
-from biosim.physics.electromag.fem_leadfield import FEMForward
+from biosim.physics.electromag.fem_leadfield import FEMForward, subtraction_loads
 
 RADII = (0.078, 0.080, 0.086, 0.092)
 SIGMA = (0.33, 1.79, 0.01, 0.43)
@@ -81,6 +81,22 @@ def test_meg_against_sarvas(model, dipoles):
         assert rdm < 0.005 and abs(1 - mag) < 0.005, (s, rdm, mag)
         # a radial dipole in a sphere produces no field outside (Sarvas)
         assert np.linalg.norm(g[:, s] @ d) < 0.005 * np.linalg.norm(ref[:, s] @ tan)
+
+
+def test_subtraction_loads_do_not_depend_on_the_batching(model, dipoles):
+    # sources are processed in vectorised batches: one at a time gives the same loads
+    pos = dipoles[0]
+    model.source_matrix(pos)  # builds the mesh topology
+    topo = model._topology
+    a = subtraction_loads(topo, pos, model.patch_radius, meg=model.meg, batch=1)
+    b = subtraction_loads(topo, pos, model.patch_radius, meg=model.meg, batch=256)
+    assert a.pairs == b.pairs and len(a.pairs) > 0
+    for x, y in zip((a.const,) + a.parts, (b.const,) + b.parts):
+        assert abs(x - y).max() <= 1e-12 * abs(x).max()
+    for x, y in zip(a.fields, b.fields):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert np.abs(x - y).max() <= 1e-12 * np.abs(x).max()
 
 
 def test_conductivity_gradient_matches_finite_differences(dipoles):
