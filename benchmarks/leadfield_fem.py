@@ -8,7 +8,8 @@ time (one solve per electrode), time per source for the lead field of
 ``--n-sources`` random sources, peak resident memory, and accuracy against the
 exact multi-shell series: worst RDM and |1 - MAG| over radial and tangential
 dipoles at eccentricities up to 0.95, and at 0.97 / 0.99.
-``--bem``: FEM and biosim's BEM on the same 3-shell sphere (78/86/92 mm,
+Times are wall clock with the process CPU time beside them (a loaded machine
+shows CPU < 2 x wall).  ``--bem``: FEM and biosim's BEM on the same 3-shell sphere (78/86/92 mm,
 0.33/0.01/0.43 S/m) as accuracy per second.
 
 Published DUNEuro figures (context, other machines): full subtraction, 360 K
@@ -123,24 +124,25 @@ def fem_cases(h, models, n_sources, radii, sigma, tags, order=1):
     src = random_sources(n_sources, radii[0])
     rows = []
     with PeakRSS() as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         base = FEMForward.create(mesh, tags, eeg=eeg, source_model=models[0], order=order)
-        t_tr = time.perf_counter() - t0
+        t_tr, c_tr = time.perf_counter() - t0, time.process_time() - c0
     for model in models:
         fwd = dataclasses.replace(base, source_model=model)  # same transfer matrix
         with PeakRSS() as mem_src:
             g = np.asarray(fwd.gain(pos))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fwd.gain(src)
-            t_src = time.perf_counter() - t0
+            t_src, c_src = time.perf_counter() - t0, time.process_time() - c0
         peak = max(mem.peak, mem_src.peak)
         acc = accuracy(g, ref, ecc, rad, tan)
         rows.append((model, fwd, t_tr, t_src, peak, acc))
         print(
             f"h {h * 1e3:.1f} mm  P{order}  {mesh.n_nodes:8d} nodes {mesh.n_tets:8d} tets "
             f"(mesh {t_mesh:5.1f} s)  {model:19s} solver {fwd.timings['solver']:6s} "
-            f"transfer {t_tr:6.1f} s  {n_sources} sources {t_src:6.1f} s "
-            f"({t_src / n_sources * 1e3:6.2f} ms/source)  peak {peak:5.2f} GiB  "
+            f"transfer {t_tr:6.1f} s (CPU {c_tr:6.1f} s)  {n_sources} sources {t_src:6.1f} s "
+            f"(CPU {c_src:6.1f} s, {t_src / n_sources * 1e3:6.2f} ms/source)  "
+            f"peak {peak:5.2f} GiB  "
             f"ecc<=0.95 RDM {acc[0][0]:.4f} |1-MAG| {acc[0][1]:.4f}  "
             f"0.97: {acc[1][0]:.4f}/{acc[1][1]:.4f}  0.99: {acc[2][0]:.4f}/{acc[2][1]:.4f}",
             flush=True,

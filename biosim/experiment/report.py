@@ -302,7 +302,7 @@ def _head_sphere(spec):
     from ..physics.electromag.montage import fit_sphere, standard_montage
 
     center, radius = fit_sphere(standard_montage("standard_1020").positions)
-    if spec["subject"].get("head") == "template":
+    if spec["subject"].get("head") in ("template", "fem"):
         from ..geometry.template_head import template_center
 
         center = template_center()

@@ -23,7 +23,13 @@ from .analysis import validate_analysis
 from .devices import device_instances, device_type
 from .estimate import check_resources, check_sampling
 from .keys import check_keys, require, set_default
-from .subject import validate_motion, validate_physiology, validate_subject_regions
+from .subject import (
+    FEM_CONDUCTIVITIES,
+    FEM_EDGE_LENGTH_MM,
+    validate_motion,
+    validate_physiology,
+    validate_subject_regions,
+)
 
 DEFAULT_EXPERIMENT = "eeg_fmri.toml"
 
@@ -191,6 +197,7 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
             "head",
             "bem_vertices",
             "bem_elements",
+            "fem_edge_length",
             "relative_radii",
             "conductivities",
         },
@@ -237,10 +244,26 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
         "subject",
         "sphere",
         str,
-        lambda v: v in ("sphere", "template"),
-        "'sphere' (concentric shells fitted to the 10-20 montage, exact series) "
-        "or 'template' (the fsaverage template head, symmetric BEM)",
+        lambda v: v in ("sphere", "template", "fem"),
+        "'sphere' (concentric shells fitted to the 10-20 montage, exact series), "
+        "'template' (the fsaverage template head, symmetric BEM) or 'fem' (the template "
+        "head as a tetrahedral mesh with WM, GM, CSF, bone and scalp, FEM)",
     )
+    if head == "fem":
+        set_default(
+            subj,
+            "fem_edge_length",
+            "subject",
+            FEM_EDGE_LENGTH_MM,
+            float,
+            lambda v: 4.0 <= v <= 20.0,
+            "an FEM mesh edge length in [4, 20] mm",
+        )
+    elif "fem_edge_length" in subj:
+        raise SpecError(
+            f"subject.fem_edge_length = {subj['fem_edge_length']!r} is invalid: "
+            "expected it only with subject.head = 'fem'"
+        )
     set_default(
         subj,
         "bem_vertices",
@@ -275,16 +298,20 @@ def validate_spec(spec: dict, source: str = "<spec>") -> dict:
         ),
         "increasing relative shell radii ending with 1.0",
     )
-    n_layers = len(subj["relative_radii"]) if head == "sphere" else 3
+    n_layers = {"sphere": len(subj["relative_radii"]), "template": 3, "fem": 5}[head]
+    what = {
+        "sphere": "shell",
+        "template": "compartment (brain, skull, scalp)",
+        "fem": "tissue (WM, GM, CSF, bone, scalp)",
+    }[head]
     set_default(
         subj,
         "conductivities",
         "subject",
-        [0.33, 0.0042, 0.33],
+        list(FEM_CONDUCTIVITIES) if head == "fem" else [0.33, 0.0042, 0.33],
         list,
         lambda v: len(v) == n_layers and all(isinstance(x, (int, float)) and x > 0 for x in v),
-        "one positive conductivity (S/m) per "
-        f"{'shell' if head == 'sphere' else 'compartment (brain, skull, scalp)'}",
+        f"one positive conductivity (S/m) per {what}",
     )
     blocks = require(
         prot,

@@ -266,6 +266,45 @@ def template_bem(spec: dict, eeg=None, meg=None):
     )
 
 
+#: Default conductivities (S/m) of the FEM head's WM, GM, CSF, bone and scalp
+#: (tags 1-5): GM, CSF, bone and scalp as the 4-shell sphere of DUNEuro's examples
+#: (Wolters et al. 2006; Baumann et al. 1997 for CSF), WM 0.14 (Haueisen et al. 1997).
+FEM_CONDUCTIVITIES = (0.14, 0.33, 1.79, 0.01, 0.43)
+#: Default edge length (mm) of the FEM head: ~60 k tetrahedra, a few seconds to mesh
+#: and to solve for 64 electrodes (the mesh is the template head's, so the same
+#: sensors and sources as the BEM).
+FEM_EDGE_LENGTH_MM = 8.0
+
+
+@functools.lru_cache(maxsize=2)
+def _fem_mesh(edge_length_mm: float, n_vertices: int):
+    from ..geometry.tetmesh import template_head_tet_mesh
+
+    return template_head_tet_mesh(edge_length=edge_length_mm * 1e-3, n_vertices=n_vertices)
+
+
+def template_fem(spec: dict, eeg=None, meg=None):
+    """:class:`~biosim.physics.electromag.fem_leadfield.FEMForward` of the template
+    head meshed into tetrahedra (``subject.fem_edge_length`` mm, surfaces of
+    ``subject.bem_vertices`` vertices, WM/GM/CSF from the MNI152 tissue atlas)
+    with ``subject.conductivities`` of WM, GM, CSF, bone and scalp (S/m), the
+    localized-subtraction source model, for the given sensors."""
+    from ..physics.electromag.fem_leadfield import FEMForward
+
+    subj = spec["subject"]
+    mesh = _fem_mesh(float(subj["fem_edge_length"]), int(subj["bem_vertices"]))
+    sigma = dict(zip((1, 2, 3, 4, 5), (float(c) for c in subj["conductivities"])))
+    return FEMForward.create(mesh, sigma, eeg=eeg, meg=meg, source_model="subtraction")
+
+
+def head_forward(spec: dict, eeg=None, meg=None):
+    """The BEM (``subject.head = "template"``) or FEM (``"fem"``) forward model of
+    the template head for the given sensors."""
+    if spec["subject"]["head"] == "fem":
+        return template_fem(spec, eeg=eeg, meg=meg)
+    return template_bem(spec, eeg=eeg, meg=meg)
+
+
 #: Centre of rotation of the head (MNI152, m): about the middle of the brain.
 HEAD_CENTER = np.array([0.0, -0.018, 0.012])
 

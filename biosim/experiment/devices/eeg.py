@@ -50,7 +50,7 @@ from ...io.bids import (
 )
 from ...physics.electromag.sensors import EEGSensors
 from ..keys import check_keys, instrument_errors, require, set_default
-from ..subject import region_dipoles, sphere_head, template_bem
+from ..subject import head_forward, region_dipoles, sphere_head
 from . import DeviceContext, Recording, acq_label, register_device
 
 DEFAULTS = dict(
@@ -90,7 +90,7 @@ def build_electrodes(eeg: dict, spec: dict) -> EEGSensors:
     montage = standard_montage(
         eeg["montage"], reference=eeg["reference"], channels=eeg.get("channels")
     )
-    if spec["subject"]["head"] != "template":
+    if spec["subject"]["head"] not in ("template", "fem"):
         return montage
     from ...geometry.template_head import project_to_scalp
 
@@ -334,8 +334,8 @@ def eeg_leadfield(eeg: dict, spec: dict, electrodes: EEGSensors):
     from ...physics.electromag import eeg_gain
 
     pos, ori = region_dipoles(spec)
-    if spec["subject"]["head"] == "template":  # BEM, template head
-        g = np.asarray(template_bem(spec, eeg=electrodes).eeg_gain(pos))  # referenced (C, R, 3)
+    if spec["subject"]["head"] in ("template", "fem"):  # BEM or FEM, template head
+        g = np.asarray(head_forward(spec, eeg=electrodes).eeg_gain(pos))  # referenced (C, R, 3)
         lead = np.einsum("csk,sk->cs", g, ori)
     else:  # exact sphere series
         head, _, _ = sphere_head(spec)

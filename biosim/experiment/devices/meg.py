@@ -47,7 +47,7 @@ from ...io.bids import (
 )
 from ...physics.electromag.sensors import MEGSensors
 from ..keys import check_keys, instrument_errors, require, set_default
-from ..subject import region_dipoles, sphere_head, template_bem
+from ..subject import head_forward, region_dipoles, sphere_head
 from . import DeviceContext, Recording, acq_label, register_device
 from .eeg import check_truth_rate
 
@@ -87,9 +87,10 @@ def build_system(meg: dict, seed: int = 0) -> MEGSystem:
 def validate(meg: dict, spec: dict, where: str):
     """Defaults, types and the sensor layout here; the system checks its own limits."""
     check_keys(meg, KEYS, where)
-    if "motion" in spec["subject"] and spec["subject"]["head"] == "template":
+    if "motion" in spec["subject"] and spec["subject"]["head"] in ("template", "fem"):
         raise SpecError(
-            f"{where}: head motion ([subject.motion]) with subject.head = 'template' (BEM) is "
+            f"{where}: head motion ([subject.motion]) with subject.head = "
+            f"{spec['subject']['head']!r} (BEM/FEM) is "
             "not supported yet: expected subject.head = 'sphere' for a moving head in the MEG"
         )
     system = set_default(
@@ -147,7 +148,7 @@ def sensors_for(meg: dict, spec: dict):
         squid_helmet_306,
     )
 
-    if spec["subject"]["head"] == "template":
+    if spec["subject"]["head"] in ("template", "fem"):
         from ...geometry.template_head import project_to_scalp, template_center, template_head
 
         center = template_center()
@@ -161,7 +162,7 @@ def sensors_for(meg: dict, spec: dict):
         return squid_helmet_306(radius=radius + meg["helmet_gap"], center=center)
     if meg["system"] == "axial275":
         return axial_system_275(radius=radius + meg["helmet_gap"], center=center)
-    if spec["subject"]["head"] != "template":
+    if spec["subject"]["head"] not in ("template", "fem"):
         return opm_array(
             meg["n_sensors"],
             scalp_radius=radius,
@@ -304,8 +305,8 @@ def simulate(ctx: DeviceContext) -> MEGRecording:
     sensors = sensors_for(meg, spec)
     pos, ori = region_dipoles(spec)
     motion = ctx.simulation.motion
-    if spec["subject"]["head"] == "template":  # BEM (Geselowitz); no motion (validated)
-        g = np.asarray(template_bem(spec, meg=sensors).meg_gain(pos))
+    if spec["subject"]["head"] in ("template", "fem"):  # BEM/FEM; no motion (validated)
+        g = np.asarray(head_forward(spec, meg=sensors).meg_gain(pos))
         center = None
     else:  # Sarvas sphere
         _, center, _ = sphere_head(spec)

@@ -298,7 +298,9 @@ class SubtractionLoads:
         return out
 
 
-def subtraction_loads(topo: SubtractionTopology, positions, radius, meg=None, near_factor=1.0):
+def subtraction_loads(
+    topo: SubtractionTopology, positions, radius, meg=None, near_factor=1.0, batch=256
+):
     """Loads of the localized subtraction approach for unit dipoles along x, y, z.
 
     ``u = w + eta u_inf``: ``u_inf`` the dipole potential of an unbounded
@@ -318,6 +320,10 @@ def subtraction_loads(topo: SubtractionTopology, positions, radius, meg=None, ne
     compact support, so their magnetic field is that of
     ``-(sigma - sigma_inf) grad(eta u_inf)`` only.  Elements closer to r0 than
     ``near_factor`` diameters get an 8-fold refined quadrature.
+
+    Sources are processed ``batch`` at a time, vectorised: the patches of a
+    batch are one sparse node x source matrix, and every element/face term is
+    one array operation over all (element, source) pairs of the batch.
     """
     space = topo.space
     pos = np.asarray(positions, float)
@@ -326,103 +332,11 @@ def subtraction_loads(topo: SubtractionTopology, positions, radius, meg=None, ne
         bad = int(np.flatnonzero(topo.outer_element[elem])[0])
         raise ParameterError("positions", f"source {bad} in the outer tissue", "sources inside")
     radius = np.broadcast_to(np.asarray(radius, float), (len(pos),))
-    qp, qw = triangle_rule("7")
-    rules = (tet_rule_deg2(), tet_rule_refined(3, 1))
-    fk = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]])
-    eta = np.zeros(len(space.nodes))
-    in_i = np.zeros(space.n_elements, bool)
-    inc = topo.node_elements
-    eye = np.eye(3)
-    acc = {}  # key: "const" or (tissue_e, tissue_src) -> [rows, src, vals]
-    facc = {}
-
-    def add(key, rows, s, vals):
-        r = acc.setdefault(key, ([], [], []))
-        r[0].append(rows)
-        r[1].append(np.full(len(rows), s))
-        r[2].append(vals)
-
-    for s, (r0, e0) in enumerate(zip(pos, elem)):
-        t0 = topo.tissue[e0]
-        near = np.asarray(topo.node_tree.query_ball_point(r0, radius[s]), int)
-        ring = np.unique(space.tets[inc[space.tets[e0]].indices])
-        nodes = np.union1d(near, ring)
-        nodes = nodes[~topo.outer_node[nodes]]
-        eta[nodes] = 1.0
-        touched = np.unique(inc[nodes].indices)
-        count = eta[space.tets[touched]].sum(axis=1)
-        inner, trans = touched[count == 4], touched[count < 4]
-        if e0 not in inner:
-            raise ParameterError("positions", f"source {s}", "a source away from the outer tissue")
-        # surface term on the boundary of I
-        in_i[inner] = True
-        nb = topo.neighbours[inner]
-        e, k = np.nonzero((nb < 0) | ~in_i[np.maximum(nb, 0)])
-        e = inner[e]
-        in_i[inner] = False
-        g = space.gradients[e, k]
-        gn = np.linalg.norm(g, axis=1)
-        normal = -g / gn[:, None]
-        area = 3.0 * space.volumes[e] * gn
-        fnodes = space.tets[e[:, None], fk[k]]
-        x = np.einsum("qi,fik->fqk", qp, space.nodes[fnodes]).reshape(-1, 3)
-        nq = np.repeat(normal, len(qw), axis=0)
-        wq = (area[:, None] * qw[None]).ravel()
-        d = x - r0
-        r = np.linalg.norm(d, axis=1)
-        nd = np.einsum("qk,qk->q", nq, d)
-        flux = (nq / r[:, None] ** 3 - 3 * d * (nd / r**5)[:, None]) / (4 * np.pi)  # (Q, 3)
-        dofs, phi = _face_values(
-            space, np.repeat(fnodes, len(qw), axis=0), np.tile(qp, (len(e), 1))
-        )
-        nf, nbf = len(e), dofs.shape[1]
-        val = -np.einsum(
-            "fqb,fqk->fbk", phi.reshape(nf, len(qw), nbf), (wq[:, None] * flux).reshape(nf, -1, 3)
-        )
-        add("const", dofs.reshape(nf, len(qw), nbf)[:, 0].ravel(), s, val.reshape(-1, 3))
-        # volume terms: I elements of another tissue, and T
-        jump_i = inner[topo.tissue[inner] != t0]
-        vol_el = np.concatenate([jump_i, trans])
-        is_t = np.concatenate([np.zeros(len(jump_i), bool), np.ones(len(trans), bool)])
-        dist = np.linalg.norm(topo.centroid[vol_el] - r0, axis=1)
-        close = dist < near_factor * topo.diameter[vol_el]
-        for sel_close, (tb, tw) in zip((False, True), rules):
-            sel = close == sel_close
-            if not np.any(sel):
-                continue
-            els, tflag = vol_el[sel], is_t[sel]
-            te = np.repeat(els, len(tw))
-            tq = np.repeat(tflag, len(tw))
-            tbary = np.tile(tb, (len(els), 1))
-            x = np.einsum("qi,qik->qk", tbary, space.nodes[space.tets[te]])
-            d = x - r0
-            r = np.linalg.norm(d, axis=1)
-            u1 = d / (4 * np.pi * r[:, None] ** 3)  # sigma_inf u_inf per dipole axis
-            gu1 = (eye[None] / r[:, None, None] ** 3 - 3 * d[:, :, None] * d[:, None, :] /
-                   r[:, None, None] ** 5) / (4 * np.pi)  # (Q, axis, 3)  # fmt: skip
-            et = eta[space.tets[te]]
-            eta_q = np.where(tq, np.einsum("qi,qi->q", tbary, et), 1.0)
-            geta = np.einsum("qi,qik->qk", et, space.gradients[te]) * tq[:, None]
-            gq = u1[:, :, None] * geta[:, None, :] + eta_q[:, None, None] * gu1
-            wv = np.tile(tw, len(els)) * space.volumes[te]
-            gphi = space.basis_gradients(te, tbary)
-            nel, nq = len(els), len(tw)
-            contrib = -np.einsum("q,qbj,qkj->qbk", wv, gphi, gq)
-            contrib = contrib.reshape(nel, nq, -1, 3).sum(axis=1)  # (n_el, nb, 3)
-            dofs = space.element_dofs[els]
-            tiss = topo.tissue[els]
-            for ta in np.unique(tiss):
-                m_ = tiss == ta
-                add((int(ta), int(t0)), dofs[m_].ravel(), s, contrib[m_].reshape(-1, 3))
-                # I elements (eta = 1): -(sigma/sigma_inf - 1) gu1 = ratio * (-gu1) + gu1
-                mi = m_ & ~tflag
-                if np.any(mi):
-                    add("const", dofs[mi].ravel(), s, -contrib[mi].reshape(-1, 3))
-                if meg is not None and ta != t0:
-                    mq = np.repeat(m_, nq)
-                    f = facc.setdefault((int(ta), int(t0)), np.zeros((meg.n_channels, len(pos), 3)))
-                    f[:, s] += _transition_field(meg, x[mq], wv[mq], gq[mq])
-        eta[nodes] = 0.0
+    acc, facc = {}, {}
+    for s0 in range(0, len(pos), batch):
+        sl = slice(s0, min(s0 + batch, len(pos)))
+        _subtraction_batch(topo, pos[sl], elem[sl], radius[sl], s0, len(pos), meg, near_factor,
+                           acc, facc)  # fmt: skip
 
     def build(key):
         rows, src, vals = (np.concatenate(a) for a in acc[key])
@@ -432,23 +346,160 @@ def subtraction_loads(topo: SubtractionTopology, positions, radius, meg=None, ne
         )
 
     const = build("const") if "const" in acc else sp.csr_matrix((space.n_dofs, 3 * len(pos)))
-    pairs = tuple(k for k in acc if k != "const")
+    pairs = tuple(sorted(k for k in acc if k != "const"))
     return SubtractionLoads(
         const, pairs, tuple(build(k) for k in pairs), tuple(facc.get(k) for k in pairs)
     )
 
 
-def _transition_field(meg, x, w, gq):
-    """``-mu0/(4 pi) sum_q w_q gq_q x (r_p - x_q) / |r_p - x_q|^3`` per channel (C, 3)."""
+_FACE_OF = np.array([[1, 2, 3], [0, 3, 2], [0, 1, 3], [0, 2, 1]])
+
+
+def _subtraction_batch(topo, pos, elem, radius, s0, n_total, meg, near_factor, acc, facc):
+    """Localized-subtraction terms of sources ``s0 + arange(len(pos))`` appended to
+    ``acc`` (key -> rows, sources, values) and ``facc`` (MEG fields), vectorised."""
+    space = topo.space
+    tets, inc = space.tets, topo.node_elements
+    n, nb_src = len(space.nodes), len(pos)
+    jj = np.arange(nb_src)
+    t0 = topo.tissue[elem]
+    # patch nodes: within the radius, or of the elements around the source element
+    near = topo.node_tree.query_ball_point(pos, radius)
+    r_near = np.concatenate([np.asarray(a, int) for a in near])
+    c_near = np.repeat(jj, [len(a) for a in near])
+    a0 = sp.csr_matrix((np.ones(4 * nb_src), (tets[elem].ravel(), np.repeat(jj, 4))), (n, nb_src))
+    ring_el = (inc.T @ a0) > 0  # (m, B)
+    ring = (inc @ ring_el.astype(float)).tocoo()
+    eta = np.zeros((n, nb_src), bool)
+    eta[r_near, c_near] = True
+    eta[ring.row, ring.col] = True
+    eta[topo.outer_node] = False
+    en, ej = np.nonzero(eta)
+    count = (inc.T @ sp.csr_matrix((np.ones(len(en)), (en, ej)), (n, nb_src))).tocoo()
+    ce, cj, cv = count.row, count.col, np.rint(count.data).astype(int)
+    inner = cv == 4
+    ie, ij = ce[inner], cj[inner]
+    te, tj = ce[~inner], cj[~inner]
+    inner_key = np.sort(ie * nb_src + ij)
+
+    def is_inner(e, j):
+        k = e * nb_src + j
+        i = np.minimum(np.searchsorted(inner_key, k), len(inner_key) - 1)
+        return (e >= 0) & (inner_key[i] == k)
+
+    ok = is_inner(elem, jj)
+    if not np.all(ok):
+        bad = s0 + int(np.flatnonzero(~ok)[0])
+        raise ParameterError("positions", f"source {bad}", "a source away from the outer tissue")
+    # surface term on the boundary of I
+    qp, qw = triangle_rule("7")
+    fe = np.repeat(ie, 4)
+    fj = np.repeat(ij, 4)
+    fk = np.tile(np.arange(4), len(ie))
+    sel = ~is_inner(topo.neighbours[fe, fk], fj)
+    fe, fj, fk = fe[sel], fj[sel], fk[sel]
+    g = space.gradients[fe, fk]
+    gn = np.linalg.norm(g, axis=1)
+    normal = -g / gn[:, None]
+    area = 3.0 * space.volumes[fe] * gn
+    fnodes = tets[fe[:, None], _FACE_OF[fk]]
+    nf, nq = len(fe), len(qw)
+    x = np.einsum("qi,fik->fqk", qp, space.nodes[fnodes])
+    d = x - pos[fj][:, None]
+    r = np.linalg.norm(d, axis=2)
+    nd = np.einsum("fk,fqk->fq", normal, d)
+    flux = (normal[:, None] / r[..., None] ** 3 - 3 * d * (nd / r**5)[..., None]) / (4 * np.pi)
+    wq = area[:, None] * qw[None]
+    dofs, phi = _face_values(space, np.repeat(fnodes, nq, axis=0), np.tile(qp, (nf, 1)))
+    nbf = dofs.shape[1]
+    val = -np.matmul(phi.reshape(nf, nq, nbf).transpose(0, 2, 1), wq[..., None] * flux)
+    dofs = dofs.reshape(nf, nq, nbf)[:, 0]
+    _add(acc, "const", dofs.ravel(), s0 + np.repeat(fj, nbf), val.reshape(-1, 3))
+    # volume terms: I elements of another tissue, and T
+    jump = topo.tissue[ie] != t0[ij]
+    vol_e = np.concatenate([ie[jump], te])
+    vol_j = np.concatenate([ij[jump], tj])
+    is_t = np.concatenate([np.zeros(int(jump.sum()), bool), np.ones(len(te), bool)])
+    dist = np.linalg.norm(topo.centroid[vol_e] - pos[vol_j], axis=1)
+    close = dist < near_factor * topo.diameter[vol_e]
+    eye = np.eye(3)
+    for sel_close, (tb, tw) in zip((False, True), (tet_rule_deg2(), tet_rule_refined(3, 1))):
+        sel = close == sel_close
+        if not np.any(sel):
+            continue
+        els, js, tflag = vol_e[sel], vol_j[sel], is_t[sel]
+        nel, nq = len(els), len(tw)
+        te_q = np.repeat(els, nq)
+        tq = np.repeat(tflag, nq)
+        tbary = np.tile(tb, (nel, 1))
+        x = np.einsum("qi,qik->qk", tbary, space.nodes[tets[te_q]])
+        d = x - pos[np.repeat(js, nq)]
+        r = np.linalg.norm(d, axis=1)
+        u1 = d / (4 * np.pi * r[:, None] ** 3)  # sigma_inf u_inf per dipole axis
+        gu1 = (eye[None] / r[:, None, None] ** 3 - 3 * d[:, :, None] * d[:, None, :] /
+               r[:, None, None] ** 5) / (4 * np.pi)  # (Q, axis, 3)  # fmt: skip
+        et = eta[tets[te_q], np.repeat(js, nq)[:, None]].astype(float)
+        eta_q = np.where(tq, np.einsum("qi,qi->q", tbary, et), 1.0)
+        geta = np.einsum("qi,qik->qk", et, space.gradients[te_q]) * tq[:, None]
+        gq = u1[:, :, None] * geta[:, None, :] + eta_q[:, None, None] * gu1
+        wv = np.tile(tw, nel) * space.volumes[te_q]
+        if space.order == 1:  # constant basis gradients: sum the field over the points first
+            wg = (wv[:, None, None] * gq).reshape(nel, nq, 3, 3).sum(axis=1)  # (n_el, axis, 3)
+            contrib = -np.matmul(space.gradients[els], wg.transpose(0, 2, 1))
+        else:
+            gphi = space.basis_gradients(te_q, tbary)
+            contrib = -np.matmul(gphi, (wv[:, None, None] * gq).transpose(0, 2, 1))
+            contrib = contrib.reshape(nel, nq, -1, 3).sum(axis=1)  # (n_el, nb, 3)
+        dofs = space.element_dofs[els]
+        nbe = dofs.shape[1]
+        ta = topo.tissue[els]
+        tsrc = t0[js]
+        key = ta * 1000 + tsrc
+        for k in np.unique(key):
+            m_ = key == k
+            a_, c_ = int(k // 1000), int(k % 1000)
+            src = s0 + np.repeat(js[m_], nbe)
+            _add(acc, (a_, c_), dofs[m_].ravel(), src, contrib[m_].reshape(-1, 3))
+            # I elements (eta = 1): -(sigma/sigma_inf - 1) gu1 = ratio * (-gu1) + gu1
+            mi = m_ & ~tflag
+            if np.any(mi):
+                _add(acc, "const", dofs[mi].ravel(), s0 + np.repeat(js[mi], nbe),
+                     -contrib[mi].reshape(-1, 3))  # fmt: skip
+            if meg is not None and a_ != c_:
+                mq = np.repeat(m_, nq)
+                f = facc.setdefault((a_, c_), np.zeros((meg.n_channels, n_total, 3)))
+                f[:, s0 : s0 + nb_src] += _transition_field_by_source(
+                    meg, x[mq], wv[mq], gq[mq], np.repeat(js, nq)[mq], nb_src
+                )
+
+
+def _add(acc, key, rows, src, vals):
+    r = acc.setdefault(key, ([], [], []))
+    r[0].append(rows)
+    r[1].append(src)
+    r[2].append(vals)
+
+
+def _transition_field_by_source(meg, x, w, gq, src, n_src, chunk=4096):
+    """Magnetic field ``-mu0/(4 pi) sum_q w_q gq_q x (r_p - x_q) / |r_p - x_q|^3`` of
+    the currents ``gq`` (Q, axis, 3) at points ``x`` (Q, 3) with weights ``w``,
+    summed per source ``src`` (Q,): (C, n_src, 3) T/(A m) per dipole axis."""
     pts = np.asarray(meg.points, float)
-    r = pts[:, None] - x[None]  # (P, Q, 3)
-    kern = r / np.linalg.norm(r, axis=2, keepdims=True) ** 3
-    # (g x R) . n_p = g . (R x n_p)
-    rn = np.cross(kern, np.asarray(meg.normals, float)[:, None])  # (P, Q, 3)
-    val = -MU0 / (4 * np.pi) * np.einsum("q,qkj,pqj->pk", w, gq, rn)
-    out = np.zeros((meg.n_channels, 3))
-    np.add.at(out, np.asarray(meg.channel), np.asarray(meg.weights, float)[:, None] * val)
-    return out
+    nrm = np.asarray(meg.normals, float)
+    out = np.zeros((len(pts), n_src, 3))
+    for q0 in range(0, len(x), chunk):
+        q = slice(q0, q0 + chunk)
+        r = pts[:, None] - x[None, q]  # (P, Q, 3)
+        kern = r / np.linalg.norm(r, axis=2, keepdims=True) ** 3
+        rn = np.cross(kern, nrm[:, None])  # (g x R) . n_p = g . (R x n_p)
+        val = -MU0 / (4 * np.pi) * np.einsum("q,qkj,pqj->qpk", w[q], gq[q], rn)
+        onehot = sp.csr_matrix(
+            (np.ones(len(val)), (src[q], np.arange(len(val)))), shape=(n_src, len(val))
+        )
+        out += (onehot @ val.reshape(len(val), -1)).reshape(n_src, len(pts), 3).transpose(1, 0, 2)
+    chan = np.zeros((meg.n_channels, n_src, 3))
+    np.add.at(chan, np.asarray(meg.channel), np.asarray(meg.weights, float)[:, None, None] * out)
+    return chan
 
 
 def sparse_combination_product(parts, t, coef):
