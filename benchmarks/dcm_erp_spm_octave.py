@@ -133,6 +133,7 @@ P = pE;
 P.T = pT; P.G = pG; P.S = pS(:)'; P.H = pH(:)'; P.R = pR; P.C = pC0;
 P.A = {{pAf, pAb, pAl}}; P.B = {{pB}}; P.D = pD;
 xs = spm_gen_erp(P, M, xU); probe1 = full(xs{{1}}); probe2 = full(xs{{2}});
+%INIT%
 t0 = tic;
 [Qp, Qg, Cp, Cg, Ce, F, LE] = spm_nlsi_N(M, xU, xY);
 wall = toc(t0);
@@ -274,10 +275,29 @@ def spm_free_energy_at(s, yf, lfm, thetas, spm_path, timeout=3000):
     return np.asarray(res["Fs"], float).ravel()
 
 
-def run_spm(s, yf, lfm, probe_blocks, spm_path, nmax=128, timeout=3000):
-    """Invert with SPM12 under Octave; returns a dict (or raises RuntimeError)."""
+_INIT = """P = pE;
+P.T = iT; P.G = iG; P.S = iS(:)'; P.H = iH(:)'; P.R = iR; P.C = iC;
+P.A = {{iAf, iAb, iAl}}; P.B = {{iB}}; P.D = iD;
+Q = gE; Q.L = iL(:)'; Q.J = full(gE.J); Q.J(1) = iJ(1); Q.J(7) = iJ(2);
+M.P = P; M.Q = Q;
+"""
+
+
+def run_spm(s, yf, lfm, probe_blocks, spm_path, nmax=128, timeout=3000, init=None):
+    """Invert with SPM12 under Octave; returns a dict (or raises RuntimeError).
+
+    ``init``: biosim parameter vector to start ``spm_nlsi_N`` from (``M.P``, ``M.Q``);
+    None starts from the prior mean, as ``spm_dcm_erp`` does."""
     arrays = {**_setup_arrays(s, yf, lfm), **spm_blocks(s, probe_blocks)}
     driver = _DRIVER.replace("M.Nmax = {nmax}", f"M.Nmax = {int(nmax)}")
+    driver = driver.replace("%INIT%", "" if init is None else _INIT)
+    if init is not None:
+        full = s.unpack(jnp.asarray(init))
+        b = {k[1:]: v for k, v in spm_blocks(s, full).items()}
+        arrays.update({"i" + k: v for k, v in b.items() if k not in ("C0",)})
+        arrays["iC"] = b["C0"]
+        arrays["iL"] = np.asarray(full["L"], float)
+        arrays["iJ"] = np.asarray(full["J"], float)
     res, stdout, total = _octave(driver, arrays, spm_path, timeout)
 
     its = len(re.findall(r"EM\([+-]\)", stdout))
@@ -407,18 +427,74 @@ def compare(spm_path, seed=SEED, nmax=128, reference=None):
     return dict(spm=spm, biosim=r_b, exact=r_e, at_spm=at_spm, spm_f_at=f_at)
 
 
+def data(seed=SEED):
+    """(SPM-style structure, y, lead field, SPM's features, mode lead field) of one seed."""
+    s_spm = network("spm", "operator", "spm")
+    s_exact = network("rk4", "exact", "zero")
+    lf = region_lead_field(REGIONS, n_channels=N_CH)
+    truth = s_exact.pack(**TRUE)
+    _, clean = simulate_erp(s_exact, truth, lf)
+    y, _ = simulate_erp(s_exact, truth, lf, noise_std=NOISE * clean.std(), seed=seed)
+    u = spatial_modes(lf)
+    scale = float(np.std(y @ u))
+    yf = (y @ u) / scale
+    lfm = (u.T @ lf) * MOMENT_PER_MV / scale
+    return s_spm, y, lf, yf, lfm
+
+
+def restarts(spm_path, seed=SEED, nmax=128):
+    """spm_nlsi_N from the prior, restarted from its own solution and from biosim's optimum;
+    biosim's SPM-style fit (observed and SPM12's expected noise curvature); F of each at the
+    other's solution."""
+    s, y, lf, yf, lfm = data(seed)
+    probe = s.unpack(jnp.asarray(s.pack(**PROBE)))
+    rows = []
+    spm = run_spm(s, yf, lfm, probe, spm_path, nmax)
+    spm2 = run_spm(s, yf, lfm, probe, spm_path, nmax, init=spm["mean"])
+    fits = {}
+    for curv in ("observed", "expected"):
+        r, t = fit(s, y, lf, hyper_curvature=curv)
+        fits[curv] = (r, t)
+    r_b = fits["expected"][0]
+    spm3 = run_spm(s, yf, lfm, probe, spm_path, nmax, init=r_b.vl.mean)
+    for name, run in (("SPM from prior", spm), ("SPM from SPM", spm2), ("SPM from biosim", spm3)):
+        at = fit_erp(
+            s, y, lf, noise="spm", init=run["mean"], max_iter=0, hyper_curvature="expected"
+        )
+        d = np.abs(run["mean"] - r_b.vl.mean) / run["sd"]
+        rows.append((name, run["F"], at.free_energy, d.max(), run["iterations"], run["wall"]))
+    for curv, (r, t) in fits.items():
+        f_at = spm_free_energy_at(s, yf, lfm, [r.vl.mean], spm_path)[0]
+        d = np.abs(spm["mean"] - r.vl.mean) / spm["sd"]
+        rows.append((f"biosim ({curv})", r.free_energy, f_at, d.max(), r.vl.n_iterations, t))
+    print(
+        f"seed {seed}: {'case':18s} {'F':>9s} {'F other':>9s} {'max|dm|/SD':>10s} "
+        f"{'iter':>4s} {'wall s':>7s}"
+    )
+    for row in rows:
+        print(
+            f"seed {seed}: {row[0]:18s} {row[1]:9.2f} {row[2]:9.2f} {row[3]:10.2f} "
+            f"{row[4]:4d} {row[5]:7.1f}"
+        )
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spm", default=None, help="SPM12 directory (default: $SPM12_PATH)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--nmax", type=int, default=128, help="SPM's M.Nmax")
     ap.add_argument("--write-reference", default=None)
+    ap.add_argument("--restarts", action="store_true", help="SPM restarted from both optima")
     a = ap.parse_args()
     spm_path = a.spm or os.environ.get("SPM12_PATH")
     if not spm_path:
         print("SPM12_PATH not set: nothing to compare against")
         return
-    compare(spm_path, a.seed, a.nmax, a.write_reference)
+    if a.restarts:
+        restarts(spm_path, a.seed, a.nmax)
+    else:
+        compare(spm_path, a.seed, a.nmax, a.write_reference)
 
 
 if __name__ == "__main__":
