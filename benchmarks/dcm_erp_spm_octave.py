@@ -156,7 +156,7 @@ save('-v7', '{out}', 'E_*', 'S_*', 'F', 'LE', 'Ce', 'wall', 'probe1', 'probe2');
 _EVAL = (
     _SETUP
     + """M.Nmax = 1; M.Gmax = 1; M.Hmax = 128;
-Fs = zeros(1, size(iAf, 3));
+Fs = zeros(1, size(iAf, 3)); Ls = zeros(9, size(iAf, 3));
 for k = 1:size(iAf, 3)
   P = pE;
   P.T = iT(:, :, k); P.G = iG(:, :, k); P.S = iS(k, :); P.H = iH(k, :); P.R = iR(:, :, k);
@@ -164,10 +164,10 @@ for k = 1:size(iAf, 3)
   P.D = iD(:, :, k);
   Q = gE; Q.L = iL(k, :); Q.J = full(gE.J); Q.J(1) = iJ(k, 1); Q.J(7) = iJ(k, 2);
   M.P = P; M.Q = Q;
-  [~, ~, ~, ~, ~, Fk] = spm_nlsi_N(M, xU, xY);
-  Fs(k) = full(Fk);
+  [~, ~, ~, ~, ~, Fk, Lk] = spm_nlsi_N(M, xU, xY);
+  Fs(k) = full(Fk); Ls(:, k) = full(Lk(:));
 end
-save('-v7', '{out}', 'Fs');
+save('-v7', '{out}', 'Fs', 'Ls');
 """
 )
 
@@ -257,8 +257,10 @@ def _setup_arrays(s, yf, lfm):
     )
 
 
-def spm_free_energy_at(s, yf, lfm, thetas, spm_path, timeout=3000):
-    """SPM12's free energy (spm_nlsi_N, noise M-step converged) at each parameter vector."""
+def spm_free_energy_at(s, yf, lfm, thetas, spm_path, timeout=3000, terms=False, dx=None):
+    """SPM12's free energy (spm_nlsi_N, noise M-step converged) at each parameter vector;
+    with ``terms``, also its nine terms ``L`` (9, n) of ``spm_nlsi_N``; ``dx``: step of
+    ``spm_diff``'s forward differences (``GLOBAL_DX``; None: SPM's exp(-8))."""
     arrays = _setup_arrays(s, yf, lfm)
     blocks = [spm_blocks(s, s.unpack(jnp.asarray(t))) for t in thetas]
     for key, name in (("iAf", "pAf"), ("iAb", "pAb"), ("iAl", "pAl"), ("iB", "pB")):
@@ -271,8 +273,10 @@ def spm_free_energy_at(s, yf, lfm, thetas, spm_path, timeout=3000):
     full = [s.unpack(jnp.asarray(t)) for t in thetas]
     arrays["iL"] = np.stack([np.asarray(f["L"]) for f in full])
     arrays["iJ"] = np.stack([np.asarray(f["J"]) for f in full])
-    res, _, _ = _octave(_EVAL, arrays, spm_path, timeout)
-    return np.asarray(res["Fs"], float).ravel()
+    driver = _EVAL if dx is None else f"global GLOBAL_DX; GLOBAL_DX = {dx!r};\n" + _EVAL
+    res, _, _ = _octave(driver, arrays, spm_path, timeout)
+    fs = np.asarray(res["Fs"], float).ravel()
+    return (fs, np.asarray(res["Ls"], float).reshape(9, -1)) if terms else fs
 
 
 _INIT = """P = pE;
