@@ -390,11 +390,13 @@ def compare(spm_path, seed=SEED, nmax=128, reference=None):
             ),
         )
 
-    r_b, t_b = fit(s_spm, y, lf)
-    r_b2, t_b2 = fit(s_spm, y, lf)  # after compilation
+    r_b, t_b = fit(s_spm, y, lf, hyper_curvature="expected")  # SPM12's noise step
+    r_b2, t_b2 = fit(s_spm, y, lf, hyper_curvature="expected")  # after compilation
     r_e, t_e = fit(s_exact, y, lf)
     r_e2, t_e2 = fit(s_exact, y, lf)
-    at_spm = fit_erp(s_spm, y, lf, noise="spm", init=spm["mean"], max_iter=0)
+    at_spm = fit_erp(
+        s_spm, y, lf, noise="spm", init=spm["mean"], max_iter=0, hyper_curvature="expected"
+    )
     nm = names(s_spm)
     print(
         f"{'parameter':22s} {'SPM12':>8s} {'biosim':>8s} {'exact':>8s} {'SD(SPM)':>8s} "
@@ -410,16 +412,16 @@ def compare(spm_path, seed=SEED, nmax=128, reference=None):
         )
     print(
         f"F: SPM12 {spm['F']:.2f} ({spm['iterations']} iterations, converged "
-        f"{spm['converged']}); biosim SPM-style {r_b.free_energy:.2f} "
-        f"(dF {r_b.free_energy - spm['F']:+.2f}, {r_b.vl.n_iterations} it.); biosim F at "
-        f"SPM's posterior mean {at_spm.free_energy:.2f}; biosim exact delays "
+        f"{spm['converged']}); biosim SPM-style {r_b.free_energy_spm12:.2f} "
+        f"(dF {r_b.free_energy_spm12 - spm['F']:+.2f}, {r_b.vl.n_iterations} it.); biosim F "
+        f"at SPM's posterior mean {at_spm.free_energy_spm12:.2f}; biosim exact delays "
         f"{r_e.free_energy:.2f} ({r_e.vl.n_iterations} it.)"
     )
     f_at = spm_free_energy_at(s_spm, yf, lfm, [spm["mean"], r_b.vl.mean], spm_path)
     print(
         f"SPM12's F (spm_nlsi_N, noise step converged) at SPM's posterior mean {f_at[0]:.2f} "
-        f"(biosim there {at_spm.free_energy:.2f}); at biosim's posterior mean {f_at[1]:.2f} "
-        f"(biosim there {r_b.free_energy:.2f}): SPM stopped {f_at[1] - spm['F']:+.2f} nats "
+        f"(biosim there {at_spm.free_energy_spm12:.2f}); at biosim's posterior mean "
+        f"{f_at[1]:.2f} (biosim there {r_b.free_energy_spm12:.2f}): SPM stopped {f_at[1] - spm['F']:+.2f} nats "
         f"below the optimum biosim found"
     )
     print(
@@ -448,37 +450,44 @@ def data(seed=SEED):
 
 def restarts(spm_path, seed=SEED, nmax=128):
     """spm_nlsi_N from the prior, restarted from its own solution and from biosim's optimum;
-    biosim's SPM-style fit (observed and SPM12's expected noise curvature); F of each at the
-    other's solution."""
+    biosim's SPM-style fit with SPM12's noise step (expected curvature) and with the default
+    (observed curvature).  Columns: F as each reports it (biosim: ``free_energy_spm12``,
+    SPM's convention), the other's F at this solution (at SPM's: biosim's
+    ``free_energy_spm12``; at biosim's: SPM's, from ``spm_free_energy_at``), max |d mean| / SD
+    against the other's solution (SPM rows: against biosim's expected-curvature fit, SPM's
+    SD; biosim rows: against SPM from the prior), iterations, wall time (biosim compiled)."""
     s, y, lf, yf, lfm = data(seed)
     probe = s.unpack(jnp.asarray(s.pack(**PROBE)))
-    rows = []
+    fit_erp(s, y, lf, noise="spm", max_iter=1)  # compile
+    fits = {curv: fit(s, y, lf, hyper_curvature=curv) for curv in ("expected", "observed")}
+    r_b = fits["expected"][0]
     spm = run_spm(s, yf, lfm, probe, spm_path, nmax)
     spm2 = run_spm(s, yf, lfm, probe, spm_path, nmax, init=spm["mean"])
-    fits = {}
-    for curv in ("observed", "expected"):
-        r, t = fit(s, y, lf, hyper_curvature=curv)
-        fits[curv] = (r, t)
-    r_b = fits["expected"][0]
     spm3 = run_spm(s, yf, lfm, probe, spm_path, nmax, init=r_b.vl.mean)
+    rows = []
     for name, run in (("SPM from prior", spm), ("SPM from SPM", spm2), ("SPM from biosim", spm3)):
         at = fit_erp(
             s, y, lf, noise="spm", init=run["mean"], max_iter=0, hyper_curvature="expected"
         )
         d = np.abs(run["mean"] - r_b.vl.mean) / run["sd"]
-        rows.append((name, run["F"], at.free_energy, d.max(), run["iterations"], run["wall"]))
-    for curv, (r, t) in fits.items():
-        f_at = spm_free_energy_at(s, yf, lfm, [r.vl.mean], spm_path)[0]
+        conv = "conv" if run["converged"] else "max_iter"
+        rows.append(
+            (name, run["F"], at.free_energy_spm12, d.max(), run["iterations"], run["wall"], conv)
+        )
+    f_at = spm_free_energy_at(s, yf, lfm, [r.vl.mean for r, _ in fits.values()], spm_path)
+    for (curv, (r, t)), f in zip(fits.items(), f_at, strict=True):
         d = np.abs(spm["mean"] - r.vl.mean) / spm["sd"]
-        rows.append((f"biosim ({curv})", r.free_energy, f_at, d.max(), r.vl.n_iterations, t))
+        rows.append(
+            (f"biosim ({curv})", r.free_energy_spm12, f, d.max(), r.vl.n_iterations, t, r.vl.reason)
+        )
     print(
         f"seed {seed}: {'case':18s} {'F':>9s} {'F other':>9s} {'max|dm|/SD':>10s} "
-        f"{'iter':>4s} {'wall s':>7s}"
+        f"{'iter':>4s} {'wall s':>7s}  stop"
     )
     for row in rows:
         print(
             f"seed {seed}: {row[0]:18s} {row[1]:9.2f} {row[2]:9.2f} {row[3]:10.2f} "
-            f"{row[4]:4d} {row[5]:7.1f}"
+            f"{row[4]:4d} {row[5]:7.1f}  {row[6]}"
         )
     return rows
 
