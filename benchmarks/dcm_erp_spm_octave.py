@@ -421,8 +421,8 @@ def compare(spm_path, seed=SEED, nmax=128, reference=None):
     print(
         f"SPM12's F (spm_nlsi_N, noise step converged) at SPM's posterior mean {f_at[0]:.2f} "
         f"(biosim there {at_spm.free_energy_spm12:.2f}); at biosim's posterior mean "
-        f"{f_at[1]:.2f} (biosim there {r_b.free_energy_spm12:.2f}): SPM stopped {f_at[1] - spm['F']:+.2f} nats "
-        f"below the optimum biosim found"
+        f"{f_at[1]:.2f} (biosim there {r_b.free_energy_spm12:.2f}): SPM stopped "
+        f"{f_at[1] - spm['F']:+.2f} nats below the optimum biosim found"
     )
     print(
         f"max |d mean|/SD vs SPM: SPM-style {d_b.max():.3f}, exact delays {d_e.max():.3f}; "
