@@ -33,7 +33,9 @@ biosim's SPM-configured fit reaches 826.79, so the posterior means differ (up to
 mostly the dipole gains) because SPM stops early, not because the models differ:
 restarted from its own solution spm_nlsi_N stops after 4 iterations at 799.40 (its rule,
 4 iterations whose predicted gain of the neural step is < 0.1, ignores the observer
-parameters L, J, updated in their own loop); restarted from biosim's optimum it stays
+parameters L, J, updated in their own loop: at SPM's solution its last four neural
+predicted gains are 0.09-0.04 and biosim's predicted gain is 0.02 with L, J pinned but
+19.2 nats with all parameters free); restarted from biosim's optimum it stays
 there (max |d mean| / SD 0.00) at F = 826.78.  F at the same parameters agrees to 0.01
 nats once biosim uses SPM12's noise step (``hyper_curvature="expected"``) and SPM's
 F convention (``ERPResult.free_energy_spm12``: spm_nlsi_N adds exp(-16) I to the
@@ -41,7 +43,7 @@ posterior covariance before its log-determinant, +0.33 nats here); the earlier 0
 nat gap was that term (0.33) less the 0.12 nats that one spm_nlsi_N iteration loses to
 its noise-step tolerance (dF/dh dh < e^-2); spm_diff's forward differences account for
 0.005.  Seed 2: 798.03 (19 it.) vs 823.87, the same picture.  ``--restarts`` prints
-that table.
+that table (wall: spm_nlsi_N 37 s from the prior, biosim 0.6 s compiled).
 
 Requirements: ``octave`` on PATH and SPM12 at ``$SPM12_PATH`` (no MEX files
 are used on this path; Octave lacks MATLAB's ``fcnchk``, for which the driver
