@@ -430,7 +430,8 @@ def compare(spm_path, seed=SEED, nmax=128, reference=None):
     )
     f_at = spm_free_energy_at(s_spm, yf, lfm, [spm["mean"], r_b.vl.mean], spm_path)
     print(
-        f"SPM12's F (spm_nlsi_N, noise step converged) at SPM's posterior mean {f_at[0]:.2f} "
+        f"SPM12's F (one spm_nlsi_N iteration, noise step to its tolerance) at SPM's "
+        f"posterior mean {f_at[0]:.2f} "
         f"(biosim there {at_spm.free_energy_spm12:.2f}); at biosim's posterior mean "
         f"{f_at[1]:.2f} (biosim there {r_b.free_energy_spm12:.2f}): SPM stopped "
         f"{f_at[1] - spm['F']:+.2f} nats below the optimum biosim found"
