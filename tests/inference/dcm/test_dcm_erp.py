@@ -1,6 +1,7 @@
 """DCM for ERPs: recovery, gradients, free energy, errors (the neural mass itself is
 tested in tests/physics/neural/test_neural_mass.py)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,8 +19,14 @@ from biosim.inference.dcm import (
     simulate_erp,
     source_signals,
 )
-from biosim.inference.dcm.erp import _model_for, source_states, spm_noise_precision
-from biosim.inference.dcm.variational_laplace import _compiled
+from biosim.inference.dcm.erp import (
+    SPM_COV_FLOOR,
+    ERPResult,
+    _model_for,
+    source_states,
+    spm_noise_precision,
+)
+from biosim.inference.dcm.variational_laplace import VLResult, _compiled
 
 
 def _structure():
@@ -188,3 +195,18 @@ def test_spm_conventions_and_options():
             _spm_network(**kw)
     with pytest.raises(ParameterError, match="noise"):
         fit_erp(s, np.zeros((2, 64, 4)), np.ones((4, 3)), noise="white")
+
+
+def test_free_energy_spm12_adds_spm_covariance_floor():
+    """spm_nlsi_N's F uses log|C + e^-16 I| (benchmarks/dcm_erp_spm_octave.py: this term
+    is 0.33 of the 0.21-0.24 nat gap to SPM's F at the same parameters): analytic value
+    for a rotated covariance with eigenvalues e^-16 and 3 e^-16 (log 2 / 2 + log(4/3) / 2)."""
+    rot = np.array([[np.cos(0.3), -np.sin(0.3)], [np.sin(0.3), np.cos(0.3)]])
+    cov = rot @ np.diag([1.0, 3.0]) @ rot.T * SPM_COV_FLOOR
+    vl = VLResult(np.zeros(2), cov, np.zeros(1), -10.0, 0, True, [], np.zeros((1, 1)))
+    r = ERPResult(_spm_network(), vl, np.eye(3), 1.0, 2.0)
+    assert r.free_energy == -8.0
+    assert abs(r.free_energy_spm12 - (-8.0 + 0.5 * np.log(2.0) + 0.5 * np.log(4 / 3))) < 1e-12
+    not_pd = ERPResult(_spm_network(), dataclasses.replace(vl, cov=-cov), np.eye(3), 1.0)
+    with pytest.raises(ParameterError):
+        _ = not_pd.free_energy_spm12
