@@ -34,16 +34,16 @@ import biosim  # noqa: F401  (float64)
 from biosim.experiment import load_experiment
 from biosim.experiment.activity import ultrasound_schedules
 from biosim.experiment.devices.ultrasound import (
+    acoustic_problem,
     build_thermometry,
-    place_transducer,
     resample_frames,
     thermometry_grid,
     thermometry_magnitude,
 )
 from biosim.experiment.protocol import Protocol
 from biosim.instruments.thermometry import thermometry_error
-from biosim.physics.acoustics import Grid, bowl, cw_settings, simulate_cw
-from biosim.physics.acoustics.media import TEMPLATE_LABELS, template_head_media
+from biosim.physics.acoustics import cw_settings, simulate_cw
+from biosim.physics.acoustics.media import TEMPLATE_LABELS
 from biosim.physics.thermal import (
     ITIS_TISSUES,
     ThermalMaps,
@@ -101,19 +101,8 @@ def chain(duration=60.0):
     t_all, c_all = time.perf_counter(), time.process_time()
 
     t0, c0 = time.perf_counter(), time.process_time()
-    place = place_transducer(us, spec)
+    place, maps, medium, grid, src = acoustic_problem(us, spec)
     f, h = us["frequency"], us["grid_spacing"]
-    maps = template_head_media(place.affine, place.shape)
-    medium = maps.medium(f)
-    grid = Grid(place.shape, (h,) * 3, pml_size=(us["pml_size"],) * 3, origin=place.origin)
-    src = bowl(
-        (0.0, 0.0, 0.0),
-        (0.0, 0.0, 1.0),
-        us["radius_of_curvature"],
-        us["aperture"],
-        point_spacing=h / 2,
-        amplitude=us["source_pressure"],
-    )
     settings = cw_settings(medium, grid, f, cfl=us["cfl"], dtype="float32")
     times["media"] = time.perf_counter() - t0
     cpu["media"] = time.process_time() - c0

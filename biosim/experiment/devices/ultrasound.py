@@ -438,23 +438,19 @@ def thermometry_magnitude(scan: PRFSThermometry, affine, shape):
     return mag, f
 
 
-def simulate(ctx: DeviceContext) -> UltrasoundRecording:
-    """Field, heating, dose, safety and the thermometry series of one sonication run."""
-    from ...physics.acoustics import Grid, bowl, cw_settings, simulate_cw
-    from ...physics.acoustics.media import TEMPLATE_LABELS, template_head_media
-    from ...physics.thermal import (
-        acoustic_heat_source,
-        safety_indices,
-        solve_bioheat,
-        thermal_maps_from_labels,
-    )
+def acoustic_problem(us: dict, spec: dict, where: str = "devices.ultrasound"):
+    """The device's acoustic set-up: ``(placement, media maps, Medium, Grid, bowl)``.
 
-    us, spec, where = ctx.table, ctx.spec, f"devices.{ctx.key}"
-    th = us["thermometry"]
+    The bowl sits at the beam grid's origin facing +z (the grid is aligned with the
+    beam by :func:`place_transducer`); media come from the template head at the
+    device frequency.
+    """
+    from ...physics.acoustics import Grid, bowl
+    from ...physics.acoustics.media import template_head_media
+
     place = place_transducer(us, spec, where)
     f, h = us["frequency"], us["grid_spacing"]
     maps = template_head_media(place.affine, place.shape)
-    medium = maps.medium(f)
     grid = Grid(place.shape, (h,) * 3, pml_size=(us["pml_size"],) * 3, origin=place.origin)
     source = bowl(
         (0.0, 0.0, 0.0),
@@ -464,6 +460,24 @@ def simulate(ctx: DeviceContext) -> UltrasoundRecording:
         point_spacing=h / 2,
         amplitude=us["source_pressure"],
     )
+    return place, maps, maps.medium(f), grid, source
+
+
+def simulate(ctx: DeviceContext) -> UltrasoundRecording:
+    """Field, heating, dose, safety and the thermometry series of one sonication run."""
+    from ...physics.acoustics import cw_settings, simulate_cw
+    from ...physics.acoustics.media import TEMPLATE_LABELS
+    from ...physics.thermal import (
+        acoustic_heat_source,
+        safety_indices,
+        solve_bioheat,
+        thermal_maps_from_labels,
+    )
+
+    us, spec, where = ctx.table, ctx.spec, f"devices.{ctx.key}"
+    th = us["thermometry"]
+    place, maps, medium, grid, source = acoustic_problem(us, spec, where)
+    f, h = us["frequency"], us["grid_spacing"]
     try:
         settings = cw_settings(medium, grid, f, cfl=us["cfl"], dtype="float32")
     except ParameterError as err:
